@@ -1,0 +1,93 @@
+//! `auditseal-db`: the database CLI. One file per command under `cmd/`.
+
+mod cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use auditseal_core::config::{Overrides, Settings};
+
+/// Exit status when the command itself could not run (bad options, database unreachable);
+/// verifylog's own findings use 0 / 254 / 255 as CESeCore's.
+const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(name = "auditseal-db", version, about = "auditseal database CLI")]
+struct Cli {
+    /// TOML configuration file (the server's; its keys are used to verify).
+    #[arg(long, global = true, env = "AUDITSEAL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./data].
+    #[arg(long, global = true, env = "AUDITSEAL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// postgres://... or sqlite:... [default: the SQLite file <data-dir>/auditseal.db].
+    #[arg(
+        long,
+        global = true,
+        env = "AUDITSEAL_DATABASE_URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Verify every row of the audit log and find every hole and duplicate.
+    Verifylog(cmd::verifylog::Args),
+}
+
+/// SignServer's CLI spells options with one dash (`verifylog -all`, `-node n:5`); accept both.
+fn normalise_args() -> Vec<String> {
+    std::env::args()
+        .map(|a| match a.as_str() {
+            "-all" | "-node" | "-json" => format!("-{a}"),
+            _ => a,
+        })
+        .collect()
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AUDITSEAL_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse_from(normalise_args());
+    let settings = match Settings::resolve(Overrides {
+        config: cli.config,
+        data_dir: cli.data_dir,
+        database_url: cli.database_url,
+        node_id: None,
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Verifylog(args) => cmd::verifylog::run(&settings, args).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! Configuration shared by both binaries: built-in defaults, then a TOML file, then environment
+//! variables (`AUDITSEAL_*`), then command-line flags (the binaries apply the last two with clap).
+//! `conf/auditseal.toml` is the commented sample; docs/OPERATIONS.md describes every key.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::keys::{KeyRing, VerifyKey};
+use crate::token::{Algorithm, HmacToken, SharedToken, SoftwareToken, TokenError};
+
+/// The file form. Unknown keys are errors, not silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub node_id: Option<String>,
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub protection: ProtectionSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub bind: Option<String>,
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectionSection {
+    /// Protect new rows (CESeCore `enablesign`).
+    #[serde(default = "yes")]
+    pub enable_sign: bool,
+    /// Verify rows when they are read (CESeCore `enableverify`).
+    #[serde(default = "yes")]
+    pub enable_verify: bool,
+    /// A failed row fails the whole query (CESeCore `erroronverifyfail`).
+    #[serde(default = "yes")]
+    pub error_on_verify_fail: bool,
+    /// The keyid that protects new rows; default: the first key listed.
+    pub keyid: Option<i32>,
+    #[serde(default)]
+    pub keys: Vec<KeyEntry>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for ProtectionSection {
+    fn default() -> Self {
+        ProtectionSection {
+            enable_sign: true,
+            enable_verify: true,
+            error_on_verify_fail: true,
+            keyid: None,
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// One configured key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum KeyEntry {
+    /// A PKCS#8 PEM private key file (RSA or EC P-256); generated (RSA-2048) when missing.
+    Software {
+        keyid: i32,
+        /// Relative paths are under the data directory. Default `signing-key.pem`.
+        file: Option<PathBuf>,
+    },
+    /// An HMAC-SHA256 secret (protection version 1), from exactly one of the three sources.
+    Hmac {
+        keyid: i32,
+        secret: Option<String>,
+        secret_file: Option<PathBuf>,
+        secret_env: Option<String>,
+    },
+    /// A verify-only public key (PEM SubjectPublicKeyInfo), e.g. a retired key.
+    Public {
+        keyid: i32,
+        algorithm: PublicAlgorithm,
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub enum PublicAlgorithm {
+    SHA256WithRSA,
+    SHA256WithECDSA,
+}
+
+impl KeyEntry {
+    pub fn keyid(&self) -> i32 {
+        match self {
+            KeyEntry::Software { keyid, .. }
+            | KeyEntry::Hmac { keyid, .. }
+            | KeyEntry::Public { keyid, .. } => *keyid,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("key keyid={keyid}: {reason}")]
+    Key { keyid: i32, reason: String },
+    #[error("key keyid={keyid}: {source}")]
+    Token { keyid: i32, source: TokenError },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl FileConfig {
+    /// Reads a TOML file; a missing file is an error (it was named explicitly).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// The node id when none is configured: the host name, as CESeCore's `cluster.nodeid` default.
+pub fn default_node_id() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// The embedded default database: a SQLite file in the data directory.
+pub fn default_database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("auditseal.db").display())
+}
+
+/// The keys in use: the token that protects new rows (None when signing is off) and every key
+/// that verifies.
+pub struct KeySetup {
+    pub current: Option<SharedToken>,
+    pub ring: KeyRing,
+    /// Every key, for listing: keyid, algorithm, where it lives, whether it can sign.
+    pub listing: Vec<KeyInfo>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyInfo {
+    pub keyid: i32,
+    pub algorithm: Algorithm,
+    pub source: String,
+    pub can_sign: bool,
+    pub current: bool,
+    pub public_key_pem: Option<String>,
+}
+
+/// Whether a missing software key file may be generated (the server) or not (the CLI, which
+/// only verifies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyMode {
+    Server,
+    VerifyOnly,
+}
+
+/// Loads the configured keys; with none configured, the default software key
+/// `<data-dir>/signing-key.pem`, keyid 1. Returns whether a key was generated.
+pub fn load_keys(
+    protection: &ProtectionSection,
+    data_dir: &Path,
+    mode: KeyMode,
+) -> Result<(KeySetup, Vec<PathBuf>), ConfigError> {
+    let default_entries = [KeyEntry::Software {
+        keyid: 1,
+        file: None,
+    }];
+    let entries: &[KeyEntry] = if protection.keys.is_empty() {
+        &default_entries
+    } else {
+        &protection.keys
+    };
+    let current_id = protection.keyid.unwrap_or(entries[0].keyid());
+    // Checked before any key is loaded, so a bad configuration generates nothing.
+    if protection.enable_sign && !entries.iter().any(|e| e.keyid() == current_id) {
+        return Err(ConfigError::Invalid(format!(
+            "protection.keyid = {current_id} names no configured key"
+        )));
+    }
+    let mut ring = KeyRing::new();
+    let mut listing = Vec::new();
+    let mut current: Option<SharedToken> = None;
+    let mut generated = Vec::new();
+    for e in entries {
+        let keyid = e.keyid();
+        if ring.get(keyid).is_some() {
+            return Err(ConfigError::Key {
+                keyid,
+                reason: "keyid configured twice".into(),
+            });
+        }
+        let (verify, token, source): (VerifyKey, Option<SharedToken>, String) = match e {
+            KeyEntry::Software { file, .. } => {
+                let path = data_dir.join(file.as_deref().unwrap_or(Path::new("signing-key.pem")));
+                let token = if mode == KeyMode::Server {
+                    let (t, gen_now) = SoftwareToken::load_or_generate(&path, keyid)
+                        .map_err(|source| ConfigError::Token { keyid, source })?;
+                    if gen_now {
+                        generated.push(path.clone());
+                    }
+                    t
+                } else {
+                    let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Key {
+                        keyid,
+                        reason: format!("cannot read {}: {e}", path.display()),
+                    })?;
+                    SoftwareToken::from_pem(&text, &path, keyid)
+                        .map_err(|source| ConfigError::Token { keyid, source })?
+                };
+                let t: SharedToken = Arc::new(token);
+                (t.verify_key(), Some(t.clone()), t.describe())
+            }
+            KeyEntry::Hmac {
+                secret,
+                secret_file,
+                secret_env,
+                ..
+            } => {
+                let s = hmac_secret(keyid, secret, secret_file, secret_env, data_dir)?;
+                let t: SharedToken = Arc::new(HmacToken::new(keyid, s.as_bytes()));
+                (t.verify_key(), Some(t.clone()), t.describe())
+            }
+            KeyEntry::Public {
+                algorithm, file, ..
+            } => {
+                let path = data_dir.join(file);
+                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Key {
+                    keyid,
+                    reason: format!("cannot read {}: {e}", path.display()),
+                })?;
+                let alg = match algorithm {
+                    PublicAlgorithm::SHA256WithRSA => Algorithm::Sha256WithRsa,
+                    PublicAlgorithm::SHA256WithECDSA => Algorithm::Sha256WithEcdsa,
+                };
+                let v = VerifyKey::from_pem(alg, &text).map_err(|e| ConfigError::Key {
+                    keyid,
+                    reason: format!("{}: {e}", path.display()),
+                })?;
+                (
+                    v,
+                    None,
+                    format!("public key {} (verify only)", path.display()),
+                )
+            }
+        };
+        listing.push(KeyInfo {
+            keyid,
+            algorithm: verify.algorithm(),
+            source,
+            can_sign: token.is_some(),
+            current: keyid == current_id,
+            public_key_pem: verify.public_key_pem(),
+        });
+        if keyid == current_id {
+            current = token;
+            if current.is_none() && protection.enable_sign {
+                return Err(ConfigError::Key {
+                    keyid,
+                    reason: "the current keyid is verify-only; it cannot protect new rows".into(),
+                });
+            }
+        }
+        ring.insert(keyid, verify);
+    }
+    if !protection.enable_sign {
+        current = None;
+    }
+    Ok((
+        KeySetup {
+            current,
+            ring,
+            listing,
+        },
+        generated,
+    ))
+}
+
+fn hmac_secret(
+    keyid: i32,
+    secret: &Option<String>,
+    secret_file: &Option<PathBuf>,
+    secret_env: &Option<String>,
+    data_dir: &Path,
+) -> Result<String, ConfigError> {
+    let err = |reason: String| ConfigError::Key { keyid, reason };
+    let s = match (secret, secret_file, secret_env) {
+        (Some(s), None, None) => s.clone(),
+        (None, Some(f), None) => {
+            let path = data_dir.join(f);
+            std::fs::read_to_string(&path)
+                .map_err(|e| err(format!("cannot read secret_file {}: {e}", path.display())))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string()
+        }
+        (None, None, Some(var)) => std::env::var(var).map_err(|_| {
+            err(format!(
+                "environment variable {var} (secret_env) is not set"
+            ))
+        })?,
+        _ => {
+            return Err(err(
+                "an hmac key needs exactly one of secret, secret_file, secret_env".into(),
+            ));
+        }
+    };
+    if s.is_empty() {
+        return Err(err("the HMAC secret is empty".into()));
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_reported() {
+        let e = toml::from_str::<FileConfig>("data_dri = 'x'")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("data_dri"), "{e}");
+    }
+
+    #[test]
+    fn default_is_a_generated_software_key_and_hmac_from_env_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let (setup, generated) =
+            load_keys(&ProtectionSection::default(), dir.path(), KeyMode::Server).unwrap();
+        assert_eq!(generated.len(), 1);
+        assert_eq!(setup.current.as_ref().unwrap().keyid(), 1);
+        assert!(setup.listing[0].public_key_pem.is_some());
+
+        let cfg: FileConfig = toml::from_str(
+            "[protection]\nkeyid = 5\n[[protection.keys]]\nkind = 'hmac'\nkeyid = 5\nsecret = 'foo123'\n\
+             [[protection.keys]]\nkind = 'software'\nkeyid = 1\n",
+        )
+        .unwrap();
+        let (setup, generated) =
+            load_keys(&cfg.protection, dir.path(), KeyMode::VerifyOnly).unwrap();
+        assert!(generated.is_empty());
+        let cur = setup.current.unwrap();
+        assert_eq!((cur.keyid(), cur.algorithm()), (5, Algorithm::HmacSha256));
+        assert!(setup.ring.get(1).is_some());
+    }
+
+    #[test]
+    fn bad_key_config_is_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg: FileConfig =
+            toml::from_str("[[protection.keys]]\nkind = 'hmac'\nkeyid = 2\n").unwrap();
+        let e = load_keys(&cfg.protection, dir.path(), KeyMode::Server)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("keyid=2") && e.contains("exactly one"), "{e}");
+        let cfg: FileConfig = toml::from_str("[protection]\nkeyid = 9\n").unwrap();
+        let e = load_keys(&cfg.protection, dir.path(), KeyMode::Server)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains('9'), "{e}");
+        assert!(
+            !dir.path().join("signing-key.pem").exists(),
+            "nothing generated on error"
+        );
+        // The CLI never generates keys.
+        let e = load_keys(
+            &ProtectionSection::default(),
+            dir.path(),
+            KeyMode::VerifyOnly,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("signing-key.pem"), "{e}");
+    }
+}
+
+/// Values from the environment or the command line; each wins over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub node_id: Option<String>,
+}
+
+/// Where the data lives and which database and node this process uses.
+#[derive(Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub node_id: String,
+    pub file: FileConfig,
+}
+
+impl Settings {
+    /// Defaults < file < overrides.
+    pub fn resolve(o: Overrides) -> Result<Settings, ConfigError> {
+        let file = match &o.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = o
+            .data_dir
+            .or_else(|| file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let database_url = o
+            .database_url
+            .or_else(|| file.database_url.clone())
+            .unwrap_or_else(|| default_database_url(&data_dir));
+        let node_id = o
+            .node_id
+            .or_else(|| file.node_id.clone())
+            .unwrap_or_else(default_node_id);
+        if node_id.trim().is_empty() || node_id.contains('\0') {
+            return Err(ConfigError::Invalid("the node id must not be empty".into()));
+        }
+        Ok(Settings {
+            data_dir,
+            database_url,
+            node_id,
+            file,
+        })
+    }
+}

@@ -1,0 +1,2137 @@
+//! `additionalDetails`: the XML form written by Java's `java.beans.XMLEncoder` for an
+//! insertion-ordered map (spec `cesecore-compat.md` section 5).
+//!
+//! The stored XML string is the protected text and is never re-serialized, so [`encode`] must be
+//! byte-identical to XMLEncoder and [`decode`] must accept anything XMLEncoder writes for such a
+//! map. Facts below were checked against OpenJDK 17.0.15 (and 25 for number formatting):
+//! - `&amp; &lt; &gt; &quot; &apos;` and `&#13;` for CR; tab, LF, DEL, C1 and other non-ASCII raw;
+//! - characters XML 1.0 cannot carry (U+0000..U+001F except tab/LF/CR, U+FFFE, U+FFFF, lone
+//!   surrogates) become `<char code="#1f"/>` elements inside the `<string>`, the code in lowercase
+//!   hexadecimal (`#` is `Integer.decode`'s hex prefix), one element per UTF-16 unit;
+//! - empty string `<string></string>`, empty containers `<object class="..."/>`;
+//! - numbers use `Integer/Long/Float/Double.toString` of the JVM (see `java_float`);
+//! - shared containers and dates are written once with `id="ArrayList0"` and later as
+//!   `<object idref="ArrayList0"/>`; the decoder resolves these.
+
+mod java_float;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use quick_xml::XmlVersion;
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::reader::Reader;
+
+use java_float::Algorithm;
+
+/// One value in the details map. Mirrors the JSON an API client sends and what Java can write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DetailValue {
+    Null,
+    String(String),
+    /// `<int>`
+    Int(i32),
+    /// `<long>`
+    Long(i64),
+    /// `<boolean>`
+    Bool(bool),
+    /// `<float>`
+    Float(f32),
+    /// `<double>`
+    Double(f64),
+    /// `<object class="java.util.Date"><long>millis</long></object>`
+    Date(i64),
+    /// `<class>name</class>`
+    Class(String),
+    /// `java.util.ArrayList`
+    List(Vec<DetailValue>),
+    /// Nested `java.util.LinkedHashMap`, insertion order.
+    Map(Vec<(String, DetailValue)>),
+}
+
+/// A whole details map (top level), insertion-ordered.
+pub type Details = Vec<(String, DetailValue)>;
+
+/// Deepest nesting of maps/lists accepted by [`decode`] and [`from_json`] (the top-level map is
+/// level 1); bounds recursion on untrusted input.
+pub const MAX_DEPTH: usize = 64;
+
+/// Most values [`decode`] will produce, counting copies made for `idref`; stops a small document
+/// from expanding exponentially through nested references.
+pub const MAX_VALUES: usize = 1_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetailsError {
+    /// Not well-formed XML, or XML that is not a valid XMLEncoder document (bad number, missing
+    /// argument, unknown reference, text where none belongs, ...).
+    #[error("additionalDetails XML is malformed at byte {position}: {reason}")]
+    Malformed { position: u64, reason: String },
+    /// Well-formed XMLEncoder output using an element, class or construct this module does not map
+    /// to a [`DetailValue`].
+    #[error("additionalDetails XML at byte {position} uses {element}, which is not supported")]
+    Unsupported { position: u64, element: String },
+    /// The document's single value is not a map.
+    #[error("additionalDetails XML must hold a map at top level, found {found}")]
+    NotAMap { found: String },
+    /// Maps and lists nest deeper than [`MAX_DEPTH`].
+    #[error("details nest deeper than {limit} levels")]
+    TooDeep { limit: usize },
+    /// Decoding would produce more than [`MAX_VALUES`] values.
+    #[error("details expand to more than {limit} values")]
+    TooLarge { limit: usize },
+    /// A JSON value that has no details equivalent.
+    #[error("details JSON value for key {key:?} cannot be used: {reason}")]
+    Json { key: String, reason: String },
+}
+
+/// Which Java map class the top-level map is written as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MapClass {
+    /// `org.cesecore.util.Base64PutHashMap`: applies [`base64_put_rule`] to top-level String
+    /// values.
+    #[default]
+    Base64PutHashMap,
+    /// `java.util.LinkedHashMap`: values stored as given.
+    LinkedHashMap,
+}
+
+impl MapClass {
+    /// The Java class name written in `<object class="...">`.
+    pub fn java_name(self) -> &'static str {
+        match self {
+            MapClass::Base64PutHashMap => "org.cesecore.util.Base64PutHashMap",
+            MapClass::LinkedHashMap => LINKED_HASH_MAP,
+        }
+    }
+}
+
+const LINKED_HASH_MAP: &str = "java.util.LinkedHashMap";
+const ARRAY_LIST: &str = "java.util.ArrayList";
+const DATE: &str = "java.util.Date";
+const B64_PREFIX: &str = "B64:";
+
+/// Map classes whose XMLEncoder form is `<void method="put">` children.
+const MAP_CLASSES: &[&str] = &[
+    "org.cesecore.util.Base64PutHashMap",
+    LINKED_HASH_MAP,
+    "java.util.HashMap",
+    "java.util.TreeMap",
+    "java.util.Hashtable",
+];
+
+/// List classes whose XMLEncoder form is `<void method="add">` children.
+const LIST_CLASSES: &[&str] = &[ARRAY_LIST, "java.util.LinkedList", "java.util.Vector"];
+
+/// CESeCore's `Base64PutHashMap.put` rule (`StringTools.putBase64String(s, true)`): a value that
+/// is empty, already starts with `B64:` or is only printable ASCII (32..=126) is kept; anything
+/// else becomes `B64:` + standard padded base64 of its UTF-8 bytes.
+pub fn base64_put_rule(value: &str) -> Cow<'_, str> {
+    if value.is_empty()
+        || value.starts_with(B64_PREFIX)
+        || value.bytes().all(|b| (32..=126).contains(&b))
+    {
+        Cow::Borrowed(value)
+    } else {
+        Cow::Owned(format!("{B64_PREFIX}{}", STANDARD.encode(value.as_bytes())))
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Encoding
+
+/// Encodes exactly as XMLEncoder does (byte-identical), with `java version="<java_version>"`.
+///
+/// With [`MapClass::Base64PutHashMap`] the put rule ([`base64_put_rule`]) applies to top-level
+/// String values only; nested maps are `java.util.LinkedHashMap` (no rule). Keys are put in order
+/// with Java map semantics: a repeated key keeps its first position and takes the last value.
+/// `<double>`/`<float>` digits follow the JDK named by `java_version` (JDK 19 changed them);
+/// `java_version` is written as given and must not contain `"`, `<` or `&`.
+pub fn encode(details: &Details, class: MapClass, java_version: &str) -> String {
+    let mut w = XmlWriter {
+        out: String::with_capacity(128 + details.len() * 96),
+        algorithm: Algorithm::for_java_version(java_version),
+    };
+    w.line(0, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+    w.line(
+        0,
+        &format!(r#"<java version="{java_version}" class="java.beans.XMLDecoder">"#),
+    );
+    let base64 = class == MapClass::Base64PutHashMap;
+    w.map(1, class.java_name(), details, base64);
+    w.line(0, "</java>");
+    w.out
+}
+
+struct XmlWriter {
+    out: String,
+    algorithm: Algorithm,
+}
+
+impl XmlWriter {
+    fn line(&mut self, indent: usize, text: &str) {
+        self.out.extend(std::iter::repeat_n(' ', indent));
+        self.out.push_str(text);
+        self.out.push('\n');
+    }
+
+    fn map(&mut self, indent: usize, class: &str, entries: &[(String, DetailValue)], base64: bool) {
+        // Java map semantics: replay the puts, then write the resulting map.
+        let mut order: Vec<(&str, Cow<'_, DetailValue>)> = Vec::with_capacity(entries.len());
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
+        for (key, value) in entries {
+            let value = match value {
+                DetailValue::String(s) if base64 => match base64_put_rule(s) {
+                    Cow::Borrowed(_) => Cow::Borrowed(value),
+                    Cow::Owned(encoded) => Cow::Owned(DetailValue::String(encoded)),
+                },
+                _ => Cow::Borrowed(value),
+            };
+            match index.get(key.as_str()) {
+                Some(&i) => order[i].1 = value,
+                None => {
+                    index.insert(key, order.len());
+                    order.push((key, value));
+                }
+            }
+        }
+        if order.is_empty() {
+            self.line(indent, &format!(r#"<object class="{class}"/>"#));
+            return;
+        }
+        self.line(indent, &format!(r#"<object class="{class}">"#));
+        for (key, value) in &order {
+            self.line(indent + 1, r#"<void method="put">"#);
+            self.line(indent + 2, &java_string(key));
+            self.value(indent + 2, value);
+            self.line(indent + 1, "</void>");
+        }
+        self.line(indent, "</object>");
+    }
+
+    fn value(&mut self, indent: usize, value: &DetailValue) {
+        match value {
+            DetailValue::Null => self.line(indent, "<null/>"),
+            DetailValue::String(s) => self.line(indent, &java_string(s)),
+            DetailValue::Int(i) => self.line(indent, &format!("<int>{i}</int>")),
+            DetailValue::Long(l) => self.line(indent, &format!("<long>{l}</long>")),
+            DetailValue::Bool(b) => self.line(indent, &format!("<boolean>{b}</boolean>")),
+            DetailValue::Float(f) => {
+                let text = java_float::float_to_string(*f, self.algorithm);
+                self.line(indent, &format!("<float>{text}</float>"));
+            }
+            DetailValue::Double(d) => {
+                let text = java_float::double_to_string(*d, self.algorithm);
+                self.line(indent, &format!("<double>{text}</double>"));
+            }
+            DetailValue::Date(millis) => {
+                self.line(indent, &format!(r#"<object class="{DATE}">"#));
+                self.line(indent + 1, &format!("<long>{millis}</long>"));
+                self.line(indent, "</object>");
+            }
+            DetailValue::Class(name) => {
+                // Java writes Class.getName() unescaped; real class names contain nothing that
+                // needs escaping, so escaping keeps identical bytes and always-valid XML.
+                let mut text = String::from("<class>");
+                escape_into(&mut text, name);
+                text.push_str("</class>");
+                self.line(indent, &text);
+            }
+            DetailValue::List(items) if items.is_empty() => {
+                self.line(indent, &format!(r#"<object class="{ARRAY_LIST}"/>"#));
+            }
+            DetailValue::List(items) => {
+                self.line(indent, &format!(r#"<object class="{ARRAY_LIST}">"#));
+                for item in items {
+                    self.line(indent + 1, r#"<void method="add">"#);
+                    self.value(indent + 2, item);
+                    self.line(indent + 1, "</void>");
+                }
+                self.line(indent, "</object>");
+            }
+            DetailValue::Map(entries) => self.map(indent, LINKED_HASH_MAP, entries, false),
+        }
+    }
+}
+
+/// `XMLEncoder.createString`: `<string>` with Java's escaping.
+fn java_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 17);
+    out.push_str("<string>");
+    escape_into(&mut out, s);
+    out.push_str("</string>");
+    out
+}
+
+/// Java's `isValidCharCode`: the XML 1.0 `Char` production.
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+fn escape_into(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\r' => out.push_str("&#13;"),
+            c if is_xml_char(c) => out.push(c),
+            // Only BMP code points reach here (a Rust char is never a surrogate).
+            c => out.push_str(&format!(r##"<char code="#{:x}"/>"##, u32::from(c))),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Decoding
+
+/// Decodes anything XMLEncoder writes for a details map: any `java version`, any of the map
+/// classes Base64PutHashMap, LinkedHashMap, HashMap, TreeMap, Hashtable (nested too), lists
+/// ArrayList/LinkedList/Vector, numeric character references, `<char code="..."/>` inside strings
+/// (code as `Integer.decode` reads it: `#1f`, `0x1f`, `31`), `<string/>`, `id`/`idref` sharing,
+/// comments. Values are returned as stored (`B64:` values are not decoded; see
+/// [`display_string`]). A repeated key keeps its first position and takes the last value, as the
+/// Java map would.
+///
+/// Java values without an exact [`DetailValue`] are widened: `<byte>`/`<short>` become `Int`, a
+/// `<char>` value becomes a one-character `String`, `<true/>`/`<false/>` become `Bool`. A lone
+/// UTF-16 surrogate (`<char code="#d800"/>`, only possible from a broken Java string) becomes
+/// U+FFFD.
+///
+/// Rejects malformed XML, unknown elements or object classes, non-String map keys, and a
+/// document whose single value is not a map.
+pub fn decode(xml: &str) -> Result<Details, DetailsError> {
+    let mut p = Parser {
+        reader: Reader::from_str(xml.strip_prefix('\u{feff}').unwrap_or(xml)),
+        ids: HashMap::new(),
+        values: 0,
+    };
+    p.document()
+}
+
+/// A simplified event: character data arrives already unescaped and EOL-normalized.
+enum Ev<'a> {
+    Start(BytesStart<'a>),
+    Empty(BytesStart<'a>),
+    End,
+    Text(Cow<'a, str>),
+    Eof,
+}
+
+struct Parser<'a> {
+    reader: Reader<&'a [u8]>,
+    /// Values of elements carrying `id="..."`, for later `idref`.
+    ids: HashMap<String, DetailValue>,
+    /// Values produced so far (see [`MAX_VALUES`]).
+    values: usize,
+}
+
+fn element_name(e: &BytesStart<'_>) -> String {
+    e.name().as_ref().to_string()
+}
+
+/// Java's `ElementHandler.addCharacter`: structural elements may only hold XML whitespace.
+fn is_blank(s: &str) -> bool {
+    s.chars().all(|c| matches!(c, ' ' | '\n' | '\t' | '\r'))
+}
+
+impl<'a> Parser<'a> {
+    fn position(&self) -> u64 {
+        self.reader.buffer_position()
+    }
+
+    fn malformed(&self, reason: impl Into<String>) -> DetailsError {
+        DetailsError::Malformed {
+            position: self.position(),
+            reason: reason.into(),
+        }
+    }
+
+    fn unsupported(&self, element: impl Into<String>) -> DetailsError {
+        DetailsError::Unsupported {
+            position: self.position(),
+            element: element.into(),
+        }
+    }
+
+    fn next(&mut self) -> Result<Ev<'a>, DetailsError> {
+        loop {
+            let event = self
+                .reader
+                .read_event()
+                .map_err(|e| DetailsError::Malformed {
+                    position: self.reader.error_position(),
+                    reason: e.to_string(),
+                })?;
+            return Ok(match event {
+                Event::Start(e) => Ev::Start(e),
+                Event::Empty(e) => Ev::Empty(e),
+                Event::End(_) => Ev::End,
+                Event::Text(t) => Ev::Text(t.xml10_content()),
+                Event::CData(t) => Ev::Text(Cow::Owned(t.xml10_content().into_owned())),
+                Event::GeneralRef(r) => {
+                    let c = match r.resolve_char_ref() {
+                        Ok(Some(c)) => c,
+                        Ok(None) => match r.as_ref() {
+                            "amp" => '&',
+                            "lt" => '<',
+                            "gt" => '>',
+                            "quot" => '"',
+                            "apos" => '\'',
+                            other => {
+                                return Err(self.malformed(format!("unknown entity &{other};")));
+                            }
+                        },
+                        Err(e) => return Err(self.malformed(e.to_string())),
+                    };
+                    Ev::Text(Cow::Owned(c.to_string()))
+                }
+                Event::DocType(_) => return Err(self.unsupported("a DOCTYPE declaration")),
+                Event::Comment(_) | Event::PI(_) | Event::Decl(_) => continue,
+                Event::Eof => Ev::Eof,
+            });
+        }
+    }
+
+    /// Next event that is not blank text; other text is an error (`context` names the parent).
+    fn next_structural(&mut self, context: &str) -> Result<Ev<'a>, DetailsError> {
+        loop {
+            match self.next()? {
+                Ev::Text(t) if is_blank(&t) => continue,
+                Ev::Text(t) => {
+                    return Err(self.malformed(format!("unexpected text {:?} in {context}", t)));
+                }
+                ev => return Ok(ev),
+            }
+        }
+    }
+
+    fn document(&mut self) -> Result<Details, DetailsError> {
+        match self.next_structural("the document")? {
+            // <java version=".." class=".."> attributes carry nothing the map needs.
+            Ev::Start(e) if e.name().as_ref() == "java" => {}
+            Ev::Start(e) | Ev::Empty(e) => {
+                let name = element_name(&e);
+                return Err(self.malformed(format!("root element is <{name}>, expected <java>")));
+            }
+            Ev::End | Ev::Text(_) | Ev::Eof => return Err(self.malformed("no root element")),
+        }
+        let value = match self.next_structural("<java>")? {
+            Ev::Start(e) => self.value(e, false, 1)?,
+            Ev::Empty(e) => self.value(e, true, 1)?,
+            Ev::End | Ev::Text(_) | Ev::Eof => {
+                return Err(DetailsError::NotAMap {
+                    found: "nothing".into(),
+                });
+            }
+        };
+        let details = match value {
+            DetailValue::Map(m) => m,
+            other => {
+                return Err(DetailsError::NotAMap {
+                    found: kind_name(&other).into(),
+                });
+            }
+        };
+        match self.next_structural("<java>")? {
+            Ev::End => {}
+            Ev::Start(_) | Ev::Empty(_) => {
+                return Err(self.malformed("more than one value under <java>"));
+            }
+            Ev::Text(_) | Ev::Eof => return Err(self.malformed("missing </java>")),
+        }
+        match self.next_structural("the document")? {
+            Ev::Eof => Ok(details),
+            _ => Err(self.malformed("content after </java>")),
+        }
+    }
+
+    fn count(&mut self, n: usize) -> Result<(), DetailsError> {
+        self.values = self.values.saturating_add(n);
+        if self.values > MAX_VALUES {
+            return Err(DetailsError::TooLarge { limit: MAX_VALUES });
+        }
+        Ok(())
+    }
+
+    /// Attributes as (name, value); unknown names are checked by the caller.
+    fn attributes(&self, e: &BytesStart<'_>) -> Result<Vec<(String, String)>, DetailsError> {
+        let mut out = Vec::new();
+        for attr in e.attributes() {
+            let attr = attr.map_err(|err| self.malformed(err.to_string()))?;
+            let value = attr
+                .normalized_value(XmlVersion::Implicit1_0)
+                .map_err(|err| self.malformed(err.to_string()))?;
+            out.push((attr.key.as_ref().to_string(), value.into_owned()));
+        }
+        Ok(out)
+    }
+
+    /// One value element (already read as Start/Empty `e`); consumes through its end tag.
+    fn value(
+        &mut self,
+        e: BytesStart<'a>,
+        empty: bool,
+        depth: usize,
+    ) -> Result<DetailValue, DetailsError> {
+        self.count(1)?;
+        let name = element_name(&e);
+        let attrs = self.attributes(&e)?;
+        let mut id = None;
+        let mut class = None;
+        let mut idref = None;
+        let mut code = None;
+        for (key, value) in attrs {
+            match key.as_str() {
+                "id" => id = Some(value),
+                "class" if name == "object" => class = Some(value),
+                "idref" if name == "object" => idref = Some(value),
+                "code" if name == "char" => code = Some(value),
+                _ => {
+                    return Err(
+                        self.unsupported(format!("attribute {key}=\"{value}\" on <{name}>"))
+                    );
+                }
+            }
+        }
+        let value = match name.as_str() {
+            "null" => {
+                self.no_content(empty, "<null>")?;
+                DetailValue::Null
+            }
+            "true" | "false" => {
+                self.no_content(empty, &format!("<{name}>"))?;
+                DetailValue::Bool(name == "true")
+            }
+            "string" => DetailValue::String(self.text(empty, "<string>")?),
+            "char" => {
+                DetailValue::String(String::from_utf16_lossy(&[self.char_unit(code, empty)?]))
+            }
+            "int" | "byte" | "short" => {
+                let text = self.text(empty, &format!("<{name}>"))?;
+                let (min, max) = match name.as_str() {
+                    "byte" => (i64::from(i8::MIN), i64::from(i8::MAX)),
+                    "short" => (i64::from(i16::MIN), i64::from(i16::MAX)),
+                    _ => (i64::from(i32::MIN), i64::from(i32::MAX)),
+                };
+                match java_decode_integer(&text).filter(|v| (min..=max).contains(v)) {
+                    Some(v) => DetailValue::Int(v as i32),
+                    None => return Err(self.malformed(format!("bad <{name}> value {text:?}"))),
+                }
+            }
+            "long" => {
+                let text = self.text(empty, "<long>")?;
+                match java_decode_integer(&text) {
+                    Some(v) => DetailValue::Long(v),
+                    None => return Err(self.malformed(format!("bad <long> value {text:?}"))),
+                }
+            }
+            "boolean" => {
+                let text = self.text(empty, "<boolean>")?;
+                if text.eq_ignore_ascii_case("true") {
+                    DetailValue::Bool(true)
+                } else if text.eq_ignore_ascii_case("false") {
+                    DetailValue::Bool(false)
+                } else {
+                    return Err(self.malformed(format!("bad <boolean> value {text:?}")));
+                }
+            }
+            "float" => {
+                let text = self.text(empty, "<float>")?;
+                match java_float_syntax(&text).and_then(|s| s.parse::<f32>().ok()) {
+                    Some(v) => DetailValue::Float(v),
+                    None => return Err(self.malformed(format!("bad <float> value {text:?}"))),
+                }
+            }
+            "double" => {
+                let text = self.text(empty, "<double>")?;
+                match java_float_syntax(&text).and_then(|s| s.parse::<f64>().ok()) {
+                    Some(v) => DetailValue::Double(v),
+                    None => return Err(self.malformed(format!("bad <double> value {text:?}"))),
+                }
+            }
+            "class" => {
+                let text = self.text(empty, "<class>")?;
+                if text.is_empty() {
+                    return Err(self.malformed("empty <class>"));
+                }
+                DetailValue::Class(text)
+            }
+            "object" => self.object(class, idref, empty, depth)?,
+            other => return Err(self.unsupported(format!("element <{other}>"))),
+        };
+        if let Some(id) = id {
+            self.ids.insert(id, value.clone());
+        }
+        Ok(value)
+    }
+
+    /// Text of a scalar element (Java: every scalar handler is a `StringElementHandler`).
+    fn text(&mut self, empty: bool, context: &str) -> Result<String, DetailsError> {
+        Ok(String::from_utf16_lossy(
+            &self.text_content(empty, context)?,
+        ))
+    }
+
+    /// Consumes an element that may hold only whitespace.
+    fn no_content(&mut self, empty: bool, context: &str) -> Result<(), DetailsError> {
+        if empty {
+            return Ok(());
+        }
+        match self.next_structural(context)? {
+            Ev::End => Ok(()),
+            Ev::Start(e) | Ev::Empty(e) => {
+                let name = element_name(&e);
+                Err(self.malformed(format!("unexpected <{name}> in {context}")))
+            }
+            Ev::Text(_) | Ev::Eof => Err(self.malformed(format!("unclosed {context}"))),
+        }
+    }
+
+    /// Character content of a string-like element as UTF-16, with `<char>` children expanded
+    /// (Java's `StringElementHandler`). UTF-16 so that a surrogate pair split over two `<char>`
+    /// elements recombines. Inside `<char>` itself no child element is accepted.
+    fn text_content(&mut self, empty: bool, context: &str) -> Result<Vec<u16>, DetailsError> {
+        let mut units: Vec<u16> = Vec::new();
+        if empty {
+            return Ok(units);
+        }
+        loop {
+            match self.next()? {
+                Ev::Text(t) => units.extend(t.encode_utf16()),
+                Ev::End => return Ok(units),
+                Ev::Start(e) | Ev::Empty(e)
+                    if e.name().as_ref() != "char" || context == "<char>" =>
+                {
+                    let name = element_name(&e);
+                    return Err(self.unsupported(format!("element <{name}> inside {context}")));
+                }
+                Ev::Start(e) => {
+                    let code = self.char_code(&e)?;
+                    units.push(self.char_unit(code, false)?);
+                }
+                Ev::Empty(e) => {
+                    let code = self.char_code(&e)?;
+                    units.push(self.char_unit(code, true)?);
+                }
+                Ev::Eof => return Err(self.malformed(format!("unclosed {context}"))),
+            }
+        }
+    }
+
+    /// A `<char>` element's value (`code` attribute and/or body): exactly one UTF-16 unit, as
+    /// Java's `CharElementHandler` requires.
+    fn char_unit(&mut self, code: Option<String>, empty: bool) -> Result<u16, DetailsError> {
+        let mut units = Vec::new();
+        if let Some(code) = &code {
+            self.push_code(&mut units, code)?;
+        }
+        units.extend(self.text_content(empty, "<char>")?);
+        match units.as_slice() {
+            [unit] => Ok(*unit),
+            _ => Err(self.malformed(format!(
+                "<char> must hold one UTF-16 unit, got {:?}",
+                String::from_utf16_lossy(&units)
+            ))),
+        }
+    }
+
+    fn char_code(&self, e: &BytesStart<'_>) -> Result<Option<String>, DetailsError> {
+        let mut code = None;
+        for (key, value) in self.attributes(e)? {
+            match key.as_str() {
+                "code" => code = Some(value),
+                "id" => {}
+                _ => return Err(self.unsupported(format!("attribute {key}=\"{value}\" on <char>"))),
+            }
+        }
+        Ok(code)
+    }
+
+    /// `Character.toChars(Integer.decode(code))`.
+    fn push_code(&self, units: &mut Vec<u16>, code: &str) -> Result<(), DetailsError> {
+        let cp = java_decode_integer(code)
+            .and_then(|v| u32::try_from(v).ok())
+            .filter(|&v| v <= 0x10FFFF)
+            .ok_or_else(|| self.malformed(format!("bad <char> code {code:?}")))?;
+        if cp <= 0xFFFF {
+            units.push(cp as u16);
+        } else {
+            let v = cp - 0x10000;
+            units.push(0xD800 | (v >> 10) as u16);
+            units.push(0xDC00 | (v & 0x3FF) as u16);
+        }
+        Ok(())
+    }
+
+    fn object(
+        &mut self,
+        class: Option<String>,
+        idref: Option<String>,
+        empty: bool,
+        depth: usize,
+    ) -> Result<DetailValue, DetailsError> {
+        if let Some(idref) = idref {
+            if class.is_some() {
+                return Err(self.malformed("<object> with both class and idref"));
+            }
+            self.no_content(empty, "<object idref>")?;
+            let value = match self.ids.get(&idref) {
+                Some(v) => v.clone(),
+                None => {
+                    return Err(self.malformed(format!("idref {idref:?} names no earlier object")));
+                }
+            };
+            self.count(value_count(&value))?;
+            return Ok(value);
+        }
+        let Some(class) = class else {
+            return Err(self.malformed("<object> without class"));
+        };
+        let is_map = MAP_CLASSES.contains(&class.as_str());
+        if is_map || LIST_CLASSES.contains(&class.as_str()) {
+            if depth > MAX_DEPTH {
+                return Err(DetailsError::TooDeep { limit: MAX_DEPTH });
+            }
+            let (method, arity) = if is_map { ("put", 2) } else { ("add", 1) };
+            let mut entries: Vec<(String, DetailValue)> = Vec::new();
+            // Key -> position in `entries`, so repeated keys collapse in O(1) each.
+            let mut index: HashMap<String, usize> = HashMap::new();
+            let mut items: Vec<DetailValue> = Vec::new();
+            if !empty {
+                let context = format!("<object class=\"{class}\">");
+                while let Some(mut args) = self.call(&context, method, arity, depth)? {
+                    if is_map {
+                        let value = args.pop().unwrap_or(DetailValue::Null);
+                        let key = match args.pop() {
+                            Some(DetailValue::String(k)) => k,
+                            other => {
+                                let kind = other.as_ref().map_or("nothing", kind_name);
+                                return Err(self.unsupported(format!("a map key that is {kind}")));
+                            }
+                        };
+                        match index.get(&key) {
+                            Some(&i) => entries[i].1 = value,
+                            None => {
+                                index.insert(key.clone(), entries.len());
+                                entries.push((key, value));
+                            }
+                        }
+                    } else {
+                        items.extend(args);
+                    }
+                }
+            }
+            return Ok(if is_map {
+                DetailValue::Map(entries)
+            } else {
+                DetailValue::List(items)
+            });
+        }
+        if class == DATE {
+            if empty {
+                // `new Date()` is "now": not reproducible, never written for a stored value.
+                return Err(self.unsupported("<object class=\"java.util.Date\"/> without millis"));
+            }
+            let millis = match self.next_structural("<object class=\"java.util.Date\">")? {
+                Ev::Start(e) => self.value(e, false, depth + 1)?,
+                Ev::Empty(e) => self.value(e, true, depth + 1)?,
+                _ => return Err(self.malformed("java.util.Date without millis")),
+            };
+            let millis = match millis {
+                DetailValue::Long(v) => v,
+                DetailValue::Int(v) => i64::from(v),
+                other => {
+                    let kind = kind_name(&other);
+                    return Err(self.malformed(format!("java.util.Date argument is {kind}")));
+                }
+            };
+            match self.next_structural("<object class=\"java.util.Date\">")? {
+                Ev::End => return Ok(DetailValue::Date(millis)),
+                Ev::Start(e) | Ev::Empty(e) => {
+                    let name = element_name(&e);
+                    return Err(self.unsupported(format!("<{name}> inside java.util.Date")));
+                }
+                Ev::Text(_) | Ev::Eof => return Err(self.malformed("unclosed java.util.Date")),
+            }
+        }
+        Err(self.unsupported(format!("<object class=\"{class}\">")))
+    }
+
+    /// Reads the next `<void method="{method}">` child holding `arity` values, or `None` at the
+    /// parent's end tag.
+    fn call(
+        &mut self,
+        context: &str,
+        method: &str,
+        arity: usize,
+        depth: usize,
+    ) -> Result<Option<Vec<DetailValue>>, DetailsError> {
+        let (e, empty) = match self.next_structural(context)? {
+            Ev::End => return Ok(None),
+            Ev::Start(e) => (e, false),
+            Ev::Empty(e) => (e, true),
+            Ev::Text(_) | Ev::Eof => return Err(self.malformed(format!("unclosed {context}"))),
+        };
+        let name = element_name(&e);
+        if name != "void" {
+            return Err(self.unsupported(format!("<{name}> inside {context}")));
+        }
+        let attrs = self.attributes(&e)?;
+        if attrs.len() != 1 || attrs[0].0 != "method" || attrs[0].1 != method {
+            let shown: Vec<String> = attrs.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            return Err(self.unsupported(format!("<void {}> inside {context}", shown.join(" "))));
+        }
+        let mut args = Vec::with_capacity(arity);
+        if !empty {
+            loop {
+                match self.next_structural("<void>")? {
+                    Ev::End => break,
+                    Ev::Start(e) => args.push(self.value(e, false, depth + 1)?),
+                    Ev::Empty(e) => args.push(self.value(e, true, depth + 1)?),
+                    Ev::Text(_) | Ev::Eof => return Err(self.malformed("unclosed <void>")),
+                }
+            }
+        }
+        if args.len() != arity {
+            return Err(self.malformed(format!(
+                "<void method=\"{method}\"> needs {arity} argument(s), has {}",
+                args.len()
+            )));
+        }
+        Ok(Some(args))
+    }
+}
+
+fn kind_name(v: &DetailValue) -> &'static str {
+    match v {
+        DetailValue::Null => "null",
+        DetailValue::String(_) => "a string",
+        DetailValue::Int(_) => "an int",
+        DetailValue::Long(_) => "a long",
+        DetailValue::Bool(_) => "a boolean",
+        DetailValue::Float(_) => "a float",
+        DetailValue::Double(_) => "a double",
+        DetailValue::Date(_) => "a date",
+        DetailValue::Class(_) => "a class",
+        DetailValue::List(_) => "a list",
+        DetailValue::Map(_) => "a map",
+    }
+}
+
+/// Number of values in `v`, itself included.
+fn value_count(v: &DetailValue) -> usize {
+    match v {
+        DetailValue::List(items) => 1 + items.iter().map(value_count).sum::<usize>(),
+        DetailValue::Map(entries) => {
+            1 + entries
+                .iter()
+                .map(|(_, v)| 1 + value_count(v))
+                .sum::<usize>()
+        }
+        _ => 1,
+    }
+}
+
+/// `Long.decode`: optional sign, then `0x`/`0X`/`#` hex, leading `0` octal, or decimal.
+fn java_decode_integer(s: &str) -> Option<i64> {
+    let (negative, rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let (radix, digits) =
+        if let Some(h) = rest.strip_prefix("0x").or_else(|| rest.strip_prefix("0X")) {
+            (16, h)
+        } else if let Some(h) = rest.strip_prefix('#') {
+            (16, h)
+        } else if rest.len() > 1 && rest.starts_with('0') {
+            (8, &rest[1..])
+        } else {
+            (10, rest)
+        };
+    // from_str_radix would accept a second sign ("0x-5"); Java does not.
+    if digits.is_empty() || digits.starts_with(['-', '+']) {
+        return None;
+    }
+    let magnitude = i128::from_str_radix(digits, radix).ok()?;
+    i64::try_from(if negative { -magnitude } else { magnitude }).ok()
+}
+
+/// Checks `Double.valueOf` decimal syntax and returns a string Rust parses to the same value:
+/// surrounding whitespace (chars <= U+0020) trimmed, `NaN`/`Infinity` spelled as Java does, one
+/// optional `f/F/d/D` suffix. Hexadecimal floats (never written by XMLEncoder) are refused.
+fn java_float_syntax(s: &str) -> Option<String> {
+    let s = s.trim_matches(|c: char| c <= ' ');
+    let (sign, body) = match s.as_bytes().first() {
+        Some(b'-') => ("-", &s[1..]),
+        Some(b'+') => ("", &s[1..]),
+        _ => ("", s),
+    };
+    match body {
+        "NaN" => return Some("NaN".into()),
+        "Infinity" => return Some(format!("{sign}inf")),
+        _ => {}
+    }
+    let body = body.strip_suffix(['f', 'F', 'd', 'D']).unwrap_or(body);
+    let (mantissa, exponent) = match body.find(['e', 'E']) {
+        Some(i) => (&body[..i], Some(&body[i + 1..])),
+        None => (body, None),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all_digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if (int_part.is_empty() && frac_part.is_empty())
+        || !all_digits(int_part)
+        || !all_digits(frac_part)
+    {
+        return None;
+    }
+    if let Some(exp) = exponent {
+        let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+        if exp.is_empty() || !all_digits(exp) {
+            return None;
+        }
+    }
+    Some(format!("{sign}{body}"))
+}
+
+// ------------------------------------------------------------------------------------------------
+// Display and JSON
+
+/// For display: decodes a `B64:` (prefix case-insensitive) value to its UTF-8 text. A value whose
+/// base64 or UTF-8 is invalid, or without the prefix, is returned unchanged.
+pub fn display_string(s: &str) -> String {
+    match s.get(..B64_PREFIX.len()) {
+        Some(prefix) if prefix.eq_ignore_ascii_case(B64_PREFIX) => STANDARD
+            .decode(&s[B64_PREFIX.len()..])
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .unwrap_or_else(|| s.to_string()),
+        _ => s.to_string(),
+    }
+}
+
+/// JSON object from an API client -> [`Details`]. Strings -> `String`; integers that fit i32 ->
+/// `Int`, other integers that fit i64 -> `Long`; integers above `i64::MAX` and all other numbers
+/// -> `Double` (u64 values above 2^53 lose precision); bool; null; arrays -> `List`; objects ->
+/// `Map`. Errors only when nesting exceeds [`MAX_DEPTH`].
+pub fn from_json(
+    obj: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Details, DetailsError> {
+    json_object(obj, 1)
+}
+
+fn json_object(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    depth: usize,
+) -> Result<Details, DetailsError> {
+    if depth > MAX_DEPTH {
+        return Err(DetailsError::TooDeep { limit: MAX_DEPTH });
+    }
+    obj.iter()
+        .map(|(k, v)| Ok((k.clone(), json_value(k, v, depth)?)))
+        .collect()
+}
+
+fn json_value(key: &str, v: &serde_json::Value, depth: usize) -> Result<DetailValue, DetailsError> {
+    use serde_json::Value;
+    Ok(match v {
+        Value::Null => DetailValue::Null,
+        Value::Bool(b) => DetailValue::Bool(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i32::try_from(i).map_or(DetailValue::Long(i), DetailValue::Int)
+            } else if let Some(f) = n.as_f64() {
+                DetailValue::Double(f)
+            } else {
+                return Err(DetailsError::Json {
+                    key: key.to_string(),
+                    reason: format!("number {n} is not representable"),
+                });
+            }
+        }
+        Value::String(s) => DetailValue::String(s.clone()),
+        Value::Array(items) => {
+            if depth + 1 > MAX_DEPTH {
+                return Err(DetailsError::TooDeep { limit: MAX_DEPTH });
+            }
+            DetailValue::List(
+                items
+                    .iter()
+                    .map(|item| json_value(key, item, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        Value::Object(obj) => DetailValue::Map(json_object(obj, depth + 1)?),
+    })
+}
+
+/// [`Details`] -> JSON object for the query API: String values through [`display_string`] at
+/// every level; `Int`/`Long`/`Date` (millis) -> number; `Float`/`Double` -> number, or the string
+/// `"NaN"`, `"Infinity"`, `"-Infinity"`; `Class` -> string; `Null` -> null; `List` -> array;
+/// `Map` -> object (a repeated key keeps its first position and the last value).
+pub fn to_json(details: &Details) -> serde_json::Map<String, serde_json::Value> {
+    details
+        .iter()
+        .map(|(k, v)| (k.clone(), value_to_json(v)))
+        .collect()
+}
+
+fn value_to_json(v: &DetailValue) -> serde_json::Value {
+    use serde_json::Value;
+    let number = |f: f64| {
+        serde_json::Number::from_f64(f).map_or_else(
+            || Value::String(java_float::double_to_string(f, Algorithm::Legacy)),
+            Value::Number,
+        )
+    };
+    match v {
+        DetailValue::Null => Value::Null,
+        DetailValue::String(s) => Value::String(display_string(s)),
+        DetailValue::Int(i) => Value::from(*i),
+        DetailValue::Long(l) | DetailValue::Date(l) => Value::from(*l),
+        DetailValue::Bool(b) => Value::Bool(*b),
+        // Via the shortest decimal, so 0.1f shows as 0.1 rather than 0.10000000149011612.
+        DetailValue::Float(f) => number(f.to_string().parse().unwrap_or(f64::from(*f))),
+        DetailValue::Double(d) => number(*d),
+        DetailValue::Class(c) => Value::String(c.clone()),
+        DetailValue::List(items) => Value::Array(items.iter().map(value_to_json).collect()),
+        DetailValue::Map(entries) => Value::Object(to_json(entries)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn s(v: &str) -> DetailValue {
+        DetailValue::String(v.to_string())
+    }
+
+    fn entry(k: &str, v: DetailValue) -> (String, DetailValue) {
+        (k.to_string(), v)
+    }
+
+    /// Equality where any NaN equals any NaN (Java writes every NaN as `NaN`) and -0.0 != 0.0.
+    fn same(a: &DetailValue, b: &DetailValue) -> bool {
+        use DetailValue as V;
+        match (a, b) {
+            (V::Double(x), V::Double(y)) => {
+                (x.is_nan() && y.is_nan()) || x.to_bits() == y.to_bits()
+            }
+            (V::Float(x), V::Float(y)) => (x.is_nan() && y.is_nan()) || x.to_bits() == y.to_bits(),
+            (V::List(x), V::List(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+            }
+            (V::Map(x), V::Map(y)) => same_details(x, y),
+            _ => a == b,
+        }
+    }
+
+    fn same_details(a: &Details, b: &Details) -> bool {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|((ka, va), (kb, vb))| ka == kb && same(va, vb))
+    }
+
+    fn assert_same(actual: &Details, expected: &Details) {
+        assert!(
+            same_details(actual, expected),
+            "got {actual:#?}\nexpected {expected:#?}"
+        );
+    }
+
+    // ---- encoding: expected strings are verbatim output of OpenJDK 17.0.15 XMLEncoder ----
+
+    #[test]
+    fn encode_spec_example() {
+        let d = vec![entry("KEYALIAS", s("signKey"))];
+        let expected = r#"<?xml version="1.0" encoding="UTF-8"?>
+<java version="17.0.15" class="java.beans.XMLDecoder">
+ <object class="org.cesecore.util.Base64PutHashMap">
+  <void method="put">
+   <string>KEYALIAS</string>
+   <string>signKey</string>
+  </void>
+ </object>
+</java>
+"#;
+        assert_eq!(encode(&d, MapClass::Base64PutHashMap, "17.0.15"), expected);
+        assert_eq!(decode(expected).unwrap(), d);
+    }
+
+    fn kinds() -> Details {
+        use DetailValue as V;
+        vec![
+            entry("s", s("text")),
+            entry("null", V::Null),
+            entry("int", V::Int(42)),
+            entry("neg", V::Int(-7)),
+            entry("long", V::Long(1234567890123)),
+            entry("t", V::Bool(true)),
+            entry("f", V::Bool(false)),
+            entry("float", V::Float(1.5)),
+            entry("floatbig", V::Float(1.0E10)),
+            entry("floatodd", V::Float(4.5891097E18)),
+            entry("double", V::Double(1.5)),
+            entry("dbig", V::Double(1.0E10)),
+            entry("nan", V::Double(f64::NAN)),
+            entry("ninf", V::Double(f64::NEG_INFINITY)),
+            entry("milli", V::Double(0.001)),
+            entry("small", V::Double(1.0E-4)),
+            entry("negzero", V::Double(-0.0)),
+            entry("e23", V::Double(1.0E23)),
+            entry("min", V::Double(f64::from_bits(1))),
+            entry("date", V::Date(1700000000000)),
+            entry("before1970", V::Date(-5)),
+            entry("cls", V::Class("java.lang.String".into())),
+            entry(
+                "list",
+                V::List(vec![s("x"), V::Null, V::Int(1), V::List(vec![])]),
+            ),
+            entry(
+                "map",
+                V::Map(vec![
+                    entry("k", s("v")),
+                    entry("e", V::Map(vec![])),
+                    entry("l", V::List(vec![s("a")])),
+                ]),
+            ),
+            entry("emptylist", V::List(vec![])),
+        ]
+    }
+
+    const KINDS_XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<java version="17.0.15" class="java.beans.XMLDecoder">
+ <object class="java.util.LinkedHashMap">
+  <void method="put">
+   <string>s</string>
+   <string>text</string>
+  </void>
+  <void method="put">
+   <string>null</string>
+   <null/>
+  </void>
+  <void method="put">
+   <string>int</string>
+   <int>42</int>
+  </void>
+  <void method="put">
+   <string>neg</string>
+   <int>-7</int>
+  </void>
+  <void method="put">
+   <string>long</string>
+   <long>1234567890123</long>
+  </void>
+  <void method="put">
+   <string>t</string>
+   <boolean>true</boolean>
+  </void>
+  <void method="put">
+   <string>f</string>
+   <boolean>false</boolean>
+  </void>
+  <void method="put">
+   <string>float</string>
+   <float>1.5</float>
+  </void>
+  <void method="put">
+   <string>floatbig</string>
+   <float>1.0E10</float>
+  </void>
+  <void method="put">
+   <string>floatodd</string>
+   <float>4.58910975E18</float>
+  </void>
+  <void method="put">
+   <string>double</string>
+   <double>1.5</double>
+  </void>
+  <void method="put">
+   <string>dbig</string>
+   <double>1.0E10</double>
+  </void>
+  <void method="put">
+   <string>nan</string>
+   <double>NaN</double>
+  </void>
+  <void method="put">
+   <string>ninf</string>
+   <double>-Infinity</double>
+  </void>
+  <void method="put">
+   <string>milli</string>
+   <double>0.001</double>
+  </void>
+  <void method="put">
+   <string>small</string>
+   <double>1.0E-4</double>
+  </void>
+  <void method="put">
+   <string>negzero</string>
+   <double>-0.0</double>
+  </void>
+  <void method="put">
+   <string>e23</string>
+   <double>9.999999999999999E22</double>
+  </void>
+  <void method="put">
+   <string>min</string>
+   <double>4.9E-324</double>
+  </void>
+  <void method="put">
+   <string>date</string>
+   <object class="java.util.Date">
+    <long>1700000000000</long>
+   </object>
+  </void>
+  <void method="put">
+   <string>before1970</string>
+   <object class="java.util.Date">
+    <long>-5</long>
+   </object>
+  </void>
+  <void method="put">
+   <string>cls</string>
+   <class>java.lang.String</class>
+  </void>
+  <void method="put">
+   <string>list</string>
+   <object class="java.util.ArrayList">
+    <void method="add">
+     <string>x</string>
+    </void>
+    <void method="add">
+     <null/>
+    </void>
+    <void method="add">
+     <int>1</int>
+    </void>
+    <void method="add">
+     <object class="java.util.ArrayList"/>
+    </void>
+   </object>
+  </void>
+  <void method="put">
+   <string>map</string>
+   <object class="java.util.LinkedHashMap">
+    <void method="put">
+     <string>k</string>
+     <string>v</string>
+    </void>
+    <void method="put">
+     <string>e</string>
+     <object class="java.util.LinkedHashMap"/>
+    </void>
+    <void method="put">
+     <string>l</string>
+     <object class="java.util.ArrayList">
+      <void method="add">
+       <string>a</string>
+      </void>
+     </object>
+    </void>
+   </object>
+  </void>
+  <void method="put">
+   <string>emptylist</string>
+   <object class="java.util.ArrayList"/>
+  </void>
+ </object>
+</java>
+"#;
+
+    #[test]
+    fn encode_every_value_kind() {
+        assert_eq!(
+            encode(&kinds(), MapClass::LinkedHashMap, "17.0.15"),
+            KINDS_XML
+        );
+    }
+
+    #[test]
+    fn decode_every_value_kind() {
+        assert_same(&decode(KINDS_XML).unwrap(), &kinds());
+    }
+
+    fn escaping() -> Details {
+        vec![
+            entry("amp", s("a&b<c>d\"e'f")),
+            entry("cr", s("a\rb")),
+            entry("crlf", s("\r\n")),
+            entry("ctl", s("a\u{1}b")),
+            entry("nul", s("\u{0}")),
+            entry("mix", s("x\u{1}\u{2}y\u{1f}z\u{7f}\u{80}q")),
+            entry("tabnl", s("a\tb\nc")),
+            entry("nonascii", s("åäö€😀")),
+            entry("empty", s("")),
+            entry("fffe", s("\u{fffe}\u{ffff}")),
+            entry("spaces", s("  two  ")),
+            entry("k&<>\"'\r\u{1}y", s("v")),
+        ]
+    }
+
+    /// Java output for [`escaping`]: DEL, U+0080, tab, LF and non-ASCII are raw.
+    const ESCAPING_XML: &str = concat!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n",
+        "<java version=\"17.0.15\" class=\"java.beans.XMLDecoder\">\n",
+        " <object class=\"java.util.LinkedHashMap\">\n",
+        "  <void method=\"put\">\n",
+        "   <string>amp</string>\n",
+        "   <string>a&amp;b&lt;c&gt;d&quot;e&apos;f</string>\n",
+        "  </void>\n",
+        "  <void method=\"put\">\n",
+        "   <string>cr</string>\n",
+        "   <string>a&#13;b</string>\n",
+        "  </void>\n",
+        "  <void method=\"put\">\n",
+        "   <string>crlf</string>\n",
+        "   <string>&#13;\n",
+        "</string>\n",
+        "  </void>\n",
+        "  <void method=\"put\">\n",
+        "   <string>ctl</string>\n",
+        "   <string>a<char code=\"#1\"/>b</string>\n",
+        "  </void>\n",
+        "  <void method=\"put\">\n",
+        "   <string>nul</string>\n",
+        "   <string><char code=\"#0\"/></string>\n",
+        "  </void>\n",
+        "  <void method=\"put\">\n",
+        "   <string>mix</string>\n",
+        "   <string>x<char code=\"#1\"/><char code=\"#2\"/>y<char code=\"#1f\"/>z\u{7f}\u{80}q</string>\n",
+        "  </void>\n",
+        "  <void method=\"put\">\n",
+        "   <string>tabnl</string>\n",
+        "   <string>a\tb\n",
+        "c</string>\n",
+        "  </void>\n",
+        "  <void method=\"put\">\n",
+        "   <string>nonascii</string>\n",
+        "   <string>åäö€😀</string>\n",
+        "  </void>\n",
+        "  <void method=\"put\">\n",
+        "   <string>empty</string>\n",
+        "   <string></string>\n",
+        "  </void>\n",
+        "  <void method=\"put\">\n",
+        "   <string>fffe</string>\n",
+        "   <string><char code=\"#fffe\"/><char code=\"#ffff\"/></string>\n",
+        "  </void>\n",
+        "  <void method=\"put\">\n",
+        "   <string>spaces</string>\n",
+        "   <string>  two  </string>\n",
+        "  </void>\n",
+        "  <void method=\"put\">\n",
+        "   <string>k&amp;&lt;&gt;&quot;&apos;&#13;<char code=\"#1\"/>y</string>\n",
+        "   <string>v</string>\n",
+        "  </void>\n",
+        " </object>\n",
+        "</java>\n",
+    );
+
+    #[test]
+    fn encode_escaping() {
+        assert_eq!(
+            encode(&escaping(), MapClass::LinkedHashMap, "17.0.15"),
+            ESCAPING_XML
+        );
+    }
+
+    #[test]
+    fn decode_escaping() {
+        assert_eq!(decode(ESCAPING_XML).unwrap(), escaping());
+    }
+
+    fn b64_input() -> Details {
+        use DetailValue as V;
+        vec![
+            entry("KEYALIAS", s("signKey")),
+            entry("x", s("åäö")),
+            entry("e", s("")),
+            entry("b", s("B64:zzz")),
+            entry("c", s("a\u{1}")),
+            entry("tab", s("a\tb")),
+            entry("n", V::Null),
+            entry("i", V::Int(1)),
+            entry("nested", V::Map(vec![entry("u", s("åäö"))])),
+            entry("list", V::List(vec![s("åäö")])),
+        ]
+    }
+
+    const B64_XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<java version="17.0.15" class="java.beans.XMLDecoder">
+ <object class="org.cesecore.util.Base64PutHashMap">
+  <void method="put">
+   <string>KEYALIAS</string>
+   <string>signKey</string>
+  </void>
+  <void method="put">
+   <string>x</string>
+   <string>B64:w6XDpMO2</string>
+  </void>
+  <void method="put">
+   <string>e</string>
+   <string></string>
+  </void>
+  <void method="put">
+   <string>b</string>
+   <string>B64:zzz</string>
+  </void>
+  <void method="put">
+   <string>c</string>
+   <string>B64:YQE=</string>
+  </void>
+  <void method="put">
+   <string>tab</string>
+   <string>B64:YQli</string>
+  </void>
+  <void method="put">
+   <string>n</string>
+   <null/>
+  </void>
+  <void method="put">
+   <string>i</string>
+   <int>1</int>
+  </void>
+  <void method="put">
+   <string>nested</string>
+   <object class="java.util.LinkedHashMap">
+    <void method="put">
+     <string>u</string>
+     <string>åäö</string>
+    </void>
+   </object>
+  </void>
+  <void method="put">
+   <string>list</string>
+   <object class="java.util.ArrayList">
+    <void method="add">
+     <string>åäö</string>
+    </void>
+   </object>
+  </void>
+ </object>
+</java>
+"#;
+
+    #[test]
+    fn encode_base64_put_rule_top_level_only() {
+        assert_eq!(
+            encode(&b64_input(), MapClass::Base64PutHashMap, "17.0.15"),
+            B64_XML
+        );
+    }
+
+    #[test]
+    fn decode_keeps_b64_values_as_stored() {
+        let d = decode(B64_XML).unwrap();
+        assert_eq!(d[1], entry("x", s("B64:w6XDpMO2")));
+        assert_eq!(d[4], entry("c", s("B64:YQE=")));
+        assert_eq!(
+            d[8],
+            entry("nested", DetailValue::Map(vec![entry("u", s("åäö"))]))
+        );
+    }
+
+    #[test]
+    fn encode_repeated_key_like_java_put() {
+        // Java: put("a","1"); put("b","2"); put("a","ö") on a Base64PutHashMap.
+        let d = vec![entry("a", s("1")), entry("b", s("2")), entry("a", s("ö"))];
+        let expected = r#"<?xml version="1.0" encoding="UTF-8"?>
+<java version="17.0.15" class="java.beans.XMLDecoder">
+ <object class="org.cesecore.util.Base64PutHashMap">
+  <void method="put">
+   <string>a</string>
+   <string>B64:w7Y=</string>
+  </void>
+  <void method="put">
+   <string>b</string>
+   <string>2</string>
+  </void>
+ </object>
+</java>
+"#;
+        assert_eq!(encode(&d, MapClass::Base64PutHashMap, "17.0.15"), expected);
+    }
+
+    #[test]
+    fn encode_empty_maps() {
+        assert_eq!(
+            encode(&vec![], MapClass::Base64PutHashMap, "17.0.15"),
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<java version="17.0.15" class="java.beans.XMLDecoder">
+ <object class="org.cesecore.util.Base64PutHashMap"/>
+</java>
+"#
+        );
+        let lhm = r#"<?xml version="1.0" encoding="UTF-8"?>
+<java version="17.0.15" class="java.beans.XMLDecoder">
+ <object class="java.util.LinkedHashMap"/>
+</java>
+"#;
+        assert_eq!(encode(&vec![], MapClass::LinkedHashMap, "17.0.15"), lhm);
+        assert_eq!(decode(lhm).unwrap(), vec![]);
+    }
+
+    fn nums() -> Details {
+        use DetailValue as V;
+        vec![
+            entry("a", V::Double(1.0E23)),
+            entry("b", V::Double(2.82879384806159E17)),
+            entry("c", V::Float(4.5891097E18)),
+            // 1628080.25 exactly: a tie between 1628080.2 and 1628080.3; Java picks the even digit.
+            entry("d", V::Float(f32::from_bits(0x49c6_bd82))),
+            entry("e", V::Double(f64::from_bits(1))),
+            entry("f", V::Double(f64::from_bits(0x14))),
+        ]
+    }
+
+    #[test]
+    fn encode_numbers_follow_the_jdk_in_the_version() {
+        // JDK 17 (FloatingDecimal) and JDK 25 (shortest decimal) write different digits.
+        let head = r#"<?xml version="1.0" encoding="UTF-8"?>
+<java version="VERSION" class="java.beans.XMLDecoder">
+ <object class="java.util.LinkedHashMap">
+  <void method="put">
+   <string>a</string>
+   <double>A</double>
+  </void>
+  <void method="put">
+   <string>b</string>
+   <double>B</double>
+  </void>
+  <void method="put">
+   <string>c</string>
+   <float>C</float>
+  </void>
+  <void method="put">
+   <string>d</string>
+   <float>1628080.2</float>
+  </void>
+  <void method="put">
+   <string>e</string>
+   <double>4.9E-324</double>
+  </void>
+  <void method="put">
+   <string>f</string>
+   <double>F</double>
+  </void>
+ </object>
+</java>
+"#;
+        let jdk17 = head
+            .replace("VERSION", "17.0.15")
+            .replace(">A<", ">9.999999999999999E22<")
+            .replace(">B<", ">2.82879384806159008E17<")
+            .replace(">C<", ">4.58910975E18<")
+            .replace(">F<", ">1.0E-322<");
+        let jdk25 = head
+            .replace("VERSION", "25.0.3")
+            .replace(">A<", ">1.0E23<")
+            .replace(">B<", ">2.82879384806159E17<")
+            .replace(">C<", ">4.5891097E18<")
+            .replace(">F<", ">9.9E-323<");
+        assert_eq!(encode(&nums(), MapClass::LinkedHashMap, "17.0.15"), jdk17);
+        assert_eq!(encode(&nums(), MapClass::LinkedHashMap, "25.0.3"), jdk25);
+        assert_same(&decode(&jdk17).unwrap(), &nums());
+        assert_same(&decode(&jdk25).unwrap(), &nums());
+    }
+
+    // ---- decoding what Java (or a tolerant reading of it) may hold ----
+
+    fn wrap(class: &str, body: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<java version=\"1.8.0_392\" \
+             class=\"java.beans.XMLDecoder\">\n <object class=\"{class}\">\n{body} </object>\n</java>\n"
+        )
+    }
+
+    fn put(key: &str, value_xml: &str) -> String {
+        format!("  <void method=\"put\">\n   <string>{key}</string>\n   {value_xml}\n  </void>\n")
+    }
+
+    fn decode_one(value_xml: &str) -> Result<DetailValue, DetailsError> {
+        let d = decode(&wrap("java.util.LinkedHashMap", &put("k", value_xml)))?;
+        assert_eq!(d.len(), 1);
+        Ok(d.into_iter()
+            .next()
+            .map(|(_, v)| v)
+            .unwrap_or(DetailValue::Null))
+    }
+
+    #[test]
+    fn decode_character_references_and_char_elements() {
+        let cases = [
+            ("<string>a&#13;b</string>", "a\rb"),
+            ("<string>a&#xD;b&#x41;</string>", "a\rbA"),
+            ("<string>a\r\nb\rc</string>", "a\nb\nc"), // raw CR is XML line-end normalized
+            (r##"<string>a<char code="#1"/>b</string>"##, "a\u{1}b"),
+            (
+                r##"<string><char code="#1f"/><char code="#1F"/></string>"##,
+                "\u{1f}\u{1f}",
+            ),
+            (
+                r#"<string><char code="31"/><char code="0x1f"/></string>"#,
+                "\u{1f}\u{1f}",
+            ),
+            (r##"<string><char code="#fffe"/></string>"##, "\u{fffe}"),
+            (
+                r##"<string><char code="#d83d"/><char code="#de00"/></string>"##,
+                "😀",
+            ),
+            (r##"<string>x<char code="#d800"/>y</string>"##, "x\u{fffd}y"),
+            ("<string><char>&amp;</char></string>", "&"),
+            ("<string/>", ""),
+            ("<string></string>", ""),
+            ("<string><![CDATA[<raw>]]></string>", "<raw>"),
+            ("<string>a<!-- note -->b</string>", "ab"),
+        ];
+        for (xml, expected) in cases {
+            assert_eq!(decode_one(xml).unwrap(), s(expected), "{xml}");
+        }
+    }
+
+    #[test]
+    fn decode_all_map_classes_and_versions() {
+        let body = put("KEYALIAS", "<string>signKey</string>");
+        for class in [
+            "org.cesecore.util.Base64PutHashMap",
+            "java.util.LinkedHashMap",
+            "java.util.HashMap",
+            "java.util.TreeMap",
+        ] {
+            let xml = wrap(class, &body);
+            assert_eq!(
+                decode(&xml).unwrap(),
+                vec![entry("KEYALIAS", s("signKey"))],
+                "{class}"
+            );
+            for version in ["11.0.2", "21.0.4", "1.6.0_45"] {
+                let other = xml.replace("1.8.0_392", version);
+                assert_eq!(
+                    decode(&other).unwrap(),
+                    vec![entry("KEYALIAS", s("signKey"))]
+                );
+            }
+        }
+        // No XML declaration, BOM, single-quoted attributes, comments: still XML, still accepted.
+        let bare = "\u{feff}<!-- x --><java version='17'><object class='java.util.HashMap'>\
+                    <void method='put'><string>a</string><int>1</int></void></object></java>";
+        assert_eq!(decode(bare).unwrap(), vec![entry("a", DetailValue::Int(1))]);
+    }
+
+    #[test]
+    fn decode_scalars_as_java_reads_them() {
+        use DetailValue as V;
+        let cases = [
+            ("<int>0x10</int>", V::Int(16)),
+            ("<int>#10</int>", V::Int(16)),
+            ("<int>010</int>", V::Int(8)),
+            ("<int>-2147483648</int>", V::Int(i32::MIN)),
+            ("<long>-9223372036854775808</long>", V::Long(i64::MIN)),
+            ("<boolean>TRUE</boolean>", V::Bool(true)),
+            ("<true/>", V::Bool(true)),
+            ("<false/>", V::Bool(false)),
+            ("<byte>-3</byte>", V::Int(-3)),
+            ("<short>300</short>", V::Int(300)),
+            ("<char>x</char>", s("x")),
+            (r##"<char code="#1"/>"##, s("\u{1}")),
+            ("<double>1e3</double>", V::Double(1000.0)),
+            ("<double> 2.5d </double>", V::Double(2.5)),
+            ("<double>Infinity</double>", V::Double(f64::INFINITY)),
+            ("<double>.5</double>", V::Double(0.5)),
+            ("<float>0.1</float>", V::Float(0.1)),
+            ("<float>-Infinity</float>", V::Float(f32::NEG_INFINITY)),
+            ("<null></null>", V::Null),
+            (
+                "<class>java.lang.Integer</class>",
+                V::Class("java.lang.Integer".into()),
+            ),
+        ];
+        for (xml, expected) in cases {
+            assert_eq!(decode_one(xml).unwrap(), expected, "{xml}");
+        }
+        assert!(matches!(decode_one("<double>NaN</double>"), Ok(V::Double(d)) if d.is_nan()));
+    }
+
+    #[test]
+    fn decode_nested_maps_lists_and_shared_references() {
+        use DetailValue as V;
+        // Verbatim shape of JDK 17 output when one list/date/map instance is put twice.
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<java version="17.0.15" class="java.beans.XMLDecoder">
+ <object class="java.util.LinkedHashMap">
+  <void method="put">
+   <string>l1</string>
+   <object class="java.util.ArrayList" id="ArrayList0">
+    <void method="add">
+     <string>x</string>
+    </void>
+   </object>
+  </void>
+  <void method="put">
+   <string>l2</string>
+   <object idref="ArrayList0"/>
+  </void>
+  <void method="put">
+   <string>d1</string>
+   <object class="java.util.Date" id="Date0">
+    <long>5</long>
+   </object>
+  </void>
+  <void method="put">
+   <string>d2</string>
+   <object idref="Date0"/>
+  </void>
+  <void method="put">
+   <string>n1</string>
+   <object class="java.util.LinkedHashMap" id="LinkedHashMap0">
+    <void method="put">
+     <string>x</string>
+     <object class="java.util.ArrayList">
+      <void method="add">
+       <object class="java.util.HashMap"/>
+      </void>
+     </object>
+    </void>
+   </object>
+  </void>
+  <void method="put">
+   <string>li</string>
+   <object class="java.util.ArrayList">
+    <void method="add">
+     <object idref="LinkedHashMap0"/>
+    </void>
+    <void method="add">
+     <object idref="LinkedHashMap0"/>
+    </void>
+   </object>
+  </void>
+ </object>
+</java>
+"#;
+        let inner = V::Map(vec![entry("x", V::List(vec![V::Map(vec![])]))]);
+        assert_eq!(
+            decode(xml).unwrap(),
+            vec![
+                entry("l1", V::List(vec![s("x")])),
+                entry("l2", V::List(vec![s("x")])),
+                entry("d1", V::Date(5)),
+                entry("d2", V::Date(5)),
+                entry("n1", inner.clone()),
+                entry("li", V::List(vec![inner.clone(), inner])),
+            ]
+        );
+    }
+
+    #[test]
+    fn decode_repeated_key_keeps_first_position_last_value() {
+        let body = put("a", "<int>1</int>") + &put("b", "<int>2</int>") + &put("a", "<int>3</int>");
+        let d = decode(&wrap("java.util.LinkedHashMap", &body)).unwrap();
+        assert_eq!(
+            d,
+            vec![
+                entry("a", DetailValue::Int(3)),
+                entry("b", DetailValue::Int(2))
+            ]
+        );
+    }
+
+    // ---- errors ----
+
+    fn err(xml: &str) -> String {
+        match decode(xml) {
+            Ok(d) => panic!("expected an error for {xml}, got {d:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn errors_are_specific() {
+        let lhm = "java.util.LinkedHashMap";
+        let cases: Vec<(String, &str)> = vec![
+            ("not xml at all".into(), "malformed"),
+            ("".into(), "no root element"),
+            (
+                "<java><object class=\"java.util.HashMap\">".into(),
+                "malformed",
+            ),
+            (
+                "<java><object class=\"java.util.HashMap\"></java>".into(),
+                "malformed",
+            ),
+            ("<map/>".into(), "expected <java>"),
+            ("<java/>".into(), "expected <java>"),
+            ("<java></java>".into(), "found nothing"),
+            ("<java><string>x</string></java>".into(), "found a string"),
+            (
+                "<java><object class=\"java.util.ArrayList\"/></java>".into(),
+                "found a list",
+            ),
+            (wrap(lhm, &put("k", "<foo/>")), "element <foo>"),
+            (
+                wrap(lhm, &put("k", "<string><b>x</b></string>")),
+                "element <b> inside <string>",
+            ),
+            (wrap("java.util.Properties", ""), "java.util.Properties"),
+            (
+                wrap(lhm, &put("k", "<object class=\"java.io.File\"/>")),
+                "java.io.File",
+            ),
+            (
+                wrap(
+                    lhm,
+                    "  <void method=\"put\"><int>1</int><int>2</int></void>\n",
+                ),
+                "map key that is an int",
+            ),
+            (
+                wrap(lhm, "  <void method=\"put\"><string>k</string></void>\n"),
+                "needs 2 argument(s), has 1",
+            ),
+            (
+                wrap(lhm, "  <void method=\"add\"><string>k</string></void>\n"),
+                "method=\"add\"",
+            ),
+            (wrap(lhm, "  <void property=\"x\"/>\n"), "property=\"x\""),
+            (wrap(lhm, "  text\n"), "unexpected text"),
+            (
+                wrap(lhm, &put("k", "<int>12x</int>")),
+                "bad <int> value \"12x\"",
+            ),
+            (wrap(lhm, &put("k", "<int>2147483648</int>")), "bad <int>"),
+            (wrap(lhm, &put("k", "<int/>")), "bad <int> value \"\""),
+            (
+                wrap(lhm, &put("k", "<double>1.0.0</double>")),
+                "bad <double>",
+            ),
+            (
+                wrap(lhm, &put("k", "<double>0x1p3</double>")),
+                "bad <double>",
+            ),
+            (
+                wrap(lhm, &put("k", "<boolean>yes</boolean>")),
+                "bad <boolean>",
+            ),
+            (
+                wrap(lhm, &put("k", r#"<string><char code="zz"/></string>"#)),
+                "bad <char> code",
+            ),
+            (wrap(lhm, &put("k", "<char>ab</char>")), "one UTF-16 unit"),
+            (
+                wrap(lhm, &put("k", "<object idref=\"X0\"/>")),
+                "idref \"X0\"",
+            ),
+            (wrap(lhm, &put("k", "<string>&nbsp;</string>")), "malformed"),
+            (
+                wrap(lhm, &put("k", "<object class=\"java.util.Date\"/>")),
+                "without millis",
+            ),
+            (
+                wrap(lhm, &put("k", "<string x=\"1\">a</string>")),
+                "attribute x=\"1\"",
+            ),
+            ("<!DOCTYPE java><java/>".into(), "DOCTYPE"),
+            (format!("{}<x/>", wrap(lhm, "")), "content after </java>"),
+        ];
+        for (xml, needle) in cases {
+            let message = err(&xml);
+            assert!(
+                message.contains(needle),
+                "{xml:?}: message {message:?} lacks {needle:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_variants() {
+        assert!(matches!(
+            decode("<a><b></a>"),
+            Err(DetailsError::Malformed { .. })
+        ));
+        assert!(matches!(
+            decode("<java><string/></java>"),
+            Err(DetailsError::NotAMap { .. })
+        ));
+        let unknown = wrap("java.util.HashMap", &put("k", "<foo/>"));
+        assert!(
+            matches!(decode(&unknown), Err(DetailsError::Unsupported { element, .. }) if element == "element <foo>")
+        );
+    }
+
+    #[test]
+    fn decode_limits_depth_and_reference_expansion() {
+        let open = "<void method=\"add\"><object class=\"java.util.ArrayList\">";
+        let close = "</object></void>";
+        let n = MAX_DEPTH + 1;
+        let body = format!(
+            "<void method=\"put\"><string>k</string><object class=\"java.util.ArrayList\">{}{}</object></void>",
+            open.repeat(n),
+            close.repeat(n)
+        );
+        assert!(matches!(
+            decode(&wrap("java.util.HashMap", &body)),
+            Err(DetailsError::TooDeep { .. })
+        ));
+
+        // Each list holds the previous one twice: 2^30 values from a few kilobytes.
+        let mut body = String::from(
+            "<void method=\"put\"><string>l0</string><object class=\"java.util.ArrayList\" id=\"L0\"/></void>",
+        );
+        for i in 1..=30 {
+            body += &format!(
+                "<void method=\"put\"><string>l{i}</string><object class=\"java.util.ArrayList\" id=\"L{i}\">\
+                 <void method=\"add\"><object idref=\"L{p}\"/></void><void method=\"add\"><object idref=\"L{p}\"/></void>\
+                 </object></void>",
+                p = i - 1
+            );
+        }
+        assert!(matches!(
+            decode(&wrap("java.util.HashMap", &body)),
+            Err(DetailsError::TooLarge { .. })
+        ));
+    }
+
+    // ---- display and JSON ----
+
+    #[test]
+    fn display_string_decodes_b64() {
+        assert_eq!(display_string("B64:w6XDpMO2"), "åäö");
+        assert_eq!(display_string("b64:w6XDpMO2"), "åäö");
+        assert_eq!(display_string("B64:"), "");
+        assert_eq!(display_string("B64:not base64!"), "B64:not base64!");
+        assert_eq!(display_string("B64:/w=="), "B64:/w=="); // 0xFF is not UTF-8
+        assert_eq!(display_string("plain"), "plain");
+        assert_eq!(display_string("åäö"), "åäö");
+        assert_eq!(display_string("B6"), "B6");
+    }
+
+    #[test]
+    fn base64_put_rule_cases() {
+        assert_eq!(base64_put_rule("signKey"), "signKey");
+        assert_eq!(base64_put_rule(""), "");
+        assert_eq!(base64_put_rule("B64:åäö"), "B64:åäö");
+        assert_eq!(base64_put_rule("åäö"), "B64:w6XDpMO2");
+        assert_eq!(base64_put_rule("a\tb"), "B64:YQli");
+        assert_eq!(base64_put_rule("b64:lower ö"), "B64:YjY0Omxvd2VyIMO2");
+        assert_eq!(base64_put_rule(" ~"), " ~");
+        assert_eq!(base64_put_rule("\u{7f}"), "B64:fw==");
+    }
+
+    #[test]
+    fn from_json_maps_types() {
+        use DetailValue as V;
+        let obj = json!({
+            "s": "x", "i": 7, "neg": -2147483648i64, "big": 2147483648i64, "huge": u64::MAX,
+            "f": 1.5, "whole": 2.0, "t": true, "n": null,
+            "a": [1, "y", [null]], "o": {"k": {"z": 1}}
+        });
+        let serde_json::Value::Object(obj) = obj else {
+            panic!("object")
+        };
+        assert_eq!(
+            from_json(&obj).unwrap(),
+            vec![
+                entry("s", s("x")),
+                entry("i", V::Int(7)),
+                entry("neg", V::Int(i32::MIN)),
+                entry("big", V::Long(2147483648)),
+                entry("huge", V::Double(u64::MAX as f64)),
+                entry("f", V::Double(1.5)),
+                entry("whole", V::Double(2.0)),
+                entry("t", V::Bool(true)),
+                entry("n", V::Null),
+                entry(
+                    "a",
+                    V::List(vec![V::Int(1), s("y"), V::List(vec![V::Null])])
+                ),
+                entry(
+                    "o",
+                    V::Map(vec![entry("k", V::Map(vec![entry("z", V::Int(1))]))])
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn from_json_limits_depth() {
+        let mut v = json!(1);
+        for _ in 0..MAX_DEPTH {
+            v = json!({ "k": v });
+        }
+        let serde_json::Value::Object(obj) = v else {
+            panic!("object")
+        };
+        assert!(from_json(&obj).is_ok());
+        let mut outer = serde_json::Map::new();
+        outer.insert("deeper".into(), serde_json::Value::Object(obj));
+        assert!(matches!(
+            from_json(&outer),
+            Err(DetailsError::TooDeep { limit: MAX_DEPTH })
+        ));
+    }
+
+    #[test]
+    fn to_json_for_display() {
+        use DetailValue as V;
+        let d = vec![
+            entry("b64", s("B64:w6XDpMO2")),
+            entry("i", V::Int(1)),
+            entry("l", V::Long(1 << 40)),
+            entry("f", V::Float(0.1)),
+            entry("d", V::Double(2.5)),
+            entry("nan", V::Double(f64::NAN)),
+            entry("inf", V::Float(f32::INFINITY)),
+            entry("ninf", V::Double(f64::NEG_INFINITY)),
+            entry("date", V::Date(1700000000000)),
+            entry("cls", V::Class("java.lang.String".into())),
+            entry("null", V::Null),
+            entry("list", V::List(vec![s("b64:w6XDpMO2"), V::Bool(false)])),
+            entry("map", V::Map(vec![entry("deep", s("B64:YQE="))])),
+        ];
+        assert_eq!(
+            serde_json::Value::Object(to_json(&d)),
+            json!({
+                "b64": "åäö", "i": 1, "l": 1099511627776i64, "f": 0.1, "d": 2.5,
+                "nan": "NaN", "inf": "Infinity", "ninf": "-Infinity", "date": 1700000000000i64,
+                "cls": "java.lang.String", "null": null, "list": ["åäö", false],
+                "map": {"deep": "a\u{1}"}
+            })
+        );
+    }
+
+    // ---- property: decode(encode(d)) == d after Java put semantics ----
+
+    /// What Java's map would hold after putting `d` in order: repeated keys collapse (first
+    /// position, last value) at every level; the Base64PutHashMap rule at top level only.
+    fn as_java_map(d: &Details, base64: bool) -> Details {
+        let mut out: Details = Vec::new();
+        for (k, v) in d {
+            let v = match v {
+                DetailValue::String(x) if base64 => {
+                    DetailValue::String(base64_put_rule(x).into_owned())
+                }
+                other => as_java_value(other),
+            };
+            match out.iter_mut().find(|(key, _)| key == k) {
+                Some(slot) => slot.1 = v,
+                None => out.push((k.clone(), v)),
+            }
+        }
+        out
+    }
+
+    fn as_java_value(v: &DetailValue) -> DetailValue {
+        match v {
+            DetailValue::List(items) => {
+                DetailValue::List(items.iter().map(as_java_value).collect())
+            }
+            DetailValue::Map(m) => DetailValue::Map(as_java_map(m, false)),
+            other => other.clone(),
+        }
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            4 => any::<char>().prop_map(String::from),
+            2 => (0u32..0x20).prop_map(|c| char::from_u32(c).map(String::from).unwrap_or_default()),
+            2 => "[ -~]{1,4}",
+            1 => prop_oneof![
+                Just("<sep/>"), Just("&amp;"), Just("\r\n"), Just("B64:"), Just("]]>"),
+                Just("\u{fffe}"), Just("\u{ffff}"), Just("&#13;"), Just("<char code=\"#1\"/>"),
+            ]
+            .prop_map(String::from),
+        ];
+        prop::collection::vec(piece, 0..8).prop_map(|p| p.concat())
+    }
+
+    fn leaf() -> impl Strategy<Value = DetailValue> {
+        use DetailValue as V;
+        prop_oneof![
+            Just(V::Null),
+            text().prop_map(V::String),
+            any::<i32>().prop_map(V::Int),
+            any::<i64>().prop_map(V::Long),
+            any::<bool>().prop_map(V::Bool),
+            any::<f32>().prop_map(V::Float),
+            any::<f64>().prop_map(V::Double),
+            prop_oneof![Just(0.1), Just(1.0e23), Just(-0.0), Just(1e7), Just(0.001)]
+                .prop_map(V::Double),
+            any::<i64>().prop_map(V::Date),
+            "[a-z]{1,6}(\\.[A-Z][a-zA-Z0-9$]{0,8}){0,3}".prop_map(V::Class),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = DetailValue> {
+        leaf().prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(DetailValue::List),
+                prop::collection::vec((text(), inner), 0..4).prop_map(DetailValue::Map),
+            ]
+        })
+    }
+
+    fn details() -> impl Strategy<Value = Details> {
+        // Small key alphabet part of the time, so repeated keys occur.
+        let key = prop_oneof![text(), "[ab]"];
+        prop::collection::vec((key, value()), 0..6)
+    }
+
+    /// JSON an API client may send (strings without a `B64:` prefix, which display decodes).
+    fn json_object() -> impl Strategy<Value = serde_json::Map<String, serde_json::Value>> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "[^Bb][^\\x00]{0,5}|".prop_map(Value::String),
+        ];
+        let value = leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((".{0,4}", inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        });
+        prop::collection::vec((".{0,4}", value), 0..6).prop_map(|kv| kv.into_iter().collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn round_trip(
+            d in details(),
+            base64 in any::<bool>(),
+            version in prop_oneof![Just("17.0.15"), Just("1.8.0_392"), Just("21.0.4")],
+        ) {
+            let class = if base64 { MapClass::Base64PutHashMap } else { MapClass::LinkedHashMap };
+            let xml = encode(&d, class, version);
+            let back = decode(&xml);
+            prop_assert!(back.is_ok(), "{:?}\n{}", back, xml);
+            let back = back.unwrap_or_default();
+            let expected = as_java_map(&d, base64);
+            prop_assert!(same_details(&back, &expected), "xml:\n{}\ngot {:?}\nexpected {:?}", xml, back, expected);
+            // What is stored re-encodes to the same bytes (the put rule is idempotent).
+            prop_assert_eq!(encode(&back, class, version), xml);
+        }
+
+        #[test]
+        fn json_through_details_is_unchanged(j in json_object()) {
+            let d = from_json(&j);
+            prop_assert!(d.is_ok());
+            prop_assert_eq!(to_json(&d.unwrap_or_default()), j);
+        }
+    }
+}

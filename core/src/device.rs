@@ -1,0 +1,173 @@
+//! Log devices: what turns an accepted event into a committed, protected row with the node's
+//! next sequence number. This file holds the trait and the sequential device.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use crate::protector::protect;
+use crate::record::{AuditRecord, new_pk};
+use crate::store::{NodeLock, SharedStore, StoreError};
+use crate::token::{SharedToken, TokenError};
+
+/// An event as a signer submits it: every column but the ones the device assigns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub event_type: String,
+    pub event_status: String,
+    pub auth_token: String,
+    pub service: String,
+    pub module: String,
+    pub custom_id: Option<String>,
+    pub search_detail1: Option<String>,
+    pub search_detail2: Option<String>,
+    /// Already in its stored XML form (see `details::encode`).
+    pub additional_details: Option<String>,
+}
+
+/// What the signer is told once its row is committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Appended {
+    pub pk: String,
+    pub node_id: String,
+    pub sequence_number: i64,
+    pub time_stamp: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// Nothing was written; the sequence number was given back.
+    #[error("the row could not be protected: {0}")]
+    Token(#[from] TokenError),
+    /// Nothing was acknowledged; the sequence number is re-read from the database before reuse.
+    #[error("the row could not be stored: {0}")]
+    Store(#[from] StoreError),
+    #[error("the log device stopped: {0}")]
+    Stopped(String),
+}
+
+/// Appends events to one node's log.
+#[async_trait]
+pub trait LogDevice: Send + Sync {
+    fn node_id(&self) -> &str;
+    /// Returns only once the row is committed (durable and protected).
+    async fn append(&self, event: NewEvent) -> Result<Appended, DeviceError>;
+}
+
+struct State {
+    /// The next sequence number; None after a database failure, when it must be re-read
+    /// (the failed commit may in fact have landed).
+    next: Option<i64>,
+    last_time: i64,
+}
+
+struct Inner {
+    node_id: String,
+    store: SharedStore,
+    /// None when signing is disabled (`enablesign=false`): rows get a null rowProtection.
+    token: Option<SharedToken>,
+    state: Mutex<State>,
+    _lock: NodeLock,
+}
+
+/// One row at a time, in strict order: take the next number, build and protect the row, insert,
+/// commit, acknowledge. On any failure the number is given back, so there are never gaps.
+pub struct SequentialDevice {
+    inner: Arc<Inner>,
+}
+
+impl SequentialDevice {
+    /// Takes the node's writer lock and reads where its log stands.
+    pub async fn start(
+        store: SharedStore,
+        node_id: String,
+        token: Option<SharedToken>,
+    ) -> Result<Self, DeviceError> {
+        let lock = store.lock_node(&node_id).await?;
+        let next = store.next_sequence(&node_id).await?;
+        tracing::info!(node = %node_id, next_sequence = next, "sequential log device ready");
+        Ok(SequentialDevice {
+            inner: Arc::new(Inner {
+                node_id,
+                store,
+                token,
+                state: Mutex::new(State {
+                    next: Some(next),
+                    last_time: 0,
+                }),
+                _lock: lock,
+            }),
+        })
+    }
+}
+
+impl Inner {
+    async fn append(&self, ev: NewEvent) -> Result<Appended, DeviceError> {
+        let mut state = self.state.lock().await;
+        let seq = match state.next {
+            Some(n) => n,
+            None => self.store.next_sequence(&self.node_id).await?,
+        };
+        state.next = Some(seq);
+        // Never decreasing within a node, even if the clock steps back.
+        let time_stamp = crate::time::now_millis().max(state.last_time);
+        let mut record = AuditRecord {
+            pk: new_pk(),
+            node_id: self.node_id.clone(),
+            sequence_number: seq,
+            time_stamp,
+            event_type: ev.event_type,
+            event_status: ev.event_status,
+            auth_token: ev.auth_token,
+            service: ev.service,
+            module: ev.module,
+            custom_id: ev.custom_id,
+            search_detail1: ev.search_detail1,
+            search_detail2: ev.search_detail2,
+            additional_details: ev.additional_details,
+            row_version: 0,
+            row_protection: None,
+        };
+        if let Some(token) = &self.token {
+            let token = token.clone();
+            let unsigned = record.clone();
+            // Token calls may block on an HSM: keep them off the runtime's workers.
+            let protection =
+                tokio::task::spawn_blocking(move || protect(token.as_ref(), &unsigned))
+                    .await
+                    .map_err(|e| DeviceError::Stopped(format!("signing task failed: {e}")))??;
+            record.row_protection = Some(protection);
+        }
+        if let Err(e) = self.store.insert(&record).await {
+            state.next = None;
+            return Err(e.into());
+        }
+        state.next = Some(seq + 1);
+        state.last_time = time_stamp;
+        Ok(Appended {
+            pk: record.pk,
+            node_id: record.node_id,
+            sequence_number: seq,
+            time_stamp,
+        })
+    }
+}
+
+#[async_trait]
+impl LogDevice for SequentialDevice {
+    fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    async fn append(&self, event: NewEvent) -> Result<Appended, DeviceError> {
+        // Run to completion even if the caller goes away, so the state always matches the
+        // database (a dropped future could leave a committed row unaccounted for).
+        let inner = self.inner.clone();
+        tokio::spawn(async move { inner.append(event).await })
+            .await
+            .map_err(|e| DeviceError::Stopped(e.to_string()))?
+    }
+}

@@ -1,0 +1,125 @@
+//! Verification keys, chosen by the keyid written in each row (never by the current default),
+//! so rows from before a key rollover keep verifying.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aws_lc_rs::hmac;
+use aws_lc_rs::signature::{self, ParsedPublicKey};
+
+use crate::pem;
+use crate::protection::ProtectionVersion;
+use crate::token::Algorithm;
+
+/// A key that checks protections: an HMAC secret or a parsed public key.
+#[derive(Clone)]
+pub enum VerifyKey {
+    Hmac(Box<hmac::Key>),
+    Public {
+        algorithm: Algorithm,
+        key: Arc<ParsedPublicKey>,
+        spki_der: Arc<Vec<u8>>,
+    },
+}
+
+impl std::fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        match self {
+            VerifyKey::Hmac(_) => f.write_str("VerifyKey::Hmac"),
+            VerifyKey::Public { algorithm, .. } => write!(f, "VerifyKey::Public({algorithm})"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("not a {0} public key (expected a SubjectPublicKeyInfo)")]
+    BadPublicKey(Algorithm),
+    #[error("an HMAC secret has no public key")]
+    NotPublic,
+}
+
+/// The MAC or signature does not match the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the MAC or signature does not match")]
+pub struct Mismatch;
+
+impl VerifyKey {
+    /// A public key from its DER SubjectPublicKeyInfo.
+    pub fn from_spki(algorithm: Algorithm, der: &[u8]) -> Result<Self, KeyError> {
+        let alg: &'static dyn signature::VerificationAlgorithm = match algorithm {
+            Algorithm::Sha256WithRsa => &signature::RSA_PKCS1_2048_8192_SHA256,
+            Algorithm::Sha256WithEcdsa => &signature::ECDSA_P256_SHA256_ASN1,
+            Algorithm::HmacSha256 => return Err(KeyError::NotPublic),
+        };
+        let key = ParsedPublicKey::new(alg, der).map_err(|_| KeyError::BadPublicKey(algorithm))?;
+        Ok(VerifyKey::Public {
+            algorithm,
+            key: Arc::new(key),
+            spki_der: Arc::new(der.to_vec()),
+        })
+    }
+
+    /// A public key from a `-----BEGIN PUBLIC KEY-----` PEM block.
+    pub fn from_pem(algorithm: Algorithm, text: &str) -> Result<Self, KeyError> {
+        let der = pem::decode("PUBLIC KEY", text).ok_or(KeyError::BadPublicKey(algorithm))?;
+        Self::from_spki(algorithm, &der)
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            VerifyKey::Hmac(_) => Algorithm::HmacSha256,
+            VerifyKey::Public { algorithm, .. } => *algorithm,
+        }
+    }
+
+    pub fn protection_version(&self) -> ProtectionVersion {
+        self.algorithm().protection_version()
+    }
+
+    /// Checks a MAC (constant time) or a signature over `data`.
+    pub fn verify(&self, data: &[u8], protection: &[u8]) -> Result<(), Mismatch> {
+        match self {
+            VerifyKey::Hmac(k) => hmac::verify(k, data, protection).map_err(|_| Mismatch),
+            VerifyKey::Public { key, .. } => key.verify_sig(data, protection).map_err(|_| Mismatch),
+        }
+    }
+
+    /// The public key as PEM, for auditors; None for an HMAC secret.
+    pub fn public_key_pem(&self) -> Option<String> {
+        match self {
+            VerifyKey::Hmac(_) => None,
+            VerifyKey::Public { spki_der, .. } => Some(pem::encode("PUBLIC KEY", spki_der)),
+        }
+    }
+}
+
+/// Every key a verifier knows, by keyid.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRing {
+    keys: BTreeMap<i32, VerifyKey>,
+}
+
+impl KeyRing {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a key; a second key with the same keyid replaces the first.
+    pub fn insert(&mut self, keyid: i32, key: VerifyKey) {
+        self.keys.insert(keyid, key);
+    }
+
+    pub fn get(&self, keyid: i32) -> Option<&VerifyKey> {
+        self.keys.get(&keyid)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (i32, &VerifyKey)> {
+        self.keys.iter().map(|(k, v)| (*k, v))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}

@@ -1,0 +1,15 @@
+//! auditseal core: the CESeCore-compatible audit record and everything that protects, stores and
+//! verifies it. Formats are specified in `docs/FORMAT.md`; this crate follows that text.
+
+pub mod config;
+pub mod details;
+pub mod device;
+pub mod keys;
+pub mod pem;
+pub mod protection;
+pub mod protector;
+pub mod record;
+pub mod store;
+pub mod time;
+pub mod token;
+pub mod verify;

@@ -1,0 +1,247 @@
+//! The store: where rows live. One small trait; PostgreSQL and SQLite implement it through sqlx.
+//! SQL is written in lower-case identifiers so the same text serves both databases.
+
+mod postgres;
+pub mod query;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::record::AuditRecord;
+pub use postgres::PgStore;
+pub use query::{Criterion, CriterionError, Field, Op, Query};
+pub use sqlite::SqliteStore;
+
+/// The columns in the order `AuditRecord` reads them (aliases keep the names lower-case in both
+/// databases).
+pub(crate) const COLUMNS: &str = "pk AS pk, nodeid AS nodeid, sequencenumber AS sequencenumber, \
+     \"timestamp\" AS \"timestamp\", eventtype AS eventtype, eventstatus AS eventstatus, \
+     authtoken AS authtoken, service AS service, module AS module, customid AS customid, \
+     searchdetail1 AS searchdetail1, searchdetail2 AS searchdetail2, \
+     additionaldetails AS additionaldetails, rowversion AS rowversion, rowprotection AS rowprotection";
+
+pub(crate) const INSERT: &str = "INSERT INTO auditrecorddata (pk, nodeid, sequencenumber, \
+     \"timestamp\", eventtype, eventstatus, authtoken, service, module, customid, searchdetail1, \
+     searchdetail2, additionaldetails, rowversion, rowprotection) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+
+/// What went wrong in the store, in terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or timed out: retry later, nothing was written.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A row with this (nodeId, sequenceNumber) or pk exists already.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Another process holds the writer lock of this node id.
+    #[error("{0}")]
+    Locked(String),
+    #[error("database URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("schema migration failed: {0}")]
+    Migration(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict(db.message().to_string())
+            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Database(e.to_string()),
+        }
+    }
+}
+
+/// Held for as long as this process is the one writer of a node id; dropping it releases it.
+pub struct NodeLock {
+    _held: Box<dyn Send + Sync>,
+}
+
+impl NodeLock {
+    fn new(held: impl Send + Sync + 'static) -> Self {
+        NodeLock {
+            _held: Box::new(held),
+        }
+    }
+}
+
+/// Where rows are kept. Rows are write-once: there is no update.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// `postgres` or `sqlite`.
+    fn backend(&self) -> &'static str;
+    /// Creates or upgrades the schema.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// Makes this process the only writer of `node` until the lock is dropped, or says who has it.
+    async fn lock_node(&self, node: &str) -> Result<NodeLock, StoreError>;
+    /// MAX(sequenceNumber)+1 of the node's rows, or 0 for a new node.
+    async fn next_sequence(&self, node: &str) -> Result<i64, StoreError>;
+    /// Inserts and commits one row.
+    async fn insert(&self, record: &AuditRecord) -> Result<(), StoreError>;
+    /// Every node id that has rows.
+    async fn nodes(&self) -> Result<Vec<String>, StoreError>;
+    /// Up to `limit` rows of `node` with sequenceNumber >= `from_seq`, ordered by
+    /// (sequenceNumber, pk), starting after `after` (the last (seq, pk) of the previous chunk).
+    async fn read_node(
+        &self,
+        node: &str,
+        from_seq: i64,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+    async fn get(&self, pk: &str) -> Result<Option<AuditRecord>, StoreError>;
+    /// Rows matching every criterion, newest first.
+    async fn query(&self, query: &Query) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the store a URL names: `postgres://...` / `postgresql://...` or `sqlite:...`.
+pub async fn open(url: &str) -> Result<SharedStore, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else {
+        Err(StoreError::BadUrl {
+            url: redact_url(url),
+            reason: "expected postgres://, postgresql:// or sqlite:".into(),
+        })
+    }
+}
+
+/// The URL without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Implements `Store` for a driver: its own methods (`$own`) plus those whose SQL is the same for
+/// both databases, written once here and compiled for each driver's types.
+macro_rules! impl_store {
+    ($ty:ty, { $($own:tt)* }) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $ty {
+        $($own)*
+        async fn next_sequence(&self, node: &str) -> Result<i64, StoreError> {
+            let max: Option<i64> = sqlx::query_scalar(
+                "SELECT MAX(sequencenumber) FROM auditrecorddata WHERE nodeid = $1",
+            )
+            .bind(node)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(max.map_or(0, |m| m + 1))
+        }
+
+        async fn insert(&self, r: &AuditRecord) -> Result<(), StoreError> {
+            sqlx::query(crate::store::INSERT)
+                .bind(&r.pk)
+                .bind(&r.node_id)
+                .bind(r.sequence_number)
+                .bind(r.time_stamp)
+                .bind(&r.event_type)
+                .bind(&r.event_status)
+                .bind(&r.auth_token)
+                .bind(&r.service)
+                .bind(&r.module)
+                .bind(&r.custom_id)
+                .bind(&r.search_detail1)
+                .bind(&r.search_detail2)
+                .bind(&r.additional_details)
+                .bind(r.row_version)
+                .bind(&r.row_protection)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+
+        async fn nodes(&self) -> Result<Vec<String>, StoreError> {
+            Ok(sqlx::query_scalar(
+                "SELECT DISTINCT nodeid FROM auditrecorddata ORDER BY nodeid",
+            )
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn read_node(
+            &self,
+            node: &str,
+            from_seq: i64,
+            after: Option<(i64, String)>,
+            limit: i64,
+        ) -> Result<Vec<AuditRecord>, StoreError> {
+            let sql = format!(
+                "SELECT {} FROM auditrecorddata WHERE nodeid = $1 AND sequencenumber >= $2 \
+                 AND (sequencenumber > $3 OR (sequencenumber = $3 AND pk > $4)) \
+                 ORDER BY sequencenumber, pk LIMIT $5",
+                crate::store::COLUMNS
+            );
+            let (after_seq, after_pk) = after.unwrap_or((i64::MIN, String::new()));
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(node)
+                .bind(from_seq)
+                .bind(after_seq)
+                .bind(after_pk)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+        }
+
+        async fn get(&self, pk: &str) -> Result<Option<AuditRecord>, StoreError> {
+            let sql = format!(
+                "SELECT {} FROM auditrecorddata WHERE pk = $1",
+                crate::store::COLUMNS
+            );
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(pk)
+                .fetch_optional(&self.pool)
+                .await?)
+        }
+
+        async fn query(&self, q: &Query) -> Result<Vec<AuditRecord>, StoreError> {
+            let (sql, params) = crate::store::query::build_select(q);
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for p in params {
+                query = match p {
+                    crate::store::query::Param::Text(t) => query.bind(t),
+                    crate::store::query::Param::Int(i) => query.bind(i),
+                };
+            }
+            Ok(query.fetch_all(&self.pool).await?)
+        }
+        }
+    };
+}
+pub(crate) use impl_store;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(super::redact_url("sqlite:data/a.db"), "sqlite:data/a.db");
+    }
+}

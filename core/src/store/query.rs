@@ -1,0 +1,338 @@
+//! Query criteria (spec section 8): `<field> <OP> <value>`, ANDed, newest first.
+//! The SQL is built from fixed column names and placeholders only: values are always bound.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A column a criterion may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    AdditionalDetails,
+    AuthToken,
+    CustomId,
+    EventStatus,
+    EventType,
+    Module,
+    NodeId,
+    SearchDetail1,
+    SearchDetail2,
+    SequenceNumber,
+    Service,
+    TimeStamp,
+}
+
+pub const FIELD_NAMES: [&str; 12] = [
+    "additionalDetails",
+    "authToken",
+    "customId",
+    "eventStatus",
+    "eventType",
+    "module",
+    "nodeId",
+    "searchDetail1",
+    "searchDetail2",
+    "sequenceNumber",
+    "service",
+    "timeStamp",
+];
+
+impl Field {
+    const ALL: [Field; 12] = [
+        Field::AdditionalDetails,
+        Field::AuthToken,
+        Field::CustomId,
+        Field::EventStatus,
+        Field::EventType,
+        Field::Module,
+        Field::NodeId,
+        Field::SearchDetail1,
+        Field::SearchDetail2,
+        Field::SequenceNumber,
+        Field::Service,
+        Field::TimeStamp,
+    ];
+
+    pub fn name(self) -> &'static str {
+        FIELD_NAMES[Field::ALL.iter().position(|f| *f == self).unwrap_or(0)]
+    }
+
+    /// The column in SQL (lower-case works in both PostgreSQL and SQLite).
+    fn column(self) -> &'static str {
+        match self {
+            Field::AdditionalDetails => "additionaldetails",
+            Field::AuthToken => "authtoken",
+            Field::CustomId => "customid",
+            Field::EventStatus => "eventstatus",
+            Field::EventType => "eventtype",
+            Field::Module => "module",
+            Field::NodeId => "nodeid",
+            Field::SearchDetail1 => "searchdetail1",
+            Field::SearchDetail2 => "searchdetail2",
+            Field::SequenceNumber => "sequencenumber",
+            Field::Service => "service",
+            Field::TimeStamp => "\"timestamp\"",
+        }
+    }
+
+    fn is_integer(self) -> bool {
+        matches!(self, Field::SequenceNumber | Field::TimeStamp)
+    }
+}
+
+impl FromStr for Field {
+    type Err = CriterionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        FIELD_NAMES
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(s))
+            .map(|i| Field::ALL[i])
+            .ok_or_else(|| CriterionError::UnknownField(s.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Neq,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    Like,
+    Null,
+    NotNull,
+}
+
+pub const OP_NAMES: [&str; 9] = [
+    "EQ", "NEQ", "GT", "GE", "LT", "LE", "LIKE", "NULL", "NOTNULL",
+];
+
+impl FromStr for Op {
+    type Err = CriterionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.to_ascii_uppercase().as_str() {
+            "EQ" => Op::Eq,
+            "NEQ" => Op::Neq,
+            "GT" => Op::Gt,
+            "GE" => Op::Ge,
+            "LT" => Op::Lt,
+            "LE" => Op::Le,
+            "LIKE" => Op::Like,
+            "NULL" => Op::Null,
+            "NOTNULL" => Op::NotNull,
+            _ => return Err(CriterionError::UnknownOperator(s.to_string())),
+        })
+    }
+}
+
+/// A bound value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Param {
+    Text(String),
+    Int(i64),
+}
+
+/// One `<field> <OP> <value>` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Criterion {
+    pub field: Field,
+    pub op: Op,
+    pub value: Option<Param>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CriterionError {
+    #[error("unknown field {0:?}; fields are: {fields}", fields = FIELD_NAMES.join(", "))]
+    UnknownField(String),
+    #[error("unknown operator {0:?}; operators are: {ops}", ops = OP_NAMES.join(", "))]
+    UnknownOperator(String),
+    #[error("criterion {0:?} needs the form '<field> <OP> <value>'")]
+    Form(String),
+    #[error("{field} takes an integer{hint}, not {value:?}")]
+    NotAnInteger {
+        field: &'static str,
+        value: String,
+        hint: &'static str,
+    },
+    #[error("LIKE applies to text fields, not {0}")]
+    LikeOnInteger(&'static str),
+    #[error("{op} takes no value")]
+    UnexpectedValue { op: String },
+}
+
+impl FromStr for Criterion {
+    type Err = CriterionError;
+
+    /// Parses `eventType EQ PROCESS`, `customId NULL`, `timeStamp GE 2026-01-01T00:00:00Z`.
+    /// The value is everything after the operator (it may contain spaces).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let mut parts = s.splitn(3, char::is_whitespace);
+        let field: Field = parts
+            .next()
+            .filter(|f| !f.is_empty())
+            .ok_or_else(|| CriterionError::Form(s.to_string()))?
+            .parse()?;
+        let op_text = parts
+            .next()
+            .ok_or_else(|| CriterionError::Form(s.to_string()))?;
+        let op: Op = op_text.parse()?;
+        let rest = parts.next().map(str::trim_start);
+        Criterion::new(field, op, rest)
+    }
+}
+
+impl Criterion {
+    pub fn new(field: Field, op: Op, value: Option<&str>) -> Result<Self, CriterionError> {
+        let value = match op {
+            Op::Null | Op::NotNull => {
+                if value.is_some_and(|v| !v.is_empty()) {
+                    return Err(CriterionError::UnexpectedValue {
+                        op: format!("{op:?}").to_uppercase(),
+                    });
+                }
+                None
+            }
+            _ => {
+                let v = value.ok_or_else(|| {
+                    CriterionError::Form(format!("{} {:?}", field.name(), op).to_uppercase())
+                })?;
+                if field.is_integer() {
+                    if op == Op::Like {
+                        return Err(CriterionError::LikeOnInteger(field.name()));
+                    }
+                    Some(Param::Int(parse_integer(field, v)?))
+                } else {
+                    Some(Param::Text(v.to_string()))
+                }
+            }
+        };
+        Ok(Criterion { field, op, value })
+    }
+}
+
+fn parse_integer(field: Field, v: &str) -> Result<i64, CriterionError> {
+    if let Ok(n) = v.trim().parse::<i64>() {
+        return Ok(n);
+    }
+    if field == Field::TimeStamp
+        && let Some(ms) = crate::time::parse_iso8601_millis(v.trim())
+    {
+        return Ok(ms);
+    }
+    Err(CriterionError::NotAnInteger {
+        field: field.name(),
+        value: v.to_string(),
+        hint: if field == Field::TimeStamp {
+            " (epoch milliseconds) or an ISO-8601 date"
+        } else {
+            ""
+        },
+    })
+}
+
+impl fmt::Display for Criterion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:?}", self.field.name(), self.op)?;
+        match &self.value {
+            Some(Param::Text(t)) => write!(f, " {t}"),
+            Some(Param::Int(i)) => write!(f, " {i}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A query: criteria ANDed, newest first, at most `limit` rows.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub criteria: Vec<Criterion>,
+    pub limit: i64,
+}
+
+/// Builds `SELECT ... WHERE ... ORDER BY timestamp DESC, ... LIMIT $n` with `$N` placeholders,
+/// accepted by both PostgreSQL and SQLite.
+pub(crate) fn build_select(query: &Query) -> (String, Vec<Param>) {
+    let mut sql = format!("SELECT {} FROM auditrecorddata", super::COLUMNS);
+    let mut params = Vec::new();
+    for (i, c) in query.criteria.iter().enumerate() {
+        sql.push_str(if i == 0 { " WHERE " } else { " AND " });
+        let col = c.field.column();
+        let op = match c.op {
+            Op::Eq => "=",
+            Op::Neq => "<>",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+            Op::Like => "LIKE",
+            Op::Null => {
+                sql.push_str(&format!("{col} IS NULL"));
+                continue;
+            }
+            Op::NotNull => {
+                sql.push_str(&format!("{col} IS NOT NULL"));
+                continue;
+            }
+        };
+        if let Some(v) = &c.value {
+            params.push(v.clone());
+            sql.push_str(&format!("{col} {op} ${}", params.len()));
+        }
+    }
+    params.push(Param::Int(query.limit));
+    sql.push_str(&format!(
+        " ORDER BY \"timestamp\" DESC, nodeid DESC, sequencenumber DESC LIMIT ${}",
+        params.len()
+    ));
+    (sql, params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_criteria() {
+        let c: Criterion = "eventType EQ PROCESS".parse().unwrap();
+        assert_eq!(c.field, Field::EventType);
+        assert_eq!(c.value, Some(Param::Text("PROCESS".into())));
+        let c: Criterion = "searchDetail2 LIKE %worker 1%".parse().unwrap();
+        assert_eq!(c.value, Some(Param::Text("%worker 1%".into())));
+        let c: Criterion = "customId NULL".parse().unwrap();
+        assert_eq!(c.value, None);
+        let c: Criterion = "timeStamp GE 1970-01-01T00:00:01Z".parse().unwrap();
+        assert_eq!(c.value, Some(Param::Int(1000)));
+        let c: Criterion = "sequenceNumber lt 5".parse().unwrap();
+        assert_eq!((c.op, c.value), (Op::Lt, Some(Param::Int(5))));
+    }
+
+    #[test]
+    fn rejects_bad_criteria_with_names() {
+        let e = "bogus EQ 1".parse::<Criterion>().unwrap_err().to_string();
+        assert!(e.contains("bogus") && e.contains("eventType"), "{e}");
+        let e = "eventType SORTOF 1"
+            .parse::<Criterion>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SORTOF") && e.contains("NOTNULL"), "{e}");
+        assert!("sequenceNumber EQ x".parse::<Criterion>().is_err());
+        assert!("timeStamp LIKE 1".parse::<Criterion>().is_err());
+        assert!("customId NULL x".parse::<Criterion>().is_err());
+        assert!("eventType EQ".parse::<Criterion>().is_err());
+    }
+
+    #[test]
+    fn values_are_never_in_the_sql() {
+        let q = Query {
+            criteria: vec!["eventType EQ x' OR '1'='1".parse().unwrap()],
+            limit: 10,
+        };
+        let (sql, params) = build_select(&q);
+        assert!(!sql.contains("OR '1'"), "{sql}");
+        assert_eq!(params[0], Param::Text("x' OR '1'='1".into()));
+        assert!(
+            sql.contains("eventtype = $1") && sql.ends_with("LIMIT $2"),
+            "{sql}"
+        );
+    }
+}

@@ -1,0 +1,294 @@
+//! Crypto tokens: what signs new rows. One small trait; the software key and the HMAC secret
+//! implement it here, PKCS#11 tokens implement it in their own module.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
+use aws_lc_rs::{hmac, rsa};
+use serde::Serialize;
+
+use crate::keys::VerifyKey;
+use crate::pem;
+use crate::protection::ProtectionVersion;
+
+/// The protection algorithms of CESeCore's versions 1 and 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Algorithm {
+    #[serde(rename = "HmacSHA256")]
+    HmacSha256,
+    #[serde(rename = "SHA256WithRSA")]
+    Sha256WithRsa,
+    #[serde(rename = "SHA256WithECDSA")]
+    Sha256WithEcdsa,
+}
+
+impl Algorithm {
+    pub fn protection_version(self) -> ProtectionVersion {
+        match self {
+            Algorithm::HmacSha256 => ProtectionVersion::Hmac,
+            _ => ProtectionVersion::Signature,
+        }
+    }
+
+    /// The name CESeCore uses (`sigalg.N`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::HmacSha256 => "HmacSHA256",
+            Algorithm::Sha256WithRsa => "SHA256WithRSA",
+            Algorithm::Sha256WithEcdsa => "SHA256WithECDSA",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a token could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The token exists but cannot sign right now (HSM gone, session lost): retry later.
+    #[error("crypto token unavailable: {0}")]
+    Unavailable(String),
+    /// The key material is unusable (bad file, wrong type): an operator must act.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    #[error("key file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Something that protects rows with one key. Calls may block (an HSM round trip): callers on an
+/// async runtime run them with `spawn_blocking`.
+pub trait CryptoToken: Send + Sync {
+    fn keyid(&self) -> i32;
+    fn algorithm(&self) -> Algorithm;
+    /// MAC or signature over `data` (signatures DER-encoded for ECDSA, as Java writes them).
+    fn sign(&self, data: &[u8]) -> Result<Vec<u8>, TokenError>;
+    /// The key that verifies what this token produces.
+    fn verify_key(&self) -> VerifyKey;
+    /// Where the key lives, for operators (never contains a secret).
+    fn describe(&self) -> String;
+}
+
+/// HMAC-SHA256 with a configured secret (protection version 1).
+pub struct HmacToken {
+    keyid: i32,
+    key: hmac::Key,
+}
+
+impl HmacToken {
+    pub fn new(keyid: i32, secret: &[u8]) -> Self {
+        HmacToken {
+            keyid,
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+        }
+    }
+}
+
+impl CryptoToken for HmacToken {
+    fn keyid(&self) -> i32 {
+        self.keyid
+    }
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::HmacSha256
+    }
+    fn sign(&self, data: &[u8]) -> Result<Vec<u8>, TokenError> {
+        Ok(hmac::sign(&self.key, data).as_ref().to_vec())
+    }
+    fn verify_key(&self) -> VerifyKey {
+        VerifyKey::Hmac(Box::new(self.key.clone()))
+    }
+    fn describe(&self) -> String {
+        "HMAC-SHA256 secret from configuration".into()
+    }
+}
+
+enum SoftKey {
+    Rsa(RsaKeyPair),
+    Ec(EcdsaKeyPair),
+}
+
+/// A private key in a PKCS#8 PEM file (RSA or EC P-256), signing in software with aws-lc-rs.
+pub struct SoftwareToken {
+    keyid: i32,
+    key: SoftKey,
+    path: PathBuf,
+    rng: SystemRandom,
+}
+
+impl SoftwareToken {
+    /// Loads the key at `path`; when the file does not exist, generates an RSA-2048 key there
+    /// (mode 0600). Returns the token and whether it generated the key.
+    pub fn load_or_generate(path: &Path, keyid: i32) -> Result<(Self, bool), TokenError> {
+        let io = |source| TokenError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok((Self::from_pem(&text, path, keyid)?, false)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = rsa::KeyPair::generate(rsa::KeySize::Rsa2048)
+                    .map_err(|_| TokenError::InvalidKey("RSA key generation failed".into()))?;
+                let der = key
+                    .as_der()
+                    .map_err(|_| TokenError::InvalidKey("cannot encode the new key".into()))?;
+                write_private_file(path, pem::encode("PRIVATE KEY", der.as_ref()).as_bytes())
+                    .map_err(io)?;
+                Ok((
+                    SoftwareToken {
+                        keyid,
+                        key: SoftKey::Rsa(key),
+                        path: path.to_path_buf(),
+                        rng: SystemRandom::new(),
+                    },
+                    true,
+                ))
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// Reads a `-----BEGIN PRIVATE KEY-----` (PKCS#8) RSA or EC P-256 key.
+    pub fn from_pem(text: &str, path: &Path, keyid: i32) -> Result<Self, TokenError> {
+        let der = pem::decode("PRIVATE KEY", text).ok_or_else(|| {
+            TokenError::InvalidKey(format!(
+                "{} holds no PKCS#8 '-----BEGIN PRIVATE KEY-----' block",
+                path.display()
+            ))
+        })?;
+        let key = if let Ok(k) = RsaKeyPair::from_pkcs8(&der) {
+            SoftKey::Rsa(k)
+        } else if let Ok(k) =
+            EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &der)
+        {
+            SoftKey::Ec(k)
+        } else {
+            return Err(TokenError::InvalidKey(format!(
+                "{} is neither an RSA nor an EC P-256 PKCS#8 key",
+                path.display()
+            )));
+        };
+        Ok(SoftwareToken {
+            keyid,
+            key,
+            path: path.to_path_buf(),
+            rng: SystemRandom::new(),
+        })
+    }
+
+    fn spki_der(&self) -> Vec<u8> {
+        let der = match &self.key {
+            SoftKey::Rsa(k) => k.public_key().as_der().map(|d| d.as_ref().to_vec()),
+            SoftKey::Ec(k) => k.public_key().as_der().map(|d| d.as_ref().to_vec()),
+        };
+        // Encoding a key we hold in memory cannot fail short of memory exhaustion.
+        der.unwrap_or_default()
+    }
+}
+
+impl CryptoToken for SoftwareToken {
+    fn keyid(&self) -> i32 {
+        self.keyid
+    }
+    fn algorithm(&self) -> Algorithm {
+        match self.key {
+            SoftKey::Rsa(_) => Algorithm::Sha256WithRsa,
+            SoftKey::Ec(_) => Algorithm::Sha256WithEcdsa,
+        }
+    }
+    fn sign(&self, data: &[u8]) -> Result<Vec<u8>, TokenError> {
+        let failed = |_| TokenError::Unavailable("software signing failed".into());
+        match &self.key {
+            SoftKey::Rsa(k) => {
+                let mut sig = vec![0u8; k.public_modulus_len()];
+                k.sign(&signature::RSA_PKCS1_SHA256, &self.rng, data, &mut sig)
+                    .map_err(failed)?;
+                Ok(sig)
+            }
+            SoftKey::Ec(k) => Ok(k.sign(&self.rng, data).map_err(failed)?.as_ref().to_vec()),
+        }
+    }
+    fn verify_key(&self) -> VerifyKey {
+        VerifyKey::from_spki(self.algorithm(), &self.spki_der())
+            .expect("a key we generated or loaded has a valid public key")
+    }
+    fn describe(&self) -> String {
+        format!("software key {}", self.path.display())
+    }
+}
+
+/// Writes a new file readable only by its owner, atomically (temp file + rename), and syncs it.
+fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Shared handle to the token that signs new rows.
+pub type SharedToken = Arc<dyn CryptoToken>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generates_a_private_rsa_key_once_and_reloads_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/signing-key.pem");
+        let (t1, generated) = SoftwareToken::load_or_generate(&path, 7).unwrap();
+        assert!(generated);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let (t2, generated) = SoftwareToken::load_or_generate(&path, 7).unwrap();
+        assert!(!generated);
+        assert_eq!(t1.algorithm(), Algorithm::Sha256WithRsa);
+        let sig = t1.sign(b"hello").unwrap();
+        assert_eq!(sig.len(), 256);
+        t2.verify_key().verify(b"hello", &sig).unwrap();
+        assert!(t2.verify_key().verify(b"hellO", &sig).is_err());
+    }
+
+    #[test]
+    fn ec_key_signs_der() {
+        let rng = SystemRandom::new();
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let pem_text = pem::encode("PRIVATE KEY", doc.as_ref());
+        let t = SoftwareToken::from_pem(&pem_text, Path::new("x.pem"), 3).unwrap();
+        assert_eq!(t.algorithm(), Algorithm::Sha256WithEcdsa);
+        let sig = t.sign(b"data").unwrap();
+        assert_eq!(sig[0], 0x30, "DER SEQUENCE");
+        t.verify_key().verify(b"data", &sig).unwrap();
+    }
+
+    #[test]
+    fn garbage_key_file_is_a_clear_error() {
+        let err = SoftwareToken::from_pem("nope", Path::new("k.pem"), 1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("k.pem"), "{err}");
+    }
+}

@@ -1,0 +1,98 @@
+//! One error type for every route: each failure becomes a status and a JSON body
+//! `{"error": "<code>", "message": "<what to do>"}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use auditseal_core::device::DeviceError;
+use auditseal_core::store::StoreError;
+use auditseal_core::token::TokenError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Extra fields merged into the body (e.g. the failing row).
+    pub extra: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            extra: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.code, "message": self.message });
+        if let (Some(serde_json::Value::Object(extra)), Some(obj)) =
+            (self.extra, body.as_object_mut())
+        {
+            obj.extend(extra);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) | StoreError::Conflict(_) => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "the database is unavailable; nothing was written, retry later",
+                )
+            }
+            other => {
+                tracing::error!(error = %other, "database error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "database_error",
+                    "database error; see the server log",
+                )
+            }
+        }
+    }
+}
+
+impl From<DeviceError> for ApiError {
+    fn from(e: DeviceError) -> Self {
+        match e {
+            DeviceError::Store(s) => s.into(),
+            DeviceError::Token(TokenError::Unavailable(reason)) => {
+                tracing::warn!(%reason, "crypto token unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "token_unavailable",
+                    "the signing key is unavailable; nothing was written, retry later",
+                )
+            }
+            other => {
+                tracing::error!(error = %other, "log device error");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "device_error",
+                    "the event could not be protected and stored; nothing was written, retry later",
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! auditseal HTTP service: routes, configuration, start-up and shutdown.
+//! `app` builds the router from its state; `run` serves it on a listener the caller owns.
+
+pub mod error;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use state::{AppState, VerifyPolicy};
+
+/// Default largest request body: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub fn app(state: AppState) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(routes::health::healthz))
+        .route(
+            "/api/v1/events",
+            get(routes::events::list).post(routes::events::create),
+        )
+        .route("/api/v1/events/{pk}", get(routes::events::get_one))
+        .route("/api/v1/keys", get(routes::keys::list))
+        .fallback(|| async { error::ApiError::not_found("no such endpoint; see docs/API.md") })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then finishes the requests in flight.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

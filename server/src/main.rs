@@ -1,0 +1,141 @@
+//! `auditseal-server`: accepts audit events over HTTP and stores them as protected rows.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+
+use auditseal_core::config::{KeyMode, Overrides, Settings, load_keys};
+use auditseal_core::device::{LogDevice, SequentialDevice};
+use auditseal_core::store;
+use auditseal_server::{AppState, DEFAULT_MAX_BODY_BYTES, VerifyPolicy};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "auditseal-server",
+    version,
+    about = "Signed audit log service (CESeCore-compatible rows)"
+)]
+struct Args {
+    /// TOML configuration file (see conf/auditseal.toml).
+    #[arg(long, env = "AUDITSEAL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for the embedded database and the generated key [default: ./data].
+    #[arg(long, env = "AUDITSEAL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// postgres://... or sqlite:... [default: the SQLite file <data-dir>/auditseal.db].
+    #[arg(long, env = "AUDITSEAL_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// This node's id [default: the host name].
+    #[arg(long, env = "AUDITSEAL_NODE_ID")]
+    node_id: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "AUDITSEAL_BIND")]
+    bind: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AUDITSEAL_LOG")
+                .unwrap_or_else(|_| "info,tower_http=warn,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let settings = Settings::resolve(Overrides {
+        config: args.config,
+        data_dir: args.data_dir,
+        database_url: args.database_url,
+        node_id: args.node_id,
+    })?;
+    let bind = args
+        .bind
+        .or_else(|| settings.file.server.bind.clone())
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let bind: SocketAddr = bind
+        .parse()
+        .with_context(|| format!("--bind {bind:?} is not an address like 127.0.0.1:8080"))?;
+
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot create data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
+    let (keys, generated) = load_keys(
+        &settings.file.protection,
+        &settings.data_dir,
+        KeyMode::Server,
+    )?;
+    for path in generated {
+        tracing::warn!(path = %path.display(), "generated a new RSA-2048 signing key (keyid 1); back it up");
+    }
+    let redacted = store::redact_url(&settings.database_url);
+    let store = store::open(&settings.database_url)
+        .await
+        .with_context(|| format!("cannot open the database {redacted}"))?;
+    store
+        .migrate()
+        .await
+        .context("cannot create or upgrade the schema")?;
+    let device: Arc<dyn LogDevice> = Arc::new(
+        SequentialDevice::start(
+            store.clone(),
+            settings.node_id.clone(),
+            keys.current.clone(),
+        )
+        .await
+        .context("cannot start the log device")?,
+    );
+    match &keys.current {
+        Some(t) => {
+            tracing::info!(keyid = t.keyid(), algorithm = %t.algorithm(), key = %t.describe(), "protecting new rows")
+        }
+        None => tracing::warn!("protection.enable_sign is false: new rows are NOT protected"),
+    }
+    let p = &settings.file.protection;
+    let state = AppState {
+        store,
+        device,
+        keys: Arc::new(keys.ring),
+        key_listing: Arc::new(keys.listing),
+        policy: VerifyPolicy {
+            enable_verify: p.enable_verify,
+            error_on_verify_fail: p.error_on_verify_fail,
+        },
+        max_body_bytes: settings
+            .file
+            .server
+            .max_body_bytes
+            .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+    };
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(node = %settings.node_id, database = %redacted, data_dir = %settings.data_dir.display(), "auditseal-server started");
+    // Tests and scripts read this line to learn the port when binding to :0.
+    println!("auditseal-server listening on http://{local}");
+    auditseal_server::run(listener, state, shutdown_signal()).await?;
+    tracing::info!("auditseal-server stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

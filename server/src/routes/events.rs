@@ -1,0 +1,331 @@
+//! `POST /api/v1/events`, `GET /api/v1/events`, `GET /api/v1/events/{pk}`.
+//! The request and response formats are described in docs/API.md.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use auditseal_core::details;
+use auditseal_core::device::{Appended, NewEvent};
+use auditseal_core::record::{AuditRecord, EVENT_STATUSES};
+use auditseal_core::store::{Criterion, Query};
+use auditseal_core::verify::verify_row;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The `java version` attribute our details XML carries (it is protected text; any value is
+/// valid, this is the JDK whose XMLEncoder output we reproduce).
+pub const JAVA_VERSION: &str = "17.0.15";
+
+/// Most rows one query returns.
+pub const MAX_LIMIT: i64 = 10_000;
+pub const DEFAULT_LIMIT: i64 = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct EventIn {
+    event_type: String,
+    event_status: String,
+    auth_token: String,
+    service: String,
+    module: String,
+    custom_id: Option<String>,
+    search_detail1: Option<String>,
+    search_detail2: Option<String>,
+    additional_details: Option<Map<String, Value>>,
+}
+
+/// PostgreSQL TEXT cannot hold NUL; refuse it up front so bad input never reaches the device.
+fn check_text(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(ApiError::bad_request(format!(
+            "{field} contains a NUL character, which cannot be stored"
+        )));
+    }
+    Ok(())
+}
+
+fn check_required(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.trim().is_empty() {
+        return Err(ApiError::bad_request(format!("{field} must not be empty")));
+    }
+    check_text(field, value)
+}
+
+fn check_json_text(path: &str, v: &Value) -> Result<(), ApiError> {
+    match v {
+        Value::String(s) => check_text(path, s),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, x)| check_json_text(&format!("{path}[{i}]"), x)),
+        Value::Object(o) => o.iter().try_for_each(|(k, x)| {
+            let p = format!("{path}.{k}");
+            check_text(&p, k)?;
+            check_json_text(&p, x)
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl EventIn {
+    fn into_event(self) -> Result<NewEvent, ApiError> {
+        check_required("eventType", &self.event_type)?;
+        check_required("authToken", &self.auth_token)?;
+        check_required("service", &self.service)?;
+        check_required("module", &self.module)?;
+        if !EVENT_STATUSES.contains(&self.event_status.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "eventStatus {:?} is not one of {}",
+                self.event_status,
+                EVENT_STATUSES.join(", ")
+            )));
+        }
+        for (name, v) in [
+            ("customId", &self.custom_id),
+            ("searchDetail1", &self.search_detail1),
+            ("searchDetail2", &self.search_detail2),
+        ] {
+            if let Some(v) = v {
+                check_text(name, v)?;
+            }
+        }
+        let additional_details = match &self.additional_details {
+            None => None,
+            Some(map) => {
+                check_json_text("additionalDetails", &Value::Object(map.clone()))?;
+                let d = details::from_json(map)
+                    .map_err(|e| ApiError::bad_request(format!("additionalDetails: {e}")))?;
+                Some(details::encode(
+                    &d,
+                    details::MapClass::Base64PutHashMap,
+                    JAVA_VERSION,
+                ))
+            }
+        };
+        Ok(NewEvent {
+            event_type: self.event_type,
+            event_status: self.event_status,
+            auth_token: self.auth_token,
+            service: self.service,
+            module: self.module,
+            custom_id: self.custom_id,
+            search_detail1: self.search_detail1,
+            search_detail2: self.search_detail2,
+            additional_details,
+        })
+    }
+}
+
+/// Parses the body ourselves so that every JSON problem gets a message naming the field.
+fn parse_event(body: &[u8]) -> Result<NewEvent, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let ev: EventIn = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            ApiError::bad_request(format!("invalid event JSON: {inner}"))
+        } else {
+            ApiError::bad_request(format!("invalid event JSON: {path}: {inner}"))
+        }
+    })?;
+    ev.into_event()
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<(StatusCode, Json<Appended>), ApiError> {
+    let body = body.map_err(|e| {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                "payload_too_large",
+                format!("the request body exceeds {} bytes", state.max_body_bytes),
+            )
+        } else {
+            ApiError::new(status, "bad_request", e.body_text())
+        }
+    })?;
+    let event = parse_event(&body)?;
+    let appended = state.device.append(event).await?;
+    Ok((StatusCode::CREATED, Json(appended)))
+}
+
+/// A row as the API shows it: every column as stored, the details decoded, and the row's
+/// verification result.
+fn row_json(r: &AuditRecord, verification: Value) -> Value {
+    let (decoded, details_error) = match r.additional_details.as_deref() {
+        None => (Value::Null, None),
+        Some(xml) => match details::decode(xml) {
+            Ok(d) => (Value::Object(details::to_json(&d)), None),
+            Err(e) => (Value::Null, Some(e.to_string())),
+        },
+    };
+    let mut v = json!({
+        "pk": r.pk,
+        "nodeId": r.node_id,
+        "sequenceNumber": r.sequence_number,
+        "timeStamp": r.time_stamp,
+        "eventType": r.event_type,
+        "eventStatus": r.event_status,
+        "authToken": r.auth_token,
+        "service": r.service,
+        "module": r.module,
+        "customId": r.custom_id,
+        "searchDetail1": r.search_detail1,
+        "searchDetail2": r.search_detail2,
+        "additionalDetails": r.additional_details,
+        "rowVersion": r.row_version,
+        "rowProtection": r.row_protection,
+        "details": decoded,
+        "verification": verification,
+    });
+    if let (Some(err), Some(obj)) = (details_error, v.as_object_mut()) {
+        obj.insert("detailsError".into(), Value::String(err));
+    }
+    v
+}
+
+/// Verifies rows as read; with `error_on_verify_fail` the first failing row fails the request.
+fn rows_with_verification(state: &AppState, rows: &[AuditRecord]) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let verification = if state.policy.enable_verify {
+            match verify_row(&state.keys, r) {
+                Ok(()) => json!({ "valid": true }),
+                Err(reason) => {
+                    tracing::warn!(node = %r.node_id, seq = r.sequence_number, pk = %r.pk, %reason,
+                        "row failed verification on read");
+                    if state.policy.error_on_verify_fail {
+                        let mut e = ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "verification_failed",
+                            format!(
+                                "row pk={} node={} sequenceNumber={} failed verification: {reason}",
+                                r.pk, r.node_id, r.sequence_number
+                            ),
+                        );
+                        e.extra = Some(json!({
+                            "pk": r.pk, "nodeId": r.node_id,
+                            "sequenceNumber": r.sequence_number, "reason": reason.to_string()
+                        }));
+                        return Err(e);
+                    }
+                    json!({ "valid": false, "reason": reason.to_string() })
+                }
+            }
+        } else {
+            Value::Null
+        };
+        out.push(row_json(r, verification));
+    }
+    Ok(out)
+}
+
+/// Reads `criteria=<field> <OP> <value>` (repeatable) and `limit=N`; anything else is an error.
+fn parse_query(raw: Option<&str>) -> Result<Query, ApiError> {
+    let mut q = Query {
+        criteria: Vec::new(),
+        limit: DEFAULT_LIMIT,
+    };
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "criteria" => q.criteria.push(
+                v.parse::<Criterion>()
+                    .map_err(|e| ApiError::bad_request(format!("criteria {v:?}: {e}")))?,
+            ),
+            "limit" => {
+                q.limit = v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "limit must be an integer from 1 to {MAX_LIMIT}, not {v:?}"
+                        ))
+                    })?
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}; use criteria and limit"
+                )));
+            }
+        }
+    }
+    Ok(q)
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q = parse_query(raw.as_deref())?;
+    let rows = state.store.query(&q).await?;
+    let events = rows_with_verification(&state, &rows)?;
+    Ok(Json(json!({ "count": events.len(), "events": events })))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(pk): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = state
+        .store
+        .get(&pk)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no event with pk {pk:?}")))?;
+    let mut rows = rows_with_verification(&state, std::slice::from_ref(&row))?;
+    Ok(Json(rows.remove(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_events_with_field_names() {
+        let ok = br#"{"eventType":"PROCESS","eventStatus":"SUCCESS","authToken":"CLI User","service":"SIGNSERVER","module":"WORKER"}"#;
+        assert!(parse_event(ok).is_ok());
+        for (body, needle) in [
+            (&br#"{"eventType":"PROCESS"}"#[..], "missing field"),
+            (br#"{"eventType":"PROCESS","eventStatus":"SUCCESS","authToken":"a","service":"s","module":"m","bogus":1}"#, "bogus"),
+            (br#"{"eventType":5,"eventStatus":"SUCCESS","authToken":"a","service":"s","module":"m"}"#, "invalid type"),
+            (br#"{"eventType":"P","eventStatus":"MAYBE","authToken":"a","service":"s","module":"m"}"#, "MAYBE"),
+            (br#"{"eventType":"","eventStatus":"VOID","authToken":"a","service":"s","module":"m"}"#, "eventType"),
+            (br#"{"eventType":"P","eventStatus":"VOID","authToken":"a","service":"s","module":"m","customId":"a\u0000b"}"#, "NUL"),
+            (br#"not json"#, "invalid event JSON"),
+        ] {
+            let e = parse_event(body).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains(needle), "{} lacks {needle}", e.message);
+        }
+    }
+
+    #[test]
+    fn query_parameters() {
+        let q = parse_query(Some(
+            "criteria=eventType+EQ+PROCESS&criteria=customId%20NULL&limit=5",
+        ))
+        .unwrap();
+        assert_eq!((q.criteria.len(), q.limit), (2, 5));
+        assert!(parse_query(Some("limit=0")).is_err());
+        assert!(
+            parse_query(Some("order=asc"))
+                .unwrap_err()
+                .message
+                .contains("order")
+        );
+        assert!(
+            parse_query(Some("criteria=nope+EQ+1"))
+                .unwrap_err()
+                .message
+                .contains("nope")
+        );
+    }
+}

@@ -1,0 +1,5 @@
+//! One file per route group.
+
+pub mod events;
+pub mod health;
+pub mod keys;

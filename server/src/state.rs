@@ -1,0 +1,25 @@
+//! What every route shares.
+
+use std::sync::Arc;
+
+use auditseal_core::config::KeyInfo;
+use auditseal_core::device::LogDevice;
+use auditseal_core::keys::KeyRing;
+use auditseal_core::store::SharedStore;
+
+/// Verification policy (CESeCore `enableverify` / `erroronverifyfail`).
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyPolicy {
+    pub enable_verify: bool,
+    pub error_on_verify_fail: bool,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: SharedStore,
+    pub device: Arc<dyn LogDevice>,
+    pub keys: Arc<KeyRing>,
+    pub key_listing: Arc<Vec<KeyInfo>>,
+    pub policy: VerifyPolicy,
+    pub max_body_bytes: usize,
+}

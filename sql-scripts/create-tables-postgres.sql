@@ -1,0 +1,21 @@
+-- auditseal / CESeCore audit table for PostgreSQL, for DBAs who create schemas by hand.
+-- Same as migrations/postgres; the server also creates it on start (IF NOT EXISTS).
+-- Identifiers are unquoted (lower-case), as in SignServer's own script.
+CREATE TABLE auditrecorddata (
+    pk                TEXT NOT NULL,
+    nodeid            TEXT NOT NULL,
+    sequencenumber    INT8 NOT NULL,
+    "timestamp"       INT8 NOT NULL,
+    eventtype         TEXT NOT NULL,
+    eventstatus       TEXT NOT NULL,
+    authtoken         TEXT NOT NULL,
+    service           TEXT NOT NULL,
+    module            TEXT NOT NULL,
+    customid          TEXT,
+    searchdetail1     TEXT,
+    searchdetail2     TEXT,
+    additionaldetails TEXT,
+    rowversion        INT4 NOT NULL DEFAULT 0,
+    rowprotection     TEXT,
+    PRIMARY KEY (pk)
+);

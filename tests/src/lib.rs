@@ -1,0 +1,216 @@
+//! Harness for the end-to-end tests: real binaries, a real PostgreSQL (the one `scripts/test`
+//! starts, named by AUDITSEAL_TEST_PG_URL), SQLite files, and the JDK.
+
+pub mod java;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+
+/// Where cargo put the workspace's binaries (target/debug), built once per test process.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            // The same selection as `cargo test --workspace`, so features unify alike and nothing is rebuilt.
+            .args(["build", "--quiet", "--workspace", "--all-targets"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("cannot run cargo to build the binaries");
+        assert!(status.success(), "building the binaries failed");
+        let exe = std::env::current_exe().expect("current_exe");
+        // target/debug/deps/<test> -> target/debug
+        exe.parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf()
+    })
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A database a test owns: a SQLite file in a temp dir, or a fresh PostgreSQL database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+
+/// The PostgreSQL server of the test run. Tests that need it fail (never skip) without it.
+pub fn pg_admin_url() -> String {
+    std::env::var("AUDITSEAL_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!(
+            "AUDITSEAL_TEST_PG_URL is not set: run the tests with scripts/test, which starts a \
+             PostgreSQL cluster, or point it at a server where the test may create databases"
+        )
+    })
+}
+
+fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    )
+}
+
+/// Creates a new database for one test and returns its URL.
+pub async fn new_database(backend: Backend, dir: &Path) -> String {
+    match backend {
+        Backend::Sqlite => format!(
+            "sqlite://{}",
+            dir.join(format!("{}.db", unique_name("t"))).display()
+        ),
+        Backend::Postgres => {
+            let admin = pg_admin_url();
+            let name = unique_name("auditseal_test");
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("connect to the test PostgreSQL");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .expect("create database");
+            let base = admin
+                .rsplit_once('/')
+                .map(|(b, _)| b)
+                .expect("URL with a database");
+            format!("{base}/{name}")
+        }
+    }
+}
+
+/// Runs SQL on a test database (to tamper with it, or to look at it).
+pub async fn exec(url: &str, sql: &str) {
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url)
+            .await
+            .expect("sqlite connect");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut c)
+            .await
+            .expect(sql);
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.expect("pg connect");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut c)
+            .await
+            .expect(sql);
+    }
+}
+
+/// Runs `auditseal-db` with arguments; returns (exit code, stdout, stderr).
+pub fn cli(args: &[&str]) -> (i32, String, String) {
+    let out: Output = Command::new(bin_dir().join("auditseal-db"))
+        .args(args)
+        .env_remove("AUDITSEAL_DATABASE_URL")
+        .output()
+        .expect("run auditseal-db");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running `auditseal-server`, stopped (SIGTERM, then kill) when dropped.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    stderr_log: PathBuf,
+}
+
+impl Server {
+    /// Starts the server with `args` (plus `--bind 127.0.0.1:0`) and waits until it listens.
+    pub fn start(args: &[&str]) -> Result<Server, String> {
+        let log = std::env::temp_dir().join(format!("{}.log", unique_name("auditseal-server")));
+        let mut child = Command::new(bin_dir().join("auditseal-server"))
+            .args(args)
+            .args(["--bind", "127.0.0.1:0"])
+            .env_remove("AUDITSEAL_DATABASE_URL")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(u) = line.strip_prefix("auditseal-server listening on ") {
+                    let _ = tx.send(u.to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => Ok(Server {
+                child,
+                url,
+                stderr_log: log,
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(std::fs::read_to_string(&log).unwrap_or_default())
+            }
+        }
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// A minimal valid event body.
+pub fn event(event_type: &str) -> serde_json::Value {
+    serde_json::json!({
+        "eventType": event_type,
+        "eventStatus": "SUCCESS",
+        "authToken": "CN=signer,O=Test",
+        "service": "SIGNSERVER",
+        "module": "WORKER",
+    })
+}

@@ -1,0 +1,212 @@
+//! The real `auditseal-server` binary over HTTP: ingest, read back, verify with the CLI, restart,
+//! one writer per node, bad input changes nothing. SQLite (the embedded default) and PostgreSQL.
+
+use auditseal_e2e::{BACKENDS, Backend, Server, cli, event, new_database};
+use serde_json::{Value, json};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn post(s: &Server, body: &Value) -> (u16, Value) {
+    let r = client()
+        .post(format!("{}/api/v1/events", s.url))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(s: &Server, path: &str) -> (u16, Value) {
+    let r = client()
+        .get(format!("{}{}", s.url, path))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn quick_start_defaults_ingest_query_verify_restart() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let url = new_database(backend, dir.path()).await;
+        let mut args = vec!["--data-dir", d, "--node-id", "node1"];
+        if backend == Backend::Postgres {
+            args.extend(["--database-url", &url]);
+        }
+        let s = Server::start(&args).unwrap();
+
+        let (st, health) = get(&s, "/healthz").await;
+        assert_eq!((st, health["status"].as_str()), (200, Some("ok")));
+
+        let mut with_details = event("PROCESS");
+        with_details["customId"] = json!("CN=Admin CA");
+        with_details["searchDetail1"] = json!("1a2b");
+        with_details["searchDetail2"] = json!("42");
+        with_details["additionalDetails"] = json!({
+            "KEYALIAS": "signKey", "CLIENT_IP": "127.0.0.1", "NAME": "Åsa <admin> & co",
+            "COUNT": 3, "BIG": 10_000_000_000i64, "OK": true, "NOTHING": null,
+            "LIST": ["a", 1], "NESTED": {"x": "y"}
+        });
+        let (st, ack) = post(&s, &with_details).await;
+        assert_eq!(st, 201, "{ack}");
+        assert_eq!(ack["nodeId"], "node1");
+        assert_eq!(ack["sequenceNumber"], 0);
+        assert_eq!(ack["pk"].as_str().unwrap().len(), 32);
+        for i in 1..5 {
+            let (st, ack) = post(&s, &event("KEYGEN")).await;
+            assert_eq!(
+                (st, ack["sequenceNumber"].as_i64()),
+                (201, Some(i)),
+                "{ack}"
+            );
+        }
+
+        // Read back: newest first, verified, details decoded (B64 values shown as text).
+        let (st, list) = get(&s, "/api/v1/events?limit=10").await;
+        assert_eq!(st, 200, "{list}");
+        let events = list["events"].as_array().unwrap();
+        assert_eq!(events.len(), 5);
+        assert_eq!(events[0]["sequenceNumber"], 4);
+        assert!(
+            events.iter().all(|e| e["verification"]["valid"] == true),
+            "{list}"
+        );
+        let (st, one) = get(&s, &format!("/api/v1/events/{}", ack_pk(&s).await)).await;
+        assert_eq!(st, 200);
+        assert_eq!(one["details"]["NAME"], "Åsa <admin> & co");
+        assert_eq!(one["details"]["BIG"], 10_000_000_000i64);
+        assert_eq!(one["details"]["NESTED"]["x"], "y");
+        assert!(
+            one["additionalDetails"].as_str().unwrap().contains("B64:"),
+            "{one}"
+        );
+        assert_eq!(
+            one["rowProtection"]
+                .as_str()
+                .unwrap()
+                .split(':')
+                .take(3)
+                .collect::<Vec<_>>(),
+            ["1", "2", "1"]
+        );
+
+        let (st, q) = get(
+            &s,
+            "/api/v1/events?criteria=eventType%20EQ%20PROCESS&criteria=searchDetail2+EQ+42",
+        )
+        .await;
+        assert_eq!((st, q["count"].as_i64()), (200, Some(1)), "{q}");
+        let (st, q) = get(
+            &s,
+            "/api/v1/events?criteria=customId+NULL&criteria=sequenceNumber+GE+2",
+        )
+        .await;
+        assert_eq!((st, q["count"].as_i64()), (200, Some(3)), "{q}");
+        let (st, q) = get(&s, "/api/v1/events?criteria=eventType+LIKE+KEY%25").await;
+        assert_eq!((st, q["count"].as_i64()), (200, Some(4)), "{q}");
+        let (st, q) = get(&s, "/api/v1/events?criteria=eventType+EQ+x'%20OR%20'1'='1").await;
+        assert_eq!((st, q["count"].as_i64()), (200, Some(0)), "{q}");
+        let (st, err) = get(&s, "/api/v1/events?criteria=color+EQ+red").await;
+        assert!(
+            st == 400 && err["message"].as_str().unwrap().contains("color"),
+            "{err}"
+        );
+        let (st, _) = get(&s, "/api/v1/events/nope").await;
+        assert_eq!(st, 404);
+
+        let (st, keys) = get(&s, "/api/v1/keys").await;
+        assert_eq!(st, 200);
+        assert_eq!(keys["keys"][0]["keyid"], 1);
+        assert_eq!(keys["keys"][0]["algorithm"], "SHA256WithRSA");
+        assert!(
+            keys["keys"][0]["publicKeyPem"]
+                .as_str()
+                .unwrap()
+                .starts_with("-----BEGIN PUBLIC KEY-----")
+        );
+
+        // One writer per node id: a second process is refused with a clear message.
+        let second = Server::start(&args);
+        let msg = second
+            .err()
+            .expect("a second writer for node1 must refuse to start");
+        assert!(
+            msg.contains("node1") && msg.contains("another auditseal process"),
+            "{msg}"
+        );
+
+        s.stop();
+        let db = if backend == Backend::Postgres {
+            url.clone()
+        } else {
+            format!("sqlite://{d}/auditseal.db")
+        };
+        let (code, out, err) = cli(&["verifylog", "--all", "--data-dir", d, "--database-url", &db]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("Last sequences: {node1=4}"), "{out}");
+
+        // A restart continues at MAX+1 with the same key.
+        let s = Server::start(&args).unwrap();
+        let (st, ack) = post(&s, &event("PROCESS")).await;
+        assert_eq!((st, ack["sequenceNumber"].as_i64()), (201, Some(5)));
+        s.stop();
+        let (code, out, _) = cli(&["verifylog", "--all", "--data-dir", d, "--database-url", &db]);
+        assert!(code == 0 && out.contains("{node1=5}"), "{out}");
+    }
+}
+
+async fn ack_pk(s: &Server) -> String {
+    let (_, list) = get(s, "/api/v1/events?criteria=eventType+EQ+PROCESS").await;
+    list["events"][0]["pk"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let s = Server::start(&["--data-dir", d, "--node-id", "n"]).unwrap();
+    let mut unknown = event("PROCESS");
+    unknown["colour"] = json!("red");
+    let mut wrong_type = event("PROCESS");
+    wrong_type["module"] = json!(7);
+    let mut bad_status = event("PROCESS");
+    bad_status["eventStatus"] = json!("MAYBE");
+    let mut bad_details = event("PROCESS");
+    bad_details["additionalDetails"] = json!(["not", "an", "object"]);
+    let cases = [
+        (json!({"eventType": "PROCESS"}), "missing field"),
+        (unknown, "colour"),
+        (wrong_type, "invalid type"),
+        (bad_status, "MAYBE"),
+        (bad_details, "additionalDetails"),
+    ];
+    for (body, needle) in cases {
+        let (st, err) = post(&s, &body).await;
+        assert_eq!(st, 400, "{body} -> {err}");
+        assert!(err["message"].as_str().unwrap().contains(needle), "{err}");
+        assert_eq!(err["error"], "bad_request");
+    }
+    let r = client()
+        .post(format!("{}/api/v1/events", s.url))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let big = json!({"eventType": "P", "eventStatus": "VOID", "authToken": "a", "service": "s", "module": "m",
+        "additionalDetails": {"blob": "x".repeat(2 * 1024 * 1024)}});
+    let (st, err) = post(&s, &big).await;
+    assert_eq!(st, 413, "{err}");
+    let (_, list) = get(&s, "/api/v1/events").await;
+    assert_eq!(list["count"], 0, "no row may have been written: {list}");
+    // The next good event still gets sequence 0: nothing was consumed.
+    let (st, ack) = post(&s, &event("PROCESS")).await;
+    assert_eq!((st, ack["sequenceNumber"].as_i64()), (201, Some(0)));
+}
