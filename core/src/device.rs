@@ -47,6 +47,11 @@ pub enum DeviceError {
     Store(#[from] StoreError),
     #[error("the log device stopped: {0}")]
     Stopped(String),
+    /// This process no longer holds the node's writer lock; nothing is written until it does.
+    #[error(
+        "this process lost the writer lock of node {0}; writes are refused until it is regained"
+    )]
+    LockLost(String),
 }
 
 /// Appends events to one node's log.
@@ -62,6 +67,8 @@ struct State {
     /// (the failed commit may in fact have landed).
     next: Option<i64>,
     last_time: i64,
+    /// The lock epoch `next` was read under.
+    lock_epoch: u64,
 }
 
 struct Inner {
@@ -70,7 +77,7 @@ struct Inner {
     /// None when signing is disabled (`enablesign=false`): rows get a null rowProtection.
     token: Option<SharedToken>,
     state: Mutex<State>,
-    _lock: NodeLock,
+    lock: NodeLock,
 }
 
 /// One row at a time, in strict order: take the next number, build and protect the row, insert,
@@ -97,8 +104,9 @@ impl SequentialDevice {
                 state: Mutex::new(State {
                     next: Some(next),
                     last_time: 0,
+                    lock_epoch: lock.epoch(),
                 }),
-                _lock: lock,
+                lock,
             }),
         })
     }
@@ -107,6 +115,14 @@ impl SequentialDevice {
 impl Inner {
     async fn append(&self, ev: NewEvent) -> Result<Appended, DeviceError> {
         let mut state = self.state.lock().await;
+        if !self.lock.is_held() {
+            return Err(DeviceError::LockLost(self.node_id.clone()));
+        }
+        if self.lock.epoch() != state.lock_epoch {
+            // Someone else may have written while the lock was away.
+            state.next = None;
+            state.lock_epoch = self.lock.epoch();
+        }
         let seq = match state.next {
             Some(n) => n,
             None => self.store.next_sequence(&self.node_id).await?,
@@ -169,5 +185,125 @@ impl LogDevice for SequentialDevice {
         tokio::spawn(async move { inner.append(event).await })
             .await
             .map_err(|e| DeviceError::Stopped(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::keys::{KeyRing, VerifyKey};
+    use crate::token::{Algorithm, CryptoToken, HmacToken};
+    use crate::verify::{Selection, verify_log};
+
+    /// An HMAC token that can be switched off, as an HSM that goes away.
+    struct Flaky {
+        inner: HmacToken,
+        down: AtomicBool,
+    }
+
+    impl CryptoToken for Flaky {
+        fn keyid(&self) -> i32 {
+            self.inner.keyid()
+        }
+        fn algorithm(&self) -> Algorithm {
+            self.inner.algorithm()
+        }
+        fn sign(&self, data: &[u8]) -> Result<Vec<u8>, TokenError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(TokenError::Unavailable(
+                    "token switched off by the test".into(),
+                ));
+            }
+            self.inner.sign(data)
+        }
+        fn verify_key(&self) -> VerifyKey {
+            self.inner.verify_key()
+        }
+        fn describe(&self) -> String {
+            "flaky test token".into()
+        }
+    }
+
+    fn event(n: usize) -> NewEvent {
+        NewEvent {
+            event_type: "PROCESS".into(),
+            event_status: "SUCCESS".into(),
+            auth_token: "test".into(),
+            service: "SIGNSERVER".into(),
+            module: "WORKER".into(),
+            custom_id: None,
+            search_detail1: Some(n.to_string()),
+            search_detail2: None,
+            additional_details: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn signing_and_database_failures_give_the_number_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let token = Arc::new(Flaky {
+            inner: HmacToken::new(3, b"secret"),
+            down: AtomicBool::new(false),
+        });
+        let device = SequentialDevice::start(store.clone(), "n1".into(), Some(token.clone()))
+            .await
+            .unwrap();
+        assert_eq!(device.append(event(0)).await.unwrap().sequence_number, 0);
+
+        token.down.store(true, Ordering::SeqCst);
+        for _ in 0..3 {
+            let e = device.append(event(99)).await.unwrap_err();
+            assert!(
+                matches!(e, DeviceError::Token(TokenError::Unavailable(_))),
+                "{e}"
+            );
+        }
+        token.down.store(false, Ordering::SeqCst);
+        assert_eq!(device.append(event(1)).await.unwrap().sequence_number, 1);
+
+        // A row the database refuses (a trigger stands in for a failing database).
+        crate::store::SqliteStore::connect(&url)
+            .await
+            .unwrap()
+            .pool()
+            .execute_raw(
+                "CREATE TRIGGER refuse BEFORE INSERT ON auditrecorddata \
+                 BEGIN SELECT RAISE(ABORT, 'refused by test'); END",
+            )
+            .await;
+        assert!(matches!(
+            device.append(event(98)).await,
+            Err(DeviceError::Store(_))
+        ));
+        crate::store::SqliteStore::connect(&url)
+            .await
+            .unwrap()
+            .pool()
+            .execute_raw("DROP TRIGGER refuse")
+            .await;
+        assert_eq!(device.append(event(2)).await.unwrap().sequence_number, 2);
+
+        let mut ring = KeyRing::new();
+        ring.insert(3, token.verify_key());
+        let report = verify_log(store.as_ref(), &ring, &Selection::All)
+            .await
+            .unwrap();
+        assert_eq!((report.rows, report.errors), (3, 0), "{report}");
+    }
+
+    /// Test-only shorthand for running DDL on a pool.
+    trait ExecRaw {
+        async fn execute_raw(&self, sql: &'static str);
+    }
+
+    impl ExecRaw for sqlx::SqlitePool {
+        async fn execute_raw(&self, sql: &'static str) {
+            sqlx::raw_sql(sql).execute(self).await.unwrap();
+        }
     }
 }

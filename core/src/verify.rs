@@ -213,12 +213,13 @@ pub fn parse_node_arg(s: &str) -> Result<(String, i64), String> {
 /// Rows read per round trip; memory stays bounded by this whatever the table's size.
 pub const CHUNK: i64 = 5000;
 
-/// Verifies one node's rows from `offset`, in sequence order.
+/// Verifies one node's rows from `offset`, in sequence order, reading `chunk` rows at a time.
 pub async fn verify_node(
     store: &dyn Store,
     keys: &KeyRing,
     node: &str,
     offset: i64,
+    chunk: i64,
 ) -> Result<NodeReport, StoreError> {
     let mut rep = NodeReport {
         node_id: node.to_string(),
@@ -228,10 +229,10 @@ pub async fn verify_node(
     let mut after: Option<(i64, String)> = None;
     let mut expected = offset;
     loop {
-        let rows = store.read_node(node, offset, after.clone(), CHUNK).await?;
+        let rows = store.read_node(node, offset, after.clone(), chunk).await?;
         let Some(last) = rows.last() else { break };
         after = Some((last.sequence_number, last.pk.clone()));
-        let full = rows.len() as i64 == CHUNK;
+        let full = rows.len() as i64 == chunk;
         for r in &rows {
             let seq = r.sequence_number;
             if rep.last_sequence == Some(seq) {
@@ -281,7 +282,7 @@ pub async fn verify_log(
     };
     let mut report = LogReport::default();
     for (node, offset) in targets {
-        let n = verify_node(store, keys, &node, offset).await?;
+        let n = verify_node(store, keys, &node, offset, CHUNK).await?;
         report.rows += n.rows;
         report.errors += n.errors();
         report.warnings += n.warnings.len();

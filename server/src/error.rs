@@ -85,6 +85,14 @@ impl From<DeviceError> for ApiError {
                     "the signing key is unavailable; nothing was written, retry later",
                 )
             }
+            DeviceError::LockLost(node) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "node_lock_lost",
+                format!(
+                    "this server lost the writer lock of node {node} (database session lost); \
+                     nothing was written, retry later"
+                ),
+            ),
             other => {
                 tracing::error!(error = %other, "log device error");
                 ApiError::new(

@@ -210,3 +210,91 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
     let (st, ack) = post(&s, &event("PROCESS")).await;
     assert_eq!((st, ack["sequenceNumber"].as_i64()), (201, Some(0)));
 }
+
+#[tokio::test]
+async fn database_failures_answer_503_lose_nothing_and_leave_no_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let url = new_database(Backend::Postgres, dir.path()).await;
+    let s = Server::start(&[
+        "--data-dir",
+        d,
+        "--node-id",
+        "pgfail",
+        "--database-url",
+        &url,
+    ])
+    .unwrap();
+    let mut acked = Vec::new();
+    for _ in 0..3 {
+        let (st, ack) = post(&s, &event("PROCESS")).await;
+        assert_eq!(st, 201);
+        acked.push(ack["pk"].as_str().unwrap().to_string());
+    }
+    // The database refuses inserts (as a full disk or a revoked grant would).
+    auditseal_e2e::exec(
+        &url,
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by test'; END $$; \
+         CREATE TRIGGER refuse BEFORE INSERT ON auditrecorddata FOR EACH ROW EXECUTE FUNCTION refuse();",
+    )
+    .await;
+    for _ in 0..3 {
+        let (st, err) = post(&s, &event("LOST")).await;
+        assert!(st >= 500, "{st} {err}");
+    }
+    auditseal_e2e::exec(&url, "DROP TRIGGER refuse ON auditrecorddata").await;
+    // Every connection of the server is killed: the pool reconnects.
+    let dbname = url.rsplit('/').next().unwrap();
+    auditseal_e2e::exec(
+        &auditseal_e2e::pg_admin_url(),
+        &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}' AND pid <> pg_backend_pid()"),
+    )
+    .await;
+    let mut next = 3;
+    for _ in 0..20 {
+        let (st, ack) = post(&s, &event("PROCESS")).await;
+        if st == 201 {
+            assert_eq!(
+                ack["sequenceNumber"], next,
+                "no number may be skipped: {ack}"
+            );
+            acked.push(ack["pk"].as_str().unwrap().to_string());
+            next += 1;
+        } else {
+            assert_eq!(st, 503, "{ack}");
+        }
+        if next == 6 {
+            break;
+        }
+    }
+    assert_eq!(next, 6, "the server recovered");
+    // The writer lock's session was killed too: the server notices, takes the lock again, and
+    // still keeps a second writer out.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !s.log().contains("took the node's advisory lock again") {
+        assert!(std::time::Instant::now() < deadline, "lock not regained: {}", s.log());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(s.log().contains("lost the node's PostgreSQL advisory lock"));
+    let second = Server::start(&["--data-dir", d, "--node-id", "pgfail", "--database-url", &url]);
+    assert!(second.is_err(), "the regained lock must keep a second writer out");
+    let (st, ack) = post(&s, &event("PROCESS")).await;
+    assert_eq!((st, ack["sequenceNumber"].as_i64()), (201, Some(6)), "{ack}");
+    acked.push(ack["pk"].as_str().unwrap().to_string());
+    let (_, lost) = get(&s, "/api/v1/events?criteria=eventType+EQ+LOST").await;
+    assert_eq!(lost["count"], 0);
+    for pk in &acked {
+        let (st, _) = get(&s, &format!("/api/v1/events/{pk}")).await;
+        assert_eq!(st, 200, "acknowledged event {pk} must be there");
+    }
+    s.stop();
+    let (code, out, _) = cli(&[
+        "verifylog",
+        "--all",
+        "--data-dir",
+        d,
+        "--database-url",
+        &url,
+    ]);
+    assert!(code == 0 && out.contains("{pgfail=6}"), "{out}");
+}

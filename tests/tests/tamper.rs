@@ -263,3 +263,59 @@ async fn named_nodes_offsets_and_warnings() {
     let (code, _, err) = cli(&["verifylog", "--node", "x:y", "--data-dir", d]);
     assert!(code == 2 && err.contains("offset"), "{err}");
 }
+
+#[tokio::test]
+async fn findings_do_not_depend_on_chunk_boundaries() {
+    use auditseal_core::verify::verify_node;
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let url = log_with_rows(backend, dir.path(), 9).await;
+        exec(&url, "DROP INDEX auditrecorddata_idx2").await;
+        // Duplicates of 3 and 4 (each straddles a boundary for some chunk size), holes at 6 and 7.
+        exec(
+            &url,
+            "INSERT INTO auditrecorddata SELECT pk || 'x', nodeid, sequencenumber, \"timestamp\", eventtype, eventstatus, authtoken, service, module, customid, searchdetail1, searchdetail2, additionaldetails, rowversion, rowprotection FROM auditrecorddata WHERE sequencenumber IN (3, 4)",
+        )
+        .await;
+        exec(
+            &url,
+            "DELETE FROM auditrecorddata WHERE sequencenumber IN (6, 7)",
+        )
+        .await;
+        let (keys, _) = load_keys(
+            &ProtectionSection::default(),
+            dir.path(),
+            KeyMode::VerifyOnly,
+        )
+        .unwrap();
+        let store = store::open(&url).await.unwrap();
+        let reference = verify_node(store.as_ref(), &keys.ring, NODE, 0, 5000)
+            .await
+            .unwrap();
+        assert_eq!(reference.rows, 9);
+        assert_eq!(reference.duplicates, vec![3, 4]);
+        assert_eq!(reference.holes.len(), 1);
+        assert_eq!(
+            (
+                reference.holes[0].this_sequence_number,
+                reference.holes[0].missing
+            ),
+            (8, 2)
+        );
+        assert_eq!(reference.failed.len(), 2, "the copies carry another pk");
+        for chunk in 1..=10 {
+            let r = verify_node(store.as_ref(), &keys.ring, NODE, 0, chunk)
+                .await
+                .unwrap();
+            assert_eq!(r, reference, "{backend:?} chunk {chunk}");
+        }
+        let from_4 = verify_node(store.as_ref(), &keys.ring, NODE, 4, 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            (from_4.first_sequence, from_4.rows),
+            (Some(4), 4),
+            "4, its copy, 5 and 8"
+        );
+    }
+}

@@ -24,8 +24,6 @@ use quick_xml::XmlVersion;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 
-use java_float::Algorithm;
-
 /// One value in the details map. Mirrors the JSON an API client sends and what Java can write.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DetailValue {
@@ -146,12 +144,11 @@ pub fn base64_put_rule(value: &str) -> Cow<'_, str> {
 /// With [`MapClass::Base64PutHashMap`] the put rule ([`base64_put_rule`]) applies to top-level
 /// String values only; nested maps are `java.util.LinkedHashMap` (no rule). Keys are put in order
 /// with Java map semantics: a repeated key keeps its first position and takes the last value.
-/// `<double>`/`<float>` digits follow the JDK named by `java_version` (JDK 19 changed them);
+/// `<double>`/`<float>` digits are those of JDK 19 and later (see `java_float`);
 /// `java_version` is written as given and must not contain `"`, `<` or `&`.
 pub fn encode(details: &Details, class: MapClass, java_version: &str) -> String {
     let mut w = XmlWriter {
         out: String::with_capacity(128 + details.len() * 96),
-        algorithm: Algorithm::for_java_version(java_version),
     };
     w.line(0, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
     w.line(
@@ -166,7 +163,6 @@ pub fn encode(details: &Details, class: MapClass, java_version: &str) -> String 
 
 struct XmlWriter {
     out: String,
-    algorithm: Algorithm,
 }
 
 impl XmlWriter {
@@ -218,11 +214,11 @@ impl XmlWriter {
             DetailValue::Long(l) => self.line(indent, &format!("<long>{l}</long>")),
             DetailValue::Bool(b) => self.line(indent, &format!("<boolean>{b}</boolean>")),
             DetailValue::Float(f) => {
-                let text = java_float::float_to_string(*f, self.algorithm);
+                let text = java_float::float_to_string(*f);
                 self.line(indent, &format!("<float>{text}</float>"));
             }
             DetailValue::Double(d) => {
-                let text = java_float::double_to_string(*d, self.algorithm);
+                let text = java_float::double_to_string(*d);
                 self.line(indent, &format!("<double>{text}</double>"));
             }
             DetailValue::Date(millis) => {
@@ -984,7 +980,7 @@ fn value_to_json(v: &DetailValue) -> serde_json::Value {
     use serde_json::Value;
     let number = |f: f64| {
         serde_json::Number::from_f64(f).map_or_else(
-            || Value::String(java_float::double_to_string(f, Algorithm::Legacy)),
+            || Value::String(java_float::double_to_string(f)),
             Value::Number,
         )
     };
@@ -1107,6 +1103,8 @@ mod tests {
         ]
     }
 
+    /// JDK 17 output for `kinds()`, except `floatodd` and `e23`, which show the JDK 19+ digits we
+    /// write (JDK 17 prints `4.58910975E18` and `9.999999999999999E22`).
     const KINDS_XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <java version="17.0.15" class="java.beans.XMLDecoder">
  <object class="java.util.LinkedHashMap">
@@ -1148,7 +1146,7 @@ mod tests {
   </void>
   <void method="put">
    <string>floatodd</string>
-   <float>4.58910975E18</float>
+   <float>4.5891097E18</float>
   </void>
   <void method="put">
    <string>double</string>
@@ -1180,7 +1178,7 @@ mod tests {
   </void>
   <void method="put">
    <string>e23</string>
-   <double>9.999999999999999E22</double>
+   <double>1.0E23</double>
   </void>
   <void method="put">
    <string>min</string>
@@ -1495,7 +1493,7 @@ mod tests {
     }
 
     #[test]
-    fn encode_numbers_follow_the_jdk_in_the_version() {
+    fn encode_numbers_as_jdk19_and_decode_both_digit_styles() {
         // JDK 17 (FloatingDecimal) and JDK 25 (shortest decimal) write different digits.
         let head = r#"<?xml version="1.0" encoding="UTF-8"?>
 <java version="VERSION" class="java.beans.XMLDecoder">
@@ -1539,7 +1537,7 @@ mod tests {
             .replace(">B<", ">2.82879384806159E17<")
             .replace(">C<", ">4.5891097E18<")
             .replace(">F<", ">9.9E-323<");
-        assert_eq!(encode(&nums(), MapClass::LinkedHashMap, "17.0.15"), jdk17);
+        // We write JDK 19+ digits whatever the version attribute; both forms decode.
         assert_eq!(encode(&nums(), MapClass::LinkedHashMap, "25.0.3"), jdk25);
         assert_same(&decode(&jdk17).unwrap(), &nums());
         assert_same(&decode(&jdk25).unwrap(), &nums());

@@ -65,15 +65,58 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// Held for as long as this process is the one writer of a node id; dropping it releases it.
+/// A lock can be lost while held (PostgreSQL: its session died); writers check `is_held` before
+/// each write and re-read their position when `epoch` changes (the lock was taken again).
 pub struct NodeLock {
+    status: Arc<LockStatus>,
     _held: Box<dyn Send + Sync>,
 }
 
+/// Shared between a lock and whatever keeps it alive.
+#[derive(Debug)]
+pub struct LockStatus {
+    held: std::sync::atomic::AtomicBool,
+    epoch: std::sync::atomic::AtomicU64,
+}
+
+impl LockStatus {
+    fn new() -> Arc<Self> {
+        Arc::new(LockStatus {
+            held: std::sync::atomic::AtomicBool::new(true),
+            epoch: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn lost(&self) {
+        self.held.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn regained(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.held.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 impl NodeLock {
-    fn new(held: impl Send + Sync + 'static) -> Self {
+    fn new(status: Arc<LockStatus>, held: impl Send + Sync + 'static) -> Self {
         NodeLock {
+            status,
             _held: Box::new(held),
         }
+    }
+
+    /// A lock nothing can take away (a file lock, an in-memory database).
+    fn permanent(held: impl Send + Sync + 'static) -> Self {
+        Self::new(LockStatus::new(), held)
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.status.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Changes each time the lock is taken again after a loss.
+    pub fn epoch(&self) -> u64 {
+        self.status.epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

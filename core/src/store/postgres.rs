@@ -1,11 +1,13 @@
 //! PostgreSQL driver. The one-writer-per-node rule uses a session advisory lock, so it holds
 //! across machines that share the database.
 
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
-use super::{NodeLock, Query, StoreError, impl_store};
+use super::{LockStatus, NodeLock, Query, StoreError, impl_store};
 use crate::record::AuditRecord;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -42,6 +44,59 @@ fn lock_key(node: &str) -> i64 {
     i64::from_be_bytes(first)
 }
 
+/// Takes the node's advisory lock on a dedicated connection (outside the pool: the lock lives
+/// as long as that session). None when another session holds it.
+async fn try_lock(url: &str, node: &str) -> Result<Option<PgConnection>, StoreError> {
+    let mut conn = PgConnection::connect(url).await?;
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(lock_key(node))
+        .fetch_one(&mut conn)
+        .await?;
+    Ok(got.then_some(conn))
+}
+
+/// How often the lock's session is checked.
+const LOCK_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Keeps the lock's session alive and notices when it dies (server restart, a killed backend):
+/// then the lock is lost, writes stop, and it is taken again as soon as it is free.
+async fn watch_lock(mut conn: PgConnection, url: String, node: String, status: Arc<LockStatus>) {
+    loop {
+        tokio::time::sleep(LOCK_CHECK).await;
+        if conn.ping().await.is_ok() {
+            continue;
+        }
+        status.lost();
+        tracing::error!(node = %node, "lost the node's PostgreSQL advisory lock; writes are refused until it is taken again");
+        loop {
+            tokio::time::sleep(LOCK_CHECK).await;
+            match try_lock(&url, &node).await {
+                Ok(Some(c)) => {
+                    conn = c;
+                    status.regained();
+                    tracing::warn!(node = %node, "took the node's advisory lock again");
+                    break;
+                }
+                Ok(None) => {
+                    tracing::error!(node = %node, "another process now holds this node's lock")
+                }
+                Err(e) => {
+                    tracing::warn!(node = %node, error = %e, "cannot take the node's lock yet")
+                }
+            }
+        }
+    }
+}
+
+/// Stops the watcher (and so closes the lock's session) when the lock is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl_store!(PgStore, {
     fn backend(&self) -> &'static str {
         "postgres"
@@ -55,20 +110,21 @@ impl_store!(PgStore, {
     }
 
     async fn lock_node(&self, node: &str) -> Result<NodeLock, StoreError> {
-        // A dedicated connection outside the pool: the lock lives as long as this session.
-        let mut conn = PgConnection::connect(&self.url).await?;
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(lock_key(node))
-            .fetch_one(&mut conn)
-            .await?;
-        if !got {
+        let Some(conn) = try_lock(&self.url, node).await? else {
             return Err(StoreError::Locked(format!(
                 "another auditseal process is already writing as node {node:?} to this \
                  PostgreSQL database (advisory lock {} is held); give each process its own \
                  --node-id",
                 lock_key(node)
             )));
-        }
-        Ok(NodeLock::new(tokio::sync::Mutex::new(conn)))
+        };
+        let status = LockStatus::new();
+        let watcher = tokio::spawn(watch_lock(
+            conn,
+            self.url.clone(),
+            node.to_string(),
+            status.clone(),
+        ));
+        Ok(NodeLock::new(status, AbortOnDrop(watcher)))
     }
 });

@@ -73,7 +73,7 @@ impl_store!(SqliteStore, {
 
     async fn lock_node(&self, node: &str) -> Result<NodeLock, StoreError> {
         let Some(db) = &self.file else {
-            return Ok(NodeLock::new(()));
+            return Ok(NodeLock::permanent(()));
         };
         // File names cannot hold every node id: a readable prefix plus a hash keeps them unique.
         let readable: String = node
@@ -94,7 +94,7 @@ impl_store!(SqliteStore, {
                 StoreError::Locked(format!("cannot open lock file {}: {e}", path.display()))
             })?;
         match file.try_lock() {
-            Ok(()) => Ok(NodeLock::new(file)),
+            Ok(()) => Ok(NodeLock::permanent(file)),
             Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(format!(
                 "another auditseal process is already writing as node {node:?} to {} \
                  (lock file {} is held); stop it or give this one another --node-id",

@@ -19,7 +19,7 @@ use crate::state::AppState;
 
 /// The `java version` attribute our details XML carries (it is protected text; any value is
 /// valid, this is the JDK whose XMLEncoder output we reproduce).
-pub const JAVA_VERSION: &str = "17.0.15";
+pub const JAVA_VERSION: &str = "21.0.5";
 
 /// Most rows one query returns.
 pub const MAX_LIMIT: i64 = 10_000;
