@@ -272,14 +272,32 @@ async fn database_failures_answer_503_lose_nothing_and_leave_no_gap() {
     // still keeps a second writer out.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !s.log().contains("took the node's advisory lock again") {
-        assert!(std::time::Instant::now() < deadline, "lock not regained: {}", s.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lock not regained: {}",
+            s.log()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert!(s.log().contains("lost the node's PostgreSQL advisory lock"));
-    let second = Server::start(&["--data-dir", d, "--node-id", "pgfail", "--database-url", &url]);
-    assert!(second.is_err(), "the regained lock must keep a second writer out");
+    let second = Server::start(&[
+        "--data-dir",
+        d,
+        "--node-id",
+        "pgfail",
+        "--database-url",
+        &url,
+    ]);
+    assert!(
+        second.is_err(),
+        "the regained lock must keep a second writer out"
+    );
     let (st, ack) = post(&s, &event("PROCESS")).await;
-    assert_eq!((st, ack["sequenceNumber"].as_i64()), (201, Some(6)), "{ack}");
+    assert_eq!(
+        (st, ack["sequenceNumber"].as_i64()),
+        (201, Some(6)),
+        "{ack}"
+    );
     acked.push(ack["pk"].as_str().unwrap().to_string());
     let (_, lost) = get(&s, "/api/v1/events?criteria=eventType+EQ+LOST").await;
     assert_eq!(lost["count"], 0);
