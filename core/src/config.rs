@@ -81,18 +81,51 @@ pub enum KeyEntry {
         secret_file: Option<PathBuf>,
         secret_env: Option<String>,
     },
-    /// A verify-only public key (PEM SubjectPublicKeyInfo), e.g. a retired key.
+    /// A verify-only public key, e.g. a retired key: a PEM `PUBLIC KEY` (SubjectPublicKeyInfo)
+    /// or `CERTIFICATE`, from exactly one of `file` (relative to the data directory) or `pem`.
     Public {
         keyid: i32,
-        algorithm: PublicAlgorithm,
-        file: PathBuf,
+        /// Default: from the key itself (RSA -> SHA256WithRSA, EC -> SHA256WithECDSA).
+        algorithm: Option<SignatureAlgorithm>,
+        file: Option<PathBuf>,
+        pem: Option<String>,
+    },
+    /// A key in a PKCS#11 token (an HSM, or SoftHSM2).
+    Pkcs11 {
+        keyid: i32,
+        /// The PKCS#11 module (shared library), e.g. /usr/lib/softhsm/libsofthsm2.so.
+        library: PathBuf,
+        /// The token: exactly one of its label, its slot id, or its index in the slot list.
+        slot_label: Option<String>,
+        slot_number: Option<u64>,
+        slot_index: Option<usize>,
+        /// The key's CKA_LABEL, and optionally its CKA_ID (hex) when labels are not unique.
+        key_label: String,
+        key_id: Option<String>,
+        /// The user PIN, from exactly one of these.
+        pin: Option<String>,
+        pin_env: Option<String>,
+        pin_file: Option<PathBuf>,
+        /// Default: from the key type (RSA, EC, or a generic secret -> HmacSHA256).
+        algorithm: Option<TokenAlgorithm>,
+        /// Logged-in sessions kept open for signing (default 4).
+        sessions: Option<usize>,
     },
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub enum PublicAlgorithm {
+/// The signature algorithms a public key may verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SignatureAlgorithm {
     SHA256WithRSA,
     SHA256WithECDSA,
+}
+
+/// What a PKCS#11 key may protect rows with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TokenAlgorithm {
+    SHA256WithRSA,
+    SHA256WithECDSA,
+    HmacSHA256,
 }
 
 impl KeyEntry {
@@ -100,7 +133,8 @@ impl KeyEntry {
         match self {
             KeyEntry::Software { keyid, .. }
             | KeyEntry::Hmac { keyid, .. }
-            | KeyEntry::Public { keyid, .. } => *keyid,
+            | KeyEntry::Public { keyid, .. }
+            | KeyEntry::Pkcs11 { keyid, .. } => *keyid,
         }
     }
 }
@@ -240,26 +274,38 @@ pub fn load_keys(
                 (t.verify_key(), Some(t.clone()), t.describe())
             }
             KeyEntry::Public {
-                algorithm, file, ..
+                algorithm,
+                file,
+                pem,
+                ..
             } => {
-                let path = data_dir.join(file);
-                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Key {
-                    keyid,
-                    reason: format!("cannot read {}: {e}", path.display()),
-                })?;
-                let alg = match algorithm {
-                    PublicAlgorithm::SHA256WithRSA => Algorithm::Sha256WithRsa,
-                    PublicAlgorithm::SHA256WithECDSA => Algorithm::Sha256WithEcdsa,
+                let err = |reason: String| ConfigError::Key { keyid, reason };
+                let (text, source) = match (file, pem) {
+                    (Some(f), None) => {
+                        let path = data_dir.join(f);
+                        let text = std::fs::read_to_string(&path)
+                            .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+                        (text, format!("public key {} (verify only)", path.display()))
+                    }
+                    (None, Some(p)) => (
+                        p.clone(),
+                        "public key from configuration (verify only)".into(),
+                    ),
+                    _ => return Err(err("a public key needs exactly one of file, pem".into())),
                 };
-                let v = VerifyKey::from_pem(alg, &text).map_err(|e| ConfigError::Key {
+                let alg = algorithm.map(|a| match a {
+                    SignatureAlgorithm::SHA256WithRSA => Algorithm::Sha256WithRsa,
+                    SignatureAlgorithm::SHA256WithECDSA => Algorithm::Sha256WithEcdsa,
+                });
+                let v = VerifyKey::from_public_pem(&text, alg)
+                    .map_err(|e| err(format!("{source}: {e}")))?;
+                (v, None, source)
+            }
+            KeyEntry::Pkcs11 { .. } => {
+                return Err(ConfigError::Key {
                     keyid,
-                    reason: format!("{}: {e}", path.display()),
-                })?;
-                (
-                    v,
-                    None,
-                    format!("public key {} (verify only)", path.display()),
-                )
+                    reason: "PKCS#11 keys are not available in this build".into(),
+                });
             }
         };
         listing.push(KeyInfo {

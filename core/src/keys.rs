@@ -38,6 +38,8 @@ pub enum KeyError {
     BadPublicKey(Algorithm),
     #[error("an HMAC secret has no public key")]
     NotPublic,
+    #[error("{0}")]
+    Unreadable(&'static str),
 }
 
 /// The MAC or signature does not match the data.
@@ -65,6 +67,38 @@ impl VerifyKey {
     pub fn from_pem(algorithm: Algorithm, text: &str) -> Result<Self, KeyError> {
         let der = pem::decode("PUBLIC KEY", text).ok_or(KeyError::BadPublicKey(algorithm))?;
         Self::from_spki(algorithm, &der)
+    }
+
+    /// A public key from PEM text holding a `PUBLIC KEY` or a `CERTIFICATE`; the algorithm is
+    /// the given one, or else the key's own (RSA: SHA256WithRSA, EC P-256: SHA256WithECDSA).
+    pub fn from_public_pem(text: &str, algorithm: Option<Algorithm>) -> Result<Self, KeyError> {
+        let cert;
+        let spki = if let Some(der) = pem::decode("PUBLIC KEY", text) {
+            der
+        } else if let Some(der) = pem::decode("CERTIFICATE", text) {
+            cert = der;
+            crate::der::certificate_spki(&cert)
+                .ok_or(KeyError::Unreadable("the certificate cannot be read"))?
+                .to_vec()
+        } else {
+            return Err(KeyError::Unreadable(
+                "expected a -----BEGIN PUBLIC KEY----- or -----BEGIN CERTIFICATE----- block",
+            ));
+        };
+        let own = match crate::der::spki_key_type(&spki) {
+            Some(crate::der::KeyType::Rsa) => Algorithm::Sha256WithRsa,
+            Some(crate::der::KeyType::EcP256) => Algorithm::Sha256WithEcdsa,
+            _ => {
+                return Err(KeyError::Unreadable(
+                    "only RSA and EC P-256 public keys are supported",
+                ));
+            }
+        };
+        let algorithm = algorithm.unwrap_or(own);
+        if algorithm != own {
+            return Err(KeyError::BadPublicKey(algorithm));
+        }
+        Self::from_spki(algorithm, &spki)
     }
 
     pub fn algorithm(&self) -> Algorithm {

@@ -2,6 +2,7 @@
 //! verifies it. Formats are specified in `docs/FORMAT.md`; this crate follows that text.
 
 pub mod config;
+pub mod der;
 pub mod details;
 pub mod device;
 pub mod keys;
