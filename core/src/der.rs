@@ -160,7 +160,7 @@ pub fn ec_p256_spki(point: &[u8]) -> Option<Vec<u8>> {
 /// An ECDSA signature as PKCS#11 returns it (r || s, equal halves) in Java's DER form
 /// `SEQUENCE { INTEGER r, INTEGER s }`.
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Option<Vec<u8>> {
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return None;
     }
     let (r, s) = raw.split_at(raw.len() / 2);
