@@ -19,6 +19,9 @@ struct Cli {
     /// TOML configuration file (the server's; its keys are used to verify).
     #[arg(long, global = true, env = "AUDITSEAL_CONFIG")]
     config: Option<PathBuf>,
+    /// A SignServer configuration directory (databaseprotection.properties, cesecore.properties).
+    #[arg(long, global = true, env = "AUDITSEAL_SIGNSERVER_CONF")]
+    signserver_conf: Option<PathBuf>,
     /// Data directory [default: ./data].
     #[arg(long, global = true, env = "AUDITSEAL_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -38,6 +41,9 @@ struct Cli {
 enum Command {
     /// Verify every row of the audit log and find every hole and duplicate.
     Verifylog(cmd::verifylog::Args),
+    /// List, test and export the configured keys.
+    #[command(subcommand)]
+    Keys(cmd::keys::Command),
 }
 
 /// SignServer's CLI spells options with one dash (`verifylog -all`, `-node n:5`); accept both.
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(normalise_args());
     let settings = match Settings::resolve(Overrides {
         config: cli.config,
+        signserver_conf: cli.signserver_conf,
         data_dir: cli.data_dir,
         database_url: cli.database_url,
         node_id: None,
@@ -82,6 +89,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Verifylog(args) => cmd::verifylog::run(&settings, args).await,
+            Command::Keys(c) => cmd::keys::run(&settings, c).await,
         }
     });
     match result {

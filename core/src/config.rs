@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::keys::{KeyRing, VerifyKey};
+use crate::pkcs11::{Pkcs11Config, Pkcs11Token, SlotSelector};
 use crate::token::{Algorithm, HmacToken, SharedToken, SoftwareToken, TokenError};
 
 /// The file form. Unknown keys are errors, not silently ignored.
@@ -19,8 +20,8 @@ pub struct FileConfig {
     pub node_id: Option<String>,
     #[serde(default)]
     pub server: ServerSection,
-    #[serde(default)]
-    pub protection: ProtectionSection,
+    /// None: the defaults, or the keys of a SignServer configuration (`--signserver-conf`).
+    pub protection: Option<ProtectionSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -30,7 +31,7 @@ pub struct ServerSection {
     pub max_body_bytes: Option<usize>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProtectionSection {
     /// Protect new rows (CESeCore `enablesign`).
@@ -186,6 +187,8 @@ pub struct KeySetup {
     pub ring: KeyRing,
     /// Every key, for listing: keyid, algorithm, where it lives, whether it can sign.
     pub listing: Vec<KeyInfo>,
+    /// Every key that can sign, by keyid (for key tests).
+    pub signers: Vec<SharedToken>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -233,6 +236,7 @@ pub fn load_keys(
     let mut ring = KeyRing::new();
     let mut listing = Vec::new();
     let mut current: Option<SharedToken> = None;
+    let mut signers = Vec::new();
     let mut generated = Vec::new();
     for e in entries {
         let keyid = e.keyid();
@@ -269,7 +273,14 @@ pub fn load_keys(
                 secret_env,
                 ..
             } => {
-                let s = hmac_secret(keyid, secret, secret_file, secret_env, data_dir)?;
+                let s = secret_from(
+                    keyid,
+                    "HMAC secret",
+                    secret,
+                    secret_file,
+                    secret_env,
+                    data_dir,
+                )?;
                 let t: SharedToken = Arc::new(HmacToken::new(keyid, s.as_bytes()));
                 (t.verify_key(), Some(t.clone()), t.describe())
             }
@@ -301,11 +312,57 @@ pub fn load_keys(
                     .map_err(|e| err(format!("{source}: {e}")))?;
                 (v, None, source)
             }
-            KeyEntry::Pkcs11 { .. } => {
-                return Err(ConfigError::Key {
+            KeyEntry::Pkcs11 {
+                library,
+                slot_label,
+                slot_number,
+                slot_index,
+                key_label,
+                key_id,
+                pin,
+                pin_env,
+                pin_file,
+                algorithm,
+                sessions,
+                ..
+            } => {
+                let err = |reason: String| ConfigError::Key { keyid, reason };
+                let slot = match (slot_label, slot_number, slot_index) {
+                    (Some(l), None, None) => SlotSelector::Label(l.clone()),
+                    (None, Some(n), None) => SlotSelector::Number(*n),
+                    (None, None, Some(i)) => SlotSelector::Index(*i),
+                    _ => {
+                        return Err(err(
+                            "a pkcs11 key needs exactly one of slot_label, slot_number, slot_index"
+                                .into(),
+                        ));
+                    }
+                };
+                let key_id = match key_id {
+                    Some(h) => Some(
+                        hex::decode(h.trim())
+                            .map_err(|_| err(format!("key_id {h:?} is not hex")))?,
+                    ),
+                    None => None,
+                };
+                let pin = secret_from(keyid, "PIN", pin, pin_file, pin_env, data_dir)?;
+                let token = Pkcs11Token::open(Pkcs11Config {
                     keyid,
-                    reason: "PKCS#11 keys are not available in this build".into(),
-                });
+                    library: library.clone(),
+                    slot,
+                    key_label: key_label.clone(),
+                    key_id,
+                    pin,
+                    algorithm: algorithm.map(|a| match a {
+                        TokenAlgorithm::SHA256WithRSA => Algorithm::Sha256WithRsa,
+                        TokenAlgorithm::SHA256WithECDSA => Algorithm::Sha256WithEcdsa,
+                        TokenAlgorithm::HmacSHA256 => Algorithm::HmacSha256,
+                    }),
+                    sessions: sessions.unwrap_or(4),
+                })
+                .map_err(|source| ConfigError::Token { keyid, source })?;
+                let t: SharedToken = Arc::new(token);
+                (t.verify_key(), Some(t.clone()), t.describe())
             }
         };
         listing.push(KeyInfo {
@@ -316,6 +373,9 @@ pub fn load_keys(
             current: keyid == current_id,
             public_key_pem: verify.public_key_pem(),
         });
+        if let Some(t) = &token {
+            signers.push(t.clone());
+        }
         if keyid == current_id {
             current = token;
             if current.is_none() && protection.enable_sign {
@@ -335,13 +395,17 @@ pub fn load_keys(
             current,
             ring,
             listing,
+            signers,
         },
         generated,
     ))
 }
 
-fn hmac_secret(
+/// A secret (HMAC key, PIN) from exactly one of: the value, a file (relative to the data
+/// directory, one trailing newline dropped), an environment variable.
+fn secret_from(
     keyid: i32,
+    what: &str,
     secret: &Option<String>,
     secret_file: &Option<PathBuf>,
     secret_env: &Option<String>,
@@ -353,23 +417,29 @@ fn hmac_secret(
         (None, Some(f), None) => {
             let path = data_dir.join(f);
             std::fs::read_to_string(&path)
-                .map_err(|e| err(format!("cannot read secret_file {}: {e}", path.display())))?
+                .map_err(|e| {
+                    err(format!(
+                        "cannot read the {what} file {}: {e}",
+                        path.display()
+                    ))
+                })?
                 .trim_end_matches(['\n', '\r'])
                 .to_string()
         }
         (None, None, Some(var)) => std::env::var(var).map_err(|_| {
             err(format!(
-                "environment variable {var} (secret_env) is not set"
+                "environment variable {var} (the {what}) is not set"
             ))
         })?,
         _ => {
-            return Err(err(
-                "an hmac key needs exactly one of secret, secret_file, secret_env".into(),
-            ));
+            return Err(err(format!(
+                "the {what} needs exactly one of: the value, a file, an environment variable \
+                 (secret / secret_file / secret_env, or pin / pin_file / pin_env)"
+            )));
         }
     };
     if s.is_empty() {
-        return Err(err("the HMAC secret is empty".into()));
+        return Err(err(format!("the {what} is empty")));
     }
     Ok(s)
 }
@@ -400,8 +470,12 @@ mod tests {
              [[protection.keys]]\nkind = 'software'\nkeyid = 1\n",
         )
         .unwrap();
-        let (setup, generated) =
-            load_keys(&cfg.protection, dir.path(), KeyMode::VerifyOnly).unwrap();
+        let (setup, generated) = load_keys(
+            &cfg.protection.unwrap_or_default(),
+            dir.path(),
+            KeyMode::VerifyOnly,
+        )
+        .unwrap();
         assert!(generated.is_empty());
         let cur = setup.current.unwrap();
         assert_eq!((cur.keyid(), cur.algorithm()), (5, Algorithm::HmacSha256));
@@ -413,16 +487,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg: FileConfig =
             toml::from_str("[[protection.keys]]\nkind = 'hmac'\nkeyid = 2\n").unwrap();
-        let e = load_keys(&cfg.protection, dir.path(), KeyMode::Server)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = load_keys(
+            &cfg.protection.unwrap_or_default(),
+            dir.path(),
+            KeyMode::Server,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(e.contains("keyid=2") && e.contains("exactly one"), "{e}");
+        assert!(e.contains("HMAC secret"), "{e}");
         let cfg: FileConfig = toml::from_str("[protection]\nkeyid = 9\n").unwrap();
-        let e = load_keys(&cfg.protection, dir.path(), KeyMode::Server)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = load_keys(
+            &cfg.protection.unwrap_or_default(),
+            dir.path(),
+            KeyMode::Server,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(e.contains('9'), "{e}");
         assert!(
             !dir.path().join("signing-key.pem").exists(),
@@ -445,6 +528,8 @@ mod tests {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub config: Option<PathBuf>,
+    /// A SignServer configuration directory (databaseprotection.properties, cesecore.properties).
+    pub signserver_conf: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub node_id: Option<String>,
@@ -456,15 +541,33 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub database_url: String,
     pub node_id: String,
+    /// Keys and verification policy: from the TOML file, a SignServer configuration, or the
+    /// defaults.
+    pub protection: ProtectionSection,
     pub file: FileConfig,
 }
 
 impl Settings {
     /// Defaults < file < overrides.
     pub fn resolve(o: Overrides) -> Result<Settings, ConfigError> {
-        let file = match &o.config {
+        let mut file = match &o.config {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
+        };
+        let (protection, signserver_node) = match (&o.signserver_conf, file.protection.take()) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "--signserver-conf and a [protection] section in the configuration file \
+                     both configure keys; use one"
+                        .into(),
+                ));
+            }
+            (Some(dir), None) => {
+                let ss = crate::signserver::load(dir)
+                    .map_err(|e| ConfigError::Invalid(format!("SignServer configuration: {e}")))?;
+                (ss.protection, ss.node_id)
+            }
+            (None, p) => (p.unwrap_or_default(), None),
         };
         let data_dir = o
             .data_dir
@@ -477,6 +580,7 @@ impl Settings {
         let node_id = o
             .node_id
             .or_else(|| file.node_id.clone())
+            .or(signserver_node)
             .unwrap_or_else(default_node_id);
         if node_id.trim().is_empty() || node_id.contains('\0') {
             return Err(ConfigError::Invalid("the node id must not be empty".into()));
@@ -485,6 +589,7 @@ impl Settings {
             data_dir,
             database_url,
             node_id,
+            protection,
             file,
         })
     }

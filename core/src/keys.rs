@@ -11,10 +11,17 @@ use crate::pem;
 use crate::protection::ProtectionVersion;
 use crate::token::Algorithm;
 
-/// A key that checks protections: an HMAC secret or a parsed public key.
+/// Something that can MAC data with a secret it never reveals (an HMAC key in an HSM).
+pub trait MacOracle: Send + Sync {
+    fn mac(&self, data: &[u8]) -> Result<Vec<u8>, crate::token::TokenError>;
+}
+
+/// A key that checks protections: an HMAC secret, an HMAC key held in a token, or a parsed
+/// public key.
 #[derive(Clone)]
 pub enum VerifyKey {
     Hmac(Box<hmac::Key>),
+    TokenHmac(Arc<dyn MacOracle>),
     Public {
         algorithm: Algorithm,
         key: Arc<ParsedPublicKey>,
@@ -27,6 +34,7 @@ impl std::fmt::Debug for VerifyKey {
         // Never print the secret.
         match self {
             VerifyKey::Hmac(_) => f.write_str("VerifyKey::Hmac"),
+            VerifyKey::TokenHmac(_) => f.write_str("VerifyKey::TokenHmac"),
             VerifyKey::Public { algorithm, .. } => write!(f, "VerifyKey::Public({algorithm})"),
         }
     }
@@ -42,10 +50,15 @@ pub enum KeyError {
     Unreadable(&'static str),
 }
 
-/// The MAC or signature does not match the data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the MAC or signature does not match")]
-pub struct Mismatch;
+/// Why a protection did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("the MAC or signature does not match")]
+    Mismatch,
+    /// The key lives in a token that cannot be reached now: the row is not known to be bad.
+    #[error("the verification key is unavailable: {0}")]
+    Unavailable(String),
+}
 
 impl VerifyKey {
     /// A public key from its DER SubjectPublicKeyInfo.
@@ -103,7 +116,7 @@ impl VerifyKey {
 
     pub fn algorithm(&self) -> Algorithm {
         match self {
-            VerifyKey::Hmac(_) => Algorithm::HmacSha256,
+            VerifyKey::Hmac(_) | VerifyKey::TokenHmac(_) => Algorithm::HmacSha256,
             VerifyKey::Public { algorithm, .. } => *algorithm,
         }
     }
@@ -113,17 +126,28 @@ impl VerifyKey {
     }
 
     /// Checks a MAC (constant time) or a signature over `data`.
-    pub fn verify(&self, data: &[u8], protection: &[u8]) -> Result<(), Mismatch> {
+    pub fn verify(&self, data: &[u8], protection: &[u8]) -> Result<(), VerifyError> {
         match self {
-            VerifyKey::Hmac(k) => hmac::verify(k, data, protection).map_err(|_| Mismatch),
-            VerifyKey::Public { key, .. } => key.verify_sig(data, protection).map_err(|_| Mismatch),
+            VerifyKey::Hmac(k) => {
+                hmac::verify(k, data, protection).map_err(|_| VerifyError::Mismatch)
+            }
+            VerifyKey::TokenHmac(oracle) => {
+                let mac = oracle
+                    .mac(data)
+                    .map_err(|e| VerifyError::Unavailable(e.to_string()))?;
+                aws_lc_rs::constant_time::verify_slices_are_equal(&mac, protection)
+                    .map_err(|_| VerifyError::Mismatch)
+            }
+            VerifyKey::Public { key, .. } => key
+                .verify_sig(data, protection)
+                .map_err(|_| VerifyError::Mismatch),
         }
     }
 
     /// The public key as PEM, for auditors; None for an HMAC secret.
     pub fn public_key_pem(&self) -> Option<String> {
         match self {
-            VerifyKey::Hmac(_) => None,
+            VerifyKey::Hmac(_) | VerifyKey::TokenHmac(_) => None,
             VerifyKey::Public { spki_der, .. } => Some(pem::encode("PUBLIC KEY", spki_der)),
         }
     }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::keys::KeyRing;
+use crate::keys::{KeyRing, VerifyError};
 use crate::protection::{ProtectionParseError, RowProtection};
 use crate::record::AuditRecord;
 use crate::store::{Store, StoreError};
@@ -24,6 +24,8 @@ pub enum RowFailure {
     VersionMismatch { keyid: i32, key: String, row: u32 },
     #[error("wrong {0}: the row was changed or protected with another key")]
     BadProtection(&'static str),
+    #[error("cannot be checked now: {0}")]
+    KeyUnavailable(String),
 }
 
 /// Checks one row against the key its rowProtection names.
@@ -42,11 +44,12 @@ pub fn verify_row(keys: &KeyRing, r: &AuditRecord) -> Result<(), RowFailure> {
         });
     }
     key.verify(r.protect_string().as_bytes(), &p.value)
-        .map_err(|_| {
-            RowFailure::BadProtection(match p.version {
+        .map_err(|e| match e {
+            VerifyError::Unavailable(why) => RowFailure::KeyUnavailable(why),
+            VerifyError::Mismatch => RowFailure::BadProtection(match p.version {
                 crate::protection::ProtectionVersion::Hmac => "HMAC",
                 crate::protection::ProtectionVersion::Signature => "signature",
-            })
+            }),
         })
 }
 

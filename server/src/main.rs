@@ -22,6 +22,10 @@ struct Args {
     /// TOML configuration file (see conf/auditseal.toml).
     #[arg(long, env = "AUDITSEAL_CONFIG")]
     config: Option<PathBuf>,
+    /// A SignServer configuration directory: its databaseprotection.properties gives the keys
+    /// and policy, its cesecore.properties the node id (cluster.nodeid).
+    #[arg(long, env = "AUDITSEAL_SIGNSERVER_CONF")]
+    signserver_conf: Option<PathBuf>,
     /// Directory for the embedded database and the generated key [default: ./data].
     #[arg(long, env = "AUDITSEAL_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -49,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let settings = Settings::resolve(Overrides {
         config: args.config,
+        signserver_conf: args.signserver_conf,
         data_dir: args.data_dir,
         database_url: args.database_url,
         node_id: args.node_id,
@@ -67,11 +72,11 @@ async fn main() -> anyhow::Result<()> {
             settings.data_dir.display()
         )
     })?;
-    let (keys, generated) = load_keys(
-        &settings.file.protection,
-        &settings.data_dir,
-        KeyMode::Server,
-    )?;
+    // Opening keys may talk to an HSM (log in, read keys): keep it off the async workers.
+    let (protection, data_dir) = (settings.protection.clone(), settings.data_dir.clone());
+    let (keys, generated) =
+        tokio::task::spawn_blocking(move || load_keys(&protection, &data_dir, KeyMode::Server))
+            .await??;
     for path in generated {
         tracing::warn!(path = %path.display(), "generated a new RSA-2048 signing key (keyid 1); back it up");
     }
@@ -98,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
         }
         None => tracing::warn!("protection.enable_sign is false: new rows are NOT protected"),
     }
-    let p = &settings.file.protection;
+    let p = &settings.protection;
     let state = AppState {
         store,
         device,

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 
-use auditseal_core::config::{KeyMode, Settings, load_keys};
+use auditseal_core::config::Settings;
 use auditseal_core::store;
 use auditseal_core::verify::{Selection, parse_node_arg, verify_log};
 
@@ -20,12 +20,7 @@ pub struct Args {
 }
 
 pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
-    let (keys, _) = load_keys(
-        &settings.file.protection,
-        &settings.data_dir,
-        KeyMode::VerifyOnly,
-    )
-    .context("cannot load the verification keys")?;
+    let keys = super::load_keys(settings).await?;
     let redacted = store::redact_url(&settings.database_url);
     let store = store::open(&settings.database_url)
         .await

@@ -1,0 +1,680 @@
+//! PKCS#11 crypto tokens (HSMs, SoftHSM2) through `cryptoki`, behind the same `CryptoToken`
+//! trait as the software key.
+//!
+//! One PKCS#11 context per module (library) per process; a pool of logged-in sessions per key;
+//! every call blocks, so callers run them off the async workers. A lost session, a logged-out or
+//! vanished token is handled by dropping the sessions, finding the slot again and logging in
+//! again; while that fails, signing answers `TokenError::Unavailable`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use sha2::{Digest, Sha256};
+
+use crate::der;
+use crate::keys::{MacOracle, VerifyKey};
+use crate::token::{Algorithm, CryptoToken, TokenError};
+
+/// How a token is found (SignServer's `slotLabelType`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotSelector {
+    /// SLOT_LABEL: the token label.
+    Label(String),
+    /// SLOT_NUMBER: the slot id.
+    Number(u64),
+    /// SLOT_INDEX: the position in the list of slots with a token.
+    Index(usize),
+}
+
+impl std::fmt::Display for SlotSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SlotSelector::Label(l) => write!(f, "token label {l:?}"),
+            SlotSelector::Number(n) => write!(f, "slot {n}"),
+            SlotSelector::Index(i) => write!(f, "slot index {i}"),
+        }
+    }
+}
+
+/// Everything needed to use one key in a token.
+#[derive(Clone)]
+pub struct Pkcs11Config {
+    pub keyid: i32,
+    pub library: PathBuf,
+    pub slot: SlotSelector,
+    pub key_label: String,
+    pub key_id: Option<Vec<u8>>,
+    pub pin: String,
+    /// None: from the key type.
+    pub algorithm: Option<Algorithm>,
+    /// Most sessions open at once for this key.
+    pub sessions: usize,
+}
+
+impl std::fmt::Debug for Pkcs11Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The PIN is never printed.
+        f.debug_struct("Pkcs11Config")
+            .field("keyid", &self.keyid)
+            .field("library", &self.library)
+            .field("slot", &self.slot)
+            .field("key_label", &self.key_label)
+            .field("algorithm", &self.algorithm)
+            .field("sessions", &self.sessions)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A loaded PKCS#11 module: the one context per library in this process (initialising a
+/// module twice is an error in PKCS#11, and several contexts in one process confuse modules).
+struct Module {
+    ctx: Pkcs11,
+    library: PathBuf,
+    /// Every PKCS#11 call holds this shared; a rescan (C_Finalize + C_Initialize) holds it
+    /// exclusively, since calls racing C_Finalize are undefined behaviour.
+    calls: RwLock<()>,
+    /// Bumped by each rescan: sessions and handles from an older generation are void (and must
+    /// not even be closed: their numbers may now name someone else's session).
+    generation: AtomicU64,
+    last_rescan: Mutex<Option<Instant>>,
+}
+
+/// Least time between two rescans of a module.
+const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
+
+impl Module {
+    fn get(library: &Path) -> Result<Arc<Module>, TokenError> {
+        static MODULES: OnceLock<Mutex<HashMap<PathBuf, Arc<Module>>>> = OnceLock::new();
+        let mut map = lock(MODULES.get_or_init(Default::default));
+        if let Some(m) = map.get(library) {
+            return Ok(m.clone());
+        }
+        let ctx = Pkcs11::new(library).map_err(|e| {
+            TokenError::InvalidKey(format!(
+                "cannot load PKCS#11 module {}: {e}",
+                library.display()
+            ))
+        })?;
+        let module = Arc::new(Module {
+            ctx,
+            library: library.to_path_buf(),
+            calls: RwLock::new(()),
+            generation: AtomicU64::new(0),
+            last_rescan: Mutex::new(None),
+        });
+        module.initialize()?;
+        map.insert(library.to_path_buf(), module.clone());
+        Ok(module)
+    }
+
+    fn initialize(&self) -> Result<(), TokenError> {
+        match self
+            .ctx
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+            Err(e) => Err(TokenError::Unavailable(format!(
+                "cannot initialise PKCS#11 module {}: {e}",
+                self.library.display()
+            ))),
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn shared(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.calls.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Many modules list slots only when initialised: a token that went away and came back is
+    /// seen again only after C_Finalize + C_Initialize. Rate-limited; waits for calls in flight.
+    fn rescan(&self) {
+        {
+            let mut last = lock(&self.last_rescan);
+            if last.is_some_and(|t| t.elapsed() < RESCAN_INTERVAL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let _exclusive = self.calls.write().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = self.ctx.clone().finalize() {
+            tracing::warn!(module = %self.library.display(), error = %e, "C_Finalize failed");
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        match self.initialize() {
+            Ok(()) => tracing::info!(
+                module = %self.library.display(),
+                "re-initialised the PKCS#11 module to look for tokens again"
+            ),
+            Err(e) => tracing::warn!(error = %e, "re-initialising the PKCS#11 module failed"),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; carry on with it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Errors after which the session, the login or the slot must be set up again.
+fn needs_reconnect(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::UserNotLoggedIn
+                | RvError::DeviceRemoved
+                | RvError::DeviceError
+                | RvError::TokenNotPresent
+                | RvError::TokenNotRecognized
+                | RvError::SlotIdInvalid
+                | RvError::KeyHandleInvalid
+                | RvError::ObjectHandleInvalid
+                | RvError::GeneralError
+                | RvError::CryptokiNotInitialized,
+            _
+        )
+    )
+}
+
+/// The key's handle in the token, valid until the next reconnect.
+type Found = ObjectHandle;
+
+/// A logged-in session with the module generation it was opened in.
+struct Held {
+    session: Session,
+    module_generation: u64,
+}
+
+/// A session lent out for one operation.
+struct Lent {
+    held: Held,
+    key: Found,
+    /// The pool generation it was lent in (see `Pool::generation`).
+    generation: u64,
+}
+
+struct Pool {
+    found: Option<Found>,
+    idle: Vec<Held>,
+    /// Sessions open now (idle and lent out).
+    open: usize,
+    /// Bumped at each reconnect; sessions of an older generation are closed when returned.
+    generation: u64,
+}
+
+struct Inner {
+    cfg: Pkcs11Config,
+    module: Arc<Module>,
+    algorithm: Algorithm,
+    pool: Mutex<Pool>,
+    returned: Condvar,
+    pin_failures: AtomicU32,
+}
+
+/// A key in a PKCS#11 token.
+pub struct Pkcs11Token {
+    inner: Arc<Inner>,
+    verify: VerifyKey,
+}
+
+impl Pkcs11Token {
+    /// Loads the module, finds the token and the key, logs in and reads the public key. A wrong
+    /// PIN is `InvalidKey` (retrying with the same PIN would only lock the token).
+    pub fn open(cfg: Pkcs11Config) -> Result<Self, TokenError> {
+        let module = Module::get(&cfg.library)?;
+        let mut inner = Inner {
+            algorithm: cfg.algorithm.unwrap_or(Algorithm::Sha256WithRsa),
+            cfg,
+            module,
+            pool: Mutex::new(Pool {
+                found: None,
+                idle: Vec::new(),
+                open: 0,
+                generation: 0,
+            }),
+            returned: Condvar::new(),
+            pin_failures: AtomicU32::new(0),
+        };
+        let (held, found, own, spki) = {
+            let _calls = inner.module.shared();
+            let held = inner.open_session()?;
+            let found = inner.find_key(&held.session)?;
+            let own = inner.key_algorithm(&held.session, found)?;
+            if let Some(configured) = inner.cfg.algorithm
+                && configured != own
+            {
+                return Err(TokenError::InvalidKey(format!(
+                    "{}: it is a {own} key but {configured} is configured",
+                    inner.describe()
+                )));
+            }
+            inner.algorithm = own;
+            let spki = match own {
+                Algorithm::HmacSha256 => None,
+                _ => Some(inner.public_key(&held.session, found)?),
+            };
+            (held, found, own, spki)
+        };
+        {
+            let mut pool = lock(&inner.pool);
+            pool.found = Some(found);
+            pool.open = 1;
+            pool.idle.push(held);
+        }
+        let inner = Arc::new(inner);
+        let verify = match spki {
+            Some(spki) => VerifyKey::from_spki(own, &spki)
+                .map_err(|e| TokenError::InvalidKey(format!("{}: {e}", inner.describe())))?,
+            // An HMAC secret never leaves the token: verifying means MACing again there.
+            None => VerifyKey::TokenHmac(inner.clone()),
+        };
+        Ok(Pkcs11Token { inner, verify })
+    }
+
+    /// How many times a PIN was refused since start (an alert: the token locks after a few).
+    pub fn pin_failures(&self) -> u32 {
+        self.inner.pin_failures.load(Ordering::Relaxed)
+    }
+}
+
+impl Inner {
+    fn describe(&self) -> String {
+        format!(
+            "PKCS#11 key {:?} in {} of {}",
+            self.cfg.key_label,
+            self.cfg.slot,
+            self.cfg.library.display()
+        )
+    }
+
+    fn unavailable(&self, what: &str, e: &CkError) -> TokenError {
+        TokenError::Unavailable(format!("{}: {what}: {e}", self.describe()))
+    }
+
+    /// Callers hold `module.shared()`.
+    fn find_slot(&self) -> Result<Slot, TokenError> {
+        let ctx = &self.module.ctx;
+        let slots = ctx
+            .get_slots_with_token()
+            .map_err(|e| self.unavailable("listing slots", &e))?;
+        let found = match &self.cfg.slot {
+            SlotSelector::Number(n) => slots.into_iter().find(|s| s.id() == *n),
+            SlotSelector::Index(i) => slots.into_iter().nth(*i),
+            SlotSelector::Label(label) => slots.into_iter().find(|s| {
+                ctx.get_token_info(*s)
+                    .is_ok_and(|t| t.label().trim_end() == label)
+            }),
+        };
+        found.ok_or_else(|| {
+            TokenError::Unavailable(format!("{}: no such token present", self.describe()))
+        })
+    }
+
+    /// A new session on the token, logged in. Callers hold `module.shared()`.
+    fn open_session(&self) -> Result<Held, TokenError> {
+        let module_generation = self.module.generation();
+        let slot = self.find_slot()?;
+        let session = self
+            .module
+            .ctx
+            .open_ro_session(slot)
+            .map_err(|e| self.unavailable("opening a session", &e))?;
+        let pin = AuthPin::new(self.cfg.pin.clone().into());
+        match session.login(UserType::User, Some(&pin)) {
+            // Login state is per token and application: another session may have logged in.
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(Held {
+                session,
+                module_generation,
+            }),
+            Err(CkError::Pkcs11(
+                rv @ (RvError::PinIncorrect | RvError::PinLocked | RvError::PinExpired),
+                _,
+            )) => {
+                let n = self.pin_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::error!(
+                    key = %self.describe(),
+                    failures = n,
+                    "ALERT: the token refused the PIN ({rv:?}); check the configured PIN before the token locks"
+                );
+                Err(TokenError::InvalidKey(format!(
+                    "{}: the token refused the PIN ({rv:?}, {n} refusals since start)",
+                    self.describe()
+                )))
+            }
+            Err(e) => Err(self.unavailable("logging in", &e)),
+        }
+    }
+
+    /// Callers hold `module.shared()`.
+    fn find_key(&self, session: &Session) -> Result<Found, TokenError> {
+        let mut template = vec![Attribute::Label(self.cfg.key_label.as_bytes().to_vec())];
+        if let Some(id) = &self.cfg.key_id {
+            template.push(Attribute::Id(id.clone()));
+        }
+        let mut handles = Vec::new();
+        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::SECRET_KEY] {
+            let mut t = template.clone();
+            t.push(Attribute::Class(class));
+            handles.extend(
+                session
+                    .find_objects(&t)
+                    .map_err(|e| self.unavailable("finding the key", &e))?,
+            );
+        }
+        match handles.as_slice() {
+            [key] => Ok(*key),
+            [] => Err(TokenError::InvalidKey(format!(
+                "{}: no private or secret key with that label{}",
+                self.describe(),
+                if self.cfg.key_id.is_some() {
+                    " and CKA_ID"
+                } else {
+                    ""
+                }
+            ))),
+            more => Err(TokenError::InvalidKey(format!(
+                "{}: {} keys have that label; set key_id (CKA_ID) to choose one",
+                self.describe(),
+                more.len()
+            ))),
+        }
+    }
+
+    fn key_algorithm(&self, session: &Session, key: Found) -> Result<Algorithm, TokenError> {
+        let key_type = session
+            .get_attributes(key, &[AttributeType::KeyType])
+            .map_err(|e| self.unavailable("reading the key type", &e))?
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::KeyType(t) => Some(t),
+                _ => None,
+            });
+        match key_type {
+            Some(t) if t == KeyType::RSA => Ok(Algorithm::Sha256WithRsa),
+            Some(t) if t == KeyType::EC => Ok(Algorithm::Sha256WithEcdsa),
+            Some(t) if t == KeyType::GENERIC_SECRET => Ok(Algorithm::HmacSha256),
+            other => Err(TokenError::InvalidKey(format!(
+                "{}: unsupported key type {other:?} (RSA, EC P-256 or a generic secret)",
+                self.describe()
+            ))),
+        }
+    }
+
+    /// The public key as a SubjectPublicKeyInfo: from the public key object with the same
+    /// label (and id), or for RSA from the private key's own modulus and exponent.
+    fn public_key(&self, session: &Session, key: Found) -> Result<Vec<u8>, TokenError> {
+        let mut template = vec![
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::Label(self.cfg.key_label.as_bytes().to_vec()),
+        ];
+        if let Some(id) = &self.cfg.key_id {
+            template.push(Attribute::Id(id.clone()));
+        }
+        let public = session
+            .find_objects(&template)
+            .map_err(|e| self.unavailable("finding the public key", &e))?
+            .first()
+            .copied();
+        let bad = |why: &str| TokenError::InvalidKey(format!("{}: {why}", self.describe()));
+        match self.algorithm {
+            Algorithm::Sha256WithRsa => {
+                let attrs = session
+                    .get_attributes(
+                        public.unwrap_or(key),
+                        &[AttributeType::Modulus, AttributeType::PublicExponent],
+                    )
+                    .map_err(|e| self.unavailable("reading the RSA public key", &e))?;
+                let (mut n, mut e) = (None, None);
+                for a in attrs {
+                    match a {
+                        Attribute::Modulus(v) => n = Some(v),
+                        Attribute::PublicExponent(v) => e = Some(v),
+                        _ => {}
+                    }
+                }
+                match (n, e) {
+                    (Some(n), Some(e)) => Ok(der::rsa_spki(&n, &e)),
+                    _ => Err(bad("the RSA public key cannot be read")),
+                }
+            }
+            Algorithm::Sha256WithEcdsa => {
+                let obj = public.ok_or_else(|| bad("no EC public key object with that label"))?;
+                let attrs = session
+                    .get_attributes(obj, &[AttributeType::EcParams, AttributeType::EcPoint])
+                    .map_err(|e| self.unavailable("reading the EC public key", &e))?;
+                let (mut params, mut point) = (None, None);
+                for a in attrs {
+                    match a {
+                        Attribute::EcParams(v) => params = Some(v),
+                        Attribute::EcPoint(v) => point = Some(v),
+                        _ => {}
+                    }
+                }
+                let p256 = [&[0x06, der::OID_P256.len() as u8][..], der::OID_P256].concat();
+                if params.as_deref() != Some(&p256[..]) {
+                    return Err(bad("only EC keys on P-256 (prime256v1) are supported"));
+                }
+                point
+                    .and_then(|p| der::ec_p256_spki(&p))
+                    .ok_or_else(|| bad("the EC public point cannot be read"))
+            }
+            Algorithm::HmacSha256 => Err(bad("a secret key has no public key")),
+        }
+    }
+
+    /// Lends a logged-in session and the key, opening one (or finding everything again after a
+    /// reconnect) as needed. Callers hold `module.shared()`.
+    fn checkout(&self) -> Result<Lent, TokenError> {
+        let mut pool = lock(&self.pool);
+        loop {
+            if let Some(key) = pool.found
+                && let Some(held) = pool.idle.pop()
+            {
+                return Ok(Lent {
+                    held,
+                    key,
+                    generation: pool.generation,
+                });
+            }
+            if pool.open < self.cfg.sessions.max(1) {
+                pool.open += 1;
+                let generation = pool.generation;
+                let known = pool.found;
+                drop(pool);
+                // Open outside the pool lock: a login can take a while on a real HSM.
+                let opened = self.open_session().and_then(|held| {
+                    let key = match known {
+                        Some(k) => k,
+                        None => self.find_key(&held.session)?,
+                    };
+                    Ok((held, key))
+                });
+                let mut pool = lock(&self.pool);
+                return match opened {
+                    Ok((held, key)) => {
+                        if generation == pool.generation {
+                            pool.found = Some(key);
+                        }
+                        Ok(Lent {
+                            held,
+                            key,
+                            generation,
+                        })
+                    }
+                    Err(e) => {
+                        pool.open -= 1;
+                        self.returned.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            let (p, waited) = self
+                .returned
+                .wait_timeout(pool, Duration::from_secs(30))
+                .unwrap_or_else(|p| p.into_inner());
+            pool = p;
+            if waited.timed_out() {
+                return Err(TokenError::Unavailable(format!(
+                    "{}: all {} sessions busy for 30 s",
+                    self.describe(),
+                    self.cfg.sessions
+                )));
+            }
+        }
+    }
+
+    /// Closes a session, unless the module was re-initialised since it was opened: then its
+    /// handle is void and may name another session now, so it is only forgotten.
+    fn discard(&self, held: Held) {
+        if held.module_generation == self.module.generation() {
+            drop(held.session);
+        } else {
+            std::mem::forget(held.session);
+        }
+    }
+
+    fn checkin(&self, lent: Lent) {
+        let mut pool = lock(&self.pool);
+        if lent.generation == pool.generation {
+            pool.idle.push(lent.held);
+        } else {
+            pool.open -= 1;
+            self.discard(lent.held);
+        }
+        self.returned.notify_one();
+    }
+
+    /// Forgets every session and the key handle: the next checkout finds everything again.
+    fn reconnect(&self, broken: Lent) {
+        let mut pool = lock(&self.pool);
+        pool.open -= 1;
+        self.discard(broken.held);
+        if broken.generation == pool.generation {
+            pool.generation += 1;
+            pool.found = None;
+            for held in std::mem::take(&mut pool.idle) {
+                pool.open -= 1;
+                self.discard(held);
+            }
+        }
+        self.returned.notify_all();
+    }
+
+    fn raw_sign(&self, mechanism: &Mechanism, data: &[u8]) -> Result<Vec<u8>, TokenError> {
+        let mut last = None;
+        // Once with what we have, once more after reconnecting, once more after a rescan.
+        for attempt in 0..3 {
+            let result = {
+                let _calls = self.module.shared();
+                match self.checkout() {
+                    Ok(lent) if lent.held.module_generation != self.module.generation() => {
+                        // Opened before a rescan: its handles are void.
+                        Err((lent, None))
+                    }
+                    Ok(lent) => match lent.held.session.sign(mechanism, lent.key, data) {
+                        Ok(sig) => Ok((lent, sig)),
+                        Err(e) if needs_reconnect(&e) => Err((lent, Some(e))),
+                        Err(e) => {
+                            self.checkin(lent);
+                            return Err(self.unavailable("signing", &e));
+                        }
+                    },
+                    Err(e @ TokenError::Unavailable(_)) => {
+                        last = Some(e);
+                        drop(_calls);
+                        // The token is not where it was: have the module look again.
+                        if attempt < 2 {
+                            self.module.rescan();
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            match result {
+                Ok((lent, sig)) => {
+                    self.checkin(lent);
+                    return Ok(sig);
+                }
+                Err((lent, e)) => {
+                    if let Some(e) = &e {
+                        tracing::warn!(key = %self.describe(), error = %e, "PKCS#11 session lost; reconnecting");
+                        last = Some(self.unavailable("signing", e));
+                    }
+                    self.reconnect(lent);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| TokenError::Unavailable(self.describe())))
+    }
+
+    fn sign(&self, data: &[u8]) -> Result<Vec<u8>, TokenError> {
+        match self.algorithm {
+            Algorithm::Sha256WithRsa => self.raw_sign(&Mechanism::Sha256RsaPkcs, data),
+            Algorithm::HmacSha256 => self.raw_sign(&Mechanism::Sha256Hmac, data),
+            Algorithm::Sha256WithEcdsa => {
+                // CKM_ECDSA signs a digest and returns r || s; Java (and CESeCore) store DER.
+                let digest = Sha256::digest(data);
+                let raw = self.raw_sign(&Mechanism::Ecdsa, &digest)?;
+                der::ecdsa_raw_to_der(&raw).ok_or_else(|| {
+                    TokenError::Unavailable(format!(
+                        "{}: malformed ECDSA signature",
+                        self.describe()
+                    ))
+                })
+            }
+        }
+    }
+}
+
+impl MacOracle for Inner {
+    fn mac(&self, data: &[u8]) -> Result<Vec<u8>, TokenError> {
+        self.sign(data)
+    }
+}
+
+impl CryptoToken for Pkcs11Token {
+    fn keyid(&self) -> i32 {
+        self.inner.cfg.keyid
+    }
+
+    fn algorithm(&self) -> Algorithm {
+        self.inner.algorithm
+    }
+
+    /// Signs in the token, then checks the signature with the public key before it is used:
+    /// a wrong signature (a confused module, a handle gone stale) never reaches a row.
+    fn sign(&self, data: &[u8]) -> Result<Vec<u8>, TokenError> {
+        let sig = self.inner.sign(data)?;
+        if self.inner.algorithm != Algorithm::HmacSha256 && self.verify.verify(data, &sig).is_err()
+        {
+            return Err(TokenError::Unavailable(format!(
+                "{}: the token returned a signature that does not verify",
+                self.inner.describe()
+            )));
+        }
+        Ok(sig)
+    }
+
+    fn verify_key(&self) -> VerifyKey {
+        self.verify.clone()
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}

@@ -1,0 +1,236 @@
+//! PKCS#11 tokens on a real SoftHSM2 token, in this process. PKCS#11 allows one context per
+//! module per process and SoftHSM reads SOFTHSM2_CONF once, so every test here shares one token
+//! (`hsm()`); tests that need their own token start server processes instead (tests/hsm_server.rs).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use auditseal_core::config::{FileConfig, KeyMode, load_keys};
+use auditseal_core::keys::KeyRing;
+use auditseal_core::protector::protect;
+use auditseal_core::record::AuditRecord;
+use auditseal_core::token::{Algorithm, SharedToken};
+use auditseal_core::verify::verify_row;
+use auditseal_e2e::hsm::{MODULE, PIN, SoftHsm};
+
+fn hsm() -> &'static SoftHsm {
+    static HSM: OnceLock<SoftHsm> = OnceLock::new();
+    HSM.get_or_init(|| {
+        let h = SoftHsm::new("audit");
+        // SAFETY-free but process-global: set before the first PKCS#11 call of this process.
+        unsafe { std::env::set_var("SOFTHSM2_CONF", h.conf()) };
+        h
+    })
+}
+
+fn token_toml(keyid: i32, slot: &str, label: &str, extra: &str) -> String {
+    format!(
+        "[protection]\nkeyid = {keyid}\n[[protection.keys]]\nkind = 'pkcs11'\nkeyid = {keyid}\nlibrary = '{MODULE}'\n{slot}\nkey_label = '{label}'\n{extra}\n"
+    )
+}
+
+fn open(toml_text: &str) -> Result<(SharedToken, KeyRing), String> {
+    let cfg: FileConfig = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir().unwrap();
+    let (setup, _) = load_keys(
+        &cfg.protection.unwrap_or_default(),
+        dir.path(),
+        KeyMode::Server,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((setup.current.unwrap(), setup.ring))
+}
+
+fn record(n: i64) -> AuditRecord {
+    AuditRecord {
+        pk: format!("{n:032x}"),
+        node_id: "hsm-node".into(),
+        sequence_number: n,
+        time_stamp: 1_764_000_000_000 + n,
+        event_type: "PROCESS".into(),
+        event_status: "SUCCESS".into(),
+        auth_token: "CN=Signer".into(),
+        service: "SIGNSERVER".into(),
+        module: "WORKER".into(),
+        custom_id: None,
+        search_detail1: Some("åäö".into()),
+        search_detail2: None,
+        additional_details: None,
+        row_version: 0,
+        row_protection: None,
+    }
+}
+
+fn openssl_verify(pubkey: &Path, data: &[u8], sig: &[u8]) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("d"), data).unwrap();
+    std::fs::write(dir.path().join("s"), sig).unwrap();
+    Command::new("openssl")
+        .args([
+            "dgst",
+            "-sha256",
+            "-verify",
+            pubkey.to_str().unwrap(),
+            "-signature",
+        ])
+        .arg(dir.path().join("s"))
+        .arg(dir.path().join("d"))
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn rsa_ec_and_hmac_keys_protect_rows_that_verify_independently() {
+    let h = hsm();
+    let out = tempfile::tempdir().unwrap();
+    for (keyid, label, alg) in [
+        (10, "rsakey", Algorithm::Sha256WithRsa),
+        (11, "eckey", Algorithm::Sha256WithEcdsa),
+        (12, "hmackey", Algorithm::HmacSha256),
+    ] {
+        let (token, ring) = open(&token_toml(
+            keyid,
+            "slot_label = 'audit'",
+            label,
+            &format!("pin = '{PIN}'"),
+        ))
+        .unwrap();
+        assert_eq!(token.algorithm(), alg, "{label}");
+        let mut r = record(keyid as i64);
+        let p = protect(token.as_ref(), &r).unwrap();
+        assert!(
+            p.starts_with(&format!(
+                "1:{}:{keyid}:",
+                if alg == Algorithm::HmacSha256 { 1 } else { 2 }
+            )),
+            "{p}"
+        );
+        r.row_protection = Some(p.clone());
+        verify_row(&ring, &r).unwrap_or_else(|e| panic!("{label}: {e}"));
+        let value = hex::decode(p.rsplit_once(':').unwrap().1).unwrap();
+        let data = r.protect_string();
+        match alg {
+            Algorithm::HmacSha256 => {
+                // pkcs11-tool computes the same MAC with the same key.
+                let d = out.path().join("data");
+                let m = out.path().join("mac");
+                std::fs::write(&d, &data).unwrap();
+                h.tool(&[
+                    "--sign",
+                    "--mechanism",
+                    "SHA256-HMAC",
+                    "--label",
+                    "hmackey",
+                    "-i",
+                    d.to_str().unwrap(),
+                    "-o",
+                    m.to_str().unwrap(),
+                ]);
+                assert_eq!(std::fs::read(&m).unwrap(), value);
+            }
+            _ => {
+                let pem = h.public_key_pem(label, out.path());
+                assert!(
+                    openssl_verify(&pem, data.as_bytes(), &value),
+                    "{label}: OpenSSL rejects the signature"
+                );
+                // The public key we publish is the token's, byte for byte.
+                let ours = token.verify_key().public_key_pem().unwrap();
+                assert_eq!(
+                    ours.trim(),
+                    std::fs::read_to_string(&pem).unwrap().trim(),
+                    "{label}"
+                );
+                if alg == Algorithm::Sha256WithEcdsa {
+                    assert_eq!(value[0], 0x30, "ECDSA stored as DER, as Java writes it");
+                }
+            }
+        }
+        r.event_status = "FAILURE".into();
+        assert!(verify_row(&ring, &r).is_err());
+    }
+}
+
+#[test]
+fn slots_by_label_number_and_index_and_clear_errors() {
+    let h = hsm();
+    let slot = h.slot_id();
+    for sel in [
+        format!("slot_number = {slot}"),
+        "slot_index = 0".to_string(),
+        "slot_label = 'audit'".into(),
+    ] {
+        let (token, _) = open(&token_toml(20, &sel, "rsakey", &format!("pin = '{PIN}'"))).unwrap();
+        assert_eq!(token.algorithm(), Algorithm::Sha256WithRsa, "{sel}");
+    }
+    let e = open(&token_toml(
+        21,
+        "slot_label = 'nope'",
+        "rsakey",
+        "pin = '1234'",
+    ))
+    .err()
+    .unwrap();
+    assert!(e.contains("nope") && e.contains("no such token"), "{e}");
+    let e = open(&token_toml(
+        22,
+        "slot_label = 'audit'",
+        "missing",
+        "pin = '1234'",
+    ))
+    .err()
+    .unwrap();
+    assert!(
+        e.contains("missing") && e.contains("no private or secret key"),
+        "{e}"
+    );
+    let e = open(&token_toml(
+        23,
+        "slot_label = 'audit'",
+        "rsakey",
+        "algorithm = 'SHA256WithECDSA'\npin = '1234'",
+    ))
+    .err()
+    .unwrap();
+    assert!(e.contains("SHA256WithRSA key"), "{e}");
+    let e = open(&token_toml(
+        24,
+        "slot_label = 'audit'",
+        "rsakey",
+        "pin_env = 'AUDITSEAL_TEST_UNSET_PIN'",
+    ))
+    .err()
+    .unwrap();
+    assert!(e.contains("AUDITSEAL_TEST_UNSET_PIN"), "{e}");
+}
+
+#[test]
+fn many_threads_share_the_session_pool() {
+    hsm();
+    let (token, ring) = open(&token_toml(
+        40,
+        "slot_label = 'audit'",
+        "eckey",
+        &format!("pin = '{PIN}'\nsessions = 3"),
+    ))
+    .unwrap();
+    let handles: Vec<_> = (0..6)
+        .map(|t| {
+            let token = token.clone();
+            let ring = ring.clone();
+            std::thread::spawn(move || {
+                for i in 0..40 {
+                    let mut r = record(t * 1000 + i);
+                    r.row_protection = Some(protect(token.as_ref(), &r).unwrap());
+                    verify_row(&ring, &r).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
