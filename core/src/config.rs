@@ -565,6 +565,13 @@ impl Settings {
             (Some(dir), None) => {
                 let ss = crate::signserver::load(dir)
                     .map_err(|e| ConfigError::Invalid(format!("SignServer configuration: {e}")))?;
+                // Never fall back to a generated key behind an operator's SignServer settings.
+                if ss.protection.keys.is_empty() {
+                    return Err(ConfigError::Invalid(format!(
+                        "SignServer configuration {}: no key entries (databaseprotection.keyid.0 ...)",
+                        dir.display()
+                    )));
+                }
                 (ss.protection, ss.node_id)
             }
             (None, p) => (p.unwrap_or_default(), None),

@@ -119,9 +119,15 @@ pub async fn exec(url: &str, sql: &str) {
 
 /// Runs `auditseal-db` with arguments; returns (exit code, stdout, stderr).
 pub fn cli(args: &[&str]) -> (i32, String, String) {
+    cli_env(args, &[])
+}
+
+/// `cli` with extra environment variables (e.g. SOFTHSM2_CONF).
+pub fn cli_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> (i32, String, String) {
     let out: Output = Command::new(bin_dir().join("auditseal-db"))
         .args(args)
         .env_remove("AUDITSEAL_DATABASE_URL")
+        .envs(env.iter().copied())
         .output()
         .expect("run auditseal-db");
     (
@@ -141,11 +147,17 @@ pub struct Server {
 impl Server {
     /// Starts the server with `args` (plus `--bind 127.0.0.1:0`) and waits until it listens.
     pub fn start(args: &[&str]) -> Result<Server, String> {
+        Self::start_env(args, &[])
+    }
+
+    /// `start` with extra environment variables (e.g. SOFTHSM2_CONF).
+    pub fn start_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Result<Server, String> {
         let log = std::env::temp_dir().join(format!("{}.log", unique_name("auditseal-server")));
         let mut child = Command::new(bin_dir().join("auditseal-server"))
             .args(args)
             .args(["--bind", "127.0.0.1:0"])
             .env_remove("AUDITSEAL_DATABASE_URL")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)
             .spawn()
@@ -214,4 +226,58 @@ pub fn event(event_type: &str) -> serde_json::Value {
         "service": "SIGNSERVER",
         "module": "WORKER",
     })
+}
+
+/// The 13 protected values of a row, as the Java program's `verify` wants them.
+pub fn record_fields(r: &auditseal_core::record::AuditRecord) -> [Option<String>; 13] {
+    [
+        Some(r.pk.clone()),
+        Some(r.node_id.clone()),
+        Some(r.sequence_number.to_string()),
+        Some(r.time_stamp.to_string()),
+        Some(r.event_type.clone()),
+        Some(r.event_status.clone()),
+        Some(r.auth_token.clone()),
+        Some(r.service.clone()),
+        Some(r.module.clone()),
+        r.custom_id.clone(),
+        r.search_detail1.clone(),
+        r.search_detail2.clone(),
+        r.additional_details.clone(),
+    ]
+}
+
+/// Verifies rows with the independent Java program and a PEM public key; returns its verdicts.
+pub fn java_verify(rows: &[auditseal_core::record::AuditRecord], pubkey_pem: &Path) -> String {
+    let lines: String = rows
+        .iter()
+        .map(|r| {
+            let f = record_fields(r);
+            let refs: [Option<&str>; 13] = std::array::from_fn(|i| f[i].as_deref());
+            java::verify_line(&refs, r.row_protection.as_deref()) + "\n"
+        })
+        .collect();
+    java::JavaCompat::get().run_ok(
+        &[
+            "verify",
+            "--pubkey",
+            pubkey_pem.to_str().expect("utf-8 path"),
+        ],
+        &lines,
+    )
+}
+
+/// Reads every row of the database, oldest first per node (for independent checks).
+pub async fn all_rows(url: &str) -> Vec<auditseal_core::record::AuditRecord> {
+    let store = auditseal_core::store::open(url).await.expect("open store");
+    let mut rows = Vec::new();
+    for node in store.nodes().await.expect("nodes") {
+        rows.extend(
+            store
+                .read_node(&node, 0, None, i64::MAX)
+                .await
+                .expect("read"),
+        );
+    }
+    rows
 }

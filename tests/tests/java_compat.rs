@@ -50,21 +50,7 @@ fn sample_rows() -> Vec<AuditRecord> {
 }
 
 fn fields(r: &AuditRecord) -> [Option<String>; 13] {
-    [
-        Some(r.pk.clone()),
-        Some(r.node_id.clone()),
-        Some(r.sequence_number.to_string()),
-        Some(r.time_stamp.to_string()),
-        Some(r.event_type.clone()),
-        Some(r.event_status.clone()),
-        Some(r.auth_token.clone()),
-        Some(r.service.clone()),
-        Some(r.module.clone()),
-        r.custom_id.clone(),
-        r.search_detail1.clone(),
-        r.search_detail2.clone(),
-        r.additional_details.clone(),
-    ]
+    auditseal_e2e::record_fields(r)
 }
 
 fn refs(f: &[Option<String>; 13]) -> [Option<&str>; 13] {
