@@ -12,23 +12,27 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 
-/// Where cargo put the workspace's binaries (target/debug), built once per test process.
+/// Where cargo put the workspace's binaries. From a test (target/<profile>/deps/<test>): the
+/// workspace is built once per test process and target/<profile> used; from a program such as
+/// auditseal-bench (target/<profile>/<program>): its own directory, built by its caller.
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            // The same selection as `cargo test --workspace`, so features unify alike and nothing is rebuilt.
-            .args(["build", "--quiet", "--workspace", "--all-targets"])
-            .current_dir(workspace_root())
-            .status()
-            .expect("cannot run cargo to build the binaries");
-        assert!(status.success(), "building the binaries failed");
         let exe = std::env::current_exe().expect("current_exe");
-        // target/debug/deps/<test> -> target/debug
-        exe.parent()
-            .and_then(Path::parent)
-            .expect("target dir")
-            .to_path_buf()
+        let dir = exe.parent().expect("exe dir");
+        if dir.file_name().is_some_and(|n| n == "deps") {
+            let status = Command::new(env!("CARGO"))
+                // The same selection as `cargo test --workspace`, so features unify alike and
+                // nothing is rebuilt.
+                .args(["build", "--quiet", "--workspace", "--all-targets"])
+                .current_dir(workspace_root())
+                .status()
+                .expect("cannot run cargo to build the binaries");
+            assert!(status.success(), "building the binaries failed");
+            dir.parent().expect("target dir").to_path_buf()
+        } else {
+            dir.to_path_buf()
+        }
     })
 }
 

@@ -1,0 +1,284 @@
+//! auditseal-bench: measures what the log devices reach against baselines taken in the same run
+//! on the same machine. Prints figures and ratios; asserts nothing (docs/PERFORMANCE.md).
+//!
+//! Run with `scripts/bench` (starts a throw-away PostgreSQL and builds in release mode).
+//!
+//! Sections:
+//! 1. the token's raw signing rate: one session, then several sessions on several threads;
+//! 2. PostgreSQL's rate for one INSERT + COMMIT per row (the sequential device's write pattern)
+//!    into a scratch copy of the table;
+//! 3. the bound for the sequential device: sign + INSERT/COMMIT per row, one after the other,
+//!    in this process through the real store (no HTTP);
+//! 4. the sequential device through HTTP (`auditseal-server`, same token, same database),
+//!    and its ratio to [3] (and to 1/(sign + commit) from [1] and [2] measured apart).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use auditseal_core::config::{FileConfig, KeyMode, load_keys};
+use auditseal_core::token::SharedToken;
+use auditseal_e2e::hsm::{MODULE, PIN, SoftHsm};
+use auditseal_e2e::{Backend, Server, event, new_database};
+use sqlx::Connection;
+
+struct Opts {
+    signs: usize,
+    commits: usize,
+    events: usize,
+    clients: usize,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        signs: 3000,
+        commits: 3000,
+        events: 3000,
+        clients: 16,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut num = |name: &str| -> usize {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} needs a number"))
+        };
+        match a.as_str() {
+            "--signs" => o.signs = num("--signs"),
+            "--commits" => o.commits = num("--commits"),
+            "--events" => o.events = num("--events"),
+            "--clients" => o.clients = num("--clients"),
+            "-h" | "--help" => {
+                println!("auditseal-bench [--signs N] [--commits N] [--events N] [--clients N]");
+                std::process::exit(0);
+            }
+            other => panic!("unknown option {other}; see --help"),
+        }
+    }
+    o
+}
+
+fn hsm_token(h: &SoftHsm, label: &str, sessions: usize) -> SharedToken {
+    let cfg: FileConfig = toml::from_str(&format!(
+        "[[protection.keys]]\nkind = 'pkcs11'\nkeyid = 1\nlibrary = '{MODULE}'\nslot_label = '{}'\nkey_label = '{label}'\npin = '{PIN}'\nsessions = {sessions}\n",
+        h.label
+    ))
+    .expect("config");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (setup, _) = load_keys(
+        &cfg.protection.unwrap_or_default(),
+        dir.path(),
+        KeyMode::Server,
+    )
+    .expect("open the token");
+    setup.current.expect("a signing key")
+}
+
+/// Signs `n` protect-string-sized messages on `threads` threads; returns signatures per second.
+fn sign_rate(token: &SharedToken, n: usize, threads: usize) -> f64 {
+    let msg = vec![b'x'; 300];
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (token, msg) = (token.clone(), &msg);
+            let share = n / threads + usize::from(t < n % threads);
+            s.spawn(move || {
+                for _ in 0..share {
+                    token.sign(msg).expect("sign");
+                }
+            });
+        }
+    });
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A row of the size the device writes (no details), for the database baselines.
+fn bench_record(node: &str, seq: i64) -> auditseal_core::record::AuditRecord {
+    auditseal_core::record::AuditRecord {
+        pk: auditseal_core::record::new_pk(),
+        node_id: node.into(),
+        sequence_number: seq,
+        time_stamp: auditseal_core::time::now_millis(),
+        event_type: "PROCESS".into(),
+        event_status: "SUCCESS".into(),
+        auth_token: "CN=signer,O=Test".into(),
+        service: "SIGNSERVER".into(),
+        module: "WORKER".into(),
+        custom_id: None,
+        search_detail1: None,
+        search_detail2: None,
+        additional_details: None,
+        row_version: 0,
+        row_protection: None,
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let o = opts();
+    let work = tempfile::tempdir().expect("tempdir");
+    println!(
+        "auditseal-bench: {} cores, PostgreSQL at {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        auditseal_e2e::pg_admin_url()
+    );
+
+    // 1. Raw signing rate of the token (SoftHSM2, RSA-2048).
+    let hsm = SoftHsm::new("bench");
+    unsafe { std::env::set_var("SOFTHSM2_CONF", hsm.conf()) };
+    let one = hsm_token(&hsm, "rsakey", 1);
+    sign_rate(&one, 100, 1); // warm-up
+    let sign1 = sign_rate(&one, o.signs, 1);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let many = hsm_token(&hsm, "rsakey", cores * 2);
+    let sign_n = sign_rate(&many, o.signs, cores * 2);
+    println!("\n[1] token signing rate (SoftHSM2 RSA-2048, CKM_SHA256_RSA_PKCS)");
+    println!(
+        "    1 session, 1 thread:          {sign1:>9.0} signatures/s ({:.3} ms each)",
+        1000.0 / sign1
+    );
+    println!(
+        "    {} sessions, {} threads:        {sign_n:>9.0} signatures/s ({:.2}x)",
+        cores * 2,
+        cores * 2,
+        sign_n / sign1
+    );
+
+    // 2. One INSERT + COMMIT per row, sequentially, into a scratch copy of the table.
+    let url = new_database(Backend::Postgres, work.path()).await;
+    let store = auditseal_core::store::open(&url).await.expect("open");
+    store.migrate().await.expect("migrate");
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    sqlx::raw_sql("CREATE TABLE scratch (LIKE auditrecorddata INCLUDING ALL)")
+        .execute(&mut conn)
+        .await
+        .expect("scratch");
+    let sig_hex = "ab".repeat(256);
+    let started = Instant::now();
+    for i in 0..o.commits {
+        sqlx::query("INSERT INTO scratch (pk, nodeid, sequencenumber, \"timestamp\", eventtype, eventstatus, authtoken, service, module, rowversion, rowprotection) VALUES ($1, 'bench', $2, $3, 'PROCESS', 'SUCCESS', 'CN=signer,O=Test', 'SIGNSERVER', 'WORKER', 0, $4)")
+            .bind(format!("{i:032x}"))
+            .bind(i as i64)
+            .bind(auditseal_core::time::now_millis())
+            .bind(format!("1:2:1:{sig_hex}"))
+            .execute(&mut conn)
+            .await
+            .expect("insert");
+    }
+    let commit = o.commits as f64 / started.elapsed().as_secs_f64();
+    println!("\n[2] PostgreSQL, one INSERT + COMMIT per row (autocommit), one connection");
+    println!("    {commit:>9.0} rows/s ({:.3} ms each)", 1000.0 / commit);
+
+    // 3. The bound: sign + one INSERT/COMMIT per row, one after the other, in this process
+    // through the real store (what the sequential device does, without HTTP).
+    let sum_bound = 1.0 / (1.0 / sign1 + 1.0 / commit);
+    let started = Instant::now();
+    let (mut in_sign, mut in_insert) = (Duration::ZERO, Duration::ZERO);
+    for i in 0..o.commits {
+        let t0 = Instant::now();
+        let mut r = bench_record("bound", i as i64);
+        let token = one.clone();
+        let unsigned = r.clone();
+        let p = tokio::task::spawn_blocking(move || {
+            auditseal_core::protector::protect(token.as_ref(), &unsigned)
+        })
+        .await
+        .expect("join")
+        .expect("sign");
+        r.row_protection = Some(p);
+        let t1 = Instant::now();
+        store.insert(&r).await.expect("insert");
+        in_sign += t1 - t0;
+        in_insert += t1.elapsed();
+    }
+    let bound = o.commits as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "\n[3] bound: sign + INSERT/COMMIT per row, in sequence, in-process ({} rows)",
+        o.commits
+    );
+    println!(
+        "    {bound:>9.0} rows/s (sign {:.3} ms + insert {:.3} ms per row)",
+        in_sign.as_secs_f64() * 1000.0 / o.commits as f64,
+        in_insert.as_secs_f64() * 1000.0 / o.commits as f64
+    );
+    println!("    (from [1] and [2] measured apart: 1/(sign + commit) = {sum_bound:.0} rows/s)");
+
+    // 4. The sequential device through HTTP on the same token and database.
+    let conf = work.path().join("bench.toml");
+    std::fs::write(&conf, format!(
+        "[[protection.keys]]\nkind = 'pkcs11'\nkeyid = 1\nlibrary = '{MODULE}'\nslot_label = 'bench'\nkey_label = 'rsakey'\npin = '{PIN}'\n"
+    )).expect("conf");
+    let server = Server::start_env(
+        &[
+            "--config",
+            conf.to_str().unwrap(),
+            "--data-dir",
+            work.path().to_str().unwrap(),
+            "--node-id",
+            "bench",
+            "--database-url",
+            &url,
+        ],
+        &[
+            ("SOFTHSM2_CONF", hsm.conf().as_os_str()),
+            ("AUDITSEAL_LOG", std::ffi::OsStr::new("warn")),
+        ],
+    )
+    .expect("start the server");
+    let client = reqwest::Client::new();
+    let body = Arc::new(event("PROCESS"));
+    let per_client = o.events / o.clients;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..o.clients {
+        let (client, body, url) = (client.clone(), body.clone(), server.url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_client);
+            for _ in 0..per_client {
+                let t = Instant::now();
+                let r = client
+                    .post(format!("{url}/api/v1/events"))
+                    .json(&*body)
+                    .send()
+                    .await
+                    .expect("post");
+                assert_eq!(r.status().as_u16(), 201, "{:?}", r.text().await);
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("client"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let device = lat.len() as f64 / elapsed;
+    lat.sort();
+    println!(
+        "\n[4] sequential device through HTTP ({} clients, {} events, same token and database)",
+        o.clients,
+        lat.len()
+    );
+    println!(
+        "    {device:>9.0} events/s, latency p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&lat, 0.5).as_secs_f64() * 1000.0,
+        percentile(&lat, 0.99).as_secs_f64() * 1000.0
+    );
+    println!(
+        "    RATIO device / bound [3]             = {:.2} (target >= 0.80)",
+        device / bound
+    );
+    println!(
+        "    ratio device / 1/(sign+commit) apart = {:.2}",
+        device / sum_bound
+    );
+    server.stop();
+}
