@@ -94,16 +94,16 @@ impl SequentialDevice {
         token: Option<SharedToken>,
     ) -> Result<Self, DeviceError> {
         let lock = store.lock_node(&node_id).await?;
-        let next = store.next_sequence(&node_id).await?;
-        tracing::info!(node = %node_id, next_sequence = next, "sequential log device ready");
+        let head = store.head(&node_id).await?;
+        tracing::info!(node = %node_id, next_sequence = head.next_sequence, "sequential log device ready");
         Ok(SequentialDevice {
             inner: Arc::new(Inner {
                 node_id,
                 store,
                 token,
                 state: Mutex::new(State {
-                    next: Some(next),
-                    last_time: 0,
+                    next: Some(head.next_sequence),
+                    last_time: head.last_time_stamp,
                     lock_epoch: lock.epoch(),
                 }),
                 lock,
@@ -125,7 +125,11 @@ impl Inner {
         }
         let seq = match state.next {
             Some(n) => n,
-            None => self.store.next_sequence(&self.node_id).await?,
+            None => {
+                let head = self.store.head(&self.node_id).await?;
+                state.last_time = state.last_time.max(head.last_time_stamp);
+                head.next_sequence
+            }
         };
         state.next = Some(seq);
         // Never decreasing within a node, even if the clock steps back.

@@ -64,6 +64,13 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Where a node's log stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeHead {
+    pub next_sequence: i64,
+    pub last_time_stamp: i64,
+}
+
 /// Held for as long as this process is the one writer of a node id; dropping it releases it.
 /// A lock can be lost while held (PostgreSQL: its session died); writers check `is_held` before
 /// each write and re-read their position when `epoch` changes (the lock was taken again).
@@ -129,8 +136,9 @@ pub trait Store: Send + Sync {
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Makes this process the only writer of `node` until the lock is dropped, or says who has it.
     async fn lock_node(&self, node: &str) -> Result<NodeLock, StoreError>;
-    /// MAX(sequenceNumber)+1 of the node's rows, or 0 for a new node.
-    async fn next_sequence(&self, node: &str) -> Result<i64, StoreError>;
+    /// Where the node's log stands: MAX(sequenceNumber)+1 (0 for a new node) and the newest
+    /// timeStamp (new rows never get an older one).
+    async fn head(&self, node: &str) -> Result<NodeHead, StoreError>;
     /// Inserts and commits one row.
     async fn insert(&self, record: &AuditRecord) -> Result<(), StoreError>;
     /// Every node id that has rows.
@@ -186,14 +194,17 @@ macro_rules! impl_store {
         #[async_trait::async_trait]
         impl $crate::store::Store for $ty {
         $($own)*
-        async fn next_sequence(&self, node: &str) -> Result<i64, StoreError> {
-            let max: Option<i64> = sqlx::query_scalar(
-                "SELECT MAX(sequencenumber) FROM auditrecorddata WHERE nodeid = $1",
+        async fn head(&self, node: &str) -> Result<crate::store::NodeHead, StoreError> {
+            let (max, time): (Option<i64>, Option<i64>) = sqlx::query_as(
+                "SELECT MAX(sequencenumber), MAX(\"timestamp\") FROM auditrecorddata WHERE nodeid = $1",
             )
             .bind(node)
             .fetch_one(&self.pool)
             .await?;
-            Ok(max.map_or(0, |m| m + 1))
+            Ok(crate::store::NodeHead {
+                next_sequence: max.map_or(0, |m| m + 1),
+                last_time_stamp: time.unwrap_or(0),
+            })
         }
 
         async fn insert(&self, r: &AuditRecord) -> Result<(), StoreError> {

@@ -97,7 +97,11 @@ impl EventIn {
         let additional_details = match &self.additional_details {
             None => None,
             Some(map) => {
-                check_json_text("additionalDetails", &Value::Object(map.clone()))?;
+                map.iter().try_for_each(|(k, v)| {
+                    let path = format!("additionalDetails.{k}");
+                    check_text(&path, k)?;
+                    check_json_text(&path, v)
+                })?;
                 let d = details::from_json(map)
                     .map_err(|e| ApiError::bad_request(format!("additionalDetails: {e}")))?;
                 Some(details::encode(
