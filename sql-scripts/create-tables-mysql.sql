@@ -19,3 +19,16 @@ CREATE TABLE AuditRecordData (
     timeStamp         BIGINT(20) NOT NULL,
     PRIMARY KEY (pk)
 );
+
+-- Batch statements of auditseal's batched log device (protection version 3, docs/FORMAT.md).
+CREATE TABLE AuditBatchData (
+    nodeId               VARCHAR(250) BINARY NOT NULL,
+    firstSequenceNumber  BIGINT(20) NOT NULL,
+    lastSequenceNumber   BIGINT(20) NOT NULL,
+    timeStamp            BIGINT(20) NOT NULL,
+    merkleRoot           VARCHAR(64) NOT NULL,
+    previousHash         VARCHAR(64) NOT NULL,
+    keyId                INT(11) NOT NULL,
+    statementProtection  LONGTEXT NOT NULL,
+    PRIMARY KEY (nodeId, firstSequenceNumber)
+);

@@ -19,3 +19,16 @@ CREATE TABLE auditrecorddata (
     rowprotection     TEXT,
     PRIMARY KEY (pk)
 );
+
+-- Batch statements of auditseal's batched log device (protection version 3, docs/FORMAT.md).
+CREATE TABLE auditbatchdata (
+    nodeid               TEXT NOT NULL,
+    firstsequencenumber  INT8 NOT NULL,
+    lastsequencenumber   INT8 NOT NULL,
+    "timestamp"          INT8 NOT NULL,
+    merkleroot           TEXT NOT NULL,
+    previoushash         TEXT NOT NULL,
+    keyid                INT4 NOT NULL,
+    statementprotection  TEXT NOT NULL,
+    PRIMARY KEY (nodeid, firstsequencenumber)
+);

@@ -29,6 +29,33 @@ pub struct FileConfig {
 pub struct ServerSection {
     pub bind: Option<String>,
     pub max_body_bytes: Option<usize>,
+    /// `sequential` (default) or `batched`.
+    pub device: Option<DeviceKind>,
+    /// Batched device: most events per batch (default 1000).
+    pub batch_size: Option<usize>,
+    /// Batched device: longest wait for more events, in milliseconds (default 2).
+    pub batch_max_wait_ms: Option<u64>,
+    /// Batched device: most events waiting before requests get 503 (default 20000).
+    pub queue_capacity: Option<usize>,
+}
+
+/// Which log device writes the node's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Sequential,
+    Batched,
+}
+
+impl std::str::FromStr for DeviceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sequential" => Ok(DeviceKind::Sequential),
+            "batched" => Ok(DeviceKind::Batched),
+            other => Err(format!("unknown device {other:?}: sequential or batched")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -47,6 +47,9 @@ pub enum DeviceError {
     Store(#[from] StoreError),
     #[error("the log device stopped: {0}")]
     Stopped(String),
+    /// The batched device's queue is full: nothing was accepted, retry later.
+    #[error("the ingestion queue is full ({0} events waiting); retry later")]
+    QueueFull(usize),
     /// This process no longer holds the node's writer lock; nothing is written until it does.
     #[error(
         "this process lost the writer lock of node {0}; writes are refused until it is regained"
@@ -60,6 +63,42 @@ pub trait LogDevice: Send + Sync {
     fn node_id(&self) -> &str;
     /// Returns only once the row is committed (durable and protected).
     async fn append(&self, event: NewEvent) -> Result<Appended, DeviceError>;
+    /// All or nothing: every event is committed (consecutive numbers, one transaction) or none.
+    async fn append_all(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, DeviceError>;
+}
+
+impl NewEvent {
+    /// The row for this event at `seq`/`time_stamp`, not yet protected.
+    pub fn into_record(self, node_id: &str, seq: i64, time_stamp: i64) -> AuditRecord {
+        AuditRecord {
+            pk: new_pk(),
+            node_id: node_id.to_string(),
+            sequence_number: seq,
+            time_stamp,
+            event_type: self.event_type,
+            event_status: self.event_status,
+            auth_token: self.auth_token,
+            service: self.service,
+            module: self.module,
+            custom_id: self.custom_id,
+            search_detail1: self.search_detail1,
+            search_detail2: self.search_detail2,
+            additional_details: self.additional_details,
+            row_version: 0,
+            row_protection: None,
+        }
+    }
+}
+
+impl Appended {
+    pub fn of(r: &AuditRecord) -> Self {
+        Appended {
+            pk: r.pk.clone(),
+            node_id: r.node_id.clone(),
+            sequence_number: r.sequence_number,
+            time_stamp: r.time_stamp,
+        }
+    }
 }
 
 struct State {
@@ -113,7 +152,8 @@ impl SequentialDevice {
 }
 
 impl Inner {
-    async fn append(&self, ev: NewEvent) -> Result<Appended, DeviceError> {
+    /// Each row numbered, protected on its own (versions 1/2), all inserted in one transaction.
+    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, DeviceError> {
         let mut state = self.state.lock().await;
         if !self.lock.is_held() {
             return Err(DeviceError::LockLost(self.node_id.clone()));
@@ -134,45 +174,34 @@ impl Inner {
         state.next = Some(seq);
         // Never decreasing within a node, even if the clock steps back.
         let time_stamp = crate::time::now_millis().max(state.last_time);
-        let mut record = AuditRecord {
-            pk: new_pk(),
-            node_id: self.node_id.clone(),
-            sequence_number: seq,
-            time_stamp,
-            event_type: ev.event_type,
-            event_status: ev.event_status,
-            auth_token: ev.auth_token,
-            service: ev.service,
-            module: ev.module,
-            custom_id: ev.custom_id,
-            search_detail1: ev.search_detail1,
-            search_detail2: ev.search_detail2,
-            additional_details: ev.additional_details,
-            row_version: 0,
-            row_protection: None,
-        };
+        let mut records: Vec<AuditRecord> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, ev)| ev.into_record(&self.node_id, seq + i as i64, time_stamp))
+            .collect();
         if let Some(token) = &self.token {
             let token = token.clone();
-            let unsigned = record.clone();
             // Token calls may block on an HSM: keep them off the runtime's workers.
-            let protection =
-                tokio::task::spawn_blocking(move || protect(token.as_ref(), &unsigned))
-                    .await
-                    .map_err(|e| DeviceError::Stopped(format!("signing task failed: {e}")))??;
-            record.row_protection = Some(protection);
+            records = tokio::task::spawn_blocking(move || {
+                for r in &mut records {
+                    r.row_protection = Some(protect(token.as_ref(), r)?);
+                }
+                Ok::<_, TokenError>(records)
+            })
+            .await
+            .map_err(|e| DeviceError::Stopped(format!("signing task failed: {e}")))??;
         }
-        if let Err(e) = self.store.insert(&record).await {
+        let stored = match records.as_slice() {
+            [one] => self.store.insert(one).await,
+            many => self.store.insert_batch(many, None).await,
+        };
+        if let Err(e) = stored {
             state.next = None;
             return Err(e.into());
         }
-        state.next = Some(seq + 1);
+        state.next = Some(seq + records.len() as i64);
         state.last_time = time_stamp;
-        Ok(Appended {
-            pk: record.pk,
-            node_id: record.node_id,
-            sequence_number: seq,
-            time_stamp,
-        })
+        Ok(records.iter().map(Appended::of).collect())
     }
 }
 
@@ -183,10 +212,16 @@ impl LogDevice for SequentialDevice {
     }
 
     async fn append(&self, event: NewEvent) -> Result<Appended, DeviceError> {
+        let mut done = self.append_all(vec![event]).await?;
+        done.pop()
+            .ok_or_else(|| DeviceError::Stopped("no row was written".into()))
+    }
+
+    async fn append_all(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, DeviceError> {
         // Run to completion even if the caller goes away, so the state always matches the
         // database (a dropped future could leave a committed row unaccounted for).
         let inner = self.inner.clone();
-        tokio::spawn(async move { inner.append(event).await })
+        tokio::spawn(async move { inner.append(events).await })
             .await
             .map_err(|e| DeviceError::Stopped(e.to_string()))?
     }

@@ -1,11 +1,14 @@
 //! auditseal core: the CESeCore-compatible audit record and everything that protects, stores and
 //! verifies it. Formats are specified in `docs/FORMAT.md`; this crate follows that text.
 
+pub mod batch;
+pub mod batched;
 pub mod config;
 pub mod der;
 pub mod details;
 pub mod device;
 pub mod keys;
+pub mod merkle;
 pub mod pem;
 pub mod pkcs11;
 pub mod protection;

@@ -13,6 +13,9 @@ pub enum ProtectionVersion {
     Hmac,
     /// 2: a public-key signature (SHA256WithRSA or SHA256WithECDSA).
     Signature,
+    /// 3 (auditseal): an inclusion proof into a batch whose statement is MACed or signed
+    /// (docs/FORMAT.md, "Protection version 3").
+    Batch,
 }
 
 impl ProtectionVersion {
@@ -20,6 +23,7 @@ impl ProtectionVersion {
         match self {
             ProtectionVersion::Hmac => 1,
             ProtectionVersion::Signature => 2,
+            ProtectionVersion::Batch => 3,
         }
     }
 }
@@ -63,6 +67,7 @@ impl RowProtection {
         let version = match version {
             "1" => ProtectionVersion::Hmac,
             "2" => ProtectionVersion::Signature,
+            "3" => ProtectionVersion::Batch,
             other => return Err(ProtectionParseError::UnknownVersion(other.to_string())),
         };
         let keyid = keyid
@@ -120,7 +125,7 @@ mod tests {
             Err(ProtectionParseError::EntityVersion(_))
         ));
         assert!(matches!(
-            RowProtection::parse("1:9:1:00"),
+            RowProtection::parse("1:4:1:00"),
             Err(ProtectionParseError::UnknownVersion(_))
         ));
         assert!(matches!(

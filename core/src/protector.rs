@@ -14,3 +14,13 @@ pub fn protect(token: &dyn CryptoToken, record: &AuditRecord) -> Result<String, 
     }
     .to_string())
 }
+
+/// A MAC or signature over any bytes (a batch statement), in rowProtection's layout.
+pub fn protect_bytes(token: &dyn CryptoToken, data: &[u8]) -> Result<String, TokenError> {
+    Ok(RowProtection {
+        version: token.algorithm().protection_version(),
+        keyid: token.keyid(),
+        value: token.sign(data)?,
+    }
+    .to_string())
+}

@@ -85,6 +85,13 @@ impl From<DeviceError> for ApiError {
                     "the signing key is unavailable; nothing was written, retry later",
                 )
             }
+            DeviceError::QueueFull(n) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "queue_full",
+                format!(
+                    "the ingestion queue is full ({n} events); nothing was accepted, retry later"
+                ),
+            ),
             DeviceError::LockLost(node) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "node_lock_lost",

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -20,6 +20,9 @@ pub use state::{AppState, VerifyPolicy};
 /// Default largest request body: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// A bulk request may be this many times the single-event body limit.
+pub const BULK_BODY_FACTOR: usize = 16;
+
 pub fn app(state: AppState) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
@@ -27,6 +30,11 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/api/v1/events",
             get(routes::events::list).post(routes::events::create),
+        )
+        .route(
+            "/api/v1/events:batch",
+            post(routes::events::create_bulk)
+                .layer(DefaultBodyLimit::max(limit * BULK_BODY_FACTOR)),
         )
         .route("/api/v1/events/{pk}", get(routes::events::get_one))
         .route("/api/v1/keys", get(routes::keys::list))

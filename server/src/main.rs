@@ -7,7 +7,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 
-use auditseal_core::config::{KeyMode, Overrides, Settings, load_keys};
+use std::time::Duration;
+
+use auditseal_core::batched::{BatchedConfig, BatchedDevice};
+use auditseal_core::config::{DeviceKind, KeyMode, Overrides, Settings, load_keys};
 use auditseal_core::device::{LogDevice, SequentialDevice};
 use auditseal_core::store;
 use auditseal_server::{AppState, DEFAULT_MAX_BODY_BYTES, VerifyPolicy};
@@ -35,6 +38,9 @@ struct Args {
     /// This node's id [default: the host name].
     #[arg(long, env = "AUDITSEAL_NODE_ID")]
     node_id: Option<String>,
+    /// Log device: sequential (one row at a time) or batched (group commit) [default: sequential].
+    #[arg(long, env = "AUDITSEAL_DEVICE")]
+    device: Option<DeviceKind>,
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "AUDITSEAL_BIND")]
     bind: Option<String>,
@@ -88,15 +94,39 @@ async fn main() -> anyhow::Result<()> {
         .migrate()
         .await
         .context("cannot create or upgrade the schema")?;
-    let device: Arc<dyn LogDevice> = Arc::new(
-        SequentialDevice::start(
-            store.clone(),
-            settings.node_id.clone(),
-            keys.current.clone(),
-        )
-        .await
-        .context("cannot start the log device")?,
-    );
+    let srv = &settings.file.server;
+    let device: Arc<dyn LogDevice> =
+        match args.device.or(srv.device).unwrap_or(DeviceKind::Sequential) {
+            DeviceKind::Sequential => Arc::new(
+                SequentialDevice::start(
+                    store.clone(),
+                    settings.node_id.clone(),
+                    keys.current.clone(),
+                )
+                .await
+                .context("cannot start the log device")?,
+            ),
+            DeviceKind::Batched => {
+                let d = BatchedConfig::default();
+                let cfg = BatchedConfig {
+                    max_batch: srv.batch_size.unwrap_or(d.max_batch).max(1),
+                    max_wait: srv
+                        .batch_max_wait_ms
+                        .map_or(d.max_wait, Duration::from_millis),
+                    queue: srv.queue_capacity.unwrap_or(d.queue).max(1),
+                };
+                Arc::new(
+                    BatchedDevice::start(
+                        store.clone(),
+                        settings.node_id.clone(),
+                        keys.current.clone(),
+                        cfg,
+                    )
+                    .await
+                    .context("cannot start the log device")?,
+                )
+            }
+        };
     match &keys.current {
         Some(t) => {
             tracing::info!(keyid = t.keyid(), algorithm = %t.algorithm(), key = %t.describe(), "protecting new rows")

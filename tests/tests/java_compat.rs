@@ -169,10 +169,10 @@ fn java_and_rust_protections_verify_each_other() {
         for (r, p) in rows.iter().zip(&protections) {
             let mut row = r.clone();
             row.row_protection = Some(p.to_string());
-            verify_row(&ring, &row)
+            verify_row(&ring, &Default::default(), &row)
                 .unwrap_or_else(|e| panic!("{}: Java's {p} rejected: {e}", token.algorithm()));
             row.event_status = "FAILURE".into();
-            assert!(verify_row(&ring, &row).is_err());
+            assert!(verify_row(&ring, &Default::default(), &row).is_err());
         }
 
         // We protect, Java verifies; a changed byte fails there too.

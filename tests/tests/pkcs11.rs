@@ -109,7 +109,7 @@ fn rsa_ec_and_hmac_keys_protect_rows_that_verify_independently() {
             "{p}"
         );
         r.row_protection = Some(p.clone());
-        verify_row(&ring, &r).unwrap_or_else(|e| panic!("{label}: {e}"));
+        verify_row(&ring, &Default::default(), &r).unwrap_or_else(|e| panic!("{label}: {e}"));
         let value = hex::decode(p.rsplit_once(':').unwrap().1).unwrap();
         let data = r.protect_string();
         match alg {
@@ -150,7 +150,7 @@ fn rsa_ec_and_hmac_keys_protect_rows_that_verify_independently() {
             }
         }
         r.event_status = "FAILURE".into();
-        assert!(verify_row(&ring, &r).is_err());
+        assert!(verify_row(&ring, &Default::default(), &r).is_err());
     }
 }
 
@@ -225,7 +225,7 @@ fn many_threads_share_the_session_pool() {
                 for i in 0..40 {
                     let mut r = record(t * 1000 + i);
                     r.row_protection = Some(protect(token.as_ref(), &r).unwrap());
-                    verify_row(&ring, &r).unwrap();
+                    verify_row(&ring, &Default::default(), &r).unwrap();
                 }
             })
         })

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::batch::BatchRecord;
 use crate::record::AuditRecord;
 pub use postgres::PgStore;
 pub use query::{Criterion, CriterionError, Field, Op, Query};
@@ -21,6 +22,14 @@ pub(crate) const COLUMNS: &str = "pk AS pk, nodeid AS nodeid, sequencenumber AS 
      authtoken AS authtoken, service AS service, module AS module, customid AS customid, \
      searchdetail1 AS searchdetail1, searchdetail2 AS searchdetail2, \
      additionaldetails AS additionaldetails, rowversion AS rowversion, rowprotection AS rowprotection";
+
+pub(crate) const BATCH_COLUMNS: &str = "nodeid AS nodeid, firstsequencenumber AS firstsequencenumber, \
+     lastsequencenumber AS lastsequencenumber, \"timestamp\" AS \"timestamp\", merkleroot AS merkleroot, \
+     previoushash AS previoushash, keyid AS keyid, statementprotection AS statementprotection";
+
+pub(crate) const INSERT_BATCH: &str = "INSERT INTO auditbatchdata (nodeid, firstsequencenumber, \
+     lastsequencenumber, \"timestamp\", merkleroot, previoushash, keyid, statementprotection) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 pub(crate) const INSERT: &str = "INSERT INTO auditrecorddata (pk, nodeid, sequencenumber, \
      \"timestamp\", eventtype, eventstatus, authtoken, service, module, customid, searchdetail1, \
@@ -153,6 +162,25 @@ pub trait Store: Send + Sync {
         limit: i64,
     ) -> Result<Vec<AuditRecord>, StoreError>;
     async fn get(&self, pk: &str) -> Result<Option<AuditRecord>, StoreError>;
+    /// Inserts rows, and the statement of their batch if any, in one transaction.
+    async fn insert_batch(
+        &self,
+        rows: &[AuditRecord],
+        batch: Option<&BatchRecord>,
+    ) -> Result<(), StoreError>;
+    /// The node's newest batch statement (the head of its chain).
+    async fn last_batch(&self, node: &str) -> Result<Option<BatchRecord>, StoreError>;
+    /// The statement of the node's batch that starts at `first`.
+    async fn get_batch(&self, node: &str, first: i64) -> Result<Option<BatchRecord>, StoreError>;
+    /// Up to `limit` statements of `node` that end at or after `from_seq`, in order, starting
+    /// after the batch that starts at `after_first`.
+    async fn read_batches(
+        &self,
+        node: &str,
+        from_seq: i64,
+        after_first: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<BatchRecord>, StoreError>;
     /// Rows matching every criterion, newest first.
     async fn query(&self, query: &Query) -> Result<Vec<AuditRecord>, StoreError>;
 }
@@ -269,6 +297,58 @@ macro_rules! impl_store {
             Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(pk)
                 .fetch_optional(&self.pool)
+                .await?)
+        }
+
+        async fn last_batch(
+            &self,
+            node: &str,
+        ) -> Result<Option<crate::batch::BatchRecord>, StoreError> {
+            let sql = format!(
+                "SELECT {} FROM auditbatchdata WHERE nodeid = $1 \
+                 ORDER BY firstsequencenumber DESC LIMIT 1",
+                crate::store::BATCH_COLUMNS
+            );
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(node)
+                .fetch_optional(&self.pool)
+                .await?)
+        }
+
+        async fn get_batch(
+            &self,
+            node: &str,
+            first: i64,
+        ) -> Result<Option<crate::batch::BatchRecord>, StoreError> {
+            let sql = format!(
+                "SELECT {} FROM auditbatchdata WHERE nodeid = $1 AND firstsequencenumber = $2",
+                crate::store::BATCH_COLUMNS
+            );
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(node)
+                .bind(first)
+                .fetch_optional(&self.pool)
+                .await?)
+        }
+
+        async fn read_batches(
+            &self,
+            node: &str,
+            from_seq: i64,
+            after_first: Option<i64>,
+            limit: i64,
+        ) -> Result<Vec<crate::batch::BatchRecord>, StoreError> {
+            let sql = format!(
+                "SELECT {} FROM auditbatchdata WHERE nodeid = $1 AND lastsequencenumber >= $2 \
+                 AND firstsequencenumber > $3 ORDER BY firstsequencenumber LIMIT $4",
+                crate::store::BATCH_COLUMNS
+            );
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(node)
+                .bind(from_seq)
+                .bind(after_first.unwrap_or(i64::MIN))
+                .bind(limit)
+                .fetch_all(&self.pool)
                 .await?)
         }
 

@@ -8,6 +8,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
 use super::{LockStatus, NodeLock, Query, StoreError, impl_store};
+use crate::batch::BatchRecord;
 use crate::record::AuditRecord;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -42,6 +43,24 @@ fn lock_key(node: &str) -> i64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(first)
+}
+
+async fn insert_statement(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    b: &BatchRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(super::INSERT_BATCH)
+        .bind(&b.node_id)
+        .bind(b.first_sequence_number)
+        .bind(b.last_sequence_number)
+        .bind(b.time_stamp)
+        .bind(&b.merkle_root)
+        .bind(&b.previous_hash)
+        .bind(b.key_id)
+        .bind(&b.statement_protection)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Takes the node's advisory lock on a dedicated connection (outside the pool: the lock lives
@@ -98,6 +117,48 @@ impl Drop for AbortOnDrop {
 }
 
 impl_store!(PgStore, {
+    /// One multi-row INSERT ... SELECT FROM UNNEST (arrays bound as parameters) for the rows,
+    /// one INSERT for the statement, one commit.
+    async fn insert_batch(
+        &self,
+        rows: &[AuditRecord],
+        batch: Option<&BatchRecord>,
+    ) -> Result<(), StoreError> {
+        let col = |f: fn(&AuditRecord) -> String| rows.iter().map(f).collect::<Vec<_>>();
+        let opt = |f: fn(&AuditRecord) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO auditrecorddata (pk, nodeid, sequencenumber, \"timestamp\", eventtype, \
+             eventstatus, authtoken, service, module, customid, searchdetail1, searchdetail2, \
+             additionaldetails, rowversion, rowprotection) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], \
+             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
+             $12::text[], $13::text[], $14::int4[], $15::text[])",
+        )
+        .bind(col(|r| r.pk.clone()))
+        .bind(col(|r| r.node_id.clone()))
+        .bind(rows.iter().map(|r| r.sequence_number).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.time_stamp).collect::<Vec<_>>())
+        .bind(col(|r| r.event_type.clone()))
+        .bind(col(|r| r.event_status.clone()))
+        .bind(col(|r| r.auth_token.clone()))
+        .bind(col(|r| r.service.clone()))
+        .bind(col(|r| r.module.clone()))
+        .bind(opt(|r| r.custom_id.clone()))
+        .bind(opt(|r| r.search_detail1.clone()))
+        .bind(opt(|r| r.search_detail2.clone()))
+        .bind(opt(|r| r.additional_details.clone()))
+        .bind(rows.iter().map(|r| r.row_version).collect::<Vec<_>>())
+        .bind(opt(|r| r.row_protection.clone()))
+        .execute(&mut *tx)
+        .await?;
+        if let Some(b) = batch {
+            insert_statement(&mut tx, b).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     fn backend(&self) -> &'static str {
         "postgres"
     }

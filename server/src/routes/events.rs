@@ -12,7 +12,7 @@ use auditseal_core::details;
 use auditseal_core::device::{Appended, NewEvent};
 use auditseal_core::record::{AuditRecord, EVENT_STATUSES};
 use auditseal_core::store::{Criterion, Query};
-use auditseal_core::verify::verify_row;
+use auditseal_core::verify::{Batches, verify_row};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -140,22 +140,93 @@ fn parse_event(body: &[u8]) -> Result<NewEvent, ApiError> {
     ev.into_event()
 }
 
-pub async fn create(
-    State(state): State<AppState>,
+/// Most events in one bulk request.
+pub const MAX_BULK_EVENTS: usize = 10_000;
+
+/// Parses a bulk body: a JSON array of events, or NDJSON (one event per line; blank lines
+/// skipped). Every bad item is named with its index; any bad item rejects the whole request.
+fn parse_bulk(body: &[u8]) -> Result<Vec<NewEvent>, ApiError> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
+    let items: Vec<&[u8]> = if text.trim_start().starts_with('[') {
+        let raw: Vec<&serde_json::value::RawValue> = serde_json::from_str(text)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON array: {e}")))?;
+        raw.into_iter().map(|r| r.get().as_bytes()).collect()
+    } else {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::as_bytes)
+            .collect()
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad_request("no events in the request"));
+    }
+    if items.len() > MAX_BULK_EVENTS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "{} events; at most {MAX_BULK_EVENTS} per request",
+                items.len()
+            ),
+        ));
+    }
+    let mut events = Vec::with_capacity(items.len());
+    let mut bad = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match parse_event(item) {
+            Ok(e) => events.push(e),
+            Err(e) => bad.push(json!({ "index": index, "reason": e.message })),
+        }
+    }
+    if !bad.is_empty() {
+        let mut e = ApiError::bad_request(format!(
+            "{} of the events are invalid; nothing was written",
+            bad.len()
+        ));
+        e.extra = Some(json!({ "invalid": bad }));
+        return Err(e);
+    }
+    Ok(events)
+}
+
+fn body_or_error(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<(StatusCode, Json<Appended>), ApiError> {
-    let body = body.map_err(|e| {
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
         let status = e.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 status,
                 "payload_too_large",
-                format!("the request body exceeds {} bytes", state.max_body_bytes),
+                format!("the request body exceeds {limit} bytes"),
             )
         } else {
             ApiError::new(status, "bad_request", e.body_text())
         }
-    })?;
+    })
+}
+
+/// `POST /api/v1/events:batch`: all or nothing, in one batch.
+pub async fn create_bulk(
+    State(state): State<AppState>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body_or_error(body, state.max_body_bytes * crate::BULK_BODY_FACTOR)?;
+    let events = parse_bulk(&body)?;
+    let done = state.device.append_all(events).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "count": done.len(), "events": done })),
+    ))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<(StatusCode, Json<Appended>), ApiError> {
+    let body = body_or_error(body, state.max_body_bytes)?;
     let event = parse_event(&body)?;
     let appended = state.device.append(event).await?;
     Ok((StatusCode::CREATED, Json(appended)))
@@ -197,11 +268,20 @@ fn row_json(r: &AuditRecord, verification: Value) -> Value {
 }
 
 /// Verifies rows as read; with `error_on_verify_fail` the first failing row fails the request.
-fn rows_with_verification(state: &AppState, rows: &[AuditRecord]) -> Result<Vec<Value>, ApiError> {
+async fn rows_with_verification(
+    state: &AppState,
+    rows: &[AuditRecord],
+) -> Result<Vec<Value>, ApiError> {
+    let mut batches = Batches::default();
+    if state.policy.enable_verify {
+        batches
+            .load_for(state.store.as_ref(), &state.keys, rows)
+            .await?;
+    }
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let verification = if state.policy.enable_verify {
-            match verify_row(&state.keys, r) {
+            match verify_row(&state.keys, &batches, r) {
                 Ok(()) => json!({ "valid": true }),
                 Err(reason) => {
                     tracing::warn!(node = %r.node_id, seq = r.sequence_number, pk = %r.pk, %reason,
@@ -271,7 +351,7 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let q = parse_query(raw.as_deref())?;
     let rows = state.store.query(&q).await?;
-    let events = rows_with_verification(&state, &rows)?;
+    let events = rows_with_verification(&state, &rows).await?;
     Ok(Json(json!({ "count": events.len(), "events": events })))
 }
 
@@ -284,7 +364,7 @@ pub async fn get_one(
         .get(&pk)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no event with pk {pk:?}")))?;
-    let mut rows = rows_with_verification(&state, std::slice::from_ref(&row))?;
+    let mut rows = rows_with_verification(&state, std::slice::from_ref(&row)).await?;
     Ok(Json(rows.remove(0)))
 }
 
@@ -309,6 +389,37 @@ mod tests {
             assert_eq!(e.status, StatusCode::BAD_REQUEST);
             assert!(e.message.contains(needle), "{} lacks {needle}", e.message);
         }
+    }
+
+    #[test]
+    fn bulk_bodies_array_ndjson_and_all_or_nothing() {
+        let good =
+            r#"{"eventType":"P","eventStatus":"VOID","authToken":"a","service":"s","module":"m"}"#;
+        assert_eq!(
+            parse_bulk(format!("[{good},{good}]").as_bytes())
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            parse_bulk(format!("{good}\n\n{good}\n{good}\n").as_bytes())
+                .unwrap()
+                .len(),
+            3
+        );
+        let bad =
+            r#"{"eventType":"P","eventStatus":"NOPE","authToken":"a","service":"s","module":"m"}"#;
+        let e = parse_bulk(format!("[{good},{bad},{good},{{}}]").as_bytes()).unwrap_err();
+        let extra = e.extra.unwrap();
+        let invalid = extra["invalid"].as_array().unwrap();
+        assert_eq!(invalid.len(), 2);
+        assert_eq!(
+            (invalid[0]["index"].as_i64(), invalid[1]["index"].as_i64()),
+            (Some(1), Some(3))
+        );
+        assert!(invalid[0]["reason"].as_str().unwrap().contains("NOPE"));
+        assert!(parse_bulk(b"[]").is_err());
+        assert!(parse_bulk(b"[1,").is_err());
     }
 
     #[test]

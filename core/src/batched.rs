@@ -1,0 +1,392 @@
+//! The batched log device: group commit with one signature per batch (docs/FORMAT.md,
+//! "Protection version 3").
+//!
+//! Requests go into a bounded queue (full: a fast `QueueFull`, never unbounded memory). One
+//! writer per node takes up to `max_batch` events, or what arrives within `max_wait`, and for the
+//! batch: numbers the rows consecutively (one timestamp, never older than the node's last),
+//! hashes each row as an RFC 6962 leaf, signs one statement over the Merkle root and the previous
+//! statement's hash, writes rows and statement in one transaction, and only then answers every
+//! request of the batch. On failure nothing is acknowledged and the numbers are used again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::batch::{self, BatchRecord, GENESIS_HASH, InclusionPayload};
+use crate::device::{Appended, DeviceError, LogDevice, NewEvent};
+use crate::merkle;
+use crate::protection::ProtectionVersion;
+use crate::protector::protect_bytes;
+use crate::record::AuditRecord;
+use crate::store::{NodeLock, SharedStore};
+use crate::token::{SharedToken, TokenError};
+
+/// Group-commit settings.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchedConfig {
+    /// Most events in one batch (a single bulk request may exceed it: it is never split).
+    pub max_batch: usize,
+    /// Longest wait for more events once the first of a batch has arrived.
+    pub max_wait: Duration,
+    /// Most events waiting; beyond it requests are refused at once.
+    pub queue: usize,
+}
+
+impl Default for BatchedConfig {
+    fn default() -> Self {
+        BatchedConfig {
+            max_batch: 1000,
+            max_wait: Duration::from_millis(2),
+            queue: 20_000,
+        }
+    }
+}
+
+struct Job {
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Vec<Appended>, DeviceError>>,
+}
+
+pub struct BatchedDevice {
+    node_id: String,
+    tx: mpsc::Sender<Job>,
+    /// Events queued or being written, to bound the queue in events rather than requests.
+    waiting: Arc<tokio::sync::Semaphore>,
+    capacity: usize,
+}
+
+/// Where the node's log and chain stand.
+struct Head {
+    next: i64,
+    last_time: i64,
+    previous_hash: String,
+}
+
+struct Writer {
+    node_id: String,
+    store: SharedStore,
+    token: Option<SharedToken>,
+    lock: NodeLock,
+    lock_epoch: u64,
+    cfg: BatchedConfig,
+    /// None after a failure: re-read from the database before the next batch.
+    head: Option<Head>,
+}
+
+impl BatchedDevice {
+    /// Takes the node's writer lock, reads where the log and its chain stand, starts the writer.
+    pub async fn start(
+        store: SharedStore,
+        node_id: String,
+        token: Option<SharedToken>,
+        cfg: BatchedConfig,
+    ) -> Result<Self, DeviceError> {
+        let lock = store.lock_node(&node_id).await?;
+        let mut writer = Writer {
+            node_id: node_id.clone(),
+            store,
+            token,
+            lock_epoch: lock.epoch(),
+            lock,
+            cfg,
+            head: None,
+        };
+        let head = writer.read_head().await?;
+        tracing::info!(node = %node_id, next_sequence = head.next, max_batch = cfg.max_batch,
+            max_wait_ms = cfg.max_wait.as_millis() as u64, "batched log device ready");
+        writer.head = Some(head);
+        let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+        tokio::spawn(writer.run(rx));
+        Ok(BatchedDevice {
+            node_id,
+            tx,
+            waiting: Arc::new(tokio::sync::Semaphore::new(cfg.queue.max(1))),
+            capacity: cfg.queue.max(1),
+        })
+    }
+}
+
+impl Writer {
+    async fn read_head(&self) -> Result<Head, DeviceError> {
+        let h = self.store.head(&self.node_id).await?;
+        let last = self.store.last_batch(&self.node_id).await?;
+        Ok(Head {
+            next: h.next_sequence,
+            last_time: h.last_time_stamp,
+            previous_hash: last.map_or(GENESIS_HASH.to_string(), |b| b.statement_hash()),
+        })
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.recv().await {
+            let mut size = first.events.len();
+            let mut jobs = vec![first];
+            let deadline = tokio::time::Instant::now() + self.cfg.max_wait;
+            while size < self.cfg.max_batch {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(job)) => {
+                        size += job.events.len();
+                        jobs.push(job);
+                    }
+                    _ => break,
+                }
+            }
+            let mut events = Vec::with_capacity(size);
+            let mut shares = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                shares.push((job.events.len(), job.reply));
+                events.extend(job.events);
+            }
+            match self.write(events).await {
+                Ok(mut done) => {
+                    for (n, reply) in shares {
+                        let rest = done.split_off(n);
+                        let _ = reply.send(Ok(done));
+                        done = rest;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(node = %self.node_id, error = %e, events = size, "batch not written; its requests get 503");
+                    let msg = e.to_string();
+                    let mut first = Some(e);
+                    for (_, reply) in shares {
+                        let err = first
+                            .take()
+                            .unwrap_or_else(|| DeviceError::Stopped(msg.clone()));
+                        let _ = reply.send(Err(err));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn write(&mut self, events: Vec<NewEvent>) -> Result<Vec<Appended>, DeviceError> {
+        if !self.lock.is_held() {
+            return Err(DeviceError::LockLost(self.node_id.clone()));
+        }
+        if self.lock.epoch() != self.lock_epoch {
+            self.head = None;
+            self.lock_epoch = self.lock.epoch();
+        }
+        let head = match self.head.take() {
+            Some(h) => h,
+            None => self.read_head().await?,
+        };
+        let first = head.next;
+        let time_stamp = crate::time::now_millis().max(head.last_time);
+        let mut rows: Vec<AuditRecord> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, ev)| ev.into_record(&self.node_id, first + i as i64, time_stamp))
+            .collect();
+        let last = first + rows.len() as i64 - 1;
+        let batch = match &self.token {
+            None => None,
+            Some(token) => {
+                let (token, previous_hash) = (token.clone(), head.previous_hash.clone());
+                let node_id = self.node_id.clone();
+                // Hashing and signing are CPU or HSM work: off the async workers.
+                let signed = tokio::task::spawn_blocking(move || {
+                    seal(&node_id, &mut rows, token, time_stamp, previous_hash).map(|b| (rows, b))
+                })
+                .await
+                .map_err(|e| DeviceError::Stopped(format!("signing task failed: {e}")));
+                match signed {
+                    Ok(Ok((sealed, b))) => {
+                        rows = sealed;
+                        Some(b)
+                    }
+                    Ok(Err(e)) => {
+                        self.head = Some(head);
+                        return Err(e.into());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        // Nothing is known after a failed commit (it may have landed): re-read the head.
+        self.store.insert_batch(&rows, batch.as_ref()).await?;
+        self.head = Some(Head {
+            next: last + 1,
+            last_time: time_stamp,
+            previous_hash: batch.map_or(head.previous_hash, |b| b.statement_hash()),
+        });
+        Ok(rows.iter().map(Appended::of).collect())
+    }
+}
+
+/// Builds the batch: leaf hashes, Merkle root, the signed statement, and each row's
+/// `1:3:<keyid>:<first || size || proof>`.
+fn seal(
+    node_id: &str,
+    rows: &mut [AuditRecord],
+    token: SharedToken,
+    time_stamp: i64,
+    previous_hash: String,
+) -> Result<BatchRecord, TokenError> {
+    let leaves: Vec<merkle::Hash> = rows.iter().map(batch::row_leaf).collect();
+    let root = merkle::root(&leaves);
+    let first = rows.first().map_or(0, |r| r.sequence_number);
+    let mut b = BatchRecord {
+        node_id: node_id.to_string(),
+        first_sequence_number: first,
+        last_sequence_number: first + rows.len() as i64 - 1,
+        time_stamp,
+        merkle_root: hex::encode(root),
+        previous_hash,
+        key_id: token.keyid(),
+        statement_protection: String::new(),
+    };
+    b.statement_protection = protect_bytes(token.as_ref(), b.statement().as_bytes())?;
+    let size = rows.len() as u32;
+    for (row, proof) in rows.iter_mut().zip(merkle::all_inclusion_proofs(&leaves)) {
+        let payload = InclusionPayload {
+            first_sequence_number: first,
+            tree_size: size,
+            proof,
+        };
+        row.row_protection = Some(format!(
+            "1:{}:{}:{}",
+            ProtectionVersion::Batch.number(),
+            token.keyid(),
+            payload.to_hex()
+        ));
+    }
+    Ok(b)
+}
+
+#[async_trait]
+impl LogDevice for BatchedDevice {
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    async fn append(&self, event: NewEvent) -> Result<Appended, DeviceError> {
+        let mut done = self.append_all(vec![event]).await?;
+        done.pop()
+            .ok_or_else(|| DeviceError::Stopped("no row was written".into()))
+    }
+
+    async fn append_all(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, DeviceError> {
+        let n = u32::try_from(events.len().min(self.capacity)).unwrap_or(u32::MAX);
+        if events.len() > self.capacity {
+            return Err(DeviceError::QueueFull(self.capacity));
+        }
+        // The permits bound the events waiting; released when the batch is answered.
+        let _permits = self
+            .waiting
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| DeviceError::QueueFull(self.capacity))?;
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .try_send(Job { events, reply })
+            .map_err(|_| DeviceError::QueueFull(self.capacity))?;
+        // The writer answers even if this caller goes away: the batch's fate never depends on
+        // one request.
+        answer
+            .await
+            .map_err(|_| DeviceError::Stopped("the batch writer stopped".into()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::KeyRing;
+    use crate::token::{CryptoToken, HmacToken};
+    use crate::verify::{Selection, verify_log};
+
+    fn event(n: usize) -> NewEvent {
+        NewEvent {
+            event_type: "PROCESS".into(),
+            event_status: "SUCCESS".into(),
+            auth_token: "test".into(),
+            service: "SIGNSERVER".into(),
+            module: "WORKER".into(),
+            custom_id: None,
+            search_detail1: Some(n.to_string()),
+            search_detail2: None,
+            additional_details: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_events_form_verifiable_batches_and_failures_leave_no_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let token: SharedToken = Arc::new(HmacToken::new(9, b"batch secret"));
+        let cfg = BatchedConfig {
+            max_batch: 16,
+            max_wait: Duration::from_millis(5),
+            queue: 1000,
+        };
+        let device = Arc::new(
+            BatchedDevice::start(store.clone(), "b1".into(), Some(token.clone()), cfg)
+                .await
+                .unwrap(),
+        );
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let d = device.clone();
+                tokio::spawn(async move { d.append(event(i)).await.unwrap() })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for t in tasks {
+            seqs.push(t.await.unwrap().sequence_number);
+        }
+        seqs.sort();
+        assert_eq!(seqs, (0..100).collect::<Vec<_>>());
+        // A bulk request lands whole, in order.
+        let bulk = device.append_all((0..40).map(event).collect()).await.unwrap();
+        assert_eq!(bulk.first().unwrap().sequence_number, 100);
+        assert_eq!(bulk.last().unwrap().sequence_number, 139);
+
+        // The database refuses a batch: nothing acknowledged, the numbers are used again.
+        let side = crate::store::SqliteStore::connect(&url).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON auditbatchdata BEGIN SELECT RAISE(ABORT, 'no'); END",
+        )
+        .execute(side.pool())
+        .await
+        .unwrap();
+        assert!(device.append(event(0)).await.is_err());
+        sqlx::raw_sql("DROP TRIGGER refuse").execute(side.pool()).await.unwrap();
+        assert_eq!(device.append(event(1)).await.unwrap().sequence_number, 140);
+
+        let mut ring = KeyRing::new();
+        ring.insert(9, token.verify_key());
+        let report = verify_log(store.as_ref(), &ring, &Selection::All).await.unwrap();
+        assert_eq!((report.rows, report.errors), (141, 0), "{report}");
+        assert!(report.nodes[0].batches >= 8, "{report:?}");
+        // A restarted device continues the numbers and the chain.
+        drop(device);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let again = BatchedDevice::start(store.clone(), "b2".into(), Some(token), cfg)
+            .await
+            .unwrap();
+        assert_eq!(again.append(event(0)).await.unwrap().sequence_number, 0);
+        let report = verify_log(store.as_ref(), &ring, &Selection::All).await.unwrap();
+        assert_eq!(report.errors, 0, "{report}");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_at_once() {
+        let store = crate::store::open("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        let cfg = BatchedConfig {
+            max_batch: 10,
+            max_wait: Duration::from_millis(1),
+            queue: 5,
+        };
+        let d = BatchedDevice::start(store, "q".into(), None, cfg).await.unwrap();
+        let e = d.append_all((0..6).map(event).collect()).await.unwrap_err();
+        assert!(matches!(e, DeviceError::QueueFull(5)), "{e}");
+        assert_eq!(d.append_all((0..5).map(event).collect()).await.unwrap().len(), 5);
+    }
+}
