@@ -343,7 +343,10 @@ mod tests {
         seqs.sort();
         assert_eq!(seqs, (0..100).collect::<Vec<_>>());
         // A bulk request lands whole, in order.
-        let bulk = device.append_all((0..40).map(event).collect()).await.unwrap();
+        let bulk = device
+            .append_all((0..40).map(event).collect())
+            .await
+            .unwrap();
         assert_eq!(bulk.first().unwrap().sequence_number, 100);
         assert_eq!(bulk.last().unwrap().sequence_number, 139);
 
@@ -356,12 +359,17 @@ mod tests {
         .await
         .unwrap();
         assert!(device.append(event(0)).await.is_err());
-        sqlx::raw_sql("DROP TRIGGER refuse").execute(side.pool()).await.unwrap();
+        sqlx::raw_sql("DROP TRIGGER refuse")
+            .execute(side.pool())
+            .await
+            .unwrap();
         assert_eq!(device.append(event(1)).await.unwrap().sequence_number, 140);
 
         let mut ring = KeyRing::new();
         ring.insert(9, token.verify_key());
-        let report = verify_log(store.as_ref(), &ring, &Selection::All).await.unwrap();
+        let report = verify_log(store.as_ref(), &ring, &Selection::All)
+            .await
+            .unwrap();
         assert_eq!((report.rows, report.errors), (141, 0), "{report}");
         assert!(report.nodes[0].batches >= 8, "{report:?}");
         // A restarted device continues the numbers and the chain.
@@ -371,7 +379,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again.append(event(0)).await.unwrap().sequence_number, 0);
-        let report = verify_log(store.as_ref(), &ring, &Selection::All).await.unwrap();
+        let report = verify_log(store.as_ref(), &ring, &Selection::All)
+            .await
+            .unwrap();
         assert_eq!(report.errors, 0, "{report}");
     }
 
@@ -384,9 +394,17 @@ mod tests {
             max_wait: Duration::from_millis(1),
             queue: 5,
         };
-        let d = BatchedDevice::start(store, "q".into(), None, cfg).await.unwrap();
+        let d = BatchedDevice::start(store, "q".into(), None, cfg)
+            .await
+            .unwrap();
         let e = d.append_all((0..6).map(event).collect()).await.unwrap_err();
         assert!(matches!(e, DeviceError::QueueFull(5)), "{e}");
-        assert_eq!(d.append_all((0..5).map(event).collect()).await.unwrap().len(), 5);
+        assert_eq!(
+            d.append_all((0..5).map(event).collect())
+                .await
+                .unwrap()
+                .len(),
+            5
+        );
     }
 }
