@@ -296,7 +296,7 @@ impl LogDevice for BatchedDevice {
 mod tests {
     use super::*;
     use crate::keys::KeyRing;
-    use crate::token::{CryptoToken, HmacToken};
+    use crate::token::HmacToken;
     use crate::verify::{Selection, verify_log};
 
     fn event(n: usize) -> NewEvent {
