@@ -173,3 +173,82 @@ mod tests {
         assert_eq!(b.statement_hash().len(), 64);
     }
 }
+
+/// The worked example of docs/FORMAT.md ("Protection version 3"): the values there are checked
+/// here, so the document cannot drift from the code.
+#[cfg(test)]
+mod worked_example {
+    use super::*;
+    use crate::protector::protect_bytes;
+    use crate::token::HmacToken;
+
+    fn rows() -> Vec<AuditRecord> {
+        (0..3)
+            .map(|i| AuditRecord {
+                pk: format!("{:032x}", i + 1),
+                node_id: "node1".into(),
+                sequence_number: i,
+                time_stamp: 1_764_072_000_000,
+                event_type: "PROCESS".into(),
+                event_status: "SUCCESS".into(),
+                auth_token: "CN=signer".into(),
+                service: "SIGNSERVER".into(),
+                module: "WORKER".into(),
+                custom_id: None,
+                search_detail1: None,
+                search_detail2: None,
+                additional_details: None,
+                row_version: 0,
+                row_protection: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn print_and_check() {
+        let token = HmacToken::new(1, b"auditseal example key");
+        let rows = rows();
+        let leaves: Vec<_> = rows.iter().map(row_leaf).collect();
+        let root = merkle::root(&leaves);
+        let mut b = BatchRecord {
+            node_id: "node1".into(),
+            first_sequence_number: 0,
+            last_sequence_number: 2,
+            time_stamp: 1_764_072_000_000,
+            merkle_root: hex::encode(root),
+            previous_hash: GENESIS_HASH.into(),
+            key_id: 1,
+            statement_protection: String::new(),
+        };
+        b.statement_protection = protect_bytes(&token, b.statement().as_bytes()).unwrap();
+        let proofs = merkle::all_inclusion_proofs(&leaves);
+        for (i, l) in leaves.iter().enumerate() {
+            println!("leaf {i}: {}", hex::encode(l));
+        }
+        println!("root: {}", b.merkle_root);
+        println!("statement: {}", b.statement());
+        println!("statementProtection: {}", b.statement_protection);
+        println!("statement hash: {}", b.statement_hash());
+        for (i, p) in proofs.iter().enumerate() {
+            let payload = InclusionPayload {
+                first_sequence_number: 0,
+                tree_size: 3,
+                proof: p.clone(),
+            };
+            println!("row {i}: 1:3:1:{}", payload.to_hex());
+        }
+        assert_eq!(b.merkle_root, EXPECTED_ROOT);
+        assert_eq!(b.statement_protection, EXPECTED_STATEMENT_PROTECTION);
+        let p2 = InclusionPayload {
+            first_sequence_number: 0,
+            tree_size: 3,
+            proof: proofs[2].clone(),
+        };
+        assert_eq!(format!("1:3:1:{}", p2.to_hex()), EXPECTED_ROW2);
+    }
+
+    const EXPECTED_ROOT: &str = "f3fb7e502d2a248c1968aafd22b2993c37eaabb73cea60212ff03fe75bcb8afe";
+    const EXPECTED_STATEMENT_PROTECTION: &str =
+        "1:1:1:ccfee02d0226bf2f5ebb56d04681805062d39a3f21fb22cbf90c220aae1667fd";
+    const EXPECTED_ROW2: &str = "1:3:1:000000000000000000000003ed4f30f88c3476bdb04798c6b5563186c1ab1ec4dcd3b87f89354a6fba43d75b";
+}

@@ -518,14 +518,34 @@ async fn batched_device_on_an_hsm_key_signs_statements_that_openssl_verifies() {
     let url = new_database(Backend::Postgres, dir.path()).await;
     let conf = pkcs11_toml(dir.path(), &[(5, "rsakey")], 5, &format!("pin = '{PIN}'"));
     let e = env(&h);
-    let s = Server::start_env(&["--config", &conf, "--data-dir", d, "--node-id", "hb", "--database-url", &url, "--device", "batched"], &e).unwrap();
+    let s = Server::start_env(
+        &[
+            "--config",
+            &conf,
+            "--data-dir",
+            d,
+            "--node-id",
+            "hb",
+            "--database-url",
+            &url,
+            "--device",
+            "batched",
+        ],
+        &e,
+    )
+    .unwrap();
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let u = s.url.clone();
             tokio::spawn(async move {
                 let c = reqwest::Client::new();
                 for _ in 0..10 {
-                    let r = c.post(format!("{u}/api/v1/events")).json(&event("PROCESS")).send().await.unwrap();
+                    let r = c
+                        .post(format!("{u}/api/v1/events"))
+                        .json(&event("PROCESS"))
+                        .send()
+                        .await
+                        .unwrap();
                     assert_eq!(r.status().as_u16(), 201);
                 }
             })
@@ -534,11 +554,28 @@ async fn batched_device_on_an_hsm_key_signs_statements_that_openssl_verifies() {
     for t in tasks {
         t.await.unwrap();
     }
-    let keys: Value = reqwest::get(format!("{}/api/v1/keys", s.url)).await.unwrap().json().await.unwrap();
+    let keys: Value = reqwest::get(format!("{}/api/v1/keys", s.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let pem = dir.path().join("k.pem");
     std::fs::write(&pem, keys["keys"][0]["publicKeyPem"].as_str().unwrap()).unwrap();
     s.stop();
-    let (code, out, err) = cli_env(&["--config", &conf, "--data-dir", d, "--database-url", &url, "verifylog", "--all"], &e);
+    let (code, out, err) = cli_env(
+        &[
+            "--config",
+            &conf,
+            "--data-dir",
+            d,
+            "--database-url",
+            &url,
+            "verifylog",
+            "--all",
+        ],
+        &e,
+    );
     assert!(code == 0 && out.contains("{hb=79}"), "{out}{err}");
     // Each batch statement's signature checks with OpenSSL and the published key.
     let store = auditseal_core::store::open(&url).await.unwrap();
@@ -547,6 +584,10 @@ async fn batched_device_on_an_hsm_key_signs_statements_that_openssl_verifies() {
     for b in &batches {
         let sig = hex::decode(b.statement_protection.rsplit_once(':').unwrap().1).unwrap();
         assert!(b.statement_protection.starts_with("1:2:5:"));
-        assert!(openssl_verifies(&pem, b.statement().as_bytes(), &sig, dir.path()), "batch {}", b.first_sequence_number);
+        assert!(
+            openssl_verifies(&pem, b.statement().as_bytes(), &sig, dir.path()),
+            "batch {}",
+            b.first_sequence_number
+        );
     }
 }
