@@ -26,6 +26,8 @@ struct Opts {
     commits: usize,
     events: usize,
     clients: usize,
+    /// Events for the batched device's figures (and the COPY baseline).
+    bulk: usize,
 }
 
 fn opts() -> Opts {
@@ -34,6 +36,7 @@ fn opts() -> Opts {
         commits: 3000,
         events: 3000,
         clients: 16,
+        bulk: 200_000,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -48,8 +51,11 @@ fn opts() -> Opts {
             "--commits" => o.commits = num("--commits"),
             "--events" => o.events = num("--events"),
             "--clients" => o.clients = num("--clients"),
+            "--bulk" => o.bulk = num("--bulk"),
             "-h" | "--help" => {
-                println!("auditseal-bench [--signs N] [--commits N] [--events N] [--clients N]");
+                println!(
+                    "auditseal-bench [--signs N] [--commits N] [--events N] [--clients N] [--bulk N]"
+                );
                 std::process::exit(0);
             }
             other => panic!("unknown option {other}; see --help"),
@@ -210,7 +216,7 @@ async fn main() {
     );
     println!("    (from [1] and [2] measured apart: 1/(sign + commit) = {sum_bound:.0} rows/s)");
 
-    // 4. The sequential device through HTTP on the same token and database.
+    // 4. (= issue 4's (d)) The sequential device through HTTP on the same token and database.
     let conf = work.path().join("bench.toml");
     std::fs::write(&conf, format!(
         "[[protection.keys]]\nkind = 'pkcs11'\nkeyid = 1\nlibrary = '{MODULE}'\nslot_label = 'bench'\nkey_label = 'rsakey'\npin = '{PIN}'\n"
@@ -279,6 +285,164 @@ async fn main() {
     println!(
         "    ratio device / 1/(sign+commit) apart = {:.2}",
         device / sum_bound
+    );
+    server.stop();
+
+    batched_figures(&o, &hsm, &url, work.path(), &conf, device).await;
+}
+/// Issue 4's figures: (a) COPY of equivalent rows, (b) the batched device through the bulk
+/// endpoint, (c) through single POSTs from 64 connections, against (d) the sequential device
+/// measured above; and the server's peak RSS.
+async fn batched_figures(
+    o: &Opts,
+    hsm: &SoftHsm,
+    url: &str,
+    dir: &std::path::Path,
+    conf: &std::path::Path,
+    sequential: f64,
+) {
+    // (a) COPY rows of the same sizes as the batched device's (a 1000-row batch has 10-hash proofs).
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    sqlx::raw_sql("CREATE TABLE scratch_copy (LIKE auditrecorddata INCLUDING ALL)")
+        .execute(&mut conn)
+        .await
+        .expect("scratch");
+    let protection = format!("1:3:1:{}", "ab".repeat(12 + 32 * 10));
+    let mut data = Vec::with_capacity(o.bulk * 900);
+    for i in 0..o.bulk {
+        use std::io::Write;
+        let _ = writeln!(
+            data,
+            "{}\tbench-copy\t{i}\t{}\tPROCESS\tSUCCESS\tCN=signer,O=Test\tSIGNSERVER\tWORKER\t\\N\t\\N\t\\N\t\\N\t0\t{protection}",
+            auditseal_core::record::new_pk(),
+            auditseal_core::time::now_millis()
+        );
+    }
+    let started = Instant::now();
+    let mut copy = conn
+        .copy_in_raw("COPY scratch_copy (pk, nodeid, sequencenumber, \"timestamp\", eventtype, eventstatus, authtoken, service, module, customid, searchdetail1, searchdetail2, additionaldetails, rowversion, rowprotection) FROM STDIN")
+        .await
+        .expect("copy");
+    copy.send(data).await.expect("copy send");
+    copy.finish().await.expect("copy finish");
+    let copy_rate = o.bulk as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "\n[a] PostgreSQL COPY of {} equivalent rows into a scratch copy of the table",
+        o.bulk
+    );
+    println!("    {copy_rate:>9.0} rows/s");
+
+    let server = Server::start_env(
+        &[
+            "--config",
+            conf.to_str().unwrap(),
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--node-id",
+            "bench-batched",
+            "--database-url",
+            url,
+            "--device",
+            "batched",
+        ],
+        &[
+            ("SOFTHSM2_CONF", hsm.conf().as_os_str()),
+            ("AUDITSEAL_LOG", std::ffi::OsStr::new("warn")),
+        ],
+    )
+    .expect("start the batched server");
+    let client = reqwest::Client::new();
+
+    // (b) bulk endpoint: NDJSON requests of 1000 events from 4 connections.
+    let per_request = 1000;
+    let requests = o.bulk / per_request;
+    let body: Arc<String> = Arc::new(
+        (0..per_request)
+            .map(|_| event("PROCESS").to_string() + "\n")
+            .collect(),
+    );
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..4 {
+        let (client, body, u) = (client.clone(), body.clone(), server.url.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in (c..requests).step_by(4) {
+                let r = client
+                    .post(format!("{u}/api/v1/events:batch"))
+                    .header("content-type", "application/x-ndjson")
+                    .body((*body).clone())
+                    .send()
+                    .await
+                    .expect("post");
+                assert_eq!(r.status().as_u16(), 201, "{:?}", r.text().await);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("bulk client");
+    }
+    let bulk_rate = (requests * per_request) as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "\n[b] batched device through the bulk endpoint ({requests} requests of {per_request} events, 4 connections)"
+    );
+    println!(
+        "    {bulk_rate:>9.0} events/s   RATIO (b)/(a) = {:.2} (target >= 0.80)",
+        bulk_rate / copy_rate
+    );
+
+    // (c) single POSTs from 64 connections.
+    let clients = 64;
+    let per_client = o.bulk / 4 / clients;
+    let one = Arc::new(event("PROCESS"));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, one, u) = (client.clone(), one.clone(), server.url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_client);
+            for _ in 0..per_client {
+                let t = Instant::now();
+                let r = client
+                    .post(format!("{u}/api/v1/events"))
+                    .json(&*one)
+                    .send()
+                    .await
+                    .expect("post");
+                assert_eq!(r.status().as_u16(), 201, "{:?}", r.text().await);
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("client"));
+    }
+    let single = lat.len() as f64 / started.elapsed().as_secs_f64();
+    lat.sort();
+    println!(
+        "\n[c] batched device through single POSTs ({clients} connections, {} events)",
+        lat.len()
+    );
+    println!(
+        "    {single:>9.0} events/s, latency p50 {:.2} ms, p99 {:.2} ms (targets: >= 20000/s, p99 < 25 ms)",
+        percentile(&lat, 0.5).as_secs_f64() * 1000.0,
+        percentile(&lat, 0.99).as_secs_f64() * 1000.0
+    );
+    println!(
+        "    RATIO (c)/(d) = {:.1} (target >= 20; (d) = the sequential device [4], {sequential:.0}/s)",
+        single / sequential
+    );
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap_or_default();
+    let peak = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?")
+        .to_string();
+    println!(
+        "\n    server peak RSS: {} (target < 150 MB)",
+        peak.trim_start_matches("VmHWM:").trim()
     );
     server.stop();
 }
