@@ -78,7 +78,9 @@ async fn batches_from_many_connections_and_bulk_requests_verify_and_tampering_is
         }
         // Bulk: a JSON array, then NDJSON; each lands whole with consecutive numbers.
         let mut with_details = event("KEYGEN");
-        with_details["additionalDetails"] = json!({"KEYALIAS": "k", "name": "Åsa"});
+        with_details["additionalDetails"] =
+            json!({"KEYALIAS": "k", "name": "Åsa", "raw": "tab\there \\N back\\slash\r\nend"});
+        with_details["customId"] = json!("CN=a\tb\\c\nd");
         let arr = json!([event("A"), with_details, event("C")]).to_string();
         let (st, ack) = post(&surl, "/api/v1/events:batch", arr, "application/json").await;
         assert_eq!((st, ack["count"].as_i64()), (201, Some(3)), "{ack}");
