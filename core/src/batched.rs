@@ -9,6 +9,7 @@
 //! request of the batch. On failure nothing is acknowledged and the numbers are used again.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -73,6 +74,10 @@ struct Writer {
     cfg: BatchedConfig,
     /// None after a failure: re-read from the database before the next batch.
     head: Option<Head>,
+    /// Bumped by the inserter at each failed batch.
+    failures: Arc<AtomicU64>,
+    /// The `failures` value `head` is valid for.
+    epoch: u64,
 }
 
 impl BatchedDevice {
@@ -92,6 +97,8 @@ impl BatchedDevice {
             lock,
             cfg,
             head: None,
+            failures: Arc::new(AtomicU64::new(0)),
+            epoch: 0,
         };
         let head = writer.read_head().await?;
         tracing::info!(node = %node_id, next_sequence = head.next, max_batch = cfg.max_batch,
@@ -119,7 +126,16 @@ impl Writer {
         })
     }
 
+    /// Gathers and seals batches; a second task inserts them in order, so batch k+1 is hashed
+    /// and signed while batch k is being written.
     async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let (to_insert, sealed) = mpsc::channel::<Sealed>(1);
+        tokio::spawn(insert_in_order(
+            self.store.clone(),
+            sealed,
+            self.failures.clone(),
+            self.node_id.clone(),
+        ));
         while let Some(first) = rx.recv().await {
             let mut size = first.events.len();
             let mut jobs = vec![first];
@@ -139,36 +155,41 @@ impl Writer {
                 shares.push((job.events.len(), job.reply));
                 events.extend(job.events);
             }
-            match self.write(events).await {
-                Ok(mut done) => {
-                    for (n, reply) in shares {
-                        let rest = done.split_off(n);
-                        let _ = reply.send(Ok(done));
-                        done = rest;
+            match self.seal_batch(events).await {
+                Ok((rows, batch)) => {
+                    let s = Sealed {
+                        epoch: self.epoch,
+                        rows,
+                        batch,
+                        shares,
+                    };
+                    if let Err(mpsc::error::SendError(s)) = to_insert.send(s).await {
+                        answer(
+                            &self.node_id,
+                            s.shares,
+                            Err(DeviceError::Stopped("the batch inserter stopped".into())),
+                        );
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(node = %self.node_id, error = %e, events = size, "batch not written; its requests get 503");
-                    let msg = e.to_string();
-                    let mut first = Some(e);
-                    for (_, reply) in shares {
-                        let err = first
-                            .take()
-                            .unwrap_or_else(|| DeviceError::Stopped(msg.clone()));
-                        let _ = reply.send(Err(err));
-                    }
-                }
+                Err(e) => answer(&self.node_id, shares, Err(e)),
             }
         }
     }
 
-    async fn write(&mut self, events: Vec<NewEvent>) -> Result<Vec<Appended>, DeviceError> {
+    /// Numbers, hashes and signs a batch, and moves the head past it (optimistically: if its
+    /// insert fails, the inserter bumps `failures` and the head is read again).
+    async fn seal_batch(
+        &mut self,
+        events: Vec<NewEvent>,
+    ) -> Result<(Vec<AuditRecord>, Option<BatchRecord>), DeviceError> {
         if !self.lock.is_held() {
             return Err(DeviceError::LockLost(self.node_id.clone()));
         }
-        if self.lock.epoch() != self.lock_epoch {
+        let failures = self.failures.load(Ordering::SeqCst);
+        if self.lock.epoch() != self.lock_epoch || failures != self.epoch {
             self.head = None;
             self.lock_epoch = self.lock.epoch();
+            self.epoch = failures;
         }
         let head = match self.head.take() {
             Some(h) => h,
@@ -182,6 +203,7 @@ impl Writer {
             .map(|(i, ev)| ev.into_record(&self.node_id, first + i as i64, time_stamp))
             .collect();
         let last = first + rows.len() as i64 - 1;
+        let started = std::time::Instant::now();
         let batch = match &self.token {
             None => None,
             Some(token) => {
@@ -206,14 +228,98 @@ impl Writer {
                 }
             }
         };
-        // Nothing is known after a failed commit (it may have landed): re-read the head.
-        self.store.insert_batch(&rows, batch.as_ref()).await?;
+        tracing::debug!(
+            rows = rows.len(),
+            seal_us = started.elapsed().as_micros() as u64,
+            "batch sealed"
+        );
         self.head = Some(Head {
             next: last + 1,
             last_time: time_stamp,
-            previous_hash: batch.map_or(head.previous_hash, |b| b.statement_hash()),
+            previous_hash: batch
+                .as_ref()
+                .map_or(head.previous_hash, |b| b.statement_hash()),
         });
-        Ok(rows.iter().map(Appended::of).collect())
+        Ok((rows, batch))
+    }
+}
+
+type Shares = Vec<(usize, oneshot::Sender<Result<Vec<Appended>, DeviceError>>)>;
+
+/// A batch ready to be written.
+struct Sealed {
+    /// The failure epoch it was sealed in; batches sealed before a failure are not written.
+    epoch: u64,
+    rows: Vec<AuditRecord>,
+    batch: Option<BatchRecord>,
+    shares: Shares,
+}
+
+/// Writes sealed batches in order. A failed batch, and every batch sealed after it on the
+/// assumption that it would land, is answered with an error; the sealer then reads the head
+/// again, so the numbers are used again and no gap appears.
+async fn insert_in_order(
+    store: SharedStore,
+    mut sealed: mpsc::Receiver<Sealed>,
+    failures: Arc<AtomicU64>,
+    node_id: String,
+) {
+    while let Some(s) = sealed.recv().await {
+        if s.epoch != failures.load(Ordering::SeqCst) {
+            answer(
+                &node_id,
+                s.shares,
+                Err(DeviceError::Stopped(
+                    "an earlier batch could not be written; nothing of this one was written".into(),
+                )),
+            );
+            continue;
+        }
+        let started = std::time::Instant::now();
+        // Nothing is known after a failed commit (it may have landed): the head is read again.
+        match store.insert_batch(&s.rows, s.batch.as_ref()).await {
+            Ok(()) => {
+                tracing::debug!(
+                    rows = s.rows.len(),
+                    insert_us = started.elapsed().as_micros() as u64,
+                    "batch committed"
+                );
+                answer(
+                    &node_id,
+                    s.shares,
+                    Ok(s.rows.iter().map(Appended::of).collect()),
+                );
+            }
+            Err(e) => {
+                failures.fetch_add(1, Ordering::SeqCst);
+                answer(&node_id, s.shares, Err(e.into()));
+            }
+        }
+    }
+}
+
+/// Gives each request its part of the batch's result.
+fn answer(node_id: &str, shares: Shares, result: Result<Vec<Appended>, DeviceError>) {
+    match result {
+        Ok(mut done) => {
+            for (n, reply) in shares {
+                let rest = done.split_off(n.min(done.len()));
+                let _ = reply.send(Ok(done));
+                done = rest;
+            }
+        }
+        Err(e) => {
+            let events: usize = shares.iter().map(|(n, _)| n).sum();
+            tracing::warn!(node = %node_id, error = %e, events, "batch not written; its requests get 503");
+            let msg = e.to_string();
+            let mut first = Some(e);
+            for (_, reply) in shares {
+                let err = first
+                    .take()
+                    .unwrap_or_else(|| DeviceError::Stopped(msg.clone()));
+                let _ = reply.send(Err(err));
+            }
+        }
     }
 }
 

@@ -45,60 +45,6 @@ fn lock_key(node: &str) -> i64 {
     i64::from_be_bytes(first)
 }
 
-/// One row in COPY's text format: tab-separated, `\N` for null, and backslash, tab, newline and
-/// carriage return escaped.
-fn copy_row(out: &mut Vec<u8>, r: &AuditRecord) {
-    fn text(out: &mut Vec<u8>, v: &str) {
-        for b in v.bytes() {
-            match b {
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                b'\t' => out.extend_from_slice(b"\\t"),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                _ => out.push(b),
-            }
-        }
-    }
-    fn opt(out: &mut Vec<u8>, v: &Option<String>) {
-        match v {
-            Some(v) => text(out, v),
-            None => out.extend_from_slice(b"\\N"),
-        }
-    }
-    let tab = |out: &mut Vec<u8>| out.push(b'\t');
-    text(out, &r.pk);
-    tab(out);
-    text(out, &r.node_id);
-    tab(out);
-    out.extend_from_slice(r.sequence_number.to_string().as_bytes());
-    tab(out);
-    out.extend_from_slice(r.time_stamp.to_string().as_bytes());
-    for v in [
-        &r.event_type,
-        &r.event_status,
-        &r.auth_token,
-        &r.service,
-        &r.module,
-    ] {
-        tab(out);
-        text(out, v);
-    }
-    for v in [
-        &r.custom_id,
-        &r.search_detail1,
-        &r.search_detail2,
-        &r.additional_details,
-    ] {
-        tab(out);
-        opt(out, v);
-    }
-    tab(out);
-    out.extend_from_slice(r.row_version.to_string().as_bytes());
-    tab(out);
-    opt(out, &r.row_protection);
-    out.push(b'\n');
-}
-
 async fn insert_statement(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     b: &BatchRecord,
@@ -171,27 +117,41 @@ impl Drop for AbortOnDrop {
 }
 
 impl_store!(PgStore, {
-    /// The rows with COPY (PostgreSQL's bulk path) and the statement with one INSERT, in one
-    /// transaction, one commit.
+    /// One multi-row INSERT ... SELECT FROM UNNEST (arrays bound as parameters) for the rows,
+    /// one INSERT for the statement, one commit.
     async fn insert_batch(
         &self,
         rows: &[AuditRecord],
         batch: Option<&BatchRecord>,
     ) -> Result<(), StoreError> {
-        let mut data = Vec::with_capacity(rows.len() * 512);
-        for r in rows {
-            copy_row(&mut data, r);
-        }
+        let col = |f: fn(&AuditRecord) -> String| rows.iter().map(f).collect::<Vec<_>>();
+        let opt = |f: fn(&AuditRecord) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
         let mut tx = self.pool.begin().await?;
-        let mut copy = tx
-            .copy_in_raw(
-                "COPY auditrecorddata (pk, nodeid, sequencenumber, \"timestamp\", eventtype, \
-                 eventstatus, authtoken, service, module, customid, searchdetail1, searchdetail2, \
-                 additionaldetails, rowversion, rowprotection) FROM STDIN",
-            )
-            .await?;
-        copy.send(data).await?;
-        copy.finish().await?;
+        sqlx::query(
+            "INSERT INTO auditrecorddata (pk, nodeid, sequencenumber, \"timestamp\", eventtype, \
+             eventstatus, authtoken, service, module, customid, searchdetail1, searchdetail2, \
+             additionaldetails, rowversion, rowprotection) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], \
+             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
+             $12::text[], $13::text[], $14::int4[], $15::text[])",
+        )
+        .bind(col(|r| r.pk.clone()))
+        .bind(col(|r| r.node_id.clone()))
+        .bind(rows.iter().map(|r| r.sequence_number).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.time_stamp).collect::<Vec<_>>())
+        .bind(col(|r| r.event_type.clone()))
+        .bind(col(|r| r.event_status.clone()))
+        .bind(col(|r| r.auth_token.clone()))
+        .bind(col(|r| r.service.clone()))
+        .bind(col(|r| r.module.clone()))
+        .bind(opt(|r| r.custom_id.clone()))
+        .bind(opt(|r| r.search_detail1.clone()))
+        .bind(opt(|r| r.search_detail2.clone()))
+        .bind(opt(|r| r.additional_details.clone()))
+        .bind(rows.iter().map(|r| r.row_version).collect::<Vec<_>>())
+        .bind(opt(|r| r.row_protection.clone()))
+        .execute(&mut *tx)
+        .await?;
         if let Some(b) = batch {
             insert_statement(&mut tx, b).await?;
         }

@@ -119,6 +119,38 @@ fn bench_record(node: &str, seq: i64) -> auditseal_core::record::AuditRecord {
     }
 }
 
+/// The batched server's log filter: AUDITSEAL_BENCH_SERVER_LOG (e.g.
+/// `warn,auditseal_core::batched=debug` for per-batch timings), default `warn`.
+fn log_filter() -> std::ffi::OsString {
+    std::env::var_os("AUDITSEAL_BENCH_SERVER_LOG").unwrap_or_else(|| "warn".into())
+}
+
+/// Averages of the server's per-batch debug lines (when AUDITSEAL_BENCH_SERVER_LOG enables them).
+fn batch_timings(log: &str) {
+    let field = |line: &str, name: &str| -> Option<f64> {
+        let start = line.find(&format!("{name}="))? + name.len() + 1;
+        line[start..].split_whitespace().next()?.parse().ok()
+    };
+    let (mut n, mut rows, mut seal, mut insert) = (0.0, 0.0, 0.0, 0.0);
+    for line in log.lines() {
+        if line.contains("batch sealed") {
+            seal += field(line, "seal_us").unwrap_or(0.0);
+        } else if line.contains("batch committed") {
+            n += 1.0;
+            rows += field(line, "rows").unwrap_or(0.0);
+            insert += field(line, "insert_us").unwrap_or(0.0);
+        }
+    }
+    if n > 0.0 {
+        println!(
+            "    server: {n:.0} batches, {:.0} rows each; per batch: seal (hash + sign) {:.2} ms, insert + commit {:.2} ms (overlapped)",
+            rows / n,
+            seal / n / 1000.0,
+            insert / n / 1000.0
+        );
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -347,7 +379,7 @@ async fn batched_figures(
         ],
         &[
             ("SOFTHSM2_CONF", hsm.conf().as_os_str()),
-            ("AUDITSEAL_LOG", std::ffi::OsStr::new("warn")),
+            ("AUDITSEAL_LOG", log_filter().as_os_str()),
         ],
     )
     .expect("start the batched server");
@@ -389,6 +421,8 @@ async fn batched_figures(
         "    {bulk_rate:>9.0} events/s   RATIO (b)/(a) = {:.2} (target >= 0.80)",
         bulk_rate / copy_rate
     );
+    let log_b = server.log();
+    batch_timings(&log_b);
 
     // (c) single POSTs from 64 connections.
     let clients = 64;
