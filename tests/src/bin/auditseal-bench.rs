@@ -467,6 +467,13 @@ async fn batched_figures(
         "    RATIO (c)/(d) = {:.1} (target >= 20; (d) = the sequential device [4], {sequential:.0}/s)",
         single / sequential
     );
+    let log_c: String = server
+        .log()
+        .lines()
+        .skip(log_b.lines().count())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    batch_timings(&log_c);
     let status =
         std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap_or_default();
     let peak = status
