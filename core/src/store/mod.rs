@@ -215,6 +215,47 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// `INSERT` of one row with its 15 values bound, for either driver.
+macro_rules! insert_row {
+    ($r:expr) => {{
+        let r: &AuditRecord = $r;
+        sqlx::query(crate::store::INSERT)
+            .bind(&r.pk)
+            .bind(&r.node_id)
+            .bind(r.sequence_number)
+            .bind(r.time_stamp)
+            .bind(&r.event_type)
+            .bind(&r.event_status)
+            .bind(&r.auth_token)
+            .bind(&r.service)
+            .bind(&r.module)
+            .bind(&r.custom_id)
+            .bind(&r.search_detail1)
+            .bind(&r.search_detail2)
+            .bind(&r.additional_details)
+            .bind(r.row_version)
+            .bind(&r.row_protection)
+    }};
+}
+pub(crate) use insert_row;
+
+/// `INSERT` of one batch statement, for either driver.
+macro_rules! insert_statement {
+    ($b:expr) => {{
+        let b: &BatchRecord = $b;
+        sqlx::query(crate::store::INSERT_BATCH)
+            .bind(&b.node_id)
+            .bind(b.first_sequence_number)
+            .bind(b.last_sequence_number)
+            .bind(b.time_stamp)
+            .bind(&b.merkle_root)
+            .bind(&b.previous_hash)
+            .bind(b.key_id)
+            .bind(&b.statement_protection)
+    }};
+}
+pub(crate) use insert_statement;
+
 /// Implements `Store` for a driver: its own methods (`$own`) plus those whose SQL is the same for
 /// both databases, written once here and compiled for each driver's types.
 macro_rules! impl_store {
@@ -236,22 +277,7 @@ macro_rules! impl_store {
         }
 
         async fn insert(&self, r: &AuditRecord) -> Result<(), StoreError> {
-            sqlx::query(crate::store::INSERT)
-                .bind(&r.pk)
-                .bind(&r.node_id)
-                .bind(r.sequence_number)
-                .bind(r.time_stamp)
-                .bind(&r.event_type)
-                .bind(&r.event_status)
-                .bind(&r.auth_token)
-                .bind(&r.service)
-                .bind(&r.module)
-                .bind(&r.custom_id)
-                .bind(&r.search_detail1)
-                .bind(&r.search_detail2)
-                .bind(&r.additional_details)
-                .bind(r.row_version)
-                .bind(&r.row_protection)
+            crate::store::insert_row!(r)
                 .execute(&self.pool)
                 .await?;
             Ok(())

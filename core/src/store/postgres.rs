@@ -45,24 +45,6 @@ fn lock_key(node: &str) -> i64 {
     i64::from_be_bytes(first)
 }
 
-async fn insert_statement(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    b: &BatchRecord,
-) -> Result<(), StoreError> {
-    sqlx::query(super::INSERT_BATCH)
-        .bind(&b.node_id)
-        .bind(b.first_sequence_number)
-        .bind(b.last_sequence_number)
-        .bind(b.time_stamp)
-        .bind(&b.merkle_root)
-        .bind(&b.previous_hash)
-        .bind(b.key_id)
-        .bind(&b.statement_protection)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
 /// Takes the node's advisory lock on a dedicated connection (outside the pool: the lock lives
 /// as long as that session). None when another session holds it.
 async fn try_lock(url: &str, node: &str) -> Result<Option<PgConnection>, StoreError> {
@@ -153,7 +135,7 @@ impl_store!(PgStore, {
         .execute(&mut *tx)
         .await?;
         if let Some(b) = batch {
-            insert_statement(&mut tx, b).await?;
+            super::insert_statement!(b).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -70,37 +70,10 @@ impl_store!(SqliteStore, {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for r in rows {
-            sqlx::query(super::INSERT)
-                .bind(&r.pk)
-                .bind(&r.node_id)
-                .bind(r.sequence_number)
-                .bind(r.time_stamp)
-                .bind(&r.event_type)
-                .bind(&r.event_status)
-                .bind(&r.auth_token)
-                .bind(&r.service)
-                .bind(&r.module)
-                .bind(&r.custom_id)
-                .bind(&r.search_detail1)
-                .bind(&r.search_detail2)
-                .bind(&r.additional_details)
-                .bind(r.row_version)
-                .bind(&r.row_protection)
-                .execute(&mut *tx)
-                .await?;
+            super::insert_row!(r).execute(&mut *tx).await?;
         }
         if let Some(b) = batch {
-            sqlx::query(super::INSERT_BATCH)
-                .bind(&b.node_id)
-                .bind(b.first_sequence_number)
-                .bind(b.last_sequence_number)
-                .bind(b.time_stamp)
-                .bind(&b.merkle_root)
-                .bind(&b.previous_hash)
-                .bind(b.key_id)
-                .bind(&b.statement_protection)
-                .execute(&mut *tx)
-                .await?;
+            super::insert_statement!(b).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
