@@ -401,23 +401,10 @@ impl LogDevice for BatchedDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::test_event as event;
     use crate::keys::KeyRing;
     use crate::token::HmacToken;
     use crate::verify::{Selection, verify_log};
-
-    fn event(n: usize) -> NewEvent {
-        NewEvent {
-            event_type: "PROCESS".into(),
-            event_status: "SUCCESS".into(),
-            auth_token: "test".into(),
-            service: "SIGNSERVER".into(),
-            module: "WORKER".into(),
-            custom_id: None,
-            search_detail1: Some(n.to_string()),
-            search_detail2: None,
-            additional_details: None,
-        }
-    }
 
     #[tokio::test]
     async fn concurrent_events_form_verifiable_batches_and_failures_leave_no_gap() {

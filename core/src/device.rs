@@ -227,8 +227,25 @@ impl LogDevice for SequentialDevice {
     }
 }
 
+/// An event for the devices' unit tests (search_detail1 = n).
+#[cfg(test)]
+pub(crate) fn test_event(n: usize) -> NewEvent {
+    NewEvent {
+        event_type: "PROCESS".into(),
+        event_status: "SUCCESS".into(),
+        auth_token: "test".into(),
+        service: "SIGNSERVER".into(),
+        module: "WORKER".into(),
+        custom_id: None,
+        search_detail1: Some(n.to_string()),
+        search_detail2: None,
+        additional_details: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_event as event;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
@@ -262,20 +279,6 @@ mod tests {
         }
         fn describe(&self) -> String {
             "flaky test token".into()
-        }
-    }
-
-    fn event(n: usize) -> NewEvent {
-        NewEvent {
-            event_type: "PROCESS".into(),
-            event_status: "SUCCESS".into(),
-            auth_token: "test".into(),
-            service: "SIGNSERVER".into(),
-            module: "WORKER".into(),
-            custom_id: None,
-            search_detail1: Some(n.to_string()),
-            search_detail2: None,
-            additional_details: None,
         }
     }
 
