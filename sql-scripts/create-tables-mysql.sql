@@ -32,3 +32,15 @@ CREATE TABLE AuditBatchData (
     statementProtection  LONGTEXT NOT NULL,
     PRIMARY KEY (nodeId, firstSequenceNumber)
 );
+
+-- Signed checkpoints and archive markers (docs/FORMAT.md section 7).
+CREATE TABLE AuditCheckpointData (
+    nodeId               VARCHAR(250) BINARY NOT NULL,
+    sequenceNumber       BIGINT(20) NOT NULL,
+    timeStamp            BIGINT(20) NOT NULL,
+    headHash             VARCHAR(64) NOT NULL,
+    kind                 VARCHAR(16) NOT NULL,
+    keyId                INT(11) NOT NULL,
+    statementProtection  LONGTEXT NOT NULL,
+    PRIMARY KEY (nodeId, sequenceNumber, kind)
+);

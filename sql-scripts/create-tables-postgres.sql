@@ -32,3 +32,15 @@ CREATE TABLE auditbatchdata (
     statementprotection  TEXT NOT NULL,
     PRIMARY KEY (nodeid, firstsequencenumber)
 );
+
+-- Signed checkpoints and archive markers (docs/FORMAT.md section 7).
+CREATE TABLE auditcheckpointdata (
+    nodeid               TEXT NOT NULL,
+    sequencenumber       INT8 NOT NULL,
+    "timestamp"          INT8 NOT NULL,
+    headhash             TEXT NOT NULL,
+    kind                 TEXT NOT NULL,
+    keyid                INT4 NOT NULL,
+    statementprotection  TEXT NOT NULL,
+    PRIMARY KEY (nodeid, sequencenumber, kind)
+);

@@ -1,6 +1,7 @@
 //! `auditseal-db`: the database CLI. One file per command under `cmd/`.
 
 mod cmd;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +45,9 @@ enum Command {
     /// List, test and export the configured keys.
     #[command(subcommand)]
     Keys(cmd::keys::Command),
+    /// Export or list the nodes' newest signed checkpoints.
+    #[command(subcommand)]
+    Checkpoint(cmd::checkpoint::Command),
 }
 
 /// SignServer's CLI spells options with one dash (`verifylog -all`, `-node n:5`); accept both.
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Verifylog(args) => cmd::verifylog::run(&settings, args).await,
             Command::Keys(c) => cmd::keys::run(&settings, c).await,
+            Command::Checkpoint(c) => cmd::checkpoint::run(&settings, c).await,
         }
     });
     match result {

@@ -460,9 +460,14 @@ mod tests {
 
         let mut ring = KeyRing::new();
         ring.insert(9, token.verify_key());
-        let report = verify_log(store.as_ref(), &ring, &Selection::All)
-            .await
-            .unwrap();
+        let report = verify_log(
+            &store,
+            &std::sync::Arc::new(ring.clone()),
+            &Selection::All,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!((report.rows, report.errors), (141, 0), "{report}");
         assert!(report.nodes[0].batches >= 8, "{report:?}");
         // A restarted device continues the numbers and the chain.
@@ -472,9 +477,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again.append(event(0)).await.unwrap().sequence_number, 0);
-        let report = verify_log(store.as_ref(), &ring, &Selection::All)
-            .await
-            .unwrap();
+        let report = verify_log(
+            &store,
+            &std::sync::Arc::new(ring.clone()),
+            &Selection::All,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(report.errors, 0, "{report}");
     }
 

@@ -20,6 +20,8 @@ pub struct FileConfig {
     pub node_id: Option<String>,
     #[serde(default)]
     pub server: ServerSection,
+    #[serde(default)]
+    pub checkpoint: CheckpointSection,
     /// None: the defaults, or the keys of a SignServer configuration (`--signserver-conf`).
     pub protection: Option<ProtectionSection>,
 }
@@ -38,6 +40,21 @@ pub struct ServerSection {
     /// Batched device: most events waiting before requests get 503 (default 20000).
     pub queue_capacity: Option<usize>,
 }
+
+/// Signed checkpoints of the node's head hash (docs/FORMAT.md section 7).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSection {
+    /// Seconds between checkpoints (default 60; 0 turns them off).
+    pub interval_secs: Option<u64>,
+    /// Also append each checkpoint to this file, one JSON line each (relative: under data_dir).
+    pub file: Option<PathBuf>,
+    /// Also send each checkpoint to this syslog socket, e.g. /dev/log.
+    pub syslog: Option<PathBuf>,
+}
+
+/// Default seconds between checkpoints.
+pub const DEFAULT_CHECKPOINT_SECS: u64 = 60;
 
 /// Which log device writes the node's rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

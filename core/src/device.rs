@@ -332,9 +332,14 @@ mod tests {
 
         let mut ring = KeyRing::new();
         ring.insert(3, token.verify_key());
-        let report = verify_log(store.as_ref(), &ring, &Selection::All)
-            .await
-            .unwrap();
+        let report = verify_log(
+            &store,
+            &std::sync::Arc::new(ring.clone()),
+            &Selection::All,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!((report.rows, report.errors), (3, 0), "{report}");
     }
 

@@ -3,6 +3,8 @@
 
 pub mod batch;
 pub mod batched;
+pub mod checkpoint;
+pub mod checkpointer;
 pub mod config;
 pub mod der;
 pub mod details;

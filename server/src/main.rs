@@ -10,7 +10,10 @@ use clap::Parser;
 use std::time::Duration;
 
 use auditseal_core::batched::{BatchedConfig, BatchedDevice};
-use auditseal_core::config::{DeviceKind, KeyMode, Overrides, Settings, load_keys};
+use auditseal_core::checkpointer;
+use auditseal_core::config::{
+    DEFAULT_CHECKPOINT_SECS, DeviceKind, KeyMode, Overrides, Settings, load_keys,
+};
 use auditseal_core::device::{LogDevice, SequentialDevice};
 use auditseal_core::store;
 use auditseal_server::{AppState, DEFAULT_MAX_BODY_BYTES, VerifyPolicy};
@@ -127,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
                 )
             }
         };
+    let checkpoints = start_checkpoints(&settings, &store, keys.current.clone()).await?;
     match &keys.current {
         Some(t) => {
             tracing::info!(keyid = t.keyid(), algorithm = %t.algorithm(), key = %t.describe(), "protecting new rows")
@@ -157,8 +161,49 @@ async fn main() -> anyhow::Result<()> {
     // Tests and scripts read this line to learn the port when binding to :0.
     println!("auditseal-server listening on http://{local}");
     auditseal_server::run(listener, state, shutdown_signal()).await?;
+    if let Some((stop, task)) = checkpoints {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     tracing::info!("auditseal-server stopped");
     Ok(())
+}
+
+/// Starts the checkpoint writer (unless turned off or rows are not protected); it writes a last
+/// checkpoint when told to stop.
+async fn start_checkpoints(
+    settings: &Settings,
+    store: &store::SharedStore,
+    token: Option<auditseal_core::token::SharedToken>,
+) -> anyhow::Result<
+    Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+> {
+    let c = &settings.file.checkpoint;
+    let secs = c.interval_secs.unwrap_or(DEFAULT_CHECKPOINT_SECS);
+    let Some(token) = token.filter(|_| secs > 0) else {
+        tracing::warn!("checkpoints are off (checkpoint.interval_secs = 0 or signing is off)");
+        return Ok(None);
+    };
+    let sinks = checkpointer::Sinks {
+        file: c.file.as_ref().map(|f| settings.data_dir.join(f)),
+        syslog: c.syslog.clone(),
+    };
+    let cp =
+        checkpointer::Checkpointer::start(store.clone(), token, settings.node_id.clone(), sinks)
+            .await
+            .context("cannot start the checkpoint writer")?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(checkpointer::run(
+        cp,
+        Duration::from_secs(secs),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Ok(Some((stop, task)))
 }
 
 async fn shutdown_signal() {

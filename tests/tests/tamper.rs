@@ -266,7 +266,7 @@ async fn named_nodes_offsets_and_warnings() {
 
 #[tokio::test]
 async fn findings_do_not_depend_on_chunk_boundaries() {
-    use auditseal_core::verify::verify_node;
+    use auditseal_core::verify::{VerifyOptions, verify_node};
     for backend in BACKENDS {
         let dir = tempfile::tempdir().unwrap();
         let url = log_with_rows(backend, dir.path(), 9).await;
@@ -289,7 +289,12 @@ async fn findings_do_not_depend_on_chunk_boundaries() {
         )
         .unwrap();
         let store = store::open(&url).await.unwrap();
-        let reference = verify_node(store.as_ref(), &keys.ring, NODE, 0, 5000)
+        let ring = std::sync::Arc::new(keys.ring);
+        let opts = |chunk| VerifyOptions {
+            chunk,
+            ..Default::default()
+        };
+        let reference = verify_node(&store, &ring, NODE, Some(0), &opts(5000))
             .await
             .unwrap();
         assert_eq!(reference.rows, 9);
@@ -304,12 +309,12 @@ async fn findings_do_not_depend_on_chunk_boundaries() {
         );
         assert_eq!(reference.failed.len(), 2, "the copies carry another pk");
         for chunk in 1..=10 {
-            let r = verify_node(store.as_ref(), &keys.ring, NODE, 0, chunk)
+            let r = verify_node(&store, &ring, NODE, Some(0), &opts(chunk))
                 .await
                 .unwrap();
             assert_eq!(r, reference, "{backend:?} chunk {chunk}");
         }
-        let from_4 = verify_node(store.as_ref(), &keys.ring, NODE, 4, 2)
+        let from_4 = verify_node(&store, &ring, NODE, Some(4), &opts(2))
             .await
             .unwrap();
         assert_eq!(

@@ -1,5 +1,6 @@
 //! One file per command.
 
+pub mod checkpoint;
 pub mod keys;
 pub mod verifylog;
 

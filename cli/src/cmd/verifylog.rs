@@ -1,25 +1,51 @@
-//! `auditseal-db verifylog --all | --node NAME[:OFFSET]...` (spec section 7).
+//! `auditseal-db verifylog --all | --node NAME[:OFFSET]... [--checkpoint FILE]` (spec section 7,
+//! docs/OPERATIONS.md).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 
+use auditseal_core::checkpoint;
 use auditseal_core::config::Settings;
 use auditseal_core::store;
-use auditseal_core::verify::{Selection, parse_node_arg, verify_log};
+use auditseal_core::verify::{Selection, Silent, VerifyOptions, parse_node_arg, verify_log};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Verify every node from sequence 0.
+    /// Verify every node, each from where its log starts (after its archive marker).
     #[arg(long, conflicts_with = "node", required_unless_present = "node")]
     all: bool,
-    /// Verify the named node from OFFSET (default 0); repeatable.
+    /// Verify the named node (from OFFSET if given); repeatable.
     #[arg(long, value_name = "NAME[:OFFSET]", value_parser = parse_node_arg)]
-    node: Vec<(String, i64)>,
+    node: Vec<(String, Option<i64>)>,
+    /// Checkpoints saved outside the database (`checkpoint export`, or the server's checkpoint
+    /// file): prove the log still holds everything each one covered.
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Vec<PathBuf>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// No progress display on stderr.
+    #[arg(long)]
+    quiet: bool,
 }
 
 pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
+    let mut external: HashMap<String, Vec<checkpoint::Checkpoint>> = HashMap::new();
+    for path in &args.checkpoint {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the checkpoint file {}", path.display()))?;
+        let list = checkpoint::parse_file(&text)
+            .map_err(|e| anyhow::anyhow!("checkpoint file {}: {e}", path.display()))?;
+        if list.is_empty() {
+            anyhow::bail!("checkpoint file {} holds no checkpoint", path.display());
+        }
+        for c in list {
+            external.entry(c.node_id.clone()).or_default().push(c);
+        }
+    }
     let keys = super::load_keys(settings).await?;
     let redacted = store::redact_url(&settings.database_url);
     let store = store::open(&settings.database_url)
@@ -30,7 +56,16 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
     } else {
         Selection::Nodes(args.node)
     };
-    let report = verify_log(store.as_ref(), &keys.ring, &selection)
+    let opts = VerifyOptions {
+        external: Arc::new(external),
+        progress: if args.quiet {
+            Arc::new(Silent)
+        } else {
+            Arc::new(crate::progress::Bar::stderr())
+        },
+        ..Default::default()
+    };
+    let report = verify_log(&store, &Arc::new(keys.ring), &selection, &opts)
         .await
         .with_context(|| format!("reading {redacted} failed"))?;
     if args.json {

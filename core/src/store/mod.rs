@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::batch::BatchRecord;
+use crate::checkpoint::Checkpoint;
 use crate::record::AuditRecord;
 pub use postgres::PgStore;
 pub use query::{Criterion, CriterionError, Field, Op, Query};
@@ -26,6 +27,14 @@ pub(crate) const COLUMNS: &str = "pk AS pk, nodeid AS nodeid, sequencenumber AS 
 pub(crate) const BATCH_COLUMNS: &str = "nodeid AS nodeid, firstsequencenumber AS firstsequencenumber, \
      lastsequencenumber AS lastsequencenumber, \"timestamp\" AS \"timestamp\", merkleroot AS merkleroot, \
      previoushash AS previoushash, keyid AS keyid, statementprotection AS statementprotection";
+
+pub(crate) const CHECKPOINT_COLUMNS: &str = "nodeid AS nodeid, sequencenumber AS sequencenumber, \
+     \"timestamp\" AS \"timestamp\", headhash AS headhash, kind AS kind, keyid AS keyid, \
+     statementprotection AS statementprotection";
+
+pub(crate) const INSERT_CHECKPOINT: &str = "INSERT INTO auditcheckpointdata (nodeid, \
+     sequencenumber, \"timestamp\", headhash, kind, keyid, statementprotection) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 pub(crate) const INSERT_BATCH: &str = "INSERT INTO auditbatchdata (nodeid, firstsequencenumber, \
      lastsequencenumber, \"timestamp\", merkleroot, previoushash, keyid, statementprotection) \
@@ -181,6 +190,27 @@ pub trait Store: Send + Sync {
         after_first: Option<i64>,
         limit: i64,
     ) -> Result<Vec<BatchRecord>, StoreError>;
+    /// Stores a checkpoint (checkpoint.rs).
+    async fn insert_checkpoint(&self, c: &Checkpoint) -> Result<(), StoreError>;
+    /// The node's checkpoint with the highest sequence number, of either kind.
+    async fn last_checkpoint(&self, node: &str) -> Result<Option<Checkpoint>, StoreError>;
+    /// The node's newest archive marker: its log starts after it.
+    async fn archive_base(&self, node: &str) -> Result<Option<Checkpoint>, StoreError>;
+    /// Up to `limit` checkpoints of `node` (both kinds) with sequenceNumber >= `from_seq`,
+    /// ordered by (sequenceNumber, kind), starting after `after`.
+    async fn read_checkpoints(
+        &self,
+        node: &str,
+        from_seq: i64,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<Checkpoint>, StoreError>;
+    /// Each node's checkpoint(s) with the highest sequence number.
+    async fn latest_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
+    /// In one transaction: stores the archive `marker` and deletes the node's rows up to its
+    /// sequence number, the batch statements that end there or before, and the older
+    /// checkpoints. Returns how many rows were deleted.
+    async fn archive_node(&self, marker: &Checkpoint) -> Result<u64, StoreError>;
     /// Rows matching every criterion, newest first.
     async fn query(&self, query: &Query) -> Result<Vec<AuditRecord>, StoreError>;
 }
@@ -255,6 +285,22 @@ macro_rules! insert_statement {
     }};
 }
 pub(crate) use insert_statement;
+
+/// `INSERT` of one checkpoint, for either driver.
+macro_rules! insert_checkpoint {
+    ($c:expr) => {{
+        let c: &crate::checkpoint::Checkpoint = $c;
+        sqlx::query(crate::store::INSERT_CHECKPOINT)
+            .bind(&c.node_id)
+            .bind(c.sequence_number)
+            .bind(c.time_stamp)
+            .bind(&c.head_hash)
+            .bind(&c.kind)
+            .bind(c.key_id)
+            .bind(&c.statement_protection)
+    }};
+}
+pub(crate) use insert_checkpoint;
 
 /// Implements `Store` for a driver: its own methods (`$own`) plus those whose SQL is the same for
 /// both databases, written once here and compiled for each driver's types.
@@ -376,6 +422,113 @@ macro_rules! impl_store {
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?)
+        }
+
+        async fn insert_checkpoint(
+            &self,
+            c: &crate::checkpoint::Checkpoint,
+        ) -> Result<(), StoreError> {
+            crate::store::insert_checkpoint!(c).execute(&self.pool).await?;
+            Ok(())
+        }
+
+        async fn last_checkpoint(
+            &self,
+            node: &str,
+        ) -> Result<Option<crate::checkpoint::Checkpoint>, StoreError> {
+            let sql = format!(
+                "SELECT {} FROM auditcheckpointdata WHERE nodeid = $1 \
+                 ORDER BY sequencenumber DESC, kind LIMIT 1",
+                crate::store::CHECKPOINT_COLUMNS
+            );
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(node)
+                .fetch_optional(&self.pool)
+                .await?)
+        }
+
+        async fn archive_base(
+            &self,
+            node: &str,
+        ) -> Result<Option<crate::checkpoint::Checkpoint>, StoreError> {
+            let sql = format!(
+                "SELECT {} FROM auditcheckpointdata WHERE nodeid = $1 AND kind = $2 \
+                 ORDER BY sequencenumber DESC LIMIT 1",
+                crate::store::CHECKPOINT_COLUMNS
+            );
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(node)
+                .bind(crate::checkpoint::KIND_ARCHIVE)
+                .fetch_optional(&self.pool)
+                .await?)
+        }
+
+        async fn read_checkpoints(
+            &self,
+            node: &str,
+            from_seq: i64,
+            after: Option<(i64, String)>,
+            limit: i64,
+        ) -> Result<Vec<crate::checkpoint::Checkpoint>, StoreError> {
+            let sql = format!(
+                "SELECT {} FROM auditcheckpointdata WHERE nodeid = $1 AND sequencenumber >= $2 \
+                 AND (sequencenumber > $3 OR (sequencenumber = $3 AND kind > $4)) \
+                 ORDER BY sequencenumber, kind LIMIT $5",
+                crate::store::CHECKPOINT_COLUMNS
+            );
+            let (after_seq, after_kind) = after.unwrap_or((i64::MIN, String::new()));
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(node)
+                .bind(from_seq)
+                .bind(after_seq)
+                .bind(after_kind)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+        }
+
+        async fn latest_checkpoints(
+            &self,
+        ) -> Result<Vec<crate::checkpoint::Checkpoint>, StoreError> {
+            let sql = format!(
+                "SELECT {} FROM auditcheckpointdata c WHERE sequencenumber = \
+                 (SELECT MAX(sequencenumber) FROM auditcheckpointdata d WHERE d.nodeid = c.nodeid) \
+                 ORDER BY nodeid, kind",
+                crate::store::CHECKPOINT_COLUMNS
+            );
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&self.pool)
+                .await?)
+        }
+
+        async fn archive_node(
+            &self,
+            marker: &crate::checkpoint::Checkpoint,
+        ) -> Result<u64, StoreError> {
+            let mut tx = self.pool.begin().await?;
+            crate::store::insert_checkpoint!(marker).execute(&mut *tx).await?;
+            let rows = sqlx::query(
+                "DELETE FROM auditrecorddata WHERE nodeid = $1 AND sequencenumber <= $2",
+            )
+            .bind(&marker.node_id)
+            .bind(marker.sequence_number)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query("DELETE FROM auditbatchdata WHERE nodeid = $1 AND lastsequencenumber <= $2")
+                .bind(&marker.node_id)
+                .bind(marker.sequence_number)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "DELETE FROM auditcheckpointdata WHERE nodeid = $1 AND sequencenumber < $2",
+            )
+            .bind(&marker.node_id)
+            .bind(marker.sequence_number)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(rows)
         }
 
         async fn query(&self, q: &Query) -> Result<Vec<AuditRecord>, StoreError> {

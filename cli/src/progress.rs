@@ -1,0 +1,128 @@
+//! verifylog's progress on stderr: on a terminal one line per node, redrawn in place (bar, rows,
+//! rows/s); otherwise a plain line per node every few seconds and when it finishes.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use auditseal_core::verify::Progress;
+
+/// How often the display is updated.
+const TERMINAL_EVERY: Duration = Duration::from_millis(200);
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+struct NodeState {
+    expected: u64,
+    rows: u64,
+    started: Instant,
+    done: bool,
+}
+
+pub struct Bar {
+    terminal: bool,
+    state: Mutex<State>,
+}
+
+struct State {
+    nodes: BTreeMap<String, NodeState>,
+    drawn_lines: usize,
+    last_draw: Option<Instant>,
+}
+
+impl Bar {
+    pub fn stderr() -> Self {
+        Bar {
+            terminal: std::io::stderr().is_terminal(),
+            state: Mutex::new(State {
+                nodes: BTreeMap::new(),
+                drawn_lines: 0,
+                last_draw: None,
+            }),
+        }
+    }
+
+    fn line(node: &str, n: &NodeState) -> String {
+        let secs = n.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = (n.rows as f64 / secs) as u64;
+        let fraction = if n.expected == 0 {
+            1.0
+        } else {
+            (n.rows as f64 / n.expected as f64).min(1.0)
+        };
+        let filled = (fraction * 24.0) as usize;
+        format!(
+            "{node:<20} [{}{}] {:>3}% {:>10} rows {:>8} rows/s{}",
+            "#".repeat(filled),
+            "-".repeat(24 - filled),
+            (fraction * 100.0) as u32,
+            n.rows,
+            rate,
+            if n.done { "  done" } else { "" }
+        )
+    }
+
+    fn draw(&self, st: &mut State, force: bool) {
+        let every = if self.terminal {
+            TERMINAL_EVERY
+        } else {
+            PLAIN_EVERY
+        };
+        if !force && st.last_draw.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        st.last_draw = Some(Instant::now());
+        let mut err = std::io::stderr().lock();
+        if self.terminal {
+            // Move up over what was drawn before and draw every node again.
+            if st.drawn_lines > 0 {
+                let _ = write!(err, "\x1b[{}A", st.drawn_lines);
+            }
+            for (node, n) in &st.nodes {
+                let _ = writeln!(err, "\x1b[2K{}", Self::line(node, n));
+            }
+            st.drawn_lines = st.nodes.len();
+        } else {
+            for (node, n) in st.nodes.iter().filter(|(_, n)| !n.done) {
+                let _ = writeln!(err, "progress: {}", Self::line(node, n));
+            }
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, node: &str, expected: u64) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.nodes.insert(
+            node.to_string(),
+            NodeState {
+                expected,
+                rows: 0,
+                started: Instant::now(),
+                done: false,
+            },
+        );
+        self.draw(&mut st, self.terminal);
+    }
+
+    fn advance(&self, node: &str, rows: u64) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = st.nodes.get_mut(node) {
+            n.rows += rows;
+        }
+        self.draw(&mut st, false);
+    }
+
+    fn finish(&self, node: &str) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(n) = st.nodes.get_mut(node) else {
+            return;
+        };
+        n.done = true;
+        if self.terminal {
+            self.draw(&mut st, true);
+        } else if let Some(n) = st.nodes.get(node) {
+            eprintln!("progress: {}", Self::line(node, n));
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The server's checkpoint writer: every interval it folds the node's newly committed rows into
+//! the head hash, signs a checkpoint (checkpoint.rs) and stores it, and, when configured, appends
+//! a copy to a file and sends one to syslog, so that a copy lives outside the database.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::checkpoint::{Checkpoint, Head, KIND_CHECKPOINT};
+use crate::store::{SharedStore, StoreError};
+use crate::token::{SharedToken, TokenError};
+
+/// Rows read per round trip while catching up.
+const CHUNK: i64 = 5000;
+
+/// Where copies of each checkpoint go besides the database.
+#[derive(Debug, Clone, Default)]
+pub struct Sinks {
+    /// Appended one JSON line per checkpoint, fsynced.
+    pub file: Option<PathBuf>,
+    /// A syslog datagram socket (usually /dev/log): one message per checkpoint.
+    pub syslog: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot sign the checkpoint: {0}")]
+    Token(#[from] TokenError),
+    #[error("the node's newest checkpoint (sequence {0}) has a malformed headHash")]
+    Malformed(i64),
+    #[error("cannot write the checkpoint copy to {path}: {reason}")]
+    Sink { path: PathBuf, reason: String },
+}
+
+pub struct Checkpointer {
+    store: SharedStore,
+    token: SharedToken,
+    node: String,
+    head: Head,
+    sinks: Sinks,
+}
+
+impl Checkpointer {
+    /// Continues from the node's newest checkpoint (or the start of its log).
+    pub async fn start(
+        store: SharedStore,
+        token: SharedToken,
+        node: String,
+        sinks: Sinks,
+    ) -> Result<Self, CheckpointError> {
+        let head = match store.last_checkpoint(&node).await? {
+            Some(c) => Head::of(&c).ok_or(CheckpointError::Malformed(c.sequence_number))?,
+            None => Head::default(),
+        };
+        Ok(Checkpointer {
+            store,
+            token,
+            node,
+            head,
+            sinks,
+        })
+    }
+
+    /// Folds in the rows committed since the last run and, if there were any, writes a
+    /// checkpoint. Stops at the first missing or repeated sequence number: a checkpoint never
+    /// vouches for a log with a hole.
+    pub async fn run_once(&mut self) -> Result<Option<Checkpoint>, CheckpointError> {
+        let start = self.head.sequence_number;
+        loop {
+            let from = self.head.sequence_number + 1;
+            let rows = self.store.read_node(&self.node, from, None, CHUNK).await?;
+            let full = rows.len() as i64 == CHUNK;
+            for r in &rows {
+                if r.sequence_number != self.head.sequence_number + 1 {
+                    tracing::error!(
+                        node = %self.node,
+                        expected = self.head.sequence_number + 1,
+                        found = r.sequence_number,
+                        "ALERT the node's log has a hole or a duplicate; checkpoints stop before it"
+                    );
+                    return self.write_if_advanced(start).await;
+                }
+                self.head.push(r);
+            }
+            if !full {
+                break;
+            }
+        }
+        self.write_if_advanced(start).await
+    }
+
+    async fn write_if_advanced(
+        &mut self,
+        start: i64,
+    ) -> Result<Option<Checkpoint>, CheckpointError> {
+        if self.head.sequence_number == start {
+            return Ok(None);
+        }
+        let (token, node, head) = (self.token.clone(), self.node.clone(), self.head);
+        let c = tokio::task::spawn_blocking(move || {
+            Checkpoint::sign(
+                token.as_ref(),
+                &node,
+                &head,
+                crate::time::now_millis(),
+                KIND_CHECKPOINT,
+            )
+        })
+        .await
+        .map_err(|e| TokenError::Unavailable(format!("signing task failed: {e}")))??;
+        self.store.insert_checkpoint(&c).await?;
+        self.copy_out(&c)?;
+        Ok(Some(c))
+    }
+
+    fn copy_out(&self, c: &Checkpoint) -> Result<(), CheckpointError> {
+        let line = c.to_json_line();
+        if let Some(path) = &self.sinks.file {
+            append_line(path, &line).map_err(|e| CheckpointError::Sink {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        if let Some(path) = &self.sinks.syslog {
+            send_syslog(path, &line).map_err(|e| CheckpointError::Sink {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Where the head hash stands.
+    pub fn head(&self) -> Head {
+        self.head
+    }
+}
+
+fn append_line(path: &PathBuf, line: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    f.write_all(format!("{line}\n").as_bytes())?;
+    f.sync_data()
+}
+
+/// RFC 3164 style, facility authpriv (10), severity notice (5): `<85>auditseal[PID]: ...`.
+fn send_syslog(path: &PathBuf, line: &str) -> std::io::Result<()> {
+    let sock = std::os::unix::net::UnixDatagram::unbound()?;
+    let msg = format!(
+        "<85>auditseal[{}]: auditseal-checkpoint {line}",
+        std::process::id()
+    );
+    sock.send_to(msg.as_bytes(), path)?;
+    Ok(())
+}
+
+/// Runs `run_once` every `interval` until `stop` resolves, then once more (a final checkpoint
+/// on a clean shutdown). Failures are logged and retried at the next interval.
+pub async fn run(mut cp: Checkpointer, interval: Duration, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(interval) => false,
+            _ = &mut stop => true,
+        };
+        match cp.run_once().await {
+            Ok(Some(c)) => tracing::info!(
+                node = %c.node_id,
+                sequence = c.sequence_number,
+                head = %c.head_hash,
+                "checkpoint written"
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(node = %cp.node, error = %e, "ALERT cannot write a checkpoint")
+            }
+        }
+        if stopping {
+            break;
+        }
+    }
+}
