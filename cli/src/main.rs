@@ -45,6 +45,10 @@ enum Command {
     /// List, test and export the configured keys.
     #[command(subcommand)]
     Keys(cmd::keys::Command),
+    /// Export the verified rows up to a time as a signed segment, then delete them.
+    Archive(cmd::archive::Args),
+    /// Check an archive segment offline.
+    VerifyExport(cmd::verify_export::Args),
     /// Export or list the nodes' newest signed checkpoints.
     #[command(subcommand)]
     Checkpoint(cmd::checkpoint::Command),
@@ -95,6 +99,8 @@ fn main() -> ExitCode {
             Command::Verifylog(args) => cmd::verifylog::run(&settings, args).await,
             Command::Keys(c) => cmd::keys::run(&settings, c).await,
             Command::Checkpoint(c) => cmd::checkpoint::run(&settings, c).await,
+            Command::Archive(a) => cmd::archive::run(&settings, a).await,
+            Command::VerifyExport(a) => cmd::verify_export::run(&settings, a).await,
         }
     });
     match result {

@@ -2,7 +2,7 @@
 //! that is signed once per batch, the chain of statements, and the per-row inclusion proof
 //! carried in `rowProtection` as `1:3:<keyid>:<hex payload>`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::merkle::{self, Hash};
@@ -16,7 +16,7 @@ pub const STATEMENT_TAG: &str = "auditseal-batch-v1";
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// One row of `AuditBatchData`: a signed statement about rows first..=last of a node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct BatchRecord {
     #[sqlx(rename = "nodeid")]

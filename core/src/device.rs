@@ -69,6 +69,32 @@ pub trait LogDevice: Send + Sync {
 
 impl NewEvent {
     /// The row for this event at `seq`/`time_stamp`, not yet protected.
+    /// An event auditseal itself logs (an archive run, a verification) with `details` as
+    /// additionalDetails (service `AUDITSEAL`, module `SECURITY_AUDIT`, as CESeCore's log events).
+    pub fn system(
+        event_type: &str,
+        success: bool,
+        auth_token: &str,
+        details: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<NewEvent, crate::details::DetailsError> {
+        let d = crate::details::from_json(details)?;
+        Ok(NewEvent {
+            event_type: event_type.into(),
+            event_status: if success { "SUCCESS" } else { "FAILURE" }.into(),
+            auth_token: auth_token.into(),
+            service: "AUDITSEAL".into(),
+            module: "SECURITY_AUDIT".into(),
+            custom_id: None,
+            search_detail1: None,
+            search_detail2: None,
+            additional_details: Some(crate::details::encode(
+                &d,
+                crate::details::MapClass::Base64PutHashMap,
+                crate::details::JAVA_VERSION,
+            )),
+        })
+    }
+
     pub fn into_record(self, node_id: &str, seq: i64, time_stamp: i64) -> AuditRecord {
         AuditRecord {
             pk: new_pk(),

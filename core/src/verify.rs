@@ -119,6 +119,14 @@ impl Batches {
         Ok(())
     }
 
+    /// Adds (and checks) a statement read from elsewhere (an archive segment).
+    pub fn insert(&mut self, keys: &KeyRing, b: BatchRecord) {
+        self.map.insert(
+            (b.node_id.clone(), b.first_sequence_number),
+            Some(CheckedBatch::check(keys, b)),
+        );
+    }
+
     /// Forgets the batches of `node` that end before `seq` (rows come in order: memory stays
     /// bounded by the batches of one chunk).
     pub fn forget_before(&mut self, node: &str, seq: i64) {

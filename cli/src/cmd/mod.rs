@@ -1,7 +1,9 @@
 //! One file per command.
 
+pub mod archive;
 pub mod checkpoint;
 pub mod keys;
+pub mod verify_export;
 pub mod verifylog;
 
 use anyhow::Context;

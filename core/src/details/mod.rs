@@ -84,6 +84,10 @@ pub enum DetailsError {
     Json { key: String, reason: String },
 }
 
+/// The `java version` attribute our details XML carries (it is protected text; any value is
+/// valid, this is the JDK whose XMLEncoder output we reproduce).
+pub const JAVA_VERSION: &str = "21.0.5";
+
 /// Which Java map class the top-level map is written as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MapClass {

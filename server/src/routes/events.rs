@@ -17,9 +17,7 @@ use auditseal_core::verify::{Batches, verify_row};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The `java version` attribute our details XML carries (it is protected text; any value is
-/// valid, this is the JDK whose XMLEncoder output we reproduce).
-pub const JAVA_VERSION: &str = "21.0.5";
+pub use auditseal_core::details::JAVA_VERSION;
 
 /// Most rows one query returns.
 pub const MAX_LIMIT: i64 = 10_000;

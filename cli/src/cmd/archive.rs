@@ -1,0 +1,156 @@
+//! `auditseal-db archive --before TIME --out DIR`: exports the verified rows of every node up to
+//! a time as a signed segment, then deletes them, leaving an archive marker per node so that
+//! `verifylog` continues after it with no gap. Logged as LOG_EXPORT and LOG_DELETE events
+//! (docs/OPERATIONS.md "Archiving", docs/FORMAT.md section 8).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use serde_json::{Map, Value, json};
+
+use auditseal_core::archive;
+use auditseal_core::config::Settings;
+use auditseal_core::device::{LogDevice, NewEvent, SequentialDevice};
+use auditseal_core::store;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Archive rows with a timeStamp before this: ISO-8601 (2026-01-01T00:00:00Z) or epoch ms.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    before: i64,
+    /// A new (or empty) directory for segment.ndjson and segment.ndjson.sig.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Node id under which this command logs its LOG_EXPORT and LOG_DELETE events
+    /// [default: the configured node id with "-db" appended, so a running server keeps its own].
+    #[arg(long, value_name = "ID")]
+    event_node: Option<String>,
+    /// Write and sign the segment but delete nothing (and log only LOG_EXPORT).
+    #[arg(long)]
+    export_only: bool,
+}
+
+/// ISO-8601 (as the API accepts) or epoch milliseconds.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    s.parse::<i64>()
+        .ok()
+        .or_else(|| auditseal_core::time::parse_iso8601_millis(s))
+        .ok_or_else(|| format!("{s:?} is neither ISO-8601 (2026-01-01T00:00:00Z) nor epoch ms"))
+}
+
+fn operator() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!(
+        "auditseal-db:{user}@{}",
+        auditseal_core::config::default_node_id()
+    )
+}
+
+pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
+    let now = auditseal_core::time::now_millis();
+    if args.before > now {
+        bail!("--before is in the future: only rows already written can be archived");
+    }
+    let keys = super::load_keys(settings).await?;
+    let Some(token) = keys.current.clone() else {
+        bail!(
+            "archiving signs the segment, the archive markers and its own events: it needs the \
+             key that signs new rows (protection.enable_sign and a key with its private part)"
+        );
+    };
+    let redacted = store::redact_url(&settings.database_url);
+    let store = store::open(&settings.database_url)
+        .await
+        .with_context(|| format!("cannot open the database {redacted}"))?;
+    store.migrate().await.context("cannot upgrade the schema")?;
+    let event_node = args
+        .event_node
+        .unwrap_or_else(|| format!("{}-db", settings.node_id));
+    // Take the events node first: if it is busy, nothing has been written yet.
+    let device = SequentialDevice::start(store.clone(), event_node.clone(), Some(token.clone()))
+        .await
+        .with_context(|| format!("cannot log as node {event_node:?} (use --event-node)"))?;
+
+    let written = archive::write_segment(
+        store.as_ref(),
+        &keys.ring,
+        token.as_ref(),
+        args.before,
+        &args.out,
+    )
+    .await?;
+    let ranges: Map<String, Value> = written
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                n.node_id.clone(),
+                json!(format!("{}..{}", n.first_sequence, n.last_sequence)),
+            )
+        })
+        .collect();
+    if written.nodes.is_empty() {
+        eprintln!(
+            "no rows before {}: nothing to archive",
+            auditseal_core::time::format_iso8601(args.before)
+        );
+        let _ = std::fs::remove_dir_all(&args.out);
+        return Ok(0);
+    }
+    let mut details = Map::new();
+    details.insert(
+        "segment".into(),
+        json!(args.out.join(archive::SEGMENT_FILE).display().to_string()),
+    );
+    details.insert("sha256".into(), json!(written.sha256));
+    details.insert(
+        "before".into(),
+        json!(auditseal_core::time::format_iso8601(args.before)),
+    );
+    details.insert("nodes".into(), Value::Object(ranges));
+    log(&device, "LOG_EXPORT", &details).await?;
+    for n in &written.nodes {
+        eprintln!(
+            "exported node {} rows {}..{} ({} rows)",
+            n.node_id, n.first_sequence, n.last_sequence, n.rows
+        );
+    }
+    eprintln!(
+        "wrote {} ({} bytes, sha256 {}) and {}",
+        args.out.join(archive::SEGMENT_FILE).display(),
+        written.bytes,
+        written.sha256,
+        archive::SIGNATURE_FILE
+    );
+    if args.export_only {
+        return Ok(0);
+    }
+    let deleted = archive::apply(store.as_ref(), &written).await?;
+    let total: u64 = deleted.values().sum();
+    let mut d = details.clone();
+    d.insert("rowsDeleted".into(), json!(total));
+    log(&device, "LOG_DELETE", &d).await?;
+    for (node, n) in &deleted {
+        eprintln!("deleted {n} archived rows of node {node}");
+    }
+    Ok(0)
+}
+
+async fn log(
+    device: &SequentialDevice,
+    event_type: &str,
+    details: &Map<String, Value>,
+) -> anyhow::Result<()> {
+    let event = NewEvent::system(event_type, true, &operator(), details)?;
+    let a = device
+        .append(event)
+        .await
+        .with_context(|| format!("cannot log the {event_type} event"))?;
+    eprintln!(
+        "logged {event_type} as node {} sequence {}",
+        a.node_id, a.sequence_number
+    );
+    Ok(())
+}

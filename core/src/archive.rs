@@ -1,0 +1,472 @@
+//! Archiving (docs/FORMAT.md section 8): the verified rows of every node up to a time are
+//! written to a segment file with a detached signature; then each node gets an archive marker
+//! (a signed checkpoint of kind `archive`) and its archived rows are deleted, so `verifylog`
+//! continues after the marker with no gap. `verify_segment` checks a segment offline.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::batch::BatchRecord;
+use crate::checkpoint::{Checkpoint, Head, KIND_ARCHIVE};
+use crate::keys::KeyRing;
+use crate::protection::{ProtectionVersion, RowProtection};
+use crate::protector;
+use crate::record::AuditRecord;
+use crate::store::{Store, StoreError};
+use crate::token::{CryptoToken, TokenError};
+use crate::verify::{Batches, verify_row};
+
+/// The segment's `format` value.
+pub const FORMAT: &str = "auditseal-archive-v1";
+/// File names inside an archive directory.
+pub const SEGMENT_FILE: &str = "segment.ndjson";
+pub const SIGNATURE_FILE: &str = "segment.ndjson.sig";
+
+const CHUNK: i64 = 5000;
+
+/// One line of a segment file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Line {
+    /// The first line.
+    #[serde(rename_all = "camelCase")]
+    Header {
+        format: String,
+        /// Rows with a timeStamp before this (epoch ms) were archived.
+        before: i64,
+        created_at: i64,
+    },
+    /// Opens a node's rows: where they start and the head hash before the first (the previous
+    /// archive marker's, or all zeros).
+    #[serde(rename_all = "camelCase")]
+    Start {
+        node_id: String,
+        first_sequence: i64,
+        start_head: String,
+    },
+    /// A batch statement, written before the first row that refers to it.
+    Batch(BatchRecord),
+    /// A row, every column as stored.
+    Row(AuditRecord),
+    /// Closes a node's rows.
+    Node(NodeSummary),
+}
+
+/// What a segment holds of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeSummary {
+    pub node_id: String,
+    pub first_sequence: i64,
+    pub last_sequence: i64,
+    pub rows: u64,
+    /// Head hash before the first row (the previous archive marker's, or all zeros).
+    pub start_head: String,
+    /// Head hash after the last row; equal to the marker's.
+    pub end_head: String,
+    /// The archive marker that replaces these rows in the database.
+    pub marker: Checkpoint,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot sign: {0}")]
+    Token(#[from] TokenError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "node {node}: row {sequence} does not verify ({reason}); nothing was archived: run verifylog and resolve it first"
+    )]
+    NotVerified {
+        node: String,
+        sequence: i64,
+        reason: String,
+    },
+    #[error("{0}")]
+    Refused(String),
+    #[error("{file} line {line}: {reason}")]
+    Format {
+        file: PathBuf,
+        line: usize,
+        reason: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
+    move |source| ArchiveError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A segment written but not yet applied (nothing deleted).
+#[derive(Debug)]
+pub struct Written {
+    pub dir: PathBuf,
+    pub nodes: Vec<NodeSummary>,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// Writes the segment of every node's rows with a timeStamp before `before` (from where each
+/// node's log starts, stopping at its first row at or after `before`), verifying each row and
+/// refusing at the first one that fails or at a hole. `dir` must not exist yet or be empty.
+pub async fn write_segment(
+    store: &dyn Store,
+    keys: &KeyRing,
+    token: &dyn CryptoToken,
+    before: i64,
+    dir: &Path,
+) -> Result<Written, ArchiveError> {
+    if dir.exists() && std::fs::read_dir(dir).map_err(io(dir))?.next().is_some() {
+        return Err(ArchiveError::Refused(format!(
+            "{} exists and is not empty; give a new directory",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let path = dir.join(SEGMENT_FILE);
+    let result = write_lines(store, keys, token, before, &path).await;
+    let nodes = match result {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_dir(dir);
+            return Err(e);
+        }
+    };
+    let bytes = std::fs::read(&path).map_err(io(&path))?;
+    let signature = protector::protect_bytes(token, &bytes)?;
+    let sig_path = dir.join(SIGNATURE_FILE);
+    std::fs::write(&sig_path, format!("{signature}\n")).map_err(io(&sig_path))?;
+    std::fs::File::open(&sig_path)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&sig_path))?;
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io(dir))?;
+    Ok(Written {
+        dir: dir.to_path_buf(),
+        nodes,
+        sha256: hex::encode(Sha256::digest(&bytes)),
+        bytes: bytes.len() as u64,
+    })
+}
+
+async fn write_lines(
+    store: &dyn Store,
+    keys: &KeyRing,
+    token: &dyn CryptoToken,
+    before: i64,
+    path: &Path,
+) -> Result<Vec<NodeSummary>, ArchiveError> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io(path))?;
+    let mut out = BufWriter::new(file);
+    let put = |out: &mut BufWriter<std::fs::File>, line: &Line| -> Result<(), ArchiveError> {
+        let text = serde_json::to_string(line).map_err(|e| ArchiveError::Refused(e.to_string()))?;
+        out.write_all(text.as_bytes())
+            .and_then(|_| out.write_all(b"\n"))
+            .map_err(io(path))
+    };
+    put(
+        &mut out,
+        &Line::Header {
+            format: FORMAT.into(),
+            before,
+            created_at: crate::time::now_millis(),
+        },
+    )?;
+    let mut summaries = Vec::new();
+    for node in store.nodes().await? {
+        let base = store.archive_base(&node).await?;
+        let mut head = match &base {
+            Some(b) => Head::of(b).ok_or_else(|| {
+                ArchiveError::Refused(format!("node {node}: its archive marker is malformed"))
+            })?,
+            None => Head::default(),
+        };
+        if let Some(b) = &base {
+            b.check(keys).map_err(|reason| {
+                ArchiveError::Refused(format!(
+                    "node {node}: its archive marker at {} does not verify: {reason}",
+                    b.sequence_number
+                ))
+            })?;
+        }
+        let start_head = hex::encode(head.hash);
+        let first = head.sequence_number + 1;
+        let mut batches = Batches::default();
+        let mut written_batches = std::collections::HashSet::new();
+        let mut rows_out = 0u64;
+        let mut after = None;
+        'node: loop {
+            let rows = store.read_node(&node, first, after.clone(), CHUNK).await?;
+            let full = rows.len() as i64 == CHUNK;
+            if let Some(f) = rows.first() {
+                batches.forget_before(&node, f.sequence_number);
+            }
+            batches.load_for(store, keys, &rows).await?;
+            for r in &rows {
+                if r.time_stamp >= before {
+                    break 'node;
+                }
+                let not_verified = |reason: String| ArchiveError::NotVerified {
+                    node: node.clone(),
+                    sequence: r.sequence_number,
+                    reason,
+                };
+                if r.sequence_number != head.sequence_number + 1 {
+                    return Err(not_verified(format!(
+                        "expected sequence {} here (a hole or a duplicate)",
+                        head.sequence_number + 1
+                    )));
+                }
+                verify_row(keys, &batches, r).map_err(|e| not_verified(e.to_string()))?;
+                if rows_out == 0 {
+                    put(
+                        &mut out,
+                        &Line::Start {
+                            node_id: node.clone(),
+                            first_sequence: first,
+                            start_head: start_head.clone(),
+                        },
+                    )?;
+                }
+                if let Some(b) = batch_of(r)
+                    && written_batches.insert(b)
+                {
+                    let stmt = store.get_batch(&node, b).await?.ok_or_else(|| {
+                        not_verified(format!("its batch statement at {b} is missing"))
+                    })?;
+                    put(&mut out, &Line::Batch(stmt))?;
+                }
+                put(&mut out, &Line::Row(r.clone()))?;
+                head.push(r);
+                rows_out += 1;
+            }
+            after = rows.last().map(|r| (r.sequence_number, r.pk.clone()));
+            if !full {
+                break;
+            }
+        }
+        if rows_out == 0 {
+            continue;
+        }
+        let marker =
+            Checkpoint::sign(token, &node, &head, crate::time::now_millis(), KIND_ARCHIVE)?;
+        let summary = NodeSummary {
+            node_id: node.clone(),
+            first_sequence: first,
+            last_sequence: head.sequence_number,
+            rows: rows_out,
+            start_head,
+            end_head: hex::encode(head.hash),
+            marker,
+        };
+        put(&mut out, &Line::Node(summary.clone()))?;
+        summaries.push(summary);
+    }
+    let file = out.into_inner().map_err(|e| io(path)(e.into_error()))?;
+    file.sync_all().map_err(io(path))?;
+    Ok(summaries)
+}
+
+/// Where a version 3 row's batch starts.
+fn batch_of(r: &AuditRecord) -> Option<i64> {
+    let p = RowProtection::parse(r.row_protection.as_deref()?).ok()?;
+    (p.version == ProtectionVersion::Batch)
+        .then(|| crate::batch::InclusionPayload::from_bytes(&p.value).ok())
+        .flatten()
+        .map(|x| x.first_sequence_number)
+}
+
+/// What `verify_segment` found.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentReport {
+    pub format: String,
+    pub before: i64,
+    /// The keyid of the segment signature.
+    pub signed_by: i32,
+    pub nodes: Vec<NodeSummary>,
+    pub rows: u64,
+    pub errors: Vec<String>,
+}
+
+/// Checks a segment offline with `keys` (public keys suffice for signatures): the detached
+/// signature over the file's exact bytes, every row's protection (version 3 rows against the
+/// statements in the segment), each node's numbering and head hash, and each archive marker.
+pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, ArchiveError> {
+    let path = dir.join(SEGMENT_FILE);
+    let sig_path = dir.join(SIGNATURE_FILE);
+    let mut rep = SegmentReport::default();
+    let sig = std::fs::read_to_string(&sig_path).map_err(io(&sig_path))?;
+    let p = RowProtection::parse(sig.trim()).map_err(|e| ArchiveError::Format {
+        file: sig_path.clone(),
+        line: 1,
+        reason: e.to_string(),
+    })?;
+    rep.signed_by = p.keyid;
+    // The signature is checked over the bytes as they are on disk, hashed while streaming.
+    let bytes = std::fs::read(&path).map_err(io(&path))?;
+    match keys.get(p.keyid) {
+        None => rep.errors.push(format!(
+            "no key is configured for the signature's keyid {}",
+            p.keyid
+        )),
+        Some(k) if k.protection_version() != p.version => rep.errors.push(format!(
+            "the signature claims version {} but keyid {} is a {} key",
+            p.version.number(),
+            p.keyid,
+            k.algorithm()
+        )),
+        Some(k) => {
+            if let Err(e) = k.verify(&bytes, &p.value) {
+                rep.errors.push(format!(
+                    "the segment signature does not verify ({e}): the file was changed"
+                ));
+            }
+        }
+    }
+    let mut batches = Batches::default();
+    // The open node: its id, running head, and rows seen.
+    let mut current: Option<(String, Head, u64)> = None;
+    let fmt_err = |line: usize, reason: String| ArchiveError::Format {
+        file: path.clone(),
+        line,
+        reason,
+    };
+    for (i, text) in bytes.lines().enumerate() {
+        let n = i + 1;
+        let text = text.map_err(io(&path))?;
+        let line: Line = serde_json::from_str(&text).map_err(|e| fmt_err(n, e.to_string()))?;
+        match line {
+            Line::Header { format, before, .. } => {
+                if n != 1 || format != FORMAT {
+                    return Err(fmt_err(n, format!("unexpected header {format:?}")));
+                }
+                rep.format = format;
+                rep.before = before;
+            }
+            _ if n == 1 => return Err(fmt_err(1, "the first line is not the header".into())),
+            Line::Start {
+                node_id,
+                first_sequence,
+                start_head,
+            } => {
+                if let Some((open, ..)) = &current {
+                    return Err(fmt_err(n, format!("node {open} is not closed")));
+                }
+                let hash = hex::decode(&start_head)
+                    .ok()
+                    .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
+                    .ok_or_else(|| fmt_err(n, "startHead is not 32 bytes of hex".into()))?;
+                let head = Head {
+                    sequence_number: first_sequence - 1,
+                    hash,
+                };
+                current = Some((node_id, head, 0));
+            }
+            Line::Batch(b) => batches.insert(keys, b),
+            Line::Row(r) => {
+                let Some((node, head, rows)) = current.as_mut() else {
+                    return Err(fmt_err(n, "a row before its node's start line".into()));
+                };
+                if *node != r.node_id {
+                    return Err(fmt_err(
+                        n,
+                        format!("row of node {} inside node {node}", r.node_id),
+                    ));
+                }
+                if r.sequence_number != head.sequence_number + 1 {
+                    rep.errors.push(format!(
+                        "node {node}: sequence {} follows {}",
+                        r.sequence_number, head.sequence_number
+                    ));
+                }
+                head.push(&r);
+                *rows += 1;
+                if let Err(e) = verify_row(keys, &batches, &r) {
+                    rep.errors.push(format!(
+                        "node {node} row {} (pk {}): {e}",
+                        r.sequence_number, r.pk
+                    ));
+                }
+                rep.rows += 1;
+            }
+            Line::Node(s) => {
+                let Some((node, head, rows)) = current.take() else {
+                    return Err(fmt_err(n, "a node summary without its start line".into()));
+                };
+                let e = &mut rep.errors;
+                if s.node_id != node || s.last_sequence != head.sequence_number || s.rows != rows {
+                    e.push(format!(
+                        "node {node}: the summary says {} rows {}..{}, the segment has {rows} rows up to {}",
+                        s.rows, s.first_sequence, s.last_sequence, head.sequence_number
+                    ));
+                }
+                if hex::encode(head.hash) != s.end_head {
+                    e.push(format!(
+                        "node {node}: the rows' head hash differs from endHead"
+                    ));
+                }
+                let m = &s.marker;
+                if m.kind != KIND_ARCHIVE
+                    || m.node_id != node
+                    || m.sequence_number != s.last_sequence
+                    || m.head_hash != s.end_head
+                {
+                    e.push(format!(
+                        "node {node}: the archive marker does not match the rows"
+                    ));
+                }
+                if let Err(reason) = m.check(keys) {
+                    e.push(format!(
+                        "node {node}: the archive marker does not verify: {reason}"
+                    ));
+                }
+                rep.nodes.push(s);
+            }
+        }
+    }
+    if let Some((node, ..)) = current {
+        rep.errors.push(format!(
+            "node {node}: rows without a closing summary (truncated file)"
+        ));
+    }
+    if rep.format.is_empty() {
+        rep.errors.push("the segment is empty".into());
+    }
+    Ok(rep)
+}
+
+/// Applies a written segment: for each node, in one transaction, stores its archive marker and
+/// deletes the archived rows (and the statements and checkpoints they make obsolete). Returns
+/// how many rows each node lost.
+pub async fn apply(
+    store: &dyn Store,
+    written: &Written,
+) -> Result<BTreeMap<String, u64>, ArchiveError> {
+    let mut deleted = BTreeMap::new();
+    for s in &written.nodes {
+        let n = store.archive_node(&s.marker).await?;
+        if n != s.rows {
+            tracing::warn!(node = %s.node_id, archived = s.rows, deleted = n, "deleted a different number of rows than archived");
+        }
+        deleted.insert(s.node_id.clone(), n);
+    }
+    Ok(deleted)
+}
