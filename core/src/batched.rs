@@ -88,7 +88,10 @@ impl BatchedDevice {
         token: Option<SharedToken>,
         cfg: BatchedConfig,
     ) -> Result<Self, DeviceError> {
-        let lock = store.lock_node(&node_id).await?;
+        let lock = store
+            .lock_node(&node_id)
+            .await
+            .map_err(DeviceError::Start)?;
         let mut writer = Writer {
             node_id: node_id.clone(),
             store,

@@ -47,6 +47,9 @@ pub enum DeviceError {
     Store(#[from] StoreError),
     #[error("the log device stopped: {0}")]
     Stopped(String),
+    /// The device could not start: the node's lock is held elsewhere or the database is down.
+    #[error(transparent)]
+    Start(StoreError),
     /// The batched device's queue is full: nothing was accepted, retry later.
     #[error("the ingestion queue is full ({0} events waiting); retry later")]
     QueueFull(usize),
@@ -158,8 +161,11 @@ impl SequentialDevice {
         node_id: String,
         token: Option<SharedToken>,
     ) -> Result<Self, DeviceError> {
-        let lock = store.lock_node(&node_id).await?;
-        let head = store.head(&node_id).await?;
+        let lock = store
+            .lock_node(&node_id)
+            .await
+            .map_err(DeviceError::Start)?;
+        let head = store.head(&node_id).await.map_err(DeviceError::Start)?;
         tracing::info!(node = %node_id, next_sequence = head.next_sequence, "sequential log device ready");
         Ok(SequentialDevice {
             inner: Arc::new(Inner {

@@ -76,7 +76,7 @@ impl From<StoreError> for ApiError {
 impl From<DeviceError> for ApiError {
     fn from(e: DeviceError) -> Self {
         match e {
-            DeviceError::Store(s) => s.into(),
+            DeviceError::Store(s) | DeviceError::Start(s) => s.into(),
             DeviceError::Token(TokenError::Unavailable(reason)) => {
                 tracing::warn!(%reason, "crypto token unavailable");
                 ApiError::new(
