@@ -467,6 +467,10 @@ pub fn parse_node_arg(s: &str) -> Result<(String, Option<i64>), String> {
 /// Rows read per round trip; memory stays bounded by this whatever the table's size.
 pub const CHUNK: i64 = 5000;
 
+/// Nodes checked at once at most: each holds up to two chunks in memory, and its rows are already
+/// spread over every core, so more would only add memory.
+pub const MAX_PARALLEL_NODES: usize = 4;
+
 /// Told how far each node's check has come (the CLI draws a progress bar from it).
 pub trait Progress: Send + Sync {
     /// A node's check starts; `expected` rows (an estimate from its highest sequence number).
@@ -495,7 +499,9 @@ impl Default for VerifyOptions {
     fn default() -> Self {
         VerifyOptions {
             chunk: CHUNK,
-            parallel_nodes: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            parallel_nodes: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(MAX_PARALLEL_NODES),
             external: Arc::default(),
             progress: Arc::new(Silent),
         }
