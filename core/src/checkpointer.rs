@@ -158,6 +158,10 @@ fn send_syslog(path: &PathBuf, line: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How long the last checkpoint at shutdown may take (a database that is down must not hold up
+/// the stop).
+const FINAL_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Runs `run_once` every `interval` until `stop` resolves, then once more (a final checkpoint
 /// on a clean shutdown). Failures are logged and retried at the next interval.
 pub async fn run(mut cp: Checkpointer, interval: Duration, stop: impl Future<Output = ()>) {
@@ -167,7 +171,18 @@ pub async fn run(mut cp: Checkpointer, interval: Duration, stop: impl Future<Out
             _ = tokio::time::sleep(interval) => false,
             _ = &mut stop => true,
         };
-        match cp.run_once().await {
+        let result = if stopping {
+            tokio::time::timeout(FINAL_TIMEOUT, cp.run_once())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(CheckpointError::Store(StoreError::Unavailable(
+                        "no answer in time for the last checkpoint".into(),
+                    )))
+                })
+        } else {
+            cp.run_once().await
+        };
+        match result {
             Ok(Some(c)) => tracing::info!(
                 node = %c.node_id,
                 sequence = c.sequence_number,
