@@ -840,21 +840,32 @@ async fn main() -> anyhow::Result<()> {
         let msg = row.protect_string();
         key.verify_sig(msg.as_bytes(), &sig)
             .map_err(|_| anyhow::anyhow!("the row's signature does not verify"))?;
-        let (rsa1, used1) = rsa_rate(&key, msg.as_bytes(), &sig, 1, postmaster);
-        let (rsa_n, used_n) = rsa_rate(&key, msg.as_bytes(), &sig, cores(), postmaster);
-        (v2.rsa1, v2.rsa_n) = (rsa1, rsa_n);
-        v2.rsa_noise = (used_n.other, used_n.wall * cores() as f64);
+        // Best of three of each: the machine is shared, and a run that lost a core to another
+        // process would understate the rate (each run's other CPU use is printed).
         println!(
             "    RSA-2048 verify (aws-lc-rs ParsedPublicKey, one real row: {}-byte protect string)",
             msg.len()
         );
-        println!("      1 thread:  {}/s; {used1}", thousands(rsa1));
-        println!(
-            "      {} threads at once: {}/s summed, {}/s per core; {used_n}",
-            cores(),
-            thousands(rsa_n),
-            thousands(rsa_n / cores() as f64)
-        );
+        for threads in [1, cores()] {
+            let mut best = 0.0;
+            for _ in 0..3 {
+                let (rate, used) = rsa_rate(&key, msg.as_bytes(), &sig, threads, postmaster);
+                println!(
+                    "      {threads} thread(s) at once: {}/s summed, {}/s per thread; {used}",
+                    thousands(rate),
+                    thousands(rate / threads as f64)
+                );
+                if rate > best {
+                    best = rate;
+                    if threads == 1 {
+                        v2.rsa1 = rate;
+                    } else {
+                        v2.rsa_n = rate;
+                        v2.rsa_noise = (used.other, used.wall * cores() as f64);
+                    }
+                }
+            }
+        }
         prewarm(&url).await?;
         (v2.copy_seq, v2.copy_par) = copy_baseline(&o, &url, postmaster).await?;
         prewarm(&url).await?;
@@ -906,12 +917,15 @@ fn table(o: &Opts, v3: &Figures, v2: &Figures) {
             "",
         ),
         (
-            "RSA-2048 verify, 1 thread".into(),
+            "RSA-2048 verify, 1 thread (best of 3)".into(),
             [String::new(), per_s(v2.rsa1)],
             "",
         ),
         (
-            format!("RSA-2048 verify, {} threads at once, summed", cores()),
+            format!(
+                "RSA-2048 verify, {} threads at once, summed (best of 3)",
+                cores()
+            ),
             [
                 String::new(),
                 format!(
@@ -940,6 +954,11 @@ fn table(o: &Opts, v3: &Figures, v2: &Figures) {
                 format!("({:.2})", rate(v2) / copy_best(v2)),
             ],
             ">= 0.80 (v3)",
+        ),
+        (
+            "ratio verifier / COPY on 1 connection".into(),
+            [v3, v2].map(|f| format!("{:.2}", rate(f) / f.copy_seq)),
+            "",
         ),
         (
             "**RATIO verifier / RSA verify on all cores**".into(),
