@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::batch::BatchRecord;
 use crate::checkpoint::{Checkpoint, Head, KIND_ARCHIVE};
 use crate::keys::KeyRing;
-use crate::protection::{ProtectionVersion, RowProtection};
+use crate::protection::RowProtection;
 use crate::protector;
 use crate::record::AuditRecord;
 use crate::store::{Store, StoreError};
@@ -286,11 +286,7 @@ async fn write_lines(
 
 /// Where a version 3 row's batch starts.
 fn batch_of(r: &AuditRecord) -> Option<i64> {
-    let p = RowProtection::parse(r.row_protection.as_deref()?).ok()?;
-    (p.version == ProtectionVersion::Batch)
-        .then(|| crate::batch::InclusionPayload::from_bytes(&p.value).ok())
-        .flatten()
-        .map(|x| x.first_sequence_number)
+    RowProtection::batch_first(r.row_protection.as_deref()?)
 }
 
 /// What `verify_segment` found.

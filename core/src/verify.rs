@@ -100,16 +100,14 @@ impl Batches {
         rows: &[AuditRecord],
     ) -> Result<(), StoreError> {
         for r in rows {
-            let Some(Ok(p)) = r.row_protection.as_deref().map(RowProtection::parse) else {
+            let Some(first) = r
+                .row_protection
+                .as_deref()
+                .and_then(RowProtection::batch_first)
+            else {
                 continue;
             };
-            if p.version != ProtectionVersion::Batch {
-                continue;
-            }
-            let Ok(payload) = InclusionPayload::from_bytes(&p.value) else {
-                continue;
-            };
-            let key = (r.node_id.clone(), payload.first_sequence_number);
+            let key = (r.node_id.clone(), first);
             if let std::collections::hash_map::Entry::Vacant(slot) = self.map.entry(key) {
                 let (node, first) = slot.key();
                 let b = store.get_batch(node, *first).await?;
@@ -923,9 +921,20 @@ pub async fn verify_log(
         }
         Selection::Nodes(list) => list.clone(),
     };
+    // Each node is its own task, so reading and decoding its rows runs on its own worker thread.
     let mut reports: Vec<NodeReport> = futures::stream::iter(targets)
-        .map(|(node, offset)| async move { verify_node(store, keys, &node, offset, opts).await })
+        .map(|(node, offset)| {
+            let (store, keys, opts) = (store.clone(), keys.clone(), opts.clone());
+            tokio::spawn(async move { verify_node(&store, &keys, &node, offset, &opts).await })
+        })
         .buffered(opts.parallel_nodes.max(1))
+        .map(|joined| {
+            joined.unwrap_or_else(|e| {
+                Err(StoreError::Database(format!(
+                    "verification task failed: {e}"
+                )))
+            })
+        })
         .try_collect()
         .await?;
     reports.sort_by(|a, b| a.node_id.cmp(&b.node_id));

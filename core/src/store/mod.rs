@@ -353,16 +353,19 @@ macro_rules! impl_store {
             after: Option<(i64, String)>,
             limit: i64,
         ) -> Result<Vec<AuditRecord>, StoreError> {
+            // The lower bound is the later of the offset and the previous chunk's last row, so
+            // each chunk is one index range scan starting where the last one ended (not at the
+            // offset: that made reading a node quadratic).
             let sql = format!(
                 "SELECT {} FROM auditrecorddata WHERE nodeid = $1 AND sequencenumber >= $2 \
-                 AND (sequencenumber > $3 OR (sequencenumber = $3 AND pk > $4)) \
+                 AND (sequencenumber > $3 OR pk > $4) \
                  ORDER BY sequencenumber, pk LIMIT $5",
                 crate::store::COLUMNS
             );
             let (after_seq, after_pk) = after.unwrap_or((i64::MIN, String::new()));
             Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(node)
-                .bind(from_seq)
+                .bind(from_seq.max(after_seq))
                 .bind(after_seq)
                 .bind(after_pk)
                 .bind(limit)
@@ -481,14 +484,14 @@ macro_rules! impl_store {
         ) -> Result<Vec<crate::checkpoint::Checkpoint>, StoreError> {
             let sql = format!(
                 "SELECT {} FROM auditcheckpointdata WHERE nodeid = $1 AND sequencenumber >= $2 \
-                 AND (sequencenumber > $3 OR (sequencenumber = $3 AND kind > $4)) \
+                 AND (sequencenumber > $3 OR kind > $4) \
                  ORDER BY sequencenumber, kind LIMIT $5",
                 crate::store::CHECKPOINT_COLUMNS
             );
             let (after_seq, after_kind) = after.unwrap_or((i64::MIN, String::new()));
             Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(node)
-                .bind(from_seq)
+                .bind(from_seq.max(after_seq))
                 .bind(after_seq)
                 .bind(after_kind)
                 .bind(limit)
