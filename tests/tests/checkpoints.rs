@@ -202,3 +202,29 @@ async fn a_bad_checkpoint_file_is_a_clear_error() {
     assert_eq!(code, 1);
     assert!(err.contains("bad.jsonl: line 1"), "{err}");
 }
+
+#[tokio::test]
+async fn a_database_without_auditseals_own_tables_verifies() {
+    // As SignServer leaves it: AuditRecordData only (no batch statements, no checkpoints).
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let url = new_database(backend, dir.path()).await;
+        let base = ["--data-dir", d, "--database-url", &url];
+        let mut args = base.to_vec();
+        args.extend(["--node-id", "ss"]);
+        let s = Server::start(&args).unwrap();
+        post_events(&s.url, 3).await;
+        s.stop();
+        for table in ["auditbatchdata", "auditcheckpointdata", "_sqlx_migrations"] {
+            exec(&url, &format!("DROP TABLE {table}")).await;
+        }
+        let (code, rep, err) = verifylog(&base, &[]);
+        assert_eq!(code, 0, "{backend:?}: {rep} {err}");
+        assert_eq!(rep["rows"], 3);
+        let mut list = base.to_vec();
+        list.extend(["checkpoint", "list"]);
+        let (code, out, err) = cli(&list);
+        assert_eq!((code, out.trim()), (0, "no checkpoints yet"), "{err}");
+    }
+}

@@ -254,6 +254,18 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A query on one of auditseal's own tables (batch statements, checkpoints) in a database that
+/// does not have it, such as one only SignServer has written to: nothing is there.
+pub(crate) fn absent<T: Default>(e: sqlx::Error) -> Result<T, sqlx::Error> {
+    let missing = match &e {
+        sqlx::Error::Database(db) => {
+            db.code().as_deref() == Some("42P01") || db.message().contains("no such table")
+        }
+        _ => false,
+    };
+    if missing { Ok(T::default()) } else { Err(e) }
+}
+
 /// `INSERT` of one row with its 15 values bound, for either driver.
 macro_rules! insert_row {
     ($r:expr) => {{
@@ -396,7 +408,8 @@ macro_rules! impl_store {
             Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(node)
                 .fetch_optional(&self.pool)
-                .await?)
+                .await
+                .or_else(crate::store::absent)?)
         }
 
         async fn get_batch(
@@ -412,7 +425,8 @@ macro_rules! impl_store {
                 .bind(node)
                 .bind(first)
                 .fetch_optional(&self.pool)
-                .await?)
+                .await
+                .or_else(crate::store::absent)?)
         }
 
         async fn read_batches(
@@ -433,7 +447,8 @@ macro_rules! impl_store {
                 .bind(after_first.unwrap_or(i64::MIN))
                 .bind(limit)
                 .fetch_all(&self.pool)
-                .await?)
+                .await
+                .or_else(crate::store::absent)?)
         }
 
         async fn insert_checkpoint(
@@ -456,7 +471,8 @@ macro_rules! impl_store {
             Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(node)
                 .fetch_optional(&self.pool)
-                .await?)
+                .await
+                .or_else(crate::store::absent)?)
         }
 
         async fn archive_base(
@@ -472,7 +488,8 @@ macro_rules! impl_store {
                 .bind(node)
                 .bind(crate::checkpoint::KIND_ARCHIVE)
                 .fetch_optional(&self.pool)
-                .await?)
+                .await
+                .or_else(crate::store::absent)?)
         }
 
         async fn read_checkpoints(
@@ -496,7 +513,8 @@ macro_rules! impl_store {
                 .bind(after_kind)
                 .bind(limit)
                 .fetch_all(&self.pool)
-                .await?)
+                .await
+                .or_else(crate::store::absent)?)
         }
 
         async fn latest_checkpoints(
@@ -510,7 +528,8 @@ macro_rules! impl_store {
             );
             Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .fetch_all(&self.pool)
-                .await?)
+                .await
+                .or_else(crate::store::absent)?)
         }
 
         async fn archive_node(
