@@ -23,8 +23,18 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// A bulk request may be this many times the single-event body limit.
 pub const BULK_BODY_FACTOR: usize = 16;
 
+/// How long `POST /api/v1/verify` may run (every other route: 30 s).
+pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(600);
+
 pub fn app(state: AppState) -> Router {
     let limit = state.max_body_bytes;
+    // Verification reads the whole log: its own, longer timeout.
+    let long = Router::new()
+        .route("/api/v1/verify", post(routes::verify::verify))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            VERIFY_TIMEOUT,
+        ));
     Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route(
@@ -39,11 +49,12 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/events/{pk}", get(routes::events::get_one))
         .route("/api/v1/keys", get(routes::keys::list))
         .fallback(|| async { error::ApiError::not_found("no such endpoint; see docs/API.md") })
-        .layer(DefaultBodyLimit::max(limit))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
+        .merge(long)
+        .layer(DefaultBodyLimit::max(limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

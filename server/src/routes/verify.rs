@@ -1,0 +1,103 @@
+//! `POST /api/v1/verify`: runs the verifier `auditseal-db verifylog` runs, on the server, and
+//! logs the run as a `LOG_VERIFY` event whose status is its outcome (FAILURE when anything
+//! failed; CESeCore always logs SUCCESS).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use auditseal_core::checkpoint::Checkpoint;
+use auditseal_core::device::NewEvent;
+use auditseal_core::verify::{Selection, VerifyOptions, parse_node_arg, verify_log};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// One verification at a time per server: each already uses every core.
+static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VerifyRequest {
+    /// `NAME` or `NAME:OFFSET`; empty or absent: every node, each from its start.
+    #[serde(default)]
+    nodes: Vec<String>,
+    /// Checkpoints kept outside the database (docs/FORMAT.md section 7.3), as objects.
+    #[serde(default)]
+    checkpoints: Vec<Checkpoint>,
+}
+
+pub async fn verify(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req: VerifyRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        VerifyRequest::default()
+    } else {
+        let de = &mut serde_json::Deserializer::from_slice(&body);
+        serde_path_to_error::deserialize(de)
+            .map_err(|e| ApiError::bad_request(format!("invalid verify request: {e}")))?
+    };
+    let selection = if req.nodes.is_empty() {
+        Selection::All
+    } else {
+        Selection::Nodes(
+            req.nodes
+                .iter()
+                .map(|n| {
+                    parse_node_arg(n).map_err(|e| ApiError::bad_request(format!("nodes: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
+        )
+    };
+    let mut external: HashMap<String, Vec<Checkpoint>> = HashMap::new();
+    for c in req.checkpoints {
+        external.entry(c.node_id.clone()).or_default().push(c);
+    }
+    let _running = RUNNING.try_acquire().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "verification_running",
+            "a verification is already running on this server; try again when it has finished",
+        )
+    })?;
+    let opts = VerifyOptions {
+        external: Arc::new(external),
+        ..Default::default()
+    };
+    let report = verify_log(&state.store, &state.keys, &selection, &opts).await?;
+    let success = report.errors == 0;
+    let mut details = Map::new();
+    details.insert(
+        "nodes".into(),
+        json!(
+            report
+                .nodes
+                .iter()
+                .map(|n| n.node_id.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    );
+    details.insert("rows".into(), json!(report.rows));
+    details.insert("errors".into(), json!(report.errors));
+    details.insert("warnings".into(), json!(report.warnings));
+    details.insert("elapsedMs".into(), json!(report.elapsed_ms));
+    let event = NewEvent::system("LOG_VERIFY", success, "api", &details)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let logged = state.device.append(event).await?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({
+            "outcome": if success { "SUCCESS" } else { "FAILURE" },
+            "exitCode": report.exit_code(),
+            "report": report,
+            "event": logged,
+        })),
+    ))
+}
