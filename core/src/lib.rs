@@ -10,6 +10,7 @@ pub mod config;
 pub mod der;
 pub mod details;
 pub mod device;
+pub mod export;
 pub mod keys;
 pub mod merkle;
 pub mod pem;

@@ -139,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let p = &settings.protection;
     let state = AppState {
+        signer: keys.current.clone(),
         store,
         device,
         keys: Arc::new(keys.ring),

@@ -6,6 +6,7 @@ use auditseal_core::config::KeyInfo;
 use auditseal_core::device::LogDevice;
 use auditseal_core::keys::KeyRing;
 use auditseal_core::store::SharedStore;
+use auditseal_core::token::SharedToken;
 
 /// Verification policy (CESeCore `enableverify` / `erroronverifyfail`).
 #[derive(Debug, Clone, Copy)]
@@ -22,4 +23,6 @@ pub struct AppState {
     pub key_listing: Arc<Vec<KeyInfo>>,
     pub policy: VerifyPolicy,
     pub max_body_bytes: usize,
+    /// The current signing key, which signs exports; None when signing is off.
+    pub signer: Option<SharedToken>,
 }

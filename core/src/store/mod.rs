@@ -1,6 +1,7 @@
 //! The store: where rows live. One small trait; PostgreSQL and SQLite implement it through sqlx.
 //! SQL is written in lower-case identifiers so the same text serves both databases.
 
+pub mod export;
 mod postgres;
 pub mod query;
 mod sqlite;
@@ -222,6 +223,14 @@ pub trait Store: Send + Sync {
     async fn archive_node(&self, marker: &Checkpoint) -> Result<u64, StoreError>;
     /// Rows matching every criterion, newest first.
     async fn query(&self, query: &Query) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Up to `limit` rows matching every criterion, ordered by (nodeId, sequenceNumber, pk),
+    /// starting after `after` (the previous page's last row): an export (store/export.rs).
+    async fn export_page(
+        &self,
+        criteria: &[Criterion],
+        after: Option<export::ExportCursor>,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
 pub type SharedStore = Arc<dyn Store>;
@@ -564,6 +573,23 @@ macro_rules! impl_store {
 
         async fn query(&self, q: &Query) -> Result<Vec<AuditRecord>, StoreError> {
             let (sql, params) = crate::store::query::build_select(q);
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for p in params {
+                query = match p {
+                    crate::store::query::Param::Text(t) => query.bind(t),
+                    crate::store::query::Param::Int(i) => query.bind(i),
+                };
+            }
+            Ok(query.fetch_all(&self.pool).await?)
+        }
+
+        async fn export_page(
+            &self,
+            criteria: &[crate::store::Criterion],
+            after: Option<crate::store::export::ExportCursor>,
+            limit: i64,
+        ) -> Result<Vec<AuditRecord>, StoreError> {
+            let (sql, params) = crate::store::export::page_sql(criteria, after.as_ref(), limit);
             let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
             for p in params {
                 query = match p {

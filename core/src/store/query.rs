@@ -249,13 +249,15 @@ pub struct Query {
     pub limit: i64,
 }
 
-/// Builds `SELECT ... WHERE ... ORDER BY timestamp DESC, ... LIMIT $n` with `$N` placeholders,
-/// accepted by both PostgreSQL and SQLite.
-pub(crate) fn build_select(query: &Query) -> (String, Vec<Param>) {
-    let mut sql = format!("SELECT {} FROM auditrecorddata", super::COLUMNS);
+/// The criteria as SQL conditions joined with ` AND ` (empty for none), with `$1`, `$2`, ...
+/// placeholders for their values.
+pub(crate) fn where_clause(criteria: &[Criterion]) -> (String, Vec<Param>) {
+    let mut sql = String::new();
     let mut params = Vec::new();
-    for (i, c) in query.criteria.iter().enumerate() {
-        sql.push_str(if i == 0 { " WHERE " } else { " AND " });
+    for (i, c) in criteria.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(" AND ");
+        }
         let col = c.field.column();
         let op = match c.op {
             Op::Eq => "=",
@@ -278,6 +280,18 @@ pub(crate) fn build_select(query: &Query) -> (String, Vec<Param>) {
             params.push(v.clone());
             sql.push_str(&format!("{col} {op} ${}", params.len()));
         }
+    }
+    (sql, params)
+}
+
+/// Builds `SELECT ... WHERE ... ORDER BY timestamp DESC, ... LIMIT $n` with `$N` placeholders,
+/// accepted by both PostgreSQL and SQLite.
+pub(crate) fn build_select(query: &Query) -> (String, Vec<Param>) {
+    let mut sql = format!("SELECT {} FROM auditrecorddata", super::COLUMNS);
+    let (conditions, mut params) = where_clause(&query.criteria);
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions);
     }
     params.push(Param::Int(query.limit));
     sql.push_str(&format!(

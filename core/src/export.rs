@@ -1,0 +1,939 @@
+//! Exports (docs/FORMAT.md section 9): rows as NDJSON, CSV or TSV, with a signature over the
+//! exact bytes (NDJSON: in a trailer line; CSV and TSV: a detached `.sig`), and their offline
+//! verification.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::batch::BatchRecord;
+use crate::keys::KeyRing;
+use crate::protection::{ProtectionVersion, RowProtection};
+use crate::protector;
+use crate::record::AuditRecord;
+use crate::token::{CryptoToken, TokenError};
+use crate::verify::{Batches, RowFailure, verify_row};
+
+/// The columns of a CSV or TSV export, in spec section 10's order (rowVersion is not exported:
+/// it is not protected and always 0).
+pub const COLUMNS: [&str; 14] = [
+    "pk",
+    "nodeId",
+    "sequenceNumber",
+    "timeStamp",
+    "eventType",
+    "eventStatus",
+    "authToken",
+    "service",
+    "module",
+    "customId",
+    "searchDetail1",
+    "searchDetail2",
+    "additionalDetails",
+    "rowProtection",
+];
+
+/// At most this many messages of each kind in a report; the counts stay exact.
+const MAX_MESSAGES: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Ndjson,
+    Csv,
+    Tsv,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Ndjson => "ndjson",
+            Format::Csv => "csv",
+            Format::Tsv => "tsv",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Ndjson => "application/x-ndjson",
+            Format::Csv => "text/csv; charset=utf-8; header=present",
+            Format::Tsv => "text/tab-separated-values; charset=utf-8",
+        }
+    }
+
+    /// The format a file name's extension names (`.ndjson`, `.csv`, `.tsv`, any case).
+    pub fn of_path(path: &Path) -> Option<Format> {
+        path.extension()?
+            .to_str()?
+            .to_ascii_lowercase()
+            .parse()
+            .ok()
+    }
+}
+
+impl FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ndjson" => Ok(Format::Ndjson),
+            "csv" => Ok(Format::Csv),
+            "tsv" => Ok(Format::Tsv),
+            other => Err(format!(
+                "unknown format {other:?}; formats are: ndjson, csv, tsv"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot sign the export: {0}")]
+    Token(#[from] TokenError),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
+    move |source| ExportError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A temporary file for an export, already unlinked: it disappears when closed, even if the
+/// process dies, and nobody else can open it.
+pub fn temp_file() -> Result<File, ExportError> {
+    let path = std::env::temp_dir().join(format!(
+        "auditseal-export-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    std::fs::remove_file(&path).map_err(io(&path))?;
+    Ok(file)
+}
+
+/// The 14 exported values of a row, nulls as None.
+fn values(r: &AuditRecord) -> [Option<Cow<'_, str>>; 14] {
+    fn s(v: &str) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed(v))
+    }
+    fn o(v: &Option<String>) -> Option<Cow<'_, str>> {
+        v.as_deref().map(Cow::Borrowed)
+    }
+    [
+        s(&r.pk),
+        s(&r.node_id),
+        Some(Cow::Owned(r.sequence_number.to_string())),
+        Some(Cow::Owned(r.time_stamp.to_string())),
+        s(&r.event_type),
+        s(&r.event_status),
+        s(&r.auth_token),
+        s(&r.service),
+        s(&r.module),
+        o(&r.custom_id),
+        o(&r.search_detail1),
+        o(&r.search_detail2),
+        o(&r.additional_details),
+        o(&r.row_protection),
+    ]
+}
+
+/// RFC 4180 field: quoted when empty (so "" is an empty string and nothing is null) or when it
+/// holds `,` `"` CR or LF; `"` doubled inside quotes.
+fn csv_field(out: &mut Vec<u8>, v: Option<&str>) {
+    match v {
+        None => {}
+        Some(s) if s.is_empty() || s.contains([',', '"', '\r', '\n']) => {
+            out.push(b'"');
+            out.extend_from_slice(s.replace('"', "\"\"").as_bytes());
+            out.push(b'"');
+        }
+        Some(s) => out.extend_from_slice(s.as_bytes()),
+    }
+}
+
+/// TSV field: null is `\N`; backslash, tab, LF and CR are escaped as `\\` `\t` `\n` `\r`.
+fn tsv_field(out: &mut Vec<u8>, v: Option<&str>) {
+    let Some(s) = v else {
+        out.extend_from_slice(b"\\N");
+        return;
+    };
+    for b in s.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// A batch statement line of an NDJSON export.
+#[derive(Serialize)]
+struct BatchLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    batch: &'a BatchRecord,
+}
+
+/// The last line of an NDJSON export.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Trailer {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub rows: u64,
+    pub key_id: i32,
+    pub signature: String,
+}
+
+/// Writes an export to a file, row by row; `finish` signs it.
+pub struct ExportWriter {
+    format: Format,
+    out: BufWriter<File>,
+    rows: u64,
+    /// NDJSON: the (node, first) of the batch statement written last; a batch's matching rows
+    /// come together, so each statement is written once, before its first row.
+    last_batch: Option<(String, i64)>,
+    line: Vec<u8>,
+}
+
+/// A signed export, ready to send.
+#[derive(Debug)]
+pub struct Finished {
+    /// The whole export, positioned at its start.
+    pub file: File,
+    /// `1:<v>:<keyid>:<hex>` over the signed bytes.
+    pub signature: String,
+    pub key_id: i32,
+    pub rows: u64,
+    /// Size and SHA-256 (lower-case hex) of the whole export as delivered.
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+impl ExportWriter {
+    /// Starts an export in `file` (CSV and TSV: with the header line).
+    pub fn new(format: Format, file: File) -> std::io::Result<Self> {
+        let mut w = ExportWriter {
+            format,
+            out: BufWriter::with_capacity(256 * 1024, file),
+            rows: 0,
+            last_batch: None,
+            line: Vec::new(),
+        };
+        match format {
+            Format::Ndjson => {}
+            Format::Csv => w
+                .out
+                .write_all(format!("{}\r\n", COLUMNS.join(",")).as_bytes())?,
+            Format::Tsv => w
+                .out
+                .write_all(format!("{}\n", COLUMNS.join("\t")).as_bytes())?,
+        }
+        Ok(w)
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Writes rows in order. NDJSON: before the first row of a version 3 batch, its statement
+    /// from `statements` (keyed by (nodeId, firstSequenceNumber)) if there is one.
+    pub fn write_rows(
+        &mut self,
+        rows: &[AuditRecord],
+        statements: &HashMap<(String, i64), BatchRecord>,
+    ) -> std::io::Result<()> {
+        for r in rows {
+            self.line.clear();
+            match self.format {
+                Format::Ndjson => {
+                    if let Some(first) = r
+                        .row_protection
+                        .as_deref()
+                        .and_then(RowProtection::batch_first)
+                    {
+                        let key = (r.node_id.clone(), first);
+                        if self.last_batch.as_ref() != Some(&key)
+                            && let Some(b) = statements.get(&key)
+                        {
+                            serde_json::to_writer(
+                                &mut self.line,
+                                &BatchLine {
+                                    kind: "batch",
+                                    batch: b,
+                                },
+                            )?;
+                            self.line.push(b'\n');
+                            self.last_batch = Some(key);
+                        }
+                    }
+                    serde_json::to_writer(&mut self.line, r)?;
+                    self.line.push(b'\n');
+                }
+                Format::Csv | Format::Tsv => {
+                    let (sep, end): (u8, &[u8]) = if self.format == Format::Csv {
+                        (b',', b"\r\n")
+                    } else {
+                        (b'\t', b"\n")
+                    };
+                    for (i, v) in values(r).iter().enumerate() {
+                        if i > 0 {
+                            self.line.push(sep);
+                        }
+                        if self.format == Format::Csv {
+                            csv_field(&mut self.line, v.as_deref());
+                        } else {
+                            tsv_field(&mut self.line, v.as_deref());
+                        }
+                    }
+                    self.line.extend_from_slice(end);
+                }
+            }
+            self.out.write_all(&self.line)?;
+            self.rows += 1;
+        }
+        Ok(())
+    }
+
+    /// Signs everything written with `token` (NDJSON: and appends the trailer). The file is read
+    /// back into memory once for this: a token signs a message, not a digest.
+    pub fn finish(self, token: &dyn CryptoToken) -> Result<Finished, ExportError> {
+        let tmp = Path::new("<export temporary file>");
+        let mut file = self.out.into_inner().map_err(|e| io(tmp)(e.into_error()))?;
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(0))
+            .and_then(|_| file.read_to_end(&mut bytes))
+            .map_err(io(tmp))?;
+        let signature = protector::protect_bytes(token, &bytes)?;
+        let mut hash = Sha256::new();
+        hash.update(&bytes);
+        let mut len = bytes.len() as u64;
+        drop(bytes);
+        if self.format == Format::Ndjson {
+            let mut trailer = serde_json::to_vec(&Trailer {
+                kind: "trailer".into(),
+                rows: self.rows,
+                key_id: token.keyid(),
+                signature: signature.clone(),
+            })
+            .map_err(|e| io(tmp)(e.into()))?;
+            trailer.push(b'\n');
+            file.write_all(&trailer).map_err(io(tmp))?;
+            hash.update(&trailer);
+            len += trailer.len() as u64;
+        }
+        file.flush()
+            .and_then(|_| file.seek(SeekFrom::Start(0)))
+            .map_err(io(tmp))?;
+        Ok(Finished {
+            file,
+            signature,
+            key_id: token.keyid(),
+            rows: self.rows,
+            bytes: len,
+            sha256: hex::encode(hash.finalize()),
+        })
+    }
+}
+
+/// The file's bytes as a stream of chunks, for an HTTP body.
+pub fn into_stream(
+    file: File,
+) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static {
+    futures::stream::try_unfold(tokio::fs::File::from_std(file), |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            return Ok::<_, std::io::Error>(None);
+        }
+        buf.truncate(n);
+        Ok(Some((buf, f)))
+    })
+}
+
+/// An export file read for verification.
+pub struct LoadedExport {
+    pub format: Format,
+    bytes: Vec<u8>,
+    /// How many leading bytes the signature covers (all but the NDJSON trailer).
+    signed_len: usize,
+    /// The signature string, or why it could not be found.
+    signature: Result<String, String>,
+    trailer: Option<Trailer>,
+}
+
+impl LoadedExport {
+    /// The keyid the signature names, if it can be read.
+    pub fn signature_keyid(&self) -> Option<i32> {
+        let s = self.signature.as_ref().ok()?;
+        RowProtection::parse(s).ok().map(|p| p.keyid)
+    }
+}
+
+/// The companion signature file of a CSV or TSV export: `FILE.sig`.
+pub fn sig_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".sig");
+    PathBuf::from(s)
+}
+
+/// Reads an export (format from the extension) and its signature: the NDJSON trailer, or for
+/// CSV and TSV `sig` (default `FILE.sig`). Only what stops the check is an error (a file that
+/// cannot be read, an unknown extension); a damaged file is reported by `verify`.
+pub fn load(path: &Path, sig: Option<&Path>) -> Result<LoadedExport, ExportError> {
+    let format = Format::of_path(path).ok_or_else(|| {
+        ExportError::Unsupported(format!(
+            "{}: the file name must end in .ndjson, .csv or .tsv (the export's format)",
+            path.display()
+        ))
+    })?;
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    let mut loaded = LoadedExport {
+        format,
+        signed_len: bytes.len(),
+        signature: Err(String::new()),
+        trailer: None,
+        bytes,
+    };
+    if format == Format::Ndjson {
+        let b = &loaded.bytes;
+        let body = b.strip_suffix(b"\n").unwrap_or(b);
+        let start = body.iter().rposition(|c| *c == b'\n').map_or(0, |i| i + 1);
+        loaded.signed_len = start;
+        match serde_json::from_slice::<Trailer>(&body[start..]) {
+            Ok(t) if t.kind == "trailer" && b.ends_with(b"\n") => {
+                loaded.signature = Ok(t.signature.clone());
+                loaded.trailer = Some(t);
+            }
+            _ => {
+                loaded.signature = Err(
+                    "the last line is not a trailer {\"type\":\"trailer\",...} ending in a newline \
+                     (truncated or changed file)"
+                        .into(),
+                );
+            }
+        }
+    } else {
+        let sp = sig.map_or_else(|| sig_path(path), Path::to_path_buf);
+        let text = std::fs::read_to_string(&sp).map_err(io(&sp))?;
+        loaded.signature = Ok(text.trim_end_matches(['\n', '\r']).to_string());
+    }
+    Ok(loaded)
+}
+
+/// What `verify` found.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportReport {
+    pub format: String,
+    /// The keyid of the export signature (None if it cannot be read).
+    pub signed_by: Option<i32>,
+    pub signature_valid: bool,
+    pub rows: u64,
+    /// Rows whose own protection verified.
+    pub rows_verified: u64,
+    /// Rows whose protection cannot be checked from the export with the keys given (no key
+    /// for their keyid; version 3 rows of a CSV or TSV export, which carries no statements).
+    pub rows_not_checkable: u64,
+    pub notes: Vec<String>,
+    pub error_count: u64,
+    pub errors: Vec<String>,
+}
+
+impl ExportReport {
+    fn error(&mut self, e: String) {
+        self.error_count += 1;
+        if self.errors.len() < MAX_MESSAGES {
+            self.errors.push(e);
+        }
+    }
+
+    fn not_checkable(&mut self, e: String) {
+        self.rows_not_checkable += 1;
+        if self.notes.len() < MAX_MESSAGES {
+            self.notes.push(e);
+        }
+    }
+}
+
+/// Checks an export with `keys`: the signature over the exact bytes, then each row's own
+/// protection (version 3 rows of NDJSON exports against the statements in the file).
+pub fn verify(loaded: &LoadedExport, keys: &KeyRing) -> ExportReport {
+    let mut rep = ExportReport {
+        format: loaded.format.name().into(),
+        ..ExportReport::default()
+    };
+    let signed = &loaded.bytes[..loaded.signed_len];
+    match loaded.signature.as_deref().map(RowProtection::parse) {
+        Err(e) => rep.error(e.to_string()),
+        Ok(Err(e)) => rep.error(format!("the export signature cannot be read: {e}")),
+        Ok(Ok(p)) => {
+            rep.signed_by = Some(p.keyid);
+            if let Some(t) = &loaded.trailer
+                && t.key_id != p.keyid
+            {
+                rep.error(format!(
+                    "the trailer names keyId {} but its signature keyid {}",
+                    t.key_id, p.keyid
+                ));
+            }
+            match keys.get(p.keyid) {
+                None => rep.error(format!(
+                    "no key is given for the signature's keyid {}",
+                    p.keyid
+                )),
+                Some(_) if p.version == ProtectionVersion::Batch => {
+                    rep.error("an export signature cannot be version 3".into())
+                }
+                Some(k) if k.protection_version() != p.version => rep.error(format!(
+                    "the signature claims version {} but keyid {} is a {} key",
+                    p.version.number(),
+                    p.keyid,
+                    k.algorithm()
+                )),
+                Some(k) => match k.verify(signed, &p.value) {
+                    Ok(()) => rep.signature_valid = true,
+                    Err(e) => rep.error(format!(
+                        "the export signature does not verify ({e}): the file was changed"
+                    )),
+                },
+            }
+        }
+    }
+    let text = match std::str::from_utf8(signed) {
+        Ok(t) => t,
+        Err(e) => {
+            rep.error(format!("the export is not UTF-8: {e}"));
+            return rep;
+        }
+    };
+    let mut batches = Batches::default();
+    let check = |rep: &mut ExportReport, batches: &Batches, r: AuditRecord| {
+        rep.rows += 1;
+        let name = format!("node {} row {} (pk {})", r.node_id, r.sequence_number, r.pk);
+        let v3 = r
+            .row_protection
+            .as_deref()
+            .is_some_and(|p| p.starts_with("1:3:"));
+        if v3 && loaded.format != Format::Ndjson {
+            rep.not_checkable(format!(
+                "{name}: version 3 rows need their batch statement, which only NDJSON exports carry"
+            ));
+            return;
+        }
+        match verify_row(keys, batches, &r) {
+            Ok(()) => rep.rows_verified += 1,
+            Err(RowFailure::UnknownKeyId(k)) => {
+                rep.not_checkable(format!("{name}: no key is given for its keyid {k}"))
+            }
+            Err(e) => rep.error(format!("{name}: {e}")),
+        }
+    };
+    match loaded.format {
+        Format::Ndjson => {
+            for (i, line) in text.split_terminator('\n').enumerate() {
+                let n = i + 1;
+                let v: serde_json::Value = match serde_json::from_str(line) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        rep.error(format!("line {n}: {e}"));
+                        continue;
+                    }
+                };
+                if v.get("type").is_some() {
+                    let mut v = v;
+                    let kind = v
+                        .as_object_mut()
+                        .and_then(|o| o.remove("type"))
+                        .unwrap_or_default();
+                    if kind != "batch" {
+                        rep.error(format!("line {n}: unexpected line type {kind}"));
+                        continue;
+                    }
+                    match serde_json::from_value::<BatchRecord>(v) {
+                        Ok(b) => batches.insert(keys, b),
+                        Err(e) => rep.error(format!("line {n}: batch statement: {e}")),
+                    }
+                    continue;
+                }
+                match serde_json::from_value::<AuditRecord>(v) {
+                    Ok(r) => check(&mut rep, &batches, r),
+                    Err(e) => rep.error(format!("line {n}: {e}")),
+                }
+            }
+            if let Some(t) = &loaded.trailer
+                && t.rows != rep.rows
+            {
+                rep.error(format!(
+                    "the trailer says {} rows, the file has {}",
+                    t.rows, rep.rows
+                ));
+            }
+        }
+        Format::Csv => {
+            let mut pos = 0;
+            let mut n = 0;
+            loop {
+                n += 1;
+                match next_csv_record(text, &mut pos) {
+                    Ok(None) => break,
+                    Ok(Some(fields)) if n == 1 => {
+                        if !is_header(&fields) {
+                            rep.error(format!("record 1 is not the header {}", COLUMNS.join(",")));
+                        }
+                    }
+                    Ok(Some(fields)) => match row_of(fields) {
+                        Ok(r) => check(&mut rep, &batches, r),
+                        Err(e) => rep.error(format!("record {n}: {e}")),
+                    },
+                    Err(e) => {
+                        rep.error(format!("record {n}: {e}; the rest is not read"));
+                        break;
+                    }
+                }
+            }
+        }
+        Format::Tsv => {
+            if !text.is_empty() && !text.ends_with('\n') {
+                rep.error("the last line does not end with a newline".into());
+            }
+            for (i, line) in text.split_terminator('\n').enumerate() {
+                let n = i + 1;
+                let fields: Result<Vec<Option<String>>, String> =
+                    line.split('\t').map(tsv_unescape).collect();
+                match fields {
+                    Ok(f) if n == 1 => {
+                        if !is_header(&f) {
+                            rep.error(format!("line 1 is not the header {}", COLUMNS.join("\\t")));
+                        }
+                    }
+                    Ok(f) => match row_of(f) {
+                        Ok(r) => check(&mut rep, &batches, r),
+                        Err(e) => rep.error(format!("line {n}: {e}")),
+                    },
+                    Err(e) => rep.error(format!("line {n}: {e}")),
+                }
+            }
+        }
+    }
+    if rep.rows_not_checkable > rep.notes.len() as u64 {
+        let more = rep.rows_not_checkable - rep.notes.len() as u64;
+        rep.notes
+            .push(format!("... and {more} more rows not checkable"));
+    }
+    rep
+}
+
+fn is_header(fields: &[Option<String>]) -> bool {
+    fields.len() == COLUMNS.len()
+        && fields
+            .iter()
+            .zip(COLUMNS)
+            .all(|(f, c)| f.as_deref() == Some(c))
+}
+
+/// A row from the 14 exported values (rowVersion 0: it is not exported).
+fn row_of(f: Vec<Option<String>>) -> Result<AuditRecord, String> {
+    let f: [Option<String>; 14] = f
+        .try_into()
+        .map_err(|f: Vec<_>| format!("{} fields, expected 14", f.len()))?;
+    let [
+        pk,
+        node_id,
+        seq,
+        ts,
+        event_type,
+        event_status,
+        auth_token,
+        service,
+        module,
+        custom_id,
+        search_detail1,
+        search_detail2,
+        additional_details,
+        row_protection,
+    ] = f;
+    let req = |v: Option<String>, i: usize| v.ok_or_else(|| format!("{} is null", COLUMNS[i]));
+    let int = |v: Option<String>, i: usize| {
+        req(v, i)?
+            .parse::<i64>()
+            .map_err(|_| format!("{} is not an integer", COLUMNS[i]))
+    };
+    Ok(AuditRecord {
+        pk: req(pk, 0)?,
+        node_id: req(node_id, 1)?,
+        sequence_number: int(seq, 2)?,
+        time_stamp: int(ts, 3)?,
+        event_type: req(event_type, 4)?,
+        event_status: req(event_status, 5)?,
+        auth_token: req(auth_token, 6)?,
+        service: req(service, 7)?,
+        module: req(module, 8)?,
+        custom_id,
+        search_detail1,
+        search_detail2,
+        additional_details,
+        row_version: 0,
+        row_protection,
+    })
+}
+
+/// One RFC 4180 record from `pos` (which moves past its CRLF); None at the end. An empty
+/// unquoted field is null, a quoted one a string.
+pub fn next_csv_record(s: &str, pos: &mut usize) -> Result<Option<Vec<Option<String>>>, String> {
+    let b = s.as_bytes();
+    if *pos >= b.len() {
+        return Ok(None);
+    }
+    let mut fields = Vec::new();
+    loop {
+        if b.get(*pos) == Some(&b'"') {
+            let mut v = String::new();
+            *pos += 1;
+            loop {
+                let i = s[*pos..].find('"').ok_or("a quoted field is not closed")?;
+                v.push_str(&s[*pos..*pos + i]);
+                *pos += i + 1;
+                if b.get(*pos) == Some(&b'"') {
+                    v.push('"');
+                    *pos += 1;
+                } else {
+                    break;
+                }
+            }
+            fields.push(Some(v));
+        } else {
+            let end = s[*pos..]
+                .find([',', '\r', '\n'])
+                .map_or(b.len(), |i| *pos + i);
+            let raw = &s[*pos..end];
+            if raw.contains('"') {
+                return Err("a quote inside an unquoted field".into());
+            }
+            fields.push((!raw.is_empty()).then(|| raw.to_string()));
+            *pos = end;
+        }
+        match (b.get(*pos), b.get(*pos + 1)) {
+            (Some(b','), _) => *pos += 1,
+            (Some(b'\r'), Some(b'\n')) => {
+                *pos += 2;
+                return Ok(Some(fields));
+            }
+            (None, _) => return Err("the last record does not end with CRLF".into()),
+            _ => return Err("a field is followed by something other than , or CRLF".into()),
+        }
+    }
+}
+
+/// One TSV field: `\N` is null; `\\` `\t` `\n` `\r` are unescaped; any other `\` is an error.
+pub fn tsv_unescape(f: &str) -> Result<Option<String>, String> {
+    if f == "\\N" {
+        return Ok(None);
+    }
+    let mut out = String::with_capacity(f.len());
+    let mut chars = f.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        out.push(match chars.next() {
+            Some('\\') => '\\',
+            Some('t') => '\t',
+            Some('n') => '\n',
+            Some('r') => '\r',
+            other => return Err(format!("unknown escape \\{}", other.unwrap_or(' '))),
+        });
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::HmacToken;
+
+    fn row(seq: i64, custom: Option<&str>, details: Option<&str>) -> AuditRecord {
+        let mut r = AuditRecord {
+            pk: format!("{seq:032x}"),
+            node_id: "n1".into(),
+            sequence_number: seq,
+            time_stamp: 1_764_072_000_000 + seq,
+            event_type: "PROCESS".into(),
+            event_status: "SUCCESS".into(),
+            auth_token: "CN=a, O=\"b\"".into(),
+            service: "SIGNSERVER".into(),
+            module: "WORKER".into(),
+            custom_id: custom.map(Into::into),
+            search_detail1: Some(String::new()),
+            search_detail2: None,
+            additional_details: details.map(Into::into),
+            row_version: 0,
+            row_protection: None,
+        };
+        r.row_protection = Some(protector::protect(&token(), &r).unwrap());
+        r
+    }
+
+    fn token() -> HmacToken {
+        HmacToken::new(7, b"export test key")
+    }
+
+    fn keys() -> KeyRing {
+        let mut k = KeyRing::new();
+        k.insert(7, token().verify_key());
+        k
+    }
+
+    fn export(format: Format, rows: &[AuditRecord]) -> Vec<u8> {
+        let mut w = ExportWriter::new(format, temp_file().unwrap()).unwrap();
+        w.write_rows(rows, &HashMap::new()).unwrap();
+        let mut f = w.finish(&token()).unwrap();
+        let mut bytes = Vec::new();
+        f.file.read_to_end(&mut bytes).unwrap();
+        assert_eq!(bytes.len() as u64, f.bytes);
+        assert_eq!(hex::encode(Sha256::digest(&bytes)), f.sha256);
+        if format != Format::Ndjson {
+            f.signature.push('\n');
+            bytes.extend_from_slice(b"\0SIG\0");
+            bytes.extend_from_slice(f.signature.as_bytes());
+        }
+        bytes
+    }
+
+    /// Writes `bytes` (CSV/TSV: file and signature split at the marker) and verifies them.
+    fn check(format: Format, bytes: &[u8]) -> ExportReport {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("x.{}", format.name()));
+        let marker = b"\0SIG\0";
+        match bytes.windows(marker.len()).position(|w| w == marker) {
+            Some(i) => {
+                std::fs::write(&path, &bytes[..i]).unwrap();
+                std::fs::write(sig_path(&path), &bytes[i + marker.len()..]).unwrap();
+            }
+            None => std::fs::write(&path, bytes).unwrap(),
+        }
+        verify(&load(&path, None).unwrap(), &keys())
+    }
+
+    fn rows() -> Vec<AuditRecord> {
+        vec![
+            row(0, None, None),
+            row(1, Some("a,b\"c\td\\N"), Some("<x>\n line\r\n\t</x>")),
+            row(2, Some(""), Some("\\")),
+        ]
+    }
+
+    #[test]
+    fn every_format_round_trips_and_verifies() {
+        for format in [Format::Ndjson, Format::Csv, Format::Tsv] {
+            let bytes = export(format, &rows());
+            let rep = check(format, &bytes);
+            assert!(rep.errors.is_empty(), "{format:?}: {:?}", rep.errors);
+            assert!(rep.signature_valid);
+            assert_eq!((rep.rows, rep.rows_verified), (3, 3), "{format:?}");
+        }
+    }
+
+    #[test]
+    fn exact_layouts() {
+        let r = row(1, Some("a,\"b\""), None);
+        let csv = String::from_utf8(export(Format::Csv, std::slice::from_ref(&r))).unwrap();
+        let line = csv.split("\r\n").nth(1).unwrap();
+        assert!(
+            line.starts_with(&format!(
+                "{},n1,1,1764072000001,PROCESS,SUCCESS,\"CN=a, O=\"\"b\"\"\",SIGNSERVER,WORKER,\"a,\"\"b\"\"\",\"\",,,1:1:7:",
+                r.pk
+            )),
+            "{line}"
+        );
+        assert!(csv.starts_with("pk,nodeId,sequenceNumber,timeStamp,"));
+        let tsv = String::from_utf8(export(Format::Tsv, &[row(1, Some("a\tb\\"), Some("x\ny"))]))
+            .unwrap();
+        let line = tsv.lines().nth(1).unwrap();
+        assert!(line.contains("\ta\\tb\\\\\t\t\\N\tx\\ny\t1:1:7:"), "{line}");
+        let nd = String::from_utf8(export(Format::Ndjson, &[r])).unwrap();
+        let last = nd.lines().last().unwrap();
+        assert!(
+            last.starts_with("{\"type\":\"trailer\",\"rows\":1,\"keyId\":7,\"signature\":\"1:1:7:"),
+            "{last}"
+        );
+        assert!(nd.starts_with("{\"pk\":"));
+    }
+
+    #[test]
+    fn one_changed_byte_fails() {
+        for format in [Format::Ndjson, Format::Csv, Format::Tsv] {
+            let bytes = export(format, &rows());
+            // Every byte of the signed part (and of the NDJSON trailer) matters.
+            let end = match format {
+                Format::Ndjson => bytes.len(),
+                _ => bytes.windows(5).position(|w| w == b"\0SIG\0").unwrap(),
+            };
+            for at in (0..end).step_by(7) {
+                let mut b = bytes.clone();
+                b[at] ^= 0x01;
+                let rep = check(format, &b);
+                assert!(
+                    !rep.errors.is_empty(),
+                    "{format:?}: byte {at} changed and nothing was found"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rows_with_unknown_keys_are_not_checkable_and_v3_in_csv_is_noted() {
+        let mut rs = rows();
+        rs[0].row_protection = Some("1:2:99:00".into());
+        rs[1].row_protection = Some(format!("1:3:7:{}", "00".repeat(12)));
+        let rep = check(Format::Csv, &export(Format::Csv, &rs));
+        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        assert_eq!(
+            (rep.rows, rep.rows_verified, rep.rows_not_checkable),
+            (3, 1, 2)
+        );
+    }
+
+    #[test]
+    fn csv_and_tsv_fields_parse_back() {
+        let mut pos = 0;
+        let rec = next_csv_record("a,,\"\",\"x\"\"\r\ny\"\r\n", &mut pos)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            rec,
+            [
+                Some("a".to_string()),
+                None,
+                Some(String::new()),
+                Some("x\"\r\ny".to_string())
+            ]
+        );
+        assert!(next_csv_record("a,b\n", &mut 0).is_err());
+        assert_eq!(tsv_unescape("\\N"), Ok(None));
+        assert_eq!(tsv_unescape("a\\\\N\\t"), Ok(Some("a\\N\t".into())));
+        assert!(tsv_unescape("\\x").is_err());
+    }
+}

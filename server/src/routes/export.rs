@@ -1,0 +1,320 @@
+//! `GET /api/v1/export`: the rows matching criteria as NDJSON, CSV or TSV, signed over the exact
+//! bytes (docs/API.md; the formats are in docs/FORMAT.md section 9). The export is built in an
+//! unlinked temporary file (rows read in keyset pages, so memory does not grow with the rows),
+//! signed, logged as `LOG_EXPORT`, and only then sent.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use auditseal_core::batch::BatchRecord;
+use auditseal_core::device::NewEvent;
+use auditseal_core::export::{self, ExportError, ExportWriter, Format};
+use auditseal_core::protection::RowProtection;
+use auditseal_core::record::AuditRecord;
+use auditseal_core::store::Criterion;
+use auditseal_core::token::TokenError;
+use auditseal_core::verify::{Batches, verify_row};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Rows read per page.
+const PAGE: i64 = 2000;
+
+/// Who is logged as having exported: authentication does not exist yet.
+const WHO: &str = "api";
+
+struct ExportQuery {
+    format: Format,
+    criteria: Vec<Criterion>,
+    /// The criteria as given, for the LOG_EXPORT event.
+    given: Vec<String>,
+    limit: Option<i64>,
+}
+
+/// `format=ndjson|csv|tsv` (required), `criteria=...` (repeatable, as `GET /api/v1/events`),
+/// `limit=N` (optional); anything else is an error.
+fn parse_query(raw: Option<&str>) -> Result<ExportQuery, ApiError> {
+    let mut format = None;
+    let mut q = ExportQuery {
+        format: Format::Ndjson,
+        criteria: Vec::new(),
+        given: Vec::new(),
+        limit: None,
+    };
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "format" => {
+                format = Some(
+                    v.parse::<Format>()
+                        .map_err(|e| ApiError::bad_request(format!("format: {e}")))?,
+                )
+            }
+            "criteria" => {
+                q.criteria.push(
+                    v.parse::<Criterion>()
+                        .map_err(|e| ApiError::bad_request(format!("criteria {v:?}: {e}")))?,
+                );
+                q.given.push(v.into_owned());
+            }
+            "limit" => {
+                q.limit = Some(v.parse::<i64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    ApiError::bad_request(format!("limit must be a positive integer, not {v:?}"))
+                })?)
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}; use format, criteria and limit"
+                )));
+            }
+        }
+    }
+    q.format = format.ok_or_else(|| {
+        ApiError::bad_request("format is required: format=ndjson, format=csv or format=tsv")
+    })?;
+    Ok(q)
+}
+
+fn export_failed(e: ExportError) -> ApiError {
+    match e {
+        ExportError::Token(TokenError::Unavailable(reason)) => {
+            tracing::warn!(%reason, "crypto token unavailable for an export");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "token_unavailable",
+                "the signing key is unavailable; the export was not made, retry later",
+            )
+        }
+        other => {
+            tracing::error!(error = %other, "export failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "export_failed",
+                "the export could not be written or signed; see the server log",
+            )
+        }
+    }
+}
+
+fn joined(e: tokio::task::JoinError) -> ApiError {
+    tracing::error!(error = %e, "export task failed");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "export_failed",
+        "the export task failed; see the server log",
+    )
+}
+
+/// Verifies a page as read (policy as `GET /api/v1/events`): with `error_on_verify_fail` the
+/// first failing row fails the export before anything is sent. Returns how many rows failed.
+async fn check_page(state: &AppState, rows: &[AuditRecord]) -> Result<u64, ApiError> {
+    if !state.policy.enable_verify {
+        return Ok(0);
+    }
+    let mut batches = Batches::default();
+    batches
+        .load_for(state.store.as_ref(), &state.keys, rows)
+        .await?;
+    let mut failed = 0;
+    for r in rows {
+        if let Err(reason) = verify_row(&state.keys, &batches, r) {
+            tracing::warn!(node = %r.node_id, seq = r.sequence_number, pk = %r.pk, %reason,
+                "row failed verification during an export");
+            if state.policy.error_on_verify_fail {
+                let mut e = ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "verification_failed",
+                    format!(
+                        "row pk={} node={} sequenceNumber={} failed verification: {reason}; \
+                         nothing was exported",
+                        r.pk, r.node_id, r.sequence_number
+                    ),
+                );
+                e.extra = Some(json!({
+                    "pk": r.pk, "nodeId": r.node_id,
+                    "sequenceNumber": r.sequence_number, "reason": reason.to_string()
+                }));
+                return Err(e);
+            }
+            failed += 1;
+        }
+    }
+    Ok(failed)
+}
+
+/// The statements of the page's version 3 rows, for an NDJSON export.
+async fn statements(
+    state: &AppState,
+    rows: &[AuditRecord],
+) -> Result<HashMap<(String, i64), BatchRecord>, ApiError> {
+    let mut map = HashMap::new();
+    for r in rows {
+        let Some(first) = r
+            .row_protection
+            .as_deref()
+            .and_then(RowProtection::batch_first)
+        else {
+            continue;
+        };
+        let key = (r.node_id.clone(), first);
+        if !map.contains_key(&key)
+            && let Some(b) = state.store.get_batch(&r.node_id, first).await?
+        {
+            map.insert(key, b);
+        }
+    }
+    Ok(map)
+}
+
+pub async fn export(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = parse_query(raw.as_deref())?;
+    let signer = state.signer.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "signing_disabled",
+            "exports are signed with the server's current key, and signing is off \
+             (protection.enable_sign = false); turn it on to export",
+        )
+    })?;
+    let format = q.format;
+    let mut writer = tokio::task::spawn_blocking(move || {
+        ExportWriter::new(format, export::temp_file()?).map_err(|source| ExportError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })
+    })
+    .await
+    .map_err(joined)?
+    .map_err(export_failed)?;
+    let mut after = None;
+    let mut remaining = q.limit.unwrap_or(i64::MAX);
+    let mut unverified = 0;
+    while remaining > 0 {
+        let want = PAGE.min(remaining);
+        let rows = state
+            .store
+            .export_page(&q.criteria, after.take(), want)
+            .await?;
+        let n = rows.len() as i64;
+        unverified += check_page(&state, &rows).await?;
+        let stmts = if format == Format::Ndjson {
+            statements(&state, &rows).await?
+        } else {
+            HashMap::new()
+        };
+        after = rows
+            .last()
+            .map(|r| (r.node_id.clone(), r.sequence_number, r.pk.clone()));
+        writer =
+            tokio::task::spawn_blocking(move || writer.write_rows(&rows, &stmts).map(|_| writer))
+                .await
+                .map_err(joined)?
+                .map_err(|source| {
+                    export_failed(ExportError::Io {
+                        path: std::env::temp_dir(),
+                        source,
+                    })
+                })?;
+        remaining -= n;
+        if n < want {
+            break;
+        }
+    }
+    let done = tokio::task::spawn_blocking(move || writer.finish(&*signer))
+        .await
+        .map_err(joined)?
+        .map_err(export_failed)?;
+
+    // An export that cannot be logged is not delivered.
+    let mut details = Map::new();
+    details.insert("format".into(), format.name().into());
+    details.insert(
+        "criteria".into(),
+        Value::Array(q.given.iter().map(|c| Value::from(c.as_str())).collect()),
+    );
+    if let Some(l) = q.limit {
+        details.insert("limit".into(), l.into());
+    }
+    details.insert("rows".into(), done.rows.into());
+    details.insert("bytes".into(), done.bytes.into());
+    details.insert("sha256".into(), done.sha256.clone().into());
+    details.insert("keyId".into(), done.key_id.into());
+    if unverified > 0 {
+        details.insert("rowsFailingVerification".into(), unverified.into());
+    }
+    let event = NewEvent::system("LOG_EXPORT", true, WHO, &details).map_err(|e| {
+        tracing::error!(error = %e, "cannot encode the LOG_EXPORT details");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "export_failed",
+            "the export could not be logged; see the server log",
+        )
+    })?;
+    state.device.append(event).await?;
+
+    let value = |v: String| {
+        HeaderValue::from_str(&v).map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "export_failed",
+                "a response header could not be built",
+            )
+        })
+    };
+    let mut resp = Body::from_stream(export::into_stream(done.file)).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    h.insert(header::CONTENT_LENGTH, value(done.bytes.to_string())?);
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        value(format!(
+            "attachment; filename=\"auditseal-export.{}\"",
+            format.name()
+        ))?,
+    );
+    h.insert("x-auditseal-signature", value(done.signature)?);
+    h.insert("x-auditseal-rows", value(done.rows.to_string())?);
+    h.insert("x-auditseal-sha256", value(done.sha256)?);
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters() {
+        let q = parse_query(Some(
+            "format=csv&criteria=eventType+EQ+PROCESS&criteria=customId%20NULL&limit=5",
+        ))
+        .unwrap();
+        assert_eq!(
+            (q.format, q.criteria.len(), q.limit),
+            (Format::Csv, 2, Some(5))
+        );
+        assert_eq!(q.given, ["eventType EQ PROCESS", "customId NULL"]);
+        for (raw, needle) in [
+            ("format=xml", "xml"),
+            ("criteria=eventType+EQ+X", "format is required"),
+            ("format=tsv&criteria=bogus+EQ+1", "bogus"),
+            ("format=tsv&criteria=eventType+ABOUT+1", "ABOUT"),
+            ("format=tsv&limit=0", "limit"),
+            ("format=tsv&order=asc", "order"),
+        ] {
+            let e = parse_query(Some(raw)).err().unwrap();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains(needle), "{raw}: {}", e.message);
+        }
+    }
+}
