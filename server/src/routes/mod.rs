@@ -1,6 +1,7 @@
 //! One file per route group.
 
 pub mod events;
+pub mod export;
 pub mod health;
 pub mod keys;
 pub mod verify;
