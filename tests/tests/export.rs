@@ -292,7 +292,50 @@ async fn exports_verify_offline_and_fail_when_one_byte_changes() {
             "--quiet",
         ]);
         assert_eq!(code, 0, "{out}");
+
+        // A row that no longer verifies fails the export before anything is sent or logged.
+        auditseal_e2e::exec(
+            &url,
+            "UPDATE auditrecorddata SET eventstatus = 'FAILURE' WHERE nodeid = 'ex-s' AND sequencenumber = 6",
+        )
+        .await;
+        let e = export(&seq.url, "format=ndjson&criteria=nodeId+EQ+ex-s").await;
+        assert_eq!(e.status, 500, "{}", String::from_utf8_lossy(&e.body));
+        let v: Value = serde_json::from_slice(&e.body).unwrap();
+        assert_eq!(
+            (v["error"].as_str(), v["sequenceNumber"].as_i64()),
+            (Some("verification_failed"), Some(6)),
+            "{v}"
+        );
+        let logged = all_rows(&url)
+            .await
+            .into_iter()
+            .filter(|r| r.event_type == "LOG_EXPORT")
+            .count();
+        assert_eq!(logged, 3);
         seq.stop();
         bat.stop();
     }
+}
+
+#[tokio::test]
+async fn without_signing_there_is_no_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditseal.toml");
+    std::fs::write(&config, "[protection]\nenable_sign = false\n").unwrap();
+    let url = auditseal_e2e::new_database(auditseal_e2e::Backend::Sqlite, dir.path()).await;
+    let s = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--database-url",
+        &url,
+    ])
+    .unwrap();
+    let e = export(&s.url, "format=csv").await;
+    assert_eq!(e.status, 503);
+    let v: Value = serde_json::from_slice(&e.body).unwrap();
+    assert_eq!(v["error"], "signing_disabled", "{v}");
+    s.stop();
 }
