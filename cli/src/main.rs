@@ -47,7 +47,7 @@ enum Command {
     Keys(cmd::keys::Command),
     /// Export the verified rows up to a time as a signed segment, then delete them.
     Archive(cmd::archive::Args),
-    /// Check an archive segment offline.
+    /// Check an archive segment (DIR) or a downloaded export (FILE) offline.
     VerifyExport(cmd::verify_export::Args),
     /// Export or list the nodes' newest signed checkpoints.
     #[command(subcommand)]

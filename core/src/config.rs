@@ -39,6 +39,8 @@ pub struct ServerSection {
     pub batch_max_wait_ms: Option<u64>,
     /// Batched device: most events waiting before requests get 503 (default 20000).
     pub queue_capacity: Option<usize>,
+    /// Most live followers (`GET /api/v1/events/stream`) at once (default 3).
+    pub max_followers: Option<usize>,
 }
 
 /// Signed checkpoints of the node's head hash (docs/FORMAT.md section 7).

@@ -20,21 +20,27 @@ pub use state::{AppState, VerifyPolicy};
 /// Default largest request body: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Live followers allowed at once unless `server.max_followers` says otherwise.
+pub const DEFAULT_MAX_FOLLOWERS: usize = 3;
+
 /// A bulk request may be this many times the single-event body limit.
 pub const BULK_BODY_FACTOR: usize = 16;
 
-/// How long `POST /api/v1/verify` may run (every other route: 30 s).
+/// How long `POST /api/v1/verify` and `GET /api/v1/export` may run (every other route: 30 s).
 pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub fn app(state: AppState) -> Router {
     let limit = state.max_body_bytes;
-    // Verification reads the whole log: its own, longer timeout.
+    // Verification and export read the whole log (or much of it): their own, longer timeout.
     let long = Router::new()
         .route("/api/v1/verify", post(routes::verify::verify))
+        .route("/api/v1/export", get(routes::export::export))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             VERIFY_TIMEOUT,
         ));
+    // Live follow lasts as long as the client stays: no timeout (it ends when the server stops).
+    let live = Router::new().route("/api/v1/events/stream", get(routes::stream::stream));
     Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route(
@@ -48,25 +54,30 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/events/{pk}", get(routes::events::get_one))
         .route("/api/v1/keys", get(routes::keys::list))
-        .route("/api/v1/export", get(routes::export::export))
         .fallback(|| async { error::ApiError::not_found("no such endpoint; see docs/API.md") })
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
         .merge(long)
+        .merge(live)
         .layer(DefaultBodyLimit::max(limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then finishes the requests in flight.
+/// Serves until `shutdown` resolves, then ends live follows and finishes the requests in
+/// flight.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let closing = state.closing.clone();
     axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closing.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
         .await
 }

@@ -16,7 +16,7 @@ use auditseal_core::config::{
 };
 use auditseal_core::device::{LogDevice, SequentialDevice};
 use auditseal_core::store;
-use auditseal_server::{AppState, DEFAULT_MAX_BODY_BYTES, VerifyPolicy};
+use auditseal_server::{AppState, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_FOLLOWERS, VerifyPolicy};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -138,8 +138,12 @@ async fn main() -> anyhow::Result<()> {
         None => tracing::warn!("protection.enable_sign is false: new rows are NOT protected"),
     }
     let p = &settings.protection;
+    let max_followers = srv.max_followers.unwrap_or(DEFAULT_MAX_FOLLOWERS);
     let state = AppState {
         signer: keys.current.clone(),
+        followers: Arc::new(tokio::sync::Semaphore::new(max_followers)),
+        max_followers,
+        closing: Arc::default(),
         store,
         device,
         keys: Arc::new(keys.ring),

@@ -25,4 +25,9 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// The current signing key, which signs exports; None when signing is off.
     pub signer: Option<SharedToken>,
+    /// Live followers (`GET /api/v1/events/stream`) still allowed, of `max_followers`.
+    pub followers: Arc<tokio::sync::Semaphore>,
+    pub max_followers: usize,
+    /// Set when the server is stopping: live follows end so the shutdown can complete.
+    pub closing: Arc<std::sync::atomic::AtomicBool>,
 }

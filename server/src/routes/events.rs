@@ -232,7 +232,7 @@ pub async fn create(
 
 /// A row as the API shows it: every column as stored, the details decoded, and the row's
 /// verification result.
-fn row_json(r: &AuditRecord, verification: Value) -> Value {
+pub(crate) fn row_json(r: &AuditRecord, verification: Value) -> Value {
     let (decoded, details_error) = match r.additional_details.as_deref() {
         None => (Value::Null, None),
         Some(xml) => match details::decode(xml) {

@@ -4,4 +4,5 @@ pub mod events;
 pub mod export;
 pub mod health;
 pub mod keys;
+pub mod stream;
 pub mod verify;

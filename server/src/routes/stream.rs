@@ -1,0 +1,248 @@
+//! `GET /api/v1/events/stream`: live follow as Server-Sent Events. Every committed row that
+//! matches the criteria is sent once, in sequence order per node; each event's id is the
+//! follower's position in every node, so a reconnecting client that sends it back as
+//! `Last-Event-ID` resumes exactly where it stopped (docs/API.md).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use serde_json::{Value, json};
+
+use auditseal_core::record::AuditRecord;
+use auditseal_core::store::{Criterion, Field, Op};
+use auditseal_core::verify::{Batches, verify_row};
+
+use crate::error::ApiError;
+use crate::routes::events::row_json;
+use crate::state::AppState;
+
+/// How often the database is asked for new rows.
+const POLL: Duration = Duration::from_millis(200);
+/// Rows read per node per round trip.
+const PAGE: i64 = 500;
+
+/// The follower's position: per node, the last sequence number already sent (or skipped).
+type Positions = BTreeMap<String, i64>;
+
+/// `node=seq` pairs, node ids percent-encoded, joined with `,`: the SSE event id.
+fn encode_positions(p: &Positions) -> String {
+    p.iter()
+        .map(|(n, s)| {
+            format!(
+                "{}={s}",
+                form_urlencoded::byte_serialize(n.as_bytes()).collect::<String>()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn decode_positions(s: &str) -> Result<Positions, String> {
+    let mut out = Positions::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (node, seq) = part
+            .rsplit_once('=')
+            .ok_or_else(|| format!("{part:?} is not node=sequence"))?;
+        let node: String = form_urlencoded::parse(format!("n={node}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let seq = seq
+            .parse::<i64>()
+            .ok()
+            .filter(|s| *s >= -1)
+            .ok_or_else(|| format!("{part:?}: the sequence number is not an integer >= -1"))?;
+        if node.is_empty() {
+            return Err(format!("{part:?}: empty node id"));
+        }
+        out.insert(node, seq);
+    }
+    Ok(out)
+}
+
+/// Only `criteria=` parameters (as for `GET /api/v1/events`).
+fn parse_criteria(raw: Option<&str>) -> Result<Vec<Criterion>, ApiError> {
+    let mut out = Vec::new();
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "criteria" => out.push(
+                v.parse::<Criterion>()
+                    .map_err(|e| ApiError::bad_request(format!("criteria {v:?}: {e}")))?,
+            ),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}; the stream takes only criteria"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct Follow {
+    state: AppState,
+    criteria: Vec<Criterion>,
+    positions: Positions,
+    /// Rows read but not sent yet, oldest first.
+    pending: VecDeque<(AuditRecord, Value)>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Follow {
+    /// Reads the rows after the position of every node (new nodes from their first row).
+    async fn poll(&mut self) {
+        let nodes = match self.state.store.nodes().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "live follow: cannot read the nodes; retrying");
+                return;
+            }
+        };
+        for node in nodes {
+            let after = *self.positions.entry(node.clone()).or_insert(-1);
+            let mut criteria = self.criteria.clone();
+            let (Ok(n), Ok(s)) = (
+                Criterion::new(Field::NodeId, Op::Eq, Some(&node)),
+                Criterion::new(Field::SequenceNumber, Op::Gt, Some(&after.to_string())),
+            ) else {
+                continue;
+            };
+            criteria.extend([n, s]);
+            let rows = match self.state.store.export_page(&criteria, None, PAGE).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(node = %node, error = %e, "live follow: read failed; retrying");
+                    continue;
+                }
+            };
+            let checks = self.verification(&rows).await;
+            self.pending.extend(rows.into_iter().zip(checks));
+        }
+    }
+
+    /// Each row's verification result (flagged, never failing the stream).
+    async fn verification(&self, rows: &[AuditRecord]) -> Vec<Value> {
+        if !self.state.policy.enable_verify {
+            return vec![Value::Null; rows.len()];
+        }
+        let mut batches = Batches::default();
+        if let Err(e) = batches
+            .load_for(self.state.store.as_ref(), &self.state.keys, rows)
+            .await
+        {
+            tracing::warn!(error = %e, "live follow: cannot load batch statements");
+        }
+        rows.iter()
+            .map(|r| match verify_row(&self.state.keys, &batches, r) {
+                Ok(()) => json!({ "valid": true }),
+                Err(reason) => json!({ "valid": false, "reason": reason.to_string() }),
+            })
+            .collect()
+    }
+
+    fn closing(&self) -> bool {
+        self.state.closing.load(Ordering::SeqCst)
+    }
+}
+
+pub async fn stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let criteria = parse_criteria(raw.as_deref())?;
+    let resume = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("Last-Event-ID is not text"))
+                .and_then(|s| {
+                    decode_positions(s)
+                        .map_err(|e| ApiError::bad_request(format!("Last-Event-ID: {e}")))
+                })?,
+        ),
+    };
+    let permit = state.followers.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_followers",
+            format!(
+                "{} followers are connected, the most this server allows \
+                 (server.max_followers); try again later",
+                state.max_followers
+            ),
+        )
+    })?;
+    // Without Last-Event-ID: from now on. With it: exactly after it; nodes it does not name
+    // appeared after it was issued, so all their rows are new.
+    let positions = match resume {
+        Some(p) => p,
+        None => {
+            let mut p = Positions::new();
+            for node in state.store.nodes().await? {
+                let head = state.store.head(&node).await?;
+                p.insert(node, head.next_sequence - 1);
+            }
+            p
+        }
+    };
+    let follow = Follow {
+        state,
+        criteria,
+        positions,
+        pending: VecDeque::new(),
+        _permit: permit,
+    };
+    Ok(Sse::new(events(follow))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+fn events(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(follow, |mut f| async move {
+        loop {
+            if let Some((r, verification)) = f.pending.pop_front() {
+                f.positions.insert(r.node_id.clone(), r.sequence_number);
+                let data = row_json(&r, verification).to_string();
+                let event = Event::default()
+                    .event("audit")
+                    .id(encode_positions(&f.positions))
+                    .data(data);
+                return Some((Ok(event), f));
+            }
+            if f.closing() {
+                return None;
+            }
+            f.poll().await;
+            if f.pending.is_empty() {
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_round_trip_any_node_id() {
+        let mut p = Positions::new();
+        p.insert("node-a".into(), 17);
+        p.insert("odd,=%id ü".into(), -1);
+        let s = encode_positions(&p);
+        assert!(!s.contains('\n'));
+        assert_eq!(decode_positions(&s).unwrap(), p);
+        assert!(decode_positions("a=x").is_err());
+        assert!(decode_positions("a").is_err());
+        assert!(decode_positions("=5").is_err());
+        assert_eq!(decode_positions("").unwrap(), Positions::new());
+    }
+}
