@@ -14,7 +14,7 @@ use crate::batch::BatchRecord;
 use crate::checkpoint::Checkpoint;
 use crate::record::AuditRecord;
 pub use postgres::PgStore;
-pub use query::{Criterion, CriterionError, Field, Op, Query};
+pub use query::{Criterion, CriterionError, Cursor, CursorError, Field, Op, Order, Query};
 pub use sqlite::SqliteStore;
 
 /// The columns in the order `AuditRecord` reads them (aliases keep the names lower-case in both
@@ -221,8 +221,11 @@ pub trait Store: Send + Sync {
     /// sequence number, the batch statements that end there or before, and the older
     /// checkpoints. Returns how many rows were deleted.
     async fn archive_node(&self, marker: &Checkpoint) -> Result<u64, StoreError>;
-    /// Rows matching every criterion, newest first.
+    /// Up to `query.limit` rows matching every criterion, in `query.order`, after
+    /// `query.after` if given.
     async fn query(&self, query: &Query) -> Result<Vec<AuditRecord>, StoreError>;
+    /// How many rows match every criterion.
+    async fn count(&self, criteria: &[Criterion]) -> Result<i64, StoreError>;
     /// Up to `limit` rows matching every criterion, ordered by (nodeId, sequenceNumber, pk),
     /// starting after `after` (the previous page's last row): an export (store/export.rs).
     async fn export_page(
@@ -581,6 +584,18 @@ macro_rules! impl_store {
                 };
             }
             Ok(query.fetch_all(&self.pool).await?)
+        }
+
+        async fn count(&self, criteria: &[crate::store::Criterion]) -> Result<i64, StoreError> {
+            let (sql, params) = crate::store::query::build_count(criteria);
+            let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+            for p in params {
+                query = match p {
+                    crate::store::query::Param::Text(t) => query.bind(t),
+                    crate::store::query::Param::Int(i) => query.bind(i),
+                };
+            }
+            Ok(query.fetch_one(&self.pool).await?)
         }
 
         async fn export_page(

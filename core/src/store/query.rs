@@ -1,4 +1,4 @@
-//! Query criteria (spec section 8): `<field> <OP> <value>`, ANDed, newest first.
+//! Query criteria (spec section 8): `<field> <OP> <value>`, ANDed; order and keyset cursors.
 //! The SQL is built from fixed column names and placeholders only: values are always bound.
 
 use std::fmt;
@@ -242,11 +242,114 @@ impl fmt::Display for Criterion {
     }
 }
 
-/// A query: criteria ANDed, newest first, at most `limit` rows.
+/// The direction of the order key (timeStamp, nodeId, sequenceNumber).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Order {
+    /// Newest first (the default).
+    #[default]
+    Desc,
+    Asc,
+}
+
+impl Order {
+    pub fn name(self) -> &'static str {
+        match self {
+            Order::Desc => "desc",
+            Order::Asc => "asc",
+        }
+    }
+}
+
+impl FromStr for Order {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.to_ascii_lowercase().as_str() {
+            "desc" => Ok(Order::Desc),
+            "asc" => Ok(Order::Asc),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Where a page ended: the order it was read in and the order key of its last row. A query
+/// with it returns the rows strictly after that row, so rows added meanwhile never shift a page
+/// (keyset pagination). It does not carry the criteria: the caller passes the same ones again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub order: Order,
+    pub time_stamp: i64,
+    pub node_id: String,
+    pub sequence_number: i64,
+}
+
+/// The cursor's wire form (version 1), before base64url.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CursorV1 {
+    v: u8,
+    o: String,
+    t: i64,
+    n: String,
+    s: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cursor {0:?} is not a cursor this server issued")]
+pub struct CursorError(pub String);
+
+impl Cursor {
+    /// The cursor after `row` in `order`.
+    pub fn after(order: Order, row: &crate::record::AuditRecord) -> Self {
+        Cursor {
+            order,
+            time_stamp: row.time_stamp,
+            node_id: row.node_id.clone(),
+            sequence_number: row.sequence_number,
+        }
+    }
+
+    /// Opaque text: base64url (no padding) of a small versioned JSON object.
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        let wire = CursorV1 {
+            v: 1,
+            o: self.order.name().to_string(),
+            t: self.time_stamp,
+            n: self.node_id.clone(),
+            s: self.sequence_number,
+        };
+        // Serializing a struct of strings and integers cannot fail.
+        let json = serde_json::to_vec(&wire).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    pub fn decode(text: &str) -> Result<Self, CursorError> {
+        use base64::Engine;
+        let bad = || CursorError(text.chars().take(100).collect());
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| bad())?;
+        let wire: CursorV1 = serde_json::from_slice(&json).map_err(|_| bad())?;
+        if wire.v != 1 {
+            return Err(bad());
+        }
+        Ok(Cursor {
+            order: wire.o.parse().map_err(|_| bad())?,
+            time_stamp: wire.t,
+            node_id: wire.n,
+            sequence_number: wire.s,
+        })
+    }
+}
+
+/// A query: criteria ANDed, in `order`, at most `limit` rows, after `after` if given.
 #[derive(Debug, Clone, Default)]
 pub struct Query {
     pub criteria: Vec<Criterion>,
     pub limit: i64,
+    pub order: Order,
+    /// The previous page's last row; its `order` is ignored here (the caller checks it matches).
+    pub after: Option<Cursor>,
 }
 
 /// The criteria as SQL conditions joined with ` AND ` (empty for none), with `$1`, `$2`, ...
@@ -285,19 +388,50 @@ pub(crate) fn where_clause(criteria: &[Criterion]) -> (String, Vec<Param>) {
 }
 
 /// Builds `SELECT ... WHERE ... ORDER BY timestamp DESC, ... LIMIT $n` with `$N` placeholders,
-/// accepted by both PostgreSQL and SQLite.
+/// accepted by both PostgreSQL and SQLite. After a cursor, a row-value comparison (SQLite >=
+/// 3.15) keeps exactly the rows past the cursor's row in the order key.
 pub(crate) fn build_select(query: &Query) -> (String, Vec<Param>) {
     let mut sql = format!("SELECT {} FROM auditrecorddata", super::COLUMNS);
-    let (conditions, mut params) = where_clause(&query.criteria);
+    let (mut conditions, mut params) = where_clause(&query.criteria);
+    let (cmp, dir) = match query.order {
+        Order::Desc => ("<", "DESC"),
+        Order::Asc => (">", "ASC"),
+    };
+    if let Some(c) = &query.after {
+        if !conditions.is_empty() {
+            conditions.push_str(" AND ");
+        }
+        let n = params.len();
+        conditions.push_str(&format!(
+            "(\"timestamp\", nodeid, sequencenumber) {cmp} (${}, ${}, ${})",
+            n + 1,
+            n + 2,
+            n + 3
+        ));
+        params.push(Param::Int(c.time_stamp));
+        params.push(Param::Text(c.node_id.clone()));
+        params.push(Param::Int(c.sequence_number));
+    }
     if !conditions.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&conditions);
     }
     params.push(Param::Int(query.limit));
     sql.push_str(&format!(
-        " ORDER BY \"timestamp\" DESC, nodeid DESC, sequencenumber DESC LIMIT ${}",
+        " ORDER BY \"timestamp\" {dir}, nodeid {dir}, sequencenumber {dir} LIMIT ${}",
         params.len()
     ));
+    (sql, params)
+}
+
+/// `SELECT COUNT(*)` of the rows matching every criterion (the same conditions as a query).
+pub(crate) fn build_count(criteria: &[Criterion]) -> (String, Vec<Param>) {
+    let (conditions, params) = where_clause(criteria);
+    let mut sql = String::from("SELECT COUNT(*) FROM auditrecorddata");
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions);
+    }
     (sql, params)
 }
 
@@ -340,6 +474,7 @@ mod tests {
         let q = Query {
             criteria: vec!["eventType EQ x' OR '1'='1".parse().unwrap()],
             limit: 10,
+            ..Query::default()
         };
         let (sql, params) = build_select(&q);
         assert!(!sql.contains("OR '1'"), "{sql}");
@@ -348,5 +483,76 @@ mod tests {
             sql.contains("eventtype = $1") && sql.ends_with("LIMIT $2"),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        for order in [Order::Desc, Order::Asc] {
+            let c = Cursor {
+                order,
+                time_stamp: 1_764_072_000_123,
+                node_id: "node 1/\"x\"' OR 1=1".into(),
+                sequence_number: i64::MAX,
+            };
+            let text = c.encode();
+            assert!(
+                text.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "{text}"
+            );
+            assert_eq!(Cursor::decode(&text).unwrap(), c);
+        }
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        for bad in [
+            String::new(),
+            "!!".into(),
+            "eyJ2Ijox".into(),
+            b64(r#"{"v":2,"o":"asc","t":1,"n":"a","s":1}"#),
+            b64(r#"{"v":1,"o":"up","t":1,"n":"a","s":1}"#),
+            b64(r#"{"v":1,"o":"asc","t":1,"n":"a","s":1,"x":0}"#),
+            b64(r#"{"v":1,"o":"asc","t":"1","n":"a","s":1}"#),
+        ] {
+            assert!(Cursor::decode(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cursor_is_bound_and_follows_the_order() {
+        let cursor = Cursor {
+            order: Order::Asc,
+            time_stamp: 5,
+            node_id: "n' --".into(),
+            sequence_number: 7,
+        };
+        let q = Query {
+            criteria: vec!["eventType EQ A".parse().unwrap()],
+            limit: 3,
+            order: Order::Asc,
+            after: Some(cursor),
+        };
+        let (sql, params) = build_select(&q);
+        assert!(
+            sql.contains(
+                "eventtype = $1 AND (\"timestamp\", nodeid, sequencenumber) > ($2, $3, $4)"
+            ) && sql.ends_with("sequencenumber ASC LIMIT $5"),
+            "{sql}"
+        );
+        assert!(!sql.contains("n'"), "{sql}");
+        assert_eq!(params[2], Param::Text("n' --".into()));
+        let (sql, _) = build_select(&Query {
+            order: Order::Desc,
+            ..q
+        });
+        assert!(
+            sql.contains(") < ($2") && sql.contains("DESC LIMIT"),
+            "{sql}"
+        );
+        let (sql, params) = build_count(&["customId NULL".parse().unwrap()]);
+        assert_eq!(
+            sql,
+            "SELECT COUNT(*) FROM auditrecorddata WHERE customid IS NULL"
+        );
+        assert!(params.is_empty());
     }
 }

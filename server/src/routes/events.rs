@@ -1,4 +1,5 @@
-//! `POST /api/v1/events`, `GET /api/v1/events`, `GET /api/v1/events/{pk}`.
+//! `POST /api/v1/events`, `GET /api/v1/events`, `GET /api/v1/events:count`,
+//! `GET /api/v1/events/{pk}`.
 //! The request and response formats are described in docs/API.md.
 
 use axum::Json;
@@ -11,7 +12,7 @@ use serde_json::{Map, Value, json};
 use auditseal_core::details;
 use auditseal_core::device::{Appended, NewEvent};
 use auditseal_core::record::{AuditRecord, EVENT_STATUSES};
-use auditseal_core::store::{Criterion, Query};
+use auditseal_core::store::{Criterion, Cursor, Order, Query};
 use auditseal_core::verify::{Batches, verify_row};
 
 use crate::error::ApiError;
@@ -310,18 +311,23 @@ async fn rows_with_verification(
     Ok(out)
 }
 
-/// Reads `criteria=<field> <OP> <value>` (repeatable) and `limit=N`; anything else is an error.
+fn parse_criterion(v: &str) -> Result<Criterion, ApiError> {
+    v.parse::<Criterion>()
+        .map_err(|e| ApiError::bad_request(format!("criteria {v:?}: {e}")))
+}
+
+/// Reads `criteria=<field> <OP> <value>` (repeatable), `limit=N`, `order=desc|asc` and
+/// `cursor=C` (a previous page's `nextCursor`); anything else is an error.
 fn parse_query(raw: Option<&str>) -> Result<Query, ApiError> {
     let mut q = Query {
         criteria: Vec::new(),
         limit: DEFAULT_LIMIT,
+        order: Order::Desc,
+        after: None,
     };
     for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         match k.as_ref() {
-            "criteria" => q.criteria.push(
-                v.parse::<Criterion>()
-                    .map_err(|e| ApiError::bad_request(format!("criteria {v:?}: {e}")))?,
-            ),
+            "criteria" => q.criteria.push(parse_criterion(&v)?),
             "limit" => {
                 q.limit = v
                     .parse::<i64>()
@@ -333,16 +339,51 @@ fn parse_query(raw: Option<&str>) -> Result<Query, ApiError> {
                         ))
                     })?
             }
+            "order" => {
+                q.order = v.parse().map_err(|()| {
+                    ApiError::bad_request(format!("order must be desc or asc, not {v:?}"))
+                })?
+            }
+            "cursor" => {
+                q.after = Some(Cursor::decode(&v).map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "{e}; pass the nextCursor of the previous page unchanged"
+                    ))
+                })?)
+            }
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "unknown query parameter {other:?}; use criteria and limit"
+                    "unknown query parameter {other:?}; use criteria, limit, order and cursor"
                 )));
             }
         }
     }
+    if let Some(c) = &q.after
+        && c.order != q.order
+    {
+        return Err(ApiError::bad_request(format!(
+            "cursor was issued for order={}, but this request has order={}; \
+             pass the same order (and criteria) on every page",
+            c.order.name(),
+            q.order.name()
+        )));
+    }
     Ok(q)
 }
 
+/// Reads `criteria=...` (repeatable) only: the parameters of `GET /api/v1/events:count`.
+fn parse_count(raw: Option<&str>) -> Result<Vec<Criterion>, ApiError> {
+    form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+        .map(|(k, v)| match k.as_ref() {
+            "criteria" => parse_criterion(&v),
+            other => Err(ApiError::bad_request(format!(
+                "unknown query parameter {other:?}; use criteria"
+            ))),
+        })
+        .collect()
+}
+
+/// A page of rows; `nextCursor` is null when the page was not full (nothing more matched).
 pub async fn list(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -350,7 +391,25 @@ pub async fn list(
     let q = parse_query(raw.as_deref())?;
     let rows = state.store.query(&q).await?;
     let events = rows_with_verification(&state, &rows).await?;
-    Ok(Json(json!({ "count": events.len(), "events": events })))
+    let next = match rows.last() {
+        Some(last) if rows.len() as i64 == q.limit => {
+            Value::String(Cursor::after(q.order, last).encode())
+        }
+        _ => Value::Null,
+    };
+    Ok(Json(
+        json!({ "count": events.len(), "events": events, "nextCursor": next }),
+    ))
+}
+
+/// `GET /api/v1/events:count`: how many rows match, counted in the database.
+pub async fn count(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let criteria = parse_count(raw.as_deref())?;
+    let n = state.store.count(&criteria).await?;
+    Ok(Json(json!({ "count": n })))
 }
 
 pub async fn get_one(
@@ -428,11 +487,19 @@ mod tests {
         .unwrap();
         assert_eq!((q.criteria.len(), q.limit), (2, 5));
         assert!(parse_query(Some("limit=0")).is_err());
+        assert_eq!(parse_query(Some("order=asc")).unwrap().order, Order::Asc);
+        assert_eq!(parse_query(None).unwrap().order, Order::Desc);
         assert!(
-            parse_query(Some("order=asc"))
+            parse_query(Some("order=sideways"))
                 .unwrap_err()
                 .message
                 .contains("order")
+        );
+        assert!(
+            parse_query(Some("sort=asc"))
+                .unwrap_err()
+                .message
+                .contains("sort")
         );
         assert!(
             parse_query(Some("criteria=nope+EQ+1"))
@@ -440,5 +507,52 @@ mod tests {
                 .message
                 .contains("nope")
         );
+    }
+
+    #[test]
+    fn cursor_parameter_must_decode_and_match_the_order() {
+        let c = Cursor {
+            order: Order::Asc,
+            time_stamp: 10,
+            node_id: "node1".into(),
+            sequence_number: 3,
+        }
+        .encode();
+        let q = parse_query(Some(&format!("order=asc&cursor={c}&limit=2"))).unwrap();
+        assert_eq!(q.after.map(|a| a.sequence_number), Some(3));
+        // The order may come after the cursor in the query string.
+        assert!(parse_query(Some(&format!("cursor={c}&order=asc"))).is_ok());
+        for bad in [
+            format!("cursor={c}"),
+            format!("order=desc&cursor={c}"),
+            "cursor=not-a-cursor".to_string(),
+            "cursor=%27%3B%20DROP%20TABLE%20auditrecorddata%3B--".to_string(),
+        ] {
+            let e = parse_query(Some(&bad)).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains("cursor"), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn count_parameters() {
+        assert_eq!(
+            parse_count(Some("criteria=eventType+EQ+A&criteria=customId+NULL"))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(parse_count(None).unwrap().is_empty());
+        for (bad, needle) in [
+            ("limit=5", "limit"),
+            ("order=asc", "order"),
+            ("criteria=colour+EQ+red", "colour"),
+            ("criteria=eventType+ABOUT+x", "ABOUT"),
+            ("criteria=timeStamp+GE+yesterday", "yesterday"),
+        ] {
+            let e = parse_count(Some(bad)).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains(needle), "{bad}: {}", e.message);
+        }
     }
 }
