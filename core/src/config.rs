@@ -41,6 +41,13 @@ pub struct ServerSection {
     pub queue_capacity: Option<usize>,
     /// Most live followers (`GET /api/v1/events/stream`) at once (default 3).
     pub max_followers: Option<usize>,
+    /// Most connections at once; more wait unaccepted (default 512).
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a request's headers (default 10).
+    pub header_timeout_secs: Option<u64>,
+    /// Seconds a request may take, body included (default 30; verify, export and live follow
+    /// have their own).
+    pub request_timeout_secs: Option<u64>,
 }
 
 /// Signed checkpoints of the node's head hash (docs/FORMAT.md section 7).

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod routes;
+pub mod serve;
 pub mod state;
 
 use std::future::Future;
@@ -31,6 +32,7 @@ pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub fn app(state: AppState) -> Router {
     let limit = state.max_body_bytes;
+    let request_timeout = state.request_timeout;
     // Verification and export read the whole log (or much of it): their own, longer timeout.
     let long = Router::new()
         .route("/api/v1/verify", post(routes::verify::verify))
@@ -52,13 +54,12 @@ pub fn app(state: AppState) -> Router {
             post(routes::events::create_bulk)
                 .layer(DefaultBodyLimit::max(limit * BULK_BODY_FACTOR)),
         )
-        .route("/api/v1/events:count", get(routes::events::count))
         .route("/api/v1/events/{pk}", get(routes::events::get_one))
         .route("/api/v1/keys", get(routes::keys::list))
         .fallback(|| async { error::ApiError::not_found("no such endpoint; see docs/API.md") })
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
+            request_timeout,
         ))
         .merge(long)
         .merge(live)
@@ -68,17 +69,27 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves until `shutdown` resolves, then ends live follows and finishes the requests in
-/// flight.
+/// flight; with the default connection limits.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    run_with(listener, state, serve::Limits::default(), shutdown).await
+}
+
+/// `run` with the given connection limits (`server.max_connections`,
+/// `server.header_timeout_secs`).
+pub async fn run_with(
+    listener: TcpListener,
+    state: AppState,
+    limits: serve::Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let closing = state.closing.clone();
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            closing.store(true, std::sync::atomic::Ordering::SeqCst);
-        })
-        .await
+    serve::serve(listener, app(state), limits, async move {
+        shutdown.await;
+        closing.store(true, std::sync::atomic::Ordering::SeqCst);
+    })
+    .await
 }

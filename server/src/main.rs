@@ -144,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
         followers: Arc::new(tokio::sync::Semaphore::new(max_followers)),
         max_followers,
         closing: Arc::default(),
+        request_timeout: Duration::from_secs(srv.request_timeout_secs.unwrap_or(30).max(1)),
         store,
         device,
         keys: Arc::new(keys.ring),
@@ -165,7 +166,14 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(node = %settings.node_id, database = %redacted, data_dir = %settings.data_dir.display(), "auditseal-server started");
     // Tests and scripts read this line to learn the port when binding to :0.
     println!("auditseal-server listening on http://{local}");
-    auditseal_server::run(listener, state, shutdown_signal()).await?;
+    let d = auditseal_server::serve::Limits::default();
+    let limits = auditseal_server::serve::Limits {
+        max_connections: srv.max_connections.unwrap_or(d.max_connections).max(1),
+        header_timeout: srv
+            .header_timeout_secs
+            .map_or(d.header_timeout, |s| Duration::from_secs(s.max(1))),
+    };
+    auditseal_server::run_with(listener, state, limits, shutdown_signal()).await?;
     if let Some((stop, task)) = checkpoints {
         let _ = stop.send(());
         let _ = task.await;

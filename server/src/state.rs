@@ -28,6 +28,8 @@ pub struct AppState {
     /// Live followers (`GET /api/v1/events/stream`) still allowed, of `max_followers`.
     pub followers: Arc<tokio::sync::Semaphore>,
     pub max_followers: usize,
+    /// Most time a request (body included) may take, except verify, export and live follow.
+    pub request_timeout: std::time::Duration,
     /// Set when the server is stopping: live follows end so the shutdown can complete.
     pub closing: Arc<std::sync::atomic::AtomicBool>,
 }

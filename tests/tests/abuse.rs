@@ -1,0 +1,164 @@
+//! Abuse is harmless: a client that trickles its headers is dropped, a slow body gets 408, the
+//! number of connections is bounded (more wait until one closes), and secrets (a database
+//! password, an HMAC secret) appear neither in the log nor in errors. (Oversized bodies,
+//! malformed JSON, wrong types and unknown fields: tests/tests/server.rs; unknown query fields
+//! and operators: tests/tests/query.rs and follow.rs.)
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use auditseal_e2e::{Server, cli, event};
+
+fn addr(s: &Server) -> String {
+    s.url.trim_start_matches("http://").to_string()
+}
+
+fn config(dir: &std::path::Path, text: &str) -> String {
+    let p = dir.join("auditseal.toml");
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// Reads until the peer closes or `wait` passes; returns what came and whether it closed.
+fn read_until_closed(c: &mut TcpStream, wait: Duration) -> (String, bool) {
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match c.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into(), true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return (String::from_utf8_lossy(&got).into(), true),
+        }
+    }
+    (String::from_utf8_lossy(&got).into(), false)
+}
+
+#[test]
+fn slow_headers_are_dropped_and_slow_bodies_time_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let cfg = config(
+        dir.path(),
+        "[server]\nheader_timeout_secs = 1\nrequest_timeout_secs = 2\n",
+    );
+    let s = Server::start(&["--data-dir", d, "--config", &cfg]).unwrap();
+
+    // Headers that never finish: the connection is closed after the header deadline.
+    let mut slow = TcpStream::connect(addr(&s)).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    let t = Instant::now();
+    let (_, closed) = read_until_closed(&mut slow, Duration::from_secs(8));
+    assert!(closed, "a trickling client must be dropped");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+
+    // A body that never arrives: 408 after the request timeout, nothing written.
+    let mut body = TcpStream::connect(addr(&s)).unwrap();
+    body.write_all(
+        b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"eventType\":",
+    )
+    .unwrap();
+    let t = Instant::now();
+    let (answer, _) = read_until_closed(&mut body, Duration::from_secs(8));
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+
+    // The server is unharmed.
+    let mut ok = TcpStream::connect(addr(&s)).unwrap();
+    ok.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (answer, _) = read_until_closed(&mut ok, Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[test]
+fn connections_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let cfg = config(
+        dir.path(),
+        "[server]\nmax_connections = 3\nheader_timeout_secs = 30\n",
+    );
+    let s = Server::start(&["--data-dir", d, "--config", &cfg]).unwrap();
+    // Three idle connections take every slot.
+    let idle: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(addr(&s)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A fourth connects (the kernel's backlog) but is not served while they stay.
+    let mut fourth = TcpStream::connect(addr(&s)).unwrap();
+    fourth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (answer, _) = read_until_closed(&mut fourth, Duration::from_millis(1500));
+    assert_eq!(answer, "", "served beyond max_connections");
+    // One closes: the waiting one is served.
+    drop(idle);
+    let (answer, _) = read_until_closed(&mut fourth, Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_logs_or_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    // A database password in a URL that cannot be reached: a clear error without it.
+    let bin_args = [
+        "--data-dir",
+        d,
+        "--database-url",
+        "postgres://auditor:S3cretPw0rd@127.0.0.1:1/db",
+    ];
+    let e = Server::start(&bin_args).err().expect("cannot start");
+    assert!(e.contains("cannot open the database"), "{e}");
+    assert!(!e.contains("S3cretPw0rd"), "{e}");
+    let mut args = bin_args.to_vec();
+    args.extend(["verifylog", "--all"]);
+    let (code, out, err) = cli(&args);
+    assert_eq!(code, 1);
+    assert!(
+        !out.contains("S3cretPw0rd") && !err.contains("S3cretPw0rd"),
+        "{err}"
+    );
+    assert!(err.contains("***"), "{err}");
+    // An HMAC secret in the configuration: never in the log, the key listing or errors.
+    let secret = "hm4c-s3cret-value-0123456789";
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[protection]\n[[protection.keys]]\nkind = \"hmac\"\nkeyid = 7\nsecret = \"{secret}\"\n"
+        ),
+    );
+    let s = Server::start(&["--data-dir", d, "--config", &cfg]).unwrap();
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/api/v1/events", s.url))
+        .json(&event("PROCESS"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    for path in ["/api/v1/keys", "/api/v1/events", "/api/v1/nope"] {
+        let body = client
+            .get(format!("{}{path}", s.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!body.contains(secret), "{path}: {body}");
+    }
+    let (_, out, err) = cli(&["--data-dir", d, "--config", &cfg, "keys", "list", "--json"]);
+    assert!(!out.contains(secret) && !err.contains(secret));
+    let log = s.log();
+    s.stop();
+    assert!(!log.contains(secret), "{log}");
+}
