@@ -54,6 +54,7 @@ pub fn app(state: AppState) -> Router {
             post(routes::events::create_bulk)
                 .layer(DefaultBodyLimit::max(limit * BULK_BODY_FACTOR)),
         )
+        .route("/api/v1/events:count", get(routes::events::count))
         .route("/api/v1/events/{pk}", get(routes::events::get_one))
         .route("/api/v1/keys", get(routes::keys::list))
         .fallback(|| async { error::ApiError::not_found("no such endpoint; see docs/API.md") })
