@@ -57,6 +57,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/events:count", get(routes::events::count))
         .route("/api/v1/events/{pk}", get(routes::events::get_one))
         .route("/api/v1/keys", get(routes::keys::list))
+        .route("/api/v1/openapi.json", get(routes::openapi::openapi))
         .fallback(|| async { error::ApiError::not_found("no such endpoint; see docs/API.md") })
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

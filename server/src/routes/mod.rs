@@ -4,5 +4,6 @@ pub mod events;
 pub mod export;
 pub mod health;
 pub mod keys;
+pub mod openapi;
 pub mod stream;
 pub mod verify;
