@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::batch::BatchRecord;
 use crate::checkpoint::{Checkpoint, Head, KIND_ARCHIVE};
-use crate::keys::KeyRing;
+use crate::keys::{DetachedError, KeyRing};
 use crate::protection::RowProtection;
 use crate::protector;
 use crate::record::AuditRecord;
@@ -318,24 +318,13 @@ pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, Archi
     rep.signed_by = p.keyid;
     // The signature is checked over the bytes as they are on disk, hashed while streaming.
     let bytes = std::fs::read(&path).map_err(io(&path))?;
-    match keys.get(p.keyid) {
-        None => rep.errors.push(format!(
-            "no key is configured for the signature's keyid {}",
-            p.keyid
-        )),
-        Some(k) if k.protection_version() != p.version => rep.errors.push(format!(
-            "the signature claims version {} but keyid {} is a {} key",
-            p.version.number(),
-            p.keyid,
-            k.algorithm()
-        )),
-        Some(k) => {
-            if let Err(e) = k.verify(&bytes, &p.value) {
-                rep.errors.push(format!(
-                    "the segment signature does not verify ({e}): the file was changed"
-                ));
+    if let Err(e) = keys.verify_detached(&p, &bytes) {
+        rep.errors.push(match e {
+            DetachedError::Verify(e) => {
+                format!("the segment signature does not verify ({e}): the file was changed")
             }
-        }
+            other => format!("the segment signature cannot be checked: {other}"),
+        });
     }
     let mut batches = Batches::default();
     // The open node: its id, running head, and rows seen.

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::batch;
 use crate::keys::KeyRing;
 use crate::merkle::Hash;
-use crate::protection::{ProtectionVersion, RowProtection};
+use crate::protection::RowProtection;
 use crate::protector;
 use crate::record::{AuditRecord, SEPARATOR};
 use crate::token::{CryptoToken, TokenError};
@@ -142,22 +142,13 @@ impl Checkpoint {
             return Err(format!("unknown kind {:?}", self.kind));
         }
         let p = RowProtection::parse(&self.statement_protection).map_err(|e| e.to_string())?;
-        if p.version == ProtectionVersion::Batch {
-            return Err("a checkpoint cannot be protected with version 3".into());
-        }
         if p.keyid != self.key_id {
             return Err(format!(
                 "protected with keyid {} but names keyid {}",
                 p.keyid, self.key_id
             ));
         }
-        let key = keys
-            .get(p.keyid)
-            .ok_or_else(|| format!("no key is configured for keyid {}", p.keyid))?;
-        if key.protection_version() != p.version {
-            return Err(format!("keyid {} is a {} key", p.keyid, key.algorithm()));
-        }
-        key.verify(self.statement().as_bytes(), &p.value)
+        keys.verify_detached(&p, self.statement().as_bytes())
             .map_err(|e| format!("statement does not verify: {e}"))?;
         Head::of(self)
             .map(|_| ())

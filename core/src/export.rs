@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::batch::BatchRecord;
-use crate::keys::KeyRing;
-use crate::protection::{ProtectionVersion, RowProtection};
+use crate::keys::{DetachedError, KeyRing};
+use crate::protection::RowProtection;
 use crate::protector;
 use crate::record::AuditRecord;
 use crate::token::{CryptoToken, TokenError};
@@ -498,26 +498,15 @@ pub fn verify(loaded: &LoadedExport, keys: &KeyRing) -> ExportReport {
                     t.key_id, p.keyid
                 ));
             }
-            match keys.get(p.keyid) {
-                None => rep.error(format!(
-                    "no key is given for the signature's keyid {}",
-                    p.keyid
+            match keys.verify_detached(&p, signed) {
+                Ok(()) => rep.signature_valid = true,
+                Err(DetachedError::Verify(e)) => rep.error(format!(
+                    "the export signature does not verify ({e}): the file was changed"
                 )),
-                Some(_) if p.version == ProtectionVersion::Batch => {
-                    rep.error("an export signature cannot be version 3".into())
+                Err(DetachedError::NoKey(id)) => {
+                    rep.error(format!("no key is given for the signature's keyid {id}"))
                 }
-                Some(k) if k.protection_version() != p.version => rep.error(format!(
-                    "the signature claims version {} but keyid {} is a {} key",
-                    p.version.number(),
-                    p.keyid,
-                    k.algorithm()
-                )),
-                Some(k) => match k.verify(signed, &p.value) {
-                    Ok(()) => rep.signature_valid = true,
-                    Err(e) => rep.error(format!(
-                        "the export signature does not verify ({e}): the file was changed"
-                    )),
-                },
+                Err(other) => rep.error(format!("the export signature cannot be checked: {other}")),
             }
         }
     }

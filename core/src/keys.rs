@@ -180,4 +180,42 @@ impl KeyRing {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
+
+    /// Checks a detached MAC or signature in rowProtection's layout (a batch statement, a
+    /// checkpoint, an export or archive file) over `data`, with the key its keyid names.
+    pub fn verify_detached(
+        &self,
+        p: &crate::protection::RowProtection,
+        data: &[u8],
+    ) -> Result<(), DetachedError> {
+        if p.version == ProtectionVersion::Batch {
+            return Err(DetachedError::Batch);
+        }
+        let key = self.get(p.keyid).ok_or(DetachedError::NoKey(p.keyid))?;
+        if key.protection_version() != p.version {
+            return Err(DetachedError::WrongKind {
+                claimed: p.version.number(),
+                keyid: p.keyid,
+                algorithm: key.algorithm(),
+            });
+        }
+        key.verify(data, &p.value).map_err(DetachedError::Verify)
+    }
+}
+
+/// Why a detached MAC or signature does not check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DetachedError {
+    #[error("version 3 cannot protect a statement or a file")]
+    Batch,
+    #[error("no key is configured for keyid {0}")]
+    NoKey(i32),
+    #[error("it claims protection version {claimed} but keyid {keyid} is a {algorithm} key")]
+    WrongKind {
+        claimed: u32,
+        keyid: i32,
+        algorithm: Algorithm,
+    },
+    #[error("{0}")]
+    Verify(VerifyError),
 }

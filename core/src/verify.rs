@@ -66,22 +66,13 @@ impl CheckedBatch {
 
 fn check_statement(keys: &KeyRing, b: &BatchRecord) -> Result<(), String> {
     let p = RowProtection::parse(&b.statement_protection).map_err(|e| e.to_string())?;
-    if p.version == ProtectionVersion::Batch {
-        return Err("a statement cannot itself be version 3".into());
-    }
     if p.keyid != b.key_id {
         return Err(format!(
             "protected with keyid {} but names keyid {}",
             p.keyid, b.key_id
         ));
     }
-    let key = keys
-        .get(p.keyid)
-        .ok_or_else(|| format!("no key is configured for keyid {}", p.keyid))?;
-    if key.protection_version() != p.version {
-        return Err(format!("keyid {} is a {} key", p.keyid, key.algorithm()));
-    }
-    key.verify(b.statement().as_bytes(), &p.value)
+    keys.verify_detached(&p, b.statement().as_bytes())
         .map_err(|e| e.to_string())
 }
 

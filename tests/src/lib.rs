@@ -291,3 +291,17 @@ pub async fn all_rows(url: &str) -> Vec<auditseal_core::record::AuditRecord> {
     }
     rows
 }
+
+/// Posts `n` PROCESS events to a server at `url`, one request each, and requires 201 for each.
+pub async fn post_events(url: &str, n: usize) {
+    let client = reqwest::Client::new();
+    for _ in 0..n {
+        let r = client
+            .post(format!("{url}/api/v1/events"))
+            .json(&event("PROCESS"))
+            .send()
+            .await
+            .expect("POST /api/v1/events");
+        assert_eq!(r.status().as_u16(), 201);
+    }
+}

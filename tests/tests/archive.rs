@@ -6,21 +6,8 @@
 
 use std::time::Duration;
 
-use auditseal_e2e::{BACKENDS, Server, all_rows, cli, event, exec, new_database};
+use auditseal_e2e::{BACKENDS, Server, all_rows, cli, exec, new_database, post_events};
 use serde_json::Value;
-
-async fn post_events(url: &str, n: usize) {
-    let client = reqwest::Client::new();
-    for _ in 0..n {
-        let r = client
-            .post(format!("{url}/api/v1/events"))
-            .json(&event("PROCESS"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 201);
-    }
-}
 
 fn run_json(base: &[&str], args: &[&str]) -> (i32, Value, String) {
     let mut all = base.to_vec();

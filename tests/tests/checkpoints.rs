@@ -8,21 +8,8 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use auditseal_e2e::{BACKENDS, Server, cli, event, exec, new_database};
+use auditseal_e2e::{BACKENDS, Server, cli, exec, new_database, post_events};
 use serde_json::Value;
-
-async fn post_events(url: &str, n: usize) {
-    let client = reqwest::Client::new();
-    for _ in 0..n {
-        let r = client
-            .post(format!("{url}/api/v1/events"))
-            .json(&event("PROCESS"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 201);
-    }
-}
 
 fn verifylog(base: &[&str], extra: &[&str]) -> (i32, Value, String) {
     let mut args = base.to_vec();

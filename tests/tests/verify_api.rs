@@ -2,21 +2,8 @@
 //! LOG_VERIFY event whose status is the outcome (FAILURE when anything failed); node selection
 //! with offsets; checkpoints given in the request; bad requests named. SQLite and PostgreSQL.
 
-use auditseal_e2e::{BACKENDS, Server, all_rows, cli, event, exec, new_database};
+use auditseal_e2e::{BACKENDS, Server, all_rows, cli, exec, new_database, post_events};
 use serde_json::{Value, json};
-
-async fn post_events(url: &str, n: usize) {
-    let client = reqwest::Client::new();
-    for _ in 0..n {
-        let r = client
-            .post(format!("{url}/api/v1/events"))
-            .json(&event("PROCESS"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 201);
-    }
-}
 
 async fn verify(url: &str, body: &str) -> (u16, Value) {
     let r = reqwest::Client::new()
