@@ -88,8 +88,13 @@ pub async fn verify(
     details.insert("errors".into(), json!(report.errors));
     details.insert("warnings".into(), json!(report.warnings));
     details.insert("elapsedMs".into(), json!(report.elapsed_ms));
-    let event = NewEvent::system("LOG_VERIFY", success, "api", &details)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let event = NewEvent::system("LOG_VERIFY", success, "api", &details).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            format!("cannot encode the LOG_VERIFY event: {e}"),
+        )
+    })?;
     let logged = state.device.append(event).await?;
     Ok((
         StatusCode::OK,
