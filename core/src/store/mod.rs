@@ -363,8 +363,15 @@ macro_rules! impl_store {
         }
 
         async fn nodes(&self) -> Result<Vec<String>, StoreError> {
+            // A loose index scan: one lookup in (nodeid, sequencenumber) per node, where
+            // DISTINCT reads every row; live followers ask for the nodes several times a second.
             Ok(sqlx::query_scalar(
-                "SELECT DISTINCT nodeid FROM auditrecorddata ORDER BY nodeid",
+                "WITH RECURSIVE n(nodeid) AS ( \
+                   SELECT MIN(nodeid) FROM auditrecorddata \
+                   UNION ALL \
+                   SELECT (SELECT MIN(nodeid) FROM auditrecorddata WHERE nodeid > n.nodeid) \
+                   FROM n WHERE n.nodeid IS NOT NULL) \
+                 SELECT nodeid FROM n WHERE nodeid IS NOT NULL ORDER BY nodeid",
             )
             .fetch_all(&self.pool)
             .await?)
