@@ -440,18 +440,23 @@ pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, Archi
 
 /// Applies a written segment: for each node, in one transaction, stores its archive marker and
 /// deletes the archived rows (and the statements and checkpoints they make obsolete). Returns
-/// how many rows each node lost.
+/// how many rows each node lost, and the error that stopped it if one did: the nodes before it
+/// stay applied, so the caller can still log what was deleted.
 pub async fn apply(
     store: &dyn Store,
     written: &Written,
-) -> Result<BTreeMap<String, u64>, ArchiveError> {
+) -> (BTreeMap<String, u64>, Option<ArchiveError>) {
     let mut deleted = BTreeMap::new();
     for s in &written.nodes {
-        let n = store.archive_node(&s.marker).await?;
-        if n != s.rows {
-            tracing::warn!(node = %s.node_id, archived = s.rows, deleted = n, "deleted a different number of rows than archived");
+        match store.archive_node(&s.marker).await {
+            Ok(n) => {
+                if n != s.rows {
+                    tracing::warn!(node = %s.node_id, archived = s.rows, deleted = n, "deleted a different number of rows than archived");
+                }
+                deleted.insert(s.node_id.clone(), n);
+            }
+            Err(e) => return (deleted, Some(e.into())),
         }
-        deleted.insert(s.node_id.clone(), n);
     }
-    Ok(deleted)
+    (deleted, None)
 }

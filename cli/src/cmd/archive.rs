@@ -110,7 +110,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
         json!(auditseal_core::time::format_iso8601(args.before)),
     );
     details.insert("nodes".into(), Value::Object(ranges));
-    log(&device, "LOG_EXPORT", &details).await?;
+    log(&device, "LOG_EXPORT", true, &details).await?;
     for n in &written.nodes {
         eprintln!(
             "exported node {} rows {}..{} ({} rows)",
@@ -127,23 +127,38 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
     if args.export_only {
         return Ok(0);
     }
-    let deleted = archive::apply(store.as_ref(), &written).await?;
+    // Whatever was deleted is logged, also when a later node failed (then as FAILURE).
+    let (deleted, failure) = archive::apply(store.as_ref(), &written).await;
     let total: u64 = deleted.values().sum();
     let mut d = details.clone();
     d.insert("rowsDeleted".into(), json!(total));
-    log(&device, "LOG_DELETE", &d).await?;
+    d.insert(
+        "nodesDeleted".into(),
+        json!(deleted.keys().cloned().collect::<Vec<_>>().join(",")),
+    );
+    if let Some(e) = &failure {
+        d.insert("error".into(), json!(e.to_string()));
+    }
+    log(&device, "LOG_DELETE", failure.is_none(), &d).await?;
     for (node, n) in &deleted {
         eprintln!("deleted {n} archived rows of node {node}");
     }
-    Ok(0)
+    match failure {
+        None => Ok(0),
+        Some(e) => Err(e).context(
+            "deleting stopped part way: the nodes listed above are archived, the others \
+             untouched; the segment is complete, run archive again for the rest",
+        ),
+    }
 }
 
 async fn log(
     device: &SequentialDevice,
     event_type: &str,
+    success: bool,
     details: &Map<String, Value>,
 ) -> anyhow::Result<()> {
-    let event = NewEvent::system(event_type, true, &operator(), details)?;
+    let event = NewEvent::system(event_type, success, &operator(), details)?;
     let a = device
         .append(event)
         .await
