@@ -40,8 +40,6 @@ const BATCH: usize = 1000;
 const V2_CHUNK: usize = 2000;
 /// How long each RSA verify-rate measurement runs.
 const RSA_SECONDS: f64 = 3.0;
-/// The Java version the server writes into additionalDetails (server/src/routes/events.rs).
-const JAVA_VERSION: &str = "21.0.5";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Version {
@@ -132,7 +130,7 @@ fn event(n: usize) -> NewEvent {
         additional_details: Some(details::encode(
             &details,
             MapClass::Base64PutHashMap,
-            JAVA_VERSION,
+            details::JAVA_VERSION,
         )),
     }
 }
