@@ -1,6 +1,7 @@
 //! auditseal core: the CESeCore-compatible audit record and everything that protects, stores and
 //! verifies it. Formats are specified in `docs/FORMAT.md`; this crate follows that text.
 
+pub mod access;
 pub mod archive;
 pub mod batch;
 pub mod batched;

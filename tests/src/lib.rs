@@ -146,6 +146,80 @@ pub struct Server {
     child: Child,
     pub url: String,
     stderr_log: PathBuf,
+    /// An admin token this server accepts ("" when none was found).
+    pub token: String,
+}
+
+/// Admin tokens servers of this test process created (`<data-dir>/admin.token`): a server that
+/// shares a database with an earlier one creates none and accepts one of these.
+fn known_tokens() -> &'static std::sync::Mutex<Vec<String>> {
+    static T: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
+    T.get_or_init(Default::default)
+}
+
+/// The value after `flag` in `args`.
+fn arg_value<'a>(args: &[&'a str], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| *a == flag)
+        .and_then(|i| args.get(i + 1).copied())
+}
+
+/// The HTTP status of `GET path` with `token`, by hand so the harness stays synchronous.
+fn status_with_token(url: &str, path: &str, token: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let addr = url.strip_prefix("http://")?;
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// The admin token of a server that just started: the one it wrote into its data directory,
+/// or else one an earlier server of this process wrote that it accepts.
+fn find_token(url: &str, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> String {
+    let dir = arg_value(args, "--data-dir")
+        .map(PathBuf::from)
+        .or_else(|| {
+            env.iter()
+                .find(|(k, _)| *k == "AUDITSEAL_DATA_DIR")
+                .map(|(_, v)| PathBuf::from(v))
+        });
+    let mut known = known_tokens().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(t) = dir
+        .and_then(|d| std::fs::read_to_string(d.join("admin.token")).ok())
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+    {
+        if !known.contains(&t) {
+            known.push(t.clone());
+        }
+        return t;
+    }
+    known
+        .iter()
+        .rev()
+        .find(|t| status_with_token(url, "/api/v1/openapi.json", t) == Some(200))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// An HTTP client that sends `token` as `Authorization: Bearer` with every request.
+pub fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("HTTP client")
 }
 
 impl Server {
@@ -177,6 +251,7 @@ impl Server {
         });
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(url) => Ok(Server {
+                token: find_token(&url, args, env),
                 child,
                 url,
                 stderr_log: log,
@@ -187,6 +262,11 @@ impl Server {
                 Err(std::fs::read_to_string(&log).unwrap_or_default())
             }
         }
+    }
+
+    /// A client that authenticates as admin to this server.
+    pub fn client(&self) -> reqwest::Client {
+        client_with(&self.token)
     }
 
     /// The server's process id.
@@ -292,12 +372,12 @@ pub async fn all_rows(url: &str) -> Vec<auditseal_core::record::AuditRecord> {
     rows
 }
 
-/// Posts `n` PROCESS events to a server at `url`, one request each, and requires 201 for each.
-pub async fn post_events(url: &str, n: usize) {
-    let client = reqwest::Client::new();
+/// Posts `n` PROCESS events to a server, one request each, and requires 201 for each.
+pub async fn post_events(server: &Server, n: usize) {
+    let client = server.client();
     for _ in 0..n {
         let r = client
-            .post(format!("{url}/api/v1/events"))
+            .post(format!("{}/api/v1/events", server.url))
             .json(&event("PROCESS"))
             .send()
             .await

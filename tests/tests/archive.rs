@@ -35,13 +35,13 @@ async fn archive_exports_verifies_deletes_and_verifylog_continues_without_gap() 
         };
         let seq = start("ar-s", "sequential");
         let bat = start("ar-b", "batched");
-        post_events(&seq.url, 20).await;
-        post_events(&bat.url, 25).await;
+        post_events(&seq, 20).await;
+        post_events(&bat, 25).await;
         tokio::time::sleep(Duration::from_millis(5)).await;
         let cut = now_ms().to_string();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        post_events(&seq.url, 10).await;
-        post_events(&bat.url, 10).await;
+        post_events(&seq, 10).await;
+        post_events(&bat, 10).await;
 
         let out1 = dir.path().join("archive-1");
         let out1s = out1.to_str().unwrap();
@@ -97,8 +97,8 @@ async fn archive_exports_verifies_deletes_and_verifylog_continues_without_gap() 
         );
 
         // Writing goes on; verifylog starts each node after its marker and finds no gap.
-        post_events(&seq.url, 3).await;
-        post_events(&bat.url, 3).await;
+        post_events(&seq, 3).await;
+        post_events(&bat, 3).await;
         let (code, rep, _) = run_json(&base, &["verifylog", "--all", "--json"]);
         assert_eq!(code, 0, "{rep}");
         for (node, archived, rows) in [("ar-b", 24, 13), ("ar-s", 19, 13)] {
@@ -174,7 +174,7 @@ async fn a_row_that_does_not_verify_stops_the_archive_before_anything_is_written
         let mut a = base.to_vec();
         a.extend(["--node-id", "bad"]);
         let s = Server::start(&a).unwrap();
-        post_events(&s.url, 5).await;
+        post_events(&s, 5).await;
         s.stop();
         exec(
             &url,

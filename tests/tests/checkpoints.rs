@@ -63,7 +63,7 @@ async fn deleting_the_newest_rows_after_a_checkpoint_is_reported_with_its_copy()
             let mut args = base.to_vec();
             args.extend(["--config", cfg, "--node-id", "cp", "--device", device]);
             let s = Server::start(&args).unwrap();
-            post_events(&s.url, 30).await;
+            post_events(&s, 30).await;
             wait_for_checkpoint(&base, "cp", 29);
             let mut buf = [0u8; 4096];
             let n = syslog.recv(&mut buf).unwrap();
@@ -72,7 +72,7 @@ async fn deleting_the_newest_rows_after_a_checkpoint_is_reported_with_its_copy()
                 msg.starts_with("<85>auditseal[") && msg.contains("\"nodeId\":\"cp\""),
                 "{msg}"
             );
-            post_events(&s.url, 10).await;
+            post_events(&s, 10).await;
             s.stop();
             // A clean stop writes a last checkpoint.
             wait_for_checkpoint(&base, "cp", 39);
@@ -201,7 +201,7 @@ async fn a_database_without_auditseals_own_tables_verifies() {
         let mut args = base.to_vec();
         args.extend(["--node-id", "ss"]);
         let s = Server::start(&args).unwrap();
-        post_events(&s.url, 3).await;
+        post_events(&s, 3).await;
         s.stop();
         for table in ["auditbatchdata", "auditcheckpointdata", "_sqlx_migrations"] {
             exec(&url, &format!("DROP TABLE {table}")).await;

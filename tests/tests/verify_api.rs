@@ -25,7 +25,7 @@ async fn verify_endpoint_reports_and_logs_its_outcome() {
         let url = new_database(backend, dir.path()).await;
         let s =
             Server::start(&["--data-dir", d, "--database-url", &url, "--node-id", "v1"]).unwrap();
-        post_events(&s.url, 5).await;
+        post_events(&s, 5).await;
 
         let (st, body) = verify(&s.url, "").await;
         assert_eq!(st, 200, "{body}");

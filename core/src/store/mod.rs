@@ -155,7 +155,8 @@ impl NodeLock {
     }
 }
 
-/// Where rows are kept. Rows are write-once: there is no update.
+/// Where rows are kept. Audit rows are write-once: there is no update (only API tokens are
+/// updated, when revoked).
 #[async_trait]
 pub trait Store: Send + Sync {
     /// `postgres` or `sqlite`.
@@ -226,6 +227,12 @@ pub trait Store: Send + Sync {
     async fn query(&self, query: &Query) -> Result<Vec<AuditRecord>, StoreError>;
     /// How many rows match every criterion.
     async fn count(&self, criteria: &[Criterion]) -> Result<i64, StoreError>;
+    /// Stores a new API token; `Conflict` when its name is taken (revoked names stay taken).
+    async fn insert_token(&self, token: &crate::access::ApiToken) -> Result<(), StoreError>;
+    /// Every API token, revoked ones included, by name.
+    async fn tokens(&self) -> Result<Vec<crate::access::ApiToken>, StoreError>;
+    /// Revokes a token at `at` (epoch ms); false when no valid token has this name.
+    async fn revoke_token(&self, name: &str, at: i64) -> Result<bool, StoreError>;
     /// Up to `limit` rows matching every criterion, ordered by (nodeId, sequenceNumber, pk),
     /// starting after `after` (the previous page's last row): an export (store/export.rs).
     async fn export_page(
@@ -579,6 +586,48 @@ macro_rules! impl_store {
             .await?;
             tx.commit().await?;
             Ok(rows)
+        }
+
+        async fn insert_token(
+            &self,
+            t: &crate::access::ApiToken,
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "INSERT INTO auditapitokendata (name, role, tokenhash, createtime, revoketime) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&t.name)
+            .bind(&t.role)
+            .bind(&t.token_hash)
+            .bind(t.created)
+            .bind(t.revoked)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn tokens(&self) -> Result<Vec<crate::access::ApiToken>, StoreError> {
+            Ok(sqlx::query_as(
+                "SELECT name AS name, role AS role, tokenhash AS tokenhash, \
+                 createtime AS createtime, revoketime AS revoketime \
+                 FROM auditapitokendata ORDER BY name",
+            )
+            .fetch_all(&self.pool)
+            .await
+            .or_else(crate::store::absent)?)
+        }
+
+        async fn revoke_token(&self, name: &str, at: i64) -> Result<bool, StoreError> {
+            let n = sqlx::query(
+                "UPDATE auditapitokendata SET revoketime = $2 \
+                 WHERE name = $1 AND revoketime IS NULL",
+            )
+            .bind(name)
+            .bind(at)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            Ok(n == 1)
         }
 
         async fn query(&self, q: &Query) -> Result<Vec<AuditRecord>, StoreError> {

@@ -1,0 +1,219 @@
+//! Who may use the API: roles and API tokens (docs/API.md "Authentication and roles").
+//!
+//! A token is `ast_` followed by 43 base64url characters (32 random bytes). Only the lower-case
+//! hex SHA-256 of the whole token string is stored (table `AuditApiTokenData`); tokens are random,
+//! so a plain hash is enough: there is nothing to guess from it.
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+/// What an authenticated caller may do. `admin` may do everything the other two may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Adds events, nothing else (a signer).
+    Ingest,
+    /// Queries, verifies, exports and follows the log.
+    Auditor,
+    /// Everything, including key and token management.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Ingest, Role::Auditor, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Ingest => "ingest",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Whether this role may do what `needed` may.
+    pub fn grants(self, needed: Role) -> bool {
+        self == needed || self == Role::Admin
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role {s:?}: ingest, auditor or admin"))
+    }
+}
+
+/// The prefix of every token, so a leaked one is recognisable (secret scanners, logs).
+pub const TOKEN_PREFIX: &str = "ast_";
+
+/// One stored token: its name, role, and hash; never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiToken {
+    pub name: String,
+    pub role: String,
+    #[serde(skip)]
+    #[sqlx(rename = "tokenhash")]
+    pub token_hash: String,
+    /// Epoch milliseconds.
+    #[sqlx(rename = "createtime")]
+    pub created: i64,
+    /// Epoch milliseconds; None while the token is valid.
+    #[sqlx(rename = "revoketime")]
+    pub revoked: Option<i64>,
+}
+
+impl ApiToken {
+    /// The stored role; a value no release writes reads as no role at all.
+    pub fn role(&self) -> Option<Role> {
+        self.role.parse().ok()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error(
+        "token name {0:?} is not allowed: use 1 to 64 letters, digits, '.', '_' or '-', starting \
+         with a letter or digit"
+    )]
+    BadName(String),
+    #[error("cannot get random bytes for a token: {0}")]
+    Random(String),
+}
+
+/// Names are shown in logs and recorded in events: keep them plain.
+pub fn check_name(name: &str) -> Result<(), AccessError> {
+    let ok = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AccessError::BadName(name.to_string()))
+    }
+}
+
+/// A new token for `name` with `role`: the secret (shown once) and the record to store.
+pub fn new_token(name: &str, role: Role, now_ms: i64) -> Result<(String, ApiToken), AccessError> {
+    check_name(name)?;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|e| AccessError::Random(e.to_string()))?;
+    let secret = format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    let record = ApiToken {
+        name: name.to_string(),
+        role: role.as_str().to_string(),
+        token_hash: token_hash(&secret),
+        created: now_ms,
+        revoked: None,
+    };
+    Ok((secret, record))
+}
+
+/// What is stored for a token: lower-case hex SHA-256 of its UTF-8 bytes.
+pub fn token_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A distinguished name in one canonical text, so configuration and certificates compare
+/// equal however they were spaced: RDNs in the order given, `TYPE=value` with the type in upper
+/// case, joined by `,` with no spaces around separators. `"cn=Auditor One, O=Example"` becomes
+/// `"CN=Auditor One,O=Example"`. Escaped commas (`\,`) stay part of their value.
+pub fn normalize_dn(dn: &str) -> String {
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut escaped = false;
+    for c in dn.chars() {
+        if escaped {
+            cur.push(c);
+            escaped = false;
+        } else if c == '\\' {
+            cur.push(c);
+            escaped = true;
+        } else if c == ',' {
+            parts.push(std::mem::take(&mut cur));
+        } else {
+            cur.push(c);
+        }
+    }
+    parts.push(cur);
+    parts
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((t, v)) => format!("{}={}", t.trim().to_ascii_uppercase(), v.trim()),
+            None => p.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_parse_and_grant() {
+        for r in Role::ALL {
+            assert_eq!(r.as_str().parse::<Role>().unwrap(), r);
+            assert!(Role::Admin.grants(r));
+            assert!(r.grants(r));
+        }
+        assert!(!Role::Ingest.grants(Role::Auditor));
+        assert!(!Role::Auditor.grants(Role::Ingest));
+        assert!(!Role::Auditor.grants(Role::Admin));
+        assert!("root".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn tokens_are_random_and_only_their_hash_is_kept() {
+        let (a, ra) = new_token("signer-1", Role::Ingest, 5).unwrap();
+        let (b, rb) = new_token("signer-1", Role::Ingest, 5).unwrap();
+        assert_ne!(a, b);
+        assert!(a.starts_with(TOKEN_PREFIX));
+        assert_eq!(a.len(), TOKEN_PREFIX.len() + 43);
+        assert_eq!(ra.token_hash, token_hash(&a));
+        assert_ne!(ra.token_hash, rb.token_hash);
+        assert!(!ra.token_hash.contains(&a[TOKEN_PREFIX.len()..]));
+        assert_eq!(ra.role(), Some(Role::Ingest));
+        // sha256("abc")
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for ok in ["a", "signer-1", "siem.prod_2", &"x".repeat(64)] {
+            check_name(ok).unwrap();
+        }
+        for bad in ["", "-a", "a b", "a/b", "ä", &"x".repeat(65), "a\nb"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn distinguished_names_normalise() {
+        assert_eq!(
+            normalize_dn(" cn=Auditor One , o=Example,C=SE"),
+            "CN=Auditor One,O=Example,C=SE"
+        );
+        assert_eq!(normalize_dn("CN=a\\,b,O=x"), "CN=a\\,b,O=x");
+        assert_ne!(normalize_dn("CN=a,O=x"), normalize_dn("O=x,CN=a"));
+    }
+}
