@@ -1,6 +1,7 @@
 //! auditseal HTTP service: routes, configuration, start-up and shutdown.
 //! `app` builds the router from its state; `run` serves it on a listener the caller owns.
 
+pub mod auth;
 pub mod error;
 pub mod routes;
 pub mod serve;

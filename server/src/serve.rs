@@ -50,7 +50,7 @@ pub async fn serve(
             s = slots.clone().acquire_owned() => s.map_err(std::io::Error::other)?,
             _ = &mut shutdown => break,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -63,10 +63,16 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(
-            app.clone()
-                .map_request(|req: Request<Incoming>| req.map(axum::body::Body::new)),
-        );
+        let info = crate::auth::ConnectionInfo {
+            peer,
+            client_subject: None,
+        };
+        let service =
+            TowerToHyperService::new(app.clone().map_request(move |req: Request<Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(info.clone());
+                req
+            }));
         let mut builder = Builder::new(TokioExecutor::new());
         builder
             .http1()
