@@ -22,6 +22,8 @@ pub struct FileConfig {
     pub server: ServerSection,
     #[serde(default)]
     pub checkpoint: CheckpointSection,
+    #[serde(default)]
+    pub auth: AuthSection,
     /// None: the defaults, or the keys of a SignServer configuration (`--signserver-conf`).
     pub protection: Option<ProtectionSection>,
 }
@@ -48,6 +50,41 @@ pub struct ServerSection {
     /// Seconds a request may take, body included (default 30; verify, export and live follow
     /// have their own).
     pub request_timeout_secs: Option<u64>,
+    /// Serve HTTPS instead of HTTP (and optionally ask for client certificates).
+    pub tls: Option<TlsSection>,
+}
+
+/// HTTPS (rustls). Relative paths are under the data directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The server's certificate chain, PEM, its own certificate first.
+    pub cert_file: PathBuf,
+    /// The server's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to. When set, clients may
+    /// authenticate with a certificate whose subject `[[auth.clients]]` maps to a role;
+    /// clients without one can still use a token.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// Who may use the API besides API tokens (which live in the database).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Client certificate subjects and their roles (needs `server.tls.client_ca_file`).
+    #[serde(default)]
+    pub clients: Vec<ClientRole>,
+}
+
+/// One client certificate subject DN, e.g. `CN=Auditor One,O=Example,C=SE`, and its role.
+/// Compared after `access::normalize_dn`, so spacing and the case of attribute names do not
+/// matter; the order of the RDNs does (most specific first, as SignServer writes them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRole {
+    pub subject: String,
+    pub role: crate::access::Role,
 }
 
 /// Signed checkpoints of the node's head hash (docs/FORMAT.md section 7).

@@ -166,13 +166,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(node = %settings.node_id, database = %redacted, data_dir = %settings.data_dir.display(), "auditseal-server started");
     // Tests and scripts read this line to learn the port when binding to :0.
     println!("auditseal-server listening on http://{local}");
-    let d = auditseal_server::serve::Limits::default();
-    let limits = auditseal_server::serve::Limits {
-        max_connections: srv.max_connections.unwrap_or(d.max_connections).max(1),
-        header_timeout: srv
-            .header_timeout_secs
-            .map_or(d.header_timeout, |s| Duration::from_secs(s.max(1))),
-    };
+    let limits = auditseal_server::serve::Limits::from_config(srv);
     auditseal_server::run_with(listener, state, limits, shutdown_signal()).await?;
     if let Some((stop, task)) = checkpoints {
         let _ = stop.send(());

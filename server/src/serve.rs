@@ -25,6 +25,19 @@ pub struct Limits {
     pub header_timeout: Duration,
 }
 
+impl Limits {
+    /// The limits `[server]` sets; defaults for what it leaves out.
+    pub fn from_config(srv: &auditseal_core::config::ServerSection) -> Self {
+        let d = Limits::default();
+        Limits {
+            max_connections: srv.max_connections.unwrap_or(d.max_connections).max(1),
+            header_timeout: srv
+                .header_timeout_secs
+                .map_or(d.header_timeout, |s| Duration::from_secs(s.max(1))),
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
