@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -33,19 +33,17 @@ pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub fn app(state: AppState) -> Router {
     let limit = state.max_body_bytes;
-    let request_timeout = state.request_timeout;
+    let timeout = |d| TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, d);
     // Verification and export read the whole log (or much of it): their own, longer timeout.
     let long = Router::new()
         .route("/api/v1/verify", post(routes::verify::verify))
         .route("/api/v1/export", get(routes::export::export))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            VERIFY_TIMEOUT,
-        ));
+        .layer(timeout(VERIFY_TIMEOUT));
     // Live follow lasts as long as the client stays: no timeout (it ends when the server stops).
     let live = Router::new().route("/api/v1/events/stream", get(routes::stream::stream));
-    Router::new()
-        .route("/healthz", get(routes::health::healthz))
+    // Every route here needs credentials (401 without); each handler's extractor checks the
+    // role (403). The fallback too: nothing but /healthz answers an anonymous caller.
+    let protected = Router::new()
         .route(
             "/api/v1/events",
             get(routes::events::list).post(routes::events::create),
@@ -58,14 +56,28 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/events:count", get(routes::events::count))
         .route("/api/v1/events/{pk}", get(routes::events::get_one))
         .route("/api/v1/keys", get(routes::keys::list))
+        .route(
+            "/api/v1/tokens",
+            get(routes::tokens::list).post(routes::tokens::create),
+        )
+        .route("/api/v1/tokens/{name}", delete(routes::tokens::revoke))
         .route("/api/v1/openapi.json", get(routes::openapi::openapi))
-        .fallback(|| async { error::ApiError::not_found("no such endpoint; see docs/API.md") })
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            request_timeout,
-        ))
+        .fallback(|_: auth::Caller| async {
+            error::ApiError::not_found("no such endpoint; see docs/API.md")
+        })
+        .layer(timeout(state.request_timeout))
         .merge(long)
         .merge(live)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    Router::new()
+        .route(
+            "/healthz",
+            get(routes::health::healthz).layer(timeout(state.request_timeout)),
+        )
+        .merge(protected)
         .layer(DefaultBodyLimit::max(limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -137,6 +137,28 @@ async fn main() -> anyhow::Result<()> {
         }
         None => tracing::warn!("protection.enable_sign is false: new rows are NOT protected"),
     }
+    let clients = &settings.file.auth.clients;
+    match auditseal_server::auth::bootstrap_admin_token(
+        &store,
+        &settings.data_dir,
+        !clients.is_empty(),
+    )
+    .await
+    .context("cannot create the first admin token")?
+    {
+        Some((name, path)) => tracing::warn!(
+            token = %name,
+            file = %path.display(),
+            "no API token or client certificate was configured: created an admin token and \
+             saved it in this file (mode 0600); send it as \"Authorization: Bearer <token>\", \
+             and create tokens for signers and auditors with `auditseal-db token create`"
+        ),
+        None => {}
+    }
+    let auth = Arc::new(auditseal_server::auth::Auth::new(
+        store.clone(),
+        clients.iter().map(|c| (c.subject.clone(), c.role)),
+    ));
     let p = &settings.protection;
     let max_followers = srv.max_followers.unwrap_or(DEFAULT_MAX_FOLLOWERS);
     let state = AppState {
@@ -144,6 +166,7 @@ async fn main() -> anyhow::Result<()> {
         followers: Arc::new(tokio::sync::Semaphore::new(max_followers)),
         max_followers,
         closing: Arc::default(),
+        auth,
         request_timeout: Duration::from_secs(srv.request_timeout_secs.unwrap_or(30).max(1)),
         store,
         device,

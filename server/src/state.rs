@@ -32,4 +32,32 @@ pub struct AppState {
     pub request_timeout: std::time::Duration,
     /// Set when the server is stopping: live follows end so the shutdown can complete.
     pub closing: Arc<std::sync::atomic::AtomicBool>,
+    /// API tokens and client certificate roles.
+    pub auth: Arc<crate::auth::Auth>,
+}
+
+impl AppState {
+    /// Logs an event of auditseal's own (LOG_VERIFY, LOG_EXPORT, TOKEN_CREATE, ...) made at the
+    /// request of `who`, who is both its authToken and its recorded submitter.
+    pub async fn log_system(
+        &self,
+        event_type: &str,
+        success: bool,
+        who: &crate::auth::Identity,
+        details: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<auditseal_core::device::Appended, crate::error::ApiError> {
+        let mut details = details.clone();
+        details.insert(crate::auth::SUBMITTER_KEY.into(), who.name.clone().into());
+        let event =
+            auditseal_core::device::NewEvent::system(event_type, success, &who.name, &details)
+                .map_err(|e| {
+                    tracing::error!(error = %e, event_type, "cannot encode an event's details");
+                    crate::error::ApiError::new(
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal_error",
+                        format!("the {event_type} event could not be logged; see the server log"),
+                    )
+                })?;
+        Ok(self.device.append(event).await?)
+    }
 }

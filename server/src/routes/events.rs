@@ -15,10 +15,14 @@ use auditseal_core::record::{AuditRecord, EVENT_STATUSES};
 use auditseal_core::store::{Criterion, Cursor, Order, Query};
 use auditseal_core::verify::{Batches, verify_row};
 
+use crate::auth::{Auditor, Identity, Ingester, SUBMITTER_KEY};
 use crate::error::ApiError;
 use crate::state::AppState;
 
 pub use auditseal_core::details::JAVA_VERSION;
+
+/// additionalDetails keys a client may not send: the server's own (`auditseal.submitter`).
+pub const RESERVED_PREFIX: &str = "auditseal.";
 
 /// Most rows one query returns.
 pub const MAX_LIMIT: i64 = 10_000;
@@ -72,7 +76,8 @@ fn check_json_text(path: &str, v: &Value) -> Result<(), ApiError> {
 }
 
 impl EventIn {
-    fn into_event(self) -> Result<NewEvent, ApiError> {
+    /// The event to append, with `who` recorded under the reserved key `auditseal.submitter`.
+    fn into_event(self, who: &Identity) -> Result<NewEvent, ApiError> {
         check_required("eventType", &self.event_type)?;
         check_required("authToken", &self.auth_token)?;
         check_required("service", &self.service)?;
@@ -93,23 +98,26 @@ impl EventIn {
                 check_text(name, v)?;
             }
         }
-        let additional_details = match &self.additional_details {
-            None => None,
-            Some(map) => {
-                map.iter().try_for_each(|(k, v)| {
-                    let path = format!("additionalDetails.{k}");
-                    check_text(&path, k)?;
-                    check_json_text(&path, v)
-                })?;
-                let d = details::from_json(map)
-                    .map_err(|e| ApiError::bad_request(format!("additionalDetails: {e}")))?;
-                Some(details::encode(
-                    &d,
-                    details::MapClass::Base64PutHashMap,
-                    JAVA_VERSION,
-                ))
+        let mut map = self.additional_details.unwrap_or_default();
+        map.iter().try_for_each(|(k, v)| {
+            let path = format!("additionalDetails.{k}");
+            if k.starts_with(RESERVED_PREFIX) {
+                return Err(ApiError::bad_request(format!(
+                    "{path}: keys starting with {RESERVED_PREFIX:?} are reserved to the server \
+                     (it records the submitter under {SUBMITTER_KEY:?})"
+                )));
             }
-        };
+            check_text(&path, k)?;
+            check_json_text(&path, v)
+        })?;
+        map.insert(SUBMITTER_KEY.into(), Value::String(who.name.clone()));
+        let d = details::from_json(&map)
+            .map_err(|e| ApiError::bad_request(format!("additionalDetails: {e}")))?;
+        let additional_details = Some(details::encode(
+            &d,
+            details::MapClass::Base64PutHashMap,
+            JAVA_VERSION,
+        ));
         Ok(NewEvent {
             event_type: self.event_type,
             event_status: self.event_status,
@@ -125,7 +133,7 @@ impl EventIn {
 }
 
 /// Parses the body ourselves so that every JSON problem gets a message naming the field.
-fn parse_event(body: &[u8]) -> Result<NewEvent, ApiError> {
+fn parse_event(body: &[u8], who: &Identity) -> Result<NewEvent, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let ev: EventIn = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -136,7 +144,7 @@ fn parse_event(body: &[u8]) -> Result<NewEvent, ApiError> {
             ApiError::bad_request(format!("invalid event JSON: {path}: {inner}"))
         }
     })?;
-    ev.into_event()
+    ev.into_event(who)
 }
 
 /// Most events in one bulk request.
@@ -144,7 +152,7 @@ pub const MAX_BULK_EVENTS: usize = 10_000;
 
 /// Parses a bulk body: a JSON array of events, or NDJSON (one event per line; blank lines
 /// skipped). Every bad item is named with its index; any bad item rejects the whole request.
-fn parse_bulk(body: &[u8]) -> Result<Vec<NewEvent>, ApiError> {
+fn parse_bulk(body: &[u8], who: &Identity) -> Result<Vec<NewEvent>, ApiError> {
     let text =
         std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
     let items: Vec<&[u8]> = if text.trim_start().starts_with('[') {
@@ -173,7 +181,7 @@ fn parse_bulk(body: &[u8]) -> Result<Vec<NewEvent>, ApiError> {
     let mut events = Vec::with_capacity(items.len());
     let mut bad = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
-        match parse_event(item) {
+        match parse_event(item, who) {
             Ok(e) => events.push(e),
             Err(e) => bad.push(json!({ "index": index, "reason": e.message })),
         }
@@ -209,11 +217,12 @@ fn body_or_error(
 
 /// `POST /api/v1/events:batch`: all or nothing, in one batch.
 pub async fn create_bulk(
+    Ingester(who): Ingester,
     State(state): State<AppState>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = body_or_error(body, state.max_body_bytes * crate::BULK_BODY_FACTOR)?;
-    let events = parse_bulk(&body)?;
+    let events = parse_bulk(&body, &who)?;
     let done = state.device.append_all(events).await?;
     Ok((
         StatusCode::CREATED,
@@ -222,11 +231,12 @@ pub async fn create_bulk(
 }
 
 pub async fn create(
+    Ingester(who): Ingester,
     State(state): State<AppState>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Appended>), ApiError> {
     let body = body_or_error(body, state.max_body_bytes)?;
-    let event = parse_event(&body)?;
+    let event = parse_event(&body, &who)?;
     let appended = state.device.append(event).await?;
     Ok((StatusCode::CREATED, Json(appended)))
 }
@@ -385,6 +395,7 @@ fn parse_count(raw: Option<&str>) -> Result<Vec<Criterion>, ApiError> {
 
 /// A page of rows; `nextCursor` is null when the page was not full (nothing more matched).
 pub async fn list(
+    _: Auditor,
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
@@ -404,6 +415,7 @@ pub async fn list(
 
 /// `GET /api/v1/events:count`: how many rows match, counted in the database.
 pub async fn count(
+    _: Auditor,
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
@@ -413,6 +425,7 @@ pub async fn count(
 }
 
 pub async fn get_one(
+    _: Auditor,
     State(state): State<AppState>,
     Path(pk): Path<String>,
 ) -> Result<Json<Value>, ApiError> {

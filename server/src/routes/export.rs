@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use auditseal_core::batch::BatchRecord;
-use auditseal_core::device::NewEvent;
 use auditseal_core::export::{self, ExportError, ExportWriter, Format};
 use auditseal_core::protection::RowProtection;
 use auditseal_core::record::AuditRecord;
@@ -20,14 +19,12 @@ use auditseal_core::store::Criterion;
 use auditseal_core::token::TokenError;
 use auditseal_core::verify::{Batches, verify_row};
 
+use crate::auth::Auditor;
 use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Rows read per page.
 const PAGE: i64 = 2000;
-
-/// Who is logged as having exported: authentication does not exist yet.
-const WHO: &str = "api";
 
 struct ExportQuery {
     format: Format,
@@ -172,6 +169,7 @@ async fn statements(
 }
 
 pub async fn export(
+    Auditor(who): Auditor,
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -250,15 +248,7 @@ pub async fn export(
     if unverified > 0 {
         details.insert("rowsFailingVerification".into(), unverified.into());
     }
-    let event = NewEvent::system("LOG_EXPORT", true, WHO, &details).map_err(|e| {
-        tracing::error!(error = %e, "cannot encode the LOG_EXPORT details");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "export_failed",
-            "the export could not be logged; see the server log",
-        )
-    })?;
-    state.device.append(event).await?;
+    state.log_system("LOG_EXPORT", true, &who, &details).await?;
 
     let value = |v: String| {
         HeaderValue::from_str(&v).map_err(|_| {

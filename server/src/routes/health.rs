@@ -1,4 +1,5 @@
-//! `GET /healthz`: the process is up and its database answers.
+//! `GET /healthz`: the process is up and its database answers (no credentials needed). It also
+//! counts refused requests since start, for alerting.
 
 use axum::Json;
 use axum::extract::State;
@@ -17,7 +18,10 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
             format!("the database does not answer: {e}"),
         )
     })?;
-    Ok(Json(
-        json!({ "status": "ok", "nodeId": state.device.node_id() }),
-    ))
+    Ok(Json(json!({
+        "status": "ok",
+        "nodeId": state.device.node_id(),
+        "failedAuthentications": state.auth.failures(),
+        "forbiddenRequests": state.auth.forbidden(),
+    })))
 }

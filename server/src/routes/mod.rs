@@ -6,4 +6,5 @@ pub mod health;
 pub mod keys;
 pub mod openapi;
 pub mod stream;
+pub mod tokens;
 pub mod verify;

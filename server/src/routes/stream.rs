@@ -153,6 +153,7 @@ impl Follow {
 }
 
 pub async fn stream(
+    _: crate::auth::Auditor,
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,

@@ -12,7 +12,6 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use auditseal_core::checkpoint::Checkpoint;
-use auditseal_core::device::NewEvent;
 use auditseal_core::verify::{Selection, VerifyOptions, parse_node_arg, verify_log};
 
 use crate::error::ApiError;
@@ -33,6 +32,7 @@ pub struct VerifyRequest {
 }
 
 pub async fn verify(
+    crate::auth::Auditor(who): crate::auth::Auditor,
     State(state): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -88,14 +88,9 @@ pub async fn verify(
     details.insert("errors".into(), json!(report.errors));
     details.insert("warnings".into(), json!(report.warnings));
     details.insert("elapsedMs".into(), json!(report.elapsed_ms));
-    let event = NewEvent::system("LOG_VERIFY", success, "api", &details).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            format!("cannot encode the LOG_VERIFY event: {e}"),
-        )
-    })?;
-    let logged = state.device.append(event).await?;
+    let logged = state
+        .log_system("LOG_VERIFY", success, &who, &details)
+        .await?;
     Ok((
         StatusCode::OK,
         Json(json!({
