@@ -210,16 +210,41 @@ fn find_token(url: &str, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Str
         .unwrap_or_default()
 }
 
-/// An HTTP client that sends `token` as `Authorization: Bearer` with every request.
-pub fn client_with(token: &str) -> reqwest::Client {
+/// Each started server's URL and the admin token it accepts, for `client_for`.
+fn server_tokens() -> &'static std::sync::Mutex<Vec<(String, String)>> {
+    static T: OnceLock<std::sync::Mutex<Vec<(String, String)>>> = OnceLock::new();
+    T.get_or_init(Default::default)
+}
+
+/// A client builder whose requests send `token` as `Authorization: Bearer`.
+pub fn client_builder(token: &str) -> reqwest::ClientBuilder {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Ok(v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
         headers.insert(reqwest::header::AUTHORIZATION, v);
     }
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .expect("HTTP client")
+    reqwest::Client::builder().default_headers(headers)
+}
+
+/// An HTTP client that sends `token` as `Authorization: Bearer` with every request.
+pub fn client_with(token: &str) -> reqwest::Client {
+    client_builder(token).build().expect("HTTP client")
+}
+
+/// An admin client for the server at `url` (a URL a `Server` of this process was started at).
+pub fn client_for(url: &str) -> reqwest::Client {
+    client_with(&token_for(url))
+}
+
+/// The admin token of the server at `url` (a URL a `Server` of this process was started at).
+pub fn token_for(url: &str) -> String {
+    server_tokens()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .rev()
+        .find(|(u, _)| url.starts_with(u.as_str()))
+        .map(|(_, t)| t.clone())
+        .unwrap_or_else(|| panic!("no server of this test was started at {url}"))
 }
 
 impl Server {
@@ -250,12 +275,19 @@ impl Server {
             }
         });
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => Ok(Server {
-                token: find_token(&url, args, env),
-                child,
-                url,
-                stderr_log: log,
-            }),
+            Ok(url) => {
+                let token = find_token(&url, args, env);
+                server_tokens()
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((url.clone(), token.clone()));
+                Ok(Server {
+                    token,
+                    child,
+                    url,
+                    stderr_log: log,
+                })
+            }
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -384,4 +416,9 @@ pub async fn post_events(server: &Server, n: usize) {
             .expect("POST /api/v1/events");
         assert_eq!(r.status().as_u16(), 201);
     }
+}
+
+/// `GET url` as the admin of the server it names (see `client_for`).
+pub async fn get(url: String) -> reqwest::Result<reqwest::Response> {
+    client_for(&url).get(url).send().await
 }

@@ -62,7 +62,12 @@ fn slow_headers_are_dropped_and_slow_bodies_time_out() {
     // A body that never arrives: 408 after the request timeout, nothing written.
     let mut body = TcpStream::connect(addr(&s)).unwrap();
     body.write_all(
-        b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{\"eventType\":",
+        format!(
+            "POST /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 400\r\n\r\n{{\"eventType\":",
+            s.token
+        )
+        .as_bytes(),
     )
     .unwrap();
     let t = Instant::now();
@@ -137,7 +142,7 @@ async fn secrets_never_appear_in_logs_or_errors() {
         ),
     );
     let s = Server::start(&["--data-dir", d, "--config", &cfg]).unwrap();
-    let client = reqwest::Client::new();
+    let client = s.client();
     let r = client
         .post(format!("{}/api/v1/events", s.url))
         .json(&event("PROCESS"))

@@ -11,7 +11,7 @@ use auditseal_e2e::{BACKENDS, Backend, Server, cli, event, exec, new_database};
 use serde_json::{Value, json};
 
 async fn post(url: &str, path: &str, body: String, ctype: &str) -> (u16, Value) {
-    let r = reqwest::Client::new()
+    let r = auditseal_e2e::client_for(url)
         .post(format!("{url}{path}"))
         .header("content-type", ctype)
         .body(body)
@@ -107,7 +107,7 @@ async fn batches_from_many_connections_and_bulk_requests_verify_and_tampering_is
         assert_eq!(st, 400, "{err}");
         assert_eq!(err["invalid"][0]["index"], 1);
         // Verify on read: version 3 rows, valid, details decoded.
-        let list: Value = reqwest::get(format!("{surl}/api/v1/events?limit=200"))
+        let list: Value = auditseal_e2e::get(format!("{surl}/api/v1/events?limit=200"))
             .await
             .unwrap()
             .json()
@@ -225,7 +225,7 @@ async fn kill_9_under_load_loses_no_acknowledged_event() {
         .map(|_| {
             let (u, stop) = (s.url.clone(), stop.clone());
             tokio::spawn(async move {
-                let client = reqwest::Client::new();
+                let client = auditseal_e2e::client_for(&u);
                 let mut acked = Vec::new();
                 // Bounded: stops at the kill, or after 5000 requests.
                 for _ in 0..5000 {

@@ -297,7 +297,7 @@ async fn three_nodes_share_one_postgresql_and_verify_as_one_log() {
         )
         .unwrap(),
     ];
-    let client = reqwest::Client::new();
+    let client = servers[0].client();
     for (s, id) in servers.iter().zip(NODES) {
         let health = get(&client, s, "/healthz").await;
         assert_eq!(health["nodeId"], id, "{health}");

@@ -8,7 +8,7 @@ use auditseal_e2e::{BACKENDS, Server, all_rows, cli};
 use serde_json::{Value, json};
 
 async fn post(url: &str, body: &Value) {
-    let r = reqwest::Client::new()
+    let r = auditseal_e2e::client_for(url)
         .post(format!("{url}/api/v1/events"))
         .json(body)
         .send()
@@ -40,7 +40,7 @@ struct Exported {
 }
 
 async fn export(url: &str, query: &str) -> Exported {
-    let r = reqwest::get(format!("{url}/api/v1/export?{query}"))
+    let r = auditseal_e2e::get(format!("{url}/api/v1/export?{query}"))
         .await
         .unwrap();
     let h = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_string());
@@ -230,7 +230,7 @@ async fn exports_verify_offline_and_fail_when_one_byte_changes() {
             format!("{}\n", e.signature.unwrap()),
         )
         .unwrap();
-        let keys: Value = reqwest::get(format!("{}/api/v1/keys", seq.url))
+        let keys: Value = auditseal_e2e::get(format!("{}/api/v1/keys", seq.url))
             .await
             .unwrap()
             .json()

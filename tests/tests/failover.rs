@@ -78,7 +78,7 @@ struct Tally {
 /// Posts events to `url` until `stop`, keeping every acknowledgement; retries failures as a
 /// client of a log that is failing over should.
 async fn load(url: String, stop: Arc<AtomicBool>) -> Tally {
-    let client = reqwest::Client::builder()
+    let client = auditseal_e2e::client_builder(&auditseal_e2e::token_for(&url))
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
@@ -124,7 +124,7 @@ async fn load(url: String, stop: Arc<AtomicBool>) -> Tally {
 
 /// Posts one event, retrying 503s (a client's duty during a failover) a few times.
 async fn post_after(url: &str) -> (String, String, i64) {
-    let client = reqwest::Client::new();
+    let client = auditseal_e2e::client_for(url);
     for _ in 0..20 {
         let r = client
             .post(format!("{url}/api/v1/events"))

@@ -20,7 +20,7 @@ impl Follower {
         query: &str,
         last_id: Option<&str>,
     ) -> Result<Follower, (u16, Value)> {
-        let mut req = reqwest::Client::new().get(format!("{url}/api/v1/events/stream{query}"));
+        let mut req = auditseal_e2e::client_for(url).get(format!("{url}/api/v1/events/stream{query}"));
         if let Some(id) = last_id {
             req = req.header("Last-Event-ID", id);
         }
@@ -66,7 +66,7 @@ impl Follower {
 }
 
 async fn post(url: &str, event_type: &str) -> i64 {
-    let r = reqwest::Client::new()
+    let r = auditseal_e2e::client_for(url)
         .post(format!("{url}/api/v1/events"))
         .json(&event(event_type))
         .send()

@@ -31,7 +31,7 @@ fn env(h: &SoftHsm) -> [(&'static str, &OsStr); 1] {
 }
 
 async fn post(s: &Server, body: &Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
+    let r = s.client()
         .post(format!("{}/api/v1/events", s.url))
         .json(body)
         .send()
@@ -89,7 +89,7 @@ async fn hsm_signed_rows_verify_with_three_verifiers_and_across_a_rollover() {
     for _ in 0..3 {
         assert_eq!(post(&s, &event("PROCESS")).await.0, 201);
     }
-    let keys: Value = reqwest::get(format!("{}/api/v1/keys", s.url))
+    let keys: Value = auditseal_e2e::get(format!("{}/api/v1/keys", s.url))
         .await
         .unwrap()
         .json()
@@ -120,7 +120,7 @@ async fn hsm_signed_rows_verify_with_three_verifiers_and_across_a_rollover() {
         let (st, ack) = post(&s, &event("KEYGEN")).await;
         assert_eq!(st, 201, "{ack}");
     }
-    let keys: Value = reqwest::get(format!("{}/api/v1/keys", s.url))
+    let keys: Value = auditseal_e2e::get(format!("{}/api/v1/keys", s.url))
         .await
         .unwrap()
         .json()
@@ -273,7 +273,7 @@ async fn hmac_key_in_the_hsm_protects_and_verifies_version_1_rows() {
     for _ in 0..3 {
         assert_eq!(post(&s, &event("PROCESS")).await.0, 201);
     }
-    let list: Value = reqwest::get(format!("{}/api/v1/events", s.url))
+    let list: Value = auditseal_e2e::get(format!("{}/api/v1/events", s.url))
         .await
         .unwrap()
         .json()
@@ -463,7 +463,7 @@ async fn a_signserver_configuration_runs_server_and_cli_unchanged() {
     let (st, ack) = post(&s, &event("PROCESS")).await;
     assert_eq!(st, 201, "{ack}");
     assert_eq!(ack["nodeId"], "signserver-node-7");
-    let one: Value = reqwest::get(format!(
+    let one: Value = auditseal_e2e::get(format!(
         "{}/api/v1/events/{}",
         s.url,
         ack["pk"].as_str().unwrap()
@@ -548,7 +548,7 @@ async fn batched_device_on_an_hsm_key_signs_statements_that_openssl_verifies() {
         .map(|_| {
             let u = s.url.clone();
             tokio::spawn(async move {
-                let c = reqwest::Client::new();
+                let c = auditseal_e2e::client_for(&u);
                 for _ in 0..10 {
                     let r = c
                         .post(format!("{u}/api/v1/events"))
@@ -564,7 +564,7 @@ async fn batched_device_on_an_hsm_key_signs_statements_that_openssl_verifies() {
     for t in tasks {
         t.await.unwrap();
     }
-    let keys: Value = reqwest::get(format!("{}/api/v1/keys", s.url))
+    let keys: Value = auditseal_e2e::get(format!("{}/api/v1/keys", s.url))
         .await
         .unwrap()
         .json()

@@ -343,7 +343,7 @@ async fn server_rows_verify_with_java_and_openssl_using_the_published_key() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let s = Server::start(&["--data-dir", d, "--node-id", "java-node"]).unwrap();
-    let http = reqwest::Client::new();
+    let http = s.client();
     for i in 0..3 {
         let mut e = event("PROCESS");
         e["additionalDetails"] = serde_json::json!({"REQUEST_DIGEST": format!("ab{i}"), "WORKER_NAME": "Påls signer", "n": i});

@@ -229,7 +229,7 @@ async fn routed(
     method: &str,
     path: &str,
 ) -> (bool, u16, String) {
-    let url = format!("{}{}", s.url, path.replace("{pk}", "no-such-pk"));
+    let url = format!("{}{}", s.url, path.replace("{pk}", "no-such-pk").replace("{name}", "no-such-token"));
     let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
     let mut req = client.request(method.clone(), &url);
     if method == reqwest::Method::POST {
@@ -255,7 +255,7 @@ async fn document_matches_the_router_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let s = Server::start(&["--data-dir", d, "--node-id", "node1"]).unwrap();
-    let client = reqwest::Client::builder()
+    let client = auditseal_e2e::client_builder(&s.token)
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();

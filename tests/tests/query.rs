@@ -12,7 +12,7 @@ use auditseal_e2e::{BACKENDS, Server, event, new_database};
 use serde_json::{Value, json};
 
 async fn post(base: &str, body: &Value) -> u16 {
-    reqwest::Client::new()
+    auditseal_e2e::client_for(base)
         .post(format!("{base}/api/v1/events"))
         .json(body)
         .send()
@@ -23,7 +23,7 @@ async fn post(base: &str, body: &Value) -> u16 {
 }
 
 async fn get(base: &str, path_and_query: &str) -> (u16, Value) {
-    let r = reqwest::get(format!("{base}{path_and_query}"))
+    let r = auditseal_e2e::get(format!("{base}{path_and_query}"))
         .await
         .unwrap();
     let status = r.status().as_u16();
@@ -113,7 +113,7 @@ fn start(dir: &str, url: &str, node: &str, extra: &[&str]) -> Server {
 }
 
 async fn bulk(base: &str, events: &[Value]) {
-    let r = reqwest::Client::new()
+    let r = auditseal_e2e::client_for(base)
         .post(format!("{base}/api/v1/events:batch"))
         .json(events)
         .send()

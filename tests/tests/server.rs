@@ -4,12 +4,8 @@
 use auditseal_e2e::{BACKENDS, Backend, Server, cli, event, new_database};
 use serde_json::{Value, json};
 
-fn client() -> reqwest::Client {
-    reqwest::Client::new()
-}
-
 async fn post(s: &Server, body: &Value) -> (u16, Value) {
-    let r = client()
+    let r = s.client()
         .post(format!("{}/api/v1/events", s.url))
         .json(body)
         .send()
@@ -20,7 +16,7 @@ async fn post(s: &Server, body: &Value) -> (u16, Value) {
 }
 
 async fn get(s: &Server, path: &str) -> (u16, Value) {
-    let r = client()
+    let r = s.client()
         .get(format!("{}{}", s.url, path))
         .send()
         .await
@@ -192,7 +188,7 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
         assert!(err["message"].as_str().unwrap().contains(needle), "{err}");
         assert_eq!(err["error"], "bad_request");
     }
-    let r = client()
+    let r = s.client()
         .post(format!("{}/api/v1/events", s.url))
         .header("content-type", "application/json")
         .body("{not json")

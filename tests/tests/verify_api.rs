@@ -6,7 +6,7 @@ use auditseal_e2e::{BACKENDS, Server, all_rows, cli, exec, new_database, post_ev
 use serde_json::{Value, json};
 
 async fn verify(url: &str, body: &str) -> (u16, Value) {
-    let r = reqwest::Client::new()
+    let r = auditseal_e2e::client_for(url)
         .post(format!("{url}/api/v1/verify"))
         .header("content-type", "application/json")
         .body(body.to_string())

@@ -442,10 +442,37 @@ pub async fn get_one(
 mod tests {
     use super::*;
 
+    fn who() -> Identity {
+        Identity {
+            name: "token:signer-1".into(),
+            role: auditseal_core::access::Role::Ingest,
+        }
+    }
+
+    #[test]
+    fn the_submitter_is_recorded_and_cannot_be_claimed() {
+        let plain = br#"{"eventType":"P","eventStatus":"VOID","authToken":"a","service":"s","module":"m"}"#;
+        let with = br#"{"eventType":"P","eventStatus":"VOID","authToken":"a","service":"s","module":"m","additionalDetails":{"k":"v"}}"#;
+        for body in [&plain[..], &with[..]] {
+            let e = parse_event(body, &who()).unwrap();
+            let d = details::decode(e.additional_details.as_deref().unwrap()).unwrap();
+            let json = details::to_json(&d);
+            assert_eq!(json[SUBMITTER_KEY], "token:signer-1");
+        }
+        for key in [SUBMITTER_KEY, "auditseal.other"] {
+            let body = format!(
+                r#"{{"eventType":"P","eventStatus":"VOID","authToken":"a","service":"s","module":"m","additionalDetails":{{"{key}":"token:admin"}}}}"#
+            );
+            let e = parse_event(body.as_bytes(), &who()).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains("reserved"), "{}", e.message);
+        }
+    }
+
     #[test]
     fn rejects_bad_events_with_field_names() {
         let ok = br#"{"eventType":"PROCESS","eventStatus":"SUCCESS","authToken":"CLI User","service":"SIGNSERVER","module":"WORKER"}"#;
-        assert!(parse_event(ok).is_ok());
+        assert!(parse_event(ok, &who()).is_ok());
         for (body, needle) in [
             (&br#"{"eventType":"PROCESS"}"#[..], "missing field"),
             (br#"{"eventType":"PROCESS","eventStatus":"SUCCESS","authToken":"a","service":"s","module":"m","bogus":1}"#, "bogus"),
@@ -455,7 +482,7 @@ mod tests {
             (br#"{"eventType":"P","eventStatus":"VOID","authToken":"a","service":"s","module":"m","customId":"a\u0000b"}"#, "NUL"),
             (br#"not json"#, "invalid event JSON"),
         ] {
-            let e = parse_event(body).unwrap_err();
+            let e = parse_event(body, &who()).unwrap_err();
             assert_eq!(e.status, StatusCode::BAD_REQUEST);
             assert!(e.message.contains(needle), "{} lacks {needle}", e.message);
         }
@@ -466,20 +493,20 @@ mod tests {
         let good =
             r#"{"eventType":"P","eventStatus":"VOID","authToken":"a","service":"s","module":"m"}"#;
         assert_eq!(
-            parse_bulk(format!("[{good},{good}]").as_bytes())
+            parse_bulk(format!("[{good},{good}]").as_bytes(), &who())
                 .unwrap()
                 .len(),
             2
         );
         assert_eq!(
-            parse_bulk(format!("{good}\n\n{good}\n{good}\n").as_bytes())
+            parse_bulk(format!("{good}\n\n{good}\n{good}\n").as_bytes(), &who())
                 .unwrap()
                 .len(),
             3
         );
         let bad =
             r#"{"eventType":"P","eventStatus":"NOPE","authToken":"a","service":"s","module":"m"}"#;
-        let e = parse_bulk(format!("[{good},{bad},{good},{{}}]").as_bytes()).unwrap_err();
+        let e = parse_bulk(format!("[{good},{bad},{good},{{}}]").as_bytes(), &who()).unwrap_err();
         let extra = e.extra.unwrap();
         let invalid = extra["invalid"].as_array().unwrap();
         assert_eq!(invalid.len(), 2);
@@ -488,8 +515,8 @@ mod tests {
             (Some(1), Some(3))
         );
         assert!(invalid[0]["reason"].as_str().unwrap().contains("NOPE"));
-        assert!(parse_bulk(b"[]").is_err());
-        assert!(parse_bulk(b"[1,").is_err());
+        assert!(parse_bulk(b"[]", &who()).is_err());
+        assert!(parse_bulk(b"[1,", &who()).is_err());
     }
 
     #[test]

@@ -270,7 +270,7 @@ async fn main() {
         ],
     )
     .expect("start the server");
-    let client = reqwest::Client::new();
+    let client = server.client();
     let body = Arc::new(event("PROCESS"));
     let per_client = o.events / o.clients;
     let started = Instant::now();
@@ -383,7 +383,7 @@ async fn batched_figures(
         ],
     )
     .expect("start the batched server");
-    let client = reqwest::Client::new();
+    let client = server.client();
 
     // (b) bulk endpoint: NDJSON requests of 1000 events from 4 connections.
     let per_request = 1000;
