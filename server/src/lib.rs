@@ -6,6 +6,7 @@ pub mod error;
 pub mod routes;
 pub mod serve;
 pub mod state;
+pub mod tls;
 
 use std::future::Future;
 use std::time::Duration;

@@ -187,9 +187,11 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {bind}"))?;
     let local = listener.local_addr()?;
     tracing::info!(node = %settings.node_id, database = %redacted, data_dir = %settings.data_dir.display(), "auditseal-server started");
+    let limits = auditseal_server::serve::Limits::from_config(srv, &settings.data_dir)
+        .context("cannot set up HTTPS ([server.tls])")?;
+    let scheme = limits.tls.as_ref().map_or("http", |_| "https");
     // Tests and scripts read this line to learn the port when binding to :0.
-    println!("auditseal-server listening on http://{local}");
-    let limits = auditseal_server::serve::Limits::from_config(srv);
+    println!("auditseal-server listening on {scheme}://{local}");
     auditseal_server::run_with(listener, state, limits, shutdown_signal()).await?;
     if let Some((stop, task)) = checkpoints {
         let _ = stop.send(());

@@ -3,8 +3,11 @@
 //! wait in the listen backlog until one closes), and a deadline for a request's headers, so a
 //! client that trickles them in (slowloris) is dropped instead of holding a connection forever.
 //! A request's body and handling are bounded by the router's request timeout.
+//! With `[server.tls]` each connection first does its TLS handshake, in its own task and within
+//! the same deadline, and its requests learn the verified client certificate's subject.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,28 +16,65 @@ use axum::extract::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-/// Connection limits (`server.max_connections`, `server.header_timeout_secs`).
-#[derive(Debug, Clone, Copy)]
+use crate::auth::ConnectionInfo;
+use crate::tls::TlsError;
+
+/// Connection limits (`server.max_connections`, `server.header_timeout_secs`) and HTTPS
+/// (`[server.tls]`).
+#[derive(Clone)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Also bounds the TLS handshake.
     pub header_timeout: Duration,
+    /// None: plain HTTP.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("max_connections", &self.max_connections)
+            .field("header_timeout", &self.header_timeout)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl Limits {
-    /// The limits `[server]` sets; defaults for what it leaves out.
-    pub fn from_config(srv: &auditseal_core::config::ServerSection) -> Self {
+    /// What `[server]` sets, defaults for what it leaves out; reads the TLS files (relative to
+    /// `data_dir`) when `[server.tls]` is there.
+    pub fn from_config(
+        srv: &auditseal_core::config::ServerSection,
+        data_dir: &Path,
+    ) -> Result<Self, TlsError> {
         let d = Limits::default();
-        Limits {
+        let tls = srv
+            .tls
+            .as_ref()
+            .map(|t| crate::tls::acceptor(t, data_dir))
+            .transpose()?;
+        match srv.tls.as_ref().map(|t| &t.client_ca_file) {
+            None => tracing::info!("serving plain HTTP"),
+            Some(None) => tracing::info!("serving HTTPS; client certificates not asked for"),
+            Some(Some(ca)) => tracing::info!(
+                client_ca = %data_dir.join(ca).display(),
+                "serving HTTPS; client certificates accepted"
+            ),
+        }
+        Ok(Limits {
             max_connections: srv.max_connections.unwrap_or(d.max_connections).max(1),
             header_timeout: srv
                 .header_timeout_secs
                 .map_or(d.header_timeout, |s| Duration::from_secs(s.max(1))),
-        }
+            tls,
+        })
     }
 }
 
@@ -43,6 +83,7 @@ impl Default for Limits {
         Limits {
             max_connections: 512,
             header_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -76,32 +117,89 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let info = crate::auth::ConnectionInfo {
-            peer,
-            client_subject: None,
-        };
-        let service =
-            TowerToHyperService::new(app.clone().map_request(move |req: Request<Incoming>| {
-                let mut req = req.map(axum::body::Body::new);
-                req.extensions_mut().insert(info.clone());
-                req
-            }));
-        let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout);
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (app, tls, watcher) = (app.clone(), limits.tls.clone(), graceful.watcher());
+        let header_timeout = limits.header_timeout;
+        // The handshake happens here, not in the accept loop, so a slow client delays no one.
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            let info = ConnectionInfo {
+                peer,
+                client_subject: None,
+            };
+            match tls {
+                None => serve_connection(stream, info, app, header_timeout, watcher).await,
+                Some(acceptor) => {
+                    if let Some((stream, info)) =
+                        handshake(&acceptor, stream, info, header_timeout).await
+                    {
+                        serve_connection(stream, info, app, header_timeout, watcher).await;
+                    }
+                }
             }
             drop(slot);
         });
     }
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The TLS handshake within `timeout`; None (and the connection dropped) when it fails.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    mut info: ConnectionInfo,
+    timeout: Duration,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, ConnectionInfo)> {
+    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %info.peer, error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %info.peer, "TLS handshake timed out");
+            return None;
+        }
+    };
+    // rustls has verified the chain; the end-entity certificate comes first.
+    if let Some(cert) = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+    {
+        match crate::tls::subject_dn(cert) {
+            Ok(dn) => info.client_subject = Some(dn),
+            // Treated as no certificate: the client can still use a token.
+            Err(e) => tracing::warn!(peer = %info.peer, error = %e, "client certificate ignored"),
+        }
+    }
+    Some((stream, info))
+}
+
+/// HTTP/1 or HTTP/2 on one connection; each request carries `info`.
+async fn serve_connection<I>(
+    io: I,
+    info: ConnectionInfo,
+    app: Router,
+    header_timeout: Duration,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(app.map_request(move |req: Request<Incoming>| {
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut().insert(info.clone());
+        req
+    }));
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }
