@@ -1,0 +1,243 @@
+//! HTTPS with client certificates: the real server with `[server.tls]` and `[[auth.clients]]`,
+//! certificates made by the `openssl` command at test time. A mapped certificate gets its role,
+//! an unmapped one 401, one from another CA no connection; tokens still work over HTTPS.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use auditseal_e2e::{Server, event};
+use serde_json::Value;
+
+/// Runs `openssl` in `dir` with `cmd` (split at spaces) and then `more` (kept whole).
+fn openssl(dir: &Path, cmd: &str, more: &[&str]) {
+    let out = Command::new("openssl")
+        .args(cmd.split_whitespace())
+        .args(more)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {cmd} {more:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const NEW_KEY: &str = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+
+/// A self-signed CA: `<name>.pem`, `<name>.key`.
+fn make_ca(dir: &Path, name: &str, subject: &str) {
+    openssl(
+        dir,
+        &format!(
+            "req -x509 {NEW_KEY} -days 2 -keyout {name}.key -out {name}.pem \
+             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign"
+        ),
+        &["-subj", subject],
+    );
+}
+
+/// A certificate `<name>.pem` (key `<name>.key`) issued by CA `ca`, with extensions `ext`.
+fn issue(dir: &Path, ca: &str, name: &str, subject: &str, ext: &str) {
+    std::fs::write(
+        dir.join(format!("{name}.ext")),
+        format!("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n{ext}\n"),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &format!("req -new {NEW_KEY} -keyout {name}.key -out {name}.csr"),
+        &["-subj", subject],
+    );
+    openssl(
+        dir,
+        &format!(
+            "x509 -req -in {name}.csr -CA {ca}.pem -CAkey {ca}.key -CAcreateserial -days 2 \
+             -extfile {name}.ext -out {name}.pem"
+        ),
+        &[],
+    );
+}
+
+fn read(dir: &Path, file: &str) -> Vec<u8> {
+    std::fs::read(dir.join(file)).unwrap()
+}
+
+/// A client that trusts only the test CA and, given a name, presents that certificate.
+fn client(pki: &Path, identity: Option<&str>) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&read(pki, "ca.pem")).unwrap();
+    let mut b = reqwest::Client::builder().tls_certs_only([ca]);
+    if let Some(name) = identity {
+        let mut pem = read(pki, &format!("{name}.pem"));
+        pem.extend(read(pki, &format!("{name}.key")));
+        b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    b.build().unwrap()
+}
+
+async fn status(r: reqwest::RequestBuilder) -> u16 {
+    r.send().await.expect("request").status().as_u16()
+}
+
+#[tokio::test]
+async fn client_certificates_map_to_roles() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = pki_dir.path();
+    make_ca(pki, "ca", "/O=Example/CN=Test Client CA");
+    make_ca(pki, "other-ca", "/O=Elsewhere/CN=Untrusted CA");
+    let client_ext = "extendedKeyUsage=clientAuth";
+    issue(
+        pki,
+        "ca",
+        "server",
+        "/O=Example/CN=127.0.0.1",
+        "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1",
+    );
+    issue(
+        pki,
+        "ca",
+        "auditor",
+        "/C=SE/O=Example/CN=Auditor One",
+        client_ext,
+    );
+    issue(
+        pki,
+        "ca",
+        "signer",
+        "/C=SE/O=Example/CN=Signer One",
+        client_ext,
+    );
+    issue(
+        pki,
+        "ca",
+        "stranger",
+        "/C=SE/O=Example/CN=Nobody",
+        client_ext,
+    );
+    issue(
+        pki,
+        "other-ca",
+        "impostor",
+        "/C=SE/O=Example/CN=Auditor One",
+        client_ext,
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    // The server's files relative to the data directory, the CA by absolute path.
+    std::fs::copy(pki.join("server.pem"), dir.path().join("server.pem")).unwrap();
+    std::fs::copy(pki.join("server.key"), dir.path().join("server.key")).unwrap();
+    let tls = format!(
+        "[server]\nheader_timeout_secs = 1\n\n[server.tls]\ncert_file = \"server.pem\"\nkey_file = \"server.key\"\n\
+         client_ca_file = {:?}\n",
+        pki.join("ca.pem").to_str().unwrap()
+    );
+
+    // First without [[auth.clients]]: the server makes an admin token, usable over HTTPS.
+    let cfg_path = dir.path().join("auditseal.toml");
+    std::fs::write(&cfg_path, &tls).unwrap();
+    let cfg = cfg_path.to_str().unwrap();
+    let args = ["--data-dir", d, "--config", cfg, "--node-id", "n1"];
+    let s = Server::start(&args).unwrap();
+    assert!(s.url.starts_with("https://127.0.0.1:"), "{}", s.url);
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let token = token.trim();
+    let events = format!("{}/api/v1/events", s.url);
+    let anonymous = client(pki, None);
+    assert_eq!(status(anonymous.get(&events).bearer_auth(token)).await, 200);
+    // A trusted certificate nobody mapped gives no role.
+    assert_eq!(status(client(pki, Some("auditor")).get(&events)).await, 401);
+    s.stop();
+
+    // Now with subjects mapped to roles (written in a different spelling than the server's).
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "{tls}\n[[auth.clients]]\nsubject = \"cn=Auditor One, o=Example, c=SE\"\n\
+             role = \"auditor\"\n\n[[auth.clients]]\nsubject = \"CN=Signer One,O=Example,C=SE\"\n\
+             role = \"ingest\"\n"
+        ),
+    )
+    .unwrap();
+    let s = Server::start(&args).unwrap();
+    let events = format!("{}/api/v1/events", s.url);
+    let (auditor, signer) = (client(pki, Some("auditor")), client(pki, Some("signer")));
+
+    assert_eq!(status(auditor.get(&events)).await, 200);
+    assert_eq!(
+        status(auditor.post(&events).json(&event("PROCESS"))).await,
+        403
+    );
+    let r = signer
+        .post(&events)
+        .json(&event("PROCESS"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let appended: Value = r.json().await.unwrap();
+    assert_eq!(status(signer.get(&events)).await, 403);
+
+    // The row records who sent it.
+    let pk = appended["pk"].as_str().expect("pk");
+    let row: Value = auditor
+        .get(format!("{events}/{pk}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        row["details"]["auditseal.submitter"], "cert:CN=Signer One,O=Example,C=SE",
+        "{row}"
+    );
+
+    // Trusted but not mapped; nothing at all; a token still works alongside certificates.
+    assert_eq!(
+        status(client(pki, Some("stranger")).get(&events)).await,
+        401
+    );
+    assert_eq!(status(anonymous.get(&events)).await, 401);
+    assert_eq!(status(anonymous.get(&events).bearer_auth(token)).await, 200);
+    assert_eq!(
+        status(anonymous.get(format!("{}/healthz", s.url))).await,
+        200
+    );
+
+    // The same subject from another CA: no TLS session, so no request.
+    let impostor = client(pki, Some("impostor"));
+    assert!(impostor.get(&events).send().await.is_err());
+    // Plain HTTP to the HTTPS port gets no HTTP answer.
+    let plain = s.url.replacen("https://", "http://", 1);
+    assert!(
+        reqwest::Client::new()
+            .get(format!("{plain}/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "plain HTTP was answered"
+    );
+    // A client that never finishes its handshake holds up no one, and is dropped.
+    let addr = s.url.trim_start_matches("https://");
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert_eq!(status(auditor.get(&events)).await, 200);
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut stalled, &mut buf),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a stalled handshake was not dropped"
+    );
+    assert!(
+        s.log()
+            .contains("serving HTTPS; client certificates accepted"),
+        "{}",
+        s.log()
+    );
+    s.stop();
+}
