@@ -52,6 +52,9 @@ enum Command {
     /// Export or list the nodes' newest signed checkpoints.
     #[command(subcommand)]
     Checkpoint(cmd::checkpoint::Command),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(cmd::token::Command),
 }
 
 /// SignServer's CLI spells options with one dash (`verifylog -all`, `-node n:5`); accept both.
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
             Command::Checkpoint(c) => cmd::checkpoint::run(&settings, c).await,
             Command::Archive(a) => cmd::archive::run(&settings, a).await,
             Command::VerifyExport(a) => cmd::verify_export::run(&settings, a).await,
+            Command::Token(c) => cmd::token::run(&settings, c).await,
         }
     });
     match result {

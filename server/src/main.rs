@@ -138,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
         None => tracing::warn!("protection.enable_sign is false: new rows are NOT protected"),
     }
     let clients = &settings.file.auth.clients;
-    match auditseal_server::auth::bootstrap_admin_token(
+    if let Some((name, path)) = auditseal_server::auth::bootstrap_admin_token(
         &store,
         &settings.data_dir,
         !clients.is_empty(),
@@ -146,14 +146,13 @@ async fn main() -> anyhow::Result<()> {
     .await
     .context("cannot create the first admin token")?
     {
-        Some((name, path)) => tracing::warn!(
+        tracing::warn!(
             token = %name,
             file = %path.display(),
             "no API token or client certificate was configured: created an admin token and \
              saved it in this file (mode 0600); send it as \"Authorization: Bearer <token>\", \
              and create tokens for signers and auditors with `auditseal-db token create`"
-        ),
-        None => {}
+        );
     }
     let auth = Arc::new(auditseal_server::auth::Auth::new(
         store.clone(),

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use auditseal_core::archive;
 use auditseal_core::config::Settings;
-use auditseal_core::device::{LogDevice, NewEvent, SequentialDevice};
+use auditseal_core::device::SequentialDevice;
 use auditseal_core::store;
 
 #[derive(Debug, clap::Args)]
@@ -36,16 +36,6 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
         .ok()
         .or_else(|| auditseal_core::time::parse_iso8601_millis(s))
         .ok_or_else(|| format!("{s:?} is neither ISO-8601 (2026-01-01T00:00:00Z) nor epoch ms"))
-}
-
-fn operator() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    format!(
-        "auditseal-db:{user}@{}",
-        auditseal_core::config::default_node_id()
-    )
 }
 
 pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
@@ -110,7 +100,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
         json!(auditseal_core::time::format_iso8601(args.before)),
     );
     details.insert("nodes".into(), Value::Object(ranges));
-    log(&device, "LOG_EXPORT", true, &details).await?;
+    super::log(&device, "LOG_EXPORT", true, &details).await?;
     for n in &written.nodes {
         eprintln!(
             "exported node {} rows {}..{} ({} rows)",
@@ -139,7 +129,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
     if let Some(e) = &failure {
         d.insert("error".into(), json!(e.to_string()));
     }
-    log(&device, "LOG_DELETE", failure.is_none(), &d).await?;
+    super::log(&device, "LOG_DELETE", failure.is_none(), &d).await?;
     for (node, n) in &deleted {
         eprintln!("deleted {n} archived rows of node {node}");
     }
@@ -150,22 +140,4 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
              untouched; the segment is complete, run archive again for the rest",
         ),
     }
-}
-
-async fn log(
-    device: &SequentialDevice,
-    event_type: &str,
-    success: bool,
-    details: &Map<String, Value>,
-) -> anyhow::Result<()> {
-    let event = NewEvent::system(event_type, success, &operator(), details)?;
-    let a = device
-        .append(event)
-        .await
-        .with_context(|| format!("cannot log the {event_type} event"))?;
-    eprintln!(
-        "logged {event_type} as node {} sequence {}",
-        a.node_id, a.sequence_number
-    );
-    Ok(())
 }
