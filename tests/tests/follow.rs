@@ -20,7 +20,8 @@ impl Follower {
         query: &str,
         last_id: Option<&str>,
     ) -> Result<Follower, (u16, Value)> {
-        let mut req = auditseal_e2e::client_for(url).get(format!("{url}/api/v1/events/stream{query}"));
+        let mut req =
+            auditseal_e2e::client_for(url).get(format!("{url}/api/v1/events/stream{query}"));
         if let Some(id) = last_id {
             req = req.header("Last-Event-ID", id);
         }

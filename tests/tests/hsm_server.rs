@@ -31,7 +31,8 @@ fn env(h: &SoftHsm) -> [(&'static str, &OsStr); 1] {
 }
 
 async fn post(s: &Server, body: &Value) -> (u16, Value) {
-    let r = s.client()
+    let r = s
+        .client()
         .post(format!("{}/api/v1/events", s.url))
         .json(body)
         .send()

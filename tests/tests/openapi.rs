@@ -229,7 +229,12 @@ async fn routed(
     method: &str,
     path: &str,
 ) -> (bool, u16, String) {
-    let url = format!("{}{}", s.url, path.replace("{pk}", "no-such-pk").replace("{name}", "no-such-token"));
+    let url = format!(
+        "{}{}",
+        s.url,
+        path.replace("{pk}", "no-such-pk")
+            .replace("{name}", "no-such-token")
+    );
     let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
     let mut req = client.request(method.clone(), &url);
     if method == reqwest::Method::POST {

@@ -5,7 +5,8 @@ use auditseal_e2e::{BACKENDS, Backend, Server, cli, event, new_database};
 use serde_json::{Value, json};
 
 async fn post(s: &Server, body: &Value) -> (u16, Value) {
-    let r = s.client()
+    let r = s
+        .client()
         .post(format!("{}/api/v1/events", s.url))
         .json(body)
         .send()
@@ -16,7 +17,8 @@ async fn post(s: &Server, body: &Value) -> (u16, Value) {
 }
 
 async fn get(s: &Server, path: &str) -> (u16, Value) {
-    let r = s.client()
+    let r = s
+        .client()
         .get(format!("{}{}", s.url, path))
         .send()
         .await
@@ -188,7 +190,8 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
         assert!(err["message"].as_str().unwrap().contains(needle), "{err}");
         assert_eq!(err["error"], "bad_request");
     }
-    let r = s.client()
+    let r = s
+        .client()
         .post(format!("{}/api/v1/events", s.url))
         .header("content-type", "application/json")
         .body("{not json")

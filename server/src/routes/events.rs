@@ -451,7 +451,8 @@ mod tests {
 
     #[test]
     fn the_submitter_is_recorded_and_cannot_be_claimed() {
-        let plain = br#"{"eventType":"P","eventStatus":"VOID","authToken":"a","service":"s","module":"m"}"#;
+        let plain =
+            br#"{"eventType":"P","eventStatus":"VOID","authToken":"a","service":"s","module":"m"}"#;
         let with = br#"{"eventType":"P","eventStatus":"VOID","authToken":"a","service":"s","module":"m","additionalDetails":{"k":"v"}}"#;
         for body in [&plain[..], &with[..]] {
             let e = parse_event(body, &who()).unwrap();
