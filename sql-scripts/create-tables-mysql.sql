@@ -44,3 +44,15 @@ CREATE TABLE AuditCheckpointData (
     statementProtection  LONGTEXT NOT NULL,
     PRIMARY KEY (nodeId, sequenceNumber, kind)
 );
+
+-- API tokens (docs/FORMAT.md section 10): only the lower-case hex SHA-256 of each token is kept.
+-- Whoever can write this table can use the API: grant write access as for the audit tables.
+CREATE TABLE AuditApiTokenData (
+    name                 VARCHAR(64) BINARY NOT NULL,
+    role                 VARCHAR(16) NOT NULL,
+    tokenHash            VARCHAR(64) NOT NULL,
+    createTime           BIGINT(20) NOT NULL,
+    revokeTime           BIGINT(20),
+    PRIMARY KEY (name),
+    UNIQUE KEY auditapitokendata_tokenhash (tokenHash)
+);

@@ -44,3 +44,15 @@ CREATE TABLE auditcheckpointdata (
     statementprotection  TEXT NOT NULL,
     PRIMARY KEY (nodeid, sequencenumber, kind)
 );
+
+-- API tokens (docs/FORMAT.md section 10): only the lower-case hex SHA-256 of each token is kept.
+-- Whoever can write this table can use the API: grant write access as for the audit tables.
+CREATE TABLE auditapitokendata (
+    name        TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    tokenhash   TEXT NOT NULL,
+    createtime  INT8 NOT NULL,
+    revoketime  INT8,
+    PRIMARY KEY (name),
+    UNIQUE (tokenhash)
+);
