@@ -148,6 +148,31 @@ impl Auth {
         Ok(())
     }
 
+    /// Whether `id` is still accepted, for requests that last (live follow): a token that has
+    /// not been revoked since (the table is re-read at most every `TOKEN_REFRESH`); a
+    /// certificate's role is fixed by configuration. A database error counts as still valid:
+    /// the caller's own reads fail then anyway.
+    pub async fn still_valid(&self, id: &Identity) -> bool {
+        let Some(name) = id.name.strip_prefix("token:") else {
+            return true;
+        };
+        let stale = self
+            .cache
+            .read()
+            .await
+            .age()
+            .is_none_or(|a| a >= TOKEN_REFRESH);
+        if stale && self.reload().await.is_err() {
+            return true;
+        }
+        self.cache
+            .read()
+            .await
+            .by_hash
+            .values()
+            .any(|(n, r)| n == name && *r == id.role)
+    }
+
     /// Forgets the cached tokens, so the next request re-reads them (after a change made here).
     pub async fn invalidate(&self) {
         self.cache.write().await.loaded = None;

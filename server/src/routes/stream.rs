@@ -87,6 +87,8 @@ fn parse_criteria(raw: Option<&str>) -> Result<Vec<Criterion>, ApiError> {
 }
 
 struct Follow {
+    /// Who follows: the stream ends when this identity is no longer accepted.
+    who: crate::auth::Identity,
     state: AppState,
     criteria: Vec<Criterion>,
     positions: Positions,
@@ -153,7 +155,7 @@ impl Follow {
 }
 
 pub async fn stream(
-    _: crate::auth::Auditor,
+    crate::auth::Auditor(who): crate::auth::Auditor,
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -195,6 +197,7 @@ pub async fn stream(
         }
     };
     let follow = Follow {
+        who,
         state,
         criteria,
         positions,
@@ -218,7 +221,8 @@ fn events(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
                     .data(data);
                 return Some((Ok(event), f));
             }
-            if f.closing() {
+            // Ends at shutdown, and when the follower's token is revoked.
+            if f.closing() || !f.state.auth.still_valid(&f.who).await {
                 return None;
             }
             f.poll().await;
