@@ -100,7 +100,14 @@ pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<u8> {
             let mut details = Map::new();
             details.insert("name".into(), Value::from(name.clone()));
             details.insert("role".into(), Value::from(role.as_str()));
-            super::log(&device, "TOKEN_CREATE", true, &details).await?;
+            // No token without its event: if it cannot be logged, revoke it before it is shown.
+            if let Err(e) = super::log(&device, "TOKEN_CREATE", true, &details).await {
+                store
+                    .revoke_token(&name, now_millis())
+                    .await
+                    .context("TOKEN_CREATE could not be logged, nor the token revoked")?;
+                return Err(e.context("the token was revoked again"));
+            }
             println!(
                 "created token {name:?} with role {role}; it is shown only now, so keep it \
                  safe (send it as \"Authorization: Bearer <token>\"):"

@@ -1,7 +1,9 @@
 //! `GET /api/v1/tokens`, `POST /api/v1/tokens`, `DELETE /api/v1/tokens/{name}`: API token
 //! management for admins (the same as `auditseal-db token list|create|revoke`). A token is
 //! shown once, when created; only its hash is stored. Creating and revoking are logged as
-//! `TOKEN_CREATE` and `TOKEN_REVOKE` events.
+//! `TOKEN_CREATE` and `TOKEN_REVOKE` events; a token whose TOKEN_CREATE cannot be logged is
+//! revoked at once (a revocation stands even when its event cannot be logged: it only takes
+//! access away, and the request fails so the admin knows).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -66,13 +68,19 @@ pub async fn create(
         }
         Err(e) => return Err(e.into()),
     }
-    state.auth.invalidate().await;
     let mut details = Map::new();
     details.insert("name".into(), record.name.clone().into());
     details.insert("role".into(), record.role.clone().into());
-    state
-        .log_system("TOKEN_CREATE", true, &who, &details)
-        .await?;
+    // No token without its event: if the event cannot be logged, the token is revoked again
+    // before anyone has seen it.
+    if let Err(e) = state.log_system("TOKEN_CREATE", true, &who, &details).await {
+        if let Err(r) = state.store.revoke_token(&record.name, now_millis()).await {
+            tracing::error!(token = %record.name, error = %r,
+                "TOKEN_CREATE could not be logged and the new token could not be revoked");
+        }
+        return Err(e);
+    }
+    state.auth.invalidate().await;
     let mut body = token_json(&record);
     body["token"] = secret.into();
     Ok((StatusCode::CREATED, Json(body)))
