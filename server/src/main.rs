@@ -138,6 +138,19 @@ async fn main() -> anyhow::Result<()> {
         None => tracing::warn!("protection.enable_sign is false: new rows are NOT protected"),
     }
     let clients = &settings.file.auth.clients;
+    if !clients.is_empty()
+        && srv
+            .tls
+            .as_ref()
+            .and_then(|t| t.client_ca_file.as_ref())
+            .is_none()
+    {
+        anyhow::bail!(
+            "[[auth.clients]] maps client certificates to roles, but server.tls.client_ca_file \
+             is not set, so no client certificate can be verified and nobody could log in: set \
+             [server.tls] with client_ca_file, or remove [[auth.clients]]"
+        );
+    }
     if let Some((name, path)) = auditseal_server::auth::bootstrap_admin_token(
         &store,
         &settings.data_dir,
@@ -146,6 +159,20 @@ async fn main() -> anyhow::Result<()> {
     .await
     .context("cannot create the first admin token")?
     {
+        let mut details = serde_json::Map::new();
+        details.insert("name".into(), name.clone().into());
+        details.insert("role".into(), "admin".into());
+        details.insert("file".into(), path.display().to_string().into());
+        let event = auditseal_core::device::NewEvent::system(
+            "TOKEN_CREATE",
+            true,
+            "auditseal-server",
+            &details,
+        )?;
+        device
+            .append(event)
+            .await
+            .context("cannot log the creation of the first admin token")?;
         tracing::warn!(
             token = %name,
             file = %path.display(),
