@@ -34,6 +34,10 @@ struct Cli {
         hide_env_values = true
     )]
     database_url: Option<String>,
+    /// The node id [default: the configuration's node_id, else the host name]; commands that
+    /// log events (archive, token) log them as node `<node id>-db`.
+    #[arg(long, global = true, env = "AUDITSEAL_NODE_ID")]
+    node_id: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -82,7 +86,7 @@ fn main() -> ExitCode {
         signserver_conf: cli.signserver_conf,
         data_dir: cli.data_dir,
         database_url: cli.database_url,
-        node_id: None,
+        node_id: cli.node_id,
     }) {
         Ok(s) => s,
         Err(e) => {
