@@ -240,4 +240,23 @@ async fn client_certificates_map_to_roles() {
         s.log()
     );
     s.stop();
+
+    // A first start with certificate roles configured makes no admin token: it is not open.
+    let fresh = tempfile::tempdir().unwrap();
+    for f in ["server.pem", "server.key", "auditseal.toml"] {
+        std::fs::copy(dir.path().join(f), fresh.path().join(f)).unwrap();
+    }
+    let cfg = fresh.path().join("auditseal.toml");
+    let s = Server::start(&[
+        "--data-dir",
+        fresh.path().to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert!(!fresh.path().join("admin.token").exists());
+    let events = format!("{}/api/v1/events", s.url);
+    assert_eq!(status(anonymous.get(&events)).await, 401);
+    assert_eq!(status(client(pki, Some("auditor")).get(&events)).await, 200);
+    s.stop();
 }

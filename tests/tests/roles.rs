@@ -228,11 +228,23 @@ async fn every_operation_answers_exactly_the_roles_it_should() {
     .json()
     .await
     .unwrap();
-    let mut who: Vec<(String, String)> = page["events"]
+    let own: Vec<&Value> = page["events"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|e| e["nodeId"] == "r1")
+        .collect();
+    // The first admin token's creation, by the server itself at its first start.
+    let first: Vec<_> = own
+        .iter()
+        .filter(|e| e["authToken"] == "auditseal-server")
+        .collect();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["eventType"], "TOKEN_CREATE");
+    assert_eq!(first[0]["details"]["name"], "admin");
+    let mut who: Vec<(String, String)> = own
+        .into_iter()
+        .filter(|e| e["authToken"] != "auditseal-server")
         .map(|e| {
             assert_eq!(e["details"]["auditseal.submitter"], e["authToken"], "{e}");
             (
@@ -377,6 +389,36 @@ async fn tokens_are_hashed_revocable_recorded_and_never_logged() {
             );
         }
 
+        // A live follower whose token is revoked is cut off (API revocation this time).
+        let r = send(
+            &s.client(),
+            "post",
+            format!("{}/api/v1/tokens", s.url),
+            Some(json!({"name": "siem", "role": "auditor"})),
+        )
+        .await;
+        assert_eq!(r.status().as_u16(), 201);
+        let siem = r.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let follow = client_with(&siem)
+            .get(format!("{}/api/v1/events/stream", s.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(follow.status().as_u16(), 200);
+        let r = send(
+            &s.client(),
+            "delete",
+            format!("{}/api/v1/tokens/siem", s.url),
+            None,
+        )
+        .await;
+        assert_eq!(r.status().as_u16(), 204);
+        let ended = tokio::time::timeout(Duration::from_secs(5), follow.bytes()).await;
+        assert!(ended.is_ok(), "the revoked follower's stream did not end");
+
         // Only the hash is stored.
         let stored = auditseal_core::store::open(&url)
             .await
@@ -385,12 +427,12 @@ async fn tokens_are_hashed_revocable_recorded_and_never_logged() {
             .await
             .unwrap();
         let names: Vec<_> = stored.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["admin", "signer-1"]);
+        assert_eq!(names, ["admin", "siem", "signer-1"]);
         assert_eq!(
-            stored[1].token_hash,
+            stored[2].token_hash,
             auditseal_core::access::token_hash(&signer)
         );
-        assert!(stored[1].revoked.is_some() && stored[0].revoked.is_none());
+        assert!(stored[2].revoked.is_some() && stored[0].revoked.is_none());
         if backend == Backend::Sqlite {
             let bytes: Vec<u8> = std::fs::read_dir(dir.path())
                 .unwrap()
@@ -421,7 +463,7 @@ async fn tokens_are_hashed_revocable_recorded_and_never_logged() {
 }
 
 #[tokio::test]
-async fn no_admin_token_when_client_certificates_are_configured() {
+async fn certificate_roles_without_a_client_ca_are_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let cfg = dir.path().join("c.toml");
@@ -430,14 +472,9 @@ async fn no_admin_token_when_client_certificates_are_configured() {
         "[[auth.clients]]\nsubject = \"CN=Admin,O=Example\"\nrole = \"admin\"\n",
     )
     .unwrap();
-    let s = Server::start(&["--data-dir", d, "--config", cfg.to_str().unwrap()]).unwrap();
+    let err = Server::start(&["--data-dir", d, "--config", cfg.to_str().unwrap()])
+        .err()
+        .expect("must not start: nobody could log in");
+    assert!(err.contains("client_ca_file"), "{err}");
     assert!(!dir.path().join("admin.token").exists());
-    assert_eq!(s.token, "");
-    let st = reqwest::get(format!("{}/api/v1/events", s.url))
-        .await
-        .unwrap()
-        .status()
-        .as_u16();
-    assert_eq!(st, 401);
-    s.stop();
 }
