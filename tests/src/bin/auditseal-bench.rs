@@ -98,7 +98,19 @@ fn sign_rate(token: &SharedToken, n: usize, threads: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-/// A row of the size the device writes (no details), for the database baselines.
+/// The additionalDetails the server writes for an event without details: only the submitter
+/// (the benchmark posts with the admin token).
+fn submitter_details() -> String {
+    let mut m = serde_json::Map::new();
+    m.insert("auditseal.submitter".into(), "token:admin".into());
+    auditseal_core::details::encode(
+        &auditseal_core::details::from_json(&m).expect("details"),
+        auditseal_core::details::MapClass::Base64PutHashMap,
+        auditseal_core::details::JAVA_VERSION,
+    )
+}
+
+/// A row of the size the device writes, for the database baselines.
 fn bench_record(node: &str, seq: i64) -> auditseal_core::record::AuditRecord {
     auditseal_core::record::AuditRecord {
         pk: auditseal_core::record::new_pk(),
@@ -113,7 +125,7 @@ fn bench_record(node: &str, seq: i64) -> auditseal_core::record::AuditRecord {
         custom_id: None,
         search_detail1: None,
         search_detail2: None,
-        additional_details: None,
+        additional_details: Some(submitter_details()),
         row_version: 0,
         row_protection: None,
     }
@@ -340,12 +352,18 @@ async fn batched_figures(
         .await
         .expect("scratch");
     let protection = format!("1:3:1:{}", "ab".repeat(12 + 32 * 10));
-    let mut data = Vec::with_capacity(o.bulk * 900);
+    // COPY's text format: backslash, newline, carriage return and tab escaped.
+    let details = submitter_details()
+        .replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+        .replace('\t', "\\t");
+    let mut data = Vec::with_capacity(o.bulk * (900 + details.len()));
     for i in 0..o.bulk {
         use std::io::Write;
         let _ = writeln!(
             data,
-            "{}\tbench-copy\t{i}\t{}\tPROCESS\tSUCCESS\tCN=signer,O=Test\tSIGNSERVER\tWORKER\t\\N\t\\N\t\\N\t\\N\t0\t{protection}",
+            "{}\tbench-copy\t{i}\t{}\tPROCESS\tSUCCESS\tCN=signer,O=Test\tSIGNSERVER\tWORKER\t\\N\t\\N\t\\N\t{details}\t0\t{protection}",
             auditseal_core::record::new_pk(),
             auditseal_core::time::now_millis()
         );
