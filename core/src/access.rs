@@ -56,12 +56,10 @@ impl std::str::FromStr for Role {
 pub const TOKEN_PREFIX: &str = "ast_";
 
 /// One stored token: its name, role, and hash; never the token itself.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ApiToken {
     pub name: String,
     pub role: String,
-    #[serde(skip)]
     #[sqlx(rename = "tokenhash")]
     pub token_hash: String,
     /// Epoch milliseconds.
@@ -88,6 +86,44 @@ pub enum AccessError {
     BadName(String),
     #[error("cannot get random bytes for a token: {0}")]
     Random(String),
+}
+
+/// Why `create_logged` made no token.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError<E: std::fmt::Display> {
+    #[error("a token with this name exists already (revoked names stay taken)")]
+    Conflict,
+    #[error("cannot store the token: {0}")]
+    Store(crate::store::StoreError),
+    /// The token was stored, but its event could not be logged: it was revoked again (unless
+    /// that failed too, which is logged as an error) and must not be shown.
+    #[error("the TOKEN_CREATE event could not be logged, so the new token was revoked again: {0}")]
+    NotLogged(E),
+}
+
+/// Stores `token` and then runs `log`, which logs its TOKEN_CREATE event; when that fails the
+/// token is revoked again, so that no token is valid without its event.
+pub async fn create_logged<E: std::fmt::Display>(
+    store: &dyn crate::store::Store,
+    token: &ApiToken,
+    log: impl AsyncFnOnce() -> Result<(), E>,
+) -> Result<(), CreateError<E>> {
+    match store.insert_token(token).await {
+        Ok(()) => {}
+        Err(crate::store::StoreError::Conflict(_)) => return Err(CreateError::Conflict),
+        Err(e) => return Err(CreateError::Store(e)),
+    }
+    if let Err(e) = log().await {
+        if let Err(r) = store
+            .revoke_token(&token.name, crate::time::now_millis())
+            .await
+        {
+            tracing::error!(token = %token.name, error = %r,
+                "the TOKEN_CREATE event could not be logged, nor the new token revoked: revoke it");
+        }
+        return Err(CreateError::NotLogged(e));
+    }
+    Ok(())
 }
 
 /// Names are shown in logs and recorded in events: keep them plain.
@@ -130,8 +166,9 @@ pub fn token_hash(secret: &str) -> String {
 
 /// A distinguished name in one canonical text, so configuration and certificates compare
 /// equal however they were spaced: RDNs in the order given, `TYPE=value` with the type in upper
-/// case, joined by `,` with no spaces around separators. `"cn=Auditor One, O=Example"` becomes
-/// `"CN=Auditor One,O=Example"`. Escaped commas (`\,`) stay part of their value.
+/// case (and `SERIALNUMBER` as `SN`, `EMAILADDRESS` / `EMAIL` as `E`, as EJBCA writes them),
+/// joined by `,` with no spaces around separators. `"cn=Auditor One, O=Example"` becomes
+/// `"CN=Auditor One,O=Example"`. Escaped characters (`\,`, `\ `) stay part of their value.
 pub fn normalize_dn(dn: &str) -> String {
     let mut parts = Vec::new();
     let mut cur = String::new();
@@ -152,14 +189,40 @@ pub fn normalize_dn(dn: &str) -> String {
     parts.push(cur);
     parts
         .iter()
-        .map(|p| p.trim())
+        .map(|p| trim_unescaped(p))
         .filter(|p| !p.is_empty())
         .map(|p| match p.split_once('=') {
-            Some((t, v)) => format!("{}={}", t.trim().to_ascii_uppercase(), v.trim()),
+            Some((t, v)) => {
+                let t = t.trim().to_ascii_uppercase();
+                let t = match t.as_str() {
+                    "SERIALNUMBER" => "SN",
+                    "EMAILADDRESS" | "EMAIL" => "E",
+                    other => other,
+                };
+                format!("{t}={}", trim_unescaped(v))
+            }
             None => p.to_string(),
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// `s` without leading whitespace and without trailing whitespace that is not escaped (`\ `).
+fn trim_unescaped(s: &str) -> &str {
+    let s = s.trim_start();
+    let mut end = s.len();
+    while let Some(c) = s[..end].chars().next_back() {
+        if !c.is_whitespace() {
+            break;
+        }
+        let before = &s[..end - c.len_utf8()];
+        let backslashes = before.chars().rev().take_while(|b| *b == '\\').count();
+        if backslashes % 2 == 1 {
+            break;
+        }
+        end -= c.len_utf8();
+    }
+    &s[..end]
 }
 
 #[cfg(test)]
@@ -197,6 +260,47 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn no_token_stays_valid_without_its_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let (_, a) = new_token("a", Role::Auditor, 1).unwrap();
+        let e = create_logged(store.as_ref(), &a, async || Err("device down"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CreateError::NotLogged("device down")), "{e}");
+        let stored = store.tokens().await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert!(
+            stored[0].revoked.is_some(),
+            "the unlogged token must be revoked"
+        );
+
+        let (_, b) = new_token("b", Role::Ingest, 2).unwrap();
+        let mut logged = false;
+        create_logged(store.as_ref(), &b, async || {
+            logged = true;
+            Ok::<(), String>(())
+        })
+        .await
+        .unwrap();
+        assert!(logged);
+        let e = create_logged(store.as_ref(), &b, async || Ok::<(), String>(()))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CreateError::Conflict), "{e}");
+        let stored = store.tokens().await.unwrap();
+        assert_eq!(
+            stored
+                .iter()
+                .map(|t| (t.name.as_str(), t.revoked.is_some()))
+                .collect::<Vec<_>>(),
+            [("a", true), ("b", false)]
+        );
+    }
+
     #[test]
     fn names_are_checked() {
         for ok in ["a", "signer-1", "siem.prod_2", &"x".repeat(64)] {
@@ -214,6 +318,13 @@ mod tests {
             "CN=Auditor One,O=Example,C=SE"
         );
         assert_eq!(normalize_dn("CN=a\\,b,O=x"), "CN=a\\,b,O=x");
+        // An escaped trailing space is part of the value, not a separator's padding.
+        assert_eq!(normalize_dn("CN=a\\ , O=x"), "CN=a\\ ,O=x");
+        assert_eq!(normalize_dn("CN=a\\\\ , O=x"), "CN=a\\\\,O=x");
+        assert_eq!(
+            normalize_dn("serialNumber=5,emailAddress=a@b,email=c@d"),
+            "SN=5,E=a@b,E=c@d"
+        );
         assert_ne!(normalize_dn("CN=a,O=x"), normalize_dn("O=x,CN=a"));
     }
 }

@@ -70,6 +70,9 @@ pub trait LogDevice: Send + Sync {
     async fn append_all(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, DeviceError>;
 }
 
+/// The service of the events auditseal logs itself (see `NewEvent::system`).
+pub const SYSTEM_SERVICE: &str = "AUDITSEAL";
+
 impl NewEvent {
     /// The row for this event at `seq`/`time_stamp`, not yet protected.
     /// An event auditseal itself logs (an archive run, a verification) with `details` as
@@ -85,7 +88,7 @@ impl NewEvent {
             event_type: event_type.into(),
             event_status: if success { "SUCCESS" } else { "FAILURE" }.into(),
             auth_token: auth_token.into(),
-            service: "AUDITSEAL".into(),
+            service: SYSTEM_SERVICE.into(),
             module: "SECURITY_AUDIT".into(),
             custom_id: None,
             search_detail1: None,

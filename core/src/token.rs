@@ -227,17 +227,22 @@ impl CryptoToken for SoftwareToken {
     }
 }
 
-/// Writes a new file readable only by its owner, atomically (temp file + rename), and syncs it.
-fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a file readable only by its owner (mode 0600 from its creation: never briefly
+/// readable, whatever was there before), atomically (temp file + rename), and syncs it.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("tmp");
+    // A leftover temp file may have another mode: start afresh.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
     f.write_all(bytes)?;

@@ -1,17 +1,7 @@
 //! Authentication and roles (docs/API.md "Authentication and roles").
 
-use std::net::SocketAddr;
-
-/// What the accept loop knows of a connection, put into each of its requests' extensions.
-#[derive(Debug, Clone)]
-pub struct ConnectionInfo {
-    pub peer: SocketAddr,
-    /// The subject DN of the client certificate the TLS handshake verified, normalised by
-    /// `auditseal_core::access::normalize_dn`; None over plain HTTP or without a certificate.
-    pub client_subject: Option<String>,
-}
-
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -27,12 +17,21 @@ use auditseal_core::store::{SharedStore, StoreError};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Tokens are re-read from the database at least this often, so a token created or revoked
-/// with `auditseal-db token` (or on another node) takes effect within it.
+/// What the accept loop knows of a connection, put into each of its requests' extensions.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub peer: SocketAddr,
+    /// The subject DN of the client certificate the TLS handshake verified, normalised by
+    /// `auditseal_core::access::normalize_dn`; None over plain HTTP or without a certificate.
+    pub client_subject: Option<String>,
+}
+
+/// Tokens are re-read from the database this often, so a token revoked with
+/// `auditseal-db token` (or on another node) is refused within it.
 pub const TOKEN_REFRESH: Duration = Duration::from_secs(2);
 
-/// An unknown token re-reads the table at most this often (a new token works at once; a flood
-/// of bad tokens costs one query per interval).
+/// An unknown token makes the table be re-read, at most this often (a new token works at once,
+/// after at most this wait; a flood of bad tokens costs one query per interval).
 const MISS_REFRESH: Duration = Duration::from_millis(250);
 
 /// The additionalDetails key, reserved to the server, that records who submitted an event.
@@ -46,44 +45,51 @@ pub struct Identity {
     pub role: Role,
 }
 
-/// How requests are authenticated: API tokens (from the database, cached) and client
-/// certificate subjects (from configuration).
+/// How requests are authenticated: API tokens (from the database, held in memory and re-read
+/// in the background) and client certificate subjects (from configuration).
 pub struct Auth {
     store: SharedStore,
     certs: HashMap<String, Role>,
-    cache: tokio::sync::RwLock<TokenCache>,
-    reload: tokio::sync::Mutex<()>,
+    /// Valid tokens by hash: (name, role). Requests only read it.
+    tokens: std::sync::RwLock<HashMap<String, (String, Role)>>,
+    /// Held while the table is read: when the last read began, and whether it succeeded.
+    reload: tokio::sync::Mutex<Option<(Instant, bool)>>,
     failures: AtomicU64,
     forbidden: AtomicU64,
 }
 
-#[derive(Default)]
-struct TokenCache {
-    /// Valid tokens by hash: (name, role).
-    by_hash: HashMap<String, (String, Role)>,
-    loaded: Option<Instant>,
-}
-
-impl TokenCache {
-    fn age(&self) -> Option<Duration> {
-        self.loaded.map(|t| t.elapsed())
-    }
-}
-
 impl Auth {
+    /// Reads the tokens once (an unreachable database stops the start-up here) and re-reads
+    /// them every `TOKEN_REFRESH` from then on, for as long as the returned `Auth` lives.
     /// `certs`: client certificate subject DNs (any spelling `normalize_dn` accepts) and roles.
-    pub fn new(store: SharedStore, certs: impl IntoIterator<Item = (String, Role)>) -> Self {
-        Auth {
+    pub async fn start(
+        store: SharedStore,
+        certs: impl IntoIterator<Item = (String, Role)>,
+    ) -> Result<std::sync::Arc<Self>, StoreError> {
+        let auth = std::sync::Arc::new(Auth {
             store,
             certs: certs
                 .into_iter()
                 .map(|(dn, r)| (normalize_dn(&dn), r))
                 .collect(),
-            cache: Default::default(),
+            tokens: Default::default(),
             reload: Default::default(),
             failures: AtomicU64::new(0),
             forbidden: AtomicU64::new(0),
-        }
+        });
+        auth.reload(None, Duration::ZERO).await?;
+        let weak = std::sync::Arc::downgrade(&auth);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(TOKEN_REFRESH).await;
+                let Some(auth) = weak.upgrade() else { break };
+                if let Err(e) = auth.reload(None, Duration::ZERO).await {
+                    // The tokens read last stay in force; requests that need the database fail.
+                    tracing::warn!(error = %e, "cannot re-read the API tokens");
+                }
+            }
+        });
+        Ok(auth)
     }
 
     /// Requests refused for lack of valid credentials (401) since start.
@@ -96,86 +102,78 @@ impl Auth {
         self.forbidden.load(Ordering::Relaxed)
     }
 
-    /// The identity a bearer token stands for, or None when it is unknown or revoked.
-    pub async fn token(&self, secret: &str) -> Result<Option<Identity>, StoreError> {
-        let hash = token_hash(secret);
-        let found = |c: &TokenCache| {
-            c.by_hash.get(&hash).map(|(name, role)| Identity {
-                name: format!("token:{name}"),
-                role: *role,
-            })
-        };
-        {
-            let c = self.cache.read().await;
-            match c.age() {
-                Some(age) if age < TOKEN_REFRESH => {
-                    if let Some(id) = found(&c) {
-                        return Ok(Some(id));
-                    }
-                    if age < MISS_REFRESH {
-                        return Ok(None);
-                    }
-                }
-                _ => {}
-            }
-        }
-        self.reload().await?;
-        Ok(found(&*self.cache.read().await))
+    fn cached(&self, hash: &str) -> Option<Identity> {
+        let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
+        tokens.get(hash).map(|(name, role)| Identity {
+            name: format!("token:{name}"),
+            role: *role,
+        })
     }
 
-    /// Re-reads the token table; one reader at a time, and not again if another just did.
-    async fn reload(&self) -> Result<(), StoreError> {
-        let _one = self.reload.lock().await;
-        if self
-            .cache
-            .read()
-            .await
-            .age()
-            .is_some_and(|a| a < MISS_REFRESH)
-        {
-            return Ok(());
+    /// The identity a bearer token stands for, or None when it is unknown or revoked. A token
+    /// not in memory makes the table be read again, by a read that starts after this call (at
+    /// most one every `MISS_REFRESH`), so a token just made on another node works at once.
+    pub async fn token(&self, secret: &str) -> Result<Option<Identity>, StoreError> {
+        let hash = token_hash(secret);
+        if let Some(id) = self.cached(&hash) {
+            return Ok(Some(id));
         }
-        let tokens = self.store.tokens().await?;
-        let by_hash = tokens
+        self.reload(Some(Instant::now()), MISS_REFRESH).await?;
+        Ok(self.cached(&hash))
+    }
+
+    /// Re-reads the token table, one reader at a time and at most one read per `min_gap`
+    /// (waiting for the gap to pass). With `since`, a read that began at or after it (by another
+    /// caller) is taken as this one's.
+    async fn reload(&self, since: Option<Instant>, min_gap: Duration) -> Result<(), StoreError> {
+        let mut last = self.reload.lock().await;
+        if let (Some(since), Some((began, ok))) = (since, *last)
+            && began >= since
+        {
+            return if ok {
+                Ok(())
+            } else {
+                Err(StoreError::Unavailable(
+                    "the API token table could not be read".into(),
+                ))
+            };
+        }
+        if let Some((began, _)) = *last {
+            let gap = began.elapsed();
+            if gap < min_gap {
+                tokio::time::sleep(min_gap - gap).await;
+            }
+        }
+        let began = Instant::now();
+        let read = self.store.tokens().await;
+        *last = Some((began, read.is_ok()));
+        let by_hash = read?
             .into_iter()
             .filter(|t| t.revoked.is_none())
             .filter_map(|t| Some((t.token_hash.clone(), (t.name.clone(), t.role()?))))
             .collect();
-        *self.cache.write().await = TokenCache {
-            by_hash,
-            loaded: Some(Instant::now()),
-        };
+        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = by_hash;
         Ok(())
     }
 
-    /// Whether `id` is still accepted, for requests that last (live follow): a token that has
-    /// not been revoked since (the table is re-read at most every `TOKEN_REFRESH`); a
-    /// certificate's role is fixed by configuration. A database error counts as still valid:
-    /// the caller's own reads fail then anyway.
-    pub async fn still_valid(&self, id: &Identity) -> bool {
+    /// Whether `id` is still accepted, for requests that last (live follow): a token not
+    /// revoked since (as of the last re-read, at most `TOKEN_REFRESH` ago); a certificate's role
+    /// is fixed by configuration.
+    pub fn still_valid(&self, id: &Identity) -> bool {
         let Some(name) = id.name.strip_prefix("token:") else {
             return true;
         };
-        let stale = self
-            .cache
+        self.tokens
             .read()
-            .await
-            .age()
-            .is_none_or(|a| a >= TOKEN_REFRESH);
-        if stale && self.reload().await.is_err() {
-            return true;
-        }
-        self.cache
-            .read()
-            .await
-            .by_hash
+            .unwrap_or_else(|e| e.into_inner())
             .values()
             .any(|(n, r)| n == name && *r == id.role)
     }
 
-    /// Forgets the cached tokens, so the next request re-reads them (after a change made here).
-    pub async fn invalidate(&self) {
-        self.cache.write().await.loaded = None;
+    /// Re-reads the tokens now, after a change made through this server, so that it takes
+    /// effect here at once.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        self.reload(Some(Instant::now()), Duration::ZERO).await
     }
 
     /// The role configured for a client certificate subject (already normalised).
@@ -332,74 +330,81 @@ pub enum BootstrapError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    NotLogged(String),
 }
 
 /// The file the first admin token is written to.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 /// When no valid API token exists and no client certificate is mapped to a role, creates an
-/// admin token and writes it, alone on one line, to `<data_dir>/admin.token` (mode 0600), so
-/// the server is never open and the quick start still needs no set-up. Returns the token's
-/// name and the file when it made one.
+/// admin token, logs its TOKEN_CREATE event on `device` (authToken `auditseal-server`) and
+/// writes it, alone on one line, to `<data_dir>/admin.token` (mode 0600), so the server is
+/// never open and the quick start still needs no set-up. Returns the token's name and the file
+/// when it made one; if the event cannot be logged, no token stays valid and no file is left.
 pub async fn bootstrap_admin_token(
     store: &SharedStore,
+    device: &dyn auditseal_core::device::LogDevice,
     data_dir: &std::path::Path,
     certificates_configured: bool,
 ) -> Result<Option<(String, std::path::PathBuf)>, BootstrapError> {
+    use auditseal_core::access::{CreateError, create_logged, new_token};
     if certificates_configured {
         return Ok(None);
     }
     let tokens = store.tokens().await?;
-    if tokens.iter().any(|t| t.revoked.is_none()) {
+    if tokens
+        .iter()
+        .any(|t| t.revoked.is_none() && t.role().is_some())
+    {
         return Ok(None);
     }
     // Names stay taken when revoked: admin, then admin-2, admin-3, ...
-    let name = (1..)
-        .map(|i| {
-            if i == 1 {
-                "admin".to_string()
-            } else {
-                format!("admin-{i}")
-            }
-        })
-        .find(|n| !tokens.iter().any(|t| &t.name == n))
-        .unwrap_or_else(|| "admin".into());
-    let (secret, record) =
-        auditseal_core::access::new_token(&name, Role::Admin, auditseal_core::time::now_millis())?;
+    let mut name = "admin".to_string();
+    for i in 2.. {
+        if !tokens.iter().any(|t| t.name == name) {
+            break;
+        }
+        name = format!("admin-{i}");
+    }
+    let (secret, record) = new_token(&name, Role::Admin, auditseal_core::time::now_millis())?;
     let path = data_dir.join(ADMIN_TOKEN_FILE);
-    write_private(&path, format!("{secret}\n").as_bytes()).map_err(|source| {
-        BootstrapError::File {
+    // The file first: a token nobody can read would lock everyone out.
+    auditseal_core::token::write_private_file(&path, format!("{secret}\n").as_bytes()).map_err(
+        |source| BootstrapError::File {
             path: path.clone(),
             source,
-        }
-    })?;
-    match store.insert_token(&record).await {
+        },
+    )?;
+    let mut details = serde_json::Map::new();
+    details.insert("name".into(), name.clone().into());
+    details.insert("role".into(), Role::Admin.as_str().into());
+    details.insert("file".into(), path.display().to_string().into());
+    let logged = create_logged(store.as_ref(), &record, async || {
+        let event = auditseal_core::device::NewEvent::system(
+            "TOKEN_CREATE",
+            true,
+            "auditseal-server",
+            &details,
+        )
+        .map_err(|e| e.to_string())?;
+        device
+            .append(event)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    match logged {
         Ok(()) => Ok(Some((name, path))),
-        // Another node of the cluster made its own first token at the same moment.
-        Err(StoreError::Conflict(_)) => {
-            let _ = std::fs::remove_file(&path);
-            Ok(None)
-        }
         Err(e) => {
             let _ = std::fs::remove_file(&path);
-            Err(e.into())
+            match e {
+                // Another node of the cluster made its own first token at the same moment.
+                CreateError::Conflict => Ok(None),
+                CreateError::Store(e) => Err(e.into()),
+                e @ CreateError::NotLogged(_) => Err(BootstrapError::NotLogged(e.to_string())),
+            }
         }
     }
-}
-
-/// Writes a file only its owner can read (0600 from the start: never briefly readable), by
-/// way of a temporary file renamed over the old one.
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("token.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

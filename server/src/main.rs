@@ -151,28 +151,18 @@ async fn main() -> anyhow::Result<()> {
              [server.tls] with client_ca_file, or remove [[auth.clients]]"
         );
     }
+    // HTTPS set-up errors stop the start before anything is created.
+    let limits = auditseal_server::serve::Limits::from_config(srv, &settings.data_dir)
+        .context("cannot set up HTTPS ([server.tls])")?;
     if let Some((name, path)) = auditseal_server::auth::bootstrap_admin_token(
         &store,
+        device.as_ref(),
         &settings.data_dir,
         !clients.is_empty(),
     )
     .await
     .context("cannot create the first admin token")?
     {
-        let mut details = serde_json::Map::new();
-        details.insert("name".into(), name.clone().into());
-        details.insert("role".into(), "admin".into());
-        details.insert("file".into(), path.display().to_string().into());
-        let event = auditseal_core::device::NewEvent::system(
-            "TOKEN_CREATE",
-            true,
-            "auditseal-server",
-            &details,
-        )?;
-        device
-            .append(event)
-            .await
-            .context("cannot log the creation of the first admin token")?;
         tracing::warn!(
             token = %name,
             file = %path.display(),
@@ -181,10 +171,12 @@ async fn main() -> anyhow::Result<()> {
              and create tokens for signers and auditors with `auditseal-db token create`"
         );
     }
-    let auth = Arc::new(auditseal_server::auth::Auth::new(
+    let auth = auditseal_server::auth::Auth::start(
         store.clone(),
         clients.iter().map(|c| (c.subject.clone(), c.role)),
-    ));
+    )
+    .await
+    .context("cannot read the API tokens")?;
     let p = &settings.protection;
     let max_followers = srv.max_followers.unwrap_or(DEFAULT_MAX_FOLLOWERS);
     let state = AppState {
@@ -213,8 +205,6 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {bind}"))?;
     let local = listener.local_addr()?;
     tracing::info!(node = %settings.node_id, database = %redacted, data_dir = %settings.data_dir.display(), "auditseal-server started");
-    let limits = auditseal_server::serve::Limits::from_config(srv, &settings.data_dir)
-        .context("cannot set up HTTPS ([server.tls])")?;
     let scheme = limits.tls.as_ref().map_or("http", |_| "https");
     // Tests and scripts read this line to learn the port when binding to :0.
     println!("auditseal-server listening on {scheme}://{local}");

@@ -168,7 +168,7 @@ async fn handshake(
         .and_then(|c| c.first())
     {
         match crate::tls::subject_dn(cert) {
-            Ok(dn) => info.client_subject = Some(dn),
+            Ok(dn) => info.client_subject = Some(auditseal_core::access::normalize_dn(&dn)),
             // Treated as no certificate: the client can still use a token.
             Err(e) => tracing::warn!(peer = %info.peer, error = %e, "client certificate ignored"),
         }

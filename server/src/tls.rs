@@ -160,13 +160,14 @@ pub fn subject_dn(cert_der: &[u8]) -> Result<String, SubjectError> {
     Ok(rdns.join(","))
 }
 
-/// The names EJBCA's CertTools prints; others as the dotted OID.
+/// The short names EJBCA prints (serialNumber as `SN`, surname as `SURNAME`); others as the
+/// dotted OID.
 fn attribute_name(a: &AttributeTypeAndValue) -> String {
     let oid = a.attr_type().to_id_string();
     let name = match oid.as_str() {
         "2.5.4.3" => "CN",
         "2.5.4.4" => "SURNAME",
-        "2.5.4.5" => "SERIALNUMBER",
+        "2.5.4.5" => "SN",
         "2.5.4.6" => "C",
         "2.5.4.7" => "L",
         "2.5.4.8" => "ST",
@@ -222,13 +223,9 @@ fn attribute_value(a: &AttributeTypeAndValue) -> Result<String, SubjectError> {
         Some(t) => Ok(escape(&t)),
         None => {
             let der = any.to_der_vec().map_err(|e| SubjectError(e.to_string()))?;
-            Ok(format!("#{}", hex(&der)))
+            Ok(format!("#{}", hex::encode_upper(&der)))
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 
 fn escape(value: &str) -> String {
@@ -306,7 +303,7 @@ zj0EAwIDSAAwRQIgZ7NMmnfC+4OLrvZ9q3v1oTioL+UIMfLCkhiIB7YWCsUCIQDq
         let dn = subject_dn(&der(AWKWARD)).unwrap();
         assert_eq!(
             dn,
-            "1.2.3.4=odd,L=Malmö,ST=Skåne,SERIALNUMBER=123,E=ops@example.org,\
+            "1.2.3.4=odd,L=Malmö,ST=Skåne,SN=123,E=ops@example.org,\
              CN=back\\\\slash=eq,OU=Ops+UID=u42,O=A\\, B \\\"q\\\" \\<x\\>\\;y,\
              DC=example,DC=org"
         );

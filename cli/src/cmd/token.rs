@@ -6,10 +6,10 @@
 use anyhow::{Context, bail};
 use serde_json::{Map, Value};
 
-use auditseal_core::access::{Role, new_token};
+use auditseal_core::access::{CreateError, Role, create_logged, new_token};
 use auditseal_core::config::Settings;
 use auditseal_core::device::SequentialDevice;
-use auditseal_core::store::{self, SharedStore, StoreError};
+use auditseal_core::store::{self, SharedStore};
 use auditseal_core::time::{format_iso8601, now_millis};
 
 #[derive(Debug, clap::Subcommand)]
@@ -90,23 +90,25 @@ pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<u8> {
                 bail!("a token named {name:?} exists already (revoked names stay taken)");
             }
             let device = event_device(settings, &store, log.event_node).await?;
-            match store.insert_token(&record).await {
-                Ok(()) => {}
-                Err(StoreError::Conflict(_)) => {
-                    bail!("a token named {name:?} exists already (revoked names stay taken)")
-                }
-                Err(e) => return Err(e).context("cannot store the token"),
-            }
             let mut details = Map::new();
             details.insert("name".into(), Value::from(name.clone()));
             details.insert("role".into(), Value::from(role.as_str()));
-            // No token without its event: if it cannot be logged, revoke it before it is shown.
-            if let Err(e) = super::log(&device, "TOKEN_CREATE", true, &details).await {
-                store
-                    .revoke_token(&name, now_millis())
-                    .await
-                    .context("TOKEN_CREATE could not be logged, nor the token revoked")?;
-                return Err(e.context("the token was revoked again"));
+            let logged = create_logged(store.as_ref(), &record, async || {
+                super::log(&device, "TOKEN_CREATE", true, &details).await
+            })
+            .await;
+            match logged {
+                Ok(()) => {}
+                Err(CreateError::Conflict) => {
+                    bail!("a token named {name:?} exists already (revoked names stay taken)")
+                }
+                Err(CreateError::Store(e)) => return Err(e).context("cannot store the token"),
+                Err(CreateError::NotLogged(e)) => {
+                    return Err(e.context(format!(
+                        "the TOKEN_CREATE event could not be logged, so token {name:?} was \
+                         revoked again before it was shown; retry later with another name"
+                    )));
+                }
             }
             println!(
                 "created token {name:?} with role {role}; it is shown only now, so keep it \
@@ -146,7 +148,12 @@ pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<u8> {
             }
             let mut details = Map::new();
             details.insert("name".into(), Value::from(name.clone()));
-            super::log(&device, "TOKEN_REVOKE", true, &details).await?;
+            // The revocation stands either way: it only takes access away.
+            super::log(&device, "TOKEN_REVOKE", true, &details)
+                .await
+                .with_context(|| {
+                    format!("token {name:?} is revoked, but its TOKEN_REVOKE event was not logged")
+                })?;
             println!("revoked token {name:?}; servers refuse it within 2 seconds");
         }
     }

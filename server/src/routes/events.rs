@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use auditseal_core::details;
-use auditseal_core::device::{Appended, NewEvent};
+use auditseal_core::device::{Appended, NewEvent, SYSTEM_SERVICE};
 use auditseal_core::record::{AuditRecord, EVENT_STATUSES};
 use auditseal_core::store::{Criterion, Cursor, Order, Query};
 use auditseal_core::verify::{Batches, verify_row};
@@ -82,6 +82,12 @@ impl EventIn {
         check_required("authToken", &self.auth_token)?;
         check_required("service", &self.service)?;
         check_required("module", &self.module)?;
+        // auditseal's own events (LOG_VERIFY, TOKEN_CREATE, ...) cannot be imitated.
+        if self.service == SYSTEM_SERVICE {
+            return Err(ApiError::bad_request(format!(
+                "service {SYSTEM_SERVICE:?} is reserved to the events auditseal logs itself"
+            )));
+        }
         if !EVENT_STATUSES.contains(&self.event_status.as_str()) {
             return Err(ApiError::bad_request(format!(
                 "eventStatus {:?} is not one of {}",
@@ -197,7 +203,7 @@ fn parse_bulk(body: &[u8], who: &Identity) -> Result<Vec<NewEvent>, ApiError> {
     Ok(events)
 }
 
-fn body_or_error(
+pub(crate) fn body_or_error(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
@@ -460,6 +466,9 @@ mod tests {
             let json = details::to_json(&d);
             assert_eq!(json[SUBMITTER_KEY], "token:signer-1");
         }
+        let system = br#"{"eventType":"TOKEN_CREATE","eventStatus":"SUCCESS","authToken":"a","service":"AUDITSEAL","module":"SECURITY_AUDIT"}"#;
+        let e = parse_event(system, &who()).unwrap_err();
+        assert!(e.message.contains("reserved"), "{}", e.message);
         for key in [SUBMITTER_KEY, "auditseal.other"] {
             let body = format!(
                 r#"{{"eventType":"P","eventStatus":"VOID","authToken":"a","service":"s","module":"m","additionalDetails":{{"{key}":"token:admin"}}}}"#

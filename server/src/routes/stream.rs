@@ -222,7 +222,7 @@ fn events(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
                 return Some((Ok(event), f));
             }
             // Ends at shutdown, and when the follower's token is revoked.
-            if f.closing() || !f.state.auth.still_valid(&f.who).await {
+            if f.closing() || !f.state.auth.still_valid(&f.who) {
                 return None;
             }
             f.poll().await;

@@ -2,8 +2,8 @@
 //! management for admins (the same as `auditseal-db token list|create|revoke`). A token is
 //! shown once, when created; only its hash is stored. Creating and revoking are logged as
 //! `TOKEN_CREATE` and `TOKEN_REVOKE` events; a token whose TOKEN_CREATE cannot be logged is
-//! revoked at once (a revocation stands even when its event cannot be logged: it only takes
-//! access away, and the request fails so the admin knows).
+//! revoked again before it is shown (a revocation stands even when its event cannot be logged:
+//! it only takes access away; the answer says so).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -12,8 +12,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use auditseal_core::access::{Role, new_token};
-use auditseal_core::store::StoreError;
+use auditseal_core::access::{AccessError, CreateError, Role, create_logged, new_token};
 use auditseal_core::time::{format_iso8601, now_millis};
 
 use crate::auth::Admin;
@@ -46,17 +45,37 @@ pub async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<Value>
 pub async fn create(
     Admin(who): Admin,
     State(state): State<AppState>,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = super::events::body_or_error(body, state.max_body_bytes)?;
     let de = &mut serde_json::Deserializer::from_slice(&body);
     let req: NewToken = serde_path_to_error::deserialize(de)
         .map_err(|e| ApiError::bad_request(format!("invalid token request: {e}")))?;
     let role: Role = req.role.parse().map_err(ApiError::bad_request)?;
-    let (secret, record) = new_token(&req.name, role, now_millis())
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    match state.store.insert_token(&record).await {
+    let (secret, record) = new_token(&req.name, role, now_millis()).map_err(|e| match e {
+        AccessError::BadName(_) => ApiError::bad_request(e.to_string()),
+        AccessError::Random(_) => {
+            tracing::error!(error = %e, "cannot make a token");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "cannot make a token; see the server log",
+            )
+        }
+    })?;
+    let mut details = Map::new();
+    details.insert("name".into(), record.name.clone().into());
+    details.insert("role".into(), record.role.clone().into());
+    let logged = create_logged(state.store.as_ref(), &record, async || {
+        state
+            .log_system("TOKEN_CREATE", true, &who, &details)
+            .await
+            .map(|_| ())
+    })
+    .await;
+    match logged {
         Ok(()) => {}
-        Err(StoreError::Conflict(_)) => {
+        Err(CreateError::Conflict) => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "conflict",
@@ -66,21 +85,20 @@ pub async fn create(
                 ),
             ));
         }
-        Err(e) => return Err(e.into()),
-    }
-    let mut details = Map::new();
-    details.insert("name".into(), record.name.clone().into());
-    details.insert("role".into(), record.role.clone().into());
-    // No token without its event: if the event cannot be logged, the token is revoked again
-    // before anyone has seen it.
-    if let Err(e) = state.log_system("TOKEN_CREATE", true, &who, &details).await {
-        if let Err(r) = state.store.revoke_token(&record.name, now_millis()).await {
-            tracing::error!(token = %record.name, error = %r,
-                "TOKEN_CREATE could not be logged and the new token could not be revoked");
+        Err(CreateError::Store(e)) => return Err(e.into()),
+        Err(CreateError::NotLogged(e)) => {
+            return Err(ApiError::new(
+                e.status,
+                "event_not_logged",
+                format!(
+                    "the TOKEN_CREATE event could not be logged ({}), so the new token was \
+                     revoked again before it was shown; retry later with another name",
+                    e.message
+                ),
+            ));
         }
-        return Err(e);
     }
-    state.auth.invalidate().await;
+    state.auth.refresh().await?;
     let mut body = token_json(&record);
     body["token"] = secret.into();
     Ok((StatusCode::CREATED, Json(body)))
@@ -96,11 +114,22 @@ pub async fn revoke(
             "no valid token is named {name:?}"
         )));
     }
-    state.auth.invalidate().await;
+    state.auth.refresh().await?;
     let mut details = Map::new();
-    details.insert("name".into(), name.into());
-    state
-        .log_system("TOKEN_REVOKE", true, &who, &details)
-        .await?;
+    details.insert("name".into(), name.clone().into());
+    // The revocation stands either way: it only takes access away.
+    if let Err(e) = state.log_system("TOKEN_REVOKE", true, &who, &details).await {
+        tracing::error!(token = %name, error = %e.message,
+            "token revoked, but its TOKEN_REVOKE event could not be logged");
+        return Err(ApiError::new(
+            e.status,
+            "event_not_logged",
+            format!(
+                "token {name:?} is revoked, but its TOKEN_REVOKE event could not be logged ({}); \
+                 the server log names it",
+                e.message
+            ),
+        ));
+    }
     Ok(StatusCode::NO_CONTENT)
 }
