@@ -42,6 +42,16 @@ async fn quick_start_defaults_ingest_query_verify_restart() {
         let (st, health) = get(&s, "/healthz").await;
         assert_eq!((st, health["status"].as_str()), (200, Some("ok")));
 
+        // The node's first row is the server's own: the first admin token was made.
+        let (_, first) = get(&s, "/api/v1/events").await;
+        assert_eq!(first["count"], 1, "{first}");
+        let first = &first["events"][0];
+        assert_eq!(
+            (&first["eventType"], &first["authToken"], &first["sequenceNumber"]),
+            (&json!("TOKEN_CREATE"), &json!("auditseal-server"), &json!(0)),
+            "{first}"
+        );
+
         let mut with_details = event("PROCESS");
         with_details["customId"] = json!("CN=Admin CA");
         with_details["searchDetail1"] = json!("1a2b");
@@ -54,9 +64,9 @@ async fn quick_start_defaults_ingest_query_verify_restart() {
         let (st, ack) = post(&s, &with_details).await;
         assert_eq!(st, 201, "{ack}");
         assert_eq!(ack["nodeId"], "node1");
-        assert_eq!(ack["sequenceNumber"], 0);
+        assert_eq!(ack["sequenceNumber"], 1);
         assert_eq!(ack["pk"].as_str().unwrap().len(), 32);
-        for i in 1..5 {
+        for i in 2..6 {
             let (st, ack) = post(&s, &event("KEYGEN")).await;
             assert_eq!(
                 (st, ack["sequenceNumber"].as_i64()),
@@ -69,8 +79,8 @@ async fn quick_start_defaults_ingest_query_verify_restart() {
         let (st, list) = get(&s, "/api/v1/events?limit=10").await;
         assert_eq!(st, 200, "{list}");
         let events = list["events"].as_array().unwrap();
-        assert_eq!(events.len(), 5);
-        assert_eq!(events[0]["sequenceNumber"], 4);
+        assert_eq!(events.len(), 6);
+        assert_eq!(events[0]["sequenceNumber"], 5);
         assert!(
             events.iter().all(|e| e["verification"]["valid"] == true),
             "{list}"
@@ -102,7 +112,7 @@ async fn quick_start_defaults_ingest_query_verify_restart() {
         assert_eq!((st, q["count"].as_i64()), (200, Some(1)), "{q}");
         let (st, q) = get(
             &s,
-            "/api/v1/events?criteria=customId+NULL&criteria=sequenceNumber+GE+2",
+            "/api/v1/events?criteria=customId+NULL&criteria=sequenceNumber+GE+3",
         )
         .await;
         assert_eq!((st, q["count"].as_i64()), (200, Some(3)), "{q}");
@@ -147,15 +157,15 @@ async fn quick_start_defaults_ingest_query_verify_restart() {
         };
         let (code, out, err) = cli(&["verifylog", "--all", "--data-dir", d, "--database-url", &db]);
         assert_eq!(code, 0, "{out}{err}");
-        assert!(out.contains("Last sequences: {node1=4}"), "{out}");
+        assert!(out.contains("Last sequences: {node1=5}"), "{out}");
 
         // A restart continues at MAX+1 with the same key.
         let s = Server::start(&args).unwrap();
         let (st, ack) = post(&s, &event("PROCESS")).await;
-        assert_eq!((st, ack["sequenceNumber"].as_i64()), (201, Some(5)));
+        assert_eq!((st, ack["sequenceNumber"].as_i64()), (201, Some(6)));
         s.stop();
         let (code, out, _) = cli(&["verifylog", "--all", "--data-dir", d, "--database-url", &db]);
-        assert!(code == 0 && out.contains("{node1=5}"), "{out}");
+        assert!(code == 0 && out.contains("{node1=6}"), "{out}");
     }
 }
 
@@ -203,11 +213,12 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
         "additionalDetails": {"blob": "x".repeat(2 * 1024 * 1024)}});
     let (st, err) = post(&s, &big).await;
     assert_eq!(st, 413, "{err}");
+    // Only the server's own first row (the first admin token's TOKEN_CREATE) is there.
     let (_, list) = get(&s, "/api/v1/events").await;
-    assert_eq!(list["count"], 0, "no row may have been written: {list}");
-    // The next good event still gets sequence 0: nothing was consumed.
+    assert_eq!(list["count"], 1, "no row may have been written: {list}");
+    // The next good event gets sequence 1: nothing was consumed.
     let (st, ack) = post(&s, &event("PROCESS")).await;
-    assert_eq!((st, ack["sequenceNumber"].as_i64()), (201, Some(0)));
+    assert_eq!((st, ack["sequenceNumber"].as_i64()), (201, Some(1)));
 }
 
 #[tokio::test]
@@ -249,7 +260,8 @@ async fn database_failures_answer_503_lose_nothing_and_leave_no_gap() {
         &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}' AND pid <> pg_backend_pid()"),
     )
     .await;
-    let mut next = 3;
+    // Sequence 0 is the first admin token's TOKEN_CREATE, 1..=3 the events above.
+    let mut next = 4;
     for _ in 0..20 {
         let (st, ack) = post(&s, &event("PROCESS")).await;
         if st == 201 {
@@ -262,11 +274,11 @@ async fn database_failures_answer_503_lose_nothing_and_leave_no_gap() {
         } else {
             assert_eq!(st, 503, "{ack}");
         }
-        if next == 6 {
+        if next == 7 {
             break;
         }
     }
-    assert_eq!(next, 6, "the server recovered");
+    assert_eq!(next, 7, "the server recovered");
     // The writer lock's session was killed too: the server notices, takes the lock again, and
     // still keeps a second writer out.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -294,7 +306,7 @@ async fn database_failures_answer_503_lose_nothing_and_leave_no_gap() {
     let (st, ack) = post(&s, &event("PROCESS")).await;
     assert_eq!(
         (st, ack["sequenceNumber"].as_i64()),
-        (201, Some(6)),
+        (201, Some(7)),
         "{ack}"
     );
     acked.push(ack["pk"].as_str().unwrap().to_string());
@@ -313,5 +325,5 @@ async fn database_failures_answer_503_lose_nothing_and_leave_no_gap() {
         "--database-url",
         &url,
     ]);
-    assert!(code == 0 && out.contains("{pgfail=6}"), "{out}");
+    assert!(code == 0 && out.contains("{pgfail=7}"), "{out}");
 }
