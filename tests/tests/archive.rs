@@ -33,6 +33,8 @@ async fn archive_exports_verifies_deletes_and_verifylog_continues_without_gap() 
             a.extend(["--node-id", node, "--device", device]);
             Server::start(&a).unwrap()
         };
+        // ar-s starts first on the empty database: its row 0 is the first admin token's
+        // TOKEN_CREATE, its events 1..
         let seq = start("ar-s", "sequential");
         let bat = start("ar-b", "batched");
         post_events(&seq, 20).await;
@@ -49,13 +51,13 @@ async fn archive_exports_verifies_deletes_and_verifylog_continues_without_gap() 
         a.extend(["archive", "--before", &cut, "--out", out1s]);
         let (code, _, err) = cli(&a);
         assert_eq!(code, 0, "{backend:?}: {err}");
-        assert!(err.contains("exported node ar-s rows 0..19"), "{err}");
+        assert!(err.contains("exported node ar-s rows 0..20"), "{err}");
         assert!(err.contains("exported node ar-b rows 0..24"), "{err}");
 
         // Offline check of the segment, then of a copy with one byte changed.
         let (code, rep, _) = run_json(&base, &["verify-export", out1s, "--json"]);
         assert_eq!(code, 0, "{rep}");
-        assert_eq!(rep["rows"], 45);
+        assert_eq!(rep["rows"], 46);
         let seg = out1.join("segment.ndjson");
         let bytes = std::fs::read(&seg).unwrap();
         let bad = dir.path().join("archive-bad");
@@ -78,7 +80,7 @@ async fn archive_exports_verifies_deletes_and_verifylog_continues_without_gap() 
         assert!(
             !rows
                 .iter()
-                .any(|r| r.node_id == "ar-s" && r.sequence_number < 20)
+                .any(|r| r.node_id == "ar-s" && r.sequence_number < 21)
         );
         assert!(
             !rows
@@ -101,7 +103,7 @@ async fn archive_exports_verifies_deletes_and_verifylog_continues_without_gap() 
         post_events(&bat, 3).await;
         let (code, rep, _) = run_json(&base, &["verifylog", "--all", "--json"]);
         assert_eq!(code, 0, "{rep}");
-        for (node, archived, rows) in [("ar-b", 24, 13), ("ar-s", 19, 13)] {
+        for (node, archived, rows) in [("ar-b", 24, 13), ("ar-s", 20, 13)] {
             let n = rep["nodes"]
                 .as_array()
                 .unwrap()
@@ -192,7 +194,8 @@ async fn a_row_that_does_not_verify_stops_the_archive_before_anything_is_written
             "{err}"
         );
         assert!(!out.exists());
-        assert_eq!(all_rows(&url).await.len(), 5);
+        // The first admin token's TOKEN_CREATE and the 5 events.
+        assert_eq!(all_rows(&url).await.len(), 6);
         // And a time in the future is refused.
         let mut a = base.to_vec();
         let future = (now_ms() + 3_600_000).to_string();

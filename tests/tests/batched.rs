@@ -54,6 +54,7 @@ async fn batches_from_many_connections_and_bulk_requests_verify_and_tampering_is
             "--device",
             "batched",
         ];
+        // Row 0 is the first admin token's TOKEN_CREATE; the events are 1.. .
         let s = Server::start(&args).unwrap();
         let surl = s.url.clone();
         let tasks: Vec<_> = (0..16)
@@ -90,7 +91,7 @@ async fn batches_from_many_connections_and_bulk_requests_verify_and_tampering_is
             .iter()
             .map(|e| e["sequenceNumber"].as_i64().unwrap())
             .collect();
-        assert_eq!(seqs, vec![160, 161, 162]);
+        assert_eq!(seqs, vec![161, 162, 163]);
         let nd = format!("{}\n{}\n", event("D"), event("E"));
         let (st, ack) = post(&surl, "/api/v1/events:batch", nd, "application/x-ndjson").await;
         assert_eq!((st, ack["count"].as_i64()), (201, Some(2)), "{ack}");
@@ -113,7 +114,7 @@ async fn batches_from_many_connections_and_bulk_requests_verify_and_tampering_is
             .json()
             .await
             .unwrap();
-        assert_eq!(list["count"], 165);
+        assert_eq!(list["count"], 166);
         for e in list["events"].as_array().unwrap() {
             assert!(
                 e["rowProtection"].as_str().unwrap().starts_with("1:3:1:"),
@@ -125,20 +126,20 @@ async fn batches_from_many_connections_and_bulk_requests_verify_and_tampering_is
 
         let (code, rep) = verifylog(d, &url);
         assert_eq!(code, 0, "{rep}");
-        assert_eq!(rep["rows"], 165);
+        assert_eq!(rep["rows"], 166);
         assert!(rep["nodes"][0]["batches"].as_i64().unwrap() >= 3);
 
         // A changed row: its inclusion proof no longer leads to the signed root.
         exec(
             &url,
-            "UPDATE auditrecorddata SET authtoken = 'CN=mallory' WHERE sequencenumber = 161",
+            "UPDATE auditrecorddata SET authtoken = 'CN=mallory' WHERE sequencenumber = 162",
         )
         .await;
         let (code, rep) = verifylog(d, &url);
         assert_eq!(code, 255);
         let failed = rep["nodes"][0]["failed"].as_array().unwrap();
         assert_eq!(failed.len(), 1);
-        assert_eq!(failed[0]["sequenceNumber"], 161);
+        assert_eq!(failed[0]["sequenceNumber"], 162);
         assert!(
             failed[0]["reason"]
                 .as_str()
@@ -148,29 +149,29 @@ async fn batches_from_many_connections_and_bulk_requests_verify_and_tampering_is
         );
         exec(
             &url,
-            "UPDATE auditrecorddata SET authtoken = 'CN=signer,O=Test' WHERE sequencenumber = 161",
+            "UPDATE auditrecorddata SET authtoken = 'CN=signer,O=Test' WHERE sequencenumber = 162",
         )
         .await;
         assert_eq!(verifylog(d, &url).0, 0, "restored");
 
         // A changed statement: its signature fails, for the batch and each of its rows.
-        exec(&url, "UPDATE auditbatchdata SET \"timestamp\" = \"timestamp\" + 1 WHERE firstsequencenumber = 160").await;
+        exec(&url, "UPDATE auditbatchdata SET \"timestamp\" = \"timestamp\" + 1 WHERE firstsequencenumber = 161").await;
         let (code, rep) = verifylog(d, &url);
         assert_eq!(code, 255);
         let fb = rep["nodes"][0]["failedBatches"].as_array().unwrap();
         assert!(
-            fb.iter().any(|b| b["firstSequenceNumber"] == 160
+            fb.iter().any(|b| b["firstSequenceNumber"] == 161
                 && b["reason"].as_str().unwrap().contains("does not verify")),
             "{rep}"
         );
         assert_eq!(rep["nodes"][0]["failed"].as_array().unwrap().len(), 3);
-        exec(&url, "UPDATE auditbatchdata SET \"timestamp\" = \"timestamp\" - 1 WHERE firstsequencenumber = 160").await;
+        exec(&url, "UPDATE auditbatchdata SET \"timestamp\" = \"timestamp\" - 1 WHERE firstsequencenumber = 161").await;
         assert_eq!(verifylog(d, &url).0, 0, "restored");
 
         // Deleting the newest rows: CESeCore's blind spot, seen here because the batch claims them.
         exec(
             &url,
-            "DELETE FROM auditrecorddata WHERE sequencenumber >= 163",
+            "DELETE FROM auditrecorddata WHERE sequencenumber >= 164",
         )
         .await;
         let (code, rep) = verifylog(d, &url);
@@ -183,12 +184,12 @@ async fn batches_from_many_connections_and_bulk_requests_verify_and_tampering_is
         );
 
         // Deleting a batch statement in the middle breaks the chain, and strands its rows.
-        exec(&url, "DELETE FROM auditbatchdata WHERE firstsequencenumber = (SELECT MAX(firstsequencenumber) FROM auditbatchdata WHERE lastsequencenumber < 160)").await;
+        exec(&url, "DELETE FROM auditbatchdata WHERE firstsequencenumber = (SELECT MAX(firstsequencenumber) FROM auditbatchdata WHERE lastsequencenumber < 161)").await;
         let (code, rep) = verifylog(d, &url);
         assert_eq!(code, 255, "{backend:?} {rep}");
         let fb = rep["nodes"][0]["failedBatches"].as_array().unwrap();
         assert!(
-            fb.iter().any(|b| b["firstSequenceNumber"] == 160
+            fb.iter().any(|b| b["firstSequenceNumber"] == 161
                 && b["reason"].as_str().unwrap().contains("chain is broken")),
             "{rep}"
         );

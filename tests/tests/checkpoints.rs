@@ -64,7 +64,7 @@ async fn deleting_the_newest_rows_after_a_checkpoint_is_reported_with_its_copy()
             args.extend(["--config", cfg, "--node-id", "cp", "--device", device]);
             let s = Server::start(&args).unwrap();
             post_events(&s, 30).await;
-            wait_for_checkpoint(&base, "cp", 29);
+            wait_for_checkpoint(&base, "cp", 30);
             let mut buf = [0u8; 4096];
             let n = syslog.recv(&mut buf).unwrap();
             let msg = String::from_utf8_lossy(&buf[..n]).to_string();
@@ -75,7 +75,7 @@ async fn deleting_the_newest_rows_after_a_checkpoint_is_reported_with_its_copy()
             post_events(&s, 10).await;
             s.stop();
             // A clean stop writes a last checkpoint.
-            wait_for_checkpoint(&base, "cp", 39);
+            wait_for_checkpoint(&base, "cp", 40);
             let saved = dir.path().join("saved.jsonl");
             let mut export = base.to_vec();
             let saved_s = saved.to_str().unwrap();
@@ -90,28 +90,28 @@ async fn deleting_the_newest_rows_after_a_checkpoint_is_reported_with_its_copy()
             assert_eq!(code, 0, "{backend:?} {device}: {rep}");
             let node = &rep["nodes"][0];
             assert_eq!(node["chainChecked"], true);
-            // Stored checkpoints at 29 and 39 plus the saved copy of 39.
+            // Stored checkpoints at 30 and 40 plus the saved copy of 40.
             assert!(node["checkpoints"].as_u64().unwrap() >= 3, "{rep}");
 
             // The attacker removes the newest rows, their statements and the newer stored
             // checkpoints: without the saved copy nothing shows.
             exec(
                 &url,
-                "DELETE FROM auditrecorddata WHERE sequencenumber >= 30",
+                "DELETE FROM auditrecorddata WHERE sequencenumber >= 31",
             )
             .await;
             exec(
                 &url,
-                "DELETE FROM auditbatchdata WHERE lastsequencenumber >= 30",
+                "DELETE FROM auditbatchdata WHERE lastsequencenumber >= 31",
             )
             .await;
             exec(
                 &url,
-                "DELETE FROM auditcheckpointdata WHERE sequencenumber >= 30",
+                "DELETE FROM auditcheckpointdata WHERE sequencenumber >= 31",
             )
             .await;
             if device == "batched" {
-                // Batches may straddle 30: keep only statements that end before it, and drop
+                // Batches may straddle 31: keep only statements that end before it, and drop
                 // the rows after the last of them, as a careful attacker would.
                 exec(&url, "DELETE FROM auditrecorddata WHERE sequencenumber > (SELECT COALESCE(MAX(lastsequencenumber), -1) FROM auditbatchdata)").await;
                 exec(&url, "DELETE FROM auditcheckpointdata WHERE sequencenumber > (SELECT COALESCE(MAX(lastsequencenumber), -1) FROM auditbatchdata)").await;
@@ -127,7 +127,7 @@ async fn deleting_the_newest_rows_after_a_checkpoint_is_reported_with_its_copy()
                 let failed = rep["nodes"][0]["failedCheckpoints"].as_array().unwrap();
                 assert!(
                     failed.iter().any(|f| f["source"] == "file"
-                        && f["sequenceNumber"] == 39
+                        && f["sequenceNumber"] == 40
                         && f["reason"]
                             .as_str()
                             .unwrap()
@@ -154,7 +154,7 @@ async fn deleting_the_newest_rows_after_a_checkpoint_is_reported_with_its_copy()
             // A saved copy that was itself changed does not verify.
             let forged = std::fs::read_to_string(&saved)
                 .unwrap()
-                .replace("\"sequenceNumber\":39", "\"sequenceNumber\":38");
+                .replace("\"sequenceNumber\":40", "\"sequenceNumber\":39");
             let forged_path = dir.path().join("forged.jsonl");
             std::fs::write(&forged_path, forged).unwrap();
             let (code, rep, _) = verifylog(&base, &["--checkpoint", forged_path.to_str().unwrap()]);
@@ -203,12 +203,18 @@ async fn a_database_without_auditseals_own_tables_verifies() {
         let s = Server::start(&args).unwrap();
         post_events(&s, 3).await;
         s.stop();
-        for table in ["auditbatchdata", "auditcheckpointdata", "_sqlx_migrations"] {
+        for table in [
+            "auditbatchdata",
+            "auditcheckpointdata",
+            "auditapitokendata",
+            "_sqlx_migrations",
+        ] {
             exec(&url, &format!("DROP TABLE {table}")).await;
         }
         let (code, rep, err) = verifylog(&base, &[]);
         assert_eq!(code, 0, "{backend:?}: {rep} {err}");
-        assert_eq!(rep["rows"], 3);
+        // The 3 events and the first admin token's TOKEN_CREATE.
+        assert_eq!(rep["rows"], 4);
         let mut list = base.to_vec();
         list.extend(["checkpoint", "list"]);
         let (code, out, err) = cli(&list);

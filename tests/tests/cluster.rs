@@ -151,6 +151,12 @@ fn failed(report: &Value, id: &str) -> Vec<(i64, String)> {
         .collect()
 }
 
+/// The sequence number of a node's first posted event: node-a, started first on the empty
+/// database, logged the first admin token's TOKEN_CREATE as its row 0.
+fn first_event(id: &str) -> i64 {
+    i64::from(id == "node-a")
+}
+
 async fn get(client: &reqwest::Client, s: &Server, path_and_query: &str) -> Value {
     let r = client
         .get(format!("{}{path_and_query}", s.url))
@@ -350,16 +356,34 @@ async fn three_nodes_share_one_postgresql_and_verify_as_one_log() {
     }
     let load_done = started.elapsed();
 
-    // Each node: acknowledged numbers and stored rows are exactly 0..n-1, the same pks, each row
-    // protected by its node's key (node-b's rows are version 3: batched).
+    // node-a started first on the empty database: its row 0 is the first admin token's
+    // TOKEN_CREATE, and the other nodes made none.
     let rows = all_rows(&url).await;
-    assert_eq!(rows.len(), 3 * PER_NODE);
+    assert_eq!(rows.len(), 3 * PER_NODE + 1);
+    let first = rows
+        .iter()
+        .find(|r| r.node_id == "node-a" && r.sequence_number == 0)
+        .unwrap();
+    assert_eq!(
+        (first.event_type.as_str(), first.auth_token.as_str()),
+        ("TOKEN_CREATE", "auditseal-server")
+    );
+    // Each node: acknowledged numbers and stored rows are exactly first..first+n-1, the same
+    // pks, each row protected by its node's key (node-b's rows are version 3: batched).
     for (id, prefix) in NODES.iter().zip(["1:2:1:", "1:3:1:", "1:2:2:"]) {
+        let base = first_event(id);
         let acks = acked.get_mut(id).unwrap();
         acks.sort();
         let seqs: Vec<i64> = acks.iter().map(|a| a.0).collect();
-        assert_eq!(seqs, (0..PER_NODE as i64).collect::<Vec<_>>(), "{id} acks");
-        let mine: Vec<_> = rows.iter().filter(|r| r.node_id == *id).collect();
+        assert_eq!(
+            seqs,
+            (base..base + PER_NODE as i64).collect::<Vec<_>>(),
+            "{id} acks"
+        );
+        let mine: Vec<_> = rows
+            .iter()
+            .filter(|r| r.node_id == *id && r.sequence_number >= base)
+            .collect();
         let stored: Vec<(i64, String)> = mine
             .iter()
             .map(|r| (r.sequence_number, r.pk.clone()))
@@ -383,7 +407,12 @@ async fn three_nodes_share_one_postgresql_and_verify_as_one_log() {
         assert_eq!(e["verification"]["valid"], true, "{e}");
         *per_node.entry(e["nodeId"].as_str().unwrap()).or_default() += 1;
     }
-    assert_eq!(per_node, NODES.map(|id| (id, PER_NODE)).into());
+    assert_eq!(
+        per_node,
+        NODES
+            .map(|id| (id, PER_NODE + first_event(id) as usize))
+            .into()
+    );
     for s in &servers {
         for id in NODES {
             let q = get(
@@ -409,21 +438,24 @@ async fn three_nodes_share_one_postgresql_and_verify_as_one_log() {
     let (code, report, text) = verifylog(&auditor, &auditor_dir, &url);
     assert_eq!(code, 0, "{text}");
     assert_eq!(report["nodes"].as_array().unwrap().len(), 3, "{report}");
-    assert_eq!(report["rows"], 3 * PER_NODE);
+    assert_eq!(report["rows"], 3 * PER_NODE + 1);
     assert_findings(&report, &[]);
-    let last = PER_NODE - 1;
+    let last = |id| PER_NODE as i64 - 1 + first_event(id);
     for id in NODES {
         let n = node(&report, id);
         assert_eq!(
             (&n["rows"], &n["firstSequence"], &n["lastSequence"]),
-            (&json!(PER_NODE), &json!(0), &json!(last)),
+            (&json!(last(id) + 1), &json!(0), &json!(last(id))),
             "{n}"
         );
     }
     assert!(node(&report, "node-b")["batches"].as_u64().unwrap() > 0);
     assert!(
         text.contains(&format!(
-            "Last sequences: {{node-a={last}, node-b={last}, node-c={last}}}"
+            "Last sequences: {{node-a={}, node-b={}, node-c={}}}",
+            last("node-a"),
+            last("node-b"),
+            last("node-c")
         )),
         "{text}"
     );
@@ -487,7 +519,7 @@ async fn three_nodes_share_one_postgresql_and_verify_as_one_log() {
             ("node-c", "failed", 1),
         ],
     );
-    assert_eq!(report["rows"], 3 * PER_NODE - 1);
+    assert_eq!(report["rows"], 3 * PER_NODE);
     for line in [
         "Node node-a: verified".to_string(),
         "Node node-b: verified".to_string(),

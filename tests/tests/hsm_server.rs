@@ -153,11 +153,12 @@ async fn hsm_signed_rows_verify_with_three_verifiers_and_across_a_rollover() {
         &e,
     );
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("{hsm1=5}"), "{out}");
+    assert!(out.contains("{hsm1=6}"), "{out}");
 
-    // 2. OpenSSL and 3. Java, each row with the key its keyid names.
+    // 2. OpenSSL and 3. Java, each row with the key its keyid names (row 0 is the first admin
+    // token's TOKEN_CREATE, signed with keyid 1 like the next three).
     let rows = all_rows(&url).await;
-    assert_eq!(rows.len(), 6);
+    assert_eq!(rows.len(), 7);
     for r in &rows {
         let p = r.row_protection.as_deref().unwrap();
         let (head, sig) = p.rsplit_once(':').unwrap();
@@ -178,8 +179,8 @@ async fn hsm_signed_rows_verify_with_three_verifiers_and_across_a_rollover() {
             r.sequence_number
         );
     }
-    assert_eq!(java_verify(&rows[..3], &rsa_pem), "OK\nOK\nOK\n");
-    assert_eq!(java_verify(&rows[3..], &ec_pem), "OK\nOK\nOK\n");
+    assert_eq!(java_verify(&rows[..4], &rsa_pem), "OK\nOK\nOK\nOK\n");
+    assert_eq!(java_verify(&rows[4..], &ec_pem), "OK\nOK\nOK\n");
 
     // An auditor without the HSM: keyid 1 and 2 as exported public keys only.
     let (code, _, err) = cli_env(
@@ -235,7 +236,8 @@ async fn hsm_signed_rows_verify_with_three_verifiers_and_across_a_rollover() {
                 && l.contains("no key is configured for keyid 1")
         })
         .count();
-    assert_eq!(rows_failed, 3, "{out}");
+    // The three events and the first admin token's TOKEN_CREATE were signed with keyid 1.
+    assert_eq!(rows_failed, 4, "{out}");
     // A checkpoint the old key signed (the server writes one when it stops) is named too.
     assert!(
         out.lines()
@@ -292,7 +294,8 @@ async fn hmac_key_in_the_hsm_protects_and_verifies_version_1_rows() {
         &["--config", &conf, "--data-dir", d, "verifylog", "--all"],
         &e,
     );
-    assert!(code == 0 && out.contains("{mac=2}"), "{out}");
+    // Row 0 is the first admin token's TOKEN_CREATE.
+    assert!(code == 0 && out.contains("{mac=3}"), "{out}");
 }
 
 #[tokio::test]
@@ -391,9 +394,10 @@ async fn hsm_outage_gives_503s_then_recovery_with_nothing_lost_and_no_gap() {
         rows.iter().any(|r| r.time_stamp > restored_at),
         "events are accepted again after the token came back, without a restart"
     );
+    // Besides the first admin token's TOKEN_CREATE (row 0), the server's own.
     assert_eq!(
         rows.len(),
-        acked.len(),
+        acked.len() + 1,
         "every row is an acknowledged event, and every acknowledged event is a row"
     );
     let pks: std::collections::HashSet<_> = rows.iter().map(|r| r.pk.clone()).collect();
@@ -495,7 +499,8 @@ async fn a_signserver_configuration_runs_server_and_cli_unchanged() {
         &env(&h),
     );
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("{signserver-node-7=0}"), "{out}");
+    // Row 0 is the first admin token's TOKEN_CREATE, row 1 the event.
+    assert!(out.contains("{signserver-node-7=1}"), "{out}");
     let (code, out, _) = cli_env(
         &["--signserver-conf", c, "--data-dir", d, "keys", "list"],
         &env(&h),
@@ -587,7 +592,8 @@ async fn batched_device_on_an_hsm_key_signs_statements_that_openssl_verifies() {
         ],
         &e,
     );
-    assert!(code == 0 && out.contains("{hb=79}"), "{out}{err}");
+    // 80 events after the first admin token's TOKEN_CREATE (row 0).
+    assert!(code == 0 && out.contains("{hb=80}"), "{out}{err}");
     // Each batch statement's signature checks with OpenSSL and the published key.
     let store = auditseal_core::store::open(&url).await.unwrap();
     let batches = store.read_batches("hb", 0, None, 1000).await.unwrap();

@@ -47,8 +47,16 @@ async fn quick_start_defaults_ingest_query_verify_restart() {
         assert_eq!(first["count"], 1, "{first}");
         let first = &first["events"][0];
         assert_eq!(
-            (&first["eventType"], &first["authToken"], &first["sequenceNumber"]),
-            (&json!("TOKEN_CREATE"), &json!("auditseal-server"), &json!(0)),
+            (
+                &first["eventType"],
+                &first["authToken"],
+                &first["sequenceNumber"]
+            ),
+            (
+                &json!("TOKEN_CREATE"),
+                &json!("auditseal-server"),
+                &json!(0)
+            ),
             "{first}"
         );
 
