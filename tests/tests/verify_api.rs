@@ -31,8 +31,9 @@ async fn verify_endpoint_reports_and_logs_its_outcome() {
         assert_eq!(st, 200, "{body}");
         assert_eq!(body["outcome"], "SUCCESS", "{body}");
         assert_eq!(body["exitCode"], 0);
-        assert_eq!(body["report"]["rows"], 5);
-        assert_eq!(body["event"]["sequenceNumber"], 5);
+        // The 5 events after the first admin token's TOKEN_CREATE (row 0).
+        assert_eq!(body["report"]["rows"], 6);
+        assert_eq!(body["event"]["sequenceNumber"], 6);
 
         // The same verifier as the CLI: the same findings.
         exec(
