@@ -3,7 +3,6 @@
 //! verification.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -257,11 +256,11 @@ impl ExportWriter {
     }
 
     /// Writes rows in order. NDJSON: before the first row of a version 3 batch, its statement
-    /// from `statements` (keyed by (nodeId, firstSequenceNumber)) if there is one.
+    /// from `statements` if it holds it.
     pub fn write_rows(
         &mut self,
         rows: &[AuditRecord],
-        statements: &HashMap<(String, i64), BatchRecord>,
+        statements: &Batches,
     ) -> std::io::Result<()> {
         for r in rows {
             self.line.clear();
@@ -274,7 +273,7 @@ impl ExportWriter {
                     {
                         let key = (r.node_id.clone(), first);
                         if self.last_batch.as_ref() != Some(&key)
-                            && let Some(b) = statements.get(&key)
+                            && let Some(b) = statements.statement(&r.node_id, first)
                         {
                             serde_json::to_writer(
                                 &mut self.line,
@@ -797,7 +796,7 @@ mod tests {
 
     fn export(format: Format, rows: &[AuditRecord]) -> Vec<u8> {
         let mut w = ExportWriter::new(format, temp_file().unwrap()).unwrap();
-        w.write_rows(rows, &HashMap::new()).unwrap();
+        w.write_rows(rows, &Batches::default()).unwrap();
         let mut f = w.finish(&token()).unwrap();
         let mut bytes = Vec::new();
         f.file.read_to_end(&mut bytes).unwrap();

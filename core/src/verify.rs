@@ -108,6 +108,14 @@ impl Batches {
         Ok(())
     }
 
+    /// The statement of the batch of `node` starting at `first`, if it was loaded.
+    pub fn statement(&self, node: &str, first: i64) -> Option<&BatchRecord> {
+        self.map
+            .get(&(node.to_string(), first))?
+            .as_ref()
+            .map(|c| &c.batch)
+    }
+
     /// Adds (and checks) a statement read from elsewhere (an archive segment).
     pub fn insert(&mut self, keys: &KeyRing, b: BatchRecord) {
         self.map.insert(

@@ -282,6 +282,28 @@ pub(crate) fn row_json(r: &AuditRecord, verification: Value) -> Value {
     v
 }
 
+/// The answer when `error_on_verify_fail` is set and row `r` fails: 500 `verification_failed`
+/// naming the row (`then` is appended to the message).
+pub(crate) fn verification_failed(
+    r: &AuditRecord,
+    reason: &impl std::fmt::Display,
+    then: &str,
+) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "verification_failed",
+        format!(
+            "row pk={} node={} sequenceNumber={} failed verification: {reason}{then}",
+            r.pk, r.node_id, r.sequence_number
+        ),
+    );
+    e.extra = Some(json!({
+        "pk": r.pk, "nodeId": r.node_id,
+        "sequenceNumber": r.sequence_number, "reason": reason.to_string()
+    }));
+    e
+}
+
 /// Verifies rows as read; with `error_on_verify_fail` the first failing row fails the request.
 async fn rows_with_verification(
     state: &AppState,
@@ -302,19 +324,7 @@ async fn rows_with_verification(
                     tracing::warn!(node = %r.node_id, seq = r.sequence_number, pk = %r.pk, %reason,
                         "row failed verification on read");
                     if state.policy.error_on_verify_fail {
-                        let mut e = ApiError::new(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "verification_failed",
-                            format!(
-                                "row pk={} node={} sequenceNumber={} failed verification: {reason}",
-                                r.pk, r.node_id, r.sequence_number
-                            ),
-                        );
-                        e.extra = Some(json!({
-                            "pk": r.pk, "nodeId": r.node_id,
-                            "sequenceNumber": r.sequence_number, "reason": reason.to_string()
-                        }));
-                        return Err(e);
+                        return Err(verification_failed(r, &reason, ""));
                     }
                     json!({ "valid": false, "reason": reason.to_string() })
                 }

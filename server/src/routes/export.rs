@@ -3,17 +3,13 @@
 //! unlinked temporary file (rows read in keyset pages, so memory does not grow with the rows),
 //! signed, logged as `LOG_EXPORT`, and only then sent.
 
-use std::collections::HashMap;
-
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use auditseal_core::batch::BatchRecord;
 use auditseal_core::export::{self, ExportError, ExportWriter, Format};
-use auditseal_core::protection::RowProtection;
 use auditseal_core::record::AuditRecord;
 use auditseal_core::store::Criterion;
 use auditseal_core::token::TokenError;
@@ -21,6 +17,7 @@ use auditseal_core::verify::{Batches, verify_row};
 
 use crate::auth::Auditor;
 use crate::error::ApiError;
+use crate::routes::events::verification_failed;
 use crate::state::AppState;
 
 /// Rows read per page.
@@ -107,65 +104,36 @@ fn joined(e: tokio::task::JoinError) -> ApiError {
     )
 }
 
-/// Verifies a page as read (policy as `GET /api/v1/events`): with `error_on_verify_fail` the
-/// first failing row fails the export before anything is sent. Returns how many rows failed.
-async fn check_page(state: &AppState, rows: &[AuditRecord]) -> Result<u64, ApiError> {
-    if !state.policy.enable_verify {
-        return Ok(0);
-    }
+/// Reads the batch statements of a page's version 3 rows (for verification, and for an NDJSON
+/// export, which carries them) and verifies the rows as read (policy as `GET /api/v1/events`):
+/// with `error_on_verify_fail` the first failing row fails the export before anything is sent.
+/// Returns the statements and how many rows failed.
+async fn check_page(
+    state: &AppState,
+    rows: &[AuditRecord],
+    format: Format,
+) -> Result<(Batches, u64), ApiError> {
     let mut batches = Batches::default();
+    if !state.policy.enable_verify && format != Format::Ndjson {
+        return Ok((batches, 0));
+    }
     batches
         .load_for(state.store.as_ref(), &state.keys, rows)
         .await?;
     let mut failed = 0;
-    for r in rows {
-        if let Err(reason) = verify_row(&state.keys, &batches, r) {
-            tracing::warn!(node = %r.node_id, seq = r.sequence_number, pk = %r.pk, %reason,
-                "row failed verification during an export");
-            if state.policy.error_on_verify_fail {
-                let mut e = ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "verification_failed",
-                    format!(
-                        "row pk={} node={} sequenceNumber={} failed verification: {reason}; \
-                         nothing was exported",
-                        r.pk, r.node_id, r.sequence_number
-                    ),
-                );
-                e.extra = Some(json!({
-                    "pk": r.pk, "nodeId": r.node_id,
-                    "sequenceNumber": r.sequence_number, "reason": reason.to_string()
-                }));
-                return Err(e);
+    if state.policy.enable_verify {
+        for r in rows {
+            if let Err(reason) = verify_row(&state.keys, &batches, r) {
+                tracing::warn!(node = %r.node_id, seq = r.sequence_number, pk = %r.pk, %reason,
+                    "row failed verification during an export");
+                if state.policy.error_on_verify_fail {
+                    return Err(verification_failed(r, &reason, "; nothing was exported"));
+                }
+                failed += 1;
             }
-            failed += 1;
         }
     }
-    Ok(failed)
-}
-
-/// The statements of the page's version 3 rows, for an NDJSON export.
-async fn statements(
-    state: &AppState,
-    rows: &[AuditRecord],
-) -> Result<HashMap<(String, i64), BatchRecord>, ApiError> {
-    let mut map = HashMap::new();
-    for r in rows {
-        let Some(first) = r
-            .row_protection
-            .as_deref()
-            .and_then(RowProtection::batch_first)
-        else {
-            continue;
-        };
-        let key = (r.node_id.clone(), first);
-        if !map.contains_key(&key)
-            && let Some(b) = state.store.get_batch(&r.node_id, first).await?
-        {
-            map.insert(key, b);
-        }
-    }
-    Ok(map)
+    Ok((batches, failed))
 }
 
 pub async fn export(
@@ -202,12 +170,8 @@ pub async fn export(
             .export_page(&q.criteria, after.take(), want)
             .await?;
         let n = rows.len() as i64;
-        unverified += check_page(&state, &rows).await?;
-        let stmts = if format == Format::Ndjson {
-            statements(&state, &rows).await?
-        } else {
-            HashMap::new()
-        };
+        let (stmts, failed) = check_page(&state, &rows, format).await?;
+        unverified += failed;
         after = rows
             .last()
             .map(|r| (r.node_id.clone(), r.sequence_number, r.pk.clone()));
