@@ -897,6 +897,26 @@ async fn verify_chain(
     Ok(())
 }
 
+/// A spawned task that is aborted when its handle is dropped: when the caller of `verify_log`
+/// gives up (a request timeout, a node's error), no node goes on reading the log unseen.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Verifies the selected nodes, several at a time, and sums the findings (nodes in name order).
 /// With `Selection::All`, nodes that only an external checkpoint names are checked too: their
 /// rows are all gone.
@@ -924,7 +944,9 @@ pub async fn verify_log(
     let mut reports: Vec<NodeReport> = futures::stream::iter(targets)
         .map(|(node, offset)| {
             let (store, keys, opts) = (store.clone(), keys.clone(), opts.clone());
-            tokio::spawn(async move { verify_node(&store, &keys, &node, offset, &opts).await })
+            AbortOnDrop(tokio::spawn(async move {
+                verify_node(&store, &keys, &node, offset, &opts).await
+            }))
         })
         .buffered(opts.parallel_nodes.max(1))
         .map(|joined| {
@@ -950,6 +972,20 @@ pub async fn verify_log(
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn a_dropped_node_task_stops() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let finished = std::sync::Arc::new(AtomicBool::new(false));
+        let f = finished.clone();
+        let task = super::AbortOnDrop(tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            f.store(true, Ordering::SeqCst);
+        }));
+        drop(task);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!finished.load(Ordering::SeqCst), "the task ran on");
+    }
+
     use super::*;
 
     #[test]
