@@ -28,7 +28,7 @@ const POLL: Duration = Duration::from_millis(200);
 /// Rows read per node per round trip.
 const PAGE: i64 = 500;
 
-/// The follower's position: per node, the last sequence number already sent (or skipped).
+/// The follower's position: per node, the last sequence number already sent.
 type Positions = BTreeMap<String, i64>;
 
 /// `node=seq` pairs, node ids percent-encoded, joined with `,`: the SSE event id.
@@ -92,6 +92,8 @@ struct Follow {
     state: AppState,
     criteria: Vec<Criterion>,
     positions: Positions,
+    /// Per node, the last sequence number already read (matched or skipped by the criteria).
+    scanned: Positions,
     /// Rows read but not sent yet, oldest first.
     pending: VecDeque<(AuditRecord, Value)>,
     _permit: tokio::sync::OwnedSemaphorePermit,
@@ -108,15 +110,30 @@ impl Follow {
             }
         };
         for node in nodes {
-            let after = *self.positions.entry(node.clone()).or_insert(-1);
+            // Rows up to the node's head as read now: every one of them is either matched (and
+            // queued) or skipped by this read, so the next poll starts after the head even when
+            // nothing matched (a rare filter does not rescan the same rows five times a second).
+            let head = match self.state.store.head(&node).await {
+                Ok(h) => h.next_sequence - 1,
+                Err(e) => {
+                    tracing::warn!(node = %node, error = %e, "live follow: read failed; retrying");
+                    continue;
+                }
+            };
+            let sent = *self.positions.entry(node.clone()).or_insert(-1);
+            let after = sent.max(self.scanned.get(&node).copied().unwrap_or(-1));
+            if head <= after {
+                continue;
+            }
             let mut criteria = self.criteria.clone();
-            let (Ok(n), Ok(s)) = (
+            let (Ok(n), Ok(gt), Ok(le)) = (
                 Criterion::new(Field::NodeId, Op::Eq, Some(&node)),
                 Criterion::new(Field::SequenceNumber, Op::Gt, Some(&after.to_string())),
+                Criterion::new(Field::SequenceNumber, Op::Le, Some(&head.to_string())),
             ) else {
                 continue;
             };
-            criteria.extend([n, s]);
+            criteria.extend([n, gt, le]);
             let rows = match self.state.store.export_page(&criteria, None, PAGE).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -124,6 +141,13 @@ impl Follow {
                     continue;
                 }
             };
+            // A short page read everything up to the head; a full one goes on after its last row.
+            let upto = if (rows.len() as i64) < PAGE {
+                head
+            } else {
+                rows.last().map_or(after, |r| r.sequence_number)
+            };
+            self.scanned.insert(node, upto);
             let checks = self.verification(&rows).await;
             self.pending.extend(rows.into_iter().zip(checks));
         }
@@ -201,6 +225,7 @@ pub async fn stream(
         state,
         criteria,
         positions,
+        scanned: Positions::new(),
         pending: VecDeque::new(),
         _permit: permit,
     };
