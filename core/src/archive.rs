@@ -26,7 +26,7 @@ pub const FORMAT: &str = "auditseal-archive-v1";
 pub const SEGMENT_FILE: &str = "segment.ndjson";
 pub const SIGNATURE_FILE: &str = "segment.ndjson.sig";
 
-const CHUNK: i64 = 5000;
+use crate::verify::CHUNK;
 
 /// One line of a segment file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
