@@ -248,10 +248,11 @@ async fn write_lines(
                 if let Some(b) = batch_of(r)
                     && written_batches.insert(b)
                 {
-                    let stmt = store.get_batch(&node, b).await?.ok_or_else(|| {
+                    // Loaded (and checked) with the chunk's rows above.
+                    let stmt = batches.statement(&node, b).ok_or_else(|| {
                         not_verified(format!("its batch statement at {b} is missing"))
                     })?;
-                    put(&mut out, &Line::Batch(stmt))?;
+                    put(&mut out, &Line::Batch(stmt.clone()))?;
                 }
                 put(&mut out, &Line::Row(r.clone()))?;
                 head.push(r);
@@ -316,7 +317,8 @@ pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, Archi
         reason: e.to_string(),
     })?;
     rep.signed_by = p.keyid;
-    // The signature is checked over the bytes as they are on disk, hashed while streaming.
+    // The signature is checked over the bytes as they are on disk, read whole into memory (the
+    // token verifies a message, not a digest: see docs/OPERATIONS.md "Archiving").
     let bytes = std::fs::read(&path).map_err(io(&path))?;
     if let Err(e) = keys.verify_detached(&p, &bytes) {
         rep.errors.push(match e {
