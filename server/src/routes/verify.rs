@@ -34,8 +34,9 @@ pub struct VerifyRequest {
 pub async fn verify(
     crate::auth::Auditor(who): crate::auth::Auditor,
     State(state): State<AppState>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = super::events::body_or_error(body, state.max_body_bytes)?;
     let req: VerifyRequest = if body.iter().all(u8::is_ascii_whitespace) {
         VerifyRequest::default()
     } else {
