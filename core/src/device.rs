@@ -74,7 +74,6 @@ pub trait LogDevice: Send + Sync {
 pub const SYSTEM_SERVICE: &str = "AUDITSEAL";
 
 impl NewEvent {
-    /// The row for this event at `seq`/`time_stamp`, not yet protected.
     /// An event auditseal itself logs (an archive run, a verification) with `details` as
     /// additionalDetails (service `AUDITSEAL`, module `SECURITY_AUDIT`, as CESeCore's log events).
     pub fn system(
@@ -101,6 +100,7 @@ impl NewEvent {
         })
     }
 
+    /// The row for this event at `seq`/`time_stamp`, not yet protected.
     pub fn into_record(self, node_id: &str, seq: i64, time_stamp: i64) -> AuditRecord {
         AuditRecord {
             pk: new_pk(),

@@ -251,10 +251,6 @@ impl ExportWriter {
         Ok(w)
     }
 
-    pub fn format(&self) -> Format {
-        self.format
-    }
-
     /// Writes rows in order. NDJSON: before the first row of a version 3 batch, its statement
     /// from `statements` if it holds it.
     pub fn write_rows(

@@ -19,7 +19,7 @@ use crate::auth::{Auditor, Identity, Ingester, SUBMITTER_KEY};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub use auditseal_core::details::JAVA_VERSION;
+use auditseal_core::details::JAVA_VERSION;
 
 /// additionalDetails keys a client may not send: the server's own (`auditseal.submitter`).
 pub const RESERVED_PREFIX: &str = "auditseal.";
