@@ -4,11 +4,11 @@
 //! continues after the marker with no gap. `verify_segment` checks a segment offline.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufWriter, Write};
+use std::io::{BufRead, BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
 use crate::batch::BatchRecord;
 use crate::checkpoint::{Checkpoint, Head, KIND_ARCHIVE};
@@ -144,8 +144,9 @@ pub async fn write_segment(
             return Err(e);
         }
     };
-    let bytes = std::fs::read(&path).map_err(io(&path))?;
-    let signature = protector::protect_bytes(token, &bytes)?;
+    let mut file = std::fs::File::open(&path).map_err(io(&path))?;
+    let signed = protector::protect_reader(token, &mut file)?;
+    let signature = signed.protection;
     let sig_path = dir.join(SIGNATURE_FILE);
     std::fs::write(&sig_path, format!("{signature}\n")).map_err(io(&sig_path))?;
     std::fs::File::open(&sig_path)
@@ -157,8 +158,8 @@ pub async fn write_segment(
     Ok(Written {
         dir: dir.to_path_buf(),
         nodes,
-        sha256: hex::encode(Sha256::digest(&bytes)),
-        bytes: bytes.len() as u64,
+        sha256: hex::encode(signed.hash.finalize()),
+        bytes: signed.len,
     })
 }
 
@@ -317,10 +318,10 @@ pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, Archi
         reason: e.to_string(),
     })?;
     rep.signed_by = p.keyid;
-    // The signature is checked over the bytes as they are on disk, read whole into memory (the
-    // token verifies a message, not a digest: see docs/OPERATIONS.md "Archiving").
-    let bytes = std::fs::read(&path).map_err(io(&path))?;
-    if let Err(e) = keys.verify_detached(&p, &bytes) {
+    // The signature is checked over the bytes as they are on disk, read once in chunks; the
+    // lines are read afterwards in a second pass.
+    let mut file = std::fs::File::open(&path).map_err(io(&path))?;
+    if let Err(e) = keys.verify_detached_reader(&p, &mut file) {
         rep.errors.push(match e {
             DetachedError::Verify(e) => {
                 format!("the segment signature does not verify ({e}): the file was changed")
@@ -336,7 +337,8 @@ pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, Archi
         line,
         reason,
     };
-    for (i, text) in bytes.lines().enumerate() {
+    file.seek(std::io::SeekFrom::Start(0)).map_err(io(&path))?;
+    for (i, text) in std::io::BufReader::new(file).lines().enumerate() {
         let n = i + 1;
         let text = text.map_err(io(&path))?;
         let line: Line = serde_json::from_str(&text).map_err(|e| fmt_err(n, e.to_string()))?;

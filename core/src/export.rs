@@ -4,12 +4,12 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
 use crate::batch::BatchRecord;
 use crate::keys::{DetachedError, KeyRing};
@@ -310,20 +310,14 @@ impl ExportWriter {
         Ok(())
     }
 
-    /// Signs everything written with `token` (NDJSON: and appends the trailer). The file is read
-    /// back into memory once for this: a token signs a message, not a digest.
+    /// Signs everything written with `token` (NDJSON: and appends the trailer). The file is
+    /// read back once, in chunks, to be signed and hashed.
     pub fn finish(self, token: &dyn CryptoToken) -> Result<Finished, ExportError> {
         let tmp = Path::new("<export temporary file>");
         let mut file = self.out.into_inner().map_err(|e| io(tmp)(e.into_error()))?;
-        let mut bytes = Vec::new();
-        file.seek(SeekFrom::Start(0))
-            .and_then(|_| file.read_to_end(&mut bytes))
-            .map_err(io(tmp))?;
-        let signature = protector::protect_bytes(token, &bytes)?;
-        let mut hash = Sha256::new();
-        hash.update(&bytes);
-        let mut len = bytes.len() as u64;
-        drop(bytes);
+        file.seek(SeekFrom::Start(0)).map_err(io(tmp))?;
+        let signed = protector::protect_reader(token, &mut file)?;
+        let (signature, mut hash, mut len) = (signed.protection, signed.hash, signed.len);
         if self.format == Format::Ndjson {
             let mut trailer = serde_json::to_vec(&Trailer {
                 kind: "trailer".into(),
@@ -757,6 +751,8 @@ pub fn tsv_unescape(f: &str) -> Result<Option<String>, String> {
 mod tests {
     use super::*;
     use crate::token::HmacToken;
+    use sha2::Sha256;
+    use std::io::Read;
 
     fn row(seq: i64, custom: Option<&str>, details: Option<&str>) -> AuditRecord {
         let mut r = AuditRecord {

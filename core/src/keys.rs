@@ -2,6 +2,7 @@
 //! so rows from before a key rollover keep verifying.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::sync::Arc;
 
 use aws_lc_rs::hmac;
@@ -14,6 +15,8 @@ use crate::token::Algorithm;
 /// Something that can MAC data with a secret it never reveals (an HMAC key in an HSM).
 pub trait MacOracle: Send + Sync {
     fn mac(&self, data: &[u8]) -> Result<Vec<u8>, crate::token::TokenError>;
+    /// The MAC of everything `data` yields, read in chunks.
+    fn mac_reader(&self, data: &mut dyn Read) -> Result<Vec<u8>, crate::token::TokenError>;
 }
 
 /// A key that checks protections: an HMAC secret, an HMAC key held in a token, or a parsed
@@ -58,6 +61,9 @@ pub enum VerifyError {
     /// The key lives in a token that cannot be reached now: the row is not known to be bad.
     #[error("the verification key is unavailable: {0}")]
     Unavailable(String),
+    /// The data to check could not be read (`verify_reader`).
+    #[error("the data cannot be read: {0}")]
+    Unreadable(String),
 }
 
 impl VerifyKey {
@@ -144,6 +150,52 @@ impl VerifyKey {
         }
     }
 
+    /// `verify` over everything `data` yields (a file of any size), read once in chunks. A
+    /// read error is `VerifyError::Unreadable`: nothing is known about the data.
+    pub fn verify_reader(&self, data: &mut dyn Read, protection: &[u8]) -> Result<(), VerifyError> {
+        use crate::token::TokenError;
+        let input = |e: TokenError| match e {
+            TokenError::Input(e) => VerifyError::Unreadable(e.to_string()),
+            e => VerifyError::Unavailable(e.to_string()),
+        };
+        match self {
+            VerifyKey::Hmac(k) => {
+                let mut ctx = hmac::Context::with_key(k);
+                crate::token::for_each_chunk(data, |c| {
+                    ctx.update(c);
+                    Ok(())
+                })
+                .map_err(input)?;
+                aws_lc_rs::constant_time::verify_slices_are_equal(ctx.sign().as_ref(), protection)
+                    .map_err(|_| VerifyError::Mismatch)
+            }
+            VerifyKey::TokenHmac(oracle) => {
+                let mac = oracle.mac_reader(data).map_err(input)?;
+                aws_lc_rs::constant_time::verify_slices_are_equal(&mac, protection)
+                    .map_err(|_| VerifyError::Mismatch)
+            }
+            VerifyKey::Public { .. } => {
+                let digest = crate::token::sha256_reader(data).map_err(input)?;
+                self.verify_digest(&digest, protection)
+            }
+        }
+    }
+
+    /// Checks a signature given the SHA-256 `digest` of the signed data (what `sign_reader`
+    /// signs); a MAC cannot be checked from a digest and is a mismatch.
+    pub fn verify_digest(
+        &self,
+        digest: &aws_lc_rs::digest::Digest,
+        protection: &[u8],
+    ) -> Result<(), VerifyError> {
+        match self {
+            VerifyKey::Public { key, .. } => key
+                .verify_digest_sig(digest, protection)
+                .map_err(|_| VerifyError::Mismatch),
+            VerifyKey::Hmac(_) | VerifyKey::TokenHmac(_) => Err(VerifyError::Mismatch),
+        }
+    }
+
     /// The public key as PEM, for auditors; None for an HMAC secret.
     pub fn public_key_pem(&self) -> Option<String> {
         match self {
@@ -188,6 +240,28 @@ impl KeyRing {
         p: &crate::protection::RowProtection,
         data: &[u8],
     ) -> Result<(), DetachedError> {
+        self.detached_key(p)?
+            .verify(data, &p.value)
+            .map_err(DetachedError::Verify)
+    }
+
+    /// `verify_detached` over everything `data` yields (a file of any size), read once in
+    /// chunks.
+    pub fn verify_detached_reader(
+        &self,
+        p: &crate::protection::RowProtection,
+        data: &mut dyn Read,
+    ) -> Result<(), DetachedError> {
+        self.detached_key(p)?
+            .verify_reader(data, &p.value)
+            .map_err(DetachedError::Verify)
+    }
+
+    /// The key that checks a detached protection: the one its keyid names, of its kind.
+    fn detached_key(
+        &self,
+        p: &crate::protection::RowProtection,
+    ) -> Result<&VerifyKey, DetachedError> {
         if p.version == ProtectionVersion::Batch {
             return Err(DetachedError::Batch);
         }
@@ -199,7 +273,7 @@ impl KeyRing {
                 algorithm: key.algorithm(),
             });
         }
-        key.verify(data, &p.value).map_err(DetachedError::Verify)
+        Ok(key)
     }
 }
 

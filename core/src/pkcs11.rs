@@ -7,6 +7,7 @@
 //! again; while that fails, signing answers `TokenError::Unavailable`.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
@@ -23,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::der;
 use crate::keys::{MacOracle, VerifyKey};
-use crate::token::{Algorithm, CryptoToken, TokenError};
+use crate::token::{Algorithm, CryptoToken, TokenError, for_each_chunk, sha256_reader};
 
 /// How a token is found (SignServer's `slotLabelType`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +198,16 @@ type Found = ObjectHandle;
 struct Held {
     session: Session,
     module_generation: u64,
+}
+
+/// How an operation in `with_session` failed.
+enum Failed {
+    /// Nothing was consumed: it may run again on another session.
+    Retry(CkError),
+    /// The token failed after input was consumed: it cannot run again.
+    Final(CkError),
+    /// The input could not be read: the token is fine.
+    Input(TokenError),
 }
 
 /// A session lent out for one operation.
@@ -575,8 +586,53 @@ impl Inner {
     }
 
     fn raw_sign(&self, mechanism: &Mechanism, data: &[u8]) -> Result<Vec<u8>, TokenError> {
+        self.with_session("signing", |session, key| {
+            session.sign(mechanism, key, data).map_err(Failed::Retry)
+        })
+    }
+
+    /// C_SignInit, one C_SignUpdate per chunk of `data`, C_SignFinal: a MAC or signature over
+    /// a stream, in one session. Only a failure before the first chunk is read is retried on
+    /// another session: after it, the data read is gone.
+    fn raw_sign_stream(
+        &self,
+        mechanism: &Mechanism,
+        data: &mut dyn Read,
+        mut seen: impl FnMut(&[u8]),
+    ) -> Result<Vec<u8>, TokenError> {
+        self.with_session("signing", |session, key| {
+            session.sign_init(mechanism, key).map_err(Failed::Retry)?;
+            let mut token_failed = None;
+            let read = for_each_chunk(data, |chunk| {
+                seen(chunk);
+                session.sign_update(chunk).map_err(|e| {
+                    let t = self.unavailable("signing", &e);
+                    token_failed = Some(e);
+                    t
+                })
+            });
+            match (read, token_failed) {
+                (Ok(()), _) => session.sign_final().map_err(Failed::Final),
+                (Err(_), Some(e)) => Err(Failed::Final(e)),
+                // The input failed: end the operation (C_SignFinal with no output would do
+                // too; a failed call is enough to reset it), and report the input's error.
+                (Err(e), None) => {
+                    let _ = session.sign_final();
+                    Err(Failed::Input(e))
+                }
+            }
+        })
+    }
+
+    /// Runs `op` with a logged-in session and the key: once with what the pool has, once more
+    /// after reconnecting, once more after the module looked for the token again. A session
+    /// that reports itself lost is replaced, whatever `op` says about retrying.
+    fn with_session<T>(
+        &self,
+        what: &str,
+        mut op: impl FnMut(&Session, ObjectHandle) -> Result<T, Failed>,
+    ) -> Result<T, TokenError> {
         let mut last = None;
-        // Once with what we have, once more after reconnecting, once more after a rescan.
         for attempt in 0..3 {
             let result = {
                 let _calls = self.module.shared();
@@ -585,12 +641,22 @@ impl Inner {
                         // Opened before a rescan: its handles are void.
                         Err((lent, None))
                     }
-                    Ok(lent) => match lent.held.session.sign(mechanism, lent.key, data) {
-                        Ok(sig) => Ok((lent, sig)),
-                        Err(e) if needs_reconnect(&e) => Err((lent, Some(e))),
-                        Err(e) => {
+                    Ok(lent) => match op(&lent.held.session, lent.key) {
+                        Ok(v) => Ok((lent, v)),
+                        Err(Failed::Retry(e)) if needs_reconnect(&e) => Err((lent, Some(e))),
+                        Err(Failed::Retry(e) | Failed::Final(e)) => {
+                            let err = self.unavailable(what, &e);
+                            if needs_reconnect(&e) {
+                                tracing::warn!(key = %self.describe(), error = %e, "PKCS#11 session lost; reconnecting");
+                                self.reconnect(lent);
+                            } else {
+                                self.checkin(lent);
+                            }
+                            return Err(err);
+                        }
+                        Err(Failed::Input(e)) => {
                             self.checkin(lent);
-                            return Err(self.unavailable("signing", &e));
+                            return Err(e);
                         }
                     },
                     Err(e @ TokenError::Unavailable(_)) => {
@@ -606,14 +672,14 @@ impl Inner {
                 }
             };
             match result {
-                Ok((lent, sig)) => {
+                Ok((lent, v)) => {
                     self.checkin(lent);
-                    return Ok(sig);
+                    return Ok(v);
                 }
                 Err((lent, e)) => {
                     if let Some(e) = &e {
                         tracing::warn!(key = %self.describe(), error = %e, "PKCS#11 session lost; reconnecting");
-                        last = Some(self.unavailable("signing", e));
+                        last = Some(self.unavailable(what, e));
                     }
                     self.reconnect(lent);
                 }
@@ -626,24 +692,60 @@ impl Inner {
         match self.algorithm {
             Algorithm::Sha256WithRsa => self.raw_sign(&Mechanism::Sha256RsaPkcs, data),
             Algorithm::HmacSha256 => self.raw_sign(&Mechanism::Sha256Hmac, data),
+            Algorithm::Sha256WithEcdsa => self.sign_ec_digest(&Sha256::digest(data)),
+        }
+    }
+
+    /// `sign` over a stream: the MAC or signature, and for signatures the SHA-256 of the data
+    /// (to check the signature with).
+    fn sign_reader(
+        &self,
+        data: &mut dyn Read,
+    ) -> Result<(Vec<u8>, Option<aws_lc_rs::digest::Digest>), TokenError> {
+        use aws_lc_rs::digest;
+        match self.algorithm {
+            Algorithm::HmacSha256 => Ok((
+                self.raw_sign_stream(&Mechanism::Sha256Hmac, data, |_| {})?,
+                None,
+            )),
+            Algorithm::Sha256WithRsa => {
+                let mut h = digest::Context::new(&digest::SHA256);
+                let sig = self.raw_sign_stream(&Mechanism::Sha256RsaPkcs, data, |c| h.update(c))?;
+                Ok((sig, Some(h.finish())))
+            }
             Algorithm::Sha256WithEcdsa => {
-                // CKM_ECDSA signs a digest and returns r || s; Java (and CESeCore) store DER.
-                let digest = Sha256::digest(data);
-                let raw = self.raw_sign(&Mechanism::Ecdsa, &digest)?;
-                der::ecdsa_raw_to_der(&raw).ok_or_else(|| {
-                    TokenError::Unavailable(format!(
-                        "{}: malformed ECDSA signature",
-                        self.describe()
-                    ))
-                })
+                let d = sha256_reader(data)?;
+                Ok((self.sign_ec_digest(d.as_ref())?, Some(d)))
             }
         }
+    }
+
+    /// CKM_ECDSA signs a digest and returns r || s; Java (and CESeCore) store DER.
+    fn sign_ec_digest(&self, digest: &[u8]) -> Result<Vec<u8>, TokenError> {
+        let raw = self.raw_sign(&Mechanism::Ecdsa, digest)?;
+        der::ecdsa_raw_to_der(&raw).ok_or_else(|| {
+            TokenError::Unavailable(format!("{}: malformed ECDSA signature", self.describe()))
+        })
     }
 }
 
 impl MacOracle for Inner {
     fn mac(&self, data: &[u8]) -> Result<Vec<u8>, TokenError> {
         self.sign(data)
+    }
+    fn mac_reader(&self, data: &mut dyn Read) -> Result<Vec<u8>, TokenError> {
+        Ok(self.sign_reader(data)?.0)
+    }
+}
+
+impl Pkcs11Token {
+    fn checked(&self, verified: Result<(), crate::keys::VerifyError>) -> Result<(), TokenError> {
+        verified.map_err(|_| {
+            TokenError::Unavailable(format!(
+                "{}: the token returned a signature that does not verify",
+                self.inner.describe()
+            ))
+        })
     }
 }
 
@@ -660,12 +762,17 @@ impl CryptoToken for Pkcs11Token {
     /// a wrong signature (a confused module, a handle gone stale) never reaches a row.
     fn sign(&self, data: &[u8]) -> Result<Vec<u8>, TokenError> {
         let sig = self.inner.sign(data)?;
-        if self.inner.algorithm != Algorithm::HmacSha256 && self.verify.verify(data, &sig).is_err()
-        {
-            return Err(TokenError::Unavailable(format!(
-                "{}: the token returned a signature that does not verify",
-                self.inner.describe()
-            )));
+        if self.inner.algorithm != Algorithm::HmacSha256 {
+            self.checked(self.verify.verify(data, &sig))?;
+        }
+        Ok(sig)
+    }
+
+    /// Checked as `sign` is, against the digest of what was read.
+    fn sign_reader(&self, data: &mut dyn Read) -> Result<Vec<u8>, TokenError> {
+        let (sig, digest) = self.inner.sign_reader(data)?;
+        if let Some(d) = digest {
+            self.checked(self.verify.verify_digest(&d, &sig))?;
         }
         Ok(sig)
     }

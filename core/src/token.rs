@@ -2,14 +2,14 @@
 //! implement it here, PKCS#11 tokens implement it in their own module.
 
 use std::fmt;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
-use aws_lc_rs::{hmac, rsa};
+use aws_lc_rs::{digest, hmac, rsa};
 use serde::Serialize;
 
 use crate::keys::VerifyKey;
@@ -65,6 +65,9 @@ pub enum TokenError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// What was to be signed could not be read (`sign_reader`): nothing was signed.
+    #[error("cannot read the data to sign: {0}")]
+    Input(std::io::Error),
 }
 
 /// Something that protects rows with one key. Calls may block (an HSM round trip): callers on an
@@ -74,6 +77,14 @@ pub trait CryptoToken: Send + Sync {
     fn algorithm(&self) -> Algorithm;
     /// MAC or signature over `data` (signatures DER-encoded for ECDSA, as Java writes them).
     fn sign(&self, data: &[u8]) -> Result<Vec<u8>, TokenError>;
+    /// The same MAC or signature as `sign` over everything `data` yields, read in chunks, so a
+    /// file of any size (an export, an archive segment) costs constant memory. The default
+    /// reads it all into memory and calls `sign`.
+    fn sign_reader(&self, data: &mut dyn Read) -> Result<Vec<u8>, TokenError> {
+        let mut all = Vec::new();
+        data.read_to_end(&mut all).map_err(TokenError::Input)?;
+        self.sign(&all)
+    }
     /// The key that verifies what this token produces.
     fn verify_key(&self) -> VerifyKey;
     /// Where the key lives, for operators (never contains a secret).
@@ -104,6 +115,14 @@ impl CryptoToken for HmacToken {
     }
     fn sign(&self, data: &[u8]) -> Result<Vec<u8>, TokenError> {
         Ok(hmac::sign(&self.key, data).as_ref().to_vec())
+    }
+    fn sign_reader(&self, data: &mut dyn Read) -> Result<Vec<u8>, TokenError> {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        for_each_chunk(data, |c| {
+            ctx.update(c);
+            Ok(())
+        })?;
+        Ok(ctx.sign().as_ref().to_vec())
     }
     fn verify_key(&self) -> VerifyKey {
         VerifyKey::Hmac(Box::new(self.key.clone()))
@@ -218,6 +237,19 @@ impl CryptoToken for SoftwareToken {
             SoftKey::Ec(k) => Ok(k.sign(&self.rng, data).map_err(failed)?.as_ref().to_vec()),
         }
     }
+    fn sign_reader(&self, data: &mut dyn Read) -> Result<Vec<u8>, TokenError> {
+        let failed = |_| TokenError::Unavailable("software signing failed".into());
+        let d = sha256_reader(data)?;
+        match &self.key {
+            SoftKey::Rsa(k) => {
+                let mut sig = vec![0u8; k.public_modulus_len()];
+                k.sign_digest(&signature::RSA_PKCS1_SHA256, &d, &mut sig)
+                    .map_err(failed)?;
+                Ok(sig)
+            }
+            SoftKey::Ec(k) => Ok(k.sign_digest(&d).map_err(failed)?.as_ref().to_vec()),
+        }
+    }
     fn verify_key(&self) -> VerifyKey {
         VerifyKey::from_spki(self.algorithm(), &self.spki_der())
             .expect("a key we generated or loaded has a valid public key")
@@ -225,6 +257,32 @@ impl CryptoToken for SoftwareToken {
     fn describe(&self) -> String {
         format!("software key {}", self.path.display())
     }
+}
+
+/// Calls `f` with each chunk `data` yields, in order, until its end.
+pub fn for_each_chunk(
+    data: &mut dyn Read,
+    mut f: impl FnMut(&[u8]) -> Result<(), TokenError>,
+) -> Result<(), TokenError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match data.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => f(&buf[..n])?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(TokenError::Input(e)),
+        }
+    }
+}
+
+/// SHA-256 of everything `data` yields.
+pub fn sha256_reader(data: &mut dyn Read) -> Result<digest::Digest, TokenError> {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for_each_chunk(data, |c| {
+        ctx.update(c);
+        Ok(())
+    })?;
+    Ok(ctx.finish())
 }
 
 /// Writes a file readable only by its owner (mode 0600 from its creation: never briefly
@@ -286,6 +344,63 @@ mod tests {
         let sig = t.sign(b"data").unwrap();
         assert_eq!(sig[0], 0x30, "DER SEQUENCE");
         t.verify_key().verify(b"data", &sig).unwrap();
+    }
+
+    /// `sign_reader` over a stream read in many chunks makes what `sign` makes over the same
+    /// bytes (RSA PKCS#1 v1.5 and HMAC are deterministic; ECDSA is checked by verifying).
+    #[test]
+    fn signing_a_stream_equals_signing_its_bytes() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let (rsa, _) = SoftwareToken::load_or_generate(&dir.path().join("k.pem"), 1).unwrap();
+        let rng = SystemRandom::new();
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let ec = SoftwareToken::from_pem(
+            &pem::encode("PRIVATE KEY", doc.as_ref()),
+            Path::new("x.pem"),
+            2,
+        )
+        .unwrap();
+        let mac = HmacToken::new(3, b"secret");
+        for t in [&rsa as &dyn CryptoToken, &ec, &mac] {
+            let streamed = t.sign_reader(&mut &data[..]).unwrap();
+            if t.algorithm() != Algorithm::Sha256WithEcdsa {
+                assert_eq!(streamed, t.sign(&data).unwrap(), "{}", t.algorithm());
+            }
+            t.verify_key().verify(&data, &streamed).unwrap();
+            t.verify_key()
+                .verify_reader(&mut &data[..], &streamed)
+                .unwrap();
+            let mut changed = data.clone();
+            changed[150_000] ^= 1;
+            assert!(t.verify_key().verify(&changed, &streamed).is_err());
+            assert_eq!(
+                t.verify_key().verify_reader(&mut &changed[..], &streamed),
+                Err(crate::keys::VerifyError::Mismatch)
+            );
+            if t.algorithm() != Algorithm::HmacSha256 {
+                let d = sha256_reader(&mut &data[..]).unwrap();
+                t.verify_key().verify_digest(&d, &streamed).unwrap();
+            }
+        }
+        // A read error is an error, not a signature over what was read so far.
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk gone"))
+            }
+        }
+        for t in [&rsa as &dyn CryptoToken, &mac] {
+            let e = t.sign_reader(&mut Broken).unwrap_err();
+            assert!(matches!(e, TokenError::Input(_)), "{e}");
+            let sig = t.sign(b"x").unwrap();
+            let e = t.verify_key().verify_reader(&mut Broken, &sig).unwrap_err();
+            assert!(
+                matches!(&e, crate::keys::VerifyError::Unreadable(m) if m.contains("disk gone")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

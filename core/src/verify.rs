@@ -228,7 +228,10 @@ fn verify_prepared(
     }
     key.verify(protect_string.as_bytes(), &p.value)
         .map_err(|e| match e {
-            VerifyError::Unavailable(why) => RowFailure::KeyUnavailable(why),
+            // Unreadable comes only from a reader, not from bytes in memory.
+            VerifyError::Unavailable(why) | VerifyError::Unreadable(why) => {
+                RowFailure::KeyUnavailable(why)
+            }
             VerifyError::Mismatch => RowFailure::BadProtection(match p.version {
                 ProtectionVersion::Hmac => "HMAC",
                 ProtectionVersion::Signature | ProtectionVersion::Batch => "signature",

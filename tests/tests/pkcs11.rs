@@ -154,6 +154,91 @@ fn rsa_ec_and_hmac_keys_protect_rows_that_verify_independently() {
     }
 }
 
+/// A stream (an export, an archive segment) signed in the token part by part (C_SignUpdate)
+/// gives the signature of its bytes: RSA equal to signing them whole (PKCS#1 v1.5 is
+/// deterministic) and accepted by OpenSSL, ECDSA accepted by OpenSSL, HMAC equal to
+/// pkcs11-tool's MAC of the whole file. A read error signs nothing.
+#[test]
+fn streams_are_signed_in_parts_as_their_bytes_are_whole() {
+    let h = hsm();
+    let out = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..1_000_003u32).map(|i| (i ^ (i >> 9)) as u8).collect();
+    let file = out.path().join("stream");
+    std::fs::write(&file, &data).unwrap();
+    for (keyid, label, alg) in [
+        (20, "rsakey", Algorithm::Sha256WithRsa),
+        (21, "eckey", Algorithm::Sha256WithEcdsa),
+        (22, "hmackey", Algorithm::HmacSha256),
+    ] {
+        let (token, ring) = open(&token_toml(
+            keyid,
+            "slot_label = 'audit'",
+            label,
+            &format!("pin = '{PIN}'"),
+        ))
+        .unwrap();
+        assert_eq!(token.algorithm(), alg, "{label}");
+        let streamed = token
+            .sign_reader(&mut std::fs::File::open(&file).unwrap())
+            .unwrap();
+        // Checked as a stream too (HMAC: MACed again in the token, part by part).
+        let key = ring.get(keyid).unwrap();
+        key.verify_reader(&mut std::fs::File::open(&file).unwrap(), &streamed)
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        let mut flipped = data.clone();
+        flipped[3] ^= 1;
+        assert!(
+            key.verify_reader(&mut &flipped[..], &streamed).is_err(),
+            "{label}"
+        );
+        match alg {
+            Algorithm::HmacSha256 => {
+                let m = out.path().join("mac");
+                h.tool(&[
+                    "--sign",
+                    "--mechanism",
+                    "SHA256-HMAC",
+                    "--label",
+                    "hmackey",
+                    "-i",
+                    file.to_str().unwrap(),
+                    "-o",
+                    m.to_str().unwrap(),
+                ]);
+                assert_eq!(std::fs::read(&m).unwrap(), streamed);
+            }
+            _ => {
+                if alg == Algorithm::Sha256WithRsa {
+                    assert_eq!(streamed, token.sign(&data).unwrap());
+                }
+                let pem = h.public_key_pem(label, out.path());
+                assert!(openssl_verify(&pem, &data, &streamed), "{label}");
+                let mut changed = data.clone();
+                changed[777_777] ^= 0x40;
+                assert!(!openssl_verify(&pem, &changed, &streamed), "{label}");
+            }
+        }
+        struct Broken(usize);
+        impl std::io::Read for Broken {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(std::io::Error::other("disk gone"));
+                }
+                self.0 -= 1;
+                buf[0] = b'x';
+                Ok(1)
+            }
+        }
+        let e = token.sign_reader(&mut Broken(3)).unwrap_err();
+        assert!(e.to_string().contains("disk gone"), "{label}: {e}");
+        // The session the failed stream used is fine for the next signature.
+        let again = token.sign_reader(&mut &data[..]).unwrap();
+        if alg != Algorithm::Sha256WithEcdsa {
+            assert_eq!(again, streamed, "{label}");
+        }
+    }
+}
+
 #[test]
 fn slots_by_label_number_and_index_and_clear_errors() {
     let h = hsm();
