@@ -335,3 +335,28 @@ async fn database_failures_answer_503_lose_nothing_and_leave_no_gap() {
     ]);
     assert!(code == 0 && out.contains("{pgfail=7}"), "{out}");
 }
+
+/// The embedded defaults keep what they create private: a new data directory is 0700, and the
+/// SQLite database (with its -wal and -shm files), the generated key and the first admin token
+/// are 0600.
+#[tokio::test]
+async fn a_new_data_directory_and_its_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("new/data");
+    let s = Server::start(&["--data-dir", data.to_str().unwrap(), "--node-id", "n"]).unwrap();
+    let (st, _) = post(&s, &event("PROCESS")).await;
+    assert_eq!(st, 201);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "{}", data.display());
+    for f in [
+        "auditseal.db",
+        "auditseal.db-wal",
+        "auditseal.db-shm",
+        "signing-key.pem",
+        "admin.token",
+    ] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    s.stop();
+}

@@ -45,6 +45,21 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
         }
+        // A new database is readable by its owner only; SQLite gives its -wal and -shm files
+        // the database file's mode. An existing file keeps the mode it has.
+        if let Some(f) = &file {
+            use std::os::unix::fs::OpenOptionsExt;
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(f)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(bad(format!("cannot create {}: {e}", f.display()))),
+            }
+        }
         // An in-memory database exists per connection: keep exactly one.
         let max = if file.is_some() { 4 } else { 1 };
         let pool = SqlitePoolOptions::new()
