@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::batch::BatchRecord;
-use crate::keys::{DetachedError, KeyRing};
+use crate::keys::{DetachedError, KeyRing, VerifyError};
 use crate::protection::RowProtection;
 use crate::protector;
 use crate::record::AuditRecord;
@@ -361,12 +361,12 @@ pub fn into_stream(
     })
 }
 
-/// An export file read for verification.
+/// An export file opened for verification: read as a stream by `verify`, never whole.
 pub struct LoadedExport {
     pub format: Format,
-    bytes: Vec<u8>,
+    path: PathBuf,
     /// How many leading bytes the signature covers (all but the NDJSON trailer).
-    signed_len: usize,
+    signed_len: u64,
     /// The signature string, or why it could not be found.
     signature: Result<String, String>,
     trailer: Option<Trailer>,
@@ -380,6 +380,44 @@ impl LoadedExport {
     }
 }
 
+/// The longest last line read as a possible NDJSON trailer (a real one is under 2 KB).
+const MAX_TRAILER: u64 = 64 * 1024;
+
+/// Where the file's last line starts (after its last newline, a final one aside) and, when it
+/// is short enough to be a trailer, that line with its final newline if it has one. Reads the
+/// file backwards in chunks.
+fn last_line(file: &mut File, len: u64) -> std::io::Result<(u64, Option<Vec<u8>>)> {
+    let mut last = [0u8; 1];
+    let mut end = len;
+    if len > 0 {
+        file.seek(SeekFrom::Start(len - 1))?;
+        file.read_exact(&mut last)?;
+        if last[0] == b'\n' {
+            end -= 1;
+        }
+    }
+    let start = loop {
+        if end == 0 {
+            break 0;
+        }
+        let from = end.saturating_sub(MAX_TRAILER);
+        let mut buf = vec![0u8; (end - from) as usize];
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(&mut buf)?;
+        if let Some(i) = buf.iter().rposition(|c| *c == b'\n') {
+            break from + i as u64 + 1;
+        }
+        end = from;
+    };
+    if len - start > MAX_TRAILER {
+        return Ok((start, None));
+    }
+    let mut tail = vec![0u8; (len - start) as usize];
+    file.seek(SeekFrom::Start(start))?;
+    file.read_exact(&mut tail)?;
+    Ok((start, Some(tail)))
+}
+
 /// The companion signature file of a CSV or TSV export: `FILE.sig`.
 pub fn sig_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
@@ -387,9 +425,10 @@ pub fn sig_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Reads an export (format from the extension) and its signature: the NDJSON trailer, or for
-/// CSV and TSV `sig` (default `FILE.sig`). Only what stops the check is an error (a file that
-/// cannot be read, an unknown extension); a damaged file is reported by `verify`.
+/// Opens an export (format from the extension) and reads its signature: the NDJSON trailer
+/// (the last line, read from the end of the file), or for CSV and TSV `sig` (default
+/// `FILE.sig`). Only what stops the check is an error (a file that cannot be read, an unknown
+/// extension); a damaged file is reported by `verify`.
 pub fn load(path: &Path, sig: Option<&Path>) -> Result<LoadedExport, ExportError> {
     let format = Format::of_path(path).ok_or_else(|| {
         ExportError::Unsupported(format!(
@@ -397,25 +436,30 @@ pub fn load(path: &Path, sig: Option<&Path>) -> Result<LoadedExport, ExportError
             path.display()
         ))
     })?;
-    let bytes = std::fs::read(path).map_err(io(path))?;
+    let mut file = File::open(path).map_err(io(path))?;
+    let len = file.metadata().map_err(io(path))?.len();
     let mut loaded = LoadedExport {
         format,
-        signed_len: bytes.len(),
+        path: path.to_path_buf(),
+        signed_len: len,
         signature: Err(String::new()),
         trailer: None,
-        bytes,
     };
     if format == Format::Ndjson {
-        let b = &loaded.bytes;
-        let body = b.strip_suffix(b"\n").unwrap_or(b);
-        let start = body.iter().rposition(|c| *c == b'\n').map_or(0, |i| i + 1);
+        let (start, tail) = last_line(&mut file, len).map_err(io(path))?;
         loaded.signed_len = start;
-        match serde_json::from_slice::<Trailer>(&body[start..]) {
-            Ok(t) if t.kind == "trailer" && b.ends_with(b"\n") => {
+        let trailer = tail.as_deref().and_then(|t| {
+            let line = t.strip_suffix(b"\n")?;
+            serde_json::from_slice::<Trailer>(line)
+                .ok()
+                .filter(|t| t.kind == "trailer")
+        });
+        match trailer {
+            Some(t) => {
                 loaded.signature = Ok(t.signature.clone());
                 loaded.trailer = Some(t);
             }
-            _ => {
+            None => {
                 loaded.signature = Err(
                     "the last line is not a trailer {\"type\":\"trailer\",...} ending in a newline \
                      (truncated or changed file)"
@@ -467,13 +511,18 @@ impl ExportReport {
 }
 
 /// Checks an export with `keys`: the signature over the exact bytes, then each row's own
-/// protection (version 3 rows of NDJSON exports against the statements in the file).
-pub fn verify(loaded: &LoadedExport, keys: &KeyRing) -> ExportReport {
+/// protection (version 3 rows of NDJSON exports against the statements in the file). The file
+/// is read twice as a stream (signature, then rows): memory holds one line or record at a
+/// time. Only a read failure is an error; everything found is in the report.
+pub fn verify(loaded: &LoadedExport, keys: &KeyRing) -> Result<ExportReport, ExportError> {
+    let path = loaded.path.as_path();
+    let signed = || -> Result<_, ExportError> {
+        Ok(File::open(path).map_err(io(path))?.take(loaded.signed_len))
+    };
     let mut rep = ExportReport {
         format: loaded.format.name().into(),
         ..ExportReport::default()
     };
-    let signed = &loaded.bytes[..loaded.signed_len];
     match loaded.signature.as_deref().map(RowProtection::parse) {
         Err(e) => rep.error(e.to_string()),
         Ok(Err(e)) => rep.error(format!("the export signature cannot be read: {e}")),
@@ -487,8 +536,11 @@ pub fn verify(loaded: &LoadedExport, keys: &KeyRing) -> ExportReport {
                     t.key_id, p.keyid
                 ));
             }
-            match keys.verify_detached(&p, signed) {
+            match keys.verify_detached_reader(&p, &mut signed()?) {
                 Ok(()) => rep.signature_valid = true,
+                Err(DetachedError::Verify(VerifyError::Unreadable(e))) => {
+                    return Err(io(path)(std::io::Error::other(e)));
+                }
                 Err(DetachedError::Verify(e)) => rep.error(format!(
                     "the export signature does not verify ({e}): the file was changed"
                 )),
@@ -499,13 +551,6 @@ pub fn verify(loaded: &LoadedExport, keys: &KeyRing) -> ExportReport {
             }
         }
     }
-    let text = match std::str::from_utf8(signed) {
-        Ok(t) => t,
-        Err(e) => {
-            rep.error(format!("the export is not UTF-8: {e}"));
-            return rep;
-        }
-    };
     let mut batches = Batches::default();
     let check = |rep: &mut ExportReport, batches: &Batches, r: AuditRecord| {
         rep.rows += 1;
@@ -528,10 +573,18 @@ pub fn verify(loaded: &LoadedExport, keys: &KeyRing) -> ExportReport {
             Err(e) => rep.error(format!("{name}: {e}")),
         }
     };
+    let mut lines = Lines::new(signed()?);
+    let read = |e| io(path)(e);
     match loaded.format {
         Format::Ndjson => {
-            for (i, line) in text.split_terminator('\n').enumerate() {
-                let n = i + 1;
+            while let Some((n, line)) = lines.next_line().map_err(read)? {
+                let line = match line {
+                    Ok(l) => l.strip_suffix('\n').unwrap_or(l),
+                    Err(e) => {
+                        rep.error(format!("line {n}: {e}"));
+                        continue;
+                    }
+                };
                 let v: serde_json::Value = match serde_json::from_str(line) {
                     Ok(v) => v,
                     Err(e) => {
@@ -570,18 +623,24 @@ pub fn verify(loaded: &LoadedExport, keys: &KeyRing) -> ExportReport {
             }
         }
         Format::Csv => {
-            let mut pos = 0;
-            let mut n = 0;
-            loop {
-                n += 1;
-                match next_csv_record(text, &mut pos) {
-                    Ok(None) => break,
-                    Ok(Some(fields)) if n == 1 => {
+            while let Some((n, record)) = lines.next_csv().map_err(read)? {
+                let parsed = record.and_then(|text| {
+                    let mut pos = 0;
+                    match next_csv_record(text, &mut pos) {
+                        Ok(Some(fields)) if pos == text.len() => Ok(fields),
+                        Ok(_) => {
+                            Err("a field is followed by something other than , or CRLF".into())
+                        }
+                        Err(e) => Err(e),
+                    }
+                });
+                match parsed {
+                    Ok(fields) if n == 1 => {
                         if !is_header(&fields) {
                             rep.error(format!("record 1 is not the header {}", COLUMNS.join(",")));
                         }
                     }
-                    Ok(Some(fields)) => match row_of(fields) {
+                    Ok(fields) => match row_of(fields) {
                         Ok(r) => check(&mut rep, &batches, r),
                         Err(e) => rep.error(format!("record {n}: {e}")),
                     },
@@ -593,11 +652,20 @@ pub fn verify(loaded: &LoadedExport, keys: &KeyRing) -> ExportReport {
             }
         }
         Format::Tsv => {
-            if !text.is_empty() && !text.ends_with('\n') {
-                rep.error("the last line does not end with a newline".into());
-            }
-            for (i, line) in text.split_terminator('\n').enumerate() {
-                let n = i + 1;
+            while let Some((n, line)) = lines.next_line().map_err(read)? {
+                let line = match line {
+                    Ok(l) => match l.strip_suffix('\n') {
+                        Some(l) => l,
+                        None => {
+                            rep.error("the last line does not end with a newline".into());
+                            l
+                        }
+                    },
+                    Err(e) => {
+                        rep.error(format!("line {n}: {e}"));
+                        continue;
+                    }
+                };
                 let fields: Result<Vec<Option<String>>, String> =
                     line.split('\t').map(tsv_unescape).collect();
                 match fields {
@@ -620,7 +688,64 @@ pub fn verify(loaded: &LoadedExport, keys: &KeyRing) -> ExportReport {
         rep.notes
             .push(format!("... and {more} more rows not checkable"));
     }
-    rep
+    Ok(rep)
+}
+
+/// A line or record's number (from 1) and its text, or why it is not UTF-8.
+type Numbered<'a> = (usize, Result<&'a str, String>);
+
+/// The lines (or CSV records) of a stream, one at a time, numbered from 1.
+struct Lines<R> {
+    input: std::io::BufReader<R>,
+    buf: Vec<u8>,
+    n: usize,
+}
+
+impl<R: Read> Lines<R> {
+    fn new(input: R) -> Self {
+        Lines {
+            input: std::io::BufReader::with_capacity(256 * 1024, input),
+            buf: Vec::new(),
+            n: 0,
+        }
+    }
+
+    /// The next line with its newline if it has one (the last may not), or why it is not
+    /// UTF-8; None at the end.
+    fn next_line(&mut self) -> std::io::Result<Option<Numbered<'_>>> {
+        self.buf.clear();
+        if self.input.read_until(b'\n', &mut self.buf)? == 0 {
+            return Ok(None);
+        }
+        self.n += 1;
+        Ok(Some((self.n, utf8(&self.buf))))
+    }
+
+    /// The next CSV record: lines up to one that leaves no quoted field open (a quoted field
+    /// may hold line breaks), with its line ends; None at the end.
+    fn next_csv(&mut self) -> std::io::Result<Option<Numbered<'_>>> {
+        self.buf.clear();
+        let mut quotes = 0;
+        loop {
+            let from = self.buf.len();
+            if self.input.read_until(b'\n', &mut self.buf)? == 0 {
+                break;
+            }
+            quotes += self.buf[from..].iter().filter(|c| **c == b'"').count();
+            if quotes % 2 == 0 {
+                break;
+            }
+        }
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        self.n += 1;
+        Ok(Some((self.n, utf8(&self.buf))))
+    }
+}
+
+fn utf8(b: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(b).map_err(|e| format!("not UTF-8: {e}"))
 }
 
 fn is_header(fields: &[Option<String>]) -> bool {
@@ -814,7 +939,7 @@ mod tests {
             }
             None => std::fs::write(&path, bytes).unwrap(),
         }
-        verify(&load(&path, None).unwrap(), &keys())
+        verify(&load(&path, None).unwrap(), &keys()).unwrap()
     }
 
     fn rows() -> Vec<AuditRecord> {
@@ -893,6 +1018,41 @@ mod tests {
         assert_eq!(
             (rep.rows, rep.rows_verified, rep.rows_not_checkable),
             (3, 1, 2)
+        );
+    }
+
+    /// Files larger than every read buffer verify line by line; a last line longer than any
+    /// trailer (found by reading backwards over several chunks) is no trailer, and the rows
+    /// before it are still read.
+    #[test]
+    fn large_files_are_read_as_streams() {
+        let big: Vec<AuditRecord> = (0..1500)
+            .map(|i| row(i, Some("c,\"q\""), Some(&format!("<x>{}\r\n</x>", "é".repeat(400)))))
+            .collect();
+        for format in [Format::Ndjson, Format::Csv, Format::Tsv] {
+            let bytes = export(format, &big);
+            assert!(bytes.len() > 1_000_000, "{}", bytes.len());
+            let rep = check(format, &bytes);
+            assert!(rep.errors.is_empty(), "{format:?}: {:?}", rep.errors);
+            assert_eq!((rep.rows, rep.rows_verified), (1500, 1500), "{format:?}");
+        }
+        let mut bytes = export(Format::Ndjson, &rows());
+        bytes.extend_from_slice(&vec![b'x'; 3 * MAX_TRAILER as usize]);
+        bytes.push(b'\n');
+        let rep = check(Format::Ndjson, &bytes);
+        assert!(!rep.signature_valid);
+        assert!(
+            rep.errors[0].contains("the last line is not a trailer"),
+            "{:?}",
+            rep.errors
+        );
+        // The rows and the real trailer above the long line are read (the trailer as a line
+        // of an unexpected type).
+        assert_eq!(rep.rows_verified, 3, "{:?}", rep.errors);
+        assert!(
+            rep.errors.iter().any(|e| e.contains("unexpected line type")),
+            "{:?}",
+            rep.errors
         );
     }
 

@@ -76,7 +76,9 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
         .await?
         .with_context(|| format!("cannot read the export {}", args.path.display()))?;
     let keys = ring(settings, &args, loaded.signature_keyid()).await?;
-    let rep = tokio::task::spawn_blocking(move || export::verify(&loaded, &keys)).await?;
+    let rep = tokio::task::spawn_blocking(move || export::verify(&loaded, &keys))
+        .await?
+        .with_context(|| format!("cannot read the export {}", args.path.display()))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
