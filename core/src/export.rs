@@ -1027,7 +1027,13 @@ mod tests {
     #[test]
     fn large_files_are_read_as_streams() {
         let big: Vec<AuditRecord> = (0..1500)
-            .map(|i| row(i, Some("c,\"q\""), Some(&format!("<x>{}\r\n</x>", "é".repeat(400)))))
+            .map(|i| {
+                row(
+                    i,
+                    Some("c,\"q\""),
+                    Some(&format!("<x>{}\r\n</x>", "é".repeat(400))),
+                )
+            })
             .collect();
         for format in [Format::Ndjson, Format::Csv, Format::Tsv] {
             let bytes = export(format, &big);
@@ -1050,7 +1056,9 @@ mod tests {
         // of an unexpected type).
         assert_eq!(rep.rows_verified, 3, "{:?}", rep.errors);
         assert!(
-            rep.errors.iter().any(|e| e.contains("unexpected line type")),
+            rep.errors
+                .iter()
+                .any(|e| e.contains("unexpected line type")),
             "{:?}",
             rep.errors
         );

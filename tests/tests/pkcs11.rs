@@ -82,15 +82,17 @@ fn openssl_verify(pubkey: &Path, data: &[u8], sig: &[u8]) -> bool {
         .success()
 }
 
-#[test]
-fn rsa_ec_and_hmac_keys_protect_rows_that_verify_independently() {
-    let h = hsm();
-    let out = tempfile::tempdir().unwrap();
-    for (keyid, label, alg) in [
-        (10, "rsakey", Algorithm::Sha256WithRsa),
-        (11, "eckey", Algorithm::Sha256WithEcdsa),
-        (12, "hmackey", Algorithm::HmacSha256),
-    ] {
+/// The token's RSA, EC and HMAC keys, opened as keyids `first`, `first + 1` and `first + 2`:
+/// (keyid, label, algorithm, token, key ring).
+fn the_three_keys(first: i32) -> Vec<(i32, &'static str, Algorithm, SharedToken, KeyRing)> {
+    [
+        ("rsakey", Algorithm::Sha256WithRsa),
+        ("eckey", Algorithm::Sha256WithEcdsa),
+        ("hmackey", Algorithm::HmacSha256),
+    ]
+    .into_iter()
+    .zip(first..)
+    .map(|((label, alg), keyid)| {
         let (token, ring) = open(&token_toml(
             keyid,
             "slot_label = 'audit'",
@@ -99,6 +101,33 @@ fn rsa_ec_and_hmac_keys_protect_rows_that_verify_independently() {
         ))
         .unwrap();
         assert_eq!(token.algorithm(), alg, "{label}");
+        (keyid, label, alg, token, ring)
+    })
+    .collect()
+}
+
+/// The HMAC of a file by key `hmackey`, computed by pkcs11-tool.
+fn tool_hmac(h: &SoftHsm, file: &Path) -> Vec<u8> {
+    let mac = file.with_extension("mac");
+    h.tool(&[
+        "--sign",
+        "--mechanism",
+        "SHA256-HMAC",
+        "--label",
+        "hmackey",
+        "-i",
+        file.to_str().unwrap(),
+        "-o",
+        mac.to_str().unwrap(),
+    ]);
+    std::fs::read(&mac).unwrap()
+}
+
+#[test]
+fn rsa_ec_and_hmac_keys_protect_rows_that_verify_independently() {
+    let h = hsm();
+    let out = tempfile::tempdir().unwrap();
+    for (keyid, label, alg, token, ring) in the_three_keys(10) {
         let mut r = record(keyid as i64);
         let p = protect(token.as_ref(), &r).unwrap();
         assert!(
@@ -116,20 +145,8 @@ fn rsa_ec_and_hmac_keys_protect_rows_that_verify_independently() {
             Algorithm::HmacSha256 => {
                 // pkcs11-tool computes the same MAC with the same key.
                 let d = out.path().join("data");
-                let m = out.path().join("mac");
                 std::fs::write(&d, &data).unwrap();
-                h.tool(&[
-                    "--sign",
-                    "--mechanism",
-                    "SHA256-HMAC",
-                    "--label",
-                    "hmackey",
-                    "-i",
-                    d.to_str().unwrap(),
-                    "-o",
-                    m.to_str().unwrap(),
-                ]);
-                assert_eq!(std::fs::read(&m).unwrap(), value);
+                assert_eq!(tool_hmac(h, &d), value);
             }
             _ => {
                 let pem = h.public_key_pem(label, out.path());
@@ -165,19 +182,7 @@ fn streams_are_signed_in_parts_as_their_bytes_are_whole() {
     let data: Vec<u8> = (0..1_000_003u32).map(|i| (i ^ (i >> 9)) as u8).collect();
     let file = out.path().join("stream");
     std::fs::write(&file, &data).unwrap();
-    for (keyid, label, alg) in [
-        (20, "rsakey", Algorithm::Sha256WithRsa),
-        (21, "eckey", Algorithm::Sha256WithEcdsa),
-        (22, "hmackey", Algorithm::HmacSha256),
-    ] {
-        let (token, ring) = open(&token_toml(
-            keyid,
-            "slot_label = 'audit'",
-            label,
-            &format!("pin = '{PIN}'"),
-        ))
-        .unwrap();
-        assert_eq!(token.algorithm(), alg, "{label}");
+    for (keyid, label, alg, token, ring) in the_three_keys(20) {
         let streamed = token
             .sign_reader(&mut std::fs::File::open(&file).unwrap())
             .unwrap();
@@ -193,19 +198,7 @@ fn streams_are_signed_in_parts_as_their_bytes_are_whole() {
         );
         match alg {
             Algorithm::HmacSha256 => {
-                let m = out.path().join("mac");
-                h.tool(&[
-                    "--sign",
-                    "--mechanism",
-                    "SHA256-HMAC",
-                    "--label",
-                    "hmackey",
-                    "-i",
-                    file.to_str().unwrap(),
-                    "-o",
-                    m.to_str().unwrap(),
-                ]);
-                assert_eq!(std::fs::read(&m).unwrap(), streamed);
+                assert_eq!(tool_hmac(h, &file), streamed);
             }
             _ => {
                 if alg == Algorithm::Sha256WithRsa {
