@@ -170,41 +170,76 @@ pub fn token_hash(secret: &str) -> String {
 /// joined by `,` with no spaces around separators. `"cn=Auditor One, O=Example"` becomes
 /// `"CN=Auditor One,O=Example"`. Escaped characters (`\,`, `\ `) stay part of their value.
 pub fn normalize_dn(dn: &str) -> String {
-    let mut parts = Vec::new();
-    let mut cur = String::new();
-    let mut escaped = false;
-    for c in dn.chars() {
-        if escaped {
-            cur.push(c);
-            escaped = false;
-        } else if c == '\\' {
-            cur.push(c);
-            escaped = true;
-        } else if c == ',' {
-            parts.push(std::mem::take(&mut cur));
-        } else {
-            cur.push(c);
-        }
-    }
-    parts.push(cur);
-    parts
-        .iter()
-        .map(|p| trim_unescaped(p))
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((t, v)) => {
-                let t = t.trim().to_ascii_uppercase();
-                let t = match t.as_str() {
-                    "SERIALNUMBER" => "SN",
-                    "EMAILADDRESS" | "EMAIL" => "E",
-                    other => other,
-                };
-                format!("{t}={}", trim_unescaped(v))
-            }
-            None => p.to_string(),
+    split_unescaped(dn, ',')
+        .into_iter()
+        .map(trim_unescaped)
+        .filter(|rdn| !rdn.is_empty())
+        .map(|rdn| {
+            split_unescaped(rdn, '+')
+                .into_iter()
+                .map(normalize_attribute)
+                .collect::<Vec<_>>()
+                .join("+")
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// One `TYPE=value` of a DN, in `normalize_dn`'s form.
+fn normalize_attribute(ava: &str) -> String {
+    let ava = trim_unescaped(ava);
+    match ava.split_once('=') {
+        Some((t, v)) => {
+            let t = t.trim().to_ascii_uppercase();
+            let t = match t.as_str() {
+                "SERIALNUMBER" => "SN",
+                "EMAILADDRESS" | "EMAIL" => "E",
+                other => other,
+            };
+            format!("{t}={}", trim_unescaped(v))
+        }
+        None => ava.to_string(),
+    }
+}
+
+/// `s` split at every `sep` that no backslash escapes.
+fn split_unescaped(s: &str, sep: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut escaped) = (0, false);
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == sep {
+            parts.push(&s[start..i]);
+            start = i + c.len_utf8();
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+/// Client certificate subjects and their roles (`[[auth.clients]]`), by normalised subject. An
+/// empty subject, or one subject given twice however spelled, is an error that names it: a
+/// silent last-one-wins could hand a certificate a role nobody meant it to have.
+pub fn certificate_roles(
+    clients: impl IntoIterator<Item = (String, Role)>,
+) -> Result<std::collections::HashMap<String, Role>, String> {
+    let mut roles = std::collections::HashMap::new();
+    for (subject, role) in clients {
+        let dn = normalize_dn(&subject);
+        if dn.is_empty() {
+            return Err(format!("[[auth.clients]] subject {subject:?} is empty"));
+        }
+        if let Some(before) = roles.insert(dn.clone(), role) {
+            return Err(format!(
+                "[[auth.clients]] names the subject {dn:?} twice (roles {before} and {role}); \
+                 keep one entry"
+            ));
+        }
+    }
+    Ok(roles)
 }
 
 /// `s` without leading whitespace and without trailing whitespace that is not escaped (`\ `).
@@ -326,5 +361,25 @@ mod tests {
             "SN=5,E=a@b,E=c@d"
         );
         assert_ne!(normalize_dn("CN=a,O=x"), normalize_dn("O=x,CN=a"));
+        // Multi-valued RDNs: each attribute normalised; an escaped + stays in its value.
+        assert_eq!(normalize_dn("ou=Ops + uid=u42 ,o=x"), "OU=Ops+UID=u42,O=x");
+        assert_eq!(normalize_dn("CN=a\\+b,O=x"), "CN=a\\+b,O=x");
+    }
+
+    #[test]
+    fn certificate_subjects_are_unique_and_not_empty() {
+        let roles = certificate_roles([
+            ("CN=A, O=x".to_string(), Role::Auditor),
+            ("CN=B,O=x".to_string(), Role::Ingest),
+        ])
+        .unwrap();
+        assert_eq!(roles["CN=A,O=x"], Role::Auditor);
+        let e = certificate_roles([
+            ("CN=A,O=x".to_string(), Role::Auditor),
+            ("cn=A , o=x".to_string(), Role::Admin),
+        ])
+        .unwrap_err();
+        assert!(e.contains("CN=A,O=x") && e.contains("twice"), "{e}");
+        assert!(certificate_roles([(" , ".to_string(), Role::Admin)]).is_err());
     }
 }

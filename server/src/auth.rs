@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use auditseal_core::access::{Role, normalize_dn, token_hash};
+use auditseal_core::access::{Role, token_hash};
 use auditseal_core::store::{SharedStore, StoreError};
 
 use crate::error::ApiError;
@@ -61,17 +61,15 @@ pub struct Auth {
 impl Auth {
     /// Reads the tokens once (an unreachable database stops the start-up here) and re-reads
     /// them every `TOKEN_REFRESH` from then on, for as long as the returned `Auth` lives.
-    /// `certs`: client certificate subject DNs (any spelling `normalize_dn` accepts) and roles.
+    /// `certs`: client certificate subject DNs, normalised (`access::certificate_roles`), and
+    /// their roles.
     pub async fn start(
         store: SharedStore,
-        certs: impl IntoIterator<Item = (String, Role)>,
+        certs: HashMap<String, Role>,
     ) -> Result<std::sync::Arc<Self>, StoreError> {
         let auth = std::sync::Arc::new(Auth {
             store,
-            certs: certs
-                .into_iter()
-                .map(|(dn, r)| (normalize_dn(&dn), r))
-                .collect(),
+            certs,
             tokens: Default::default(),
             reload: Default::default(),
             failures: AtomicU64::new(0),

@@ -158,6 +158,10 @@ async fn main() -> anyhow::Result<()> {
              [server.tls] with client_ca_file, or remove [[auth.clients]]"
         );
     }
+    let certificate_roles = auditseal_core::access::certificate_roles(
+        clients.iter().map(|c| (c.subject.clone(), c.role)),
+    )
+    .map_err(anyhow::Error::msg)?;
     // HTTPS set-up errors stop the start before anything is created.
     let limits = auditseal_server::serve::Limits::from_config(srv, &settings.data_dir)
         .context("cannot set up HTTPS ([server.tls])")?;
@@ -178,12 +182,9 @@ async fn main() -> anyhow::Result<()> {
              and create tokens for signers and auditors with `auditseal-db token create`"
         );
     }
-    let auth = auditseal_server::auth::Auth::start(
-        store.clone(),
-        clients.iter().map(|c| (c.subject.clone(), c.role)),
-    )
-    .await
-    .context("cannot read the API tokens")?;
+    let auth = auditseal_server::auth::Auth::start(store.clone(), certificate_roles)
+        .await
+        .context("cannot read the API tokens")?;
     let p = &settings.protection;
     let max_followers = srv.max_followers.unwrap_or(DEFAULT_MAX_FOLLOWERS);
     let state = AppState {

@@ -144,7 +144,7 @@ pub struct SubjectError(String);
 /// specific first (the reverse of their order in the certificate, as SignServer and EJBCA print
 /// them), short upper-case attribute names (an unknown one as its dotted OID), the attributes of
 /// a multi-valued RDN joined by `+` in certificate order, and `, + " \ < > ;` in values (and a
-/// leading `#` or space, a trailing space) escaped with a backslash. A value that is not text is
+/// leading `#`, white space at either end) escaped with a backslash. A value that is not text is
 /// `#` and the hex of its DER encoding (RFC 4514).
 pub fn subject_dn(cert_der: &[u8]) -> Result<String, SubjectError> {
     let (_, cert) = X509Certificate::from_der(cert_der).map_err(|e| SubjectError(e.to_string()))?;
@@ -234,7 +234,9 @@ fn escape(value: &str) -> String {
     for (i, c) in value.chars().enumerate() {
         let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
             || (i == 0 && c == '#')
-            || (c == ' ' && (i == 0 || i == last));
+            // Any white space at either end, not only ' ': normalize_dn trims what is not
+            // escaped, and "CN=a\u{a0}" must not become "CN=a".
+            || (c.is_whitespace() && (i == 0 || i == last));
         if special {
             out.push('\\');
         }
@@ -317,6 +319,17 @@ zj0EAwIDSAAwRQIgZ7NMmnfC+4OLrvZ9q3v1oTioL+UIMfLCkhiIB7YWCsUCIQDq
         assert_eq!(escape(" a#b"), "\\ a#b");
         assert_eq!(escape("a,b+c"), "a\\,b\\+c");
         assert_eq!(escape(""), "");
+        // White space of any kind at either end is kept, so it cannot be normalised away and
+        // make this subject equal to "CN=ops-admin".
+        assert_eq!(escape("ops-admin\u{a0}"), "ops-admin\\\u{a0}");
+        assert_eq!(escape("\tops-admin"), "\\\tops-admin");
+        for v in ["ops-admin\u{a0}", "\tops-admin", "ops-admin\u{2003}"] {
+            assert_ne!(
+                normalize_dn(&format!("CN={}", escape(v))),
+                normalize_dn("CN=ops-admin"),
+                "{v:?}"
+            );
+        }
     }
 
     #[test]
