@@ -47,6 +47,9 @@ pub struct ServerSection {
     pub max_connections: Option<usize>,
     /// Seconds a client has to send a request's headers (default 10).
     pub header_timeout_secs: Option<u64>,
+    /// Seconds a connection may go without the client taking any of the response it is sent
+    /// (default 60); then it is dropped.
+    pub send_timeout_secs: Option<u64>,
     /// Seconds a request may take, body included (default 30; verify, export and live follow
     /// have their own).
     pub request_timeout_secs: Option<u64>,

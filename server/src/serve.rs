@@ -5,10 +5,15 @@
 //! A request's body and handling are bounded by the router's request timeout.
 //! With `[server.tls]` each connection first does its TLS handshake, in its own task and within
 //! the same deadline, and its requests learn the verified client certificate's subject.
+//! A connection whose client takes none of what it is sent for `send_timeout` (a live follower
+//! gone silent, a stalled download) is dropped, freeing its place.
 
 use std::future::Future;
+use std::io;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -26,13 +31,15 @@ use tower::ServiceExt;
 use crate::auth::ConnectionInfo;
 use crate::tls::TlsError;
 
-/// Connection limits (`server.max_connections`, `server.header_timeout_secs`) and HTTPS
-/// (`[server.tls]`).
+/// Connection limits (`server.max_connections`, `server.header_timeout_secs`,
+/// `server.send_timeout_secs`) and HTTPS (`[server.tls]`).
 #[derive(Clone)]
 pub struct Limits {
     pub max_connections: usize,
     /// Also bounds the TLS handshake.
     pub header_timeout: Duration,
+    /// Longest time a write to the client may stay blocked.
+    pub send_timeout: Duration,
     /// None: plain HTTP.
     pub tls: Option<TlsAcceptor>,
 }
@@ -42,6 +49,7 @@ impl std::fmt::Debug for Limits {
         f.debug_struct("Limits")
             .field("max_connections", &self.max_connections)
             .field("header_timeout", &self.header_timeout)
+            .field("send_timeout", &self.send_timeout)
             .field("tls", &self.tls.is_some())
             .finish()
     }
@@ -73,6 +81,9 @@ impl Limits {
             header_timeout: srv
                 .header_timeout_secs
                 .map_or(d.header_timeout, |s| Duration::from_secs(s.max(1))),
+            send_timeout: srv
+                .send_timeout_secs
+                .map_or(d.send_timeout, |s| Duration::from_secs(s.max(1))),
             tls,
         })
     }
@@ -83,6 +94,7 @@ impl Default for Limits {
         Limits {
             max_connections: 512,
             header_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(60),
             tls: None,
         }
     }
@@ -119,6 +131,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (app, tls, watcher) = (app.clone(), limits.tls.clone(), graceful.watcher());
         let header_timeout = limits.header_timeout;
+        let stream = StallGuard::new(stream, limits.send_timeout);
         // The handshake happens here, not in the accept loop, so a slow client delays no one.
         tokio::spawn(async move {
             let info = ConnectionInfo {
@@ -145,10 +158,13 @@ pub async fn serve(
 /// The TLS handshake within `timeout`; None (and the connection dropped) when it fails.
 async fn handshake(
     acceptor: &TlsAcceptor,
-    stream: TcpStream,
+    stream: StallGuard<TcpStream>,
     mut info: ConnectionInfo,
     timeout: Duration,
-) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, ConnectionInfo)> {
+) -> Option<(
+    tokio_rustls::server::TlsStream<StallGuard<TcpStream>>,
+    ConnectionInfo,
+)> {
     let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -201,5 +217,91 @@ async fn serve_connection<I>(
         .into_owned();
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// A connection whose writes fail with `TimedOut` once one (or a flush) has stayed blocked for
+/// `limit`: the client is taking nothing of what it is sent. hyper then drops the connection.
+/// Reads are passed through untouched (the header and request timeouts bound those).
+struct StallGuard<I> {
+    io: I,
+    limit: Duration,
+    /// Since when the current write has been blocked.
+    blocked: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> StallGuard<I> {
+    fn new(io: I, limit: Duration) -> Self {
+        StallGuard {
+            io,
+            limit,
+            blocked: None,
+        }
+    }
+
+    fn watch<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.blocked = None;
+            return r;
+        }
+        let limit = self.limit;
+        let deadline = self
+            .blocked
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if deadline.as_mut().poll(cx).is_ready() {
+            self.blocked = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client took nothing of its response for {} s (server.send_timeout_secs)",
+                    limit.as_secs()
+                ),
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for StallGuard<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for StallGuard<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.watch(cx, r)
     }
 }

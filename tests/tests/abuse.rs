@@ -1,5 +1,6 @@
-//! Abuse is harmless: a client that trickles its headers is dropped, a slow body gets 408, the
-//! number of connections is bounded (more wait until one closes), and secrets (a database
+//! Abuse is harmless: a client that trickles its headers is dropped, a slow body gets 408, a
+//! client that stops reading what it is sent is dropped, the number of connections is bounded
+//! (more wait until one closes), and secrets (a database
 //! password, an HMAC secret) appear neither in the log nor in errors. (Oversized bodies,
 //! malformed JSON, wrong types and unknown fields: tests/tests/server.rs; unknown query fields
 //! and operators: tests/tests/query.rs and follow.rs.)
@@ -108,6 +109,79 @@ fn connections_are_bounded() {
     drop(idle);
     let (answer, _) = read_until_closed(&mut fourth, Duration::from_secs(5));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}
+
+/// A live follower that stops reading (its socket buffers full, so the server's writes block)
+/// is dropped after `server.send_timeout_secs`, and its follower place is free again.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_frees_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let cfg = config(
+        dir.path(),
+        "[server]\nsend_timeout_secs = 2\nmax_followers = 1\ndevice = \"batched\"\n",
+    );
+    let s = Server::start(&["--data-dir", d, "--config", &cfg]).unwrap();
+    let mut stalled = TcpStream::connect(addr(&s)).unwrap();
+    stalled
+        .write_all(
+            format!(
+                "GET /api/v1/events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+                s.token
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let stream_url = format!("{}/api/v1/events/stream", s.url);
+    let second = async || {
+        s.client()
+            .get(&stream_url)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // Wait until the stalled follower holds the only place.
+    let t = Instant::now();
+    while second().await != 429 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the follow never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // About 8 MB of events: more than the two sockets' buffers hold, so the server's writes
+    // to the follower that reads nothing block.
+    let mut big = event("PROCESS");
+    big["additionalDetails"] = serde_json::json!({"PAD": "x".repeat(8000)});
+    let body = format!("{big}\n").repeat(100);
+    for _ in 0..10 {
+        let r = s
+            .client()
+            .post(format!("{}/api/v1/events:batch", s.url))
+            .header("content-type", "application/x-ndjson")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    }
+    let t = Instant::now();
+    loop {
+        match second().await {
+            200 => break,
+            429 => assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "the follower that reads nothing still holds its place"
+            ),
+            other => panic!("{other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The stalled connection was closed by the server: what it buffered, then the end.
+    let (_, closed) = read_until_closed(&mut stalled, Duration::from_secs(10));
+    assert!(closed);
 }
 
 #[tokio::test]

@@ -237,6 +237,11 @@ pub async fn stream(
 fn events(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold(follow, |mut f| async move {
         loop {
+            // Ends at shutdown, and when the follower's token is revoked: checked before every
+            // event, so rows read before the revocation are not sent after it.
+            if f.closing() || !f.state.auth.still_valid(&f.who) {
+                return None;
+            }
             if let Some((r, verification)) = f.pending.pop_front() {
                 f.positions.insert(r.node_id.clone(), r.sequence_number);
                 let data = row_json(&r, verification).to_string();
@@ -245,10 +250,6 @@ fn events(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
                     .id(encode_positions(&f.positions))
                     .data(data);
                 return Some((Ok(event), f));
-            }
-            // Ends at shutdown, and when the follower's token is revoked.
-            if f.closing() || !f.state.auth.still_valid(&f.who) {
-                return None;
             }
             f.poll().await;
             if f.pending.is_empty() {
