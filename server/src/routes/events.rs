@@ -83,7 +83,8 @@ impl EventIn {
         check_required("service", &self.service)?;
         check_required("module", &self.module)?;
         // auditseal's own events (LOG_VERIFY, TOKEN_CREATE, ...) cannot be imitated.
-        if self.service == SYSTEM_SERVICE {
+        // However spelled: "Auditseal " reads the same to a person.
+        if self.service.trim().eq_ignore_ascii_case(SYSTEM_SERVICE) {
             return Err(ApiError::bad_request(format!(
                 "service {SYSTEM_SERVICE:?} is reserved to the events auditseal logs itself"
             )));
@@ -107,7 +108,7 @@ impl EventIn {
         let mut map = self.additional_details.unwrap_or_default();
         map.iter().try_for_each(|(k, v)| {
             let path = format!("additionalDetails.{k}");
-            if k.starts_with(RESERVED_PREFIX) {
+            if k.trim_start().to_ascii_lowercase().starts_with(RESERVED_PREFIX) {
                 return Err(ApiError::bad_request(format!(
                     "{path}: keys starting with {RESERVED_PREFIX:?} are reserved to the server \
                      (it records the submitter under {SUBMITTER_KEY:?})"
@@ -476,10 +477,19 @@ mod tests {
             let json = details::to_json(&d);
             assert_eq!(json[SUBMITTER_KEY], "token:signer-1");
         }
-        let system = br#"{"eventType":"TOKEN_CREATE","eventStatus":"SUCCESS","authToken":"a","service":"AUDITSEAL","module":"SECURITY_AUDIT"}"#;
-        let e = parse_event(system, &who()).unwrap_err();
-        assert!(e.message.contains("reserved"), "{}", e.message);
-        for key in [SUBMITTER_KEY, "auditseal.other"] {
+        for service in ["AUDITSEAL", "auditseal", " Auditseal "] {
+            let system = format!(
+                r#"{{"eventType":"TOKEN_CREATE","eventStatus":"SUCCESS","authToken":"a","service":"{service}","module":"SECURITY_AUDIT"}}"#
+            );
+            let e = parse_event(system.as_bytes(), &who()).unwrap_err();
+            assert!(e.message.contains("reserved"), "{service:?}: {}", e.message);
+        }
+        for key in [
+            SUBMITTER_KEY,
+            "auditseal.other",
+            "AUDITSEAL.SUBMITTER",
+            " Auditseal.submitter",
+        ] {
             let body = format!(
                 r#"{{"eventType":"P","eventStatus":"VOID","authToken":"a","service":"s","module":"m","additionalDetails":{{"{key}":"token:admin"}}}}"#
             );
