@@ -4,7 +4,7 @@
 //! continues after the marker with no gap. `verify_segment` checks a segment offline.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufWriter, Seek, Write};
+use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -12,9 +12,9 @@ use sha2::Digest;
 
 use crate::batch::BatchRecord;
 use crate::checkpoint::{Checkpoint, Head, KIND_ARCHIVE};
-use crate::keys::{DetachedError, KeyRing};
+use crate::keys::{DetachedError, KeyRing, VerifyError};
 use crate::protection::RowProtection;
-use crate::protector;
+use crate::protector::{self, HashingReader};
 use crate::record::AuditRecord;
 use crate::store::{Store, StoreError};
 use crate::token::{CryptoToken, TokenError};
@@ -319,16 +319,25 @@ pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, Archi
     })?;
     rep.signed_by = p.keyid;
     // The signature is checked over the bytes as they are on disk, read once in chunks; the
-    // lines are read afterwards in a second pass.
-    let mut file = std::fs::File::open(&path).map_err(io(&path))?;
-    if let Err(e) = keys.verify_detached_reader(&p, &mut file) {
-        rep.errors.push(match e {
-            DetachedError::Verify(e) => {
-                format!("the segment signature does not verify ({e}): the file was changed")
-            }
-            other => format!("the segment signature cannot be checked: {other}"),
-        });
-    }
+    // lines are read afterwards in a second pass, hashed too, so that a file that changes in
+    // between is caught.
+    let open = || std::fs::File::open(&path).map_err(io(&path));
+    let mut read = HashingReader::new(open()?);
+    let first_pass = match keys.verify_detached_reader(&p, &mut read) {
+        Ok(()) => Some(read.finish()),
+        Err(DetachedError::Verify(VerifyError::Unreadable(e))) => {
+            return Err(io(&path)(std::io::Error::other(e)));
+        }
+        Err(e) => {
+            rep.errors.push(match e {
+                DetachedError::Verify(e) => {
+                    format!("the segment signature does not verify ({e}): the file was changed")
+                }
+                other => format!("the segment signature cannot be checked: {other}"),
+            });
+            None
+        }
+    };
     let mut batches = Batches::default();
     // The open node: its id, running head, and rows seen.
     let mut current: Option<(String, Head, u64)> = None;
@@ -337,8 +346,8 @@ pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, Archi
         line,
         reason,
     };
-    file.seek(std::io::SeekFrom::Start(0)).map_err(io(&path))?;
-    for (i, text) in std::io::BufReader::new(file).lines().enumerate() {
+    let mut lines = std::io::BufReader::new(HashingReader::new(open()?));
+    for (i, text) in (&mut lines).lines().enumerate() {
         let n = i + 1;
         let text = text.map_err(io(&path))?;
         let line: Line = serde_json::from_str(&text).map_err(|e| fmt_err(n, e.to_string()))?;
@@ -438,6 +447,13 @@ pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, Archi
     }
     if rep.format.is_empty() {
         rep.errors.push("the segment is empty".into());
+    }
+    if first_pass.is_some_and(|h| h != lines.into_inner().finish()) {
+        rep.errors.push(
+            "the file changed while it was being checked: the lines read are not the bytes the \
+             signature covers"
+                .into(),
+        );
     }
     Ok(rep)
 }

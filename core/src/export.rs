@@ -14,7 +14,7 @@ use sha2::Digest;
 use crate::batch::BatchRecord;
 use crate::keys::{DetachedError, KeyRing, VerifyError};
 use crate::protection::RowProtection;
-use crate::protector;
+use crate::protector::{self, HashingReader};
 use crate::record::AuditRecord;
 use crate::token::{CryptoToken, TokenError};
 use crate::verify::{Batches, RowFailure, verify_row};
@@ -516,13 +516,24 @@ impl ExportReport {
 /// time. Only a read failure is an error; everything found is in the report.
 pub fn verify(loaded: &LoadedExport, keys: &KeyRing) -> Result<ExportReport, ExportError> {
     let path = loaded.path.as_path();
-    let signed = || -> Result<_, ExportError> {
-        Ok(File::open(path).map_err(io(path))?.take(loaded.signed_len))
-    };
+    verify_reads(loaded, keys, &|| File::open(path))
+}
+
+/// `verify`, with each of its two reads of the file opened by `open`.
+fn verify_reads<R: Read>(
+    loaded: &LoadedExport,
+    keys: &KeyRing,
+    open: &dyn Fn() -> std::io::Result<R>,
+) -> Result<ExportReport, ExportError> {
+    let path = loaded.path.as_path();
+    let signed =
+        || -> Result<_, ExportError> { Ok(open().map_err(io(path))?.take(loaded.signed_len)) };
     let mut rep = ExportReport {
         format: loaded.format.name().into(),
         ..ExportReport::default()
     };
+    // The hash of the bytes the valid signature covers, to compare with the second pass's.
+    let mut first_pass = None;
     match loaded.signature.as_deref().map(RowProtection::parse) {
         Err(e) => rep.error(e.to_string()),
         Ok(Err(e)) => rep.error(format!("the export signature cannot be read: {e}")),
@@ -536,8 +547,12 @@ pub fn verify(loaded: &LoadedExport, keys: &KeyRing) -> Result<ExportReport, Exp
                     t.key_id, p.keyid
                 ));
             }
-            match keys.verify_detached_reader(&p, &mut signed()?) {
-                Ok(()) => rep.signature_valid = true,
+            let mut read = HashingReader::new(signed()?);
+            match keys.verify_detached_reader(&p, &mut read) {
+                Ok(()) => {
+                    rep.signature_valid = true;
+                    first_pass = Some(read.finish());
+                }
                 Err(DetachedError::Verify(VerifyError::Unreadable(e))) => {
                     return Err(io(path)(std::io::Error::other(e)));
                 }
@@ -573,7 +588,7 @@ pub fn verify(loaded: &LoadedExport, keys: &KeyRing) -> Result<ExportReport, Exp
             Err(e) => rep.error(format!("{name}: {e}")),
         }
     };
-    let mut lines = Lines::new(signed()?);
+    let mut lines = Lines::new(HashingReader::new(signed()?));
     let read = |e| io(path)(e);
     match loaded.format {
         Format::Ndjson => {
@@ -683,6 +698,14 @@ pub fn verify(loaded: &LoadedExport, keys: &KeyRing) -> Result<ExportReport, Exp
             }
         }
     }
+    let second_pass = lines.finish().map_err(read)?.finish();
+    if first_pass.is_some_and(|h| h != second_pass) {
+        rep.error(
+            "the file changed while it was being checked: the rows read are not the bytes the \
+             signature covers"
+                .into(),
+        );
+    }
     if rep.rows_not_checkable > rep.notes.len() as u64 {
         let more = rep.rows_not_checkable - rep.notes.len() as u64;
         rep.notes
@@ -708,6 +731,12 @@ impl<R: Read> Lines<R> {
             buf: Vec::new(),
             n: 0,
         }
+    }
+
+    /// Reads what is left unread (a check that stopped early) and returns the input.
+    fn finish(mut self) -> std::io::Result<R> {
+        std::io::copy(&mut self.input, &mut std::io::sink())?;
+        Ok(self.input.into_inner())
     }
 
     /// The next line with its newline if it has one (the last may not), or why it is not
@@ -1062,6 +1091,44 @@ mod tests {
             "{:?}",
             rep.errors
         );
+    }
+
+    /// The signature and the rows are read in two passes; a file that changes in between (on
+    /// storage an attacker controls) is caught even when every row it shows verifies: here the
+    /// second read of a CSV export (which carries no row count) lacks a row.
+    #[test]
+    fn a_file_that_changes_between_the_two_reads_fails() {
+        let bytes = export(Format::Csv, &rows());
+        let cut = bytes.windows(5).position(|w| w == b"\0SIG\0").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        std::fs::write(sig_path(&path), &bytes[cut + 5..]).unwrap();
+        let loaded = load(&path, None).unwrap();
+        let text = String::from_utf8(bytes[..cut].to_vec()).unwrap();
+        let last_row = text[..text.len() - 2].rfind("\r\n").unwrap() + 2;
+        let shorter = text.as_bytes()[..last_row].to_vec();
+        let reads = std::cell::Cell::new(0);
+        let open = || {
+            reads.set(reads.get() + 1);
+            Ok(std::io::Cursor::new(if reads.get() == 1 {
+                bytes[..cut].to_vec()
+            } else {
+                shorter.clone()
+            }))
+        };
+        let rep = verify_reads(&loaded, &keys(), &open).unwrap();
+        assert_eq!(reads.get(), 2);
+        assert!(rep.signature_valid);
+        assert_eq!((rep.rows, rep.rows_verified), (2, 2));
+        assert_eq!(rep.error_count, 1, "{:?}", rep.errors);
+        assert!(rep.errors[0].contains("changed while it was being checked"));
+        // Read the same both times, the same file passes.
+        let rep = verify_reads(&loaded, &keys(), &|| {
+            Ok(std::io::Cursor::new(bytes[..cut].to_vec()))
+        })
+        .unwrap();
+        assert_eq!((rep.rows, rep.error_count), (3, 0), "{:?}", rep.errors);
     }
 
     #[test]

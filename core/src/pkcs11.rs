@@ -569,6 +569,16 @@ impl Inner {
         self.returned.notify_one();
     }
 
+    /// Closes a session that failed part way through a multi-part operation (a module may
+    /// leave such an operation active, and then every C_SignInit on it would fail); the pool
+    /// opens another when it needs one.
+    fn retire(&self, broken: Lent) {
+        let mut pool = lock(&self.pool);
+        pool.open -= 1;
+        self.discard(broken.held);
+        self.returned.notify_one();
+    }
+
     /// Forgets every session and the key handle: the next checkout finds everything again.
     fn reconnect(&self, broken: Lent) {
         let mut pool = lock(&self.pool);
@@ -593,7 +603,9 @@ impl Inner {
 
     /// C_SignInit, one C_SignUpdate per chunk of `data`, C_SignFinal: a MAC or signature over
     /// a stream, in one session. Only a failure before the first chunk is read is retried on
-    /// another session: after it, the data read is gone.
+    /// another session: after it, the data read is gone. The session (and the module's shared
+    /// lock) is held while `data` is read: streams are exports and archive segments, read from
+    /// a local file.
     fn raw_sign_stream(
         &self,
         mechanism: &Mechanism,
@@ -614,8 +626,9 @@ impl Inner {
             match (read, token_failed) {
                 (Ok(()), _) => session.sign_final().map_err(Failed::Final),
                 (Err(_), Some(e)) => Err(Failed::Final(e)),
-                // The input failed: end the operation (C_SignFinal with no output would do
-                // too; a failed call is enough to reset it), and report the input's error.
+                // The input failed: end the operation (cryptoki's sign_final asks for the
+                // length, then signs, which ends it) and report the input's error. The session
+                // is retired anyway, in case the module left the operation active.
                 (Err(e), None) => {
                     let _ = session.sign_final();
                     Err(Failed::Input(e))
@@ -644,18 +657,22 @@ impl Inner {
                     Ok(lent) => match op(&lent.held.session, lent.key) {
                         Ok(v) => Ok((lent, v)),
                         Err(Failed::Retry(e)) if needs_reconnect(&e) => Err((lent, Some(e))),
-                        Err(Failed::Retry(e) | Failed::Final(e)) => {
+                        Err(Failed::Retry(e)) => {
+                            self.checkin(lent);
+                            return Err(self.unavailable(what, &e));
+                        }
+                        Err(Failed::Final(e)) => {
                             let err = self.unavailable(what, &e);
                             if needs_reconnect(&e) {
                                 tracing::warn!(key = %self.describe(), error = %e, "PKCS#11 session lost; reconnecting");
                                 self.reconnect(lent);
                             } else {
-                                self.checkin(lent);
+                                self.retire(lent);
                             }
                             return Err(err);
                         }
                         Err(Failed::Input(e)) => {
-                            self.checkin(lent);
+                            self.retire(lent);
                             return Err(e);
                         }
                     },

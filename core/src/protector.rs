@@ -43,29 +43,44 @@ pub fn protect_reader(
     token: &dyn CryptoToken,
     data: &mut dyn Read,
 ) -> Result<ProtectedStream, TokenError> {
-    /// Hashes and counts what passes through.
-    struct Tee<'a> {
-        inner: &'a mut dyn Read,
-        hash: Sha256,
-        len: u64,
-    }
-    impl Read for Tee<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = self.inner.read(buf)?;
-            self.hash.update(&buf[..n]);
-            self.len += n as u64;
-            Ok(n)
-        }
-    }
-    let mut tee = Tee {
-        inner: data,
-        hash: Sha256::new(),
-        len: 0,
-    };
-    let value = token.sign_reader(&mut tee)?;
+    let mut read = HashingReader::new(data);
+    let value = token.sign_reader(&mut read)?;
     Ok(ProtectedStream {
         protection: layout(token, value),
-        hash: tee.hash,
-        len: tee.len,
+        hash: read.hash,
+        len: read.len,
     })
+}
+
+/// A reader that hashes (SHA-256) and counts what passes through it. A file checked in two
+/// passes (signature, then content) is hashed in both, so that a file that changed between
+/// them is caught: the signature then covers bytes other than those the content check read.
+pub struct HashingReader<R> {
+    inner: R,
+    hash: Sha256,
+    len: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hash: Sha256::new(),
+            len: 0,
+        }
+    }
+
+    /// The SHA-256 and length of everything read so far.
+    pub fn finish(self) -> ([u8; 32], u64) {
+        (self.hash.finalize().into(), self.len)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
 }

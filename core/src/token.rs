@@ -259,12 +259,13 @@ impl CryptoToken for SoftwareToken {
     }
 }
 
-/// Calls `f` with each chunk `data` yields, in order, until its end.
+/// Calls `f` with each chunk `data` yields (up to 1 MiB: in a PKCS#11 token each is one
+/// C_SignUpdate round trip), in order, until its end.
 pub fn for_each_chunk(
     data: &mut dyn Read,
     mut f: impl FnMut(&[u8]) -> Result<(), TokenError>,
 ) -> Result<(), TokenError> {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 1 << 20];
     loop {
         match data.read(&mut buf) {
             Ok(0) => return Ok(()),

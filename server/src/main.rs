@@ -194,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
         closing: Arc::default(),
         auth,
         request_timeout: Duration::from_secs(srv.request_timeout_secs.unwrap_or(30).max(1)),
+        send_timeout: limits.send_timeout,
         store,
         device,
         keys: Arc::new(keys.ring),

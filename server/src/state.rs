@@ -30,6 +30,8 @@ pub struct AppState {
     pub max_followers: usize,
     /// Most time a request (body included) may take, except verify, export and live follow.
     pub request_timeout: std::time::Duration,
+    /// Most time a client may take none of what it is sent (`server.send_timeout_secs`).
+    pub send_timeout: std::time::Duration,
     /// Set when the server is stopping: live follows end so the shutdown can complete.
     pub closing: Arc<std::sync::atomic::AtomicBool>,
     /// API tokens and client certificate roles.

@@ -111,10 +111,12 @@ fn connections_are_bounded() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
 }
 
-/// A live follower that stops reading (its socket buffers full, so the server's writes block)
-/// is dropped after `server.send_timeout_secs`, and its follower place is free again.
+/// A live follower that stops reading is dropped after `server.send_timeout_secs`, and its
+/// follower place is free again: over HTTP/1.1 (its socket buffers fill, so the server's writes
+/// block) and over HTTP/2 (flow control stops the stream without any write blocking, so the
+/// response is simply never polled again).
 #[tokio::test]
-async fn a_client_that_stops_reading_is_dropped_and_frees_its_place() {
+async fn a_follower_that_stops_reading_is_dropped_and_frees_its_place() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let cfg = config(
@@ -122,16 +124,6 @@ async fn a_client_that_stops_reading_is_dropped_and_frees_its_place() {
         "[server]\nsend_timeout_secs = 2\nmax_followers = 1\ndevice = \"batched\"\n",
     );
     let s = Server::start(&["--data-dir", d, "--config", &cfg]).unwrap();
-    let mut stalled = TcpStream::connect(addr(&s)).unwrap();
-    stalled
-        .write_all(
-            format!(
-                "GET /api/v1/events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
-                s.token
-            )
-            .as_bytes(),
-        )
-        .unwrap();
     let stream_url = format!("{}/api/v1/events/stream", s.url);
     let second = async || {
         s.client()
@@ -142,7 +134,49 @@ async fn a_client_that_stops_reading_is_dropped_and_frees_its_place() {
             .status()
             .as_u16()
     };
-    // Wait until the stalled follower holds the only place.
+    // About 8 MB of events a round: more than socket buffers and HTTP/2 windows hold.
+    let mut big = event("PROCESS");
+    big["additionalDetails"] = serde_json::json!({"PAD": "x".repeat(8000)});
+    let body = format!("{big}\n").repeat(100);
+    let load = async || {
+        for _ in 0..10 {
+            let r = s
+                .client()
+                .post(format!("{}/api/v1/events:batch", s.url))
+                .header("content-type", "application/x-ndjson")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+        }
+    };
+    let place_freed = async |what: &str| {
+        let t = Instant::now();
+        loop {
+            match second().await {
+                200 => return,
+                429 => assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "{what}: the follower that reads nothing still holds its place"
+                ),
+                other => panic!("{what}: {other}"),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+
+    // HTTP/1.1, by hand: the request, and then nothing is ever read.
+    let mut stalled = TcpStream::connect(addr(&s)).unwrap();
+    stalled
+        .write_all(
+            format!(
+                "GET /api/v1/events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+                s.token
+            )
+            .as_bytes(),
+        )
+        .unwrap();
     let t = Instant::now();
     while second().await != 429 {
         assert!(
@@ -151,37 +185,32 @@ async fn a_client_that_stops_reading_is_dropped_and_frees_its_place() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // About 8 MB of events: more than the two sockets' buffers hold, so the server's writes
-    // to the follower that reads nothing block.
-    let mut big = event("PROCESS");
-    big["additionalDetails"] = serde_json::json!({"PAD": "x".repeat(8000)});
-    let body = format!("{big}\n").repeat(100);
-    for _ in 0..10 {
-        let r = s
-            .client()
-            .post(format!("{}/api/v1/events:batch", s.url))
-            .header("content-type", "application/x-ndjson")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
-    }
-    let t = Instant::now();
-    loop {
-        match second().await {
-            200 => break,
-            429 => assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "the follower that reads nothing still holds its place"
-            ),
-            other => panic!("{other}"),
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    // The stalled connection was closed by the server: what it buffered, then the end.
+    load().await;
+    place_freed("HTTP/1.1").await;
+    // The server closed that connection: what it buffered, then the end.
     let (_, closed) = read_until_closed(&mut stalled, Duration::from_secs(10));
     assert!(closed);
+
+    // HTTP/2 (prior knowledge, as plain-HTTP clients may): the response is held, never read.
+    let h2 = auditseal_e2e::client_builder(&s.token)
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    // (The probe that just got 200 lets go of its place within a poll interval.)
+    let t = Instant::now();
+    let held = loop {
+        let r = h2.get(&stream_url).send().await.unwrap();
+        if r.status().as_u16() == 200 {
+            break r;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{}", r.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(held.version(), reqwest::Version::HTTP_2);
+    assert_eq!(second().await, 429);
+    load().await;
+    place_freed("HTTP/2").await;
+    drop(held);
 }
 
 #[tokio::test]

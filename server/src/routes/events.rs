@@ -108,7 +108,10 @@ impl EventIn {
         let mut map = self.additional_details.unwrap_or_default();
         map.iter().try_for_each(|(k, v)| {
             let path = format!("additionalDetails.{k}");
-            if k.trim_start().to_ascii_lowercase().starts_with(RESERVED_PREFIX) {
+            if k.trim_start()
+                .to_ascii_lowercase()
+                .starts_with(RESERVED_PREFIX)
+            {
                 return Err(ApiError::bad_request(format!(
                     "{path}: keys starting with {RESERVED_PREFIX:?} are reserved to the server \
                      (it records the submitter under {SUBMITTER_KEY:?})"

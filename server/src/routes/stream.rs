@@ -14,6 +14,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use auditseal_core::record::AuditRecord;
 use auditseal_core::store::{Criterion, Field, Op};
@@ -27,6 +28,8 @@ use crate::state::AppState;
 const POLL: Duration = Duration::from_millis(200);
 /// Rows read per node per round trip.
 const PAGE: i64 = 500;
+/// Events made but not yet taken by the connection.
+const BUFFERED: usize = 64;
 
 /// The follower's position: per node, the last sequence number already sent.
 type Positions = BTreeMap<String, i64>;
@@ -229,34 +232,59 @@ pub async fn stream(
         pending: VecDeque::new(),
         _permit: permit,
     };
-    Ok(Sse::new(events(follow))
+    let (tx, rx) = mpsc::channel(BUFFERED);
+    tokio::spawn(follow.run(tx));
+    Ok(Sse::new(events(rx))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
 
-fn events(follow: Follow) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold(follow, |mut f| async move {
+/// The events on their way from the follower's task to its connection.
+fn events(mut rx: mpsc::Receiver<Event>) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok)))
+}
+
+impl Follow {
+    /// Sends every matching row, in order, until the client goes (its end of the channel
+    /// dropped), the server stops, the follower's token is revoked (checked before every
+    /// event), or the client takes nothing for `send_timeout`. Then the task ends, and with it
+    /// the follower's place and the stream. It runs on its own, not inside the response body,
+    /// because a connection whose client stopped reading (an HTTP/2 stream without flow-control
+    /// window) never polls its body again: only this task can notice and give the place back.
+    async fn run(mut self, tx: mpsc::Sender<Event>) {
+        let limit = self.state.send_timeout;
         loop {
-            // Ends at shutdown, and when the follower's token is revoked: checked before every
-            // event, so rows read before the revocation are not sent after it.
-            if f.closing() || !f.state.auth.still_valid(&f.who) {
-                return None;
+            if self.closing() || !self.state.auth.still_valid(&self.who) {
+                return;
             }
-            if let Some((r, verification)) = f.pending.pop_front() {
-                f.positions.insert(r.node_id.clone(), r.sequence_number);
-                let data = row_json(&r, verification).to_string();
+            if let Some((r, verification)) = self.pending.pop_front() {
+                self.positions.insert(r.node_id.clone(), r.sequence_number);
                 let event = Event::default()
                     .event("audit")
-                    .id(encode_positions(&f.positions))
-                    .data(data);
-                return Some((Ok(event), f));
+                    .id(encode_positions(&self.positions))
+                    .data(row_json(&r, verification).to_string());
+                match tokio::time::timeout(limit, tx.send(event)).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        tracing::warn!(identity = %self.who.name, seconds = limit.as_secs(),
+                            "live follower took nothing of its stream; ended (server.send_timeout_secs)");
+                        return;
+                    }
+                }
             }
-            f.poll().await;
-            if f.pending.is_empty() {
-                tokio::time::sleep(POLL).await;
+            // A client that goes ends the task at once, so its place is free for its reconnect.
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = async {
+                    self.poll().await;
+                    if self.pending.is_empty() {
+                        tokio::time::sleep(POLL).await;
+                    }
+                } => {}
             }
         }
-    })
+    }
 }
 
 #[cfg(test)]
