@@ -169,9 +169,13 @@ impl Auth {
     }
 
     /// Re-reads the tokens now, after a change made through this server, so that it takes
-    /// effect here at once.
-    pub async fn refresh(&self) -> Result<(), StoreError> {
-        self.reload(Some(Instant::now()), Duration::ZERO).await
+    /// effect here at once. The change is already committed: a failed re-read only delays it
+    /// to the next background one (at most `TOKEN_REFRESH`), so it is a warning, not an error.
+    pub async fn refresh(&self) {
+        if let Err(e) = self.reload(Some(Instant::now()), Duration::ZERO).await {
+            tracing::warn!(error = %e, "cannot re-read the API tokens now; the change takes \
+                effect at the next re-read");
+        }
     }
 
     /// The role configured for a client certificate subject (already normalised).

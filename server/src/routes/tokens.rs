@@ -35,16 +35,6 @@ fn token_json(t: &auditseal_core::access::ApiToken) -> Value {
     })
 }
 
-/// Re-reads the tokens after a change that is already committed (and logged): a failure only
-/// delays the change here to the next background re-read (at most `auth::TOKEN_REFRESH`), so it
-/// must not turn the answer into an error.
-async fn refresh(state: &AppState) {
-    if let Err(e) = state.auth.refresh().await {
-        tracing::warn!(error = %e, "cannot re-read the API tokens now; the change takes effect \
-            at the next re-read");
-    }
-}
-
 pub async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let tokens = state.store.tokens().await?;
     Ok(Json(json!({
@@ -108,7 +98,7 @@ pub async fn create(
             ));
         }
     }
-    refresh(&state).await;
+    state.auth.refresh().await;
     let mut body = token_json(&record);
     body["token"] = secret.into();
     Ok((StatusCode::CREATED, Json(body)))
@@ -124,7 +114,7 @@ pub async fn revoke(
             "no valid token is named {name:?}"
         )));
     }
-    refresh(&state).await;
+    state.auth.refresh().await;
     let mut details = Map::new();
     details.insert("name".into(), name.clone().into());
     // The revocation stands either way: it only takes access away.
