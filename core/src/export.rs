@@ -589,10 +589,9 @@ fn verify_reads<R: Read>(
         }
     };
     let mut lines = Lines::new(HashingReader::new(signed()?));
-    let read = |e| io(path)(e);
     match loaded.format {
         Format::Ndjson => {
-            while let Some((n, line)) = lines.next_line().map_err(read)? {
+            while let Some((n, line)) = lines.next_line().map_err(io(path))? {
                 let line = match line {
                     Ok(l) => l.strip_suffix('\n').unwrap_or(l),
                     Err(e) => {
@@ -638,7 +637,7 @@ fn verify_reads<R: Read>(
             }
         }
         Format::Csv => {
-            while let Some((n, record)) = lines.next_csv().map_err(read)? {
+            while let Some((n, record)) = lines.next_csv().map_err(io(path))? {
                 let parsed = record.and_then(|text| {
                     let mut pos = 0;
                     match next_csv_record(text, &mut pos) {
@@ -667,7 +666,7 @@ fn verify_reads<R: Read>(
             }
         }
         Format::Tsv => {
-            while let Some((n, line)) = lines.next_line().map_err(read)? {
+            while let Some((n, line)) = lines.next_line().map_err(io(path))? {
                 let line = match line {
                     Ok(l) => match l.strip_suffix('\n') {
                         Some(l) => l,
@@ -698,7 +697,7 @@ fn verify_reads<R: Read>(
             }
         }
     }
-    let second_pass = lines.finish().map_err(read)?.finish();
+    let second_pass = lines.finish().map_err(io(path))?.finish();
     if first_pass.is_some_and(|h| h != second_pass) {
         rep.error(
             "the file changed while it was being checked: the rows read are not the bytes the \
