@@ -108,10 +108,9 @@ impl EventIn {
         let mut map = self.additional_details.unwrap_or_default();
         map.iter().try_for_each(|(k, v)| {
             let path = format!("additionalDetails.{k}");
-            if k.trim_start()
-                .to_ascii_lowercase()
-                .starts_with(RESERVED_PREFIX)
-            {
+            // Case-blind, without a lower-case copy of every key.
+            let head = k.trim_start().get(..RESERVED_PREFIX.len());
+            if head.is_some_and(|h| h.eq_ignore_ascii_case(RESERVED_PREFIX)) {
                 return Err(ApiError::bad_request(format!(
                     "{path}: keys starting with {RESERVED_PREFIX:?} are reserved to the server \
                      (it records the submitter under {SUBMITTER_KEY:?})"
