@@ -322,17 +322,39 @@ impl Inner {
         let slots = ctx
             .get_slots_with_token()
             .map_err(|e| self.unavailable("listing slots", &e))?;
+        let mut unreadable = None;
         let found = match &self.cfg.slot {
             SlotSelector::Number(n) => slots.into_iter().find(|s| s.id() == *n),
             SlotSelector::Index(i) => slots.into_iter().nth(*i),
-            SlotSelector::Label(label) => slots.into_iter().find(|s| {
-                ctx.get_token_info(*s)
-                    .is_ok_and(|t| t.label().trim_end() == label)
+            SlotSelector::Label(label) => slots.into_iter().find(|s| match self.token_info(*s) {
+                Ok(t) => t.label().trim_end() == label,
+                Err(e) => {
+                    unreadable = Some((s.id(), e));
+                    false
+                }
             }),
         };
         found.ok_or_else(|| {
-            TokenError::Unavailable(format!("{}: no such token present", self.describe()))
+            let why = unreadable.map_or_else(String::new, |(id, e)| {
+                format!(" (slot {id} could not be read: {e})")
+            });
+            TokenError::Unavailable(format!("{}: no such token present{why}", self.describe()))
         })
+    }
+
+    /// C_GetTokenInfo, tried 3 times: SoftHSM answers CKR_GENERAL_ERROR now and then while
+    /// another thread runs a multi-part operation, and that must not read as "no such token".
+    fn token_info(&self, slot: Slot) -> Result<cryptoki::slot::TokenInfo, CkError> {
+        let mut tries = 0;
+        loop {
+            match self.module.ctx.get_token_info(slot) {
+                Err(_) if tries < 2 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                r => return r,
+            }
+        }
     }
 
     /// A new session on the token, logged in. Callers hold `module.shared()`.
