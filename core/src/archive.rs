@@ -468,11 +468,11 @@ pub async fn apply(
 ) -> (BTreeMap<String, u64>, Option<ArchiveError>) {
     let mut deleted = BTreeMap::new();
     for s in &written.nodes {
-        match store.archive_node(&s.marker).await {
+        match store
+            .archive_node(&s.marker, s.first_sequence, s.rows)
+            .await
+        {
             Ok(n) => {
-                if n != s.rows {
-                    tracing::warn!(node = %s.node_id, archived = s.rows, deleted = n, "deleted a different number of rows than archived");
-                }
                 deleted.insert(s.node_id.clone(), n);
             }
             Err(e) => return (deleted, Some(e.into())),

@@ -162,6 +162,7 @@ impl Writer {
                 Ok((rows, batch)) => {
                     let s = Sealed {
                         epoch: self.epoch,
+                        fence: self.lock.fence(),
                         rows,
                         batch,
                         shares,
@@ -253,6 +254,8 @@ type Shares = Vec<(usize, oneshot::Sender<Result<Vec<Appended>, DeviceError>>)>;
 struct Sealed {
     /// The failure epoch it was sealed in; batches sealed before a failure are not written.
     epoch: u64,
+    /// The lock it was sealed under, checked by the insert's transaction.
+    fence: crate::store::Fence,
     rows: Vec<AuditRecord>,
     batch: Option<BatchRecord>,
     shares: Shares,
@@ -280,7 +283,10 @@ async fn insert_in_order(
         }
         let started = std::time::Instant::now();
         // Nothing is known after a failed commit (it may have landed): the head is read again.
-        match store.insert_batch(&s.rows, s.batch.as_ref()).await {
+        match store
+            .insert_batch(&s.rows, s.batch.as_ref(), &s.fence)
+            .await
+        {
             Ok(()) => {
                 tracing::debug!(
                     rows = s.rows.len(),

@@ -239,7 +239,7 @@ mod tests {
         let mut head = Head::default();
         rows[..8].iter().for_each(|r| head.push(r));
         let marker = Checkpoint::sign(token.as_ref(), "n", &head, 1, KIND_ARCHIVE).unwrap();
-        store.archive_node(&marker).await.unwrap();
+        store.archive_node(&marker, 0, 8).await.unwrap();
 
         let c = cp
             .run_once()

@@ -44,7 +44,7 @@ pub enum DeviceError {
     Token(#[from] TokenError),
     /// Nothing was acknowledged; the sequence number is re-read from the database before reuse.
     #[error("the row could not be stored: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("the log device stopped: {0}")]
     Stopped(String),
     /// The device could not start: the node's lock is held elsewhere or the database is down.
@@ -58,6 +58,15 @@ pub enum DeviceError {
         "this process lost the writer lock of node {0}; writes are refused until it is regained"
     )]
     LockLost(String),
+}
+
+impl From<StoreError> for DeviceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Fenced(node) => DeviceError::LockLost(node),
+            e => DeviceError::Store(e),
+        }
+    }
 }
 
 /// Appends events to one node's log.
@@ -226,9 +235,10 @@ impl Inner {
             .await
             .map_err(|e| DeviceError::Stopped(format!("signing task failed: {e}")))??;
         }
+        let fence = self.lock.fence();
         let stored = match records.as_slice() {
-            [one] => self.store.insert(one).await,
-            many => self.store.insert_batch(many, None).await,
+            [one] => self.store.insert(one, &fence).await,
+            many => self.store.insert_batch(many, None, &fence).await,
         };
         if let Err(e) = stored {
             state.next = None;
@@ -376,6 +386,84 @@ mod tests {
         .await
         .unwrap();
         assert_eq!((report.rows, report.errors), (3, 0), "{report}");
+    }
+
+    async fn sqlite_store(dir: &tempfile::TempDir) -> (String, crate::store::SharedStore) {
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        (url, store)
+    }
+
+    /// Issue 11.1: once an archive removed every row of a node, its numbering goes on after the
+    /// archive marker (it restarted at 0, reusing numbers the next archive deleted unread).
+    #[tokio::test]
+    async fn a_head_never_goes_back_after_an_archive_removed_every_row() {
+        use crate::checkpoint::{Checkpoint, Head, KIND_ARCHIVE};
+        let dir = tempfile::tempdir().unwrap();
+        let (_, store) = sqlite_store(&dir).await;
+        let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
+        let device = SequentialDevice::start(store.clone(), "idle".into(), Some(token.clone()))
+            .await
+            .unwrap();
+        for i in 0..5 {
+            device.append(event(i)).await.unwrap();
+        }
+        drop(device);
+        let rows = store.read_node("idle", 0, None, 100).await.unwrap();
+        let mut head = Head::default();
+        rows.iter().for_each(|r| head.push(r));
+        let marker = Checkpoint::sign(token.as_ref(), "idle", &head, 1, KIND_ARCHIVE).unwrap();
+
+        // A count that is not the rows' changes nothing.
+        let e = store.archive_node(&marker, 0, 4).await.unwrap_err();
+        assert!(
+            matches!(e, crate::store::StoreError::Inconsistent(_)),
+            "{e}"
+        );
+        assert_eq!(
+            store.read_node("idle", 0, None, 100).await.unwrap().len(),
+            5
+        );
+        assert!(store.archive_base("idle").await.unwrap().is_none());
+
+        assert_eq!(store.archive_node(&marker, 0, 5).await.unwrap(), 5);
+        assert!(
+            store
+                .read_node("idle", 0, None, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.head("idle").await.unwrap().next_sequence, 5);
+        let device = SequentialDevice::start(store.clone(), "idle".into(), Some(token))
+            .await
+            .unwrap();
+        assert_eq!(device.append(event(5)).await.unwrap().sequence_number, 5);
+    }
+
+    /// Issue 11.3: a writer whose lock was taken over commits nothing, even before it notices.
+    #[tokio::test]
+    async fn a_writer_whose_lease_was_taken_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, store) = sqlite_store(&dir).await;
+        let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
+        let device = SequentialDevice::start(store.clone(), "n".into(), Some(token))
+            .await
+            .unwrap();
+        device.append(event(0)).await.unwrap();
+        // What another process does when it takes the node over.
+        crate::store::SqliteStore::connect(&url)
+            .await
+            .unwrap()
+            .pool()
+            .execute_raw("UPDATE auditnodelease SET epoch = epoch + 1 WHERE nodeid = 'n'")
+            .await;
+        for events in [vec![event(1)], vec![event(2), event(3)]] {
+            let e = device.append_all(events).await.unwrap_err();
+            assert!(matches!(e, DeviceError::LockLost(_)), "{e}");
+        }
+        assert_eq!(store.read_node("n", 0, None, 100).await.unwrap().len(), 1);
     }
 
     /// Test-only shorthand for running DDL on a pool.

@@ -211,3 +211,115 @@ async fn a_row_that_does_not_verify_stops_the_archive_before_anything_is_written
         assert!(err.contains("in the future"), "{err}");
     }
 }
+
+/// Posts one event and returns its sequence number, retrying 503s (a server that has just lost
+/// its database connections answers some) for up to 20 s.
+async fn post_one(server: &Server) -> i64 {
+    let client = server.client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = client
+            .post(format!("{}/api/v1/events", server.url))
+            .json(&auditseal_e2e::event("PROCESS"))
+            .send()
+            .await
+            .expect("POST /api/v1/events");
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        if status == 201 {
+            return body["sequenceNumber"].as_i64().unwrap();
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(std::time::Instant::now() < deadline, "still 503: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 11.1: an archive that removes every row of an idle node. Numbering used to restart at 0
+/// (after a restart, or after any database error in a running server); verifylog never saw the
+/// reused numbers and the next archive deleted them without writing them to its segment. Now the
+/// node goes on after its archive marker, and a second archive keeps and deletes exactly those.
+#[tokio::test]
+async fn an_idle_node_archived_whole_keeps_numbering_after_its_marker() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let url = new_database(backend, dir.path()).await;
+        let base = ["--data-dir", d, "--database-url", &url];
+        let start = |node: &'static str, device: &'static str| {
+            let mut a = base.to_vec();
+            a.extend(["--node-id", node, "--device", device]);
+            Server::start(&a).unwrap()
+        };
+        let seq = start("idle-s", "sequential");
+        let bat = start("idle-b", "batched");
+        post_events(&seq, 4).await;
+        post_events(&bat, 5).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let cut = now_ms().to_string();
+        let out1 = dir.path().join("archive-1");
+        let mut a = base.to_vec();
+        a.extend(["archive", "--before", &cut, "--out", out1.to_str().unwrap()]);
+        let (code, _, err) = cli(&a);
+        assert_eq!(code, 0, "{backend:?}: {err}");
+        assert!(err.contains("exported node idle-s rows 0..4"), "{err}");
+        assert!(err.contains("exported node idle-b rows 0..4"), "{err}");
+        let rows = all_rows(&url).await;
+        assert!(
+            !rows
+                .iter()
+                .any(|r| r.node_id.starts_with("idle-") && !r.node_id.ends_with("-db")),
+            "every row of both nodes archived"
+        );
+
+        // In the running servers, after a database error (PostgreSQL: their connections
+        // terminated; the devices then read their heads again).
+        if backend == auditseal_e2e::Backend::Postgres {
+            let db = url.rsplit('/').next().unwrap();
+            exec(
+                &auditseal_e2e::pg_admin_url(),
+                &format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+                ),
+            )
+            .await;
+        }
+        assert_eq!(post_one(&seq).await, 5, "{backend:?} sequential, running");
+        assert_eq!(post_one(&bat).await, 5, "{backend:?} batched, running");
+        // After a restart.
+        drop(seq);
+        drop(bat);
+        let seq = start("idle-s", "sequential");
+        let bat = start("idle-b", "batched");
+        assert_eq!(post_one(&seq).await, 6, "{backend:?} sequential, restarted");
+        assert_eq!(post_one(&bat).await, 6, "{backend:?} batched, restarted");
+
+        let (code, rep, _) = run_json(&base, &["verifylog", "--all", "--json"]);
+        assert_eq!(code, 0, "{backend:?}: {rep}");
+        // A second archive takes exactly the new rows, and deletes what it wrote.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let cut = now_ms().to_string();
+        let out2 = dir.path().join("archive-2");
+        let mut a = base.to_vec();
+        a.extend(["archive", "--before", &cut, "--out", out2.to_str().unwrap()]);
+        let (code, _, err) = cli(&a);
+        assert_eq!(code, 0, "{backend:?}: {err}");
+        assert!(
+            err.contains("exported node idle-s rows 5..6 (2 rows)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("exported node idle-b rows 5..6 (2 rows)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("deleted 2 archived rows of node idle-s"),
+            "{err}"
+        );
+        assert!(!err.contains("different number"), "{err}");
+        post_events(&seq, 1).await;
+        let (code, rep, _) = run_json(&base, &["verifylog", "--all", "--json"]);
+        assert_eq!(code, 0, "{backend:?}: {rep}");
+    }
+}

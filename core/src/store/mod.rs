@@ -41,10 +41,22 @@ pub(crate) const INSERT_BATCH: &str = "INSERT INTO auditbatchdata (nodeid, first
      lastsequencenumber, \"timestamp\", merkleroot, previoushash, keyid, statementprotection) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
-pub(crate) const INSERT: &str = "INSERT INTO auditrecorddata (pk, nodeid, sequencenumber, \
-     \"timestamp\", eventtype, eventstatus, authtoken, service, module, customid, searchdetail1, \
-     searchdetail2, additionaldetails, rowversion, rowprotection) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+/// One row, written only if the writer's fence holds ($16 node, $17 epoch; see `Fence`);
+/// `{lock}` is `FOR SHARE` on PostgreSQL, nothing on SQLite (whose writes are serialised).
+macro_rules! fenced_insert {
+    ($lock:literal) => {
+        concat!(
+            "INSERT INTO auditrecorddata (pk, nodeid, sequencenumber, \"timestamp\", eventtype, \
+             eventstatus, authtoken, service, module, customid, searchdetail1, searchdetail2, \
+             additionaldetails, rowversion, rowprotection) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
+             WHERE EXISTS (SELECT 1 FROM auditnodelease WHERE nodeid = $16 AND epoch = $17 ",
+            $lock,
+            ")"
+        )
+    };
+}
+pub(crate) use fenced_insert;
 
 /// What went wrong in the store, in terms a caller can act on.
 #[derive(Debug, thiserror::Error)]
@@ -58,12 +70,19 @@ pub enum StoreError {
     /// Another process holds the writer lock of this node id.
     #[error("{0}")]
     Locked(String),
+    /// The write was refused inside its transaction: another process took the node's lock
+    /// since this writer took it (see `Fence`). Nothing was written.
+    #[error("node {0}: another process took this node's writer lock; nothing was written")]
+    Fenced(String),
     #[error("database URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
     #[error("database error: {0}")]
     Database(String),
     #[error("schema migration failed: {0}")]
     Migration(String),
+    /// The tables do not hold what the caller read from them a moment ago; nothing was changed.
+    #[error("{0}")]
+    Inconsistent(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -99,10 +118,31 @@ pub struct NodeHead {
     pub last_time_stamp: i64,
 }
 
+impl NodeHead {
+    /// The head after the highest (sequence number, time stamp) pairs found in each table.
+    /// Never below 0: numbering starts at 0 even when a table holds negative numbers.
+    fn from_highest(found: impl Iterator<Item = (Option<i64>, Option<i64>)>) -> Self {
+        let mut head = NodeHead {
+            next_sequence: 0,
+            last_time_stamp: 0,
+        };
+        for (seq, time) in found {
+            if let Some(s) = seq {
+                head.next_sequence = head.next_sequence.max(s.saturating_add(1));
+            }
+            if let Some(t) = time {
+                head.last_time_stamp = head.last_time_stamp.max(t);
+            }
+        }
+        head
+    }
+}
+
 /// Held for as long as this process is the one writer of a node id; dropping it releases it.
 /// A lock can be lost while held (PostgreSQL: its session died); writers check `is_held` before
 /// each write and re-read their position when `epoch` changes (the lock was taken again).
 pub struct NodeLock {
+    node: String,
     status: Arc<LockStatus>,
     _held: Box<dyn Send + Sync>,
 }
@@ -112,13 +152,16 @@ pub struct NodeLock {
 pub struct LockStatus {
     held: std::sync::atomic::AtomicBool,
     epoch: std::sync::atomic::AtomicU64,
+    /// The node's lease epoch in `auditnodelease` taken with the lock (see `Fence`).
+    lease: std::sync::atomic::AtomicI64,
 }
 
 impl LockStatus {
-    fn new() -> Arc<Self> {
+    fn new(lease: i64) -> Arc<Self> {
         Arc::new(LockStatus {
             held: std::sync::atomic::AtomicBool::new(true),
             epoch: std::sync::atomic::AtomicU64::new(0),
+            lease: std::sync::atomic::AtomicI64::new(lease),
         })
     }
 
@@ -126,23 +169,50 @@ impl LockStatus {
         self.held.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
-    fn regained(&self) {
+    fn regained(&self, lease: i64) {
+        self.lease.store(lease, std::sync::atomic::Ordering::SeqCst);
         self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.held.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
+/// What a write transaction checks, inside itself, before it commits anything: that the node's
+/// lease epoch in `auditnodelease` is still the one its writer took with the lock. Whoever takes
+/// a node's lock increments the epoch first, so a writer that lost its lock (its PostgreSQL
+/// session died, another process took over) commits nothing, even before it notices the loss.
+/// On PostgreSQL the check locks the lease row (`FOR SHARE`): a takeover waits for the
+/// transactions in flight, and every later one of the old writer sees the new epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub node: String,
+    pub epoch: i64,
+}
+
+/// Increments (or creates) a node's lease epoch and returns the new value.
+pub(crate) const TAKE_LEASE: &str = "INSERT INTO auditnodelease (nodeid, epoch) VALUES ($1, 1) \
+     ON CONFLICT (nodeid) DO UPDATE SET epoch = auditnodelease.epoch + 1 RETURNING epoch";
+
 impl NodeLock {
-    fn new(status: Arc<LockStatus>, held: impl Send + Sync + 'static) -> Self {
+    fn new(node: &str, status: Arc<LockStatus>, held: impl Send + Sync + 'static) -> Self {
         NodeLock {
+            node: node.to_string(),
             status,
             _held: Box::new(held),
         }
     }
 
-    /// A lock nothing can take away (a file lock, an in-memory database).
-    fn permanent(held: impl Send + Sync + 'static) -> Self {
-        Self::new(LockStatus::new(), held)
+    /// A lock nothing takes away but another process's takeover (a file lock, an in-memory
+    /// database), with the lease epoch taken with it.
+    fn permanent(node: &str, lease: i64, held: impl Send + Sync + 'static) -> Self {
+        Self::new(node, LockStatus::new(lease), held)
+    }
+
+    /// What this writer's transactions must check (see `Fence`).
+    pub fn fence(&self) -> Fence {
+        Fence {
+            node: self.node.clone(),
+            epoch: self.status.lease.load(std::sync::atomic::Ordering::SeqCst),
+        }
     }
 
     pub fn is_held(&self) -> bool {
@@ -165,11 +235,13 @@ pub trait Store: Send + Sync {
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Makes this process the only writer of `node` until the lock is dropped, or says who has it.
     async fn lock_node(&self, node: &str) -> Result<NodeLock, StoreError>;
-    /// Where the node's log stands: MAX(sequenceNumber)+1 (0 for a new node) and the newest
-    /// timeStamp (new rows never get an older one).
+    /// Where the node's log stands: one past the highest sequence number among its rows, its
+    /// batch statements, its checkpoints and its archive markers (0 for a new node), so a head
+    /// never goes back, even when an archive removed every row; and the newest timeStamp among
+    /// them (new rows never get an older one).
     async fn head(&self, node: &str) -> Result<NodeHead, StoreError>;
-    /// Inserts and commits one row.
-    async fn insert(&self, record: &AuditRecord) -> Result<(), StoreError>;
+    /// Inserts and commits one row, if `fence` still holds (else `Fenced`, nothing written).
+    async fn insert(&self, record: &AuditRecord, fence: &Fence) -> Result<(), StoreError>;
     /// Every node id that has rows.
     async fn nodes(&self) -> Result<Vec<String>, StoreError>;
     /// Up to `limit` rows of `node` with sequenceNumber >= `from_seq`, ordered by
@@ -182,11 +254,13 @@ pub trait Store: Send + Sync {
         limit: i64,
     ) -> Result<Vec<AuditRecord>, StoreError>;
     async fn get(&self, pk: &str) -> Result<Option<AuditRecord>, StoreError>;
-    /// Inserts rows, and the statement of their batch if any, in one transaction.
+    /// Inserts rows, and the statement of their batch if any, in one transaction, if `fence`
+    /// still holds (else `Fenced`, nothing written).
     async fn insert_batch(
         &self,
         rows: &[AuditRecord],
         batch: Option<&BatchRecord>,
+        fence: &Fence,
     ) -> Result<(), StoreError>;
     /// The node's newest batch statement (the head of its chain).
     async fn last_batch(&self, node: &str) -> Result<Option<BatchRecord>, StoreError>;
@@ -218,10 +292,17 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<Checkpoint>, StoreError>;
     /// Each node's checkpoint(s) with the highest sequence number.
     async fn latest_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
-    /// In one transaction: stores the archive `marker` and deletes the node's rows up to its
-    /// sequence number, the batch statements that end there or before, and the older
-    /// checkpoints. Returns how many rows were deleted.
-    async fn archive_node(&self, marker: &Checkpoint) -> Result<u64, StoreError>;
+    /// In one transaction: stores the archive `marker`, deletes the node's rows `first` to the
+    /// marker's sequence number, the batch statements that end there or before, and the older
+    /// checkpoints. The rows deleted must be exactly the `rows` archived: any other count rolls
+    /// everything back with `Inconsistent` (something wrote or removed rows in the range since
+    /// they were read). Returns how many rows were deleted.
+    async fn archive_node(
+        &self,
+        marker: &Checkpoint,
+        first: i64,
+        rows: u64,
+    ) -> Result<u64, StoreError>;
     /// Up to `query.limit` rows matching every criterion, in `query.order`, after
     /// `query.after` if given.
     async fn query(&self, query: &Query) -> Result<Vec<AuditRecord>, StoreError>;
@@ -285,11 +366,12 @@ pub(crate) fn absent<T: Default>(e: sqlx::Error) -> Result<T, sqlx::Error> {
     if missing { Ok(T::default()) } else { Err(e) }
 }
 
-/// `INSERT` of one row with its 15 values bound, for either driver.
+/// The fenced `INSERT` (`$sql`) of one row with its 15 values and the fence bound.
 macro_rules! insert_row {
-    ($r:expr) => {{
+    ($sql:expr, $r:expr, $fence:expr) => {{
         let r: &AuditRecord = $r;
-        sqlx::query(crate::store::INSERT)
+        let fence: &crate::store::Fence = $fence;
+        sqlx::query($sql)
             .bind(&r.pk)
             .bind(&r.node_id)
             .bind(r.sequence_number)
@@ -305,6 +387,8 @@ macro_rules! insert_row {
             .bind(&r.additional_details)
             .bind(r.row_version)
             .bind(&r.row_protection)
+            .bind(&fence.node)
+            .bind(fence.epoch)
     }};
 }
 pub(crate) use insert_row;
@@ -350,23 +434,32 @@ macro_rules! impl_store {
         impl $crate::store::Store for $ty {
         $($own)*
         async fn head(&self, node: &str) -> Result<crate::store::NodeHead, StoreError> {
-            let (max, time): (Option<i64>, Option<i64>) = sqlx::query_as(
+            // One past the highest number the node ever used, wherever it is still recorded:
+            // its rows, its newest batch statement, its newest checkpoint or archive marker.
+            // Rows alone are not enough: an archive may have removed all of them.
+            let rows: (Option<i64>, Option<i64>) = sqlx::query_as(
                 "SELECT MAX(sequencenumber), MAX(\"timestamp\") FROM auditrecorddata WHERE nodeid = $1",
             )
             .bind(node)
             .fetch_one(&self.pool)
             .await?;
-            Ok(crate::store::NodeHead {
-                next_sequence: max.map_or(0, |m| m + 1),
-                last_time_stamp: time.unwrap_or(0),
-            })
-        }
-
-        async fn insert(&self, r: &AuditRecord) -> Result<(), StoreError> {
-            crate::store::insert_row!(r)
-                .execute(&self.pool)
-                .await?;
-            Ok(())
+            let batches: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+                "SELECT MAX(lastsequencenumber), MAX(\"timestamp\") FROM auditbatchdata WHERE nodeid = $1",
+            )
+            .bind(node)
+            .fetch_optional(&self.pool)
+            .await
+            .or_else(crate::store::absent)?;
+            let checkpoints: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+                "SELECT MAX(sequencenumber), MAX(\"timestamp\") FROM auditcheckpointdata WHERE nodeid = $1",
+            )
+            .bind(node)
+            .fetch_optional(&self.pool)
+            .await
+            .or_else(crate::store::absent)?;
+            Ok(crate::store::NodeHead::from_highest(
+                [Some(rows), batches, checkpoints].into_iter().flatten(),
+            ))
         }
 
         async fn nodes(&self) -> Result<Vec<String>, StoreError> {
@@ -561,17 +654,29 @@ macro_rules! impl_store {
         async fn archive_node(
             &self,
             marker: &crate::checkpoint::Checkpoint,
+            first: i64,
+            expected: u64,
         ) -> Result<u64, StoreError> {
             let mut tx = self.pool.begin().await?;
             crate::store::insert_checkpoint!(marker).execute(&mut *tx).await?;
             let rows = sqlx::query(
-                "DELETE FROM auditrecorddata WHERE nodeid = $1 AND sequencenumber <= $2",
+                "DELETE FROM auditrecorddata WHERE nodeid = $1 AND sequencenumber >= $2 \
+                 AND sequencenumber <= $3",
             )
             .bind(&marker.node_id)
+            .bind(first)
             .bind(marker.sequence_number)
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            if rows != expected {
+                // Dropping the transaction rolls it back: marker and deletion alike.
+                return Err(StoreError::Inconsistent(format!(
+                    "node {}: sequence numbers {first}..{} hold {rows} rows, the archive wrote \
+                     and verified {expected}; nothing was deleted",
+                    marker.node_id, marker.sequence_number
+                )));
+            }
             sqlx::query("DELETE FROM auditbatchdata WHERE nodeid = $1 AND lastsequencenumber <= $2")
                 .bind(&marker.node_id)
                 .bind(marker.sequence_number)

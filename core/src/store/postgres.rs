@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
-use super::{LockStatus, NodeLock, Query, StoreError, impl_store};
+use super::{Fence, LockStatus, NodeLock, Query, StoreError, impl_store};
 use crate::batch::BatchRecord;
 use crate::record::AuditRecord;
 
@@ -47,13 +47,22 @@ fn lock_key(node: &str) -> i64 {
 
 /// Takes the node's advisory lock on a dedicated connection (outside the pool: the lock lives
 /// as long as that session). None when another session holds it.
-async fn try_lock(url: &str, node: &str) -> Result<Option<PgConnection>, StoreError> {
+/// With the lock, the node's lease epoch is incremented (on the same session, after the lock:
+/// see `Fence`); returned with the connection.
+async fn try_lock(url: &str, node: &str) -> Result<Option<(PgConnection, i64)>, StoreError> {
     let mut conn = PgConnection::connect(url).await?;
     let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
         .bind(lock_key(node))
         .fetch_one(&mut conn)
         .await?;
-    Ok(got.then_some(conn))
+    if !got {
+        return Ok(None);
+    }
+    let lease: i64 = sqlx::query_scalar(super::TAKE_LEASE)
+        .bind(node)
+        .fetch_one(&mut conn)
+        .await?;
+    Ok(Some((conn, lease)))
 }
 
 /// How often the lock's session is checked.
@@ -72,9 +81,9 @@ async fn watch_lock(mut conn: PgConnection, url: String, node: String, status: A
         loop {
             tokio::time::sleep(LOCK_CHECK).await;
             match try_lock(&url, &node).await {
-                Ok(Some(c)) => {
+                Ok(Some((c, lease))) => {
                     conn = c;
-                    status.regained();
+                    status.regained(lease);
                     tracing::warn!(node = %node, "took the node's advisory lock again");
                     break;
                 }
@@ -99,23 +108,36 @@ impl Drop for AbortOnDrop {
 }
 
 impl_store!(PgStore, {
+    async fn insert(&self, r: &AuditRecord, fence: &Fence) -> Result<(), StoreError> {
+        let done = super::insert_row!(super::fenced_insert!("FOR SHARE"), r, fence)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Fenced(fence.node.clone()));
+        }
+        Ok(())
+    }
+
     /// One multi-row INSERT ... SELECT FROM UNNEST (arrays bound as parameters) for the rows,
-    /// one INSERT for the statement, one commit.
+    /// fenced as a whole, one INSERT for the statement, one commit.
     async fn insert_batch(
         &self,
         rows: &[AuditRecord],
         batch: Option<&BatchRecord>,
+        fence: &Fence,
     ) -> Result<(), StoreError> {
         let col = |f: fn(&AuditRecord) -> String| rows.iter().map(f).collect::<Vec<_>>();
         let opt = |f: fn(&AuditRecord) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        let done = sqlx::query(
             "INSERT INTO auditrecorddata (pk, nodeid, sequencenumber, \"timestamp\", eventtype, \
              eventstatus, authtoken, service, module, customid, searchdetail1, searchdetail2, \
              additionaldetails, rowversion, rowprotection) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], \
              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
-             $12::text[], $13::text[], $14::int4[], $15::text[])",
+             $12::text[], $13::text[], $14::int4[], $15::text[]) \
+             WHERE EXISTS (SELECT 1 FROM auditnodelease WHERE nodeid = $16 AND epoch = $17 \
+             FOR SHARE)",
         )
         .bind(col(|r| r.pk.clone()))
         .bind(col(|r| r.node_id.clone()))
@@ -132,8 +154,14 @@ impl_store!(PgStore, {
         .bind(opt(|r| r.additional_details.clone()))
         .bind(rows.iter().map(|r| r.row_version).collect::<Vec<_>>())
         .bind(opt(|r| r.row_protection.clone()))
+        .bind(&fence.node)
+        .bind(fence.epoch)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() != rows.len() as u64 {
+            // Dropping the transaction rolls it back.
+            return Err(StoreError::Fenced(fence.node.clone()));
+        }
         if let Some(b) = batch {
             super::insert_statement!(b).execute(&mut *tx).await?;
         }
@@ -153,7 +181,7 @@ impl_store!(PgStore, {
     }
 
     async fn lock_node(&self, node: &str) -> Result<NodeLock, StoreError> {
-        let Some(conn) = try_lock(&self.url, node).await? else {
+        let Some((conn, lease)) = try_lock(&self.url, node).await? else {
             return Err(StoreError::Locked(format!(
                 "another auditseal process is already writing as node {node:?} to this \
                  PostgreSQL database (advisory lock {} is held); give each process its own \
@@ -161,13 +189,13 @@ impl_store!(PgStore, {
                 lock_key(node)
             )));
         };
-        let status = LockStatus::new();
+        let status = LockStatus::new(lease);
         let watcher = tokio::spawn(watch_lock(
             conn,
             self.url.clone(),
             node.to_string(),
             status.clone(),
         ));
-        Ok(NodeLock::new(status, AbortOnDrop(watcher)))
+        Ok(NodeLock::new(node, status, AbortOnDrop(watcher)))
     }
 });

@@ -9,7 +9,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{NodeLock, Query, StoreError, impl_store};
+use super::{Fence, NodeLock, Query, StoreError, impl_store};
 use crate::batch::BatchRecord;
 use crate::record::AuditRecord;
 
@@ -73,19 +73,44 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// Increments the node's lease epoch (see `Fence`), once its lock file is held.
+    async fn take_lease(&self, node: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(super::TAKE_LEASE)
+            .bind(node)
+            .fetch_one(&self.pool)
+            .await?)
+    }
 }
 
 impl_store!(SqliteStore, {
+    async fn insert(&self, r: &AuditRecord, fence: &Fence) -> Result<(), StoreError> {
+        let done = super::insert_row!(super::fenced_insert!(""), r, fence)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Fenced(fence.node.clone()));
+        }
+        Ok(())
+    }
+
     /// The rows one by one inside one transaction (SQLite has no array parameters; inside a
-    /// transaction each insert is cheap), then the statement, then one commit.
+    /// transaction each insert is cheap), each fenced, then the statement, then one commit.
     async fn insert_batch(
         &self,
         rows: &[AuditRecord],
         batch: Option<&BatchRecord>,
+        fence: &Fence,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for r in rows {
-            super::insert_row!(r).execute(&mut *tx).await?;
+            let done = super::insert_row!(super::fenced_insert!(""), r, fence)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() != 1 {
+                // Dropping the transaction rolls it back.
+                return Err(StoreError::Fenced(fence.node.clone()));
+            }
         }
         if let Some(b) = batch {
             super::insert_statement!(b).execute(&mut *tx).await?;
@@ -107,7 +132,8 @@ impl_store!(SqliteStore, {
 
     async fn lock_node(&self, node: &str) -> Result<NodeLock, StoreError> {
         let Some(db) = &self.file else {
-            return Ok(NodeLock::permanent(()));
+            let lease = self.take_lease(node).await?;
+            return Ok(NodeLock::permanent(node, lease, ()));
         };
         // File names cannot hold every node id: a readable prefix plus a hash keeps them unique.
         let readable: String = node
@@ -128,7 +154,10 @@ impl_store!(SqliteStore, {
                 StoreError::Locked(format!("cannot open lock file {}: {e}", path.display()))
             })?;
         match file.try_lock() {
-            Ok(()) => Ok(NodeLock::permanent(file)),
+            Ok(()) => {
+                let lease = self.take_lease(node).await?;
+                Ok(NodeLock::permanent(node, lease, file))
+            }
             Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(format!(
                 "another auditseal process is already writing as node {node:?} to {} \
                  (lock file {} is held); stop it or give this one another --node-id",

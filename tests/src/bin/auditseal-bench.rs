@@ -229,6 +229,9 @@ async fn main() {
     // 3. The bound: sign + one INSERT/COMMIT per row, one after the other, in this process
     // through the real store (what the sequential device does, without HTTP).
     let sum_bound = 1.0 / (1.0 / sign1 + 1.0 / commit);
+    // The store's writes are fenced by the node's lock, as the device's are.
+    let lock = store.lock_node("bound").await.expect("lock node bound");
+    let fence = lock.fence();
     let started = Instant::now();
     let (mut in_sign, mut in_insert) = (Duration::ZERO, Duration::ZERO);
     for i in 0..o.commits {
@@ -244,7 +247,7 @@ async fn main() {
         .expect("sign");
         r.row_protection = Some(p);
         let t1 = Instant::now();
-        store.insert(&r).await.expect("insert");
+        store.insert(&r, &fence).await.expect("insert");
         in_sign += t1 - t0;
         in_insert += t1.elapsed();
     }

@@ -217,11 +217,24 @@ async fn generate_v2(o: &Opts, store: &SharedStore, token: &SharedToken) -> anyh
     }
     let threads = cores();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<AuditRecord>>(threads * 2);
+    // Writes are fenced by each node's lock, as the devices' are.
+    let mut locks = std::collections::HashMap::new();
+    for k in 0..o.nodes {
+        let node = node_name(k);
+        let lock = store.lock_node(&node).await.context("lock node")?;
+        locks.insert(node, lock);
+    }
     let inserter = {
         let store = store.clone();
         tokio::spawn(async move {
             while let Some(rows) = rx.recv().await {
-                store.insert_batch(&rows, None).await.context("insert")?;
+                let Some(lock) = rows.first().and_then(|r| locks.get(&r.node_id)) else {
+                    continue;
+                };
+                store
+                    .insert_batch(&rows, None, &lock.fence())
+                    .await
+                    .context("insert")?;
             }
             Ok::<_, anyhow::Error>(())
         })
