@@ -16,7 +16,9 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::{self, BatchRecord, GENESIS_HASH, InclusionPayload};
-use crate::device::{Appended, DeviceError, LogDevice, NewEvent};
+use crate::device::{
+    Appended, DeviceError, LogDevice, NewEvent, merge_replays, replays_of, stored_by_pk,
+};
 use crate::merkle;
 use crate::protection::ProtectionVersion;
 use crate::protector::protect_bytes;
@@ -78,7 +80,12 @@ struct Writer {
     failures: Arc<AtomicU64>,
     /// The `failures` value `head` is valid for.
     epoch: u64,
+    /// Client pks of batches sealed and not yet written (or failed): a retry that arrives
+    /// meanwhile is told to retry, not written twice.
+    in_flight: InFlight,
 }
+
+type InFlight = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
 
 impl BatchedDevice {
     /// Takes the node's writer lock, reads where the log and its chain stand, starts the writer.
@@ -102,6 +109,7 @@ impl BatchedDevice {
             head: None,
             failures: Arc::new(AtomicU64::new(0)),
             epoch: 0,
+            in_flight: Default::default(),
         };
         let head = writer.read_head().await?;
         tracing::info!(node = %node_id, next_sequence = head.next, max_batch = cfg.max_batch,
@@ -138,6 +146,7 @@ impl Writer {
             sealed,
             self.failures.clone(),
             self.node_id.clone(),
+            self.in_flight.clone(),
         ));
         while let Some(first) = rx.recv().await {
             let mut size = first.events.len();
@@ -154,20 +163,29 @@ impl Writer {
             }
             let mut events = Vec::with_capacity(size);
             let mut shares = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                shares.push((job.events.len(), job.reply));
-                events.extend(job.events);
+            for (job_events, replays, reply) in self.settle_replays(jobs).await {
+                shares.push((replays, reply));
+                events.extend(job_events);
             }
+            if events.is_empty() {
+                // Every request was answered from stored rows (or refused).
+                answer(&self.node_id, shares, Ok(Vec::new()));
+                continue;
+            }
+            let client_pks: Vec<String> = events.iter().filter_map(|e| e.pk.clone()).collect();
             match self.seal_batch(events).await {
                 Ok((rows, batch)) => {
+                    lock_set(&self.in_flight).extend(client_pks.iter().cloned());
                     let s = Sealed {
                         epoch: self.epoch,
                         fence: self.lock.fence(),
                         rows,
                         batch,
                         shares,
+                        client_pks,
                     };
                     if let Err(mpsc::error::SendError(s)) = to_insert.send(s).await {
+                        release(&self.in_flight, &s.client_pks);
                         answer(
                             &self.node_id,
                             s.shares,
@@ -178,6 +196,60 @@ impl Writer {
                 Err(e) => answer(&self.node_id, shares, Err(e)),
             }
         }
+    }
+
+    /// Answers the requests whose events are all stored already (retries) or that cannot be
+    /// written (a pk stored with other content, or in a batch not yet written); returns the
+    /// others with the events still to write and the replayed rows to merge into their answer.
+    async fn settle_replays(&self, jobs: Vec<Job>) -> Vec<(Vec<NewEvent>, Replays, Reply)> {
+        if jobs.iter().all(|j| j.events.iter().all(|e| e.pk.is_none())) {
+            return jobs
+                .into_iter()
+                .map(|j| (vec![None; j.events.len()], j))
+                .map(|(r, j)| (j.events, r, j.reply))
+                .collect();
+        }
+        let all = jobs.iter().flat_map(|j| j.events.iter());
+        let stored = match stored_by_pk(self.store.as_ref(), all).await {
+            Ok(s) => s,
+            Err(e) => {
+                let shares = jobs
+                    .into_iter()
+                    .map(|j| (vec![None; j.events.len()], j.reply));
+                answer(&self.node_id, shares.collect(), Err(e.into()));
+                return Vec::new();
+            }
+        };
+        let in_flight = lock_set(&self.in_flight).clone();
+        let mut taken = std::collections::HashSet::new();
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let replays = match replays_of(&stored, &job.events) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = job.reply.send(Err(e));
+                    continue;
+                }
+            };
+            let events: Vec<NewEvent> = job
+                .events
+                .into_iter()
+                .zip(&replays)
+                .filter(|(_, r)| r.is_none())
+                .map(|(e, _)| e)
+                .collect();
+            let pending = events
+                .iter()
+                .filter_map(|e| e.pk.as_ref())
+                .find(|pk| in_flight.contains(*pk) || taken.contains(*pk));
+            if let Some(pk) = pending {
+                let _ = job.reply.send(Err(DeviceError::PkPending(pk.clone())));
+                continue;
+            }
+            taken.extend(events.iter().filter_map(|e| e.pk.clone()));
+            out.push((events, replays, job.reply));
+        }
+        out
     }
 
     /// Numbers, hashes and signs a batch, and moves the head past it (optimistically: if its
@@ -248,7 +320,21 @@ impl Writer {
     }
 }
 
-type Shares = Vec<(usize, oneshot::Sender<Result<Vec<Appended>, DeviceError>>)>;
+type Reply = oneshot::Sender<Result<Vec<Appended>, DeviceError>>;
+/// For each event of a request, its stored row when it is a retry (None: written in the batch).
+type Replays = Vec<Option<Appended>>;
+type Shares = Vec<(Replays, Reply)>;
+
+fn lock_set(set: &InFlight) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+    set.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn release(set: &InFlight, pks: &[String]) {
+    let mut set = lock_set(set);
+    for pk in pks {
+        set.remove(pk);
+    }
+}
 
 /// A batch ready to be written.
 struct Sealed {
@@ -259,6 +345,8 @@ struct Sealed {
     rows: Vec<AuditRecord>,
     batch: Option<BatchRecord>,
     shares: Shares,
+    /// The client pks among the rows, released from `in_flight` once the batch is settled.
+    client_pks: Vec<String>,
 }
 
 /// Writes sealed batches in order. A failed batch, and every batch sealed after it on the
@@ -269,56 +357,75 @@ async fn insert_in_order(
     mut sealed: mpsc::Receiver<Sealed>,
     failures: Arc<AtomicU64>,
     node_id: String,
+    in_flight: InFlight,
 ) {
-    while let Some(s) = sealed.recv().await {
-        if s.epoch != failures.load(Ordering::SeqCst) {
-            answer(
-                &node_id,
-                s.shares,
-                Err(DeviceError::Stopped(
-                    "an earlier batch could not be written; nothing of this one was written".into(),
-                )),
+    while let Some(mut s) = sealed.recv().await {
+        let client_pks = std::mem::take(&mut s.client_pks);
+        insert_one(store.as_ref(), s, &failures, &node_id).await;
+        // Settled, written or not: a retry now finds the rows, or writes them.
+        release(&in_flight, &client_pks);
+    }
+}
+
+/// Writes one sealed batch (unless an earlier one failed) and answers its requests.
+async fn insert_one(
+    store: &dyn crate::store::Store,
+    s: Sealed,
+    failures: &AtomicU64,
+    node_id: &str,
+) {
+    if s.epoch != failures.load(Ordering::SeqCst) {
+        answer(
+            node_id,
+            s.shares,
+            Err(DeviceError::Stopped(
+                "an earlier batch could not be written; nothing of this one was written".into(),
+            )),
+        );
+        return;
+    }
+    let started = std::time::Instant::now();
+    // Nothing is known after a failed commit (it may have landed): the head is read again.
+    match store
+        .insert_batch(&s.rows, s.batch.as_ref(), &s.fence)
+        .await
+    {
+        Ok(()) => {
+            tracing::debug!(
+                rows = s.rows.len(),
+                insert_us = started.elapsed().as_micros() as u64,
+                "batch committed"
             );
-            continue;
+            answer(
+                node_id,
+                s.shares,
+                Ok(s.rows.iter().map(Appended::of).collect()),
+            );
         }
-        let started = std::time::Instant::now();
-        // Nothing is known after a failed commit (it may have landed): the head is read again.
-        match store
-            .insert_batch(&s.rows, s.batch.as_ref(), &s.fence)
-            .await
-        {
-            Ok(()) => {
-                tracing::debug!(
-                    rows = s.rows.len(),
-                    insert_us = started.elapsed().as_micros() as u64,
-                    "batch committed"
-                );
-                answer(
-                    &node_id,
-                    s.shares,
-                    Ok(s.rows.iter().map(Appended::of).collect()),
-                );
-            }
-            Err(e) => {
-                failures.fetch_add(1, Ordering::SeqCst);
-                answer(&node_id, s.shares, Err(e.into()));
-            }
+        Err(e) => {
+            failures.fetch_add(1, Ordering::SeqCst);
+            answer(node_id, s.shares, Err(e.into()));
         }
     }
 }
 
-/// Gives each request its part of the batch's result.
+/// Gives each request its part of the batch's result: its replayed rows, and the batch's new
+/// rows in order for the rest.
 fn answer(node_id: &str, shares: Shares, result: Result<Vec<Appended>, DeviceError>) {
     match result {
-        Ok(mut done) => {
-            for (n, reply) in shares {
-                let rest = done.split_off(n.min(done.len()));
-                let _ = reply.send(Ok(done));
-                done = rest;
+        Ok(done) => {
+            let mut done = done.into_iter();
+            for (replays, reply) in shares {
+                let n = replays.iter().filter(|r| r.is_none()).count();
+                let written: Vec<Appended> = done.by_ref().take(n).collect();
+                let _ = reply.send(Ok(merge_replays(replays, written)));
             }
         }
         Err(e) => {
-            let events: usize = shares.iter().map(|(n, _)| n).sum();
+            let events: usize = shares
+                .iter()
+                .map(|(r, _)| r.iter().filter(|r| r.is_none()).count())
+                .sum();
             tracing::warn!(node = %node_id, error = %e, events, "batch not written; its requests get 503");
             let msg = e.to_string();
             let mut first = Some(e);
@@ -387,7 +494,11 @@ impl LogDevice for BatchedDevice {
     async fn append_all(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, DeviceError> {
         let n = u32::try_from(events.len().min(self.capacity)).unwrap_or(u32::MAX);
         if events.len() > self.capacity {
-            return Err(DeviceError::QueueFull(self.capacity));
+            // Never fits, however long the client waits: not a "retry later".
+            return Err(DeviceError::TooLarge {
+                events: events.len(),
+                limit: self.capacity,
+            });
         }
         // The permits bound the events waiting; released when the batch is answered.
         let _permits = self
@@ -509,8 +620,18 @@ mod tests {
         let d = BatchedDevice::start(store, "q".into(), None, cfg)
             .await
             .unwrap();
+        // More than the queue can ever hold: not "full, retry later" but too large.
         let e = d.append_all((0..6).map(event).collect()).await.unwrap_err();
-        assert!(matches!(e, DeviceError::QueueFull(5)), "{e}");
+        assert!(
+            matches!(
+                e,
+                DeviceError::TooLarge {
+                    events: 6,
+                    limit: 5
+                }
+            ),
+            "{e}"
+        );
         assert_eq!(
             d.append_all((0..5).map(event).collect())
                 .await

@@ -25,6 +25,9 @@ pub struct NewEvent {
     pub search_detail2: Option<String>,
     /// Already in its stored XML form (see `details::encode`).
     pub additional_details: Option<String>,
+    /// The row's primary key when the client chose it (exactly-once ingestion: a retry of a
+    /// stored pk is answered with the stored row and writes nothing); else a new random one.
+    pub pk: Option<String>,
 }
 
 /// What the signer is told once its row is committed.
@@ -35,6 +38,9 @@ pub struct Appended {
     pub node_id: String,
     pub sequence_number: i64,
     pub time_stamp: i64,
+    /// True when this event's pk was stored before (a retry): nothing was written for it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +59,18 @@ pub enum DeviceError {
     /// The batched device's queue is full: nothing was accepted, retry later.
     #[error("the ingestion queue is full ({0} events waiting); retry later")]
     QueueFull(usize),
+    /// A client pk that is stored already with other content: nothing was written.
+    #[error(
+        "an event with pk {0} is stored already with other content; a retry must send the same \
+         event, a new event needs a new pk"
+    )]
+    PkConflict(String),
+    /// An event with this client pk is being written by an earlier request: retry to get its row.
+    #[error("an event with pk {0} is being written by an earlier request; retry to get its row")]
+    PkPending(String),
+    /// A bulk request larger than the device can ever hold at once.
+    #[error("{events} events in one request; this server takes at most {limit} at once")]
+    TooLarge { events: usize, limit: usize },
     /// This process no longer holds the node's writer lock; nothing is written until it does.
     #[error(
         "this process lost the writer lock of node {0}; writes are refused until it is regained"
@@ -106,13 +124,14 @@ impl NewEvent {
                 crate::details::MapClass::Base64PutHashMap,
                 crate::details::JAVA_VERSION,
             )),
+            pk: None,
         })
     }
 
     /// The row for this event at `seq`/`time_stamp`, not yet protected.
     pub fn into_record(self, node_id: &str, seq: i64, time_stamp: i64) -> AuditRecord {
         AuditRecord {
-            pk: new_pk(),
+            pk: self.pk.unwrap_or_else(new_pk),
             node_id: node_id.to_string(),
             sequence_number: seq,
             time_stamp,
@@ -138,8 +157,74 @@ impl Appended {
             node_id: r.node_id.clone(),
             sequence_number: r.sequence_number,
             time_stamp: r.time_stamp,
+            replayed: false,
         }
     }
+}
+
+impl NewEvent {
+    /// Whether `r` is this event as stored: every column the client gave (the device's own,
+    /// node, number, time and protection, aside).
+    fn is_stored_as(&self, r: &AuditRecord) -> bool {
+        self.event_type == r.event_type
+            && self.event_status == r.event_status
+            && self.auth_token == r.auth_token
+            && self.service == r.service
+            && self.module == r.module
+            && self.custom_id == r.custom_id
+            && self.search_detail1 == r.search_detail1
+            && self.search_detail2 == r.search_detail2
+            && self.additional_details == r.additional_details
+    }
+}
+
+/// The stored rows whose pks some of `events` chose (one query; none without client pks).
+pub(crate) async fn stored_by_pk<'a>(
+    store: &dyn crate::store::Store,
+    events: impl Iterator<Item = &'a NewEvent>,
+) -> Result<std::collections::HashMap<String, AuditRecord>, StoreError> {
+    let pks: Vec<String> = events.filter_map(|e| e.pk.clone()).collect();
+    if pks.is_empty() {
+        return Ok(Default::default());
+    }
+    Ok(store
+        .get_many(&pks)
+        .await?
+        .into_iter()
+        .map(|r| (r.pk.clone(), r))
+        .collect())
+}
+
+/// For each event, the stored row its client pk names, if any (exactly-once ingestion); a pk
+/// stored with other content is `PkConflict`.
+pub(crate) fn replays_of(
+    stored: &std::collections::HashMap<String, AuditRecord>,
+    events: &[NewEvent],
+) -> Result<Vec<Option<Appended>>, DeviceError> {
+    events
+        .iter()
+        .map(|e| match e.pk.as_ref().and_then(|pk| stored.get(pk)) {
+            None => Ok(None),
+            Some(r) if e.is_stored_as(r) => Ok(Some(Appended {
+                replayed: true,
+                ..Appended::of(r)
+            })),
+            Some(r) => Err(DeviceError::PkConflict(r.pk.clone())),
+        })
+        .collect()
+}
+
+/// The answer for a request: its replayed events where they were, the new rows in order in the
+/// other places.
+pub(crate) fn merge_replays(
+    replays: Vec<Option<Appended>>,
+    written: Vec<Appended>,
+) -> Vec<Appended> {
+    let mut written = written.into_iter();
+    replays
+        .into_iter()
+        .filter_map(|r| r.or_else(|| written.next()))
+        .collect()
 }
 
 struct State {
@@ -202,6 +287,18 @@ impl Inner {
         if !self.lock.is_held() {
             return Err(DeviceError::LockLost(self.node_id.clone()));
         }
+        // Under the device's lock: no other request of this node can store these pks meanwhile.
+        let stored = stored_by_pk(self.store.as_ref(), events.iter()).await?;
+        let replays = replays_of(&stored, &events)?;
+        let events: Vec<NewEvent> = events
+            .into_iter()
+            .zip(&replays)
+            .filter(|(_, r)| r.is_none())
+            .map(|(e, _)| e)
+            .collect();
+        if events.is_empty() {
+            return Ok(merge_replays(replays, Vec::new()));
+        }
         if self.lock.epoch() != state.lock_epoch {
             // Someone else may have written while the lock was away.
             state.next = None;
@@ -246,7 +343,10 @@ impl Inner {
         }
         state.next = Some(seq + records.len() as i64);
         state.last_time = time_stamp;
-        Ok(records.iter().map(Appended::of).collect())
+        Ok(merge_replays(
+            replays,
+            records.iter().map(Appended::of).collect(),
+        ))
     }
 }
 
@@ -285,6 +385,7 @@ pub(crate) fn test_event(n: usize) -> NewEvent {
         search_detail1: Some(n.to_string()),
         search_detail2: None,
         additional_details: None,
+        pk: None,
     }
 }
 

@@ -72,9 +72,86 @@ pub fn new_pk() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// A pk a client chose (exactly-once ingestion), in the form `new_pk` writes: any textual UUID
+/// (hyphenated, simple, braced or URN; any case) as 32 lower-case hex digits. The nil and max
+/// UUIDs are refused (a client that sends them has not chosen one).
+pub fn client_pk(text: &str) -> Result<String, String> {
+    let u = uuid::Uuid::try_parse(text.trim())
+        .map_err(|e| format!("pk {text:?} is not a UUID: {e}"))?;
+    if u.is_nil() || u.is_max() {
+        return Err(format!("pk {text:?}: choose a random UUID (version 4)"));
+    }
+    Ok(u.simple().to_string())
+}
+
+/// The pk of event `index` of a request sent with `Idempotency-Key: key` by `submitter`
+/// (docs/API.md "Retries"): a UUID version 8 made of the first 16 bytes of
+/// SHA-256("auditseal-idempotency" 0x00 submitter 0x00 key 0x00 index-in-decimal), so a retry of
+/// the same request names the same rows, and two submitters' keys never meet.
+pub fn idempotency_pk(submitter: &str, key: &str, index: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        "auditseal-idempotency".as_bytes(),
+        submitter.as_bytes(),
+        key.as_bytes(),
+    ] {
+        h.update(part);
+        h.update([0u8]);
+    }
+    h.update(index.to_string().as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&h.finalize()[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .simple()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_pks_are_normalised_and_checked() {
+        let simple = "6f0c1a4e2b3d4c5e8f90a1b2c3d4e5f6";
+        for form in [
+            "6f0c1a4e-2b3d-4c5e-8f90-a1b2c3d4e5f6",
+            "6F0C1A4E-2B3D-4C5E-8F90-A1B2C3D4E5F6",
+            "{6f0c1a4e-2b3d-4c5e-8f90-a1b2c3d4e5f6}",
+            "urn:uuid:6f0c1a4e-2b3d-4c5e-8f90-a1b2c3d4e5f6",
+            simple,
+        ] {
+            assert_eq!(client_pk(form).as_deref(), Ok(simple), "{form}");
+        }
+        for bad in [
+            "",
+            "x",
+            "00000000-0000-0000-0000-000000000000",
+            "6f0c1a4e2b3d",
+        ] {
+            assert!(client_pk(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn idempotency_pks_depend_on_submitter_key_and_index() {
+        let a = idempotency_pk("token:signer-1", "req-42", 0);
+        assert_eq!(a, idempotency_pk("token:signer-1", "req-42", 0));
+        assert_eq!(a.len(), 32);
+        // Version 8, RFC 9562 variant.
+        assert_eq!(&a[12..13], "8");
+        assert!(matches!(&a[16..17], "8" | "9" | "a" | "b"), "{a}");
+        for other in [
+            idempotency_pk("token:signer-2", "req-42", 0),
+            idempotency_pk("token:signer-1", "req-43", 0),
+            idempotency_pk("token:signer-1", "req-42", 1),
+            // The separators keep the parts apart.
+            idempotency_pk("token:signer-1\0req", "-42", 0),
+        ] {
+            assert_ne!(a, other);
+        }
+    }
 
     fn spec_example() -> AuditRecord {
         AuditRecord {

@@ -98,6 +98,17 @@ impl From<DeviceError> for ApiError {
                     "the ingestion queue is full ({n} events); nothing was accepted, retry later"
                 ),
             ),
+            DeviceError::PkConflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "pk_conflict", e.to_string())
+            }
+            DeviceError::PkPending(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "pk_pending", e.to_string())
+            }
+            DeviceError::TooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                e.to_string(),
+            ),
             DeviceError::LockLost(node) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "node_lock_lost",

@@ -254,6 +254,8 @@ pub trait Store: Send + Sync {
         limit: i64,
     ) -> Result<Vec<AuditRecord>, StoreError>;
     async fn get(&self, pk: &str) -> Result<Option<AuditRecord>, StoreError>;
+    /// The rows of these pks that exist, in no particular order.
+    async fn get_many(&self, pks: &[String]) -> Result<Vec<AuditRecord>, StoreError>;
     /// Inserts rows, and the statement of their batch if any, in one transaction, if `fence`
     /// still holds (else `Fenced`, nothing written).
     async fn insert_batch(

@@ -108,6 +108,17 @@ impl Drop for AbortOnDrop {
 }
 
 impl_store!(PgStore, {
+    async fn get_many(&self, pks: &[String]) -> Result<Vec<AuditRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM auditrecorddata WHERE pk = ANY($1::text[])",
+            super::COLUMNS
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(pks)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     async fn insert(&self, r: &AuditRecord, fence: &Fence) -> Result<(), StoreError> {
         let done = super::insert_row!(super::fenced_insert!("FOR SHARE"), r, fence)
             .execute(&self.pool)

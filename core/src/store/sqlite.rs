@@ -84,6 +84,19 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore, {
+    /// The pks as one JSON array parameter (SQLite has no array parameters).
+    async fn get_many(&self, pks: &[String]) -> Result<Vec<AuditRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM auditrecorddata WHERE pk IN (SELECT value FROM json_each($1))",
+            super::COLUMNS
+        );
+        let list = serde_json::to_string(pks).map_err(|e| StoreError::Database(e.to_string()))?;
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(list)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     async fn insert(&self, r: &AuditRecord, fence: &Fence) -> Result<(), StoreError> {
         let done = super::insert_row!(super::fenced_insert!(""), r, fence)
             .execute(&self.pool)

@@ -5,13 +5,13 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use auditseal_core::details;
 use auditseal_core::device::{Appended, NewEvent, SYSTEM_SERVICE};
-use auditseal_core::record::{AuditRecord, EVENT_STATUSES};
+use auditseal_core::record::{self, AuditRecord, EVENT_STATUSES};
 use auditseal_core::store::{Criterion, Cursor, Order, Query};
 use auditseal_core::verify::{Batches, verify_row};
 
@@ -40,6 +40,8 @@ struct EventIn {
     search_detail1: Option<String>,
     search_detail2: Option<String>,
     additional_details: Option<Map<String, Value>>,
+    /// Exactly-once ingestion: the row's pk, chosen by the client (docs/API.md "Retries").
+    pk: Option<String>,
 }
 
 /// PostgreSQL TEXT cannot hold NUL; refuse it up front so bad input never reaches the device.
@@ -119,6 +121,12 @@ impl EventIn {
             check_text(&path, k)?;
             check_json_text(&path, v)
         })?;
+        let pk = self
+            .pk
+            .as_deref()
+            .map(record::client_pk)
+            .transpose()
+            .map_err(ApiError::bad_request)?;
         map.insert(SUBMITTER_KEY.into(), Value::String(who.name.clone()));
         let d = details::from_json(&map)
             .map_err(|e| ApiError::bad_request(format!("additionalDetails: {e}")))?;
@@ -137,6 +145,7 @@ impl EventIn {
             search_detail1: self.search_detail1,
             search_detail2: self.search_detail2,
             additional_details,
+            pk,
         })
     }
 }
@@ -224,17 +233,67 @@ pub(crate) fn body_or_error(
     })
 }
 
+/// The request header that makes a request's events exactly-once without a pk in each.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Gives each event the pk its request's `Idempotency-Key` names (docs/API.md "Retries"), and
+/// refuses a request that repeats a pk.
+fn apply_pks(headers: &HeaderMap, who: &Identity, events: &mut [NewEvent]) -> Result<(), ApiError> {
+    if let Some(key) = headers.get(IDEMPOTENCY_KEY) {
+        let key = key
+            .to_str()
+            .ok()
+            .filter(|k| !k.trim().is_empty() && k.len() <= 255)
+            .ok_or_else(|| {
+                ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters")
+            })?;
+        for (i, e) in events.iter_mut().enumerate() {
+            if e.pk.is_some() {
+                return Err(ApiError::bad_request(
+                    "an event with its own pk in a request with an Idempotency-Key: send one or \
+                     the other",
+                ));
+            }
+            e.pk = Some(record::idempotency_pk(&who.name, key, i));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, pk) in events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| Some((i, e.pk.as_ref()?)))
+    {
+        if !seen.insert(pk) {
+            return Err(ApiError::bad_request(format!(
+                "event {i} repeats pk {pk} of an earlier event of this request"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// 201 when anything was written, 200 when every event was a retry answered from stored rows.
+fn status_of(done: &[Appended]) -> StatusCode {
+    if done.iter().all(|a| a.replayed) {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    }
+}
+
 /// `POST /api/v1/events:batch`: all or nothing, in one batch.
 pub async fn create_bulk(
     Ingester(who): Ingester,
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = body_or_error(body, state.max_body_bytes * crate::BULK_BODY_FACTOR)?;
-    let events = parse_bulk(&body, &who)?;
+    let mut events = parse_bulk(&body, &who)?;
+    apply_pks(&headers, &who, &mut events)?;
     let done = state.device.append_all(events).await?;
     Ok((
-        StatusCode::CREATED,
+        status_of(&done),
         Json(json!({ "count": done.len(), "events": done })),
     ))
 }
@@ -242,12 +301,15 @@ pub async fn create_bulk(
 pub async fn create(
     Ingester(who): Ingester,
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Appended>), ApiError> {
     let body = body_or_error(body, state.max_body_bytes)?;
-    let event = parse_event(&body, &who)?;
+    let mut event = [parse_event(&body, &who)?];
+    apply_pks(&headers, &who, &mut event)?;
+    let [event] = event;
     let appended = state.device.append(event).await?;
-    Ok((StatusCode::CREATED, Json(appended)))
+    Ok((status_of(std::slice::from_ref(&appended)), Json(appended)))
 }
 
 /// A row as the API shows it: every column as stored, the details decoded, and the row's

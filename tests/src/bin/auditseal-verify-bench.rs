@@ -132,6 +132,7 @@ fn event(n: usize) -> NewEvent {
             MapClass::Base64PutHashMap,
             details::JAVA_VERSION,
         )),
+        pk: None,
     }
 }
 
