@@ -64,7 +64,18 @@ impl From<StoreError> for ApiError {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "database_unavailable",
-                    "the database is unavailable; nothing was written, retry later",
+                    "the database is unavailable; retry later with the same pk or \
+                     Idempotency-Key (if the failure came during the commit, the event may be \
+                     stored: see docs/API.md \"Retries\")",
+                )
+            }
+            StoreError::Full(_) => {
+                tracing::warn!(error = %e, "database storage full");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_full",
+                    "the database's storage is full; nothing was written, retry later (an \
+                     operator must free space)",
                 )
             }
             other => {

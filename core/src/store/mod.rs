@@ -80,6 +80,10 @@ pub enum StoreError {
     Database(String),
     #[error("schema migration failed: {0}")]
     Migration(String),
+    /// The database's disk is full (SQLite SQLITE_FULL, PostgreSQL 53100 disk_full): nothing was
+    /// written; writes succeed again once space is freed.
+    #[error("the database's storage is full: {0}")]
+    Full(String),
     /// The tables do not hold what the caller read from them a moment ago; nothing was changed.
     #[error("{0}")]
     Inconsistent(String),
@@ -90,6 +94,15 @@ impl From<sqlx::Error> for StoreError {
         match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict(db.message().to_string())
+            }
+            // SQLite's SQLITE_FULL (13; sqlx gives the extended code, whose low byte is the
+            // primary one) and PostgreSQL's disk_full.
+            sqlx::Error::Database(db)
+                if db.code().is_some_and(|c| {
+                    c == "53100" || c.parse::<i64>().is_ok_and(|n| n & 0xff == 13)
+                }) =>
+            {
+                StoreError::Full(db.message().to_string())
             }
             // PostgreSQL classes 08 (connection exception) and 57 (operator intervention:
             // shutdown, crash, not accepting connections yet): the server went away.
@@ -395,6 +408,28 @@ macro_rules! insert_row {
 }
 pub(crate) use insert_row;
 
+/// Runs one write (`$body`, with `$conn` a `&mut` connection of its own) and closes that
+/// connection if the write failed, so it is never handed out again: after SQLITE_FULL or an I/O
+/// error inside a transaction, SQLite may have rolled the transaction back by itself or kept it
+/// open, and the driver's idea of it can be wrong; a later statement on that connection could
+/// then run inside a transaction nobody commits (answered, never stored), or hold the database
+/// locked for every other connection. A new connection replaces it.
+macro_rules! on_own_connection {
+    ($pool:expr, |$conn:ident| $body:block) => {{
+        let mut own = $pool.acquire().await?;
+        let result: Result<_, StoreError> = async {
+            let $conn = &mut *own;
+            $body
+        }
+        .await;
+        if result.is_err() {
+            drop(own.detach());
+        }
+        result
+    }};
+}
+pub(crate) use on_own_connection;
+
 /// `INSERT` of one batch statement, for either driver.
 macro_rules! insert_statement {
     ($b:expr) => {{
@@ -576,8 +611,10 @@ macro_rules! impl_store {
             &self,
             c: &crate::checkpoint::Checkpoint,
         ) -> Result<(), StoreError> {
-            crate::store::insert_checkpoint!(c).execute(&self.pool).await?;
-            Ok(())
+            crate::store::on_own_connection!(self.pool, |conn| {
+                crate::store::insert_checkpoint!(c).execute(&mut *conn).await?;
+                Ok(())
+            })
         }
 
         async fn last_checkpoint(
@@ -659,7 +696,8 @@ macro_rules! impl_store {
             first: i64,
             expected: u64,
         ) -> Result<u64, StoreError> {
-            let mut tx = self.pool.begin().await?;
+            crate::store::on_own_connection!(self.pool, |conn| {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             crate::store::insert_checkpoint!(marker).execute(&mut *tx).await?;
             let rows = sqlx::query(
                 "DELETE FROM auditrecorddata WHERE nodeid = $1 AND sequencenumber >= $2 \
@@ -693,13 +731,14 @@ macro_rules! impl_store {
             .await?;
             tx.commit().await?;
             Ok(rows)
+            })
         }
 
         async fn insert_token(
             &self,
             t: &crate::access::ApiToken,
         ) -> Result<(), StoreError> {
-            sqlx::query(
+            let q = sqlx::query(
                 "INSERT INTO auditapitokendata (name, role, tokenhash, createtime, revoketime) \
                  VALUES ($1, $2, $3, $4, $5)",
             )
@@ -707,10 +746,11 @@ macro_rules! impl_store {
             .bind(&t.role)
             .bind(&t.token_hash)
             .bind(t.created)
-            .bind(t.revoked)
-            .execute(&self.pool)
-            .await?;
-            Ok(())
+            .bind(t.revoked);
+            crate::store::on_own_connection!(self.pool, |conn| {
+                q.execute(&mut *conn).await?;
+                Ok(())
+            })
         }
 
         async fn tokens(&self) -> Result<Vec<crate::access::ApiToken>, StoreError> {
@@ -725,16 +765,15 @@ macro_rules! impl_store {
         }
 
         async fn revoke_token(&self, name: &str, at: i64) -> Result<bool, StoreError> {
-            let n = sqlx::query(
+            let q = sqlx::query(
                 "UPDATE auditapitokendata SET revoketime = $2 \
                  WHERE name = $1 AND revoketime IS NULL",
             )
             .bind(name)
-            .bind(at)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            Ok(n == 1)
+            .bind(at);
+            crate::store::on_own_connection!(self.pool, |conn| {
+                Ok(q.execute(&mut *conn).await?.rows_affected() == 1)
+            })
         }
 
         async fn query(&self, q: &Query) -> Result<Vec<AuditRecord>, StoreError> {

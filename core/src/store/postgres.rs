@@ -120,13 +120,15 @@ impl_store!(PgStore, {
     }
 
     async fn insert(&self, r: &AuditRecord, fence: &Fence) -> Result<(), StoreError> {
-        let done = super::insert_row!(super::fenced_insert!("FOR SHARE"), r, fence)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() != 1 {
-            return Err(StoreError::Fenced(fence.node.clone()));
-        }
-        Ok(())
+        super::on_own_connection!(self.pool, |conn| {
+            let done = super::insert_row!(super::fenced_insert!("FOR SHARE"), r, fence)
+                .execute(&mut *conn)
+                .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Fenced(fence.node.clone()));
+            }
+            Ok(())
+        })
     }
 
     /// One multi-row INSERT ... SELECT FROM UNNEST (arrays bound as parameters) for the rows,
@@ -139,8 +141,9 @@ impl_store!(PgStore, {
     ) -> Result<(), StoreError> {
         let col = |f: fn(&AuditRecord) -> String| rows.iter().map(f).collect::<Vec<_>>();
         let opt = |f: fn(&AuditRecord) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
+        super::on_own_connection!(self.pool, |conn| {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            let done = sqlx::query(
             "INSERT INTO auditrecorddata (pk, nodeid, sequencenumber, \"timestamp\", eventtype, \
              eventstatus, authtoken, service, module, customid, searchdetail1, searchdetail2, \
              additionaldetails, rowversion, rowprotection) \
@@ -169,15 +172,16 @@ impl_store!(PgStore, {
         .bind(fence.epoch)
         .execute(&mut *tx)
         .await?;
-        if done.rows_affected() != rows.len() as u64 {
-            // Dropping the transaction rolls it back.
-            return Err(StoreError::Fenced(fence.node.clone()));
-        }
-        if let Some(b) = batch {
-            super::insert_statement!(b).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+            if done.rows_affected() != rows.len() as u64 {
+                // Dropping the transaction rolls it back.
+                return Err(StoreError::Fenced(fence.node.clone()));
+            }
+            if let Some(b) = batch {
+                super::insert_statement!(b).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     fn backend(&self) -> &'static str {

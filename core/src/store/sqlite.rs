@@ -98,13 +98,15 @@ impl_store!(SqliteStore, {
     }
 
     async fn insert(&self, r: &AuditRecord, fence: &Fence) -> Result<(), StoreError> {
-        let done = super::insert_row!(super::fenced_insert!(""), r, fence)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() != 1 {
-            return Err(StoreError::Fenced(fence.node.clone()));
-        }
-        Ok(())
+        super::on_own_connection!(self.pool, |conn| {
+            let done = super::insert_row!(super::fenced_insert!(""), r, fence)
+                .execute(&mut *conn)
+                .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Fenced(fence.node.clone()));
+            }
+            Ok(())
+        })
     }
 
     /// The rows one by one inside one transaction (SQLite has no array parameters; inside a
@@ -115,21 +117,23 @@ impl_store!(SqliteStore, {
         batch: Option<&BatchRecord>,
         fence: &Fence,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for r in rows {
-            let done = super::insert_row!(super::fenced_insert!(""), r, fence)
-                .execute(&mut *tx)
-                .await?;
-            if done.rows_affected() != 1 {
-                // Dropping the transaction rolls it back.
-                return Err(StoreError::Fenced(fence.node.clone()));
+        super::on_own_connection!(self.pool, |conn| {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            for r in rows {
+                let done = super::insert_row!(super::fenced_insert!(""), r, fence)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() != 1 {
+                    // Dropping the transaction rolls it back.
+                    return Err(StoreError::Fenced(fence.node.clone()));
+                }
             }
-        }
-        if let Some(b) = batch {
-            super::insert_statement!(b).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+            if let Some(b) = batch {
+                super::insert_statement!(b).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     fn backend(&self) -> &'static str {
