@@ -33,6 +33,9 @@ pub struct FileConfig {
 pub struct ServerSection {
     pub bind: Option<String>,
     pub max_body_bytes: Option<usize>,
+    /// Most bytes one event may take as stored (its columns, additionalDetails as XML); a bulk
+    /// request may store 16 times this in all.
+    pub max_event_bytes: Option<usize>,
     /// `sequential` (default) or `batched`.
     pub device: Option<DeviceKind>,
     /// Batched device: most events per batch (default 1000).

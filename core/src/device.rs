@@ -163,6 +163,26 @@ impl Appended {
 }
 
 impl NewEvent {
+    /// The bytes its columns take as stored (UTF-8, additionalDetails as XML), before the
+    /// device's own (node id, numbers, protection).
+    pub fn stored_bytes(&self) -> usize {
+        [
+            Some(&self.event_type),
+            Some(&self.event_status),
+            Some(&self.auth_token),
+            Some(&self.service),
+            Some(&self.module),
+            self.custom_id.as_ref(),
+            self.search_detail1.as_ref(),
+            self.search_detail2.as_ref(),
+            self.additional_details.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::len)
+        .sum()
+    }
+
     /// Whether `r` is this event as stored: every column the client gave (the device's own,
     /// node, number, time and protection, aside).
     fn is_stored_as(&self, r: &AuditRecord) -> bool {

@@ -29,6 +29,10 @@ pub const DEFAULT_MAX_FOLLOWERS: usize = 3;
 /// A bulk request may be this many times the single-event body limit.
 pub const BULK_BODY_FACTOR: usize = 16;
 
+/// `server.max_event_bytes` by default: twice the default body, so no event the default body
+/// limit lets in is refused unless its encoding grows it (docs/API.md "Limits").
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 2 * DEFAULT_MAX_BODY_BYTES;
+
 /// How long `POST /api/v1/verify` and `GET /api/v1/export` may run (every other route: 30 s).
 pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(600);
 

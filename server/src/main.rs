@@ -17,7 +17,9 @@ use auditseal_core::config::{
 };
 use auditseal_core::device::{LogDevice, SequentialDevice};
 use auditseal_core::store;
-use auditseal_server::{AppState, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_FOLLOWERS, VerifyPolicy};
+use auditseal_server::{
+    AppState, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_FOLLOWERS, VerifyPolicy,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -208,6 +210,12 @@ async fn main() -> anyhow::Result<()> {
             .server
             .max_body_bytes
             .unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        max_event_bytes: settings
+            .file
+            .server
+            .max_event_bytes
+            .unwrap_or(DEFAULT_MAX_EVENT_BYTES)
+            .max(1),
     };
     let listener = tokio::net::TcpListener::bind(bind)
         .await

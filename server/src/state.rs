@@ -23,6 +23,8 @@ pub struct AppState {
     pub key_listing: Arc<Vec<KeyInfo>>,
     pub policy: VerifyPolicy,
     pub max_body_bytes: usize,
+    /// Most bytes one event may take as stored (`server.max_event_bytes`).
+    pub max_event_bytes: usize,
     /// The current signing key, which signs exports; None when signing is off.
     pub signer: Option<SharedToken>,
     /// Live followers (`GET /api/v1/events/stream`) still allowed, of `max_followers`.

@@ -272,6 +272,40 @@ fn apply_pks(headers: &HeaderMap, who: &Identity, events: &mut [NewEvent]) -> Re
     Ok(())
 }
 
+/// Refuses, with 413 naming the limit, an event whose stored form is larger than
+/// `server.max_event_bytes`, and a request whose events together are larger than
+/// `BULK_BODY_FACTOR` times that: the encoding can make an event much larger than its JSON
+/// (an empty JSON array becomes an XML element), so the body limit alone does not bound storage.
+fn check_stored_sizes(events: &[NewEvent], limit: usize) -> Result<(), ApiError> {
+    let too_large =
+        |m: String| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m);
+    let mut total = 0usize;
+    for (i, e) in events.iter().enumerate() {
+        let n = e.stored_bytes();
+        if n > limit {
+            let which = if events.len() == 1 {
+                "the event".to_string()
+            } else {
+                format!("event {i}")
+            };
+            return Err(too_large(format!(
+                "{which} takes {n} bytes as stored (additionalDetails as XML); at most {limit} \
+                 (server.max_event_bytes); nothing was written"
+            )));
+        }
+        total += n;
+    }
+    let bulk_limit = limit.saturating_mul(crate::BULK_BODY_FACTOR);
+    if total > bulk_limit {
+        return Err(too_large(format!(
+            "the events take {total} bytes as stored; at most {bulk_limit} in one request \
+             ({} times server.max_event_bytes); nothing was written",
+            crate::BULK_BODY_FACTOR
+        )));
+    }
+    Ok(())
+}
+
 /// 201 when anything was written, 200 when every event was a retry answered from stored rows.
 fn status_of(done: &[Appended]) -> StatusCode {
     if done.iter().all(|a| a.replayed) {
@@ -290,6 +324,7 @@ pub async fn create_bulk(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = body_or_error(body, state.max_body_bytes * crate::BULK_BODY_FACTOR)?;
     let mut events = parse_bulk(&body, &who)?;
+    check_stored_sizes(&events, state.max_event_bytes)?;
     apply_pks(&headers, &who, &mut events)?;
     let done = state.device.append_all(events).await?;
     Ok((
@@ -306,6 +341,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Appended>), ApiError> {
     let body = body_or_error(body, state.max_body_bytes)?;
     let mut event = [parse_event(&body, &who)?];
+    check_stored_sizes(&event, state.max_event_bytes)?;
     apply_pks(&headers, &who, &mut event)?;
     let [event] = event;
     let appended = state.device.append(event).await?;
