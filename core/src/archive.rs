@@ -215,7 +215,8 @@ async fn write_lines(
         let mut after = None;
         'node: loop {
             let rows = store.read_node(&node, first, after.clone(), CHUNK).await?;
-            let full = rows.len() as i64 == CHUNK;
+            // A short chunk may only have met the read budget: the end is an empty one.
+            let full = !rows.is_empty();
             if let Some(f) = rows.first() {
                 batches.forget_before(&node, f.sequence_number);
             }

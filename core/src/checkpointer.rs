@@ -70,7 +70,8 @@ impl Checkpointer {
         'read: loop {
             let from = self.head.sequence_number + 1;
             let rows = self.store.read_node(&self.node, from, None, CHUNK).await?;
-            let full = rows.len() as i64 == CHUNK;
+            // A short chunk may only have met the read budget: the end is an empty one.
+            let full = !rows.is_empty();
             for r in &rows {
                 let expected = self.head.sequence_number + 1;
                 if r.sequence_number != expected {

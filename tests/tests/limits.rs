@@ -2,7 +2,7 @@
 //! XML; now the stored size of an event is limited (`server.max_event_bytes`, checked on the
 //! encoded row) and a larger one is refused with 413 naming the limit, nothing written.
 
-use auditseal_e2e::{BACKENDS, Server, all_rows, new_database};
+use auditseal_e2e::{BACKENDS, Server, all_rows, exec, new_database};
 use serde_json::{Value, json};
 
 /// An event whose additionalDetails are `n` empty arrays: a few bytes of JSON each, an XML
@@ -95,5 +95,145 @@ async fn events_too_large_as_stored_are_refused_with_the_limit() {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 201, "{backend:?}");
+    }
+}
+
+/// Peak resident memory (VmHWM) of a running process, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb / 1024
+}
+
+/// Issue 11.6: readers are bounded by bytes as well as rows. Rows far beyond any limit, written
+/// straight into the table (as a SignServer or a database administrator could), are read a few
+/// at a time: verifylog and the server's checkpointer stay under 150 MiB of peak resident
+/// memory. 30 rows of 8 MiB here (a reader that took its 5,000-row chunks whole would hold
+/// 240 MiB); AUDITSEAL_TEST_HUGE_ROWS=100x20 gives the issue's 100 rows of 20 MiB.
+#[tokio::test]
+async fn readers_stay_flat_over_rows_far_beyond_the_limit() {
+    let (n, mib) = std::env::var("AUDITSEAL_TEST_HUGE_ROWS")
+        .ok()
+        .and_then(|v| {
+            let (a, b) = v.split_once('x')?;
+            Some((a.parse::<i64>().ok()?, b.parse::<i64>().ok()?))
+        })
+        .unwrap_or((30, 8));
+    let bytes = mib << 20;
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let url = new_database(backend, dir.path()).await;
+        // The schema first (a server creates it), then the rows, straight into the table.
+        let s = Server::start(&[
+            "--data-dir",
+            d,
+            "--database-url",
+            &url,
+            "--node-id",
+            "small",
+        ])
+        .unwrap();
+        drop(s);
+        let fill = match backend {
+            auditseal_e2e::Backend::Postgres => format!(
+                "INSERT INTO auditrecorddata (pk, nodeid, sequencenumber, \"timestamp\", eventtype, \
+                 eventstatus, authtoken, service, module, additionaldetails, rowversion) \
+                 SELECT md5(i::text), 'big', i, 1700000000000 + i, 'PROCESS', 'SUCCESS', 'x', \
+                 'SIGNSERVER', 'WORKER', repeat('x', {bytes}), 0 FROM generate_series(0, {}) i",
+                n - 1
+            ),
+            auditseal_e2e::Backend::Sqlite => format!(
+                "WITH RECURSIVE i(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM i WHERE n < {}) \
+                 INSERT INTO auditrecorddata (pk, nodeid, sequencenumber, \"timestamp\", eventtype, \
+                 eventstatus, authtoken, service, module, additionaldetails, rowversion) \
+                 SELECT printf('%032d', n), 'big', n, 1700000000000 + n, 'PROCESS', 'SUCCESS', \
+                 'x', 'SIGNSERVER', 'WORKER', hex(zeroblob({})), 0 FROM i",
+                n - 1,
+                bytes / 2
+            ),
+        };
+        exec(&url, &fill).await;
+
+        // verifylog reads every row (they are unsigned, so it reports each).
+        let out = std::process::Command::new("/usr/bin/time")
+            .args(["-f", "maxrss_kb=%M"])
+            .arg(auditseal_e2e::bin_dir().join("auditseal-db"))
+            .args([
+                "verifylog",
+                "--node",
+                "big",
+                "--quiet",
+                "--database-url",
+                &url,
+                "--data-dir",
+                d,
+            ])
+            .output()
+            .expect("run /usr/bin/time (Debian package time)");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(&format!("verified {n} rows")),
+            "{backend:?}: {stdout}{err}"
+        );
+        let verify_mib = err
+            .lines()
+            .find_map(|l| l.strip_prefix("maxrss_kb="))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap()
+            / 1024;
+
+        // The checkpointer of a server writing as that node folds every row into its head.
+        let cfg = dir.path().join("cp.toml");
+        std::fs::write(&cfg, "[checkpoint]\ninterval_secs = 1\n").unwrap();
+        let s = Server::start(&[
+            "--data-dir",
+            d,
+            "--database-url",
+            &url,
+            "--node-id",
+            "big",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let (_, list, _) = auditseal_e2e::cli(&[
+                "checkpoint",
+                "list",
+                "--database-url",
+                &url,
+                "--data-dir",
+                d,
+            ]);
+            if list.contains("big") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{backend:?}: no checkpoint: {}",
+                s.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let server_mib = peak_rss_mib(s.pid());
+        println!(
+            "{backend:?}: {n} rows of {mib} MiB: verifylog peak {verify_mib} MiB, server with \
+             its checkpointer peak {server_mib} MiB"
+        );
+        assert!(
+            verify_mib < 150,
+            "{backend:?}: verifylog peak {verify_mib} MiB"
+        );
+        assert!(
+            server_mib < 150,
+            "{backend:?}: server peak {server_mib} MiB"
+        );
     }
 }

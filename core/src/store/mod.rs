@@ -17,6 +17,39 @@ pub use postgres::PgStore;
 pub use query::{Criterion, CriterionError, Cursor, CursorError, Field, Op, Order, Query};
 pub use sqlite::SqliteStore;
 
+/// About how many bytes of rows one read of a node may hold (`Store::read_node`): a reader's
+/// memory stays flat whatever the rows hold, even rows written by others far beyond
+/// `server.max_event_bytes`. A single larger row is still read whole.
+pub const READ_BUDGET_BYTES: i64 = 8 << 20;
+
+/// The bytes a row's columns take (the SQL expression, in both databases; `octet_length` reads
+/// the length without the value, on PostgreSQL without de-TOASTing it).
+pub(crate) const ROW_BYTES: &str = "(octet_length(pk) + octet_length(nodeid) \
+     + octet_length(eventtype) + octet_length(eventstatus) + octet_length(authtoken) \
+     + octet_length(service) + octet_length(module) + COALESCE(octet_length(customid), 0) \
+     + COALESCE(octet_length(searchdetail1), 0) + COALESCE(octet_length(searchdetail2), 0) \
+     + COALESCE(octet_length(additionaldetails), 0) + COALESCE(octet_length(rowprotection), 0))";
+
+/// How many of rows of these sizes (in order) fit in `budget`: at least one, if there is one.
+pub(crate) fn rows_within(sizes: &[i64], budget: i64) -> usize {
+    let mut total = 0i64;
+    let n = sizes
+        .iter()
+        .take_while(|s| {
+            total = total.saturating_add(**s);
+            total <= budget
+        })
+        .count();
+    n.max(sizes.len().min(1))
+}
+
+/// The WHERE clause of a node's chunk: the lower bound is the later of the offset and the
+/// previous chunk's last row, so each chunk is one index range scan starting where the last one
+/// ended (not at the offset: that made reading a node quadratic). $1 node, $2 from, $3 and $4
+/// the previous chunk's last (sequenceNumber, pk).
+pub(crate) const NODE_CHUNK: &str = "nodeid = $1 AND sequencenumber >= $2 \
+     AND (sequencenumber > $3 OR pk > $4)";
+
 /// The columns in the order `AuditRecord` reads them (aliases keep the names lower-case in both
 /// databases).
 pub(crate) const COLUMNS: &str = "pk AS pk, nodeid AS nodeid, sequencenumber AS sequencenumber, \
@@ -258,7 +291,9 @@ pub trait Store: Send + Sync {
     /// Every node id that has rows.
     async fn nodes(&self) -> Result<Vec<String>, StoreError>;
     /// Up to `limit` rows of `node` with sequenceNumber >= `from_seq`, ordered by
-    /// (sequenceNumber, pk), starting after `after` (the last (seq, pk) of the previous chunk).
+    /// (sequenceNumber, pk), starting after `after` (the last (seq, pk) of the previous chunk),
+    /// and no more of them than fit in `READ_BUDGET_BYTES` (but always the first): a short
+    /// chunk does not mean the end, only an empty one does.
     async fn read_node(
         &self,
         node: &str,
@@ -512,33 +547,6 @@ macro_rules! impl_store {
             )
             .fetch_all(&self.pool)
             .await?)
-        }
-
-        async fn read_node(
-            &self,
-            node: &str,
-            from_seq: i64,
-            after: Option<(i64, String)>,
-            limit: i64,
-        ) -> Result<Vec<AuditRecord>, StoreError> {
-            // The lower bound is the later of the offset and the previous chunk's last row, so
-            // each chunk is one index range scan starting where the last one ended (not at the
-            // offset: that made reading a node quadratic).
-            let sql = format!(
-                "SELECT {} FROM auditrecorddata WHERE nodeid = $1 AND sequencenumber >= $2 \
-                 AND (sequencenumber > $3 OR pk > $4) \
-                 ORDER BY sequencenumber, pk LIMIT $5",
-                crate::store::COLUMNS
-            );
-            let (after_seq, after_pk) = after.unwrap_or((i64::MIN, String::new()));
-            Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(node)
-                .bind(from_seq.max(after_seq))
-                .bind(after_seq)
-                .bind(after_pk)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?)
         }
 
         async fn get(&self, pk: &str) -> Result<Option<AuditRecord>, StoreError> {

@@ -108,6 +108,36 @@ impl Drop for AbortOnDrop {
 }
 
 impl_store!(PgStore, {
+    /// One query: a running sum of the rows' sizes (a window over the chunk, which reads no
+    /// value) keeps the rows that start within the budget; the others are never de-TOASTed.
+    async fn read_node(
+        &self,
+        node: &str,
+        from_seq: i64,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {cols} FROM (SELECT *, SUM({size}) OVER (ORDER BY sequencenumber, pk \
+             ROWS UNBOUNDED PRECEDING) - {size} AS bytes_before FROM auditrecorddata \
+             WHERE {chunk} ORDER BY sequencenumber, pk LIMIT $5) c \
+             WHERE bytes_before < $6 ORDER BY sequencenumber, pk",
+            cols = super::COLUMNS,
+            size = super::ROW_BYTES,
+            chunk = super::NODE_CHUNK,
+        );
+        let (after_seq, after_pk) = after.unwrap_or((i64::MIN, String::new()));
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(node)
+            .bind(from_seq.max(after_seq))
+            .bind(after_seq)
+            .bind(after_pk)
+            .bind(limit)
+            .bind(super::READ_BUDGET_BYTES)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     async fn get_many(&self, pks: &[String]) -> Result<Vec<AuditRecord>, StoreError> {
         let sql = format!(
             "SELECT {} FROM auditrecorddata WHERE pk = ANY($1::text[])",

@@ -84,6 +84,47 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore, {
+    /// The chunk's row sizes first (SQLite's `octet_length` reads no value), then as many rows
+    /// as fit in the budget.
+    async fn read_node(
+        &self,
+        node: &str,
+        from_seq: i64,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let (after_seq, after_pk) = after.unwrap_or((i64::MIN, String::new()));
+        let from = from_seq.max(after_seq);
+        let sizes: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM auditrecorddata WHERE {} ORDER BY sequencenumber, pk LIMIT $5",
+            super::ROW_BYTES,
+            super::NODE_CHUNK
+        )))
+        .bind(node)
+        .bind(from)
+        .bind(after_seq)
+        .bind(&after_pk)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let n = super::rows_within(&sizes, super::READ_BUDGET_BYTES);
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM auditrecorddata WHERE {} ORDER BY sequencenumber, pk LIMIT $5",
+            super::COLUMNS,
+            super::NODE_CHUNK
+        )))
+        .bind(node)
+        .bind(from)
+        .bind(after_seq)
+        .bind(after_pk)
+        .bind(n as i64)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The pks as one JSON array parameter (SQLite has no array parameters).
     async fn get_many(&self, pks: &[String]) -> Result<Vec<AuditRecord>, StoreError> {
         let sql = format!(
