@@ -7,6 +7,8 @@ use anyhow::{Context, bail};
 
 use auditseal_core::config::Settings;
 
+use crate::out::{out, outln};
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Every configured key: keyid, algorithm, where it lives, whether it signs new rows.
@@ -32,21 +34,24 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<u8> {
     match command {
         Command::List { json } => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&setup.listing)?);
+                outln!("{}", serde_json::to_string_pretty(&setup.listing)?)?;
             } else {
-                println!(
+                outln!(
                     "{:<8} {:<8} {:<16} {:<9} SOURCE",
-                    "KEYID", "CURRENT", "ALGORITHM", "CAN SIGN"
-                );
+                    "KEYID",
+                    "CURRENT",
+                    "ALGORITHM",
+                    "CAN SIGN"
+                )?;
                 for k in &setup.listing {
-                    println!(
+                    outln!(
                         "{:<8} {:<8} {:<16} {:<9} {}",
                         k.keyid,
                         if k.current { "yes" } else { "" },
                         k.algorithm.name(),
                         if k.can_sign { "yes" } else { "no" },
                         k.source
-                    );
+                    )?;
                 }
             }
             Ok(0)
@@ -76,17 +81,15 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<u8> {
             let mut failed = 0;
             for (keyid, source, outcome) in results {
                 match outcome {
-                    Ok(()) => {
-                        println!("keyid {keyid}: OK (signed and verified a probe) - {source}")
-                    }
+                    Ok(()) => outln!("keyid {keyid}: OK (signed and verified a probe) - {source}")?,
                     Err(e) => {
                         failed += 1;
-                        println!("keyid {keyid}: FAILED: {e}");
+                        outln!("keyid {keyid}: FAILED: {e}")?;
                     }
                 }
             }
             for k in setup.listing.iter().filter(|k| !k.can_sign) {
-                println!("keyid {}: verify only, not tested - {}", k.keyid, k.source);
+                outln!("keyid {}: verify only, not tested - {}", k.keyid, k.source)?;
             }
             Ok(if failed == 0 { 0 } else { 1 })
         }
@@ -100,7 +103,7 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<u8> {
             match out {
                 Some(path) => std::fs::write(&path, pem)
                     .with_context(|| format!("cannot write {}", path.display()))?,
-                None => print!("{pem}"),
+                None => out!("{pem}")?,
             }
             Ok(0)
         }
