@@ -12,6 +12,7 @@ pub mod der;
 pub mod details;
 pub mod device;
 pub mod export;
+pub mod files;
 pub mod keys;
 pub mod merkle;
 pub mod pem;

@@ -336,27 +336,81 @@ async fn database_failures_answer_503_lose_nothing_and_leave_no_gap() {
     assert!(code == 0 && out.contains("{pgfail=7}"), "{out}");
 }
 
-/// The embedded defaults keep what they create private: a new data directory is 0700, and the
-/// SQLite database (with its -wal and -shm files), the generated key and the first admin token
-/// are 0600.
+/// Everything auditseal creates is private: a new data directory is 0700, and the SQLite
+/// database (with its -wal and -shm files), the generated key, the first admin token, the node
+/// lock files and the checkpoint file are 0600; so are the files the CLI writes (an archive
+/// segment in its new 0700 directory, `checkpoint export --out`, `keys export --out`) and the
+/// directories it creates for a new database.
 #[tokio::test]
 async fn a_new_data_directory_and_its_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("new/data");
-    let s = Server::start(&["--data-dir", data.to_str().unwrap(), "--node-id", "n"]).unwrap();
+    let d = data.to_str().unwrap();
+    let cfg = dir.path().join("auditseal.toml");
+    std::fs::write(&cfg, "[checkpoint]\nfile = 'checkpoints.jsonl'\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let s = Server::start(&["--data-dir", d, "--config", cfg, "--node-id", "n"]).unwrap();
     let (st, _) = post(&s, &event("PROCESS")).await;
     assert_eq!(st, 201);
+    // The checkpoint file is written when the server stops.
+    s.stop();
+    let out = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let before = (auditseal_core::time::now_millis() + 1).to_string();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let base = ["--data-dir", d, "--config", cfg, "--node-id", "n"];
+    let newdb = format!("sqlite://{}", out("db/new/audit.db"));
+    for args in [
+        &[
+            "archive",
+            "--before",
+            &before,
+            "--export-only",
+            "--out",
+            &out("seg"),
+        ][..],
+        &["checkpoint", "export", "--out", &out("cp.jsonl")],
+        &["keys", "export", "--keyid", "1", "--out", &out("key.pem")],
+        &["--database-url", &newdb, "token", "list"],
+    ] {
+        let (code, _, err) = cli(&[&base[..], args].concat());
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data), 0o700, "{}", data.display());
-    for f in [
+    let locks: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|f| f.ends_with(".lock"))
+        .collect();
+    // The server's node and the archive's event node n-db.
+    assert_eq!(locks.len(), 2, "{locks:?}");
+    let files = [
         "auditseal.db",
         "auditseal.db-wal",
         "auditseal.db-shm",
         "signing-key.pem",
         "admin.token",
-    ] {
+        "checkpoints.jsonl",
+    ];
+    for f in files
+        .iter()
+        .copied()
+        .chain(locks.iter().map(String::as_str))
+    {
         assert_eq!(mode(&data.join(f)), 0o600, "{f}");
     }
-    s.stop();
+    for d in ["seg", "db", "db/new"] {
+        assert_eq!(mode(&dir.path().join(d)), 0o700, "{d}");
+    }
+    for f in [
+        "seg/segment.ndjson",
+        "seg/segment.ndjson.sig",
+        "cp.jsonl",
+        "key.pem",
+        "db/new/audit.db",
+    ] {
+        assert_eq!(mode(&dir.path().join(f)), 0o600, "{f}");
+    }
 }

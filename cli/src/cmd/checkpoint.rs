@@ -63,7 +63,7 @@ pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<u8> {
             if out.as_os_str() == "-" {
                 out!("{text}")?;
             } else {
-                let mut f = std::fs::OpenOptions::new()
+                let mut f = auditseal_core::files::options()
                     .write(true)
                     .create_new(true)
                     .open(&out)

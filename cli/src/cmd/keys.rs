@@ -1,6 +1,7 @@
 //! `auditseal-db keys list | test | export`: the configured keys, a signing self-test of each
 //! (as CESeCore's crypto token test does), and a key's public part as PEM.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -101,7 +102,12 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<u8> {
                 bail!("keyid {keyid} is an HMAC key: it has no public part");
             };
             match out {
-                Some(path) => std::fs::write(&path, pem)
+                Some(path) => auditseal_core::files::options()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)
+                    .and_then(|mut f| f.write_all(pem.as_bytes()))
                     .with_context(|| format!("cannot write {}", path.display()))?,
                 None => out!("{pem}")?,
             }
