@@ -13,6 +13,7 @@ pub mod details;
 pub mod device;
 pub mod export;
 pub mod files;
+pub mod keycheck;
 pub mod keys;
 pub mod merkle;
 pub mod pem;

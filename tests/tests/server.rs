@@ -414,3 +414,134 @@ async fn a_new_data_directory_and_its_files_are_private() {
         assert_eq!(mode(&dir.path().join(f)), 0o600, "{f}");
     }
 }
+
+/// Runs `auditseal-server` and expects it to refuse to start: its exit status and stderr.
+fn refused_start(args: &[&str]) -> (Option<i32>, String) {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(auditseal_e2e::bin_dir().join("auditseal-server"))
+        .args(args)
+        .args(["--bind", "127.0.0.1:0"])
+        .env_remove("AUDITSEAL_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the server started: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The start-up error of a key that is not the one its keyid protected with: one line that
+/// names the keyid and says what to do.
+fn assert_wrong_key(code: Option<i32>, err: &str) {
+    assert_eq!(code, Some(1), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("Error:"))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(
+        line.contains("keyid 1 is not the key that protected the existing rows")
+            && line.contains("configure the key keyid 1 had, or give this key a new keyid"),
+        "{err}"
+    );
+}
+
+/// A different key under a keyid that already protected rows (a new signing-key.pem, a fresh
+/// data directory on an existing database) is refused at start, before anything is written;
+/// the right key starts, also when the newest row was changed (that is verifylog's to report).
+#[tokio::test]
+async fn a_different_key_under_a_used_keyid_is_refused_at_start() {
+    use auditseal_core::token::SoftwareToken;
+    use auditseal_e2e::{all_rows, exec, post_events};
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let (d1, d2) = (dir.path().join("d1"), dir.path().join("d2"));
+        let (d1s, d2s) = (d1.to_str().unwrap(), d2.to_str().unwrap());
+        let url = match backend {
+            Backend::Sqlite => format!("sqlite://{d1s}/auditseal.db"),
+            Backend::Postgres => new_database(backend, dir.path()).await,
+        };
+        // SQLite: rows of the sequential device speak for the key; PostgreSQL: the batch
+        // statements of the batched device.
+        let device = match backend {
+            Backend::Sqlite => "sequential",
+            Backend::Postgres => "batched",
+        };
+        let args = |d: &'static str, data: &str| -> Vec<String> {
+            ["--data-dir", data, "--database-url", &url, "--node-id", d]
+                .into_iter()
+                .chain(["--device", device])
+                .map(String::from)
+                .collect()
+        };
+        let start = |a: &[String]| Server::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        let refused =
+            |a: &[String]| refused_start(&a.iter().map(String::as_str).collect::<Vec<_>>());
+
+        let s = start(&args("k", d1s)).unwrap();
+        post_events(&s, 3).await;
+        s.stop();
+        // Only the rows (or batch statements) are left to tell the key by.
+        exec(&url, "DELETE FROM auditcheckpointdata").await;
+        let rows = all_rows(&url).await.len();
+
+        let key = d1.join("signing-key.pem");
+        let old_key = std::fs::read(&key).unwrap();
+        std::fs::remove_file(&key).unwrap();
+        SoftwareToken::load_or_generate(&key, 1).unwrap();
+        let (code, err) = refused(&args("k", d1s));
+        assert_wrong_key(code, &err);
+        // A fresh data directory generates a new key: refused as well, under any node id.
+        for node in ["k", "other"] {
+            let (code, err) = refused(&args(node, d2s));
+            assert_wrong_key(code, &err);
+        }
+        assert_eq!(all_rows(&url).await.len(), rows, "{backend:?}");
+
+        // The right key starts; so does the fresh data directory given a copy of it.
+        std::fs::write(&key, &old_key).unwrap();
+        std::fs::write(d2.join("signing-key.pem"), &old_key).unwrap();
+        let s = start(&args("other", d2s)).unwrap();
+        post_events(&s, 1).await;
+        s.stop();
+        let s = start(&args("k", d1s)).unwrap();
+        post_events(&s, 1).await;
+        s.stop();
+        if backend == Backend::Sqlite {
+            // A changed newest row is not a wrong key: the checkpoint written at the stop
+            // still verifies.
+            exec(
+                &url,
+                "UPDATE auditrecorddata SET eventtype = 'CHANGED' WHERE nodeid = 'k' \
+                 AND sequencenumber = (SELECT MAX(sequencenumber) FROM auditrecorddata \
+                 WHERE nodeid = 'k')",
+            )
+            .await;
+            start(&args("k", d1s)).unwrap().stop();
+        } else {
+            // Version 3 rows without their statements: the checkpoints (written at each stop)
+            // speak for the key.
+            exec(&url, "DELETE FROM auditbatchdata").await;
+            std::fs::remove_file(d2.join("signing-key.pem")).unwrap();
+            SoftwareToken::load_or_generate(&d2.join("signing-key.pem"), 1).unwrap();
+            let (code, err) = refused(&args("k", d2s));
+            assert_wrong_key(code, &err);
+            assert!(err.contains("checkpoint at row"), "{err}");
+        }
+    }
+}

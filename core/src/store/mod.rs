@@ -182,6 +182,8 @@ pub trait Store: Send + Sync {
         limit: i64,
     ) -> Result<Vec<AuditRecord>, StoreError>;
     async fn get(&self, pk: &str) -> Result<Option<AuditRecord>, StoreError>;
+    /// The node's row with the highest sequence number (one index lookup).
+    async fn last_row(&self, node: &str) -> Result<Option<AuditRecord>, StoreError>;
     /// Inserts rows, and the statement of their batch if any, in one transaction.
     async fn insert_batch(
         &self,
@@ -418,6 +420,18 @@ macro_rules! impl_store {
             );
             Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(pk)
+                .fetch_optional(&self.pool)
+                .await?)
+        }
+
+        async fn last_row(&self, node: &str) -> Result<Option<AuditRecord>, StoreError> {
+            let sql = format!(
+                "SELECT {} FROM auditrecorddata WHERE nodeid = $1 \
+                 ORDER BY sequencenumber DESC, pk DESC LIMIT 1",
+                crate::store::COLUMNS
+            );
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(node)
                 .fetch_optional(&self.pool)
                 .await?)
         }
