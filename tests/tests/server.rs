@@ -344,6 +344,14 @@ async fn database_failures_answer_503_lose_nothing_and_leave_no_gap() {
 #[tokio::test]
 async fn a_new_data_directory_and_its_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let locks = |d: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|f| f.ends_with(".lock"))
+            .collect()
+    };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("new/data");
     let d = data.to_str().unwrap();
@@ -353,8 +361,24 @@ async fn a_new_data_directory_and_its_files_are_private() {
     let s = Server::start(&["--data-dir", d, "--config", cfg, "--node-id", "n"]).unwrap();
     let (st, _) = post(&s, &event("PROCESS")).await;
     assert_eq!(st, 201);
+    assert_eq!(mode(&data), 0o700, "{}", data.display());
+    // While the server runs: SQLite removes -wal and -shm when its last connection closes.
+    let server_locks = locks(&data);
+    assert_eq!(server_locks.len(), 1, "{server_locks:?}");
+    for f in [
+        "auditseal.db",
+        "auditseal.db-wal",
+        "auditseal.db-shm",
+        "signing-key.pem",
+        "admin.token",
+        &server_locks[0],
+    ] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
     // The checkpoint file is written when the server stops.
     s.stop();
+    assert_eq!(mode(&data.join("checkpoints.jsonl")), 0o600);
+
     let out = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let before = (auditseal_core::time::now_millis() + 1).to_string();
     std::thread::sleep(std::time::Duration::from_millis(5));
@@ -376,29 +400,10 @@ async fn a_new_data_directory_and_its_files_are_private() {
         let (code, _, err) = cli(&[&base[..], args].concat());
         assert_eq!(code, 0, "{args:?}: {err}");
     }
-
-    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&data), 0o700, "{}", data.display());
-    let locks: Vec<_> = std::fs::read_dir(&data)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|f| f.ends_with(".lock"))
-        .collect();
-    // The server's node and the archive's event node n-db.
-    assert_eq!(locks.len(), 2, "{locks:?}");
-    let files = [
-        "auditseal.db",
-        "auditseal.db-wal",
-        "auditseal.db-shm",
-        "signing-key.pem",
-        "admin.token",
-        "checkpoints.jsonl",
-    ];
-    for f in files
-        .iter()
-        .copied()
-        .chain(locks.iter().map(String::as_str))
-    {
+    // The archive's event node n-db has its own lock file.
+    let all_locks = locks(&data);
+    assert_eq!(all_locks.len(), 2, "{all_locks:?}");
+    for f in &all_locks {
         assert_eq!(mode(&data.join(f)), 0o600, "{f}");
     }
     for d in ["seg", "db", "db/new"] {
