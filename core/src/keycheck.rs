@@ -6,9 +6,9 @@
 //! The evidence is what each node protected last: its newest row (versions 1 and 2), its newest
 //! batch statement (version 3 rows) and its newest checkpoint, each one index lookup, so the cost
 //! grows with the number of nodes, not of rows. A keyid passes when its key verifies any of
-//! these: nothing but the key that made a protection verifies it, so a failure beside a success
-//! is a changed row (verifylog's to report), not a wrong key. It fails only when its key
-//! verifies none of at least one; a keyid nothing names yet passes.
+//! these that name it: nothing but the key that made a protection verifies it, so a failure
+//! beside a success is a changed row (verifylog's to report), not a wrong key. It fails when
+//! its key verifies none of them; a keyid nothing names yet passes.
 
 use std::collections::BTreeMap;
 
