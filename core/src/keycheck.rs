@@ -20,7 +20,7 @@ use crate::verify::{Batches, RowFailure, verify_row};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyCheckError {
-    #[error(transparent)]
+    #[error("cannot check the keys against the rows they protected: {0}")]
     Store(#[from] StoreError),
     /// The configured key verifies nothing its keyid protected.
     #[error(

@@ -15,7 +15,6 @@ use auditseal_core::config::{
     DEFAULT_CHECKPOINT_SECS, DeviceKind, KeyMode, Overrides, Settings, load_keys,
 };
 use auditseal_core::device::{LogDevice, SequentialDevice};
-use auditseal_core::keycheck::KeyCheckError;
 use auditseal_core::store;
 use auditseal_server::{AppState, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_FOLLOWERS, VerifyPolicy};
 
@@ -102,13 +101,7 @@ async fn main() -> anyhow::Result<()> {
         .context("cannot create or upgrade the schema")?;
     // Before anything is written: a different key under a keyid in use would make every older
     // row of that keyid fail verification.
-    match auditseal_core::keycheck::check(store.as_ref(), &keys).await {
-        Ok(()) => {}
-        Err(KeyCheckError::Store(e)) => {
-            return Err(e).context("cannot check the keys against the rows they protected");
-        }
-        Err(e) => return Err(e.into()),
-    }
+    auditseal_core::keycheck::check(store.as_ref(), &keys).await?;
     let srv = &settings.file.server;
     let device: Arc<dyn LogDevice> =
         match args.device.or(srv.device).unwrap_or(DeviceKind::Sequential) {

@@ -516,6 +516,21 @@ async fn a_different_key_under_a_used_keyid_is_refused_at_start() {
             let (code, err) = refused(&args(node, d2s));
             assert_wrong_key(code, &err);
         }
+        // The CLI commands that sign (and log what they do) refuse it too.
+        let db = ["--data-dir", d1s, "--database-url", &url, "--node-id", "k"];
+        let now = auditseal_core::time::now_millis().to_string();
+        let seg = dir.path().join("seg");
+        for c in [
+            &["token", "create", "--name", "t", "--role", "auditor"][..],
+            &["archive", "--before", &now, "--out", seg.to_str().unwrap()],
+        ] {
+            let (code, _, err) = cli(&[&db[..], c].concat());
+            assert_eq!(code, 1, "{c:?}: {err}");
+            assert!(
+                err.contains("keyid 1 is not the key that protected the existing rows"),
+                "{c:?}: {err}"
+            );
+        }
         assert_eq!(all_rows(&url).await.len(), rows, "{backend:?}");
 
         // The right key starts; so does the fresh data directory given a copy of it.

@@ -77,6 +77,8 @@ async fn event_device(
              tokens through the API (POST /api/v1/tokens) with an admin token"
         );
     };
+    // A key other than the one its keyid protected with would sign a row nothing verifies.
+    auditseal_core::keycheck::check(store.as_ref(), &keys).await?;
     let node = node.unwrap_or_else(|| format!("{}-db", settings.node_id));
     SequentialDevice::start(store.clone(), node.clone(), Some(token))
         .await
