@@ -1,6 +1,7 @@
 //! `auditseal-db`: the database CLI. One file per command under `cmd/`.
 
 mod cmd;
+mod out;
 mod progress;
 
 use std::path::PathBuf;
@@ -113,6 +114,9 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(code) => ExitCode::from(code),
+        Err(e) if e.downcast_ref::<out::StdoutClosed>().is_some() => {
+            ExitCode::from(out::EXIT_STDOUT_CLOSED)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_FAILURE)

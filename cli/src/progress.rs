@@ -122,7 +122,8 @@ impl Progress for Bar {
         if self.terminal {
             self.draw(&mut st, true);
         } else if let Some(n) = st.nodes.get(node) {
-            eprintln!("progress: {}", Self::line(node, n));
+            // As in `draw`: a closed stderr (`verifylog --all 2>&1 | head`) must not panic.
+            let _ = writeln!(std::io::stderr(), "progress: {}", Self::line(node, n));
         }
     }
 }

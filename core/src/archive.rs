@@ -133,7 +133,7 @@ pub async fn write_segment(
             dir.display()
         )));
     }
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    crate::files::create_dir_all(dir).map_err(io(dir))?;
     let path = dir.join(SEGMENT_FILE);
     let result = write_lines(store, keys, token, before, &path).await;
     let nodes = match result {
@@ -148,9 +148,14 @@ pub async fn write_segment(
     let signed = protector::protect_reader(token, &mut file)?;
     let signature = signed.protection;
     let sig_path = dir.join(SIGNATURE_FILE);
-    std::fs::write(&sig_path, format!("{signature}\n")).map_err(io(&sig_path))?;
-    std::fs::File::open(&sig_path)
-        .and_then(|f| f.sync_all())
+    crate::files::options()
+        .write(true)
+        .create_new(true)
+        .open(&sig_path)
+        .and_then(|mut f| {
+            f.write_all(format!("{signature}\n").as_bytes())?;
+            f.sync_all()
+        })
         .map_err(io(&sig_path))?;
     std::fs::File::open(dir)
         .and_then(|f| f.sync_all())
@@ -170,7 +175,7 @@ async fn write_lines(
     before: i64,
     path: &Path,
 ) -> Result<Vec<NodeSummary>, ArchiveError> {
-    let file = std::fs::OpenOptions::new()
+    let file = crate::files::options()
         .write(true)
         .create_new(true)
         .open(path)

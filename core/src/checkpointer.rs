@@ -144,7 +144,7 @@ impl Checkpointer {
 }
 
 fn append_line(path: &PathBuf, line: &str) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
+    let mut f = crate::files::options()
         .create(true)
         .append(true)
         .open(path)?;

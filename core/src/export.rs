@@ -117,7 +117,8 @@ pub fn temp_file() -> Result<File, ExportError> {
         "auditseal-export-{}",
         uuid::Uuid::new_v4().simple()
     ));
-    let file = std::fs::OpenOptions::new()
+    // Private too (files.rs): whoever opened it before the unlink could read it later.
+    let file = crate::files::options()
         .read(true)
         .write(true)
         .create_new(true)

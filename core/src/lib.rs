@@ -12,6 +12,8 @@ pub mod der;
 pub mod details;
 pub mod device;
 pub mod export;
+pub mod files;
+pub mod keycheck;
 pub mod keys;
 pub mod merkle;
 pub mod pem;

@@ -2,7 +2,7 @@
 //! implement it here, PKCS#11 tokens implement it in their own module.
 
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -161,8 +161,11 @@ impl SoftwareToken {
                 let der = key
                     .as_der()
                     .map_err(|_| TokenError::InvalidKey("cannot encode the new key".into()))?;
-                write_private_file(path, pem::encode("PRIVATE KEY", der.as_ref()).as_bytes())
-                    .map_err(io)?;
+                crate::files::write_private(
+                    path,
+                    pem::encode("PRIVATE KEY", der.as_ref()).as_bytes(),
+                )
+                .map_err(io)?;
                 Ok((
                     SoftwareToken {
                         keyid,
@@ -284,29 +287,6 @@ pub fn sha256_reader(data: &mut dyn Read) -> Result<digest::Digest, TokenError> 
         Ok(())
     })?;
     Ok(ctx.finish())
-}
-
-/// Writes a file readable only by its owner (mode 0600 from its creation: never briefly
-/// readable, whatever was there before), atomically (temp file + rename), and syncs it.
-pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    // A leftover temp file may have another mode: start afresh.
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Shared handle to the token that signs new rows.

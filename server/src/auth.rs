@@ -372,7 +372,7 @@ pub async fn bootstrap_admin_token(
     let (secret, record) = new_token(&name, Role::Admin, auditseal_core::time::now_millis())?;
     let path = data_dir.join(ADMIN_TOKEN_FILE);
     // The file first: a token nobody can read would lock everyone out.
-    auditseal_core::token::write_private_file(&path, format!("{secret}\n").as_bytes()).map_err(
+    auditseal_core::files::write_private(&path, format!("{secret}\n").as_bytes()).map_err(
         |source| BootstrapError::File {
             path: path.clone(),
             source,

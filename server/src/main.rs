@@ -1,7 +1,6 @@
 //! `auditseal-server`: accepts audit events over HTTP and stores them as protected rows.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -80,16 +79,12 @@ async fn main() -> anyhow::Result<()> {
 
     // Created for its owner only (it holds the database, the key and the first admin token);
     // an existing directory keeps its mode.
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&settings.data_dir)
-        .with_context(|| {
-            format!(
-                "cannot create data directory {}",
-                settings.data_dir.display()
-            )
-        })?;
+    auditseal_core::files::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot create data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
     // Opening keys may talk to an HSM (log in, read keys): keep it off the async workers.
     let (protection, data_dir) = (settings.protection.clone(), settings.data_dir.clone());
     let (keys, generated) =
@@ -106,6 +101,9 @@ async fn main() -> anyhow::Result<()> {
         .migrate()
         .await
         .context("cannot create or upgrade the schema")?;
+    // Before anything is written: a different key under a keyid in use would make every older
+    // row of that keyid fail verification.
+    auditseal_core::keycheck::check(store.as_ref(), &keys).await?;
     let srv = &settings.file.server;
     let device: Arc<dyn LogDevice> =
         match args.device.or(srv.device).unwrap_or(DeviceKind::Sequential) {

@@ -336,27 +336,232 @@ async fn database_failures_answer_503_lose_nothing_and_leave_no_gap() {
     assert!(code == 0 && out.contains("{pgfail=7}"), "{out}");
 }
 
-/// The embedded defaults keep what they create private: a new data directory is 0700, and the
-/// SQLite database (with its -wal and -shm files), the generated key and the first admin token
-/// are 0600.
+/// Everything auditseal creates is private: a new data directory is 0700, and the SQLite
+/// database (with its -wal and -shm files), the generated key, the first admin token, the node
+/// lock files and the checkpoint file are 0600; so are the files the CLI writes (an archive
+/// segment in its new 0700 directory, `checkpoint export --out`, `keys export --out`) and the
+/// directories it creates for a new database.
 #[tokio::test]
 async fn a_new_data_directory_and_its_files_are_private() {
     use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let locks = |d: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|f| f.ends_with(".lock"))
+            .collect()
+    };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("new/data");
-    let s = Server::start(&["--data-dir", data.to_str().unwrap(), "--node-id", "n"]).unwrap();
+    let d = data.to_str().unwrap();
+    let cfg = dir.path().join("auditseal.toml");
+    std::fs::write(&cfg, "[checkpoint]\nfile = 'checkpoints.jsonl'\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let s = Server::start(&["--data-dir", d, "--config", cfg, "--node-id", "n"]).unwrap();
     let (st, _) = post(&s, &event("PROCESS")).await;
     assert_eq!(st, 201);
-    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data), 0o700, "{}", data.display());
+    // While the server runs: SQLite removes -wal and -shm when its last connection closes.
+    let server_locks = locks(&data);
+    assert_eq!(server_locks.len(), 1, "{server_locks:?}");
     for f in [
         "auditseal.db",
         "auditseal.db-wal",
         "auditseal.db-shm",
         "signing-key.pem",
         "admin.token",
+        &server_locks[0],
     ] {
         assert_eq!(mode(&data.join(f)), 0o600, "{f}");
     }
+    // The checkpoint file is written when the server stops.
     s.stop();
+    assert_eq!(mode(&data.join("checkpoints.jsonl")), 0o600);
+
+    let out = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let before = (auditseal_core::time::now_millis() + 1).to_string();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let base = ["--data-dir", d, "--config", cfg, "--node-id", "n"];
+    let newdb = format!("sqlite://{}", out("db/new/audit.db"));
+    for args in [
+        &[
+            "archive",
+            "--before",
+            &before,
+            "--export-only",
+            "--out",
+            &out("seg"),
+        ][..],
+        &["checkpoint", "export", "--out", &out("cp.jsonl")],
+        &["keys", "export", "--keyid", "1", "--out", &out("key.pem")],
+        &["--database-url", &newdb, "token", "list"],
+    ] {
+        let (code, _, err) = cli(&[&base[..], args].concat());
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    // The archive's event node n-db has its own lock file.
+    let all_locks = locks(&data);
+    assert_eq!(all_locks.len(), 2, "{all_locks:?}");
+    for f in &all_locks {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    for d in ["seg", "db", "db/new"] {
+        assert_eq!(mode(&dir.path().join(d)), 0o700, "{d}");
+    }
+    for f in [
+        "seg/segment.ndjson",
+        "seg/segment.ndjson.sig",
+        "cp.jsonl",
+        "key.pem",
+        "db/new/audit.db",
+    ] {
+        assert_eq!(mode(&dir.path().join(f)), 0o600, "{f}");
+    }
+}
+
+/// Runs `auditseal-server` and expects it to refuse to start: its exit status and stderr.
+fn refused_start(args: &[&str]) -> (Option<i32>, String) {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(auditseal_e2e::bin_dir().join("auditseal-server"))
+        .args(args)
+        .args(["--bind", "127.0.0.1:0"])
+        .env_remove("AUDITSEAL_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the server started: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The start-up error of a key that is not the one its keyid protected with: one line that
+/// names the keyid and says what to do.
+fn assert_wrong_key(code: Option<i32>, err: &str) {
+    assert_eq!(code, Some(1), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("Error:"))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(
+        line.contains("keyid 1 is not the key that protected the existing rows")
+            && line.contains("configure the key keyid 1 had, or give this key a new keyid"),
+        "{err}"
+    );
+}
+
+/// A different key under a keyid that already protected rows (a new signing-key.pem, a fresh
+/// data directory on an existing database) is refused at start, before anything is written;
+/// the right key starts, also when the newest row was changed (that is verifylog's to report).
+#[tokio::test]
+async fn a_different_key_under_a_used_keyid_is_refused_at_start() {
+    use auditseal_core::token::SoftwareToken;
+    use auditseal_e2e::{all_rows, exec, post_events};
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let (d1, d2) = (dir.path().join("d1"), dir.path().join("d2"));
+        let (d1s, d2s) = (d1.to_str().unwrap(), d2.to_str().unwrap());
+        let url = match backend {
+            Backend::Sqlite => format!("sqlite://{d1s}/auditseal.db"),
+            Backend::Postgres => new_database(backend, dir.path()).await,
+        };
+        // SQLite: rows of the sequential device speak for the key; PostgreSQL: the batch
+        // statements of the batched device.
+        let device = match backend {
+            Backend::Sqlite => "sequential",
+            Backend::Postgres => "batched",
+        };
+        let args = |d: &'static str, data: &str| -> Vec<String> {
+            ["--data-dir", data, "--database-url", &url, "--node-id", d]
+                .into_iter()
+                .chain(["--device", device])
+                .map(String::from)
+                .collect()
+        };
+        let start = |a: &[String]| Server::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        let refused =
+            |a: &[String]| refused_start(&a.iter().map(String::as_str).collect::<Vec<_>>());
+
+        let s = start(&args("k", d1s)).unwrap();
+        post_events(&s, 3).await;
+        s.stop();
+        // Only the rows (or batch statements) are left to tell the key by.
+        exec(&url, "DELETE FROM auditcheckpointdata").await;
+        let rows = all_rows(&url).await.len();
+
+        let key = d1.join("signing-key.pem");
+        let old_key = std::fs::read(&key).unwrap();
+        std::fs::remove_file(&key).unwrap();
+        SoftwareToken::load_or_generate(&key, 1).unwrap();
+        let (code, err) = refused(&args("k", d1s));
+        assert_wrong_key(code, &err);
+        // A fresh data directory generates a new key: refused as well, under any node id.
+        for node in ["k", "other"] {
+            let (code, err) = refused(&args(node, d2s));
+            assert_wrong_key(code, &err);
+        }
+        // The CLI commands that sign (and log what they do) refuse it too.
+        let db = ["--data-dir", d1s, "--database-url", &url, "--node-id", "k"];
+        let now = auditseal_core::time::now_millis().to_string();
+        let seg = dir.path().join("seg");
+        for c in [
+            &["token", "create", "--name", "t", "--role", "auditor"][..],
+            &["archive", "--before", &now, "--out", seg.to_str().unwrap()],
+        ] {
+            let (code, _, err) = cli(&[&db[..], c].concat());
+            assert_eq!(code, 1, "{c:?}: {err}");
+            assert!(
+                err.contains("keyid 1 is not the key that protected the existing rows"),
+                "{c:?}: {err}"
+            );
+        }
+        assert_eq!(all_rows(&url).await.len(), rows, "{backend:?}");
+
+        // The right key starts; so does the fresh data directory given a copy of it.
+        std::fs::write(&key, &old_key).unwrap();
+        std::fs::write(d2.join("signing-key.pem"), &old_key).unwrap();
+        let s = start(&args("other", d2s)).unwrap();
+        post_events(&s, 1).await;
+        s.stop();
+        let s = start(&args("k", d1s)).unwrap();
+        post_events(&s, 1).await;
+        s.stop();
+        if backend == Backend::Sqlite {
+            // A changed newest row is not a wrong key: the checkpoint written at the stop
+            // still verifies.
+            exec(
+                &url,
+                "UPDATE auditrecorddata SET eventtype = 'CHANGED' WHERE nodeid = 'k' \
+                 AND sequencenumber = (SELECT MAX(sequencenumber) FROM auditrecorddata \
+                 WHERE nodeid = 'k')",
+            )
+            .await;
+            start(&args("k", d1s)).unwrap().stop();
+        } else {
+            // Version 3 rows without their statements: the checkpoints (written at each stop)
+            // speak for the key.
+            exec(&url, "DELETE FROM auditbatchdata").await;
+            std::fs::remove_file(d2.join("signing-key.pem")).unwrap();
+            SoftwareToken::load_or_generate(&d2.join("signing-key.pem"), 1).unwrap();
+            let (code, err) = refused(&args("k", d2s));
+            assert_wrong_key(code, &err);
+            assert!(err.contains("checkpoint at row"), "{err}");
+        }
+    }
 }

@@ -55,6 +55,8 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("cannot open the database {redacted}"))?;
     store.migrate().await.context("cannot upgrade the schema")?;
+    // A key other than the one its keyid protected with would sign what nothing verifies.
+    auditseal_core::keycheck::check(store.as_ref(), &keys).await?;
     let event_node = args
         .event_node
         .unwrap_or_else(|| format!("{}-db", settings.node_id));

@@ -9,6 +9,8 @@ use anyhow::Context;
 use auditseal_core::config::Settings;
 use auditseal_core::store;
 
+use crate::out::{out, outln};
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Save the newest checkpoint of every node as JSON lines (docs/FORMAT.md section 7).
@@ -33,10 +35,10 @@ pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<u8> {
     match cmd {
         Command::List => {
             if latest.is_empty() {
-                println!("no checkpoints yet");
+                outln!("no checkpoints yet")?;
             }
             for c in &latest {
-                println!(
+                outln!(
                     "{} sequence {} {} at {} headHash {} keyid {}",
                     c.node_id,
                     c.sequence_number,
@@ -44,7 +46,7 @@ pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<u8> {
                     auditseal_core::time::format_iso8601(c.time_stamp),
                     c.head_hash,
                     c.key_id
-                );
+                )?;
             }
         }
         Command::Export { out } => {
@@ -59,9 +61,9 @@ pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<u8> {
                 .map(|c| format!("{}\n", c.to_json_line()))
                 .collect();
             if out.as_os_str() == "-" {
-                print!("{text}");
+                out!("{text}")?;
             } else {
-                let mut f = std::fs::OpenOptions::new()
+                let mut f = auditseal_core::files::options()
                     .write(true)
                     .create_new(true)
                     .open(&out)

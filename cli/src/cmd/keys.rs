@@ -1,11 +1,14 @@
 //! `auditseal-db keys list | test | export`: the configured keys, a signing self-test of each
 //! (as CESeCore's crypto token test does), and a key's public part as PEM.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
 use auditseal_core::config::Settings;
+
+use crate::out::{out, outln};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -32,21 +35,24 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<u8> {
     match command {
         Command::List { json } => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&setup.listing)?);
+                outln!("{}", serde_json::to_string_pretty(&setup.listing)?)?;
             } else {
-                println!(
+                outln!(
                     "{:<8} {:<8} {:<16} {:<9} SOURCE",
-                    "KEYID", "CURRENT", "ALGORITHM", "CAN SIGN"
-                );
+                    "KEYID",
+                    "CURRENT",
+                    "ALGORITHM",
+                    "CAN SIGN"
+                )?;
                 for k in &setup.listing {
-                    println!(
+                    outln!(
                         "{:<8} {:<8} {:<16} {:<9} {}",
                         k.keyid,
                         if k.current { "yes" } else { "" },
                         k.algorithm.name(),
                         if k.can_sign { "yes" } else { "no" },
                         k.source
-                    );
+                    )?;
                 }
             }
             Ok(0)
@@ -76,17 +82,15 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<u8> {
             let mut failed = 0;
             for (keyid, source, outcome) in results {
                 match outcome {
-                    Ok(()) => {
-                        println!("keyid {keyid}: OK (signed and verified a probe) - {source}")
-                    }
+                    Ok(()) => outln!("keyid {keyid}: OK (signed and verified a probe) - {source}")?,
                     Err(e) => {
                         failed += 1;
-                        println!("keyid {keyid}: FAILED: {e}");
+                        outln!("keyid {keyid}: FAILED: {e}")?;
                     }
                 }
             }
             for k in setup.listing.iter().filter(|k| !k.can_sign) {
-                println!("keyid {}: verify only, not tested - {}", k.keyid, k.source);
+                outln!("keyid {}: verify only, not tested - {}", k.keyid, k.source)?;
             }
             Ok(if failed == 0 { 0 } else { 1 })
         }
@@ -98,9 +102,14 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<u8> {
                 bail!("keyid {keyid} is an HMAC key: it has no public part");
             };
             match out {
-                Some(path) => std::fs::write(&path, pem)
+                Some(path) => auditseal_core::files::options()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)
+                    .and_then(|mut f| f.write_all(pem.as_bytes()))
                     .with_context(|| format!("cannot write {}", path.display()))?,
-                None => print!("{pem}"),
+                None => out!("{pem}")?,
             }
             Ok(0)
         }

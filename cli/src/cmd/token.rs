@@ -12,6 +12,8 @@ use auditseal_core::device::SequentialDevice;
 use auditseal_core::store::{self, SharedStore};
 use auditseal_core::time::{format_iso8601, now_millis};
 
+use crate::out::outln;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Create a token and print it (once: it cannot be shown again).
@@ -75,6 +77,8 @@ async fn event_device(
              tokens through the API (POST /api/v1/tokens) with an admin token"
         );
     };
+    // A key other than the one its keyid protected with would sign a row nothing verifies.
+    auditseal_core::keycheck::check(store.as_ref(), &keys).await?;
     let node = node.unwrap_or_else(|| format!("{}-db", settings.node_id));
     SequentialDevice::start(store.clone(), node.clone(), Some(token))
         .await
@@ -110,19 +114,26 @@ pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<u8> {
                     )));
                 }
             }
-            println!(
+            // Not quiet on a closed stdout (as other output is): the token exists but nobody
+            // saw it, so say what to do about it.
+            outln!(
                 "created token {name:?} with role {role}; it is shown only now, so keep it \
-                 safe (send it as \"Authorization: Bearer <token>\"):"
-            );
-            println!("{secret}");
+                 safe (send it as \"Authorization: Bearer <token>\"):\n{secret}"
+            )
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "token {name:?} was created but could not be shown ({e}): revoke it \
+                     (auditseal-db token revoke {name}) and create another"
+                )
+            })?;
         }
         Command::List => {
             let tokens = store.tokens().await?;
             if tokens.is_empty() {
-                println!("no tokens");
+                outln!("no tokens")?;
             }
             for t in tokens {
-                println!(
+                outln!(
                     "{:<24} {:<8} created {} {}",
                     t.name,
                     t.role,
@@ -130,7 +141,7 @@ pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<u8> {
                     t.revoked
                         .map(|r| format!("REVOKED {}", format_iso8601(r)))
                         .unwrap_or_else(|| "valid".into())
-                );
+                )?;
             }
         }
         Command::Revoke { name, log } => {
@@ -154,7 +165,7 @@ pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<u8> {
                 .with_context(|| {
                     format!("token {name:?} is revoked, but its TOKEN_REVOKE event was not logged")
                 })?;
-            println!("revoked token {name:?}; servers refuse it within 2 seconds");
+            outln!("revoked token {name:?}; servers refuse it within 2 seconds")?;
         }
     }
     Ok(0)

@@ -12,6 +12,8 @@ use auditseal_core::export;
 use auditseal_core::keys::{KeyRing, VerifyKey};
 use auditseal_core::protection::RowProtection;
 
+use crate::out::outln;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// An export file (.ndjson, .csv, .tsv) or the directory `archive --out` wrote.
@@ -80,12 +82,12 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
         .await?
         .with_context(|| format!("cannot read the export {}", args.path.display()))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rep)?);
+        outln!("{}", serde_json::to_string_pretty(&rep)?)?;
     } else {
         let signed_by = rep
             .signed_by
             .map_or_else(|| "unreadable".to_string(), |k| format!("keyid {k}"));
-        println!(
+        outln!(
             "Export {} ({}): signature {signed_by}: {}",
             args.path.display(),
             rep.format,
@@ -94,17 +96,20 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
             } else {
                 "NOT VALID"
             }
-        );
+        )?;
         for n in &rep.notes {
-            println!("  NOTE {n}");
+            outln!("  NOTE {n}")?;
         }
         for e in &rep.errors {
-            println!("  ERROR {e}");
+            outln!("  ERROR {e}")?;
         }
-        println!(
+        outln!(
             "Summary: {} rows, {} verified, {} not checkable offline, {} errors",
-            rep.rows, rep.rows_verified, rep.rows_not_checkable, rep.error_count
-        );
+            rep.rows,
+            rep.rows_verified,
+            rep.rows_not_checkable,
+            rep.error_count
+        )?;
     }
     Ok(if rep.error_count == 0 {
         0
@@ -129,24 +134,28 @@ async fn segment(settings: &Settings, args: Args) -> anyhow::Result<u8> {
         .await?
         .with_context(|| format!("cannot check the segment in {}", args.path.display()))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rep)?);
+        outln!("{}", serde_json::to_string_pretty(&rep)?)?;
     } else {
         for n in &rep.nodes {
-            println!(
+            outln!(
                 "Node {}: rows {}..{} ({} rows), archive marker keyid {}",
-                n.node_id, n.first_sequence, n.last_sequence, n.rows, n.marker.key_id
-            );
+                n.node_id,
+                n.first_sequence,
+                n.last_sequence,
+                n.rows,
+                n.marker.key_id
+            )?;
         }
         for e in &rep.errors {
-            println!("  ERROR {e}");
+            outln!("  ERROR {e}")?;
         }
-        println!(
+        outln!(
             "Summary: {} nodes, {} rows, signed by keyid {}, {} errors",
             rep.nodes.len(),
             rep.rows,
             rep.signed_by,
             rep.errors.len()
-        );
+        )?;
     }
     Ok(if rep.errors.is_empty() {
         0

@@ -12,6 +12,8 @@ use auditseal_core::config::Settings;
 use auditseal_core::store;
 use auditseal_core::verify::{Selection, Silent, VerifyOptions, parse_node_arg, verify_log};
 
+use crate::out::{out, outln};
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Verify every node, each from where its log starts (after its archive marker).
@@ -69,9 +71,9 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("reading {redacted} failed"))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print!("{report}");
+        out!("{report}")?;
     }
     Ok(report.exit_code() as u8)
 }

@@ -304,6 +304,8 @@ pub trait Store: Send + Sync {
     async fn get(&self, pk: &str) -> Result<Option<AuditRecord>, StoreError>;
     /// The rows of these pks that exist, in no particular order.
     async fn get_many(&self, pks: &[String]) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The node's row with the highest sequence number (one index lookup).
+    async fn last_row(&self, node: &str) -> Result<Option<AuditRecord>, StoreError>;
     /// Inserts rows, and the statement of their batch if any, in one transaction, if `fence`
     /// still holds (else `Fenced`, nothing written).
     async fn insert_batch(
@@ -556,6 +558,18 @@ macro_rules! impl_store {
             );
             Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(pk)
+                .fetch_optional(&self.pool)
+                .await?)
+        }
+
+        async fn last_row(&self, node: &str) -> Result<Option<AuditRecord>, StoreError> {
+            let sql = format!(
+                "SELECT {} FROM auditrecorddata WHERE nodeid = $1 \
+                 ORDER BY sequencenumber DESC, pk DESC LIMIT 1",
+                crate::store::COLUMNS
+            );
+            Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(node)
                 .fetch_optional(&self.pool)
                 .await?)
         }

@@ -42,19 +42,13 @@ impl SqliteStore {
         if let Some(dir) = file.as_ref().and_then(|f| f.parent())
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir)
+            crate::files::create_dir_all(dir)
                 .map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
         }
-        // A new database is readable by its owner only; SQLite gives its -wal and -shm files
-        // the database file's mode. An existing file keeps the mode it has.
+        // Created here so that it is private (files.rs); SQLite gives its -wal and -shm files
+        // the database file's mode.
         if let Some(f) = &file {
-            use std::os::unix::fs::OpenOptionsExt;
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(f)
-            {
+            match crate::files::options().write(true).create_new(true).open(f) {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(bad(format!("cannot create {}: {e}", f.display()))),
@@ -203,7 +197,7 @@ impl_store!(SqliteStore, {
         let mut name = db.as_os_str().to_owned();
         name.push(format!(".node-{readable}-{hash}.lock"));
         let path = PathBuf::from(name);
-        let file = std::fs::OpenOptions::new()
+        let file = crate::files::options()
             .create(true)
             .truncate(false)
             .write(true)

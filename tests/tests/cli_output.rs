@@ -1,0 +1,129 @@
+//! `auditseal-db` writing to a pipe whose reader has gone (`auditseal-db verifylog --all | head`):
+//! every command that prints stops quietly with status 141, never with a panic.
+
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
+
+use auditseal_e2e::{Server, bin_dir, cli, event, exec};
+
+/// Status of a command whose stdout was closed early (128 + SIGPIPE, as a shell reports it).
+const STDOUT_CLOSED: i32 = 141;
+
+fn auditseal_db(args: &[&str]) -> Command {
+    let mut c = Command::new(bin_dir().join("auditseal-db"));
+    c.args(args).env_remove("AUDITSEAL_DATABASE_URL");
+    c
+}
+
+/// Runs `auditseal-db` with stdout a pipe whose reading end is closed before it starts, so its
+/// first write fails, however short the output.
+fn with_closed_stdout(args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    auditseal_db(args)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+        .wait_with_output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn commands_stop_quietly_when_stdout_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let s = Server::start(&["--data-dir", d, "--node-id", "pipe"]).unwrap();
+    // 3000 rows, each reported once changed below: a report far larger than a pipe holds.
+    let events: Vec<_> = (0..3000).map(|_| event("PROCESS")).collect();
+    let r = s
+        .client()
+        .post(format!("{}/api/v1/events:batch", s.url))
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    s.stop();
+    let segment = dir.path().join("segment");
+    let before = (auditseal_core::time::now_millis() + 1).to_string();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let (code, _, err) = cli(&[
+        "--data-dir",
+        d,
+        "--node-id",
+        "pipe",
+        "archive",
+        "--before",
+        &before,
+        "--export-only",
+        "--out",
+        segment.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let url = format!("sqlite://{d}/auditseal.db");
+    exec(&url, "UPDATE auditrecorddata SET eventtype = 'CHANGED'").await;
+
+    let report = ["--data-dir", d, "verifylog", "--all", "--quiet"];
+    let (code, full, _) = cli(&report);
+    assert_eq!(code, 255);
+    assert!(full.len() > 256 * 1024, "{} bytes", full.len());
+
+    // As `| head`: read the first part, then close the pipe while verifylog is still writing.
+    let mut child = auditseal_db(&report)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut head = [0u8; 4096];
+    stdout.read_exact(&mut head).unwrap();
+    assert!(full.as_bytes().starts_with(&head));
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(STDOUT_CLOSED), "{err}");
+    assert!(err.trim().is_empty(), "{err}");
+
+    let seg = segment.to_str().unwrap();
+    let commands: [&[&str]; 10] = [
+        &["verifylog", "--all", "--quiet", "--json"],
+        &["verifylog", "--all"],
+        &["keys", "list"],
+        &["keys", "list", "--json"],
+        &["keys", "test"],
+        &["keys", "export", "--keyid", "1"],
+        &["checkpoint", "list"],
+        &["checkpoint", "export", "--out", "-"],
+        &["token", "list"],
+        &["verify-export", seg],
+    ];
+    for c in commands {
+        let mut args = vec!["--data-dir", d];
+        args.extend(c);
+        let out = with_closed_stdout(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(STDOUT_CLOSED), "{c:?}: {err}");
+        assert!(!err.contains("panicked"), "{c:?}: {err}");
+    }
+
+    // A new token that cannot be shown is not a quiet matter: it exists, so say what to do.
+    let out = with_closed_stdout(&[
+        "--data-dir",
+        d,
+        "--node-id",
+        "pipe",
+        "token",
+        "create",
+        "--name",
+        "unseen",
+        "--role",
+        "auditor",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        !err.contains("panicked") && err.contains("auditseal-db token revoke unseen"),
+        "{err}"
+    );
+}
