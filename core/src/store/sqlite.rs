@@ -37,7 +37,11 @@ impl SqliteStore {
             .pragma("case_sensitive_like", "ON");
         let file = {
             let f = opts.get_filename();
-            (!f.as_os_str().is_empty() && f.as_os_str() != ":memory:").then(|| f.to_path_buf())
+            // sqlx names an in-memory database `file:sqlx-in-memory-<n>`: no file, no lock file.
+            let memory = url.contains(":memory:")
+                || url.contains("mode=memory")
+                || f.to_string_lossy().starts_with("file:sqlx-in-memory");
+            (!memory && !f.as_os_str().is_empty()).then(|| f.to_path_buf())
         };
         if let Some(dir) = file.as_ref().and_then(|f| f.parent())
             && !dir.as_os_str().is_empty()
@@ -223,3 +227,25 @@ impl_store!(SqliteStore, {
         }
     }
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    /// An in-memory database made `file:sqlx-in-memory-<n>` and its lock files appear in the
+    /// working directory (two were committed by mistake).
+    #[tokio::test]
+    async fn an_in_memory_database_creates_no_file() {
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        assert!(store.file.is_none());
+        store.migrate().await.unwrap();
+        let _lock = store.lock_node("mem").await.unwrap();
+        let strays: Vec<_> = std::fs::read_dir(".")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("file:sqlx-in-memory"))
+            .collect();
+        assert!(strays.is_empty(), "{strays:?}");
+    }
+}
