@@ -73,6 +73,8 @@ fn normalise_args() -> Vec<String> {
 }
 
 fn main() -> ExitCode {
+    // Before any other thread exists.
+    auditseal_core::memory::return_large_blocks();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("AUDITSEAL_LOG")

@@ -15,6 +15,7 @@ pub mod export;
 pub mod files;
 pub mod keycheck;
 pub mod keys;
+pub mod memory;
 pub mod merkle;
 pub mod pem;
 pub mod pkcs11;

@@ -2,7 +2,7 @@
 //! ordered by (nodeId, sequenceNumber, pk), in keyset pages so memory stays bounded however
 //! many rows match. The SQL is the same for both drivers; `impl_store!` runs it.
 
-use super::query::{Criterion, Param, where_clause};
+use super::query::{Criterion, Param, Select, where_clause};
 
 /// Where the previous page ended: its last row's (nodeId, sequenceNumber, pk).
 pub type ExportCursor = (String, i64, String);
@@ -10,11 +10,21 @@ pub type ExportCursor = (String, i64, String);
 /// `SELECT ... WHERE <criteria> AND (nodeid, sequencenumber, pk) > (after) ORDER BY nodeid,
 /// sequencenumber, pk LIMIT n`. Row values compare the same way in PostgreSQL and SQLite
 /// (3.15 and later), and in the same collation as the ORDER BY, so no row is skipped or repeated.
+#[cfg(test)]
 pub(crate) fn page_sql(
     criteria: &[Criterion],
     after: Option<&ExportCursor>,
     limit: i64,
 ) -> (String, Vec<Param>) {
+    page_parts(criteria, after, limit).plain()
+}
+
+/// The parts of an export page's SELECT (see `page_sql`).
+pub(crate) fn page_parts(
+    criteria: &[Criterion],
+    after: Option<&ExportCursor>,
+    limit: i64,
+) -> Select {
     let (mut conditions, mut params) = where_clause(criteria);
     if let Some((node, seq, pk)) = after {
         if !conditions.is_empty() {
@@ -33,17 +43,12 @@ pub(crate) fn page_sql(
             Param::Text(pk.clone()),
         ]);
     }
-    let mut sql = format!("SELECT {} FROM auditrecorddata", super::COLUMNS);
-    if !conditions.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conditions);
+    Select {
+        conditions,
+        order: "nodeid, sequencenumber, pk".into(),
+        params,
+        limit,
     }
-    params.push(Param::Int(limit));
-    sql.push_str(&format!(
-        " ORDER BY nodeid, sequencenumber, pk LIMIT ${}",
-        params.len()
-    ));
-    (sql, params)
 }
 
 #[cfg(test)]

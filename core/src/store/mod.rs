@@ -30,6 +30,21 @@ pub(crate) const ROW_BYTES: &str = "(octet_length(pk) + octet_length(nodeid) \
      + COALESCE(octet_length(searchdetail1), 0) + COALESCE(octet_length(searchdetail2), 0) \
      + COALESCE(octet_length(additionaldetails), 0) + COALESCE(octet_length(rowprotection), 0))";
 
+/// Binds a `Select`'s parameters in order.
+macro_rules! bind_all {
+    ($query:expr, $params:expr) => {{
+        let mut q = $query;
+        for p in $params {
+            q = match p {
+                crate::store::query::Param::Text(t) => q.bind(t),
+                crate::store::query::Param::Int(i) => q.bind(i),
+            };
+        }
+        q
+    }};
+}
+pub(crate) use bind_all;
+
 /// How many of rows of these sizes (in order) fit in `budget`: at least one, if there is one.
 pub(crate) fn rows_within(sizes: &[i64], budget: i64) -> usize {
     let mut total = 0i64;
@@ -357,7 +372,9 @@ pub trait Store: Send + Sync {
     ) -> Result<u64, StoreError>;
     /// Up to `query.limit` rows matching every criterion, in `query.order`, after
     /// `query.after` if given.
-    async fn query(&self, query: &Query) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Like `read_node`, no more rows than fit in `READ_BUDGET_BYTES` (always the first):
+    /// `Page::cut` says the budget, not the limit or the end, stopped it.
+    async fn query(&self, query: &Query) -> Result<Page, StoreError>;
     /// How many rows match every criterion.
     async fn count(&self, criteria: &[Criterion]) -> Result<i64, StoreError>;
     /// Stores a new API token; `Conflict` when its name is taken (revoked names stay taken).
@@ -373,7 +390,15 @@ pub trait Store: Send + Sync {
         criteria: &[Criterion],
         after: Option<export::ExportCursor>,
         limit: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError>;
+    ) -> Result<Page, StoreError>;
+}
+
+/// Rows of a query or an export page, read within `READ_BUDGET_BYTES`.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub rows: Vec<AuditRecord>,
+    /// True when the byte budget ended the page before its row limit: more rows may match.
+    pub cut: bool,
 }
 
 pub type SharedStore = Arc<dyn Store>;
@@ -798,16 +823,8 @@ macro_rules! impl_store {
             })
         }
 
-        async fn query(&self, q: &Query) -> Result<Vec<AuditRecord>, StoreError> {
-            let (sql, params) = crate::store::query::build_select(q);
-            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-            for p in params {
-                query = match p {
-                    crate::store::query::Param::Text(t) => query.bind(t),
-                    crate::store::query::Param::Int(i) => query.bind(i),
-                };
-            }
-            Ok(query.fetch_all(&self.pool).await?)
+        async fn query(&self, q: &Query) -> Result<crate::store::Page, StoreError> {
+            self.read_bounded(crate::store::query::select_parts(q)).await
         }
 
         async fn count(&self, criteria: &[crate::store::Criterion]) -> Result<i64, StoreError> {
@@ -827,16 +844,9 @@ macro_rules! impl_store {
             criteria: &[crate::store::Criterion],
             after: Option<crate::store::export::ExportCursor>,
             limit: i64,
-        ) -> Result<Vec<AuditRecord>, StoreError> {
-            let (sql, params) = crate::store::export::page_sql(criteria, after.as_ref(), limit);
-            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-            for p in params {
-                query = match p {
-                    crate::store::query::Param::Text(t) => query.bind(t),
-                    crate::store::query::Param::Int(i) => query.bind(i),
-                };
-            }
-            Ok(query.fetch_all(&self.pool).await?)
+        ) -> Result<crate::store::Page, StoreError> {
+            self.read_bounded(crate::store::export::page_parts(criteria, after.as_ref(), limit))
+                .await
         }
         }
     };

@@ -390,8 +390,13 @@ pub(crate) fn where_clause(criteria: &[Criterion]) -> (String, Vec<Param>) {
 /// Builds `SELECT ... WHERE ... ORDER BY timestamp DESC, ... LIMIT $n` with `$N` placeholders,
 /// accepted by both PostgreSQL and SQLite. After a cursor, a row-value comparison (SQLite >=
 /// 3.15) keeps exactly the rows past the cursor's row in the order key.
+#[cfg(test)]
 pub(crate) fn build_select(query: &Query) -> (String, Vec<Param>) {
-    let mut sql = format!("SELECT {} FROM auditrecorddata", super::COLUMNS);
+    select_parts(query).plain()
+}
+
+/// The parts of a query's SELECT: its conditions, its order and its limit.
+pub(crate) fn select_parts(query: &Query) -> Select {
     let (mut conditions, mut params) = where_clause(&query.criteria);
     let (cmp, dir) = match query.order {
         Order::Desc => ("<", "DESC"),
@@ -412,16 +417,89 @@ pub(crate) fn build_select(query: &Query) -> (String, Vec<Param>) {
         params.push(Param::Text(c.node_id.clone()));
         params.push(Param::Int(c.sequence_number));
     }
-    if !conditions.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conditions);
+    Select {
+        conditions,
+        order: format!("\"timestamp\" {dir}, nodeid {dir}, sequencenumber {dir}"),
+        params,
+        limit: query.limit,
     }
-    params.push(Param::Int(query.limit));
-    sql.push_str(&format!(
-        " ORDER BY \"timestamp\" {dir}, nodeid {dir}, sequencenumber {dir} LIMIT ${}",
-        params.len()
-    ));
-    (sql, params)
+}
+
+/// A SELECT of rows of `auditrecorddata`, kept in parts so that it can be run plain or bounded
+/// by bytes (`Store::query`, `Store::export_page`).
+#[derive(Debug, Clone)]
+pub(crate) struct Select {
+    /// The WHERE conditions without the keyword (empty: none), with `$1..` placeholders.
+    pub conditions: String,
+    /// The ORDER BY list.
+    pub order: String,
+    pub params: Vec<Param>,
+    pub limit: i64,
+}
+
+impl Select {
+    fn from_where(&self) -> String {
+        if self.conditions.is_empty() {
+            "FROM auditrecorddata".into()
+        } else {
+            format!("FROM auditrecorddata WHERE {}", self.conditions)
+        }
+    }
+
+    /// `SELECT <columns> ... ORDER BY ... LIMIT $n`.
+    #[cfg(test)]
+    pub fn plain(&self) -> (String, Vec<Param>) {
+        self.with_limit(self.limit)
+    }
+
+    /// The plain SELECT with another limit.
+    pub fn with_limit(&self, limit: i64) -> (String, Vec<Param>) {
+        let mut params = self.params.clone();
+        params.push(Param::Int(limit));
+        let sql = format!(
+            "SELECT {} {} ORDER BY {} LIMIT ${}",
+            super::COLUMNS,
+            self.from_where(),
+            self.order,
+            params.len()
+        );
+        (sql, params)
+    }
+
+    /// The sizes of the rows the plain SELECT returns (`ROW_BYTES`), in its order; reads no
+    /// value in SQLite (`octet_length`).
+    pub fn sizes(&self) -> (String, Vec<Param>) {
+        let mut params = self.params.clone();
+        params.push(Param::Int(self.limit));
+        let sql = format!(
+            "SELECT {} {} ORDER BY {} LIMIT ${}",
+            super::ROW_BYTES,
+            self.from_where(),
+            self.order,
+            params.len()
+        );
+        (sql, params)
+    }
+
+    /// One query (PostgreSQL): the plain SELECT's rows that start within `budget` bytes, by a
+    /// running sum of their sizes that de-TOASTs no value; always the first row.
+    pub fn bounded(&self, budget: i64) -> (String, Vec<Param>) {
+        let mut params = self.params.clone();
+        params.push(Param::Int(self.limit));
+        params.push(Param::Int(budget));
+        let sql = format!(
+            "SELECT {cols} FROM (SELECT *, SUM({size}) OVER (ORDER BY {order} \
+             ROWS UNBOUNDED PRECEDING) - {size} AS bytes_before {from} ORDER BY {order} \
+             LIMIT ${l}) c WHERE bytes_before < ${b} ORDER BY {order}",
+            cols = super::COLUMNS,
+            size = super::ROW_BYTES,
+            order = self.order,
+            from = self.from_where(),
+            l = params.len() - 1,
+            b = params.len(),
+        );
+        (sql, params)
+    }
 }
 
 /// `SELECT COUNT(*)` of the rows matching every criterion (the same conditions as a query).

@@ -72,6 +72,28 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// A query or export page within `READ_BUDGET_BYTES`: the sizes first (SQLite's
+    /// `octet_length` reads no value), then as many rows as fit.
+    async fn read_bounded(&self, sel: super::query::Select) -> Result<super::Page, StoreError> {
+        let (sql, params) = sel.sizes();
+        let sizes: Vec<i64> =
+            super::bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)), params)
+                .fetch_all(&self.pool)
+                .await?;
+        let n = super::rows_within(&sizes, super::READ_BUDGET_BYTES);
+        if n == 0 {
+            return Ok(super::Page::default());
+        }
+        let (sql, params) = sel.with_limit(n as i64);
+        let rows = super::bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), params)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(super::Page {
+            rows,
+            cut: n < sizes.len(),
+        })
+    }
+
     /// Increments the node's lease epoch (see `Fence`), once its lock file is held.
     async fn take_lease(&self, node: &str) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(super::TAKE_LEASE)
@@ -244,7 +266,11 @@ mod tests {
         let strays: Vec<_> = std::fs::read_dir(".")
             .unwrap()
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with("file:sqlx-in-memory"))
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("file:sqlx-in-memory")
+            })
             .collect();
         assert!(strays.is_empty(), "{strays:?}");
     }

@@ -510,17 +510,20 @@ fn parse_count(raw: Option<&str>) -> Result<Vec<Criterion>, ApiError> {
         .collect()
 }
 
-/// A page of rows; `nextCursor` is null when the page was not full (nothing more matched).
+/// A page of rows; `nextCursor` is null when nothing more matched. A page may hold fewer rows
+/// than its limit and still have a cursor: the store reads at most `READ_BUDGET_BYTES` at once.
 pub async fn list(
     _: Auditor,
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let q = parse_query(raw.as_deref())?;
-    let rows = state.store.query(&q).await?;
+    let page = state.store.query(&q).await?;
+    let rows = page.rows;
     let events = rows_with_verification(&state, &rows).await?;
     let next = match rows.last() {
-        Some(last) if rows.len() as i64 == q.limit => {
+        // Full, or cut short by the server's read budget (rows far larger than usual).
+        Some(last) if rows.len() as i64 == q.limit || page.cut => {
             Value::String(Cursor::after(q.order, last).encode())
         }
         _ => Value::Null,

@@ -165,10 +165,11 @@ pub async fn export(
     let mut unverified = 0;
     while remaining > 0 {
         let want = PAGE.min(remaining);
-        let rows = state
+        let page = state
             .store
             .export_page(&q.criteria, after.take(), want)
             .await?;
+        let (rows, cut) = (page.rows, page.cut);
         let n = rows.len() as i64;
         let (stmts, failed) = check_page(&state, &rows, format).await?;
         unverified += failed;
@@ -186,7 +187,8 @@ pub async fn export(
                     })
                 })?;
         remaining -= n;
-        if n < want {
+        // A short page is the end, unless the read budget cut it (very large rows).
+        if n < want && !cut {
             break;
         }
     }

@@ -137,15 +137,16 @@ impl Follow {
                 continue;
             };
             criteria.extend([n, gt, le]);
-            let rows = match self.state.store.export_page(&criteria, None, PAGE).await {
-                Ok(r) => r,
+            let (rows, cut) = match self.state.store.export_page(&criteria, None, PAGE).await {
+                Ok(p) => (p.rows, p.cut),
                 Err(e) => {
                     tracing::warn!(node = %node, error = %e, "live follow: read failed; retrying");
                     continue;
                 }
             };
-            // A short page read everything up to the head; a full one goes on after its last row.
-            let upto = if (rows.len() as i64) < PAGE {
+            // A short page read everything up to the head; a full one, or one the read budget
+            // cut, goes on after its last row.
+            let upto = if (rows.len() as i64) < PAGE && !cut {
                 head
             } else {
                 rows.last().map_or(after, |r| r.sequence_number)
