@@ -438,7 +438,7 @@ pub(crate) struct Select {
 }
 
 impl Select {
-    fn from_where(&self) -> String {
+    fn table_and_filter(&self) -> String {
         if self.conditions.is_empty() {
             "FROM auditrecorddata".into()
         } else {
@@ -459,7 +459,7 @@ impl Select {
         let sql = format!(
             "SELECT {} {} ORDER BY {} LIMIT ${}",
             super::COLUMNS,
-            self.from_where(),
+            self.table_and_filter(),
             self.order,
             params.len()
         );
@@ -474,7 +474,7 @@ impl Select {
         let sql = format!(
             "SELECT {} {} ORDER BY {} LIMIT ${}",
             super::ROW_BYTES,
-            self.from_where(),
+            self.table_and_filter(),
             self.order,
             params.len()
         );
@@ -494,7 +494,7 @@ impl Select {
             cols = super::COLUMNS,
             size = super::ROW_BYTES,
             order = self.order,
-            from = self.from_where(),
+            from = self.table_and_filter(),
             l = params.len() - 1,
             b = params.len(),
         );
