@@ -2,6 +2,7 @@
 //! `app` builds the router from its state; `run` serves it on a listener the caller owns.
 
 pub mod auth;
+mod body;
 pub mod error;
 pub mod routes;
 pub mod serve;
