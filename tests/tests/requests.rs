@@ -1,8 +1,10 @@
 //! Requests the server must refuse with 400 and a clear message, and not half-read: a body with
-//! data after its JSON value.
+//! data after its JSON value; NUL characters and a dangling LIKE escape in text that reaches the
+//! database (the same answer on SQLite and PostgreSQL, not PostgreSQL's 500).
 
-use auditseal_e2e::{Server, event};
-use serde_json::Value;
+use auditseal_core::store::{Cursor, Order};
+use auditseal_e2e::{BACKENDS, Backend, Server, event, new_database};
+use serde_json::{Value, json};
 
 fn start(backend_url: Option<&str>, dir: &std::path::Path) -> Server {
     let d = dir.to_str().unwrap();
@@ -11,6 +13,18 @@ fn start(backend_url: Option<&str>, dir: &std::path::Path) -> Server {
         args.extend(["--database-url", url]);
     }
     Server::start(&args).unwrap()
+}
+
+/// A server on each backend, with its temp dir kept alive.
+async fn servers() -> Vec<(Backend, Server, tempfile::TempDir)> {
+    let mut out = Vec::new();
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let url = new_database(backend, dir.path()).await;
+        let s = start(Some(&url), dir.path());
+        out.push((backend, s, dir));
+    }
+    out
 }
 
 /// Status and JSON body (Null when none) of a request.
@@ -69,4 +83,88 @@ async fn a_body_with_data_after_its_json_is_refused() {
     // White space after the value is fine.
     let (st, v) = answer(post("/api/v1/events", format!("{ev} \r\n"), json)).await;
     assert_eq!(st, 201, "{v}");
+}
+
+/// NUL in any text criterion, cursor, node name or key that would reach SQL, and a LIKE pattern
+/// ending in a lone backslash: 400 naming the problem on both databases (PostgreSQL answered
+/// 500 `database_error`), or 404 for a key no row can have. `\` escapes in LIKE on both.
+#[tokio::test]
+async fn nul_and_a_dangling_like_escape_are_400_on_both_databases() {
+    for (backend, s, _dir) in servers().await {
+        let c = s.client();
+        for id in ["100%", "1000", "a\\b"] {
+            let mut e = event("PROCESS");
+            e["customId"] = json!(id);
+            let (st, v) = answer(c.post(format!("{}/api/v1/events", s.url)).json(&e)).await;
+            assert_eq!(st, 201, "{backend:?}: {v}");
+        }
+        let get = |path: String| c.get(format!("{}{path}", s.url));
+        let nul_cursor = Cursor {
+            order: Order::Desc,
+            time_stamp: 1,
+            node_id: "n1\0".into(),
+            sequence_number: 1,
+        }
+        .encode();
+        for (path, needle) in [
+            (
+                "/api/v1/events?criteria=customId+EQ+a%00b".to_string(),
+                "NUL",
+            ),
+            ("/api/v1/events:count?criteria=module+NEQ+%00".into(), "NUL"),
+            (
+                "/api/v1/export?format=csv&criteria=customId+LIKE+%25%00".into(),
+                "NUL",
+            ),
+            (
+                "/api/v1/events/stream?criteria=service+EQ+%00".into(),
+                "NUL",
+            ),
+            (
+                "/api/v1/events?criteria=customId+LIKE+abc%5C".into(),
+                "backslash",
+            ),
+            (
+                "/api/v1/events:count?criteria=customId+LIKE+%5C%5C%5C".into(),
+                "backslash",
+            ),
+            (
+                "/api/v1/export?format=tsv&criteria=customId+LIKE+a%5C".into(),
+                "backslash",
+            ),
+            (format!("/api/v1/events?cursor={nul_cursor}"), "cursor"),
+        ] {
+            let (st, v) = answer(get(path.clone())).await;
+            assert_eq!(st, 400, "{backend:?} {path}: {v}");
+            let msg = v["message"].as_str().unwrap_or_default();
+            assert!(msg.contains(needle), "{backend:?} {path}: {msg}");
+        }
+        // A follower resuming from a position naming a node with NUL.
+        let (st, v) =
+            answer(get("/api/v1/events/stream".into()).header("last-event-id", "n1%00=3")).await;
+        assert_eq!(st, 400, "{backend:?}: {v}");
+        let (st, v) = answer(
+            c.post(format!("{}/api/v1/verify", s.url))
+                .json(&json!({"nodes": ["n1\u{0}"]})),
+        )
+        .await;
+        assert_eq!(st, 400, "{backend:?}: {v}");
+        assert!(v["message"].as_str().unwrap().contains("NUL"), "{v}");
+        // Keys no row or token can have.
+        let (st, v) = answer(get("/api/v1/events/a%00b".into())).await;
+        assert_eq!(st, 404, "{backend:?}: {v}");
+        let (st, v) = answer(c.delete(format!("{}/api/v1/tokens/x%00", s.url))).await;
+        assert_eq!(st, 404, "{backend:?}: {v}");
+
+        // `\` escapes the next character in LIKE, alike on both databases.
+        let count = async |criteria: &str| {
+            let (st, v) = answer(get(format!("/api/v1/events:count?criteria={criteria}"))).await;
+            assert_eq!(st, 200, "{backend:?} {criteria}: {v}");
+            v["count"].as_i64().unwrap()
+        };
+        assert_eq!(count("customId+LIKE+100%25").await, 2, "{backend:?}");
+        assert_eq!(count("customId+LIKE+100%5C%25").await, 1, "{backend:?}");
+        assert_eq!(count("customId+LIKE+a%5C%5Cb").await, 1, "{backend:?}");
+        assert_eq!(count("customId+EQ+a%5Cb").await, 1, "{backend:?}");
+    }
 }
