@@ -1,6 +1,7 @@
 //! Requests the server must refuse with 400 and a clear message, and not half-read: a body with
 //! data after its JSON value; NUL characters and a dangling LIKE escape in text that reaches the
-//! database (the same answer on SQLite and PostgreSQL, not PostgreSQL's 500).
+//! database (the same answer on SQLite and PostgreSQL, not PostgreSQL's 500). `HEAD` on the
+//! export answers its headers without making, signing or logging an export.
 
 use auditseal_core::store::{Cursor, Order};
 use auditseal_e2e::{BACKENDS, Backend, Server, event, new_database};
@@ -166,5 +167,53 @@ async fn nul_and_a_dangling_like_escape_are_400_on_both_databases() {
         assert_eq!(count("customId+LIKE+100%5C%25").await, 1, "{backend:?}");
         assert_eq!(count("customId+LIKE+a%5C%5Cb").await, 1, "{backend:?}");
         assert_eq!(count("customId+EQ+a%5Cb").await, 1, "{backend:?}");
+    }
+}
+
+/// `HEAD /api/v1/export` answers the export's headers and makes nothing: no LOG_EXPORT row.
+#[tokio::test]
+async fn head_on_the_export_makes_and_logs_nothing() {
+    for (backend, s, _dir) in servers().await {
+        let c = s.client();
+        let logged = async || {
+            let (st, v) = answer(c.get(format!(
+                "{}/api/v1/events:count?criteria=eventType+EQ+LOG_EXPORT",
+                s.url
+            )))
+            .await;
+            assert_eq!(st, 200, "{v}");
+            v["count"].as_i64().unwrap()
+        };
+        let before = count_all(&s).await;
+        let r = c
+            .head(format!("{}/api/v1/export?format=csv", s.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{backend:?}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "text/csv; charset=utf-8; header=present"
+        );
+        assert!(r.headers().get("x-auditseal-signature").is_none());
+        assert!(r.bytes().await.unwrap().is_empty());
+        // Bad parameters are refused as on GET.
+        let r = c
+            .head(format!("{}/api/v1/export?format=xml", s.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{backend:?}");
+        assert_eq!(logged().await, 0, "{backend:?}: HEAD logged an export");
+        assert_eq!(count_all(&s).await, before, "{backend:?}");
+        // GET still makes, signs and logs one.
+        let r = c
+            .get(format!("{}/api/v1/export?format=csv", s.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{backend:?}");
+        assert!(r.headers().get("x-auditseal-signature").is_some());
+        assert_eq!(logged().await, 1, "{backend:?}");
     }
 }
