@@ -171,9 +171,12 @@ pub async fn serve(
             match tls {
                 None => conn.serve(stream, info).await,
                 Some(acceptor) => {
-                    if let Some((stream, info)) =
-                        handshake(&acceptor, stream, info, header_timeout).await
-                    {
+                    // A connection evicted to make room goes even mid-handshake.
+                    let shaken = tokio::select! {
+                        s = handshake(&acceptor, stream, info, header_timeout) => s,
+                        _ = conn.activity.idle_for(header_timeout) => None,
+                    };
+                    if let Some((stream, info)) = shaken {
                         conn.serve(stream, info).await;
                     }
                 }

@@ -247,6 +247,40 @@ fn a_tls_session_that_sends_no_request_is_closed() {
     }
 }
 
+/// With every slot of an HTTPS server taken by clients that never finish (or start) their
+/// handshake, a new client is served at once: one of them is closed to make room, handshake or
+/// not, rather than after `header_timeout_secs`.
+#[test]
+fn a_full_https_server_makes_room_during_handshakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_tls(dir.path(), "max_connections = 3\nheader_timeout_secs = 20");
+    let stalled: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut c = TcpStream::connect(addr(&s)).unwrap();
+            // The start of a ClientHello record, never finished.
+            c.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let (code, out) = curl_h2(
+        &dir.path().join("ca.pem"),
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "30",
+            &format!("{}/healthz", s.url),
+        ],
+    );
+    assert_eq!((code, out.as_str()), (0, "200"));
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    drop(stalled);
+}
+
 /// `curl --http2` (nghttp2, as signers' scripts use it) with `args`; the exit code and what
 /// `-w` wrote.
 fn curl_h2(ca: &Path, args: &[&str]) -> (i32, String) {
