@@ -230,13 +230,23 @@ impl Activity {
 
     /// Resolves once the connection has had no request in flight for `limit`, or is evicted.
     async fn idle_for(&self, limit: Duration) {
+        self.quiet_for(limit, true, None).await
+    }
+
+    /// Resolves once the connection has had no request in flight for `limit`, counted from
+    /// `not_before` at the earliest (a connection told to close: from then), or, with
+    /// `or_evicted`, once it is evicted.
+    async fn quiet_for(&self, limit: Duration, or_evicted: bool, not_before: Option<Instant>) {
         loop {
-            if self.evict.load(Ordering::SeqCst) {
+            if or_evicted && self.evict.load(Ordering::SeqCst) {
                 return;
             }
             match self.idle_since() {
-                Some(since) if since.elapsed() >= limit => return,
                 Some(since) => {
+                    let since = not_before.map_or(since, |t| t.max(since));
+                    if since.elapsed() >= limit {
+                        return;
+                    }
                     let deadline = tokio::time::Instant::from_std(since + limit);
                     tokio::select! {
                         _ = tokio::time::sleep_until(deadline) => {}
@@ -281,22 +291,18 @@ impl Registry {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Tells the connection idle longest (and not told already) to close; false when every
+    /// Tells the connection idle longest (and not told already) to close; none when every
     /// connection has a request in flight.
-    fn evict_idlest(&self) -> bool {
+    fn evict_idlest(&self) {
         let conns = self.lock();
         let idlest = conns
             .values()
             .filter(|a| !a.evict.load(Ordering::SeqCst))
             .filter_map(|a| a.idle_since().map(|since| (since, a)))
             .min_by_key(|(since, _)| *since);
-        match idlest {
-            Some((_, a)) => {
-                a.evict.store(true, Ordering::SeqCst);
-                a.changed.notify_one();
-                true
-            }
-            None => false,
+        if let Some((_, a)) = idlest {
+            a.evict.store(true, Ordering::SeqCst);
+            a.changed.notify_one();
         }
     }
 }
@@ -399,7 +405,7 @@ impl Conn {
             .header_read_timeout(header_timeout);
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
-        let idle = activity.idle_for(header_timeout);
+        let idle = activity.quiet_for(header_timeout, true, None);
         tokio::pin!(idle);
         let (mut closing, mut stop_seen) = (false, false);
         loop {
@@ -418,7 +424,8 @@ impl Conn {
                     // HTTP/2 gets a GOAWAY; an idle HTTP/1 connection closes at once.
                     conn.as_mut().graceful_shutdown();
                     closing = true;
-                    idle.set(activity.idle_for(CLOSE_GRACE));
+                    // A request that began before the GOAWAY is let finish.
+                    idle.set(activity.quiet_for(CLOSE_GRACE, false, Some(Instant::now())));
                 }
                 r = stopping.wait_for(|s| *s), if !stop_seen => {
                     stop_seen = true;

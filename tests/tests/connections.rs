@@ -53,6 +53,48 @@ fn closed_within(c: &mut TcpStream, wait: Duration) -> bool {
     false
 }
 
+/// An HTTP/2 connection without TLS (prior knowledge): the preface and empty SETTINGS, then
+/// nothing.
+fn h2c_preface_only(addr: &str) -> TcpStream {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    c
+}
+
+/// The types of the HTTP/2 frames the server sends on `c` until it closes it (None if it has
+/// not within `wait`).
+fn h2_frames_until_closed(c: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
+    c.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        if Instant::now() >= deadline {
+            break false;
+        }
+        match c.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break true,
+        }
+    };
+    let mut types = Vec::new();
+    let mut rest = &got[..];
+    while rest.len() >= 9 {
+        let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+        types.push(rest[3]);
+        rest = &rest[(9 + len).min(rest.len())..];
+    }
+    closed.then_some(types)
+}
+
+const GOAWAY: u8 = 0x7;
+
 /// `GET /healthz` on a new connection: the status line, or "" when nothing came within `wait`.
 fn healthz(addr: &str, wait: Duration) -> String {
     let mut c = TcpStream::connect(addr).unwrap();
@@ -124,16 +166,37 @@ fn every_idle_connection_state_is_closed() {
         .unwrap();
     assert!(closed_within(&mut kept, wait), "keep-alive connection open");
 
-    // HTTP/2 without TLS (prior knowledge): the preface and empty SETTINGS, then nothing.
-    let mut h2c = TcpStream::connect(&a).unwrap();
-    h2c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .unwrap();
+    // HTTP/2 without TLS, no stream ever opened: told GOAWAY, then closed.
+    let mut h2c = h2c_preface_only(&a);
     let t = Instant::now();
-    assert!(closed_within(&mut h2c, wait), "h2c connection open");
+    let frames = h2_frames_until_closed(&mut h2c, wait).expect("h2c connection open");
+    assert!(frames.contains(&GOAWAY), "no GOAWAY: {frames:?}");
     assert!(t.elapsed() >= HEADER_TIMEOUT - Duration::from_millis(300));
 
     // The server is unharmed.
     assert!(healthz(&a, wait).starts_with("HTTP/1.1 200"));
+}
+
+/// A connection closed to make room is closed as gracefully as an idle one: HTTP/2 gets its
+/// GOAWAY before the connection goes.
+#[test]
+fn an_evicted_http2_connection_is_told_goaway() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        dir.path(),
+        "[server]\nmax_connections = 2\nheader_timeout_secs = 30\n",
+    );
+    let a = addr(&s);
+    let mut oldest = h2c_preface_only(&a);
+    std::thread::sleep(Duration::from_millis(100));
+    let _newer = h2c_preface_only(&a);
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    assert!(healthz(&a, Duration::from_secs(10)).starts_with("HTTP/1.1 200"));
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let frames = h2_frames_until_closed(&mut oldest, Duration::from_secs(5))
+        .expect("the oldest idle connection was not closed");
+    assert!(frames.contains(&GOAWAY), "no GOAWAY: {frames:?}");
 }
 
 /// Runs `openssl` in `dir`.
