@@ -46,9 +46,11 @@ pub struct ServerSection {
     pub queue_capacity: Option<usize>,
     /// Most live followers (`GET /api/v1/events/stream`) at once (default 3).
     pub max_followers: Option<usize>,
-    /// Most connections at once; more wait unaccepted (default 512).
+    /// Most connections at once (default 512); when full, the one idle longest is closed for a
+    /// new client, and when all are busy more wait unaccepted.
     pub max_connections: Option<usize>,
-    /// Seconds a client has to send a request's headers (default 10).
+    /// Seconds a client has to send a request's headers, and the longest a connection may have
+    /// no request in progress (default 10).
     pub header_timeout_secs: Option<u64>,
     /// Seconds a connection may go without the client taking any of the response it is sent
     /// (default 60); then it is dropped.

@@ -452,6 +452,10 @@ pub enum Selection {
 
 /// Parses `NAME` or `NAME:OFFSET` (the offset is after the last ':').
 pub fn parse_node_arg(s: &str) -> Result<(String, Option<i64>), String> {
+    // No node id holds NUL (PostgreSQL text cannot), and it cannot be looked up there.
+    if s.contains('\0') {
+        return Err(format!("{s:?}: a node name cannot contain a NUL character"));
+    }
     match s.rsplit_once(':') {
         Some((name, off)) if !name.is_empty() => off
             .parse::<i64>()
@@ -1004,5 +1008,6 @@ mod tests {
         assert!(parse_node_arg("node1:x").is_err());
         assert!(parse_node_arg("node1:-1").is_err());
         assert!(parse_node_arg("").is_err());
+        assert!(parse_node_arg("a\0b").is_err());
     }
 }

@@ -81,9 +81,12 @@ impl Auth {
             loop {
                 tokio::time::sleep(TOKEN_REFRESH).await;
                 let Some(auth) = weak.upgrade() else { break };
-                if let Err(e) = auth.reload(None, Duration::ZERO).await {
+                match auth.reload(None, Duration::ZERO).await {
+                    // Also how the end of an outage is noticed when no request comes.
+                    Ok(()) => crate::outage::DATABASE.answered(),
                     // The tokens read last stay in force; requests that need the database fail.
-                    tracing::warn!(error = %e, "cannot re-read the API tokens");
+                    // Logged as part of the outage, not every TOKEN_REFRESH.
+                    Err(e) => crate::outage::DATABASE.failed(&e),
                 }
             }
         });

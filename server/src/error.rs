@@ -60,7 +60,12 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(_) | StoreError::Conflict(_) => {
-                tracing::warn!(error = %e, "database unavailable");
+                if let StoreError::Unavailable(_) = e {
+                    // Once per outage, not once per request.
+                    crate::outage::DATABASE.refused(&e);
+                } else {
+                    tracing::warn!(error = %e, "database unavailable");
+                }
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "database_unavailable",

@@ -2,7 +2,9 @@
 //! `app` builds the router from its state; `run` serves it on a listener the caller owns.
 
 pub mod auth;
+mod body;
 pub mod error;
+mod outage;
 pub mod routes;
 pub mod serve;
 pub mod state;
@@ -84,7 +86,13 @@ pub fn app(state: AppState) -> Router {
         )
         .merge(protected)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(TraceLayer::new_for_http())
+        // A 5xx is logged where its cause is known (error.rs, outage.rs), once per cause:
+        // not once more per response here.
+        .layer(
+            TraceLayer::new_for_http().on_failure(
+                tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+            ),
+        )
         .with_state(state)
 }
 

@@ -1,6 +1,6 @@
 //! Abuse is harmless: a client that trickles its headers is dropped, a slow body gets 408, a
 //! client that stops reading what it is sent is dropped, the number of connections is bounded
-//! (more wait until one closes), and secrets (a database
+//! (more wait until one closes; an idle one is closed to make room), and secrets (a database
 //! password, an HMAC secret) appear neither in the log nor in errors. (Oversized bodies,
 //! malformed JSON, wrong types and unknown fields: tests/tests/server.rs; unknown query fields
 //! and operators: tests/tests/query.rs and follow.rs.)
@@ -90,25 +90,59 @@ fn connections_are_bounded() {
     let d = dir.path().to_str().unwrap();
     let cfg = config(
         dir.path(),
-        "[server]\nmax_connections = 3\nheader_timeout_secs = 30\n",
+        "[server]\nmax_connections = 3\nheader_timeout_secs = 30\nrequest_timeout_secs = 30\n",
     );
     let s = Server::start(&["--data-dir", d, "--config", &cfg]).unwrap();
-    // Three idle connections take every slot.
-    let idle: Vec<TcpStream> = (0..3)
-        .map(|_| TcpStream::connect(addr(&s)).unwrap())
+    let healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    // Three connections busy with a request (its body still coming) take every slot.
+    let busy: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut c = TcpStream::connect(addr(&s)).unwrap();
+            c.write_all(
+                format!(
+                    "POST /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+                     Content-Type: application/json\r\nContent-Length: 400\r\n\r\n{{",
+                    s.token
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+            c
+        })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     // A fourth connects (the kernel's backlog) but is not served while they stay.
     let mut fourth = TcpStream::connect(addr(&s)).unwrap();
-    fourth
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    fourth.write_all(healthz).unwrap();
     let (answer, _) = read_until_closed(&mut fourth, Duration::from_millis(1500));
     assert_eq!(answer, "", "served beyond max_connections");
     // One closes: the waiting one is served.
-    drop(idle);
+    drop(busy);
     let (answer, _) = read_until_closed(&mut fourth, Duration::from_secs(5));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+
+    // Connections with no request in flight do not keep a client out: when every slot is
+    // taken, the one idle longest is closed to make room.
+    let mut idle: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let c = TcpStream::connect(addr(&s)).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fifth = TcpStream::connect(addr(&s)).unwrap();
+    fifth.write_all(healthz).unwrap();
+    let t = Instant::now();
+    let (answer, _) = read_until_closed(&mut fifth, Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let (_, closed) = read_until_closed(&mut idle[0], Duration::from_secs(2));
+    assert!(closed, "the connection idle longest was not the one closed");
+    for c in &mut idle[1..] {
+        let (_, closed) = read_until_closed(c, Duration::from_millis(300));
+        assert!(!closed, "more idle connections closed than needed");
+    }
 }
 
 /// A live follower that stops reading is dropped after `server.send_timeout_secs`, and its

@@ -577,6 +577,10 @@ macro_rules! impl_store {
         }
 
         async fn get(&self, pk: &str) -> Result<Option<AuditRecord>, StoreError> {
+            // No stored text holds NUL, and PostgreSQL refuses to compare with it.
+            if pk.contains('\0') {
+                return Ok(None);
+            }
             let sql = format!(
                 "SELECT {} FROM auditrecorddata WHERE pk = $1",
                 crate::store::COLUMNS
@@ -812,6 +816,10 @@ macro_rules! impl_store {
         }
 
         async fn revoke_token(&self, name: &str, at: i64) -> Result<bool, StoreError> {
+            // As in `get`: no token is named with a NUL.
+            if name.contains('\0') {
+                return Ok(false);
+            }
             let q = sqlx::query(
                 "UPDATE auditapitokendata SET revoketime = $2 \
                  WHERE name = $1 AND revoketime IS NULL",

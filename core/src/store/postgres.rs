@@ -102,6 +102,10 @@ async fn watch_lock(mut conn: PgConnection, url: String, node: String, status: A
         }
         status.lost();
         tracing::error!(node = %node, "lost the node's PostgreSQL advisory lock; writes are refused until it is taken again");
+        // Each kind of failure is logged when it starts, not at every attempt (every
+        // LOCK_CHECK for as long as the database is away). Some(true): held by another
+        // process; Some(false): the database could not be asked.
+        let mut held_elsewhere: Option<bool> = None;
         loop {
             tokio::time::sleep(LOCK_CHECK).await;
             match try_lock(&url, &node).await {
@@ -112,10 +116,16 @@ async fn watch_lock(mut conn: PgConnection, url: String, node: String, status: A
                     break;
                 }
                 Ok(None) => {
-                    tracing::error!(node = %node, "another process now holds this node's lock")
+                    if held_elsewhere != Some(true) {
+                        tracing::error!(node = %node, "another process now holds this node's lock");
+                    }
+                    held_elsewhere = Some(true);
                 }
                 Err(e) => {
-                    tracing::warn!(node = %node, error = %e, "cannot take the node's lock yet")
+                    if held_elsewhere != Some(false) {
+                        tracing::warn!(node = %node, error = %e, "cannot take the node's lock yet; trying again");
+                    }
+                    held_elsewhere = Some(false);
                 }
             }
         }

@@ -158,6 +158,16 @@ pub enum CriterionError {
     LikeOnInteger(&'static str),
     #[error("{op} takes no value")]
     UnexpectedValue { op: String },
+    /// Stored text never holds NUL (PostgreSQL cannot), so such a value is a client error.
+    #[error("the value of {0} contains a NUL character, which no stored value can hold")]
+    Nul(&'static str),
+    /// In LIKE, `\` escapes the character after it (`\%`, `\_`, `\\`); one at the end escapes
+    /// nothing.
+    #[error(
+        "the LIKE pattern for {0} ends with a single backslash, which escapes nothing; \
+         write \\\\ for a literal backslash"
+    )]
+    TrailingEscape(&'static str),
 }
 
 impl FromStr for Criterion {
@@ -203,6 +213,13 @@ impl Criterion {
                     }
                     Some(Param::Int(parse_integer(field, v)?))
                 } else {
+                    if v.contains('\0') {
+                        return Err(CriterionError::Nul(field.name()));
+                    }
+                    let escapes = v.chars().rev().take_while(|c| *c == '\\').count();
+                    if op == Op::Like && escapes % 2 == 1 {
+                        return Err(CriterionError::TrailingEscape(field.name()));
+                    }
                     Some(Param::Text(v.to_string()))
                 }
             }
@@ -330,7 +347,8 @@ impl Cursor {
             .decode(text)
             .map_err(|_| bad())?;
         let wire: CursorV1 = serde_json::from_slice(&json).map_err(|_| bad())?;
-        if wire.v != 1 {
+        // A node id with NUL was never issued (and PostgreSQL could not compare it).
+        if wire.v != 1 || wire.n.contains('\0') {
             return Err(bad());
         }
         Ok(Cursor {
@@ -382,6 +400,11 @@ pub(crate) fn where_clause(criteria: &[Criterion]) -> (String, Vec<Param>) {
         if let Some(v) = &c.value {
             params.push(v.clone());
             sql.push_str(&format!("{col} {op} ${}", params.len()));
+            // The escape character named, so both databases read `\` alike (PostgreSQL's
+            // default; SQLite has none unless told).
+            if c.op == Op::Like {
+                sql.push_str(" ESCAPE '\\'");
+            }
         }
     }
     (sql, params)
@@ -548,6 +571,36 @@ mod tests {
     }
 
     #[test]
+    fn nul_and_a_dangling_like_escape_are_refused() {
+        for text in ["eventType EQ a\0b", "customId LIKE %\0", "module NEQ \0"] {
+            let e = text.parse::<Criterion>().unwrap_err();
+            assert!(matches!(e, CriterionError::Nul(_)), "{text:?}: {e}");
+            assert!(e.to_string().contains("NUL"), "{e}");
+        }
+        for text in [
+            "eventType LIKE a\\",
+            "eventType LIKE a\\\\\\",
+            "service LIKE \\",
+        ] {
+            let e = text.parse::<Criterion>().unwrap_err();
+            assert!(
+                matches!(e, CriterionError::TrailingEscape(_)),
+                "{text:?}: {e}"
+            );
+        }
+        // An escaped backslash is a literal one; outside LIKE a backslash is just a character.
+        for text in [
+            "eventType LIKE a\\\\",
+            "eventType LIKE 100\\%",
+            "eventType EQ a\\",
+        ] {
+            assert!(text.parse::<Criterion>().is_ok(), "{text:?}");
+        }
+        let (sql, _) = build_count(&["eventType LIKE a%".parse().unwrap()]);
+        assert!(sql.ends_with("eventtype LIKE $1 ESCAPE '\\'"), "{sql}");
+    }
+
+    #[test]
     fn values_are_never_in_the_sql() {
         let q = Query {
             criteria: vec!["eventType EQ x' OR '1'='1".parse().unwrap()],
@@ -590,6 +643,7 @@ mod tests {
             b64(r#"{"v":1,"o":"up","t":1,"n":"a","s":1}"#),
             b64(r#"{"v":1,"o":"asc","t":1,"n":"a","s":1,"x":0}"#),
             b64(r#"{"v":1,"o":"asc","t":"1","n":"a","s":1}"#),
+            b64(r#"{"v":1,"o":"asc","t":1,"n":"a\u0000","s":1}"#),
         ] {
             assert!(Cursor::decode(&bad).is_err(), "{bad}");
         }

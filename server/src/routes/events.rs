@@ -152,17 +152,7 @@ impl EventIn {
 
 /// Parses the body ourselves so that every JSON problem gets a message naming the field.
 fn parse_event(body: &[u8], who: &Identity) -> Result<NewEvent, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let ev: EventIn = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            ApiError::bad_request(format!("invalid event JSON: {inner}"))
-        } else {
-            ApiError::bad_request(format!("invalid event JSON: {path}: {inner}"))
-        }
-    })?;
-    ev.into_event(who)
+    crate::body::json::<EventIn>(body, "event JSON")?.into_event(who)
 }
 
 /// Most events in one bulk request.

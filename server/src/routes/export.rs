@@ -5,7 +5,7 @@
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
@@ -139,6 +139,7 @@ async fn check_page(
 pub async fn export(
     Auditor(who): Auditor,
     State(state): State<AppState>,
+    method: Method,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = parse_query(raw.as_deref())?;
@@ -151,6 +152,14 @@ pub async fn export(
         )
     })?;
     let format = q.format;
+    // HEAD (which axum routes here) checks the request and answers the headers known before
+    // the export is made: nothing is read, signed or logged. Length, rows and signature are
+    // only known by making it.
+    if method == Method::HEAD {
+        let mut resp = StatusCode::OK.into_response();
+        content_headers(resp.headers_mut(), format);
+        return Ok(resp);
+    }
     let mut writer = tokio::task::spawn_blocking(move || {
         ExportWriter::new(format, export::temp_file()?).map_err(|source| ExportError::Io {
             path: std::env::temp_dir(),
@@ -227,22 +236,28 @@ pub async fn export(
     };
     let mut resp = Body::from_stream(export::into_stream(done.file)).into_response();
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
+    content_headers(h, format);
     h.insert(header::CONTENT_LENGTH, value(done.bytes.to_string())?);
-    h.insert(
-        header::CONTENT_DISPOSITION,
-        value(format!(
-            "attachment; filename=\"auditseal-export.{}\"",
-            format.name()
-        ))?,
-    );
     h.insert("x-auditseal-signature", value(done.signature)?);
     h.insert("x-auditseal-rows", value(done.rows.to_string())?);
     h.insert("x-auditseal-sha256", value(done.sha256)?);
     Ok(resp)
+}
+
+/// The headers an export in `format` has whatever its content (GET and HEAD).
+fn content_headers(h: &mut HeaderMap, format: Format) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    // Always valid: the format names are plain ASCII.
+    let name = format!(
+        "attachment; filename=\"auditseal-export.{}\"",
+        format.name()
+    );
+    if let Ok(v) = HeaderValue::from_str(&name) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
 }
 
 #[cfg(test)]

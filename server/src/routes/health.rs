@@ -13,13 +13,15 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
     // Any failure means "not healthy": 503, whatever the database said.
     // Anyone may ask: the database's own words (host, user, file) go to the log only.
     state.store.get("healthz").await.map_err(|e| {
-        tracing::warn!(error = %e, "health check: the database does not answer");
+        // Logged once per outage (a load balancer asks every few seconds).
+        crate::outage::DATABASE.refused(&e);
         ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "database_unavailable",
             "the database does not answer; the server log says why",
         )
     })?;
+    crate::outage::DATABASE.answered();
     Ok(Json(json!({
         "status": "ok",
         "nodeId": state.device.node_id(),

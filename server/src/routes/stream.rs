@@ -65,6 +65,9 @@ fn decode_positions(s: &str) -> Result<Positions, String> {
         if node.is_empty() {
             return Err(format!("{part:?}: empty node id"));
         }
+        if node.contains('\0') {
+            return Err(format!("{part:?}: the node id contains a NUL character"));
+        }
         out.insert(node, seq);
     }
     Ok(out)
@@ -302,6 +305,7 @@ mod tests {
         assert_eq!(decode_positions(&s).unwrap(), p);
         assert!(decode_positions("a=x").is_err());
         assert!(decode_positions("a").is_err());
+        assert!(decode_positions("a%00=1").is_err());
         assert!(decode_positions("=5").is_err());
         assert_eq!(decode_positions("").unwrap(), Positions::new());
     }

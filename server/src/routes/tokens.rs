@@ -48,9 +48,7 @@ pub async fn create(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = super::events::body_or_error(body, state.max_body_bytes)?;
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    let req: NewToken = serde_path_to_error::deserialize(de)
-        .map_err(|e| ApiError::bad_request(format!("invalid token request: {e}")))?;
+    let req: NewToken = crate::body::json(&body, "token request")?;
     let role: Role = req.role.parse().map_err(ApiError::bad_request)?;
     let (secret, record) = new_token(&req.name, role, now_millis()).map_err(|e| match e {
         AccessError::BadName(_) => ApiError::bad_request(e.to_string()),

@@ -40,9 +40,7 @@ pub async fn verify(
     let req: VerifyRequest = if body.iter().all(u8::is_ascii_whitespace) {
         VerifyRequest::default()
     } else {
-        let de = &mut serde_json::Deserializer::from_slice(&body);
-        serde_path_to_error::deserialize(de)
-            .map_err(|e| ApiError::bad_request(format!("invalid verify request: {e}")))?
+        crate::body::json(&body, "verify request")?
     };
     let selection = if req.nodes.is_empty() {
         Selection::All
