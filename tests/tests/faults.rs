@@ -1,0 +1,181 @@
+//! The fault suite (docs/RELIABILITY.md "Fault suite"; `scripts/faults` runs it alone): each
+//! fault is caused under concurrent load of single and bulk requests, on both devices and the
+//! databases it applies to. The clients retry every refused or unanswered request with the same
+//! body (the same event pks). Afterwards the database is read directly and each case prints one
+//! line (acknowledged / stored / lost / duplicated / gaps / recovered_in) and requires: nothing
+//! acknowledged lost, no gap in any node's numbers, no event stored twice (once the server takes
+//! client pks), `verifylog --all` clean, and, but for kill -9, the same server process taking
+//! events again by itself within a bounded time after the fault ends.
+
+use std::ffi::{OsStr, OsString};
+use std::time::{Duration, Instant};
+
+use auditseal_e2e::faults::{
+    Load, LoadShape, Reckoning, Steps, Targets, pk_supported, reckon, recovered_after, signal,
+    verifylog,
+};
+use auditseal_e2e::{Backend, Server, new_database};
+/// How long the load runs before a fault, and after it ends.
+const BEFORE: Duration = Duration::from_millis(1500);
+const AFTER: Duration = Duration::from_millis(2000);
+/// The longest a server may take to take events again after a fault ends.
+const RECOVERY_LIMIT: Duration = Duration::from_secs(15);
+
+fn db_name(b: Backend) -> &'static str {
+    match b {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    }
+}
+
+/// Runs blocking work (starting a server, scripts) off the async workers, so the load goes on.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+/// Server arguments for one node.
+fn node_args(data_dir: &str, node: &str, url: &str, device: &str) -> Vec<String> {
+    [
+        "--data-dir",
+        data_dir,
+        "--node-id",
+        node,
+        "--database-url",
+        url,
+        "--device",
+        device,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+async fn start(args: Vec<String>) -> Server {
+    start_env(args, Vec::new()).await
+}
+
+async fn start_env(args: Vec<String>, env: Vec<(&'static str, OsString)>) -> Server {
+    blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let e: Vec<(&str, &OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+        Server::start_env(&a, &e).expect("the server starts")
+    })
+    .await
+}
+
+async fn stop(s: Server) {
+    blocking(move || s.stop()).await
+}
+
+/// One case: a fault, a database, a device. Its events are marked `<fault>-<db>-<device>:...`.
+struct Case {
+    fault: &'static str,
+    backend: Backend,
+    device: &'static str,
+    steps: Steps,
+}
+
+impl Case {
+    fn new(fault: &'static str, backend: Backend, device: &'static str) -> Case {
+        let name = format!("{fault}-{}-{device}", db_name(backend));
+        Case {
+            fault,
+            backend,
+            device,
+            steps: Steps::new(&name),
+        }
+    }
+
+    /// The marker prefix of the case's events.
+    fn run(&self) -> String {
+        format!("{}-{}-{}", self.fault, db_name(self.backend), self.device)
+    }
+
+    fn mark(&self, what: &str) {
+        self.steps.mark(what);
+    }
+
+    /// Prints the case's line, checks the log with verifylog (`auditseal-db <verify_args>
+    /// verifylog --all`), and asserts the reckoning and the recovery.
+    fn conclude(
+        &self,
+        r: &Reckoning,
+        recovered: Option<Duration>,
+        pk: bool,
+        verify_args: &[&str],
+        verify_env: &[(&str, &OsStr)],
+    ) {
+        println!(
+            "{}",
+            r.line(self.fault, db_name(self.backend), self.device, recovered)
+        );
+        eprintln!("[{}] refused: {:?}", self.run(), r.refused);
+        verifylog(verify_args, verify_env);
+        r.assert_sound(pk);
+        let recovered = recovered
+            .unwrap_or_else(|| panic!("{}: no event was acknowledged after the fault", self.run()));
+        assert!(
+            recovered < RECOVERY_LIMIT,
+            "{}: events were taken again only {recovered:?} after the fault ended",
+            self.run()
+        );
+        self.mark("done");
+    }
+}
+
+/// kill -9 of the server mid-load, then a restart on the same database: every acknowledged event
+/// is there; events whose answer the kill swallowed are retried against the new process.
+async fn kill9(backend: Backend, device: &'static str) {
+    let case = Case::new("kill9", backend, device);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let url = new_database(backend, dir.path()).await;
+    let args = node_args(&d, "n1", &url, device);
+    let s = start(args.clone()).await;
+    let pk = pk_supported(&s.url, &s.token).await;
+    let targets = Targets::new(&s.url, &s.token);
+    let run = case.run();
+    let load = Load::start(&run, &targets, LoadShape::default(), pk);
+    case.mark("load on");
+    tokio::time::sleep(BEFORE).await;
+
+    let fault = Instant::now();
+    signal(s.pid(), libc::SIGKILL);
+    case.mark("server killed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s2 = start(args).await;
+    targets.set(&s2.url, &s2.token);
+    case.mark("server restarted");
+    tokio::time::sleep(AFTER).await;
+    let logs = load.finish().await;
+    drop(s);
+    stop(s2).await;
+
+    let r = reckon(&url, &run, &logs).await;
+    case.conclude(
+        &r,
+        recovered_after(&logs, fault),
+        pk,
+        &["--data-dir", &d, "--database-url", &url],
+        &[],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill9_sqlite_sequential() {
+    kill9(Backend::Sqlite, "sequential").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill9_sqlite_batched() {
+    kill9(Backend::Sqlite, "batched").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill9_postgres_sequential() {
+    kill9(Backend::Postgres, "sequential").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill9_postgres_batched() {
+    kill9(Backend::Postgres, "batched").await;
+}
