@@ -11,8 +11,8 @@ use std::ffi::{OsStr, OsString};
 use std::time::{Duration, Instant};
 
 use auditseal_e2e::faults::{
-    Load, LoadShape, Reckoning, Steps, Targets, pk_supported, reckon, recovered_after, signal,
-    verifylog,
+    Load, LoadShape, PgCluster, Reckoning, Steps, Targets, pk_supported, reckon, recovered_after,
+    signal, verifylog,
 };
 use auditseal_e2e::{Backend, Server, new_database};
 /// How long the load runs before a fault, and after it ends.
@@ -178,4 +178,127 @@ async fn kill9_postgres_sequential() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill9_postgres_batched() {
     kill9(Backend::Postgres, "batched").await;
+}
+
+/// How long PostgreSQL stays stopped.
+const PG_DOWN: Duration = Duration::from_secs(2);
+
+/// PostgreSQL stopped mid-load (fast shutdown: every session is ended), down for a while, then
+/// started again: the same server process takes events again by itself.
+async fn pg_restart(device: &'static str) {
+    let case = Case::new("pgrestart", Backend::Postgres, device);
+    let pg = blocking(PgCluster::start).await;
+    let url = pg.url();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let s = start(node_args(&d, "n1", &url, device)).await;
+    let pk = pk_supported(&s.url, &s.token).await;
+    let targets = Targets::new(&s.url, &s.token);
+    let run = case.run();
+    let load = Load::start(&run, &targets, LoadShape::default(), pk);
+    case.mark("load on");
+    tokio::time::sleep(BEFORE).await;
+
+    let pg = blocking(move || {
+        pg.stop();
+        pg
+    })
+    .await;
+    case.mark("PostgreSQL stopped");
+    tokio::time::sleep(PG_DOWN).await;
+    let pg = blocking(move || {
+        pg.restart();
+        pg
+    })
+    .await;
+    let fault_end = Instant::now();
+    case.mark("PostgreSQL started again");
+    tokio::time::sleep(AFTER + Duration::from_secs(2)).await;
+    let logs = load.finish().await;
+    stop(s).await;
+
+    let r = reckon(&url, &run, &logs).await;
+    case.conclude(
+        &r,
+        recovered_after(&logs, fault_end),
+        pk,
+        &["--data-dir", &d, "--database-url", &url],
+        &[],
+    );
+    drop(pg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_restart_sequential() {
+    pg_restart("sequential").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_restart_batched() {
+    pg_restart("batched").await;
+}
+
+/// The server's request timeout in the freeze case, and how long PostgreSQL stays frozen.
+const REQUEST_TIMEOUT_SECS: u64 = 2;
+const FROZEN: Duration = Duration::from_secs(5);
+
+/// PostgreSQL frozen (SIGSTOP to the postmaster and every backend) for longer than the server's
+/// request timeout, then thawed (SIGCONT): requests caught in it get 408 or 503, and the same
+/// server process takes events again by itself.
+async fn pg_freeze(device: &'static str) {
+    let case = Case::new("pgfreeze", Backend::Postgres, device);
+    let mut pg = blocking(PgCluster::start).await;
+    let url = pg.url();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let conf = dir.path().join("auditseal.toml");
+    std::fs::write(
+        &conf,
+        format!("[server]\nrequest_timeout_secs = {REQUEST_TIMEOUT_SECS}\n"),
+    )
+    .unwrap();
+    let mut args = node_args(&d, "n1", &url, device);
+    args.extend(["--config".to_string(), conf.to_str().unwrap().to_string()]);
+    let s = start(args).await;
+    let pk = pk_supported(&s.url, &s.token).await;
+    let targets = Targets::new(&s.url, &s.token);
+    let run = case.run();
+    let load = Load::start(&run, &targets, LoadShape::default(), pk);
+    case.mark("load on");
+    tokio::time::sleep(BEFORE).await;
+
+    pg.freeze();
+    case.mark("PostgreSQL frozen");
+    tokio::time::sleep(FROZEN).await;
+    pg.thaw();
+    let fault_end = Instant::now();
+    case.mark("PostgreSQL thawed");
+    tokio::time::sleep(AFTER + Duration::from_secs(2)).await;
+    let logs = load.finish().await;
+    stop(s).await;
+
+    let r = reckon(&url, &run, &logs).await;
+    assert!(
+        r.refused.keys().any(|k| k.starts_with("408")),
+        "requests outlived the request timeout during the freeze: {:?}",
+        r.refused
+    );
+    case.conclude(
+        &r,
+        recovered_after(&logs, fault_end),
+        pk,
+        &["--data-dir", &d, "--database-url", &url],
+        &[],
+    );
+    drop(pg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_freeze_sequential() {
+    pg_freeze("sequential").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_freeze_batched() {
+    pg_freeze("batched").await;
 }
