@@ -11,10 +11,11 @@ use std::ffi::{OsStr, OsString};
 use std::time::{Duration, Instant};
 
 use auditseal_e2e::faults::{
-    Load, LoadShape, PgCluster, Reckoning, Steps, Targets, pk_supported, reckon, recovered_after,
-    signal, verifylog,
+    Load, LoadShape, PgCluster, Reckoning, Steps, Targets, first_ack, pk_supported, reckon,
+    recovered_after, signal, verifylog,
 };
 use auditseal_e2e::{Backend, Server, new_database};
+use sqlx::Connection;
 /// How long the load runs before a fault, and after it ends.
 const BEFORE: Duration = Duration::from_millis(1500);
 const AFTER: Duration = Duration::from_millis(2000);
@@ -301,4 +302,112 @@ async fn pg_freeze_sequential() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pg_freeze_batched() {
     pg_freeze("batched").await;
+}
+
+/// Ends the session holding an advisory lock in the database at `url` (the node lock of its one
+/// writer, core/src/store/postgres.rs); returns how many sessions were ended.
+async fn terminate_lock_session(url: &str) -> usize {
+    let mut c = sqlx::PgConnection::connect(url).await.expect("pg connect");
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_all(&mut c)
+    .await
+    .expect("pg_terminate_backend");
+    ended.iter().filter(|e| **e).count()
+}
+
+/// The lock session of a node killed (pg_terminate_backend) while a second server with the same
+/// node id waits to take over: the second takes the node and the clients move to it; nothing
+/// acknowledged by either is lost, no number is used twice or skipped.
+async fn lock_killed(device: &'static str) {
+    let case = Case::new("lockkill", Backend::Postgres, device);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (da, db) = (
+        dir_a.path().to_str().unwrap().to_string(),
+        dir_b.path().to_str().unwrap().to_string(),
+    );
+    let url = new_database(Backend::Postgres, dir_a.path()).await;
+    let a = start(node_args(&da, "n1", &url, device)).await;
+    // One key for both, as for the nodes of docs/HA.md.
+    std::fs::copy(
+        dir_a.path().join("signing-key.pem"),
+        dir_b.path().join("signing-key.pem"),
+    )
+    .unwrap();
+    let pk = pk_supported(&a.url, &a.token).await;
+    let targets = Targets::new(&a.url, &a.token);
+    let run = case.run();
+    let load = Load::start(&run, &targets, LoadShape::default(), pk);
+    case.mark("load on");
+    tokio::time::sleep(BEFORE).await;
+
+    // The second writer: starts as n1 again and again until it gets the node's lock.
+    let b_args = node_args(&db, "n1", &url, device);
+    let waiter = tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = b_args.iter().map(String::as_str).collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut refused = 0;
+        loop {
+            match Server::start(&a) {
+                Ok(s) => return (s, refused),
+                Err(e) if Instant::now() < deadline => {
+                    assert!(e.contains("already writing"), "{e}");
+                    refused += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("the second server never got the node: {e}"),
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let fault = Instant::now();
+    assert_eq!(terminate_lock_session(&url).await, 1, "one lock session");
+    case.mark("lock session terminated");
+    let (b, refused_starts) = waiter.await.unwrap();
+    assert!(refused_starts > 0, "the second server waited for the lock");
+    // The clients move to it as the first refuses them.
+    targets.add(&b.url, &b.token);
+    case.mark("second server started");
+    tokio::time::sleep(AFTER).await;
+    let logs = load.finish().await;
+    let a_log = a.log();
+    let (a_url, b_url) = (a.url.clone(), b.url.clone());
+    stop(a).await;
+    stop(b).await;
+
+    let r = reckon(&url, &run, &logs).await;
+    // The first server learns of the loss at its next check of the lock's session (every 2 s);
+    // whatever it acknowledges after the second server's first acknowledgement was written by
+    // two processes as one node at once.
+    let took_over = first_ack(&logs, fault, Some(&b_url));
+    let overlap = took_over.map_or(0, |t| {
+        logs.iter()
+            .flat_map(|l| &l.acked)
+            .filter(|x| x.server == a_url && x.acked > fault + t)
+            .count()
+    });
+    eprintln!(
+        "[{run}] the second server acknowledged its first event {took_over:?} after the kill; \
+         the first acknowledged {overlap} events after that (it noticed the loss: {})",
+        a_log.contains("lost the node's PostgreSQL advisory lock"),
+    );
+    case.conclude(
+        &r,
+        took_over,
+        pk,
+        &["--data-dir", &da, "--database-url", &url],
+        &[],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lock_killed_sequential() {
+    lock_killed("sequential").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lock_killed_batched() {
+    lock_killed("batched").await;
 }
