@@ -14,6 +14,7 @@ use auditseal_e2e::faults::{
     Load, LoadShape, PgCluster, Reckoning, Steps, Targets, first_ack, pk_supported, reckon,
     recovered_after, signal, verifylog,
 };
+use auditseal_e2e::hsm::{MODULE, PIN, SoftHsm};
 use auditseal_e2e::{Backend, Server, new_database};
 use sqlx::Connection;
 /// How long the load runs before a fault, and after it ends.
@@ -410,4 +411,83 @@ async fn lock_killed_sequential() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lock_killed_batched() {
     lock_killed("batched").await;
+}
+
+/// How long the HSM token stays away.
+const TOKEN_AWAY: Duration = Duration::from_secs(2);
+
+/// The HSM token removed mid-load (SoftHSM2's token directory moved away), then put back: 503
+/// `token_unavailable` meanwhile, and the same server process signs again by itself.
+async fn hsm_removed(backend: Backend, device: &'static str) {
+    let case = Case::new("hsm", backend, device);
+    let h = blocking(|| SoftHsm::new("audit")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let url = new_database(backend, dir.path()).await;
+    let conf = dir.path().join("auditseal.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[protection]\nkeyid = 1\n[[protection.keys]]\nkind = 'pkcs11'\nkeyid = 1\n\
+             library = '{MODULE}'\nslot_label = 'audit'\nkey_label = 'rsakey'\npin = '{PIN}'\n"
+        ),
+    )
+    .unwrap();
+    let conf = conf.to_str().unwrap().to_string();
+    let mut args = node_args(&d, "n1", &url, device);
+    args.extend(["--config".to_string(), conf.clone()]);
+    let env = vec![("SOFTHSM2_CONF", h.conf().into_os_string())];
+    let s = start_env(args, env.clone()).await;
+    let pk = pk_supported(&s.url, &s.token).await;
+    let targets = Targets::new(&s.url, &s.token);
+    let run = case.run();
+    let load = Load::start(&run, &targets, LoadShape::default(), pk);
+    case.mark("load on");
+    tokio::time::sleep(BEFORE).await;
+
+    let away = h.dir.path().join("tokens-away");
+    std::fs::rename(h.tokens_dir(), &away).unwrap();
+    case.mark("token removed");
+    tokio::time::sleep(TOKEN_AWAY).await;
+    std::fs::rename(&away, h.tokens_dir()).unwrap();
+    let fault_end = Instant::now();
+    case.mark("token restored");
+    tokio::time::sleep(AFTER + Duration::from_secs(2)).await;
+    let logs = load.finish().await;
+    stop(s).await;
+
+    let r = reckon(&url, &run, &logs).await;
+    assert!(
+        r.refused.keys().any(|k| k.contains("token_unavailable")),
+        "the token's absence was seen: {:?}",
+        r.refused
+    );
+    let env: Vec<(&str, &OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    case.conclude(
+        &r,
+        recovered_after(&logs, fault_end),
+        pk,
+        &["--config", &conf, "--data-dir", &d, "--database-url", &url],
+        &env,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hsm_removed_sqlite_sequential() {
+    hsm_removed(Backend::Sqlite, "sequential").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hsm_removed_sqlite_batched() {
+    hsm_removed(Backend::Sqlite, "batched").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hsm_removed_postgres_sequential() {
+    hsm_removed(Backend::Postgres, "sequential").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hsm_removed_postgres_batched() {
+    hsm_removed(Backend::Postgres, "batched").await;
 }
