@@ -115,9 +115,10 @@ pub struct Load {
 }
 
 impl Load {
-    /// Starts `shape.clients` clients. Event markers (searchDetail1) are `<run>:<client>:<n>`;
-    /// with `send_pk` each event also carries its own pk, the same on every retry.
-    pub fn start(run: &str, targets: &Targets, shape: LoadShape, send_pk: bool) -> Load {
+    /// Starts `shape.clients` clients. Each event carries its own pk (the same on every retry:
+    /// exactly-once ingestion, docs/API.md) and a marker in searchDetail1,
+    /// `<run>:<client>:<request>:<index>`, that finds it again should it be stored under another.
+    pub fn start(run: &str, targets: &Targets, shape: LoadShape) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let clients = (0..shape.clients)
             .map(|i| {
@@ -127,7 +128,6 @@ impl Load {
                     targets: targets.clone(),
                     stop: stop.clone(),
                     shape,
-                    send_pk,
                 };
                 tokio::spawn(c.run())
             })
@@ -153,10 +153,9 @@ struct Client {
     targets: Targets,
     stop: Arc<AtomicBool>,
     shape: LoadShape,
-    send_pk: bool,
 }
 
-/// One request's events: (marker, pk sent or ""), and its body.
+/// One request's events: (marker, pk), and its body.
 struct Request {
     events: Vec<(String, String)>,
     bulk: bool,
@@ -174,13 +173,8 @@ impl Client {
             let marker = format!("{}:{}:{}:{}", self.run, self.id, n, k);
             let mut e = event("FAULT_LOAD");
             e["searchDetail1"] = json!(marker);
-            let pk = if self.send_pk {
-                let pk = uuid::Uuid::new_v4().simple().to_string();
-                e["pk"] = json!(pk);
-                pk
-            } else {
-                String::new()
-            };
+            let pk = uuid::Uuid::new_v4().simple().to_string();
+            e["pk"] = json!(pk);
             events.push((marker, pk));
             bodies.push(e);
         }
@@ -285,7 +279,7 @@ fn acks(req: &Request, v: &Value, server: &str, sent: Instant) -> Result<Vec<Ack
             ) else {
                 return Err("an acknowledgement without pk, nodeId or sequenceNumber".to_string());
             };
-            if !pk_sent.is_empty() && !same_pk(pk_sent, pk) {
+            if !same_pk(pk_sent, pk) {
                 return Err(format!("sent pk {pk_sent}, acknowledged as {pk}"));
             }
             Ok(Ack {
@@ -305,23 +299,6 @@ fn acks(req: &Request, v: &Value, server: &str, sent: Instant) -> Result<Vec<Ack
 fn same_pk(a: &str, b: &str) -> bool {
     let norm = |s: &str| s.replace('-', "").to_ascii_lowercase();
     norm(a) == norm(b)
-}
-
-/// Whether the server takes a client-chosen `"pk"` (exactly-once ingestion): a body with only a
-/// pk is refused either way (nothing is written), but without the feature as an unknown field.
-pub async fn pk_supported(url: &str, token: &str) -> bool {
-    let r = crate::client_with(token)
-        .post(format!("{url}/api/v1/events"))
-        .json(&json!({ "pk": uuid::Uuid::new_v4().simple().to_string() }))
-        .send()
-        .await
-        .expect("the server answers the pk probe");
-    assert_eq!(r.status().as_u16(), 400, "a body with only a pk is refused");
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    !v["message"]
-        .as_str()
-        .unwrap_or_default()
-        .contains("unknown field `pk`")
 }
 
 /// What the database holds against what the clients were told.
@@ -464,9 +441,8 @@ impl Reckoning {
         )
     }
 
-    /// Nothing acknowledged is lost, no gap, nothing unexpected, and (when the server takes the
-    /// clients' pks, so a retry cannot store an event twice) no duplicate.
-    pub fn assert_sound(&self, pk_feature: bool) {
+    /// Nothing acknowledged is lost, no event stored twice, no gap, nothing unexpected.
+    pub fn assert_sound(&self) {
         let details = format!(
             "refused {:?}; nodes (rows, first, last) {:?}; {:?}",
             self.refused, self.nodes, self.examples
@@ -479,14 +455,7 @@ impl Reckoning {
         assert!(self.acknowledged > 0, "the load ran: {details}");
         assert_eq!(self.lost, 0, "acknowledged events lost: {details}");
         assert_eq!(self.gaps, 0, "sequence gaps: {details}");
-        if pk_feature {
-            assert_eq!(self.duplicated, 0, "events stored twice: {details}");
-        } else if self.duplicated > 0 {
-            eprintln!(
-                "NOTE: {} duplicates, not asserted: the server does not take client pks yet",
-                self.duplicated
-            );
-        }
+        assert_eq!(self.duplicated, 0, "events stored twice: {details}");
     }
 }
 
