@@ -316,6 +316,9 @@ pub struct Reckoning {
     pub gaps: usize,
     /// Client events stored that no client was told about (their answer was lost).
     pub unacknowledged_stored: usize,
+    /// The longest time without any acknowledgement while the load ran (the outage as the
+    /// clients saw it).
+    pub longest_pause: Duration,
     pub refused: BTreeMap<String, usize>,
     pub unanswered: usize,
     pub abandoned: usize,
@@ -372,6 +375,13 @@ pub async fn reckon(db_url: &str, run: &str, logs: &[ClientLog]) -> Reckoning {
         r.unexpected.extend(log.unexpected.iter().cloned());
     }
     r.acknowledged = acked.len();
+    let mut times: Vec<Instant> = acked.values().map(|a| a.acked).collect();
+    times.sort_unstable();
+    r.longest_pause = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
     for (m, a) in &acked {
         let found = by_marker.get(m).is_some_and(|v| {
             v.iter()
@@ -427,14 +437,15 @@ impl Reckoning {
         let refused: usize = self.refused.values().sum();
         format!(
             "fault={fault} db={db} device={device} acknowledged={} stored={} lost={} \
-             duplicated={} gaps={} recovered_in={} unacknowledged_stored={} refused={refused} \
-             unanswered={} abandoned={}",
+             duplicated={} gaps={} recovered_in={} longest_pause={}ms unacknowledged_stored={} \
+             refused={refused} unanswered={} abandoned={}",
             self.acknowledged,
             self.stored,
             self.lost,
             self.duplicated,
             self.gaps,
             recovered_in.map_or("none".to_string(), |d| format!("{}ms", d.as_millis())),
+            self.longest_pause.as_millis(),
             self.unacknowledged_stored,
             self.unanswered,
             self.abandoned,

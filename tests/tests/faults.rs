@@ -217,6 +217,11 @@ async fn pg_restart(device: &'static str) {
     stop(s).await;
 
     let r = reckon(&url, &run, &logs).await;
+    assert!(
+        r.longest_pause >= PG_DOWN / 2,
+        "the clients saw the outage: longest pause {:?}",
+        r.longest_pause
+    );
     case.conclude(
         &r,
         recovered_after(&logs, fault_end),
