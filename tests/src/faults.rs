@@ -529,14 +529,17 @@ pub fn signal(pid: u32, sig: libc::c_int) {
 }
 
 /// A private PostgreSQL cluster (as scripts/pg-cluster makes one) that a test may stop, freeze
-/// and restart; stopped and removed on drop. Listens on 127.0.0.1, the first free port from
-/// 57432 up (scripts/pg-cluster uses 55432 up, scripts/pg-ha 56432 up).
+/// and restart; stopped and removed on drop. It listens on a unix socket in its own directory
+/// only, never on a TCP port: while one is stopped another test's cluster could take its port,
+/// and its server would then reconnect to the wrong cluster.
 pub struct PgCluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
-    pub port: u16,
     frozen: Vec<u32>,
 }
+
+/// The port number names the socket file (`.s.PGSQL.5432`) in the cluster's socket directory.
+const SOCKET_PORT: u16 = 5432;
 
 fn pg_bin() -> PathBuf {
     let mut bins: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
@@ -566,10 +569,9 @@ impl PgCluster {
             .prefix("auditseal-faults-pg.")
             .tempdir()
             .expect("tempdir");
-        let mut c = PgCluster {
+        let c = PgCluster {
             dir,
             bin: pg_bin(),
-            port: 0,
             frozen: Vec::new(),
         };
         std::fs::create_dir(c.dir.path().join("sock")).expect("sock dir");
@@ -590,19 +592,8 @@ impl PgCluster {
             "--locale=C.UTF-8",
             "--no-sync",
         ]));
-        for port in 57432..57632u16 {
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-                continue;
-            }
-            c.port = port;
-            if c.pg_ctl_start() {
-                return c;
-            }
-        }
-        panic!(
-            "no free port for a private PostgreSQL in 57432..57631: {}",
-            c.log()
-        );
+        assert!(c.pg_ctl_start(), "PostgreSQL did not start: {}", c.log());
+        c
     }
 
     fn data(&self) -> PathBuf {
@@ -636,8 +627,7 @@ impl PgCluster {
             .arg(self.dir.path().join("server.log"))
             .args(["-w", "-t", "60", "-o"])
             .arg(format!(
-                "-c listen_addresses=127.0.0.1 -p {} -k {}",
-                self.port,
+                "-c listen_addresses='' -p {SOCKET_PORT} -k {}",
                 self.dir.path().join("sock").display()
             ))
             .arg("start")
@@ -646,9 +636,12 @@ impl PgCluster {
         out.status.success()
     }
 
-    /// The URL of the cluster's `postgres` database.
+    /// The URL of the cluster's `postgres` database, through its socket.
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        format!(
+            "postgres://postgres@localhost:{SOCKET_PORT}/postgres?host={}",
+            self.dir.path().join("sock").display()
+        )
     }
 
     /// Stops the server (fast: sessions are ended, as by an administrator's restart).
@@ -660,7 +653,7 @@ impl PgCluster {
             .args(["-m", "fast", "-w", "-t", "60", "stop"]));
     }
 
-    /// Starts it again on the same port.
+    /// Starts it again.
     pub fn restart(&self) {
         assert!(
             self.pg_ctl_start(),
