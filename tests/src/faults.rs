@@ -741,6 +741,7 @@ impl SmallDisk {
             .prefix("auditseal-faults-disk.")
             .tempdir()
             .expect("tempdir");
+        // Needs root (CI runs scripts/test as root); without it the case fails, saying why.
         run(Command::new("mount")
             .args([
                 "-t",

@@ -567,6 +567,11 @@ async fn disk_full(device: &'static str) {
     for l in log.lines().filter(|l| l.contains("ERROR")).take(3) {
         eprintln!("[{run}] server logged: {l}");
     }
+    assert!(
+        r.refused.keys().any(|k| k.contains("storage_full")),
+        "the full disk was seen: {:?}",
+        r.refused
+    );
     case.conclude(
         &r,
         recovered_after(&logs, fault_end),
@@ -577,13 +582,11 @@ async fn disk_full(device: &'static str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "fails on today's code: acknowledged events are lost after SQLITE_FULL (docs/RELIABILITY.md)"]
 async fn disk_full_sqlite_sequential() {
     disk_full("sequential").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "fails on today's code: acknowledged events are lost after SQLITE_FULL (docs/RELIABILITY.md)"]
 async fn disk_full_sqlite_batched() {
     disk_full("batched").await;
 }
