@@ -65,6 +65,25 @@ async fn start_env(args: Vec<String>, env: Vec<(&'static str, OsString)>) -> Ser
     .await
 }
 
+/// Starts a server in place of one just killed: PostgreSQL frees the node lock of a dead
+/// client's session once it notices, so a start refused for the lock is tried again (10 s).
+async fn restart(args: Vec<String>) -> Server {
+    blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Server::start(&a) {
+                Ok(s) => return s,
+                Err(e) if e.contains("already writing") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(e) => panic!("the server does not start again: {e}"),
+            }
+        }
+    })
+    .await
+}
+
 async fn stop(s: Server) {
     blocking(move || s.stop()).await
 }
@@ -143,7 +162,7 @@ async fn kill9(backend: Backend, device: &'static str) {
     signal(s.pid(), libc::SIGKILL);
     case.mark("server killed");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let s2 = start(args).await;
+    let s2 = restart(args).await;
     targets.set(&s2.url, &s2.token);
     case.mark("server restarted");
     tokio::time::sleep(AFTER).await;
