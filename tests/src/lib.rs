@@ -1,6 +1,7 @@
 //! Harness for the end-to-end tests: real binaries, a real PostgreSQL (the one `scripts/test`
 //! starts, named by AUDITSEAL_TEST_PG_URL), SQLite files, and the JDK.
 
+pub mod faults;
 pub mod hsm;
 pub mod java;
 
