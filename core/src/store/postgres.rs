@@ -38,26 +38,21 @@ impl PgStore {
 
     /// A query or export page within `READ_BUDGET_BYTES`, in one query.
     async fn read_bounded(&self, sel: super::query::Select) -> Result<super::Page, StoreError> {
+        use sqlx::{FromRow, Row};
         let (sql, params) = sel.bounded(super::READ_BUDGET_BYTES);
-        let rows: Vec<AuditRecord> =
-            super::bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), params)
-                .fetch_all(&self.pool)
-                .await?;
-        // Fewer rows than asked for: the end, unless the budget cut it. One cheap look tells.
-        let cut = (rows.len() as i64) < sel.limit
-            && !rows.is_empty()
-            && self.more_than(&sel, rows.len()).await?;
-        Ok(super::Page { rows, cut })
-    }
-
-    /// Whether the SELECT has more than `n` rows (counted without reading them).
-    async fn more_than(&self, sel: &super::query::Select, n: usize) -> Result<bool, StoreError> {
-        let (sql, params) = sel.sizes();
-        let sql = format!("SELECT COUNT(*) FROM ({sql}) s");
-        let total: i64 = super::bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)), params)
-            .fetch_one(&self.pool)
+        let found = super::bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), params)
+            .fetch_all(&self.pool)
             .await?;
-        Ok(total > n as i64)
+        let in_limit: i64 = match found.first() {
+            Some(r) => r.try_get("rows_in_limit")?,
+            None => 0,
+        };
+        let rows = found
+            .iter()
+            .map(AuditRecord::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let cut = (rows.len() as i64) < in_limit;
+        Ok(super::Page { rows, cut })
     }
 }
 

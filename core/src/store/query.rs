@@ -505,15 +505,18 @@ impl Select {
     }
 
     /// One query (PostgreSQL): the plain SELECT's rows that start within `budget` bytes, by a
-    /// running sum of their sizes that de-TOASTs no value; always the first row.
+    /// running sum of their sizes that de-TOASTs no value, always the first row; each row also
+    /// carries `rows_in_limit`, how many rows the plain SELECT has, so a cut page is told from
+    /// the end in the same snapshot.
     pub fn bounded(&self, budget: i64) -> (String, Vec<Param>) {
         let mut params = self.params.clone();
         params.push(Param::Int(self.limit));
         params.push(Param::Int(budget));
         let sql = format!(
-            "SELECT {cols} FROM (SELECT *, SUM({size}) OVER (ORDER BY {order} \
-             ROWS UNBOUNDED PRECEDING) - {size} AS bytes_before {from} ORDER BY {order} \
-             LIMIT ${l}) c WHERE bytes_before < ${b} ORDER BY {order}",
+            "SELECT {cols}, rows_in_limit FROM (SELECT *, SUM({size}) OVER (ORDER BY {order} \
+             ROWS UNBOUNDED PRECEDING) - {size} AS bytes_before, COUNT(*) OVER () AS \
+             rows_in_limit FROM (SELECT * {from} ORDER BY {order} LIMIT ${l}) l) c \
+             WHERE bytes_before < ${b} ORDER BY {order}",
             cols = super::COLUMNS,
             size = super::ROW_BYTES,
             order = self.order,
