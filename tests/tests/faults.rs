@@ -617,16 +617,17 @@ async fn diskfull_sqlite_batched() {
 /// What PostgreSQL's log tells about the full disk: errors, PANICs, crash restarts and
 /// recoveries, each distinct message once (the first line that says it) with how often it came.
 fn pg_story(log: &str) -> Vec<(String, usize)> {
-    const TOLD: [&str; 9] = [
+    const TOLD: [&str; 10] = [
         "PANIC",
         "No space left",
         "terminated by signal",
         "terminating any other",
         "reinitializing",
-        "aborting startup",
+        "startup process",
         "database system was",
         "ready to accept",
         "shut down",
+        "shutting down",
     ];
     let mut story: Vec<(String, usize)> = Vec::new();
     for l in log.lines().filter(|l| TOLD.iter().any(|t| l.contains(t))) {
