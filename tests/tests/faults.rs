@@ -702,11 +702,9 @@ async fn disk_full_pg(device: &'static str) {
     case.mark("load on");
     tokio::time::sleep(BEFORE).await;
 
-    let disk = blocking(move || {
-        let filler = disk.fill();
-        (disk, filler)
-    })
-    .await;
+    // Not moved into a blocking task: `disk` must outlive `pg`, whose drop stops PostgreSQL
+    // through the data directory on it, also when the case fails.
+    let filler = tokio::task::block_in_place(|| disk.fill());
     let full_at = Instant::now();
     case.mark("disk full");
     // The load alone hardly moves the WAL once rows no longer fit (a failed insert writes
@@ -722,7 +720,7 @@ async fn disk_full_pg(device: &'static str) {
     };
     case.mark(&format!("pg_switch_wal(): {switch:?}"));
     tokio::time::sleep((full_at + DISK_FULL).saturating_duration_since(Instant::now())).await;
-    std::fs::remove_file(&disk.1).unwrap();
+    std::fs::remove_file(&filler).unwrap();
     let fault_end = Instant::now();
     case.mark("disk freed");
     let (pg, pg_started) = pg_back(pg, &url).await;
