@@ -534,6 +534,8 @@ pub fn signal(pid: u32, sig: libc::c_int) {
 /// and its server would then reconnect to the wrong cluster.
 pub struct PgCluster {
     dir: tempfile::TempDir,
+    /// The data directory: in `dir`, or on a disk the test gave (`start_on`).
+    data: PathBuf,
     bin: PathBuf,
     frozen: Vec<u32>,
 }
@@ -565,23 +567,37 @@ fn is_root() -> bool {
 
 impl PgCluster {
     pub fn start() -> PgCluster {
+        Self::start_in(None)
+    }
+
+    /// A cluster whose data directory (all of it, WAL included) is `disk`/pgdata; its socket and
+    /// server log stay elsewhere, so that PostgreSQL can say what happened when `disk` is full.
+    pub fn start_on(disk: &Path) -> PgCluster {
+        Self::start_in(Some(disk))
+    }
+
+    fn start_in(disk: Option<&Path>) -> PgCluster {
         let dir = tempfile::Builder::new()
             .prefix("auditseal-faults-pg.")
             .tempdir()
             .expect("tempdir");
+        let data = disk.map_or_else(|| dir.path().join("data"), |d| d.join("pgdata"));
         let c = PgCluster {
             dir,
+            data,
             bin: pg_bin(),
             frozen: Vec::new(),
         };
         std::fs::create_dir(c.dir.path().join("sock")).expect("sock dir");
         if is_root() {
+            // initdb runs as postgres: the cluster's files must be its own.
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(c.dir.path(), std::fs::Permissions::from_mode(0o755))
-                .expect("chmod");
-            run(Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(c.dir.path()));
+            for d in [Some(c.dir.path()), disk].into_iter().flatten() {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+                run(Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(d));
+            }
         }
         let data = c.data();
         run(c.as_owner("initdb").arg("-D").arg(&data).args([
@@ -597,10 +613,11 @@ impl PgCluster {
     }
 
     fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.clone()
     }
 
-    fn log(&self) -> String {
+    /// PostgreSQL's server log so far.
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
@@ -663,10 +680,24 @@ impl PgCluster {
     }
 
     fn postmaster(&self) -> u32 {
+        self.postmaster_pid().expect("postmaster.pid")
+    }
+
+    fn postmaster_pid(&self) -> Option<u32> {
         std::fs::read_to_string(self.data().join("postmaster.pid"))
             .ok()
             .and_then(|s| s.lines().next()?.trim().parse().ok())
-            .expect("postmaster.pid")
+    }
+
+    /// Whether the postmaster runs: its pid file is there (it removes it as it exits) and names
+    /// a live process (not a zombie nobody reaped).
+    pub fn running(&self) -> bool {
+        self.postmaster_pid().is_some_and(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+                .unwrap_or(false)
+        })
     }
 
     /// SIGSTOP to the postmaster, then to every process it started.

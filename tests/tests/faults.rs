@@ -518,6 +518,9 @@ async fn hsm_removed_postgres_batched() {
 
 /// How long the disk stays full.
 const DISK_FULL: Duration = Duration::from_secs(2);
+/// The tmpfs of the PostgreSQL case: an initdb'd cluster takes 39 MB (its first 16 MB WAL
+/// segment included); the load adds rows and WAL segments.
+const PG_DISK: &str = "128m";
 
 /// Whether a connection of its own can take the SQLite database's write lock at once, and the
 /// newest committed sequenceNumber it sees.
@@ -600,12 +603,181 @@ async fn disk_full(device: &'static str) {
     drop(disk);
 }
 
+// Named after the case, so that `diskfull` selects it on both databases.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn disk_full_sqlite_sequential() {
+async fn diskfull_sqlite_sequential() {
     disk_full("sequential").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn disk_full_sqlite_batched() {
+async fn diskfull_sqlite_batched() {
     disk_full("batched").await;
+}
+
+/// What PostgreSQL's log tells about the full disk: errors, PANICs, crash restarts and
+/// recoveries, each distinct message once (the first line that says it) with how often it came.
+fn pg_story(log: &str) -> Vec<(String, usize)> {
+    const TOLD: [&str; 10] = [
+        "PANIC",
+        "No space left",
+        "terminated by signal",
+        "terminating any other",
+        "reinitializing",
+        "startup process",
+        "database system was",
+        "ready to accept",
+        "shut down",
+        "shutting down",
+    ];
+    let mut story: Vec<(String, usize)> = Vec::new();
+    for l in log.lines().filter(|l| TOLD.iter().any(|t| l.contains(t))) {
+        // "<date> <time> UTC [pid] LEVEL:  message": the same message from another backend is
+        // the same story.
+        let message = l.split_once("] ").map_or(l, |(_, m)| m);
+        match story
+            .iter_mut()
+            .find(|(first, _)| first.split_once("] ").is_some_and(|(_, m)| m == message))
+        {
+            Some((_, n)) => *n += 1,
+            None => story.push((l.to_string(), 1)),
+        }
+    }
+    story
+}
+
+/// How many lines of `story` say `what`.
+fn count(story: &[(String, usize)], what: &str) -> usize {
+    story
+        .iter()
+        .filter(|(l, _)| l.contains(what))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// Waits until PostgreSQL takes connections again (crash recovery included); if its postmaster
+/// has exited instead, starts it again, as an operator would. Returns whether it was started.
+async fn pg_back(mut pg: PgCluster, url: &str) -> (PgCluster, bool) {
+    let deadline = Instant::now() + RECOVERY_LIMIT;
+    let mut started = false;
+    loop {
+        if !pg.running() {
+            assert!(!started, "PostgreSQL exited again: {}", pg.log());
+            pg = blocking(move || {
+                pg.restart();
+                pg
+            })
+            .await;
+            started = true;
+        } else if sqlx::PgConnection::connect(url).await.is_ok() {
+            return (pg, started);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "PostgreSQL takes no connection {RECOVERY_LIMIT:?} after the disk was freed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The PostgreSQL cluster's data directory, WAL included, on a small tmpfs filled mid-load, then
+/// freed: the same server process takes events again by itself. PostgreSQL PANICs when it cannot
+/// create a WAL segment, and crash recovery fails too while the disk is still full, so its
+/// postmaster exits: the case then starts PostgreSQL again (not the auditseal server) and says so
+/// (docs/RELIABILITY.md "The cases").
+async fn disk_full_pg(device: &'static str) {
+    let case = Case::new("diskfull", Backend::Postgres, device);
+    let disk = blocking(|| SmallDisk::mount(PG_DISK)).await;
+    let (disk, pg) = blocking(move || {
+        let pg = PgCluster::start_on(disk.path());
+        (disk, pg)
+    })
+    .await;
+    let url = pg.url();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let s = start(node_args(&d, "n1", &url, device)).await;
+    let targets = Targets::new(&s.url, &s.token);
+    let run = case.run();
+    let load = Load::start(&run, &targets, LoadShape::default());
+    case.mark("load on");
+    tokio::time::sleep(BEFORE).await;
+
+    // Not moved into a blocking task: `disk` must outlive `pg`, whose drop stops PostgreSQL
+    // through the data directory on it, also when the case fails.
+    let filler = tokio::task::block_in_place(|| disk.fill());
+    let full_at = Instant::now();
+    case.mark("disk full");
+    // The load alone hardly moves the WAL once rows no longer fit (a failed insert writes
+    // none), so PostgreSQL would not need a new WAL segment while the disk is full; a switch
+    // makes it need one, as a busier database would.
+    tokio::time::sleep(DISK_FULL / 4).await;
+    let switch = match sqlx::PgConnection::connect(&url).await {
+        Ok(mut c) => sqlx::query_scalar::<_, String>("SELECT pg_switch_wal()::text")
+            .fetch_one(&mut c)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    case.mark(&format!("pg_switch_wal(): {switch:?}"));
+    tokio::time::sleep((full_at + DISK_FULL).saturating_duration_since(Instant::now())).await;
+    std::fs::remove_file(&filler).unwrap();
+    let fault_end = Instant::now();
+    case.mark("disk freed");
+    let (pg, pg_started) = pg_back(pg, &url).await;
+    let pg_back_in = fault_end.elapsed();
+    if pg_started {
+        case.mark("PostgreSQL's postmaster had exited: the test started it again (not auditseal)");
+    } else {
+        case.mark("PostgreSQL takes connections again (nobody restarted it)");
+    }
+    tokio::time::sleep(AFTER + Duration::from_secs(2)).await;
+    let logs = load.finish().await;
+    let log = s.log();
+    stop(s).await;
+
+    let r = reckon(&url, &run, &logs).await;
+    for l in log.lines().filter(|l| l.contains("ERROR")).take(3) {
+        eprintln!("[{run}] server logged: {l}");
+    }
+    let pg_log = pg.log();
+    let story = pg_story(&pg_log);
+    for (l, n) in story.iter().take(30) {
+        eprintln!("[{run}] PostgreSQL logged ({n}x): {l}");
+    }
+    let acked_while_full = logs
+        .iter()
+        .flat_map(|l| &l.acked)
+        .filter(|a| a.acked > full_at && a.acked < fault_end)
+        .count();
+    println!(
+        "[{run}] PostgreSQL: {} PANIC, {} crash restarts, took connections {}ms after the disk \
+         was freed, restarted by the test: {pg_started}; events acknowledged while the disk was full: \
+         {acked_while_full}",
+        count(&story, "PANIC"),
+        count(&story, "reinitializing"),
+        pg_back_in.as_millis(),
+    );
+    assert!(
+        r.refused.keys().any(|k| k.contains("storage_full")),
+        "the full disk was seen: {:?}",
+        r.refused
+    );
+    case.conclude(
+        &r,
+        recovered_after(&logs, fault_end),
+        &["--data-dir", &d, "--database-url", &url],
+        &[],
+    );
+    drop(pg);
+    drop(disk);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn diskfull_postgres_sequential() {
+    disk_full_pg("sequential").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn diskfull_postgres_batched() {
+    disk_full_pg("batched").await;
 }
