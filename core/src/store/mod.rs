@@ -144,10 +144,11 @@ impl From<sqlx::Error> for StoreError {
                 StoreError::Conflict(db.message().to_string())
             }
             // SQLite's SQLITE_FULL (13; sqlx gives the extended code, whose low byte is the
-            // primary one) and PostgreSQL's disk_full.
+            // primary one) and PostgreSQL's disk_full (53100).
             sqlx::Error::Database(db)
                 if db.code().is_some_and(|c| {
-                    c == "53100" || c.parse::<i64>().is_ok_and(|n| n & 0xff == 13)
+                    // A PostgreSQL SQLSTATE has five characters; SQLite's codes fewer digits.
+                    c == "53100" || (c.len() < 5 && c.parse::<i64>().is_ok_and(|n| n & 0xff == 13))
                 }) =>
             {
                 StoreError::Full(db.message().to_string())
