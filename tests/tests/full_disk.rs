@@ -1,50 +1,20 @@
-//! Issue 11.2: a full disk under SQLite. The data directory is on a small tmpfs this test mounts
+//! Issue 11.2: a full disk under SQLite. The data directory is on a small tmpfs (the fault
+//! suite's `SmallDisk`) this test mounts
 //! (root only, as CI runs); a filler file takes most of it. Eight clients post (single events
 //! and 20-event bulk requests, each with an Idempotency-Key they keep until acknowledged) until
 //! the disk is full and past it; then the filler is removed and the same server must take
 //! events again within seconds, without a restart. Every acknowledged event must be stored,
 //! once, with no gap, and verifylog must pass. Both devices.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use auditseal_e2e::faults::SmallDisk;
 use auditseal_e2e::{Server, all_rows, cli, event};
 use serde_json::{Value, json};
-
-/// A tmpfs of `mb` MiB mounted at `dir`, unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, mb: u32) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let st = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={mb}m,mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .status()
-            .expect("run mount");
-        assert!(
-            st.success(),
-            "cannot mount a tmpfs at {} (this test needs root, as CI runs it)",
-            dir.display()
-        );
-        Tmpfs(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 struct Outcome {
     /// (pk, sequenceNumber) of every acknowledged event.
@@ -112,9 +82,8 @@ async fn client(
 #[tokio::test]
 async fn a_full_disk_loses_nothing_and_ingestion_recovers_by_itself() {
     for device in ["sequential", "batched"] {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let fs = Tmpfs::mount(&data, 6);
+        let fs = SmallDisk::mount("6m");
+        let data = fs.path().to_path_buf();
         let d = data.to_str().unwrap();
         let url = format!("sqlite://{d}/auditseal.db");
         let s = Server::start(&["--data-dir", d, "--node-id", "full", "--device", device]).unwrap();
