@@ -266,7 +266,7 @@ impl Follow {
                 let event = Event::default()
                     .event("audit")
                     .id(encode_positions(&self.positions))
-                    .data(row_json(&r, verification).to_string());
+                    .data(row_json(r, verification).to_string());
                 match tokio::time::timeout(limit, tx.send(event)).await {
                     Ok(Ok(())) => continue,
                     Ok(Err(_)) => return,
