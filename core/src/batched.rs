@@ -8,8 +8,8 @@
 //! statement's hash, writes rows and statement in one transaction, and only then answers every
 //! request of the batch. On failure nothing is acknowledged and the numbers are used again.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::{self, BatchRecord, GENESIS_HASH, InclusionPayload};
 use crate::device::{
-    Appended, DeviceError, LogDevice, NewEvent, merge_replays, replays_of, stored_by_pk,
+    Appended, DeviceError, LogDevice, NewEvent, check_head, merge_replays, refused, replays_of,
+    stored_by_pk,
 };
 use crate::merkle;
 use crate::protection::ProtectionVersion;
@@ -58,6 +59,8 @@ pub struct BatchedDevice {
     /// Events queued or being written, to bound the queue in events rather than requests.
     waiting: Arc<tokio::sync::Semaphore>,
     capacity: usize,
+    /// Set when the node's log is found inconsistent: every later request is refused.
+    inconsistent: Arc<OnceLock<String>>,
 }
 
 /// Where the node's log and chain stand.
@@ -83,6 +86,7 @@ struct Writer {
     /// Client pks of batches sealed and not yet written (or failed): a retry that arrives
     /// meanwhile is told to retry, not written twice.
     in_flight: InFlight,
+    inconsistent: Arc<OnceLock<String>>,
 }
 
 type InFlight = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
@@ -110,11 +114,19 @@ impl BatchedDevice {
             failures: Arc::new(AtomicU64::new(0)),
             epoch: 0,
             in_flight: Default::default(),
+            inconsistent: Default::default(),
         };
-        let head = writer.read_head().await?;
-        tracing::info!(node = %node_id, next_sequence = head.next, max_batch = cfg.max_batch,
-            max_wait_ms = cfg.max_wait.as_millis() as u64, "batched log device ready");
-        writer.head = Some(head);
+        // Started all the same when the log is inconsistent: queries, exports and health answer,
+        // and say why (docs/OPERATIONS.md "Log inconsistent").
+        let head = match writer.read_head().await {
+            Err(DeviceError::Inconsistent(_)) => None,
+            other => Some(other?),
+        };
+        tracing::info!(node = %node_id, next_sequence = head.as_ref().map(|h| h.next),
+            max_batch = cfg.max_batch, max_wait_ms = cfg.max_wait.as_millis() as u64,
+            "batched log device ready");
+        writer.head = head;
+        let inconsistent = writer.inconsistent.clone();
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
         tokio::spawn(writer.run(rx));
         Ok(BatchedDevice {
@@ -122,13 +134,16 @@ impl BatchedDevice {
             tx,
             waiting: Arc::new(tokio::sync::Semaphore::new(cfg.queue.max(1))),
             capacity: cfg.queue.max(1),
+            inconsistent,
         })
     }
 }
 
 impl Writer {
+    /// Where the log stands; `Inconsistent` when rows a statement or checkpoint names are gone.
     async fn read_head(&self) -> Result<Head, DeviceError> {
         let h = self.store.head(&self.node_id).await?;
+        check_head(&self.node_id, &h, &self.inconsistent)?;
         let last = self.store.last_batch(&self.node_id).await?;
         Ok(Head {
             next: h.next_sequence,
@@ -147,6 +162,7 @@ impl Writer {
             self.failures.clone(),
             self.node_id.clone(),
             self.in_flight.clone(),
+            self.inconsistent.clone(),
         ));
         while let Some(first) = rx.recv().await {
             let mut size = first.events.len();
@@ -160,6 +176,14 @@ impl Writer {
                     }
                     _ => break,
                 }
+            }
+            if let Some(reason) = self.inconsistent.get() {
+                for job in jobs {
+                    let _ = job
+                        .reply
+                        .send(Err(DeviceError::Inconsistent(reason.clone())));
+                }
+                continue;
             }
             let mut events = Vec::with_capacity(size);
             let mut shares = Vec::with_capacity(jobs.len());
@@ -358,10 +382,19 @@ async fn insert_in_order(
     failures: Arc<AtomicU64>,
     node_id: String,
     in_flight: InFlight,
+    inconsistent: Arc<OnceLock<String>>,
 ) {
     while let Some(mut s) = sealed.recv().await {
         let client_pks = std::mem::take(&mut s.client_pks);
-        insert_one(store.as_ref(), s, &failures, &node_id).await;
+        insert_one(
+            store.as_ref(),
+            s,
+            &failures,
+            &node_id,
+            &client_pks,
+            &inconsistent,
+        )
+        .await;
         // Settled, written or not: a retry now finds the rows, or writes them.
         release(&in_flight, &client_pks);
     }
@@ -373,7 +406,17 @@ async fn insert_one(
     s: Sealed,
     failures: &AtomicU64,
     node_id: &str,
+    client_pks: &[String],
+    inconsistent: &OnceLock<String>,
 ) {
+    if let Some(reason) = inconsistent.get() {
+        answer(
+            node_id,
+            s.shares,
+            Err(DeviceError::Inconsistent(reason.clone())),
+        );
+        return;
+    }
     if s.epoch != failures.load(Ordering::SeqCst) {
         answer(
             node_id,
@@ -404,7 +447,28 @@ async fn insert_one(
         }
         Err(e) => {
             failures.fetch_add(1, Ordering::SeqCst);
-            answer(node_id, s.shares, Err(e.into()));
+            let e = match e {
+                crate::store::StoreError::Conflict(why) => {
+                    let (first, last) = (
+                        s.rows.first().map_or(0, |r| r.sequence_number),
+                        s.rows.last().map_or(0, |r| r.sequence_number),
+                    );
+                    refused(
+                        store,
+                        node_id,
+                        client_pks,
+                        format!(
+                            "node {node_id}: the database already holds rows or a batch \
+                             statement at the sequence numbers {first}..{last} this server was \
+                             writing ({why}): someone else writes as this node"
+                        ),
+                        inconsistent,
+                    )
+                    .await
+                }
+                e => e.into(),
+            };
+            answer(node_id, s.shares, Err(e));
         }
     }
 }
@@ -485,6 +549,10 @@ impl LogDevice for BatchedDevice {
         &self.node_id
     }
 
+    fn inconsistent(&self) -> Option<String> {
+        self.inconsistent.get().cloned()
+    }
+
     async fn append(&self, event: NewEvent) -> Result<Appended, DeviceError> {
         let mut done = self.append_all(vec![event]).await?;
         done.pop()
@@ -492,6 +560,9 @@ impl LogDevice for BatchedDevice {
     }
 
     async fn append_all(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, DeviceError> {
+        if let Some(reason) = self.inconsistent.get() {
+            return Err(DeviceError::Inconsistent(reason.clone()));
+        }
         let n = u32::try_from(events.len().min(self.capacity)).unwrap_or(u32::MAX);
         if events.len() > self.capacity {
             // Never fits, however long the client waits: not a "retry later".

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use auditseal_e2e::{BACKENDS, Server, cli, exec, new_database, post_events};
+use auditseal_e2e::{BACKENDS, Server, cli, event, exec, new_database, post_events};
 use serde_json::Value;
 
 /// A row nobody signed, as an attacker writes it straight into the table.
@@ -71,6 +71,18 @@ fn error_lines<'a>(text: &'a str, node: &str, needle: &str) -> Vec<&'a str> {
         .collect()
 }
 
+async fn post(s: &Server, body: &Value) -> (u16, Value) {
+    let r = s
+        .client()
+        .post(format!("{}/api/v1/events", s.url))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
 async fn verify_api(s: &Server) -> Value {
     let r = s
         .client()
@@ -80,6 +92,12 @@ async fn verify_api(s: &Server) -> Value {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     r.json().await.unwrap()
+}
+
+async fn healthz(s: &Server) -> (u16, Value) {
+    let r = reqwest::get(format!("{}/healthz", s.url)).await.unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
 }
 
 /// Item 1: rows and statements below sequence 0 of a live node, and a node that holds only
@@ -244,5 +262,101 @@ async fn anything_at_or_below_an_archive_marker_is_an_error() {
             1,
             "{text}"
         );
+    }
+}
+
+/// Item 5: a node whose newest rows were deleted while their batch statement (or a checkpoint)
+/// stayed. On restart the server starts, refuses events on that node with 503 log_inconsistent,
+/// says so on /healthz, and logs an ALERT; verifylog reports the missing rows.
+#[tokio::test]
+async fn a_deleted_tail_is_found_at_start_and_refused() {
+    for backend in BACKENDS {
+        for device in ["batched", "sequential"] {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().to_str().unwrap();
+            let url = new_database(backend, dir.path()).await;
+            let s = start(d, &url, "tail", device);
+            post_events(&s, 8).await;
+            s.stop();
+            // Rows 0..=8 and a last checkpoint at 8 (a clean stop writes one).
+            exec(
+                &url,
+                "DELETE FROM auditrecorddata WHERE sequencenumber >= 6",
+            )
+            .await;
+            if device == "batched" {
+                // Only the statements claim the deleted rows.
+                exec(&url, "DELETE FROM auditcheckpointdata").await;
+            }
+            let (code, text, _) = verifylog(d, &url);
+            assert_eq!(code, 255, "{backend:?} {device}: {text}");
+            assert!(
+                !error_lines(&text, "tail", "rows were deleted").is_empty(),
+                "{backend:?} {device}: {text}"
+            );
+
+            let s = start(d, &url, "tail", device);
+            let (st, body) = post(&s, &event("PROCESS")).await;
+            assert_eq!(st, 503, "{backend:?} {device}: {body}");
+            assert_eq!(body["error"], "log_inconsistent", "{body}");
+            assert!(body["message"].as_str().unwrap().contains("6..8"), "{body}");
+            let (st, body) = healthz(&s).await;
+            assert_eq!(st, 503, "{body}");
+            assert_eq!(body["error"], "log_inconsistent", "{body}");
+            assert!(
+                s.log()
+                    .lines()
+                    .any(|l| l.contains("ALERT") && l.contains("6..8")),
+                "{}",
+                s.log()
+            );
+            s.stop();
+            let rows = auditseal_e2e::all_rows(&url).await;
+            assert_eq!(rows.len(), 6, "nothing written after the hole");
+        }
+    }
+}
+
+/// Item 5: someone else writes the sequence numbers a running server is about to use. A forged
+/// statement whose last is below its first used to stall a batched node for ever (every batch
+/// collided, 503 database_unavailable, "retry later"); a forged row made the sequential device
+/// answer database_unavailable. Now: 503 log_inconsistent, an ALERT, and nothing acknowledged
+/// on that node until an operator has looked.
+#[tokio::test]
+async fn numbers_taken_under_a_running_server_are_log_inconsistent() {
+    for backend in BACKENDS {
+        for device in ["batched", "sequential"] {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().to_str().unwrap();
+            let url = new_database(backend, dir.path()).await;
+            let s = start(d, &url, "taken", device);
+            let (st, ack) = post(&s, &event("PROCESS")).await;
+            assert_eq!(st, 201, "{ack}");
+            let next = ack["sequenceNumber"].as_i64().unwrap() + 1;
+            if device == "batched" {
+                exec(&url, &forged_statement("taken", next, next - 1)).await;
+            } else {
+                exec(
+                    &url,
+                    &forged_row("f00000000000000000000000000000aa", "taken", next),
+                )
+                .await;
+            }
+            for _ in 0..3 {
+                let (st, body) = post(&s, &event("PROCESS")).await;
+                assert_eq!(st, 503, "{backend:?} {device}: {body}");
+                assert_eq!(
+                    body["error"], "log_inconsistent",
+                    "{backend:?} {device}: {body}"
+                );
+            }
+            let (st, body) = healthz(&s).await;
+            assert_eq!(
+                (st, &body["error"]),
+                (503, &Value::from("log_inconsistent"))
+            );
+            assert!(s.log().lines().any(|l| l.contains("ALERT")), "{}", s.log());
+            s.stop();
+        }
     }
 }
