@@ -30,7 +30,9 @@ use crate::token::{SharedToken, TokenError};
 /// Group-commit settings.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchedConfig {
-    /// Most events in one batch (a single bulk request may exceed it: it is never split).
+    /// Most events in one batch. Requests are never split: a request that does not fit in the
+    /// batch being gathered starts the next one, and a single request larger than this is a
+    /// batch of its own.
     pub max_batch: usize,
     /// Longest wait for more events once the first of a batch has arrived.
     pub max_wait: Duration,
@@ -164,12 +166,25 @@ impl Writer {
             self.in_flight.clone(),
             self.inconsistent.clone(),
         ));
-        while let Some(first) = rx.recv().await {
+        // A request that did not fit in the previous batch: the first of the next.
+        let mut carried: Option<Job> = None;
+        loop {
+            let first = match carried.take() {
+                Some(job) => job,
+                None => match rx.recv().await {
+                    Some(job) => job,
+                    None => break,
+                },
+            };
             let mut size = first.events.len();
             let mut jobs = vec![first];
             let deadline = tokio::time::Instant::now() + self.cfg.max_wait;
             while size < self.cfg.max_batch {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(job)) if size + job.events.len() > self.cfg.max_batch => {
+                        carried = Some(job);
+                        break;
+                    }
                     Ok(Some(job)) => {
                         size += job.events.len();
                         jobs.push(job);
@@ -677,6 +692,48 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(report.errors, 0, "{report}");
+    }
+
+    /// Issue 12.7: batches of 1025, 1151 and 1500 rows were seen with a batch size of 1000: a
+    /// request was added whole to a batch that had room for only part of it.
+    #[tokio::test]
+    async fn a_batch_holds_at_most_max_batch_events_unless_one_request_is_larger() {
+        let store = crate::store::open("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        let token: SharedToken = Arc::new(HmacToken::new(9, b"batch secret"));
+        let cfg = BatchedConfig {
+            max_batch: 10,
+            max_wait: Duration::from_millis(200),
+            queue: 1000,
+        };
+        let device = Arc::new(
+            BatchedDevice::start(store.clone(), "cap".into(), Some(token), cfg)
+                .await
+                .unwrap(),
+        );
+        // Requests of 6, 6, 6 and 25 events arrive within one wait.
+        let tasks: Vec<_> = [6, 6, 6, 25]
+            .into_iter()
+            .map(|n| {
+                let d = device.clone();
+                tokio::spawn(async move { d.append_all((0..n).map(event).collect()).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let sizes: Vec<i64> = store
+            .read_batches("cap", 0, None, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.size())
+            .collect();
+        assert_eq!(sizes.iter().sum::<i64>(), 43, "{sizes:?}");
+        assert!(
+            sizes.iter().all(|n| *n <= 10 || *n == 25),
+            "a batch over max_batch that is not one request: {sizes:?}"
+        );
     }
 
     #[tokio::test]
