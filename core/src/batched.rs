@@ -2,8 +2,9 @@
 //! "Protection version 3").
 //!
 //! Requests go into a bounded queue (full: a fast `QueueFull`, never unbounded memory). One
-//! writer per node takes up to `max_batch` events, or what arrives within `max_wait`, and for the
-//! batch: numbers the rows consecutively (one timestamp, never older than the node's last),
+//! writer per node takes whole requests until the batch holds `max_batch` events (a request that
+//! does not fit starts the next batch; one larger than `max_batch` is a batch of its own) or
+//! `max_wait` has passed, and for the batch: numbers the rows consecutively (one timestamp, never older than the node's last),
 //! hashes each row as an RFC 6962 leaf, signs one statement over the Merkle root and the previous
 //! statement's hash, writes rows and statement in one transaction, and only then answers every
 //! request of the batch. On failure nothing is acknowledged and the numbers are used again.

@@ -348,9 +348,10 @@ pub trait Store: Send + Sync {
     /// Makes this process the only writer of `node` until the lock is dropped, or says who has it.
     async fn lock_node(&self, node: &str) -> Result<NodeLock, StoreError>;
     /// Where the node's log stands: one past the highest sequence number among its rows, its
-    /// batch statements, its checkpoints and its archive markers (0 for a new node), so a head
-    /// never goes back, even when an archive removed every row; and the newest timeStamp among
-    /// them (new rows never get an older one).
+    /// batch statements (first and last), its checkpoints and its archive markers (0 for a new
+    /// node), so a head never goes back, even when an archive removed every row; one past the
+    /// highest that has a row or was archived (`NodeHead::missing` tells the difference); and
+    /// the newest timeStamp among them (new rows never get an older one).
     async fn head(&self, node: &str) -> Result<NodeHead, StoreError>;
     /// Inserts and commits one row, if `fence` still holds (else `Fenced`, nothing written).
     async fn insert(&self, record: &AuditRecord, fence: &Fence) -> Result<(), StoreError>;
