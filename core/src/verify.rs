@@ -1151,6 +1151,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_statement_covers_a_row_unless_a_hole_or_the_ends_hold_all_of_it() {
+        // Rows 10..=12, 15, 20..=21 of a check from 10: holes 13..=14 and 16..=19.
+        let rep = NodeReport {
+            offset: 10,
+            first_sequence: Some(10),
+            last_sequence: Some(21),
+            holes: vec![
+                Hole {
+                    last_verified_sequence_number: Some(12),
+                    this_sequence_number: 15,
+                    missing: 2,
+                },
+                Hole {
+                    last_verified_sequence_number: Some(15),
+                    this_sequence_number: 20,
+                    missing: 4,
+                },
+            ],
+            ..Default::default()
+        };
+        for (first, last, covers) in [
+            (10, 10, true),
+            (12, 13, true),
+            (13, 14, false),
+            (13, 15, true),
+            (16, 19, false),
+            (14, 17, true),
+            (19, 25, true),
+            (0, 9, false),
+            (22, 30, false),
+            (5, 10, true),
+        ] {
+            assert_eq!(covers_a_row(&rep, first, last), covers, "{first}..{last}");
+        }
+        // A hole right at the offset: rows start at 13.
+        let rep = NodeReport {
+            offset: 10,
+            first_sequence: Some(13),
+            last_sequence: Some(13),
+            holes: vec![Hole {
+                last_verified_sequence_number: None,
+                this_sequence_number: 13,
+                missing: 3,
+            }],
+            ..Default::default()
+        };
+        assert!(!covers_a_row(&rep, 10, 12));
+        assert!(covers_a_row(&rep, 10, 13));
+        assert!(!covers_a_row(&NodeReport::default(), 0, 5));
+    }
+
+    #[test]
     fn node_args() {
         assert_eq!(parse_node_arg("node1"), Ok(("node1".into(), None)));
         assert_eq!(parse_node_arg("node1:42"), Ok(("node1".into(), Some(42))));

@@ -360,3 +360,55 @@ async fn numbers_taken_under_a_running_server_are_log_inconsistent() {
         }
     }
 }
+
+/// The newest checkpoint of `node` as `checkpoint list` shows it (`NODE sequence S checkpoint`).
+fn newest_checkpoint(d: &str, url: &str, node: &str) -> Option<i64> {
+    let mut args = base(d, url).to_vec();
+    args.extend(["checkpoint", "list"]);
+    let (code, out, err) = cli(&args);
+    assert_eq!(code, 0, "{err}");
+    out.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix(&format!("{node} "))?;
+        rest.strip_prefix("sequence ")?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+/// Item 7: a row deleted below the newest checkpoint went unseen by the checkpointer (it reads
+/// only the rows after that checkpoint), and the next checkpoint vouched for the log.
+#[tokio::test]
+async fn no_checkpoint_over_a_row_deleted_below_the_newest_one() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let url = new_database(backend, dir.path()).await;
+        let config = dir.path().join("auditseal.toml");
+        std::fs::write(&config, "[checkpoint]\ninterval_secs = 1\n").unwrap();
+        let mut args = base(d, &url).to_vec();
+        args.extend(["--config", config.to_str().unwrap(), "--node-id", "cp"]);
+        let s = Server::start(&args).unwrap();
+        post_events(&s, 5).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while newest_checkpoint(d, &url, "cp") != Some(5) {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint at 5");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        exec(&url, "DELETE FROM auditrecorddata WHERE sequencenumber = 2").await;
+        post_events(&s, 3).await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(newest_checkpoint(d, &url, "cp"), Some(5), "{backend:?}");
+        assert!(
+            s.log()
+                .lines()
+                .any(|l| l.contains("ALERT") && l.contains("one row per sequence number")),
+            "{}",
+            s.log()
+        );
+        // Nor at a clean stop.
+        s.stop();
+        assert_eq!(newest_checkpoint(d, &url, "cp"), Some(5), "{backend:?}");
+    }
+}

@@ -1008,6 +1008,24 @@ pub(crate) use impl_store;
 
 #[cfg(test)]
 mod tests {
+    use super::NodeHead;
+
+    #[test]
+    fn a_head_tells_claimed_numbers_from_stored_ones() {
+        let h = NodeHead::from_highest([Some(5), None], [Some(8), Some(6), None], [Some(1)]);
+        assert_eq!((h.next_sequence, h.stored_next), (9, 6));
+        assert_eq!(h.missing(), Some((6, 8)));
+        // An archive marker above the last row stores the numbers up to it.
+        let h = NodeHead::from_highest([Some(5), Some(8)], [Some(8)], [None]);
+        assert_eq!(h.missing(), None);
+        // A statement whose last is below its first still moves the head past its first.
+        let h = NodeHead::from_highest([Some(5)], [Some(4), Some(6)], [None]);
+        assert_eq!((h.next_sequence, h.missing()), (7, Some((6, 6))));
+        // Only negative numbers: the log starts at 0.
+        let h = NodeHead::from_highest([Some(-3)], [Some(-1)], [None]);
+        assert_eq!((h.next_sequence, h.stored_next, h.missing()), (0, 0, None));
+    }
+
     #[test]
     fn redacts_passwords() {
         assert_eq!(
