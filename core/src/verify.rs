@@ -816,22 +816,26 @@ pub async fn verify_node(
         .await?;
     let (rows_why, batches_why, checkpoints_why) = match &base {
         None => {
-            let why = "below 0, where every node's log starts: nothing belongs there and no \
-                       check reads it";
+            let why = "below 0, where every node's log starts: no row, statement or checkpoint \
+                       belongs there";
             (why.to_string(), why.to_string(), why.to_string())
         }
         Some(b) => {
             let l = b.sequence_number;
             (
                 format!(
-                    "at or below the archive marker at {l}, after which the node's log starts \
-                     (archiving deleted these rows; no check reads them)"
+                    "at or below the archive marker at {l}; the node's log starts at {} \
+                     (archiving deleted the rows up to the marker)",
+                    l.saturating_add(1)
                 ),
                 format!(
-                    "end at or below the archive marker at {l} (archiving deleted such \
-                     statements; no row is theirs)"
+                    "ending at or below the archive marker at {l} (archiving deleted the \
+                     statements that end there)"
                 ),
-                format!("below the archive marker at {l} (archiving deleted such checkpoints)"),
+                format!(
+                    "below the archive marker at {l} (archiving deleted the checkpoints below \
+                     it)"
+                ),
             )
         }
     };
