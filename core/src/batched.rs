@@ -2,14 +2,15 @@
 //! "Protection version 3").
 //!
 //! Requests go into a bounded queue (full: a fast `QueueFull`, never unbounded memory). One
-//! writer per node takes up to `max_batch` events, or what arrives within `max_wait`, and for the
-//! batch: numbers the rows consecutively (one timestamp, never older than the node's last),
+//! writer per node takes whole requests until the batch holds `max_batch` events (a request that
+//! does not fit starts the next batch; one larger than `max_batch` is a batch of its own) or
+//! `max_wait` has passed, and for the batch: numbers the rows consecutively (one timestamp, never older than the node's last),
 //! hashes each row as an RFC 6962 leaf, signs one statement over the Merkle root and the previous
 //! statement's hash, writes rows and statement in one transaction, and only then answers every
 //! request of the batch. On failure nothing is acknowledged and the numbers are used again.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,7 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::{self, BatchRecord, GENESIS_HASH, InclusionPayload};
 use crate::device::{
-    Appended, DeviceError, LogDevice, NewEvent, merge_replays, replays_of, stored_by_pk,
+    Appended, DeviceError, LogDevice, NewEvent, check_head, merge_replays, refused, replays_of,
+    stored_by_pk,
 };
 use crate::merkle;
 use crate::protection::ProtectionVersion;
@@ -29,7 +31,9 @@ use crate::token::{SharedToken, TokenError};
 /// Group-commit settings.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchedConfig {
-    /// Most events in one batch (a single bulk request may exceed it: it is never split).
+    /// Most events in one batch. Requests are never split: a request that does not fit in the
+    /// batch being gathered starts the next one, and a single request larger than this is a
+    /// batch of its own.
     pub max_batch: usize,
     /// Longest wait for more events once the first of a batch has arrived.
     pub max_wait: Duration,
@@ -58,6 +62,8 @@ pub struct BatchedDevice {
     /// Events queued or being written, to bound the queue in events rather than requests.
     waiting: Arc<tokio::sync::Semaphore>,
     capacity: usize,
+    /// Set when the node's log is found inconsistent: every later request is refused.
+    inconsistent: Arc<OnceLock<String>>,
 }
 
 /// Where the node's log and chain stand.
@@ -83,6 +89,7 @@ struct Writer {
     /// Client pks of batches sealed and not yet written (or failed): a retry that arrives
     /// meanwhile is told to retry, not written twice.
     in_flight: InFlight,
+    inconsistent: Arc<OnceLock<String>>,
 }
 
 type InFlight = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
@@ -110,11 +117,19 @@ impl BatchedDevice {
             failures: Arc::new(AtomicU64::new(0)),
             epoch: 0,
             in_flight: Default::default(),
+            inconsistent: Default::default(),
         };
-        let head = writer.read_head().await?;
-        tracing::info!(node = %node_id, next_sequence = head.next, max_batch = cfg.max_batch,
-            max_wait_ms = cfg.max_wait.as_millis() as u64, "batched log device ready");
-        writer.head = Some(head);
+        // Started all the same when the log is inconsistent: queries, exports and health answer,
+        // and say why (docs/OPERATIONS.md "Log inconsistent").
+        let head = match writer.read_head().await {
+            Err(DeviceError::Inconsistent(_)) => None,
+            other => Some(other?),
+        };
+        tracing::info!(node = %node_id, next_sequence = head.as_ref().map(|h| h.next),
+            max_batch = cfg.max_batch, max_wait_ms = cfg.max_wait.as_millis() as u64,
+            "batched log device ready");
+        writer.head = head;
+        let inconsistent = writer.inconsistent.clone();
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
         tokio::spawn(writer.run(rx));
         Ok(BatchedDevice {
@@ -122,13 +137,16 @@ impl BatchedDevice {
             tx,
             waiting: Arc::new(tokio::sync::Semaphore::new(cfg.queue.max(1))),
             capacity: cfg.queue.max(1),
+            inconsistent,
         })
     }
 }
 
 impl Writer {
+    /// Where the log stands; `Inconsistent` when rows a statement or checkpoint names are gone.
     async fn read_head(&self) -> Result<Head, DeviceError> {
         let h = self.store.head(&self.node_id).await?;
+        check_head(&self.node_id, &h, &self.inconsistent)?;
         let last = self.store.last_batch(&self.node_id).await?;
         Ok(Head {
             next: h.next_sequence,
@@ -147,19 +165,41 @@ impl Writer {
             self.failures.clone(),
             self.node_id.clone(),
             self.in_flight.clone(),
+            self.inconsistent.clone(),
         ));
-        while let Some(first) = rx.recv().await {
+        // A request that did not fit in the previous batch: the first of the next.
+        let mut carried: Option<Job> = None;
+        loop {
+            let first = match carried.take() {
+                Some(job) => job,
+                None => match rx.recv().await {
+                    Some(job) => job,
+                    None => break,
+                },
+            };
             let mut size = first.events.len();
             let mut jobs = vec![first];
             let deadline = tokio::time::Instant::now() + self.cfg.max_wait;
             while size < self.cfg.max_batch {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(job)) if size + job.events.len() > self.cfg.max_batch => {
+                        carried = Some(job);
+                        break;
+                    }
                     Ok(Some(job)) => {
                         size += job.events.len();
                         jobs.push(job);
                     }
                     _ => break,
                 }
+            }
+            if let Some(reason) = self.inconsistent.get() {
+                for job in jobs {
+                    let _ = job
+                        .reply
+                        .send(Err(DeviceError::Inconsistent(reason.clone())));
+                }
+                continue;
             }
             let mut events = Vec::with_capacity(size);
             let mut shares = Vec::with_capacity(jobs.len());
@@ -358,10 +398,19 @@ async fn insert_in_order(
     failures: Arc<AtomicU64>,
     node_id: String,
     in_flight: InFlight,
+    inconsistent: Arc<OnceLock<String>>,
 ) {
     while let Some(mut s) = sealed.recv().await {
         let client_pks = std::mem::take(&mut s.client_pks);
-        insert_one(store.as_ref(), s, &failures, &node_id).await;
+        insert_one(
+            store.as_ref(),
+            s,
+            &failures,
+            &node_id,
+            &client_pks,
+            &inconsistent,
+        )
+        .await;
         // Settled, written or not: a retry now finds the rows, or writes them.
         release(&in_flight, &client_pks);
     }
@@ -373,7 +422,17 @@ async fn insert_one(
     s: Sealed,
     failures: &AtomicU64,
     node_id: &str,
+    client_pks: &[String],
+    inconsistent: &OnceLock<String>,
 ) {
+    if let Some(reason) = inconsistent.get() {
+        answer(
+            node_id,
+            s.shares,
+            Err(DeviceError::Inconsistent(reason.clone())),
+        );
+        return;
+    }
     if s.epoch != failures.load(Ordering::SeqCst) {
         answer(
             node_id,
@@ -404,7 +463,28 @@ async fn insert_one(
         }
         Err(e) => {
             failures.fetch_add(1, Ordering::SeqCst);
-            answer(node_id, s.shares, Err(e.into()));
+            let e = match e {
+                crate::store::StoreError::Conflict(why) => {
+                    let (first, last) = (
+                        s.rows.first().map_or(0, |r| r.sequence_number),
+                        s.rows.last().map_or(0, |r| r.sequence_number),
+                    );
+                    refused(
+                        store,
+                        node_id,
+                        client_pks,
+                        format!(
+                            "node {node_id}: the database already holds rows or a batch \
+                             statement at the sequence numbers {first}..{last} this server was \
+                             writing ({why}): someone else writes as this node"
+                        ),
+                        inconsistent,
+                    )
+                    .await
+                }
+                e => e.into(),
+            };
+            answer(node_id, s.shares, Err(e));
         }
     }
 }
@@ -485,6 +565,10 @@ impl LogDevice for BatchedDevice {
         &self.node_id
     }
 
+    fn inconsistent(&self) -> Option<String> {
+        self.inconsistent.get().cloned()
+    }
+
     async fn append(&self, event: NewEvent) -> Result<Appended, DeviceError> {
         let mut done = self.append_all(vec![event]).await?;
         done.pop()
@@ -492,6 +576,9 @@ impl LogDevice for BatchedDevice {
     }
 
     async fn append_all(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, DeviceError> {
+        if let Some(reason) = self.inconsistent.get() {
+            return Err(DeviceError::Inconsistent(reason.clone()));
+        }
         let n = u32::try_from(events.len().min(self.capacity)).unwrap_or(u32::MAX);
         if events.len() > self.capacity {
             // Never fits, however long the client waits: not a "retry later".
@@ -606,6 +693,48 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(report.errors, 0, "{report}");
+    }
+
+    /// Issue 12.7: batches of 1025, 1151 and 1500 rows were seen with a batch size of 1000: a
+    /// request was added whole to a batch that had room for only part of it.
+    #[tokio::test]
+    async fn a_batch_holds_at_most_max_batch_events_unless_one_request_is_larger() {
+        let store = crate::store::open("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        let token: SharedToken = Arc::new(HmacToken::new(9, b"batch secret"));
+        let cfg = BatchedConfig {
+            max_batch: 10,
+            max_wait: Duration::from_millis(200),
+            queue: 1000,
+        };
+        let device = Arc::new(
+            BatchedDevice::start(store.clone(), "cap".into(), Some(token), cfg)
+                .await
+                .unwrap(),
+        );
+        // Requests of 6, 6, 6 and 25 events arrive within one wait.
+        let tasks: Vec<_> = [6, 6, 6, 25]
+            .into_iter()
+            .map(|n| {
+                let d = device.clone();
+                tokio::spawn(async move { d.append_all((0..n).map(event).collect()).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let sizes: Vec<i64> = store
+            .read_batches("cap", 0, None, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.size())
+            .collect();
+        assert_eq!(sizes.iter().sum::<i64>(), 43, "{sizes:?}");
+        assert!(
+            sizes.iter().all(|n| *n <= 10 || *n == 25),
+            "a batch over max_batch that is not one request: {sizes:?}"
+        );
     }
 
     #[tokio::test]

@@ -63,8 +63,10 @@ impl Checkpointer {
     }
 
     /// Folds in the rows committed since the last run and, if there were any, writes a
-    /// checkpoint. Stops at the first missing or repeated sequence number: a checkpoint never
-    /// vouches for a log with a hole.
+    /// checkpoint. Stops at the first missing or repeated sequence number among them, and writes
+    /// nothing when the rows from the node's start through the new checkpoint are not exactly
+    /// one per number (a row below the newest checkpoint was deleted or added): a checkpoint
+    /// never vouches for a log with a hole (docs/FORMAT.md section 7.2).
     pub async fn run_once(&mut self) -> Result<Option<Checkpoint>, CheckpointError> {
         let start = self.head.sequence_number;
         'read: loop {
@@ -106,6 +108,23 @@ impl Checkpointer {
         start: i64,
     ) -> Result<Option<Checkpoint>, CheckpointError> {
         if self.head.sequence_number == start {
+            return Ok(None);
+        }
+        // The rows read this time were consecutive; those before were read by earlier runs, or
+        // archived. One count over the index range shows whether they are all still there.
+        let last = self.head.sequence_number;
+        let (first, count) = self.store.count_from_start(&self.node, last).await?;
+        if count != last - first + 1 {
+            tracing::error!(
+                node = %self.node,
+                first,
+                last,
+                rows = count,
+                expected = last - first + 1,
+                "ALERT the node's log does not hold one row per sequence number from its start \
+                 through the next checkpoint (a row below the newest checkpoint was deleted or \
+                 added); no checkpoint is written"
+            );
             return Ok(None);
         }
         let (token, node, head) = (self.token.clone(), self.node.clone(), self.head);
@@ -213,6 +232,46 @@ mod tests {
     use crate::checkpoint::KIND_ARCHIVE;
     use crate::device::{LogDevice, SequentialDevice, test_event};
     use crate::token::HmacToken;
+
+    /// Issue 12.7: a row deleted below the newest checkpoint was never seen again (only the
+    /// rows after that checkpoint are read), and the next checkpoint vouched for the log.
+    #[tokio::test]
+    async fn no_checkpoint_after_a_row_below_the_newest_one_was_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
+        let device = SequentialDevice::start(store.clone(), "n".into(), Some(token.clone()))
+            .await
+            .unwrap();
+        for i in 0..5 {
+            device.append(test_event(i)).await.unwrap();
+        }
+        let mut cp =
+            Checkpointer::start(store.clone(), token.clone(), "n".into(), Sinks::default())
+                .await
+                .unwrap();
+        assert_eq!(cp.run_once().await.unwrap().unwrap().sequence_number, 4);
+        let side = crate::store::SqliteStore::connect(&url).await.unwrap();
+        sqlx::raw_sql("DELETE FROM auditrecorddata WHERE sequencenumber = 2")
+            .execute(side.pool())
+            .await
+            .unwrap();
+        for i in 5..8 {
+            device.append(test_event(i)).await.unwrap();
+        }
+        assert_eq!(cp.run_once().await.unwrap(), None);
+        assert_eq!(
+            store
+                .last_checkpoint("n")
+                .await
+                .unwrap()
+                .unwrap()
+                .sequence_number,
+            4
+        );
+    }
 
     #[tokio::test]
     async fn goes_on_after_an_archive_deleted_rows_it_had_not_folded_in() {

@@ -76,6 +76,11 @@ pub enum DeviceError {
         "this process lost the writer lock of node {0}; writes are refused until it is regained"
     )]
     LockLost(String),
+    /// The node's log is not what its writer read (rows named by a statement or checkpoint are
+    /// missing, or someone else took the numbers it was writing): nothing was written, and
+    /// nothing is until an operator has acted and the process is restarted.
+    #[error("{0}")]
+    Inconsistent(String),
 }
 
 impl From<StoreError> for DeviceError {
@@ -91,6 +96,10 @@ impl From<StoreError> for DeviceError {
 #[async_trait]
 pub trait LogDevice: Send + Sync {
     fn node_id(&self) -> &str;
+    /// Why the device refuses every event (`DeviceError::Inconsistent`), if it does.
+    fn inconsistent(&self) -> Option<String> {
+        None
+    }
     /// Returns only once the row is committed (durable and protected).
     async fn append(&self, event: NewEvent) -> Result<Appended, DeviceError>;
     /// All or nothing: every event is committed (consecutive numbers, one transaction) or none.
@@ -247,6 +256,71 @@ pub(crate) fn merge_replays(
         .collect()
 }
 
+/// Marks a node's log inconsistent (once; the first reason stays) and logs the ALERT; returns
+/// the error every request of the node gets from now on.
+pub(crate) fn mark_inconsistent(
+    node: &str,
+    flag: &std::sync::OnceLock<String>,
+    reason: String,
+) -> DeviceError {
+    if flag.set(reason).is_ok() {
+        tracing::error!(
+            node = %node,
+            reason = %flag.get().map_or("", String::as_str),
+            "ALERT the node's log is inconsistent; its events are refused until an operator has \
+             acted and the server is restarted (docs/OPERATIONS.md \"Log inconsistent\")"
+        );
+    }
+    DeviceError::Inconsistent(flag.get().cloned().unwrap_or_default())
+}
+
+/// The error for a node whose head shows missing rows (`NodeHead::missing`), if it does.
+pub(crate) fn check_head(
+    node: &str,
+    head: &crate::store::NodeHead,
+    flag: &std::sync::OnceLock<String>,
+) -> Result<(), DeviceError> {
+    match head.missing() {
+        None => Ok(()),
+        Some((first, last)) => Err(mark_inconsistent(
+            node,
+            flag,
+            format!(
+                "node {node}: sequence numbers {first}..{last} are named by a batch statement or \
+                 checkpoint, but no row has them (the node's newest rows were deleted, or the \
+                 statement or checkpoint was forged)"
+            ),
+        )),
+    }
+}
+
+/// What a unique-key refusal (`StoreError::Conflict`) of a node's write means. When one of the
+/// write's client pks is stored now, another request stored it meanwhile (two retries of one
+/// event that reached two nodes at once): the retry gets its row. Otherwise rows or a batch
+/// statement hold numbers this writer was about to use, which only someone writing behind its
+/// lock can have done: the log is not what the writer read, and the node stops taking events
+/// (retrying would collide again, or write after rows nobody accounts for).
+pub(crate) async fn refused(
+    store: &dyn crate::store::Store,
+    node: &str,
+    client_pks: &[String],
+    reason: String,
+    flag: &std::sync::OnceLock<String>,
+) -> DeviceError {
+    if !client_pks.is_empty() {
+        match store.get_many(client_pks).await {
+            Ok(found) => {
+                if let Some(r) = found.first() {
+                    return DeviceError::PkPending(r.pk.clone());
+                }
+            }
+            // Nothing is known: the database went away after the refusal.
+            Err(e) => return DeviceError::Store(e),
+        }
+    }
+    mark_inconsistent(node, flag, reason)
+}
+
 struct State {
     /// The next sequence number; None after a database failure, when it must be re-read
     /// (the failed commit may in fact have landed).
@@ -263,6 +337,8 @@ struct Inner {
     token: Option<SharedToken>,
     state: Mutex<State>,
     lock: NodeLock,
+    /// Set when the log is found inconsistent: every later request is refused.
+    inconsistent: std::sync::OnceLock<String>,
 }
 
 /// One row at a time, in strict order: take the next number, build and protect the row, insert,
@@ -283,6 +359,9 @@ impl SequentialDevice {
             .await
             .map_err(DeviceError::Start)?;
         let head = store.head(&node_id).await.map_err(DeviceError::Start)?;
+        // Started all the same: queries, exports and health answer, and say why (OPERATIONS.md).
+        let inconsistent = std::sync::OnceLock::new();
+        let _ = check_head(&node_id, &head, &inconsistent);
         tracing::info!(node = %node_id, next_sequence = head.next_sequence, "sequential log device ready");
         Ok(SequentialDevice {
             inner: Arc::new(Inner {
@@ -295,6 +374,7 @@ impl SequentialDevice {
                     lock_epoch: lock.epoch(),
                 }),
                 lock,
+                inconsistent,
             }),
         })
     }
@@ -304,6 +384,9 @@ impl Inner {
     /// Each row numbered, protected on its own (versions 1/2), all inserted in one transaction.
     async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, DeviceError> {
         let mut state = self.state.lock().await;
+        if let Some(reason) = self.inconsistent.get() {
+            return Err(DeviceError::Inconsistent(reason.clone()));
+        }
         if !self.lock.is_held() {
             return Err(DeviceError::LockLost(self.node_id.clone()));
         }
@@ -328,11 +411,13 @@ impl Inner {
             Some(n) => n,
             None => {
                 let head = self.store.head(&self.node_id).await?;
+                check_head(&self.node_id, &head, &self.inconsistent)?;
                 state.last_time = state.last_time.max(head.last_time_stamp);
                 head.next_sequence
             }
         };
         state.next = Some(seq);
+        let events_pks: Vec<Option<String>> = events.iter().map(|e| e.pk.clone()).collect();
         // Never decreasing within a node, even if the clock steps back.
         let time_stamp = crate::time::now_millis().max(state.last_time);
         let mut records: Vec<AuditRecord> = events
@@ -359,7 +444,26 @@ impl Inner {
         };
         if let Err(e) = stored {
             state.next = None;
-            return Err(e.into());
+            return Err(match e {
+                StoreError::Conflict(why) => {
+                    let client_pks: Vec<String> = events_pks.into_iter().flatten().collect();
+                    let (first, last) = (seq, seq + records.len() as i64 - 1);
+                    refused(
+                        self.store.as_ref(),
+                        &self.node_id,
+                        &client_pks,
+                        format!(
+                            "node {}: the database already holds a row at one of the sequence \
+                             numbers {first}..{last} this server was writing ({why}): someone \
+                             else writes as this node",
+                            self.node_id
+                        ),
+                        &self.inconsistent,
+                    )
+                    .await
+                }
+                e => e.into(),
+            });
         }
         state.next = Some(seq + records.len() as i64);
         state.last_time = time_stamp;
@@ -374,6 +478,10 @@ impl Inner {
 impl LogDevice for SequentialDevice {
     fn node_id(&self) -> &str {
         &self.inner.node_id
+    }
+
+    fn inconsistent(&self) -> Option<String> {
+        self.inner.inconsistent.get().cloned()
     }
 
     async fn append(&self, event: NewEvent) -> Result<Appended, DeviceError> {
@@ -585,6 +693,67 @@ mod tests {
             assert!(matches!(e, DeviceError::LockLost(_)), "{e}");
         }
         assert_eq!(store.read_node("n", 0, None, 100).await.unwrap().len(), 1);
+    }
+
+    /// A client pk that another node stores between this device's look-up and its insert (two
+    /// retries of one event reaching two nodes at once) is not the node's log gone wrong: the
+    /// retry gets the stored row. Numbers someone else took are: the node refuses events.
+    #[tokio::test]
+    async fn a_pk_race_is_pending_and_taken_numbers_are_inconsistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, store) = sqlite_store(&dir).await;
+        let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
+        let device = SequentialDevice::start(store.clone(), "n".into(), Some(token))
+            .await
+            .unwrap();
+        device.append(event(0)).await.unwrap();
+        let pk = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".to_string();
+        let other = NewEvent {
+            pk: Some(pk.clone()),
+            ..event(1)
+        }
+        .into_record("other", 0, 0);
+        store
+            .insert_batch(
+                &[other],
+                None,
+                &store.lock_node("other").await.unwrap().fence(),
+            )
+            .await
+            .unwrap();
+        let flag = std::sync::OnceLock::new();
+        let e = refused(
+            store.as_ref(),
+            "n",
+            std::slice::from_ref(&pk),
+            "x".into(),
+            &flag,
+        )
+        .await;
+        assert!(matches!(&e, DeviceError::PkPending(p) if *p == pk), "{e}");
+        assert!(flag.get().is_none());
+        let e = refused(store.as_ref(), "n", &[], "x".into(), &flag).await;
+        assert!(matches!(&e, DeviceError::Inconsistent(_)), "{e}");
+        assert!(flag.get().is_some());
+
+        // Through the device: someone writes row 1 of this node behind its back.
+        crate::store::SqliteStore::connect(&url)
+            .await
+            .unwrap()
+            .pool()
+            .execute_raw(
+                "INSERT INTO auditrecorddata (pk, nodeid, sequencenumber, \"timestamp\", \
+                 eventtype, eventstatus, authtoken, service, module, rowversion) \
+                 VALUES ('bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb', 'n', 1, 0, 'FORGED', 'SUCCESS', \
+                 'x', 'x', 'x', 0)",
+            )
+            .await;
+        for n in 2..4 {
+            let e = device.append(event(n)).await.unwrap_err();
+            assert!(matches!(e, DeviceError::Inconsistent(_)), "{e}");
+        }
+        assert!(device.inconsistent().is_some());
+        assert_eq!(store.read_node("n", 0, None, 100).await.unwrap().len(), 2);
     }
 
     /// Test-only shorthand for running DDL on a pool.

@@ -1,5 +1,7 @@
 //! Verification: of one row (verify-on-read) and of whole node logs (`verifylog`, spec
-//! section 7): every row's protection, every hole, every duplicate sequence number.
+//! section 7): every row's protection, every hole, every duplicate sequence number, and every
+//! row, batch statement and checkpoint stored where no node's log is (docs/FORMAT.md section 5,
+//! "Where a node's log starts").
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,12 +13,12 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::batch::{BatchRecord, GENESIS_HASH, InclusionPayload};
-use crate::checkpoint::{Checkpoint, Head};
+use crate::checkpoint::{Checkpoint, Head, KIND_ARCHIVE};
 use crate::keys::{KeyRing, VerifyError};
 use crate::merkle::{self, Hash};
 use crate::protection::{ProtectionParseError, ProtectionVersion, RowProtection};
 use crate::record::AuditRecord;
-use crate::store::{SharedStore, Store, StoreError};
+use crate::store::{SharedStore, Span, Store, StoreError};
 
 /// Why a row does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -285,9 +287,50 @@ pub struct NodeReport {
     /// Checkpoints (stored and from a file) that verified and matched.
     pub checkpoints: u64,
     pub failed_checkpoints: Vec<FailedCheckpoint>,
+    /// Rows, batch statements and checkpoints stored below where the node's log starts: each
+    /// one is an error.
+    pub outside: Vec<Outside>,
     pub warnings: Vec<String>,
     /// Facts that are not findings (what could not be checked, and why).
     pub notes: Vec<String>,
+}
+
+/// Entries of one table stored below where their node's log starts (below sequence 0, or at or
+/// below its archive marker), counted, not listed: an attacker may have written millions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outside {
+    /// `AuditRecordData`, `AuditBatchData` or `AuditCheckpointData`.
+    pub table: &'static str,
+    pub count: u64,
+    /// The lowest and highest sequence number among them (statements: the lowest first and the
+    /// highest last).
+    pub first_sequence_number: i64,
+    pub last_sequence_number: i64,
+    pub reason: String,
+}
+
+impl Outside {
+    fn of(table: &'static str, span: Span, reason: String) -> Option<Self> {
+        (span.count > 0).then(|| Outside {
+            table,
+            count: span.count as u64,
+            first_sequence_number: span.first.unwrap_or_default(),
+            last_sequence_number: span.last.unwrap_or_default(),
+            reason,
+        })
+    }
+
+    fn noun(&self) -> &'static str {
+        match (self.table, self.count) {
+            ("AuditRecordData", 1) => "row",
+            ("AuditRecordData", _) => "rows",
+            ("AuditBatchData", 1) => "batch statement",
+            ("AuditBatchData", _) => "batch statements",
+            (_, 1) => "checkpoint",
+            _ => "checkpoints",
+        }
+    }
 }
 
 /// A batch statement that is wrong in itself or in the chain.
@@ -316,6 +359,7 @@ impl NodeReport {
             + self.failed.len()
             + self.failed_batches.len()
             + self.failed_checkpoints.len()
+            + self.outside.iter().map(|o| o.count as usize).sum::<usize>()
     }
 }
 
@@ -417,6 +461,23 @@ impl fmt::Display for LogReport {
                     f,
                     "  ERROR checkpoint: node={} sequenceNumber={} ({}): {}",
                     n.node_id, c.sequence_number, c.source, c.reason
+                )?;
+            }
+            for o in &n.outside {
+                let range = if o.first_sequence_number == o.last_sequence_number {
+                    o.first_sequence_number.to_string()
+                } else {
+                    format!("{}..{}", o.first_sequence_number, o.last_sequence_number)
+                };
+                writeln!(
+                    f,
+                    "  ERROR outside the log: node={} {} {} in {} at sequenceNumber {}: {}",
+                    n.node_id,
+                    o.count,
+                    o.noun(),
+                    o.table,
+                    range,
+                    o.reason
                 )?;
             }
             for w in &n.warnings {
@@ -553,6 +614,8 @@ impl Source {
 struct Pending {
     node: String,
     from: i64,
+    /// The archive marker the check starts from: it is the base, not a checkpoint to compare.
+    base: Option<i64>,
     after: Option<(i64, String)>,
     stored_done: bool,
     queue: Vec<(Source, Checkpoint)>,
@@ -574,8 +637,12 @@ impl Pending {
             if let Some(last) = list.last() {
                 self.after = Some((last.sequence_number, last.kind.clone()));
             }
-            self.queue
-                .extend(list.into_iter().map(|c| (Source::Database, c)));
+            let base = self.base;
+            self.queue.extend(
+                list.into_iter()
+                    .filter(|c| !(Some(c.sequence_number) == base && c.kind == KIND_ARCHIVE))
+                    .map(|c| (Source::Database, c)),
+            );
             self.queue
                 .sort_by_key(|(_, c)| std::cmp::Reverse(c.sequence_number));
         }
@@ -741,9 +808,55 @@ pub async fn verify_node(
         nc.head = None;
     }
     nc.rep.chain_checked = nc.head.is_some();
+    // Nothing belongs below the start: archiving deletes the rows up to its marker, the
+    // statements that end there and the checkpoints below it (a checkpoint at the marker's
+    // sequence number stays, and is compared with the marker below).
+    let below = store
+        .below_start(node, start, base.as_ref().map_or(0, |b| b.sequence_number))
+        .await?;
+    let (rows_why, batches_why, checkpoints_why) = match &base {
+        None => {
+            let why = "below 0, where every node's log starts: no row, statement or checkpoint \
+                       belongs there";
+            (why.to_string(), why.to_string(), why.to_string())
+        }
+        Some(b) => {
+            let l = b.sequence_number;
+            (
+                format!(
+                    "at or below the archive marker at {l}; the node's log starts at {} \
+                     (archiving deleted the rows up to the marker)",
+                    l.saturating_add(1)
+                ),
+                format!(
+                    "ending at or below the archive marker at {l} (archiving deleted the \
+                     statements that end there)"
+                ),
+                format!(
+                    "below the archive marker at {l} (archiving deleted the checkpoints below \
+                     it)"
+                ),
+            )
+        }
+    };
+    nc.rep.outside.extend(
+        [
+            Outside::of("AuditRecordData", below.rows, rows_why),
+            Outside::of("AuditBatchData", below.batches, batches_why),
+            Outside::of("AuditCheckpointData", below.checkpoints, checkpoints_why),
+        ]
+        .into_iter()
+        .flatten(),
+    );
     let mut pending = Pending {
         node: node.to_string(),
-        from,
+        // From the marker's sequence number when the check starts at the marker: a checkpoint
+        // there is compared with the marker's head hash.
+        from: match &base {
+            Some(b) if from == start => b.sequence_number,
+            _ => from,
+        },
+        base: base.as_ref().map(|b| b.sequence_number),
         after: None,
         stored_done: false,
         queue: Vec::new(),
@@ -811,7 +924,11 @@ pub async fn verify_node(
         rows = next?;
     }
     pending.load_upto(store.as_ref(), i64::MAX, chunk).await?;
-    let end = nc.rep.last_sequence;
+    // Without rows after it, the log ends at the archive marker.
+    let end = nc
+        .rep
+        .last_sequence
+        .or(base.as_ref().map(|b| b.sequence_number));
     while let Some((src, c)) = pending.pop_below(end.map_or(i64::MIN, |l| l + 1)) {
         nc.settle(src, &c);
     }
@@ -848,9 +965,12 @@ pub async fn verify_node(
     Ok(rep)
 }
 
-/// The batch statements of a node from the offset on: each verifies, each names the hash of the
-/// one before (the first from sequence 0 names none), none overlaps the next, and none claims
-/// rows after the node's last row (the rows themselves were checked in `verify_node`).
+/// The batch statements of a node that end at or after the offset: each verifies, each names the
+/// hash of the one before (the first names 64 zeros when the check starts at sequence 0; after
+/// an archive marker or from an offset, the one it names is not read), none overlaps the next,
+/// none starts below 0 or ends before it starts, none claims rows after the node's last row, and
+/// each covers at least one of the node's rows (the rows themselves were checked in
+/// `verify_node`; statements that end below the start were counted there).
 async fn verify_chain(
     store: &dyn Store,
     keys: &KeyRing,
@@ -868,6 +988,7 @@ async fn verify_chain(
         let full = list.len() as i64 == chunk;
         for b in list {
             rep.batches += 1;
+            let covered = covers_a_row(rep, b.first_sequence_number, b.last_sequence_number);
             let mut fail = |reason: String| {
                 rep.failed_batches.push(FailedBatch {
                     first_sequence_number: b.first_sequence_number,
@@ -875,6 +996,11 @@ async fn verify_chain(
                     reason,
                 })
             };
+            if b.last_sequence_number < b.first_sequence_number {
+                fail("lastSequenceNumber is below firstSequenceNumber: it covers no row".into());
+            } else if b.first_sequence_number < 0 {
+                fail("starts below 0, where every node's log starts".into());
+            }
             if let Err(reason) = check_statement(keys, &b) {
                 fail(format!("statement does not verify: {reason}"));
             }
@@ -892,12 +1018,20 @@ async fn verify_chain(
                 ),
                 _ => {}
             }
-            if rep.last_sequence.is_none_or(|l| b.last_sequence_number > l) {
+            if b.last_sequence_number < b.first_sequence_number {
+                // Reported above.
+            } else if rep.last_sequence.is_none_or(|l| b.last_sequence_number > l) {
                 fail(format!(
                     "claims rows up to {} but the node's log ends at {}: rows were deleted",
                     b.last_sequence_number,
                     rep.last_sequence
                         .map_or("nothing".to_string(), |l| l.to_string())
+                ));
+            } else if !covered {
+                fail(format!(
+                    "covers no row of the node's log: sequence {}..{} are all missing",
+                    b.first_sequence_number.max(rep.offset),
+                    b.last_sequence_number
                 ));
             }
             previous = Some(b);
@@ -907,6 +1041,25 @@ async fn verify_chain(
         }
     }
     Ok(())
+}
+
+/// Whether the rows the node check read (from its offset on) hold any sequence number in
+/// `first..=last`, from the first and last row and the holes between them.
+fn covers_a_row(rep: &NodeReport, first: i64, last: i64) -> bool {
+    let (Some(lowest), Some(highest)) = (rep.first_sequence, rep.last_sequence) else {
+        return false;
+    };
+    let (lo, hi) = (first.max(lowest).max(rep.offset), last.min(highest));
+    if lo > hi {
+        return false;
+    }
+    // Within the rows' span, lo..=hi holds no row only if one hole spans all of it: the first
+    // hole that ends after hi, when the row before it is below lo.
+    let i = rep.holes.partition_point(|h| h.this_sequence_number <= hi);
+    match rep.holes.get(i) {
+        Some(h) => h.last_verified_sequence_number.is_some_and(|l| l >= lo),
+        None => true,
+    }
 }
 
 /// A spawned task that is aborted when its handle is dropped: when the caller of `verify_log`
@@ -930,8 +1083,9 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 /// Verifies the selected nodes, several at a time, and sums the findings (nodes in name order).
-/// With `Selection::All`, nodes that only an external checkpoint names are checked too: their
-/// rows are all gone.
+/// With `Selection::All`, every node id found in any of the log's tables (rows, batch statements,
+/// checkpoints, archive markers) is checked, and so are nodes that only an external checkpoint
+/// names: their rows are all gone.
 pub async fn verify_log(
     store: &SharedStore,
     keys: &Arc<KeyRing>,
@@ -941,7 +1095,7 @@ pub async fn verify_log(
     let started = Instant::now();
     let targets: Vec<(String, Option<i64>)> = match selection {
         Selection::All => {
-            let mut nodes = store.nodes().await?;
+            let mut nodes = store.all_nodes().await?;
             for n in opts.external.keys() {
                 if !nodes.contains(n) {
                     nodes.push(n.clone());
@@ -999,6 +1153,58 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_statement_covers_a_row_unless_a_hole_or_the_ends_hold_all_of_it() {
+        // Rows 10..=12, 15, 20..=21 of a check from 10: holes 13..=14 and 16..=19.
+        let rep = NodeReport {
+            offset: 10,
+            first_sequence: Some(10),
+            last_sequence: Some(21),
+            holes: vec![
+                Hole {
+                    last_verified_sequence_number: Some(12),
+                    this_sequence_number: 15,
+                    missing: 2,
+                },
+                Hole {
+                    last_verified_sequence_number: Some(15),
+                    this_sequence_number: 20,
+                    missing: 4,
+                },
+            ],
+            ..Default::default()
+        };
+        for (first, last, covers) in [
+            (10, 10, true),
+            (12, 13, true),
+            (13, 14, false),
+            (13, 15, true),
+            (16, 19, false),
+            (14, 17, true),
+            (19, 25, true),
+            (0, 9, false),
+            (22, 30, false),
+            (5, 10, true),
+        ] {
+            assert_eq!(covers_a_row(&rep, first, last), covers, "{first}..{last}");
+        }
+        // A hole right at the offset: rows start at 13.
+        let rep = NodeReport {
+            offset: 10,
+            first_sequence: Some(13),
+            last_sequence: Some(13),
+            holes: vec![Hole {
+                last_verified_sequence_number: None,
+                this_sequence_number: 13,
+                missing: 3,
+            }],
+            ..Default::default()
+        };
+        assert!(!covers_a_row(&rep, 10, 12));
+        assert!(covers_a_row(&rep, 10, 13));
+        assert!(!covers_a_row(&NodeReport::default(), 0, 5));
+    }
 
     #[test]
     fn node_args() {

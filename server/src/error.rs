@@ -59,19 +59,26 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(_) | StoreError::Conflict(_) => {
-                if let StoreError::Unavailable(_) = e {
-                    // Once per outage, not once per request.
-                    crate::outage::DATABASE.refused(&e);
-                } else {
-                    tracing::warn!(error = %e, "database unavailable");
-                }
+            StoreError::Unavailable(_) => {
+                // Once per outage, not once per request.
+                crate::outage::DATABASE.refused(&e);
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "database_unavailable",
                     "the database is unavailable; retry later with the same pk or \
                      Idempotency-Key (if the failure came during the commit, the event may be \
                      stored: see docs/API.md \"Retries\")",
+                )
+            }
+            // The log devices tell their own unique-key refusals apart (`pk_pending`,
+            // `log_inconsistent`); one that reaches here is a key that exists already, which
+            // retrying cannot change.
+            StoreError::Conflict(_) => {
+                tracing::warn!(error = %e, "database refused a duplicate key");
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    "the database holds an entry with this key already; nothing was written",
                 )
             }
             StoreError::Full(_) => {
@@ -124,6 +131,15 @@ impl From<DeviceError> for ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 e.to_string(),
+            ),
+            DeviceError::Inconsistent(reason) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "log_inconsistent",
+                format!(
+                    "{reason}. This node takes no events until an operator has acted and \
+                     restarted it (docs/OPERATIONS.md \"Log inconsistent\"); nothing was \
+                     written, and retrying does not help until then"
+                ),
             ),
             DeviceError::LockLost(node) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

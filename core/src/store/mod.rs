@@ -30,6 +30,19 @@ pub(crate) const ROW_BYTES: &str = "(octet_length(pk) + octet_length(nodeid) \
      + COALESCE(octet_length(searchdetail1), 0) + COALESCE(octet_length(searchdetail2), 0) \
      + COALESCE(octet_length(additionaldetails), 0) + COALESCE(octet_length(rowprotection), 0))";
 
+/// The distinct node ids of a table whose index starts with nodeid, by a loose index scan: one
+/// lookup per node where DISTINCT reads every row.
+pub(crate) fn distinct_nodes(table: &str) -> String {
+    format!(
+        "WITH RECURSIVE n(nodeid) AS ( \
+           SELECT MIN(nodeid) FROM {table} \
+           UNION ALL \
+           SELECT (SELECT MIN(nodeid) FROM {table} WHERE nodeid > n.nodeid) \
+           FROM n WHERE n.nodeid IS NOT NULL) \
+         SELECT nodeid FROM n WHERE nodeid IS NOT NULL ORDER BY nodeid"
+    )
+}
+
 /// Binds a `Select`'s parameters in order.
 macro_rules! bind_all {
     ($query:expr, $params:expr) => {{
@@ -176,28 +189,65 @@ impl From<sqlx::Error> for StoreError {
 /// Where a node's log stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeHead {
+    /// One past the highest sequence number recorded for the node anywhere (docs/FORMAT.md
+    /// section 5, "The head never goes back"); 0 for a new node.
     pub next_sequence: i64,
     pub last_time_stamp: i64,
+    /// One past the highest sequence number that has a row or was archived (its archive
+    /// marker); 0 for none. Below `next_sequence` when a batch statement or checkpoint names
+    /// rows that are not there: the node's newest rows were deleted (see `missing`).
+    pub stored_next: i64,
 }
 
 impl NodeHead {
-    /// The head after the highest (sequence number, time stamp) pairs found in each table.
-    /// Never below 0: numbering starts at 0 even when a table holds negative numbers.
-    fn from_highest(found: impl Iterator<Item = (Option<i64>, Option<i64>)>) -> Self {
-        let mut head = NodeHead {
-            next_sequence: 0,
-            last_time_stamp: 0,
+    /// From the highest numbers found: `stored` where rows are or were (rows, the archive
+    /// marker), `claimed` where only a statement or checkpoint says rows were, and the newest
+    /// time stamp of each. Never below 0: numbering starts at 0 even when a table holds negative
+    /// numbers.
+    fn from_highest(
+        stored: impl IntoIterator<Item = Option<i64>>,
+        claimed: impl IntoIterator<Item = Option<i64>>,
+        times: impl IntoIterator<Item = Option<i64>>,
+    ) -> Self {
+        let next = |found: &mut dyn Iterator<Item = Option<i64>>| {
+            found
+                .flatten()
+                .fold(0, |n: i64, s| n.max(s.saturating_add(1)))
         };
-        for (seq, time) in found {
-            if let Some(s) = seq {
-                head.next_sequence = head.next_sequence.max(s.saturating_add(1));
-            }
-            if let Some(t) = time {
-                head.last_time_stamp = head.last_time_stamp.max(t);
-            }
+        let stored_next = next(&mut stored.into_iter());
+        NodeHead {
+            next_sequence: stored_next.max(next(&mut claimed.into_iter())),
+            last_time_stamp: times.into_iter().flatten().fold(0, i64::max),
+            stored_next,
         }
-        head
     }
+
+    /// The sequence numbers a batch statement or checkpoint names but no row has (and no archive
+    /// covers): the node's newest rows were deleted, or the claim was forged.
+    pub fn missing(&self) -> Option<(i64, i64)> {
+        (self.next_sequence > self.stored_next).then(|| (self.stored_next, self.next_sequence - 1))
+    }
+}
+
+/// How many of a node's entries of one table lie below where its log starts, and the lowest and
+/// highest sequence number among them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct Span {
+    pub count: i64,
+    pub first: Option<i64>,
+    pub last: Option<i64>,
+}
+
+/// What a node's tables hold below where its log starts (docs/FORMAT.md section 5, "Where a
+/// node's log starts"): nothing belongs there, so every entry is an error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BelowStart {
+    /// Rows with sequenceNumber < start.
+    pub rows: Span,
+    /// Batch statements with lastSequenceNumber < start (`first` is the lowest first number).
+    pub batches: Span,
+    /// Checkpoints and archive markers with sequenceNumber < the given bound.
+    pub checkpoints: Span,
 }
 
 /// Held for as long as this process is the one writer of a node id; dropping it releases it.
@@ -298,14 +348,31 @@ pub trait Store: Send + Sync {
     /// Makes this process the only writer of `node` until the lock is dropped, or says who has it.
     async fn lock_node(&self, node: &str) -> Result<NodeLock, StoreError>;
     /// Where the node's log stands: one past the highest sequence number among its rows, its
-    /// batch statements, its checkpoints and its archive markers (0 for a new node), so a head
-    /// never goes back, even when an archive removed every row; and the newest timeStamp among
-    /// them (new rows never get an older one).
+    /// batch statements (first and last), its checkpoints and its archive markers (0 for a new
+    /// node), so a head never goes back, even when an archive removed every row; one past the
+    /// highest that has a row or was archived (`NodeHead::missing` tells the difference); and
+    /// the newest timeStamp among them (new rows never get an older one).
     async fn head(&self, node: &str) -> Result<NodeHead, StoreError>;
     /// Inserts and commits one row, if `fence` still holds (else `Fenced`, nothing written).
     async fn insert(&self, record: &AuditRecord, fence: &Fence) -> Result<(), StoreError>;
     /// Every node id that has rows.
     async fn nodes(&self) -> Result<Vec<String>, StoreError>;
+    /// Every node id that occurs in any of the log's tables: rows, batch statements, checkpoints
+    /// and archive markers (a verifier must read them all, whatever has rows).
+    async fn all_nodes(&self) -> Result<Vec<String>, StoreError>;
+    /// Counts what the node's tables hold below where its log starts: rows with a sequence
+    /// number below `start`, batch statements that end below `start`, checkpoints below
+    /// `checkpoints_below`. Three index range scans; nothing is read into memory.
+    async fn below_start(
+        &self,
+        node: &str,
+        start: i64,
+        checkpoints_below: i64,
+    ) -> Result<BelowStart, StoreError>;
+    /// Where the node's log starts (0, or one past its newest archive marker) and how many rows
+    /// it holds from there through `last`, in one statement: an archive that runs meanwhile is
+    /// seen whole or not at all. A count over an index range.
+    async fn count_from_start(&self, node: &str, last: i64) -> Result<(i64, i64), StoreError>;
     /// Up to `limit` rows of `node` with sequenceNumber >= `from_seq`, ordered by
     /// (sequenceNumber, pk), starting after `after` (the last (seq, pk) of the previous chunk),
     /// and no more of them than fit in `READ_BUDGET_BYTES` (but always the first): a short
@@ -535,45 +602,122 @@ macro_rules! impl_store {
         $($own)*
         async fn head(&self, node: &str) -> Result<crate::store::NodeHead, StoreError> {
             // One past the highest number the node ever used, wherever it is still recorded:
-            // its rows, its newest batch statement, its newest checkpoint or archive marker.
-            // Rows alone are not enough: an archive may have removed all of them.
+            // its rows, its batch statements (first and last: a statement whose last is below
+            // its first must not stall the node), its checkpoints and archive markers. Rows
+            // alone are not enough: an archive may have removed all of them. Rows are read
+            // first: an archive that runs meanwhile deletes rows and stores its marker in one
+            // transaction, so the later queries see its marker if the rows were gone.
             let rows: (Option<i64>, Option<i64>) = sqlx::query_as(
                 "SELECT MAX(sequencenumber), MAX(\"timestamp\") FROM auditrecorddata WHERE nodeid = $1",
             )
             .bind(node)
             .fetch_one(&self.pool)
             .await?;
-            let batches: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
-                "SELECT MAX(lastsequencenumber), MAX(\"timestamp\") FROM auditbatchdata WHERE nodeid = $1",
+            let batches: Option<(Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+                "SELECT MAX(lastsequencenumber), MAX(firstsequencenumber), MAX(\"timestamp\") \
+                 FROM auditbatchdata WHERE nodeid = $1",
             )
             .bind(node)
             .fetch_optional(&self.pool)
             .await
             .or_else(crate::store::absent)?;
-            let checkpoints: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
-                "SELECT MAX(sequencenumber), MAX(\"timestamp\") FROM auditcheckpointdata WHERE nodeid = $1",
+            let checkpoints: Option<(Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+                "SELECT MAX(CASE WHEN kind = $2 THEN NULL ELSE sequencenumber END), \
+                 MAX(CASE WHEN kind = $2 THEN sequencenumber ELSE NULL END), \
+                 MAX(\"timestamp\") FROM auditcheckpointdata WHERE nodeid = $1",
             )
             .bind(node)
+            .bind(crate::checkpoint::KIND_ARCHIVE)
             .fetch_optional(&self.pool)
             .await
             .or_else(crate::store::absent)?;
+            let (b_last, b_first, b_time) = batches.unwrap_or_default();
+            let (c_seq, marker, c_time) = checkpoints.unwrap_or_default();
             Ok(crate::store::NodeHead::from_highest(
-                [Some(rows), batches, checkpoints].into_iter().flatten(),
+                [rows.0, marker],
+                [b_last, b_first, c_seq],
+                [rows.1, b_time, c_time],
             ))
         }
 
         async fn nodes(&self) -> Result<Vec<String>, StoreError> {
             // A loose index scan: one lookup in (nodeid, sequencenumber) per node, where
             // DISTINCT reads every row; live followers ask for the nodes several times a second.
-            Ok(sqlx::query_scalar(
-                "WITH RECURSIVE n(nodeid) AS ( \
-                   SELECT MIN(nodeid) FROM auditrecorddata \
-                   UNION ALL \
-                   SELECT (SELECT MIN(nodeid) FROM auditrecorddata WHERE nodeid > n.nodeid) \
-                   FROM n WHERE n.nodeid IS NOT NULL) \
-                 SELECT nodeid FROM n WHERE nodeid IS NOT NULL ORDER BY nodeid",
-            )
+            Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(crate::store::distinct_nodes(
+                "auditrecorddata",
+            )))
             .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn all_nodes(&self) -> Result<Vec<String>, StoreError> {
+            let mut all: std::collections::BTreeSet<String> =
+                self.nodes().await?.into_iter().collect();
+            // Both tables' primary keys start with nodeid: the same loose scan.
+            for table in ["auditbatchdata", "auditcheckpointdata"] {
+                let found: Vec<String> =
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(crate::store::distinct_nodes(table)))
+                        .fetch_all(&self.pool)
+                        .await
+                        .or_else(crate::store::absent)?;
+                all.extend(found);
+            }
+            Ok(all.into_iter().collect())
+        }
+
+        async fn below_start(
+            &self,
+            node: &str,
+            start: i64,
+            checkpoints_below: i64,
+        ) -> Result<crate::store::BelowStart, StoreError> {
+            let rows: crate::store::Span = sqlx::query_as(
+                "SELECT COUNT(*) AS count, MIN(sequencenumber) AS first, \
+                 MAX(sequencenumber) AS last FROM auditrecorddata \
+                 WHERE nodeid = $1 AND sequencenumber < $2",
+            )
+            .bind(node)
+            .bind(start)
+            .fetch_one(&self.pool)
+            .await?;
+            let batches: Option<crate::store::Span> = sqlx::query_as(
+                "SELECT COUNT(*) AS count, MIN(firstsequencenumber) AS first, \
+                 MAX(lastsequencenumber) AS last FROM auditbatchdata \
+                 WHERE nodeid = $1 AND lastsequencenumber < $2",
+            )
+            .bind(node)
+            .bind(start)
+            .fetch_optional(&self.pool)
+            .await
+            .or_else(crate::store::absent)?;
+            let checkpoints: Option<crate::store::Span> = sqlx::query_as(
+                "SELECT COUNT(*) AS count, MIN(sequencenumber) AS first, \
+                 MAX(sequencenumber) AS last FROM auditcheckpointdata \
+                 WHERE nodeid = $1 AND sequencenumber < $2",
+            )
+            .bind(node)
+            .bind(checkpoints_below)
+            .fetch_optional(&self.pool)
+            .await
+            .or_else(crate::store::absent)?;
+            Ok(crate::store::BelowStart {
+                rows,
+                batches: batches.unwrap_or_default(),
+                checkpoints: checkpoints.unwrap_or_default(),
+            })
+        }
+
+        async fn count_from_start(&self, node: &str, last: i64) -> Result<(i64, i64), StoreError> {
+            Ok(sqlx::query_as(
+                "SELECT s.start, (SELECT COUNT(*) FROM auditrecorddata \
+                 WHERE nodeid = $1 AND sequencenumber >= s.start AND sequencenumber <= $2) \
+                 FROM (SELECT COALESCE((SELECT MAX(sequencenumber) FROM auditcheckpointdata \
+                 WHERE nodeid = $1 AND kind = $3) + 1, 0) AS start) s",
+            )
+            .bind(node)
+            .bind(last)
+            .bind(crate::checkpoint::KIND_ARCHIVE)
+            .fetch_one(&self.pool)
             .await?)
         }
 
@@ -864,6 +1008,24 @@ pub(crate) use impl_store;
 
 #[cfg(test)]
 mod tests {
+    use super::NodeHead;
+
+    #[test]
+    fn a_head_tells_claimed_numbers_from_stored_ones() {
+        let h = NodeHead::from_highest([Some(5), None], [Some(8), Some(6), None], [Some(1)]);
+        assert_eq!((h.next_sequence, h.stored_next), (9, 6));
+        assert_eq!(h.missing(), Some((6, 8)));
+        // An archive marker above the last row stores the numbers up to it.
+        let h = NodeHead::from_highest([Some(5), Some(8)], [Some(8)], [None]);
+        assert_eq!(h.missing(), None);
+        // A statement whose last is below its first still moves the head past its first.
+        let h = NodeHead::from_highest([Some(5)], [Some(4), Some(6)], [None]);
+        assert_eq!((h.next_sequence, h.missing()), (7, Some((6, 6))));
+        // Only negative numbers: the log starts at 0.
+        let h = NodeHead::from_highest([Some(-3)], [Some(-1)], [None]);
+        assert_eq!((h.next_sequence, h.stored_next, h.missing()), (0, 0, None));
+    }
+
     #[test]
     fn redacts_passwords() {
         assert_eq!(

@@ -1,5 +1,5 @@
-//! `GET /healthz`: the process is up and its database answers (no credentials needed). It also
-//! counts refused requests since start, for alerting.
+//! `GET /healthz`: the process is up, its database answers and its node takes events (no
+//! credentials needed). It also counts refused requests since start, for alerting.
 
 use axum::Json;
 use axum::extract::State;
@@ -22,6 +22,19 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
         )
     })?;
     crate::outage::DATABASE.answered();
+    // The node refuses every event: a load balancer should send them to another node. The why
+    // (sequence numbers) is in the server log's ALERT line, not on this open route.
+    if state.device.inconsistent().is_some() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "log_inconsistent",
+            format!(
+                "node {} refuses events: its log is inconsistent (see the ALERT in the server log \
+                 and docs/OPERATIONS.md \"Log inconsistent\")",
+                state.device.node_id()
+            ),
+        ));
+    }
     Ok(Json(json!({
         "status": "ok",
         "nodeId": state.device.node_id(),
