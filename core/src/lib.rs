@@ -23,6 +23,7 @@ pub mod protection;
 pub mod protector;
 pub mod record;
 pub mod signserver;
+pub mod sink;
 pub mod store;
 pub mod time;
 pub mod token;
