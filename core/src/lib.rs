@@ -6,6 +6,7 @@ pub mod archive;
 pub mod batch;
 pub mod batched;
 pub mod checkpoint;
+pub mod checkpoint_out;
 pub mod checkpointer;
 pub mod config;
 pub mod der;
