@@ -196,33 +196,35 @@ pub async fn run(mut cp: Checkpointer, interval: Duration, stop: impl Future<Out
 }
 
 /// The checkpoint at a stop: folds whatever is left while the database keeps answering, then
-/// signs and stores it, each step capped by `FINAL_NO_ANSWER`.
+/// signs, queues and stores it, each step capped by `FINAL_NO_ANSWER`. When the database fails,
+/// what was folded before is still signed and queued for the receivers.
 async fn final_checkpoint(cp: &mut Checkpointer) -> Result<Option<Checkpoint>, CheckpointError> {
-    let silent = || {
-        CheckpointError::Store(StoreError::Unavailable(format!(
-            "no answer in {}s for the last checkpoint",
-            FINAL_NO_ANSWER.as_secs()
-        )))
-    };
     loop {
         let before = cp.head.sequence_number;
-        match tokio::time::timeout(FINAL_NO_ANSWER, cp.fold()).await {
-            Ok(r) => {
-                r?;
-                break;
-            }
+        let cut_short = match tokio::time::timeout(FINAL_NO_ANSWER, cp.fold()).await {
+            Ok(Ok(_)) => break,
+            Ok(Err(e)) => e.to_string(),
             // Rows are still coming: go on from where the fold got to.
             Err(_) if cp.head.sequence_number > before => continue,
-            Err(_) => {
-                // Sign what was folded: it is all true, only not to the end.
-                tracing::error!(node = %cp.node, "ALERT the database stopped answering during the last checkpoint; it covers what was read so far");
-                break;
-            }
-        }
+            Err(_) => format!("no answer in {}s", FINAL_NO_ANSWER.as_secs()),
+        };
+        tracing::error!(
+            node = %cp.node,
+            error = %cut_short,
+            covers = cp.head.sequence_number,
+            "ALERT cannot read the newest rows for the checkpoint of the stop; it covers the rows \
+             read before"
+        );
+        break;
     }
     tokio::time::timeout(FINAL_NO_ANSWER, cp.write_if_advanced())
         .await
-        .unwrap_or_else(|_| Err(silent()))
+        .unwrap_or_else(|_| {
+            Err(CheckpointError::Store(StoreError::Unavailable(format!(
+                "no answer in {}s for the checkpoint of the stop",
+                FINAL_NO_ANSWER.as_secs()
+            ))))
+        })
 }
 
 fn report(
