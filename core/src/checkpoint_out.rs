@@ -215,3 +215,65 @@ fn send_local_syslog(path: &PathBuf, line: &str) -> std::io::Result<()> {
     sock.send_to(msg.as_bytes(), path)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn open(toml_text: &str) -> Result<Sinks, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg: crate::config::FileConfig = toml::from_str(toml_text).unwrap();
+        Sinks::open(&cfg.checkpoint, dir.path())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_receiver_setting_that_cannot_work_stops_the_start_with_a_clear_reason() {
+        for (conf, want) in [
+            (
+                "[checkpoint.syslog]\naddress = 'logs:6514'\ntransport = 'tls'\n",
+                "needs ca_file",
+            ),
+            (
+                "[checkpoint.syslog]\naddress = 'logs'\n",
+                "is not host:port",
+            ),
+            (
+                "[checkpoint.syslog]\naddress = 'logs:514'\nca_file = 'ca.pem'\n",
+                "need transport = \"tls\"",
+            ),
+            (
+                "[checkpoint.syslog]\naddress = 'logs:514'\napp_name = 'audit seal'\n",
+                "app_name",
+            ),
+            (
+                "[checkpoint.syslog]\naddress = 'logs:6514'\ntransport = 'tls'\nca_file = 'none.pem'\n",
+                "none.pem: cannot read it",
+            ),
+            (
+                "[checkpoint.syslog]\naddress = 'logs:6514'\ntransport = 'tls'\nca_file = 'none.pem'\ncert_file = 'c.pem'\n",
+                "both cert_file and key_file",
+            ),
+            (
+                "[checkpoint.witness]\nurl = 'ftp://w/x'\n",
+                "http:// or https://",
+            ),
+        ] {
+            let e = open(conf).await.err().unwrap_or_else(|| panic!("{conf}"));
+            assert!(e.contains(want), "{conf}: {e}");
+        }
+        let s = open("[checkpoint.syslog]\naddress = '127.0.0.1:9'\n[checkpoint.witness]\nurl = 'http://127.0.0.1:9/w'\n")
+            .await
+            .unwrap();
+        assert_eq!(
+            s.syslog.as_ref().unwrap().name(),
+            "syslog tcp://127.0.0.1:9"
+        );
+        assert_eq!(
+            s.witness.as_ref().unwrap().name(),
+            "witness http://127.0.0.1:9/w"
+        );
+        s.close(Duration::from_millis(100)).await;
+    }
+}

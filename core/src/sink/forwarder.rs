@@ -47,6 +47,8 @@ impl Undelivered {
 const BATCH: usize = 100;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(60);
+/// How often an outage that goes on is reported again.
+const REALERT: Duration = Duration::from_secs(3600);
 
 struct Shared<T: Transport> {
     transport: T,
@@ -172,8 +174,9 @@ fn shorten(s: &str) -> &str {
 
 async fn send_loop<T: Transport>(shared: Arc<Shared<T>>) {
     let mut retry = FIRST_RETRY;
-    // The reason of the failure in progress, so that an outage is one ALERT, not one a try.
-    let mut failing: Option<String> = None;
+    // The failure in progress and when it was last reported: an outage is one ALERT an hour
+    // (or one more when its reason changes), not one a try.
+    let mut failing: Option<(String, tokio::time::Instant)> = None;
     loop {
         let stopping = shared.stopping.load(Ordering::SeqCst);
         let batch = lock(&shared.backlog).front(BATCH);
@@ -211,17 +214,20 @@ async fn send_loop<T: Transport>(shared: Arc<Shared<T>>) {
             }
             Some(reason) => {
                 let waiting = lock(&shared.backlog).len();
-                if failing.as_deref() != Some(reason.as_str()) {
-                    tracing::error!(
-                        receiver = %shared.name,
-                        error = %reason,
-                        waiting,
-                        "ALERT cannot deliver to the receiver; kept in the backlog, retrying"
-                    );
-                } else {
-                    tracing::debug!(receiver = %shared.name, error = %reason, waiting, "still cannot deliver");
+                match &failing {
+                    Some((r, at)) if *r == reason && at.elapsed() < REALERT => {
+                        tracing::debug!(receiver = %shared.name, error = %reason, waiting, "still cannot deliver");
+                    }
+                    _ => {
+                        tracing::error!(
+                            receiver = %shared.name,
+                            error = %reason,
+                            waiting,
+                            "ALERT cannot deliver to the receiver; kept in the backlog, retrying"
+                        );
+                        failing = Some((reason, tokio::time::Instant::now()));
+                    }
                 }
-                failing = Some(reason);
                 if stopping {
                     return;
                 }
@@ -301,6 +307,22 @@ mod tests {
         f.close(Duration::from_secs(1)).await;
         assert_eq!(*lock(&fake.got), vec![0, 1, 2, 3]);
         assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_full_backlog_keeps_the_newest_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b");
+        let fake = Arc::new(Fake::default());
+        let f = Forwarder::start(fake.clone(), path.clone(), 2)
+            .await
+            .unwrap();
+        for i in 0..3 {
+            f.push(i).await.unwrap();
+        }
+        assert_eq!(f.waiting(), 2);
+        f.close(Duration::from_millis(100)).await;
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n2\n");
     }
 
     #[tokio::test]
