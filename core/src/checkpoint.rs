@@ -236,7 +236,7 @@ pub struct LogCheck<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct NodeLog {
     pub node_id: String,
-    /// Checkpoints whose statement verified.
+    /// Checkpoints whose statement verified (whether or not their head grew).
     pub checkpoints: usize,
     pub first_sequence: i64,
     pub last_sequence: i64,

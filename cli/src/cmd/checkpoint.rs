@@ -144,7 +144,7 @@ async fn verify(settings: &Settings, args: VerifyArgs) -> anyhow::Result<u8> {
         for n in &rep.nodes {
             let keyids: Vec<String> = n.key_ids.iter().map(i32::to_string).collect();
             outln!(
-                "  node {}: {} verified, sequence {} to {}, last headHash {} (line {}), keyid {}",
+                "  node {}: {} with a valid signature, sequence {} to {}, last headHash {} (line {}), keyid {}",
                 n.node_id,
                 n.checkpoints,
                 n.first_sequence,
