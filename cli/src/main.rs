@@ -54,7 +54,7 @@ enum Command {
     Archive(cmd::archive::Args),
     /// Check an archive segment (DIR) or a downloaded export (FILE) offline.
     VerifyExport(cmd::verify_export::Args),
-    /// Export or list the nodes' newest signed checkpoints.
+    /// Export or list the nodes' newest signed checkpoints, or check a checkpoint log.
     #[command(subcommand)]
     Checkpoint(cmd::checkpoint::Command),
     /// Create, list and revoke API tokens.

@@ -161,19 +161,180 @@ impl Checkpoint {
     }
 }
 
-/// Reads a checkpoint file: one JSON object per line (blank lines and `#` comments ignored).
+/// What precedes the checkpoint's JSON in a syslog message's MSG (section 7.3).
+pub const SYSLOG_PREFIX: &str = "auditseal-checkpoint ";
+
+/// What one line of a checkpoint file holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    Checkpoint(Box<Checkpoint>),
+    /// Blank, or a `#` comment.
+    Empty,
+    /// Anything else: another message in a syslog receiver's file.
+    Other,
+}
+
+/// Reads one line of a checkpoint file (section 7.3): a JSON object, or a syslog line as a
+/// receiver stored it (any header before `auditseal-checkpoint {JSON}`). A line that looks like
+/// a checkpoint but does not parse is an error, never skipped.
+pub fn parse_line(line: &str) -> Result<Line, String> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(Line::Empty);
+    }
+    let json = if line.starts_with('{') {
+        line
+    } else if let Some(i) = line.find(&format!("{SYSLOG_PREFIX}{{")) {
+        &line[i + SYSLOG_PREFIX.len()..]
+    } else {
+        return Ok(Line::Other);
+    };
+    serde_json::from_str(json)
+        .map(|c| Line::Checkpoint(Box::new(c)))
+        .map_err(|e| e.to_string())
+}
+
+/// Reads a checkpoint file line by line, handing each checkpoint and its line number (from 1)
+/// to `each`; returns how many lines held something else.
+pub fn read_log<R: std::io::BufRead>(
+    mut r: R,
+    mut each: impl FnMut(usize, Checkpoint),
+) -> Result<usize, String> {
+    let (mut n, mut other) = (0, 0);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if r.read_until(b'\n', &mut buf).map_err(|e| e.to_string())? == 0 {
+            return Ok(other);
+        }
+        n += 1;
+        match parse_line(&String::from_utf8_lossy(&buf)).map_err(|e| format!("line {n}: {e}"))? {
+            Line::Checkpoint(c) => each(n, *c),
+            Line::Empty => {}
+            Line::Other => other += 1,
+        }
+    }
+}
+
+/// Reads a whole checkpoint file (JSON lines, or a syslog receiver's file).
 pub fn parse_file(text: &str) -> Result<Vec<Checkpoint>, String> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let c: Checkpoint =
-            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
-        out.push(c);
-    }
+    read_log(text.as_bytes(), |_, c| out.push(c))?;
     Ok(out)
+}
+
+/// `auditseal-db checkpoint verify`: a checkpoint log checked on its own (no database). Every
+/// statement must verify, and per node the head may only grow: a later line never has a smaller
+/// sequence number, and one with the same sequence number has the same head hash.
+pub struct LogCheck<'a> {
+    keys: &'a KeyRing,
+    nodes: std::collections::BTreeMap<String, NodeLog>,
+    report: LogReport,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeLog {
+    pub node_id: String,
+    /// Checkpoints whose statement verified (whether or not their head grew).
+    pub checkpoints: usize,
+    pub first_sequence: i64,
+    pub last_sequence: i64,
+    pub last_head_hash: String,
+    /// The line of the newest checkpoint.
+    pub last_line: usize,
+    pub key_ids: std::collections::BTreeSet<i32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogError {
+    pub line: usize,
+    pub node_id: String,
+    pub sequence_number: i64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogReport {
+    /// Checkpoints read (verified or not).
+    pub checkpoints: usize,
+    /// Lines that held something else (other messages in a syslog file).
+    pub other_lines: usize,
+    pub nodes: Vec<NodeLog>,
+    pub errors: Vec<LogError>,
+}
+
+impl<'a> LogCheck<'a> {
+    pub fn new(keys: &'a KeyRing) -> LogCheck<'a> {
+        LogCheck {
+            keys,
+            nodes: Default::default(),
+            report: LogReport::default(),
+        }
+    }
+
+    /// Checks the checkpoint on `line` against the key ring and the node's earlier lines.
+    pub fn add(&mut self, line: usize, c: Checkpoint) {
+        self.report.checkpoints += 1;
+        let mut fail = |reason: String| {
+            self.report.errors.push(LogError {
+                line,
+                node_id: c.node_id.clone(),
+                sequence_number: c.sequence_number,
+                reason,
+            })
+        };
+        if let Err(e) = c.check(self.keys) {
+            // Not taken as the node's head: nothing it says can be trusted.
+            fail(e);
+            return;
+        }
+        match self.nodes.get_mut(&c.node_id) {
+            None => {
+                self.nodes.insert(
+                    c.node_id.clone(),
+                    NodeLog {
+                        node_id: c.node_id.clone(),
+                        checkpoints: 1,
+                        first_sequence: c.sequence_number,
+                        last_sequence: c.sequence_number,
+                        last_head_hash: c.head_hash.clone(),
+                        last_line: line,
+                        key_ids: [c.key_id].into(),
+                    },
+                );
+            }
+            Some(n) => {
+                n.checkpoints += 1;
+                n.key_ids.insert(c.key_id);
+                if c.sequence_number < n.last_sequence {
+                    fail(format!(
+                        "the head went back: sequence {} after sequence {} on line {}",
+                        c.sequence_number, n.last_sequence, n.last_line
+                    ));
+                    return;
+                }
+                if c.sequence_number == n.last_sequence && c.head_hash != n.last_head_hash {
+                    fail(format!(
+                        "headHash {} differs from {} on line {} for the same sequence",
+                        c.head_hash, n.last_head_hash, n.last_line
+                    ));
+                    return;
+                }
+                n.last_sequence = c.sequence_number;
+                n.last_head_hash = c.head_hash;
+                n.last_line = line;
+            }
+        }
+    }
+
+    pub fn finish(mut self, other_lines: usize) -> LogReport {
+        self.report.other_lines = other_lines;
+        self.report.nodes = self.nodes.into_values().collect();
+        self.report
+    }
 }
 
 #[cfg(test)]
@@ -193,6 +354,91 @@ mod tests {
         h.push_leaf(0, &leaf);
         assert_eq!(h.hash, want);
         assert_eq!(h.sequence_number, 0);
+    }
+
+    fn hmac_keys(secret: &[u8]) -> (HmacToken, KeyRing) {
+        let mut keys = KeyRing::new();
+        keys.insert(
+            5,
+            VerifyKey::Hmac(Box::new(aws_lc_rs::hmac::Key::new(
+                aws_lc_rs::hmac::HMAC_SHA256,
+                secret,
+            ))),
+        );
+        (HmacToken::new(5, secret), keys)
+    }
+
+    #[test]
+    fn reads_json_lines_and_syslog_lines_and_rejects_a_broken_one() {
+        let (token, _) = hmac_keys(b"k");
+        let mut head = Head::default();
+        head.push_leaf(0, &[1u8; 32]);
+        let c = Checkpoint::sign(&token, "n1", &head, 1_700_000_000_000, KIND_CHECKPOINT).unwrap();
+        let json = c.to_json_line();
+        let text = format!(
+            "{json}\n\n# note\n\
+             2026-12-02T17:29:00.123456+00:00 host1 auditseal[42]: {SYSLOG_PREFIX}{json}\n\
+             <85>1 2026-12-02T17:29:00.123Z host1 auditseal 42 checkpoint [origin software=\"auditseal\"] {SYSLOG_PREFIX}{json}  \n\
+             Dec  2 17:29:00 host1 sshd[7]: Accepted publickey\n"
+        );
+        let mut got = Vec::new();
+        let other = read_log(text.as_bytes(), |n, c| got.push((n, c))).unwrap();
+        assert_eq!(other, 1);
+        assert_eq!(
+            got.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![1, 4, 5]
+        );
+        assert!(got.iter().all(|(_, g)| *g == c));
+        let cut = format!("x: {SYSLOG_PREFIX}{}\n", &json[..json.len() - 3]);
+        let e = read_log(format!("{json}\n{cut}").as_bytes(), |_, _| {}).unwrap_err();
+        assert!(e.starts_with("line 2: "), "{e}");
+    }
+
+    #[test]
+    fn a_log_check_wants_valid_statements_and_heads_that_only_grow() {
+        let (token, keys) = hmac_keys(b"k");
+        let sign = |node: &str, seq: i64, leaf: u8| {
+            let mut head = Head::default();
+            head.push_leaf(seq, &[leaf; 32]);
+            Checkpoint::sign(&token, node, &head, 1, KIND_CHECKPOINT).unwrap()
+        };
+        let mut check = LogCheck::new(&keys);
+        check.add(1, sign("a", 5, 1));
+        check.add(2, sign("b", 9, 1));
+        check.add(3, sign("a", 5, 1)); // the same again: fine
+        check.add(4, sign("a", 7, 2));
+        check.add(5, sign("a", 6, 3)); // went back
+        check.add(6, sign("a", 7, 4)); // same sequence, other head
+        let mut forged = sign("b", 10, 1);
+        forged.sequence_number = 11;
+        check.add(7, forged);
+        let rep = check.finish(2);
+        assert_eq!((rep.checkpoints, rep.other_lines), (7, 2));
+        let errs: Vec<_> = rep
+            .errors
+            .iter()
+            .map(|e| (e.line, e.reason.clone()))
+            .collect();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(
+            errs[0].0 == 5 && errs[0].1.contains("went back"),
+            "{errs:?}"
+        );
+        assert!(errs[1].0 == 6 && errs[1].1.contains("differs"), "{errs:?}");
+        assert!(
+            errs[2].0 == 7 && errs[2].1.contains("does not verify"),
+            "{errs:?}"
+        );
+        let a = &rep.nodes[0];
+        assert_eq!(
+            (
+                a.node_id.as_str(),
+                a.first_sequence,
+                a.last_sequence,
+                a.last_line
+            ),
+            ("a", 5, 7, 4)
+        );
     }
 
     #[test]

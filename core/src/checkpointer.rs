@@ -1,25 +1,16 @@
-//! The server's checkpoint writer: every interval it folds the node's newly committed rows into
-//! the head hash, signs a checkpoint (checkpoint.rs) and stores it, and, when configured, appends
-//! a copy to a file and sends one to syslog, so that a copy lives outside the database.
+//! The server's checkpoint writer: it keeps folding the node's newly committed rows into the
+//! head hash, every interval signs a checkpoint (checkpoint.rs) of it and stores it, and hands
+//! it to the configured sinks (checkpoint_out.rs), so that a copy lives outside the database.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::checkpoint::{Checkpoint, Head, KIND_CHECKPOINT};
+pub use crate::checkpoint_out::Sinks;
 use crate::store::{SharedStore, StoreError};
 use crate::token::{SharedToken, TokenError};
 
 use crate::verify::CHUNK;
-
-/// Where copies of each checkpoint go besides the database.
-#[derive(Debug, Clone, Default)]
-pub struct Sinks {
-    /// Appended one JSON line per checkpoint, fsynced.
-    pub file: Option<PathBuf>,
-    /// A syslog datagram socket (usually /dev/log): one message per checkpoint.
-    pub syslog: Option<PathBuf>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -31,6 +22,8 @@ pub enum CheckpointError {
     Malformed(i64),
     #[error("cannot write the checkpoint copy to {path}: {reason}")]
     Sink { path: PathBuf, reason: String },
+    #[error("cannot queue the checkpoint for {receiver}: {reason}")]
+    Queue { receiver: String, reason: String },
 }
 
 pub struct Checkpointer {
@@ -38,7 +31,18 @@ pub struct Checkpointer {
     token: SharedToken,
     node: String,
     head: Head,
+    /// The last sequence number a checkpoint was written for (-1: none yet).
+    signed: i64,
     sinks: Sinks,
+}
+
+/// Where a `fold` stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Folded {
+    /// At the end of the node's log.
+    End,
+    /// Before a missing or repeated sequence number (reported as an ALERT).
+    Hole,
 }
 
 impl Checkpointer {
@@ -57,18 +61,26 @@ impl Checkpointer {
             store,
             token,
             node,
+            signed: head.sequence_number,
             head,
             sinks,
         })
     }
 
-    /// Folds in the rows committed since the last run and, if there were any, writes a
-    /// checkpoint. Stops at the first missing or repeated sequence number among them, and writes
-    /// nothing when the rows from the node's start through the new checkpoint are not exactly
-    /// one per number (a row below the newest checkpoint was deleted or added): a checkpoint
-    /// never vouches for a log with a hole (docs/FORMAT.md section 7.2).
+    /// Folds in the rows committed since the last call and, if the head moved since the last
+    /// checkpoint, writes one. Writes nothing when the rows from the node's start through the
+    /// new checkpoint are not exactly one per number (a row below the newest checkpoint was
+    /// deleted or added): a checkpoint never vouches for a log with a hole (docs/FORMAT.md
+    /// section 7.2).
     pub async fn run_once(&mut self) -> Result<Option<Checkpoint>, CheckpointError> {
-        let start = self.head.sequence_number;
+        self.fold().await?;
+        self.write_if_advanced().await
+    }
+
+    /// Folds the rows committed since the last call into the head, without signing. Stops at
+    /// the first missing or repeated sequence number: a checkpoint never vouches for a log with
+    /// a hole. The head moves row by row, so a call cut short keeps what it folded.
+    pub async fn fold(&mut self) -> Result<Folded, CheckpointError> {
         'read: loop {
             let from = self.head.sequence_number + 1;
             let rows = self.store.read_node(&self.node, from, None, CHUNK).await?;
@@ -92,7 +104,7 @@ impl Checkpointer {
                         found = r.sequence_number,
                         "ALERT the node's log has a hole or a duplicate; checkpoints stop before it"
                     );
-                    return self.write_if_advanced(start).await;
+                    return Ok(Folded::Hole);
                 }
                 self.head.push(r);
             }
@@ -100,14 +112,13 @@ impl Checkpointer {
                 break;
             }
         }
-        self.write_if_advanced(start).await
+        Ok(Folded::End)
     }
 
-    async fn write_if_advanced(
-        &mut self,
-        start: i64,
-    ) -> Result<Option<Checkpoint>, CheckpointError> {
-        if self.head.sequence_number == start {
+    /// Signs a checkpoint of the head if it moved since the last one, queues it for the
+    /// receivers on other hosts, stores it, and writes the local copies.
+    pub async fn write_if_advanced(&mut self) -> Result<Option<Checkpoint>, CheckpointError> {
+        if self.head.sequence_number == self.signed {
             return Ok(None);
         }
         // The rows read this time were consecutive; those before were read by earlier runs, or
@@ -139,87 +150,120 @@ impl Checkpointer {
         })
         .await
         .map_err(|e| TokenError::Unavailable(format!("signing task failed: {e}")))??;
-        self.store.insert_checkpoint(&c).await?;
-        self.copy_out(&c)?;
+        // Queued first: after a crash the receivers may get a checkpoint the database lacks
+        // (one that is signed and true), never miss one it holds.
+        let queued = self.sinks.queue(&c).await;
+        match self.store.insert_checkpoint(&c).await {
+            // An earlier try that seemed to fail had stored one for this sequence number.
+            Err(StoreError::Conflict(_)) => {}
+            r => r?,
+        }
+        self.signed = c.sequence_number;
+        queued?;
+        self.sinks.copy_local(&c)?;
         Ok(Some(c))
     }
-
-    fn copy_out(&self, c: &Checkpoint) -> Result<(), CheckpointError> {
-        let line = c.to_json_line();
-        if let Some(path) = &self.sinks.file {
-            append_line(path, &line).map_err(|e| CheckpointError::Sink {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-        }
-        if let Some(path) = &self.sinks.syslog {
-            send_syslog(path, &line).map_err(|e| CheckpointError::Sink {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-        }
-        Ok(())
-    }
 }
 
-fn append_line(path: &PathBuf, line: &str) -> std::io::Result<()> {
-    let mut f = crate::files::options()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    f.write_all(format!("{line}\n").as_bytes())?;
-    f.sync_data()
-}
+/// How often new rows are folded into the head between two checkpoints, so that the one at a
+/// clean stop has at most this much of the log left to read.
+const FOLD_EVERY: Duration = Duration::from_secs(1);
 
-/// RFC 3164 style, facility authpriv (10), severity notice (5): `<85>auditseal[PID]: ...`.
-fn send_syslog(path: &PathBuf, line: &str) -> std::io::Result<()> {
-    let sock = std::os::unix::net::UnixDatagram::unbound()?;
-    let msg = format!(
-        "<85>auditseal[{}]: auditseal-checkpoint {line}",
-        std::process::id()
-    );
-    sock.send_to(msg.as_bytes(), path)?;
-    Ok(())
-}
+/// At a stop, how long the database or the token may go without answering before the last
+/// checkpoint is given up (a database that is down must not hold up the stop). It bounds
+/// silence, not work: the last checkpoint waits as long as rows keep coming.
+const FINAL_NO_ANSWER: Duration = Duration::from_secs(5);
 
-/// How long the last checkpoint at shutdown may take (a database that is down must not hold up
-/// the stop).
-const FINAL_TIMEOUT: Duration = Duration::from_secs(3);
+/// At a stop, how long the receivers on other hosts get to take what waits for them (the rest
+/// stays in their backlogs for the next start).
+const FINAL_SEND: Duration = Duration::from_secs(5);
 
-/// Runs `run_once` every `interval` until `stop` resolves, then once more (a final checkpoint
-/// on a clean shutdown). Failures are logged and retried at the next interval.
+/// Folds new rows every second and writes a checkpoint every `interval` until `stop` resolves,
+/// then writes a last one (a clean shutdown) and lets the sinks deliver. Failures are logged and
+/// retried at the next interval.
 pub async fn run(mut cp: Checkpointer, interval: Duration, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
+    let mut due = Instant::now() + interval;
+    // After a hole, fold only when a checkpoint is due (once an interval, as its ALERT).
+    let mut at_hole = false;
     loop {
-        let stopping = tokio::select! {
-            _ = tokio::time::sleep(interval) => false,
-            _ = &mut stop => true,
-        };
-        let result = if stopping {
-            tokio::time::timeout(FINAL_TIMEOUT, cp.run_once())
-                .await
-                .unwrap_or_else(|_| {
-                    Err(CheckpointError::Store(StoreError::Unavailable(
-                        "no answer in time for the last checkpoint".into(),
-                    )))
-                })
+        let wake = if at_hole {
+            due
         } else {
-            cp.run_once().await
+            due.min(Instant::now() + FOLD_EVERY)
         };
-        match result {
-            Ok(Some(c)) => tracing::info!(
-                node = %c.node_id,
-                sequence = c.sequence_number,
-                head = %c.head_hash,
-                "checkpoint written"
-            ),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(node = %cp.node, error = %e, "ALERT cannot write a checkpoint")
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = &mut stop => break,
+        }
+        if Instant::now() >= due {
+            due = Instant::now() + interval;
+            at_hole = false;
+            let result = cp.run_once().await;
+            report(&cp, result, None);
+        } else {
+            match cp.fold().await {
+                Ok(f) => at_hole = f == Folded::Hole,
+                // Reported when the checkpoint is due.
+                Err(e) => tracing::debug!(node = %cp.node, error = %e, "cannot fold new rows yet"),
             }
         }
-        if stopping {
-            break;
+    }
+    let started = Instant::now();
+    let result = final_checkpoint(&mut cp).await;
+    report(&cp, result, Some(started.elapsed()));
+    cp.sinks.close(FINAL_SEND).await;
+}
+
+/// The checkpoint at a stop: folds whatever is left while the database keeps answering, then
+/// signs, queues and stores it, each step capped by `FINAL_NO_ANSWER`. When the database fails,
+/// what was folded before is still signed and queued for the receivers.
+async fn final_checkpoint(cp: &mut Checkpointer) -> Result<Option<Checkpoint>, CheckpointError> {
+    loop {
+        let before = cp.head.sequence_number;
+        let cut_short = match tokio::time::timeout(FINAL_NO_ANSWER, cp.fold()).await {
+            Ok(Ok(_)) => break,
+            Ok(Err(e)) => e.to_string(),
+            // Rows are still coming: go on from where the fold got to.
+            Err(_) if cp.head.sequence_number > before => continue,
+            Err(_) => format!("no answer in {}s", FINAL_NO_ANSWER.as_secs()),
+        };
+        tracing::error!(
+            node = %cp.node,
+            error = %cut_short,
+            covers = cp.head.sequence_number,
+            "ALERT cannot read the newest rows for the checkpoint of the stop; it covers the rows \
+             read before"
+        );
+        break;
+    }
+    tokio::time::timeout(FINAL_NO_ANSWER, cp.write_if_advanced())
+        .await
+        .unwrap_or_else(|_| {
+            Err(CheckpointError::Store(StoreError::Unavailable(format!(
+                "no answer in {}s for the checkpoint of the stop",
+                FINAL_NO_ANSWER.as_secs()
+            ))))
+        })
+}
+
+fn report(
+    cp: &Checkpointer,
+    result: Result<Option<Checkpoint>, CheckpointError>,
+    last: Option<Duration>,
+) {
+    match result {
+        Ok(Some(c)) => tracing::info!(
+            node = %c.node_id,
+            sequence = c.sequence_number,
+            head = %c.head_hash,
+            last = last.is_some(),
+            took_ms = last.map(|d| d.as_millis() as u64),
+            "checkpoint written"
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(node = %cp.node, error = %e, "ALERT cannot write a checkpoint")
         }
     }
 }

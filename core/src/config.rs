@@ -103,8 +103,92 @@ pub struct CheckpointSection {
     pub interval_secs: Option<u64>,
     /// Also append each checkpoint to this file, one JSON line each (relative: under data_dir).
     pub file: Option<PathBuf>,
-    /// Also send each checkpoint to this syslog socket, e.g. /dev/log.
-    pub syslog: Option<PathBuf>,
+    /// Also send each checkpoint to a syslog receiver (`[checkpoint.syslog]`), or, written as a
+    /// path, to a local syslog socket in the old BSD format.
+    pub syslog: Option<SyslogSetting>,
+    /// Also POST each checkpoint to an HTTP witness.
+    pub witness: Option<WitnessSection>,
+    /// Most checkpoints kept for a receiver that does not answer (default 10000); past it the
+    /// oldest is dropped with an ALERT.
+    pub backlog_max: Option<usize>,
+}
+
+/// Default `checkpoint.backlog_max`: about a week of checkpoints at the default interval.
+pub const DEFAULT_BACKLOG_MAX: usize = 10_000;
+
+/// `checkpoint.syslog`: a table for a remote receiver, or (the older form) a socket path.
+#[derive(Debug, Clone)]
+pub enum SyslogSetting {
+    /// `syslog = "/dev/log"`: a local datagram socket, RFC 3164 format (kept for existing
+    /// configurations; the copy stays on this host).
+    Socket(PathBuf),
+    Remote(SyslogSection),
+}
+
+impl<'de> Deserialize<'de> for SyslogSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SyslogSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a table [checkpoint.syslog] with address = \"host:port\", or a socket path",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<SyslogSetting, E> {
+                Ok(SyslogSetting::Socket(PathBuf::from(s)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<SyslogSetting, A::Error> {
+                // Through serde's own map deserializer, so unknown keys are still named.
+                SyslogSection::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(SyslogSetting::Remote)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A syslog receiver: RFC 5424 over TCP or TLS, octet-counted (docs/FORMAT.md section 7.3).
+/// Relative paths are under the data directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogSection {
+    /// `host:port` of the receiver.
+    pub address: String,
+    /// `tcp` (default) or `tls`.
+    #[serde(default)]
+    pub transport: SyslogTransport,
+    /// TLS: CA certificates (PEM) the receiver's certificate must chain to (required).
+    pub ca_file: Option<PathBuf>,
+    /// TLS: this server's client certificate chain and key (PEM), for a receiver that asks.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// TLS: the name the receiver's certificate must carry [default: the address's host].
+    pub server_name: Option<String>,
+    /// The messages' APP-NAME [default: auditseal].
+    pub app_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogTransport {
+    #[default]
+    Tcp,
+    Tls,
+}
+
+/// An HTTP witness that stores each checkpoint POSTed to it (docs/FORMAT.md section 7.3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessSection {
+    /// `http://` or `https://` URL each checkpoint is POSTed to.
+    pub url: String,
+    /// https: CA certificates (PEM) the witness's certificate must chain to, instead of the
+    /// system's (relative: under data_dir).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Default seconds between checkpoints.
@@ -552,6 +636,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("data_dri"), "{e}");
+    }
+
+    #[test]
+    fn checkpoint_syslog_is_a_socket_path_or_a_table_whose_typos_are_named() {
+        let c: FileConfig = toml::from_str("[checkpoint]\nsyslog = '/dev/log'\n").unwrap();
+        assert!(
+            matches!(c.checkpoint.syslog, Some(SyslogSetting::Socket(p)) if p == Path::new("/dev/log"))
+        );
+        let c: FileConfig = toml::from_str(
+            "[checkpoint.syslog]\naddress = 'logs:6514'\ntransport = 'tls'\nca_file = 'ca.pem'\n\
+             [checkpoint.witness]\nurl = 'https://w/x'\n",
+        )
+        .unwrap();
+        match c.checkpoint.syslog {
+            Some(SyslogSetting::Remote(s)) => {
+                assert_eq!(
+                    (s.address.as_str(), s.transport),
+                    ("logs:6514", SyslogTransport::Tls)
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.checkpoint.witness.unwrap().url, "https://w/x");
+        let e = toml::from_str::<FileConfig>("[checkpoint.syslog]\naddres = 'logs:514'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("addres"), "{e}");
+        let e = toml::from_str::<FileConfig>(
+            "[checkpoint.syslog]\naddress = 'logs:514'\ntransport = 'udp'\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("udp"), "{e}");
     }
 
     #[test]

@@ -257,10 +257,9 @@ async fn start_checkpoints(
         tracing::warn!("checkpoints are off (checkpoint.interval_secs = 0 or signing is off)");
         return Ok(None);
     };
-    let sinks = checkpointer::Sinks {
-        file: c.file.as_ref().map(|f| settings.data_dir.join(f)),
-        syslog: c.syslog.clone(),
-    };
+    let sinks = checkpointer::Sinks::open(c, &settings.data_dir)
+        .await
+        .context("cannot set up the checkpoint receivers ([checkpoint])")?;
     let cp =
         checkpointer::Checkpointer::start(store.clone(), token, settings.node_id.clone(), sinks)
             .await

@@ -4,6 +4,7 @@
 pub mod faults;
 pub mod hsm;
 pub mod java;
+pub mod receivers;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -315,6 +316,12 @@ impl Server {
     /// Stops the server gracefully and waits for it.
     pub fn stop(mut self) {
         self.terminate();
+    }
+
+    /// `stop`, then everything the server wrote to stderr.
+    pub fn stop_and_log(mut self) -> String {
+        self.terminate();
+        self.log()
     }
 
     fn terminate(&mut self) {

@@ -33,7 +33,10 @@ pub struct Args {
 }
 
 /// The keys from `--public-key`; `signature_keyid` is the keyid for a key given without one.
-fn public_ring(given: &[String], signature_keyid: Option<i32>) -> anyhow::Result<KeyRing> {
+pub(crate) fn public_ring(
+    given: &[String],
+    signature_keyid: Option<i32>,
+) -> anyhow::Result<KeyRing> {
     let mut ring = KeyRing::new();
     for g in given {
         let (keyid, file) = match g.split_once('=') {

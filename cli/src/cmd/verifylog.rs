@@ -22,8 +22,9 @@ pub struct Args {
     /// Verify the named node (from OFFSET if given); repeatable.
     #[arg(long, value_name = "NAME[:OFFSET]", value_parser = parse_node_arg)]
     node: Vec<(String, Option<i64>)>,
-    /// Checkpoints saved outside the database (`checkpoint export`, or the server's checkpoint
-    /// file): prove the log still holds everything each one covered.
+    /// Checkpoints saved outside the database (`checkpoint export`, the server's checkpoint
+    /// file, or a syslog receiver's file): prove the log still holds everything each one
+    /// covered.
     #[arg(long, value_name = "FILE")]
     checkpoint: Vec<PathBuf>,
     /// Print the report as JSON on stdout.
@@ -37,15 +38,22 @@ pub struct Args {
 pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
     let mut external: HashMap<String, Vec<checkpoint::Checkpoint>> = HashMap::new();
     for path in &args.checkpoint {
-        let text = std::fs::read_to_string(path)
+        let f = std::fs::File::open(path)
             .with_context(|| format!("cannot read the checkpoint file {}", path.display()))?;
-        let list = checkpoint::parse_file(&text)
-            .map_err(|e| anyhow::anyhow!("checkpoint file {}: {e}", path.display()))?;
-        if list.is_empty() {
+        let mut found = 0;
+        let other = checkpoint::read_log(std::io::BufReader::new(f), |_, c| {
+            found += 1;
+            external.entry(c.node_id.clone()).or_default().push(c);
+        })
+        .map_err(|e| anyhow::anyhow!("checkpoint file {}: {e}", path.display()))?;
+        if found == 0 {
             anyhow::bail!("checkpoint file {} holds no checkpoint", path.display());
         }
-        for c in list {
-            external.entry(c.node_id.clone()).or_default().push(c);
+        if other > 0 && !args.quiet {
+            eprintln!(
+                "checkpoint file {}: {found} checkpoints; {other} lines without one skipped",
+                path.display()
+            );
         }
     }
     let keys = super::load_keys(settings).await?;

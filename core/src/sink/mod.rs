@@ -1,0 +1,26 @@
+//! Copies that leave the database's reach: messages for a receiver on another host (RFC 5424
+//! syslog over TCP or TLS, an HTTP witness), each queued in a durable backlog that keeps them,
+//! in order, until the receiver has them. Nothing here knows what the messages are; the
+//! checkpointer (checkpoint_out.rs) is one user.
+
+mod backlog;
+mod forwarder;
+pub mod syslog;
+pub mod witness;
+
+use std::path::PathBuf;
+
+pub use backlog::Backlog;
+pub use forwarder::{Forwarder, Transport, Undelivered};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// A setting cannot be used (a bad address, an unreadable CA file): fix the configuration.
+    #[error("{0}")]
+    Config(String),
+    /// The backlog file cannot be read or written: what waits may not survive a restart.
+    #[error("backlog {}: {reason}", path.display())]
+    Backlog { path: PathBuf, reason: String },
+    #[error("sink task failed: {0}")]
+    Task(String),
+}
