@@ -12,7 +12,7 @@ use sha2::Digest;
 
 use crate::batch::BatchRecord;
 use crate::checkpoint::{Checkpoint, Head, KIND_ARCHIVE};
-use crate::keys::{DetachedError, KeyRing, VerifyError};
+use crate::keys::{DetachedError, KeyRing, Scope, VerifyError};
 use crate::protection::RowProtection;
 use crate::protector::{self, HashingReader};
 use crate::record::AuditRecord;
@@ -329,7 +329,7 @@ pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, Archi
     // between is caught.
     let open = || std::fs::File::open(&path).map_err(io(&path));
     let mut read = HashingReader::new(open()?);
-    let first_pass = match keys.verify_detached_reader(&p, &mut read) {
+    let first_pass = match keys.verify_detached_reader(&p, Scope::File, &mut read) {
         Ok(()) => Some(read.finish()),
         Err(DetachedError::Verify(VerifyError::Unreadable(e))) => {
             return Err(io(&path)(std::io::Error::other(e)));

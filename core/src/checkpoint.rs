@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::batch;
-use crate::keys::KeyRing;
+use crate::keys::{KeyRing, Scope};
 use crate::merkle::Hash;
 use crate::protection::RowProtection;
 use crate::protector;
@@ -148,8 +148,15 @@ impl Checkpoint {
                 p.keyid, self.key_id
             ));
         }
-        keys.verify_detached(&p, self.statement().as_bytes())
-            .map_err(|e| format!("statement does not verify: {e}"))?;
+        keys.verify_detached(
+            &p,
+            Scope::Node {
+                node: &self.node_id,
+                seq: self.sequence_number,
+            },
+            self.statement().as_bytes(),
+        )
+        .map_err(|e| format!("statement does not verify: {e}"))?;
         Head::of(self)
             .map(|_| ())
             .ok_or_else(|| "headHash is not 32 bytes of lower-case hex".into())

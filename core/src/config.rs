@@ -2,12 +2,13 @@
 //! variables (`AUDITSEAL_*`), then command-line flags (the binaries apply the last two with clap).
 //! `conf/auditseal.toml` is the commented sample; docs/OPERATIONS.md describes every key.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::keys::{KeyRing, VerifyKey};
+use crate::keys::{EvidenceKeys, KeyPolicy, KeyRing, VerifyKey};
 use crate::pkcs11::{Pkcs11Config, Pkcs11Token, SlotSelector};
 use crate::token::{Algorithm, HmacToken, SharedToken, SoftwareToken, TokenError};
 
@@ -227,12 +228,34 @@ pub struct ProtectionSection {
     pub error_on_verify_fail: bool,
     /// The keyid that protects new rows; default: the first key listed.
     pub keyid: Option<i32>,
+    /// Which keys may protect batch statements, checkpoints, archive files and exports:
+    /// "any" (default; an HMAC key is reported) or "asymmetric" (signature keys only).
+    #[serde(default)]
+    pub evidence: EvidenceSetting,
     #[serde(default)]
     pub keys: Vec<KeyEntry>,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// `protection.evidence`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvidenceSetting {
+    #[default]
+    Any,
+    Asymmetric,
+}
+
+impl From<EvidenceSetting> for EvidenceKeys {
+    fn from(e: EvidenceSetting) -> Self {
+        match e {
+            EvidenceSetting::Any => EvidenceKeys::Any,
+            EvidenceSetting::Asymmetric => EvidenceKeys::Asymmetric,
+        }
+    }
 }
 
 impl Default for ProtectionSection {
@@ -242,6 +265,7 @@ impl Default for ProtectionSection {
             enable_verify: true,
             error_on_verify_fail: true,
             keyid: None,
+            evidence: EvidenceSetting::Any,
             keys: Vec::new(),
         }
     }
@@ -254,12 +278,24 @@ pub enum KeyEntry {
     /// A PKCS#8 PEM private key file (RSA or EC P-256); generated (RSA-2048) when missing.
     Software {
         keyid: i32,
+        /// The nodes this key may protect (exact ids, or a prefix and `*`); default: every node.
+        #[serde(default)]
+        nodes: Option<Vec<String>>,
+        /// A retired key: per node, the last sequence number it protected there.
+        #[serde(default)]
+        retired_after: Option<BTreeMap<String, i64>>,
         /// Relative paths are under the data directory. Default `signing-key.pem`.
         file: Option<PathBuf>,
     },
     /// An HMAC-SHA256 secret (protection version 1), from exactly one of the three sources.
     Hmac {
         keyid: i32,
+        /// The nodes this key may protect (exact ids, or a prefix and `*`); default: every node.
+        #[serde(default)]
+        nodes: Option<Vec<String>>,
+        /// A retired key: per node, the last sequence number it protected there.
+        #[serde(default)]
+        retired_after: Option<BTreeMap<String, i64>>,
         secret: Option<String>,
         secret_file: Option<PathBuf>,
         secret_env: Option<String>,
@@ -268,6 +304,12 @@ pub enum KeyEntry {
     /// or `CERTIFICATE`, from exactly one of `file` (relative to the data directory) or `pem`.
     Public {
         keyid: i32,
+        /// The nodes this key may protect (exact ids, or a prefix and `*`); default: every node.
+        #[serde(default)]
+        nodes: Option<Vec<String>>,
+        /// A retired key: per node, the last sequence number it protected there.
+        #[serde(default)]
+        retired_after: Option<BTreeMap<String, i64>>,
         /// Default: from the key itself (RSA -> SHA256WithRSA, EC -> SHA256WithECDSA).
         algorithm: Option<SignatureAlgorithm>,
         file: Option<PathBuf>,
@@ -276,6 +318,12 @@ pub enum KeyEntry {
     /// A key in a PKCS#11 token (an HSM, or SoftHSM2).
     Pkcs11 {
         keyid: i32,
+        /// The nodes this key may protect (exact ids, or a prefix and `*`); default: every node.
+        #[serde(default)]
+        nodes: Option<Vec<String>>,
+        /// A retired key: per node, the last sequence number it protected there.
+        #[serde(default)]
+        retired_after: Option<BTreeMap<String, i64>>,
         /// The PKCS#11 module (shared library), e.g. /usr/lib/softhsm/libsofthsm2.so.
         library: PathBuf,
         /// The token: exactly one of its label, its slot id, or its index in the slot list.
@@ -319,6 +367,65 @@ impl KeyEntry {
             | KeyEntry::Public { keyid, .. }
             | KeyEntry::Pkcs11 { keyid, .. } => *keyid,
         }
+    }
+
+    /// What the key may protect (docs/FORMAT.md section 11), checked: node patterns are not
+    /// empty and have `*` only at the end; retired limits are not below -1.
+    pub fn policy(&self) -> Result<KeyPolicy, ConfigError> {
+        let (nodes, retired_after) = match self {
+            KeyEntry::Software {
+                nodes,
+                retired_after,
+                ..
+            }
+            | KeyEntry::Hmac {
+                nodes,
+                retired_after,
+                ..
+            }
+            | KeyEntry::Public {
+                nodes,
+                retired_after,
+                ..
+            }
+            | KeyEntry::Pkcs11 {
+                nodes,
+                retired_after,
+                ..
+            } => (nodes, retired_after),
+        };
+        let err = |reason: String| ConfigError::Key {
+            keyid: self.keyid(),
+            reason,
+        };
+        for n in nodes.iter().flatten() {
+            let body = n.strip_suffix('*').unwrap_or(n);
+            if n.is_empty() || body.contains('*') {
+                return Err(err(format!(
+                    "nodes: {n:?} is neither a node id nor a prefix followed by one `*`"
+                )));
+            }
+        }
+        if let Some(nodes) = nodes
+            && nodes.is_empty()
+        {
+            return Err(err(
+                "nodes = [] lets the key protect nothing: list its nodes, or leave nodes out for \
+                 every node"
+                    .into(),
+            ));
+        }
+        for (node, seq) in retired_after.iter().flatten() {
+            if *seq < -1 {
+                return Err(err(format!(
+                    "retired_after: node {node:?} at {seq}: a sequence number, or -1 for nothing"
+                )));
+            }
+        }
+        Ok(KeyPolicy {
+            nodes: nodes.clone(),
+            retired_after: retired_after.clone(),
+        })
     }
 }
 
@@ -373,6 +480,47 @@ pub struct KeySetup {
     pub signers: Vec<SharedToken>,
 }
 
+impl KeySetup {
+    /// Whether the key that protects new rows may protect rows of `node` under its policy and
+    /// `protection.evidence`: checked before anything is written, so a writer never produces
+    /// rows that every verifier refuses. Returns a warning when the key is an HMAC key that
+    /// the evidence setting lets through.
+    pub fn check_writer(&self, node: &str) -> Result<Option<String>, ConfigError> {
+        let Some(t) = &self.current else {
+            return Ok(None);
+        };
+        let keyid = t.keyid();
+        let err = |reason: String| ConfigError::Key { keyid, reason };
+        if let Some(p) = self.ring.policy(keyid) {
+            if p.retired_after.is_some() {
+                return Err(err(
+                    "the key is retired (retired_after is set): it verifies what it protected \
+                     before, and cannot protect new rows; set protection.keyid to the new key"
+                        .into(),
+                ));
+            }
+            p.allows(keyid, node, 0)
+                .map_err(|e| err(format!("{e}: it cannot protect this node's rows")))?;
+        }
+        if t.algorithm() != Algorithm::HmacSha256 {
+            return Ok(None);
+        }
+        match self.ring.evidence() {
+            EvidenceKeys::Asymmetric => Err(err(
+                "protection.evidence = \"asymmetric\" refuses batch statements, checkpoints and \
+                 exports made with an HMAC key, and this key is an HMAC key: protect new rows \
+                 with a signature key (software or pkcs11, RSA or EC)"
+                    .into(),
+            )),
+            EvidenceKeys::Any => Ok(Some(format!(
+                "keyid {keyid} is an HMAC key: every verifier holds its secret and could forge \
+                 the batch statements, checkpoints and exports it protects (and every row); use \
+                 a signature key (RSA or EC) and set protection.evidence = \"asymmetric\""
+            ))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyInfo {
@@ -402,6 +550,8 @@ pub fn load_keys(
     let default_entries = [KeyEntry::Software {
         keyid: 1,
         file: None,
+        nodes: None,
+        retired_after: None,
     }];
     let entries: &[KeyEntry] = if protection.keys.is_empty() {
         &default_entries
@@ -415,12 +565,16 @@ pub fn load_keys(
             "protection.keyid = {current_id} names no configured key"
         )));
     }
+    let policies = entries
+        .iter()
+        .map(KeyEntry::policy)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut ring = KeyRing::new();
     let mut listing = Vec::new();
     let mut current: Option<SharedToken> = None;
     let mut signers = Vec::new();
     let mut generated = Vec::new();
-    for e in entries {
+    for (e, policy) in entries.iter().zip(policies) {
         let keyid = e.keyid();
         if ring.get(keyid).is_some() {
             return Err(ConfigError::Key {
@@ -567,8 +721,9 @@ pub fn load_keys(
                 });
             }
         }
-        ring.insert(keyid, verify);
+        ring.insert_with_policy(keyid, verify, policy);
     }
+    ring.set_evidence(protection.evidence.into());
     if !protection.enable_sign {
         current = None;
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::batch::BatchRecord;
-use crate::keys::{DetachedError, KeyRing, VerifyError};
+use crate::keys::{DetachedError, KeyRing, Scope, VerifyError};
 use crate::protection::RowProtection;
 use crate::protector::{self, HashingReader};
 use crate::record::AuditRecord;
@@ -549,7 +549,7 @@ fn verify_reads<R: Read>(
                 ));
             }
             let mut read = HashingReader::new(signed()?);
-            match keys.verify_detached_reader(&p, &mut read) {
+            match keys.verify_detached_reader(&p, Scope::File, &mut read) {
                 Ok(()) => {
                     rep.signature_valid = true;
                     first_pass = Some(read.finish());

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::KeySetup;
-use crate::keys::{DetachedError, KeyRing, VerifyError};
+use crate::keys::{DetachedError, KeyRing, Scope, VerifyError};
 use crate::protection::{ProtectionVersion, RowProtection};
 use crate::store::{Store, StoreError};
 use crate::verify::{Batches, RowFailure, verify_row};
@@ -78,7 +78,7 @@ fn row_outcome(keys: &KeyRing, r: &crate::record::AuditRecord) -> Outcome {
 }
 
 fn detached_outcome(keys: &KeyRing, p: &RowProtection, data: &[u8]) -> Outcome {
-    match keys.verify_detached(p, data) {
+    match keys.verify_detached(p, Scope::File, data) {
         Ok(()) => Outcome::Verified,
         Err(
             e @ (DetachedError::Verify(VerifyError::Mismatch) | DetachedError::WrongKind { .. }),

@@ -205,10 +205,117 @@ impl VerifyKey {
     }
 }
 
-/// Every key a verifier knows, by keyid.
+/// What one key may protect: which nodes, and up to where (docs/FORMAT.md section 11). The
+/// rows stay as CESeCore writes them; the policy lives around them, in the configuration of
+/// every verifier.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// The nodes whose rows, batch statements and checkpoints the key may protect: exact node
+    /// ids, or a prefix followed by `*`. None: every node.
+    pub nodes: Option<Vec<String>>,
+    /// A retired key: for each node, the last sequence number it protected there. It may
+    /// protect nothing after that, and nothing at all on a node not listed. None: not retired.
+    pub retired_after: Option<BTreeMap<String, i64>>,
+}
+
+impl KeyPolicy {
+    /// Whether the key may protect what ends at sequence `seq` of `node`.
+    pub fn allows(&self, keyid: i32, node: &str, seq: i64) -> Result<(), PolicyError> {
+        if let Some(nodes) = &self.nodes
+            && !nodes.iter().any(|p| node_matches(p, node))
+        {
+            return Err(PolicyError::Node {
+                keyid,
+                node: node.to_string(),
+                allowed: nodes.join(", "),
+            });
+        }
+        if let Some(retired) = &self.retired_after {
+            match retired.get(node) {
+                None => {
+                    return Err(PolicyError::RetiredElsewhere {
+                        keyid,
+                        node: node.to_string(),
+                    });
+                }
+                Some(&after) if seq > after => {
+                    return Err(PolicyError::Retired {
+                        keyid,
+                        node: node.to_string(),
+                        after,
+                        seq,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `node` matches a policy's node pattern: equal, or starting with what comes before a
+/// final `*`.
+pub fn node_matches(pattern: &str, node: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => node.starts_with(prefix),
+        None => pattern == node,
+    }
+}
+
+/// Which keys may protect what auditseal defines itself, beyond the rows: batch statements
+/// (and so version 3 rows), checkpoints, archive markers, archive segments and exports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EvidenceKeys {
+    /// Any key; an HMAC key is reported, since every verifier holds its secret.
+    #[default]
+    Any,
+    /// Only signature keys (RSA, ECDSA): what an HMAC key protected there is an error.
+    Asymmetric,
+}
+
+/// Why a key may not have protected something.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("keyid {keyid} may protect only the nodes {allowed}, not node {node:?}")]
+    Node {
+        keyid: i32,
+        node: String,
+        allowed: String,
+    },
+    #[error(
+        "keyid {keyid} was retired on node {node:?} after sequence {after}: it may not protect \
+         sequence {seq}"
+    )]
+    Retired {
+        keyid: i32,
+        node: String,
+        after: i64,
+        seq: i64,
+    },
+    #[error("keyid {keyid} is retired and protected nothing on node {node:?}")]
+    RetiredElsewhere { keyid: i32, node: String },
+    #[error(
+        "keyid {keyid} is an HMAC key, whose secret every verifier holds: anyone of them could \
+         have made this (protection.evidence = \"asymmetric\")"
+    )]
+    Symmetric { keyid: i32 },
+}
+
+/// Where a detached MAC or signature belongs: to a position in a node's log (a batch statement,
+/// a checkpoint, an archive marker: the last sequence number it covers), or to a file (an export,
+/// an archive segment).
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    Node { node: &'a str, seq: i64 },
+    File,
+}
+
+/// Every key a verifier knows, by keyid, with what each may protect.
 #[derive(Debug, Clone, Default)]
 pub struct KeyRing {
     keys: BTreeMap<i32, VerifyKey>,
+    policies: BTreeMap<i32, KeyPolicy>,
+    evidence: EvidenceKeys,
 }
 
 impl KeyRing {
@@ -216,9 +323,36 @@ impl KeyRing {
         Self::default()
     }
 
-    /// Adds a key; a second key with the same keyid replaces the first.
+    /// Adds a key that may protect anything; a second key with the same keyid replaces the
+    /// first.
     pub fn insert(&mut self, keyid: i32, key: VerifyKey) {
+        self.insert_with_policy(keyid, key, KeyPolicy::default());
+    }
+
+    /// Adds a key limited by `policy`.
+    pub fn insert_with_policy(&mut self, keyid: i32, key: VerifyKey, policy: KeyPolicy) {
         self.keys.insert(keyid, key);
+        self.policies.insert(keyid, policy);
+    }
+
+    pub fn set_evidence(&mut self, evidence: EvidenceKeys) {
+        self.evidence = evidence;
+    }
+
+    pub fn evidence(&self) -> EvidenceKeys {
+        self.evidence
+    }
+
+    pub fn policy(&self, keyid: i32) -> Option<&KeyPolicy> {
+        self.policies.get(&keyid)
+    }
+
+    /// Whether keyid may protect what ends at sequence `seq` of `node` (its policy; a keyid
+    /// with no key is not this check's concern).
+    pub fn allows(&self, keyid: i32, node: &str, seq: i64) -> Result<(), PolicyError> {
+        self.policies
+            .get(&keyid)
+            .map_or(Ok(()), |p| p.allows(keyid, node, seq))
     }
 
     pub fn get(&self, keyid: i32) -> Option<&VerifyKey> {
@@ -238,9 +372,10 @@ impl KeyRing {
     pub fn verify_detached(
         &self,
         p: &crate::protection::RowProtection,
+        scope: Scope<'_>,
         data: &[u8],
     ) -> Result<(), DetachedError> {
-        self.detached_key(p)?
+        self.detached_key(p, scope)?
             .verify(data, &p.value)
             .map_err(DetachedError::Verify)
     }
@@ -250,17 +385,20 @@ impl KeyRing {
     pub fn verify_detached_reader(
         &self,
         p: &crate::protection::RowProtection,
+        scope: Scope<'_>,
         data: &mut dyn Read,
     ) -> Result<(), DetachedError> {
-        self.detached_key(p)?
+        self.detached_key(p, scope)?
             .verify_reader(data, &p.value)
             .map_err(DetachedError::Verify)
     }
 
-    /// The key that checks a detached protection: the one its keyid names, of its kind.
+    /// The key that checks a detached protection: the one its keyid names, of its kind, if its
+    /// policy and the evidence setting let it protect what `scope` says.
     fn detached_key(
         &self,
         p: &crate::protection::RowProtection,
+        scope: Scope<'_>,
     ) -> Result<&VerifyKey, DetachedError> {
         if p.version == ProtectionVersion::Batch {
             return Err(DetachedError::Batch);
@@ -272,6 +410,15 @@ impl KeyRing {
                 keyid: p.keyid,
                 algorithm: key.algorithm(),
             });
+        }
+        if self.evidence == EvidenceKeys::Asymmetric && key.algorithm() == Algorithm::HmacSha256 {
+            return Err(DetachedError::Policy(PolicyError::Symmetric {
+                keyid: p.keyid,
+            }));
+        }
+        if let Scope::Node { node, seq } = scope {
+            self.allows(p.keyid, node, seq)
+                .map_err(DetachedError::Policy)?;
         }
         Ok(key)
     }
@@ -292,4 +439,79 @@ pub enum DetachedError {
     },
     #[error("{0}")]
     Verify(VerifyError),
+    #[error("{0}")]
+    Policy(PolicyError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(nodes: Option<&[&str]>, retired: Option<&[(&str, i64)]>) -> KeyPolicy {
+        KeyPolicy {
+            nodes: nodes.map(|n| n.iter().map(|s| s.to_string()).collect()),
+            retired_after: retired.map(|r| r.iter().map(|(n, s)| (n.to_string(), *s)).collect()),
+        }
+    }
+
+    #[test]
+    fn nodes_limit_where_a_key_may_protect() {
+        let p = policy(Some(&["signserver-1", "node*"]), None);
+        assert_eq!(p.allows(2, "signserver-1", 5), Ok(()));
+        assert_eq!(p.allows(2, "node7-db", 5), Ok(()));
+        let e = p.allows(2, "signserver-2", 0).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "keyid 2 may protect only the nodes signserver-1, node*, not node \"signserver-2\""
+        );
+        assert!(p.allows(2, "nod", 0).is_err());
+        assert_eq!(KeyPolicy::default().allows(2, "anything", i64::MAX), Ok(()));
+    }
+
+    #[test]
+    fn a_retired_key_protects_nothing_after_its_limit() {
+        let p = policy(None, Some(&[("a", 41), ("b", -1)]));
+        assert_eq!(p.allows(0, "a", 41), Ok(()));
+        assert_eq!(
+            p.allows(0, "a", 42).unwrap_err().to_string(),
+            "keyid 0 was retired on node \"a\" after sequence 41: it may not protect sequence 42"
+        );
+        assert!(p.allows(0, "b", 0).is_err());
+        assert!(matches!(
+            p.allows(0, "c", 0),
+            Err(PolicyError::RetiredElsewhere { .. })
+        ));
+    }
+
+    #[test]
+    fn asymmetric_evidence_refuses_hmac_keys_for_detached_protections() {
+        use crate::protection::RowProtection;
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        let data = b"statement";
+        let mac = hmac::sign(&key, data);
+        let p = RowProtection::parse(&format!("1:1:2:{}", hex::encode(mac.as_ref()))).unwrap();
+        let mut ring = KeyRing::new();
+        ring.insert(2, VerifyKey::Hmac(Box::new(key)));
+        let at = Scope::Node { node: "a", seq: 3 };
+        assert_eq!(ring.verify_detached(&p, at, data), Ok(()));
+        ring.set_evidence(EvidenceKeys::Asymmetric);
+        assert_eq!(
+            ring.verify_detached(&p, at, data),
+            Err(DetachedError::Policy(PolicyError::Symmetric { keyid: 2 }))
+        );
+        // The policy of the key applies to what sits in a node's log, not to files.
+        ring.set_evidence(EvidenceKeys::Any);
+        let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        ring.insert_with_policy(
+            2,
+            VerifyKey::Hmac(Box::new(key)),
+            policy(Some(&["b"]), None),
+        );
+        assert!(matches!(
+            ring.verify_detached(&p, at, data),
+            Err(DetachedError::Policy(PolicyError::Node { .. }))
+        ));
+        assert_eq!(ring.verify_detached(&p, Scope::File, data), Ok(()));
+    }
 }

@@ -600,6 +600,7 @@ fn protection_section(
         enable_verify: enable_verify.is_none_or(|(v, _)| v),
         error_on_verify_fail: error_on_verify_fail.unwrap_or(true),
         keyid: keyid.map(|(id, _)| id),
+        evidence: Default::default(),
         keys,
     }
 }
@@ -837,6 +838,8 @@ fn pkcs11_entry(
         (keyid?, key_label?, pin?, token?, algorithm?);
     Some(KeyEntry::Pkcs11 {
         keyid,
+        nodes: None,
+        retired_after: None,
         library,
         slot_label: slot.label,
         slot_number: slot.number,
@@ -1090,6 +1093,8 @@ fn public_entry(
     };
     Some(KeyEntry::Public {
         keyid: keyid?,
+        nodes: None,
+        retired_after: None,
         algorithm,
         file: None,
         pem: Some(pem?),
@@ -1305,6 +1310,8 @@ mod tests {
         match &p.keys[0] {
             KeyEntry::Pkcs11 {
                 keyid: 400,
+                nodes: None,
+                retired_after: None,
                 library,
                 slot_label: Some(label),
                 slot_number: None,
@@ -1326,6 +1333,8 @@ mod tests {
         match &p.keys[1] {
             KeyEntry::Public {
                 keyid: 300,
+                nodes: None,
+                retired_after: None,
                 algorithm: None,
                 file: None,
                 pem: Some(pem),
@@ -1747,6 +1756,8 @@ mod tests {
             match &p.keys[1] {
                 KeyEntry::Public {
                     keyid: 2,
+                    nodes: None,
+                    retired_after: None,
                     algorithm,
                     file: None,
                     pem: Some(pem),

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::batch::{BatchRecord, GENESIS_HASH, InclusionPayload};
 use crate::checkpoint::{Checkpoint, Head, KIND_ARCHIVE};
-use crate::keys::{KeyRing, VerifyError};
+use crate::keys::{KeyRing, PolicyError, Scope, VerifyError};
 use crate::merkle::{self, Hash};
 use crate::protection::{ProtectionParseError, ProtectionVersion, RowProtection};
 use crate::record::AuditRecord;
@@ -35,6 +35,8 @@ pub enum RowFailure {
     BadProtection(&'static str),
     #[error("cannot be checked now: {0}")]
     KeyUnavailable(String),
+    #[error("outside its key's policy: {0}")]
+    Policy(#[from] PolicyError),
     #[error("version 3: no batch statement starts at sequence {0} for this node")]
     BatchMissing(i64),
     #[error("version 3: the batch statement starting at {first} does not verify: {reason}")]
@@ -74,8 +76,15 @@ fn check_statement(keys: &KeyRing, b: &BatchRecord) -> Result<(), String> {
             p.keyid, b.key_id
         ));
     }
-    keys.verify_detached(&p, b.statement().as_bytes())
-        .map_err(|e| e.to_string())
+    keys.verify_detached(
+        &p,
+        Scope::Node {
+            node: &b.node_id,
+            seq: b.last_sequence_number,
+        },
+        b.statement().as_bytes(),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// The batch statements version 3 rows refer to, looked up and checked once each.
@@ -221,6 +230,7 @@ fn verify_prepared(
         return verify_batched(batches, r, &p, leaf);
     }
     let key = keys.get(p.keyid).ok_or(RowFailure::UnknownKeyId(p.keyid))?;
+    keys.allows(p.keyid, &r.node_id, r.sequence_number)?;
     if key.protection_version() != p.version {
         return Err(RowFailure::VersionMismatch {
             keyid: p.keyid,
@@ -673,6 +683,8 @@ struct NodeCheck<'a> {
     /// Checkpoints verified but not compared with the rows (no head hash to compare with).
     /// How many, and the lowest and highest sequence number among them.
     uncompared: (usize, i64, i64),
+    /// HMAC keyids that protected checkpoints or batch statements of the node.
+    hmac_evidence: std::collections::BTreeSet<i32>,
 }
 
 impl NodeCheck<'_> {
@@ -689,6 +701,9 @@ impl NodeCheck<'_> {
     fn settle(&mut self, source: Source, c: &Checkpoint) {
         if let Err(reason) = c.check(self.keys) {
             return self.fail_checkpoint(source, c, reason);
+        }
+        if is_hmac(self.keys, c.key_id) {
+            self.hmac_evidence.insert(c.key_id);
         }
         let Some(head) = self.head else {
             // One note for them all at the end: a year of checkpoints is half a million.
@@ -782,6 +797,7 @@ pub async fn verify_node(
         expected: from,
         head: None,
         uncompared: (0, 0, 0),
+        hmac_evidence: Default::default(),
     };
     if let Some(o) = offset
         && o < start
@@ -953,11 +969,21 @@ pub async fn verify_node(
         ));
     }
     let mut rep = nc.rep;
+    let mut hmac_evidence = nc.hmac_evidence;
     rep.head_hash = nc
         .head
         .filter(|_| rep.rows > 0)
         .map(|h| hex::encode(h.hash));
-    verify_chain(store.as_ref(), keys, &mut rep, chunk).await?;
+    verify_chain(store.as_ref(), keys, &mut rep, chunk, &mut hmac_evidence).await?;
+    if !hmac_evidence.is_empty() {
+        let ids: Vec<String> = hmac_evidence.iter().map(i32::to_string).collect();
+        rep.notes.push(format!(
+            "checkpoints or batch statements of this node are protected with HMAC keyid {}: \
+             every verifier holds that secret and could have made them; sign them with an RSA \
+             or EC key and set protection.evidence = \"asymmetric\" (docs/FORMAT.md section 11)",
+            ids.join(", ")
+        ));
+    }
     if rep.rows == 0 && rep.archived_up_to.is_none() {
         rep.warnings
             .push(format!("no rows with sequenceNumber >= {from}"));
@@ -976,6 +1002,7 @@ async fn verify_chain(
     keys: &KeyRing,
     rep: &mut NodeReport,
     chunk: i64,
+    hmac_evidence: &mut std::collections::BTreeSet<i32>,
 ) -> Result<(), StoreError> {
     let mut previous: Option<BatchRecord> = None;
     let mut after = None;
@@ -1003,6 +1030,8 @@ async fn verify_chain(
             }
             if let Err(reason) = check_statement(keys, &b) {
                 fail(format!("statement does not verify: {reason}"));
+            } else if is_hmac(keys, b.key_id) {
+                hmac_evidence.insert(b.key_id);
             }
             match &previous {
                 Some(p) if b.previous_hash != p.statement_hash() => fail(format!(
@@ -1041,6 +1070,11 @@ async fn verify_chain(
         }
     }
     Ok(())
+}
+
+fn is_hmac(keys: &KeyRing, keyid: i32) -> bool {
+    keys.get(keyid)
+        .is_some_and(|k| k.algorithm() == crate::token::Algorithm::HmacSha256)
 }
 
 /// Whether the rows the node check read (from its offset on) hold any sequence number in

@@ -100,6 +100,9 @@ async fn serve() -> anyhow::Result<()> {
     for path in generated {
         tracing::warn!(path = %path.display(), "generated a new RSA-2048 signing key (keyid 1); back it up");
     }
+    if let Some(warning) = keys.check_writer(&settings.node_id)? {
+        tracing::warn!("{warning}");
+    }
     let redacted = store::redact_url(&settings.database_url);
     let store = store::open(&settings.database_url)
         .await

@@ -60,6 +60,9 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
     let event_node = args
         .event_node
         .unwrap_or_else(|| format!("{}-db", settings.node_id));
+    if let Some(warning) = keys.check_writer(&event_node)? {
+        eprintln!("warning: {warning}");
+    }
     // Take the events node first: if it is busy, nothing has been written yet.
     let device = SequentialDevice::start(store.clone(), event_node.clone(), Some(token.clone()))
         .await

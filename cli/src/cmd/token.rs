@@ -80,6 +80,9 @@ async fn event_device(
     // A key other than the one its keyid protected with would sign a row nothing verifies.
     auditseal_core::keycheck::check(store.as_ref(), &keys).await?;
     let node = node.unwrap_or_else(|| format!("{}-db", settings.node_id));
+    if let Some(warning) = keys.check_writer(&node)? {
+        eprintln!("warning: {warning}");
+    }
     SequentialDevice::start(store.clone(), node.clone(), Some(token))
         .await
         .with_context(|| format!("cannot log as node {node:?} (use --event-node)"))
