@@ -243,6 +243,14 @@ async fn write_lines(
                 }
                 verify_row(keys, &batches, r).map_err(|e| not_verified(e.to_string()))?;
                 if rows_out == 0 {
+                    // The node's archive marker will be signed with this key: one that its
+                    // policy keeps off the node would make a marker every verifier refuses.
+                    keys.allows(token.keyid(), &node, r.sequence_number)
+                        .map_err(|e| {
+                            ArchiveError::Refused(format!(
+                                "node {node}: its archive marker cannot be signed: {e}"
+                            ))
+                        })?;
                     put(
                         &mut out,
                         &Line::Start {
