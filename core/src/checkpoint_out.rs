@@ -33,6 +33,19 @@ pub struct Sinks {
 }
 
 impl Sinks {
+    /// Only the local copies `[checkpoint]` configures (`file`, and `syslog` when it names a
+    /// local socket), for a process that must not share the server's backlogs.
+    pub fn local(c: &CheckpointSection, data_dir: &Path) -> Sinks {
+        Sinks {
+            file: c.file.as_ref().map(|f| data_dir.join(f)),
+            local_syslog: match &c.syslog {
+                Some(SyslogSetting::Socket(p)) => Some(p.clone()),
+                _ => None,
+            },
+            ..Default::default()
+        }
+    }
+
     /// The sinks `[checkpoint]` configures; relative paths are under `data_dir`. Backlogs left
     /// by an earlier run start being sent now.
     pub async fn open(c: &CheckpointSection, data_dir: &Path) -> Result<Sinks, SinkError> {

@@ -412,3 +412,54 @@ async fn no_checkpoint_over_a_row_deleted_below_the_newest_one() {
         assert_eq!(newest_checkpoint(d, &url, "cp"), Some(5), "{backend:?}");
     }
 }
+
+/// Item 4: the CLI's own events (token, archive) go to `<node id>-db`, which no server
+/// checkpoints: its newest rows could be deleted without trace, even against a checkpoint
+/// export taken before. Each event the CLI logs is now followed by a checkpoint of that node.
+#[tokio::test]
+async fn the_clis_own_node_is_checkpointed() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let url = new_database(backend, dir.path()).await;
+        start(d, &url, "n", "sequential").stop();
+        for name in ["first", "second"] {
+            let mut args = base(d, &url).to_vec();
+            args.extend(["--node-id", "n", "token", "create", "--name", name]);
+            args.extend(["--role", "auditor"]);
+            let (code, _, err) = cli(&args);
+            assert_eq!(code, 0, "{backend:?}: {err}");
+            assert!(err.contains("signed a checkpoint of node n-db"), "{err}");
+        }
+        assert_eq!(newest_checkpoint(d, &url, "n-db"), Some(1), "{backend:?}");
+        let saved = dir.path().join("checkpoints.jsonl");
+        let mut args = base(d, &url).to_vec();
+        args.extend(["checkpoint", "export", "--out", saved.to_str().unwrap()]);
+        let (code, _, err) = cli(&args);
+        assert_eq!(code, 0, "{err}");
+
+        // The attacker deletes the newest TOKEN_CREATE and the stored checkpoints of n-db.
+        exec(
+            &url,
+            "DELETE FROM auditrecorddata WHERE nodeid = 'n-db' AND sequencenumber = 1",
+        )
+        .await;
+        exec(
+            &url,
+            "DELETE FROM auditcheckpointdata WHERE nodeid = 'n-db'",
+        )
+        .await;
+        let (code, text, _) = verifylog(d, &url);
+        assert_eq!(
+            code, 0,
+            "{backend:?}: without the copy it is invisible: {text}"
+        );
+        let mut args = base(d, &url).to_vec();
+        args.extend(["verifylog", "--all", "--quiet"]);
+        args.extend(["--checkpoint", saved.to_str().unwrap()]);
+        let (code, text, _) = cli(&args);
+        assert_eq!(code, 255, "{backend:?}: {text}");
+        let lines = error_lines(&text, "n-db", "rows were deleted after it");
+        assert_eq!(lines.len(), 1, "{backend:?}: {text}");
+    }
+}

@@ -10,7 +10,6 @@ use serde_json::{Map, Value, json};
 
 use auditseal_core::archive;
 use auditseal_core::config::Settings;
-use auditseal_core::device::SequentialDevice;
 use auditseal_core::store;
 
 #[derive(Debug, clap::Args)]
@@ -64,9 +63,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
         eprintln!("warning: {warning}");
     }
     // Take the events node first: if it is busy, nothing has been written yet.
-    let device = SequentialDevice::start(store.clone(), event_node.clone(), Some(token.clone()))
-        .await
-        .with_context(|| format!("cannot log as node {event_node:?} (use --event-node)"))?;
+    let device = super::EventLog::open(settings, &store, token.clone(), event_node).await?;
 
     let written = archive::write_segment(
         store.as_ref(),
@@ -105,7 +102,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
         json!(auditseal_core::time::format_iso8601(args.before)),
     );
     details.insert("nodes".into(), Value::Object(ranges));
-    super::log(&device, "LOG_EXPORT", true, &details).await?;
+    device.log("LOG_EXPORT", true, &details).await?;
     for n in &written.nodes {
         eprintln!(
             "exported node {} rows {}..{} ({} rows)",
@@ -134,7 +131,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
     if let Some(e) = &failure {
         d.insert("error".into(), json!(e.to_string()));
     }
-    super::log(&device, "LOG_DELETE", failure.is_none(), &d).await?;
+    device.log("LOG_DELETE", failure.is_none(), &d).await?;
     for (node, n) in &deleted {
         eprintln!("deleted {n} archived rows of node {node}");
     }

@@ -8,7 +8,6 @@ use serde_json::{Map, Value};
 
 use auditseal_core::access::{CreateError, Role, create_logged, new_token};
 use auditseal_core::config::Settings;
-use auditseal_core::device::SequentialDevice;
 use auditseal_core::store::{self, SharedStore};
 use auditseal_core::time::{format_iso8601, now_millis};
 
@@ -65,7 +64,7 @@ async fn event_device(
     settings: &Settings,
     store: &SharedStore,
     node: Option<String>,
-) -> anyhow::Result<SequentialDevice> {
+) -> anyhow::Result<super::EventLog> {
     let keys = super::load_keys(settings).await.context(
         "token changes are logged as signed events, so the signing key must be readable (with \
          the embedded defaults, the server generates it on its first start)",
@@ -83,9 +82,7 @@ async fn event_device(
     if let Some(warning) = keys.check_writer(&node)? {
         eprintln!("warning: {warning}");
     }
-    SequentialDevice::start(store.clone(), node.clone(), Some(token))
-        .await
-        .with_context(|| format!("cannot log as node {node:?} (use --event-node)"))
+    super::EventLog::open(settings, store, token, node).await
 }
 
 pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<u8> {
@@ -101,7 +98,7 @@ pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<u8> {
             details.insert("name".into(), Value::from(name.clone()));
             details.insert("role".into(), Value::from(role.as_str()));
             let logged = create_logged(store.as_ref(), &record, async || {
-                super::log(&device, "TOKEN_CREATE", true, &details).await
+                device.log("TOKEN_CREATE", true, &details).await
             })
             .await;
             match logged {
@@ -163,7 +160,8 @@ pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<u8> {
             let mut details = Map::new();
             details.insert("name".into(), Value::from(name.clone()));
             // The revocation stands either way: it only takes access away.
-            super::log(&device, "TOKEN_REVOKE", true, &details)
+            device
+                .log("TOKEN_REVOKE", true, &details)
                 .await
                 .with_context(|| {
                     format!("token {name:?} is revoked, but its TOKEN_REVOKE event was not logged")
