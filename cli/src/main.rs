@@ -39,6 +39,10 @@ struct Cli {
     /// log events (archive, token) log them as node `<node id>-db`.
     #[arg(long, global = true, env = "AUDITSEAL_NODE_ID")]
     node_id: Option<String>,
+    /// Set a configuration key, by its dotted path, over the file's value (e.g.
+    /// protection.evidence=asymmetric); repeatable.
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    sets: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
         data_dir: cli.data_dir,
         database_url: cli.database_url,
         node_id: cli.node_id,
+        sets: cli.sets,
     }) {
         Ok(s) => s,
         Err(e) => {

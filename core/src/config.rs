@@ -853,6 +853,63 @@ mod tests {
     }
 
     #[test]
+    fn server_keys_come_from_file_then_environment_then_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.toml");
+        std::fs::write(
+            &file,
+            "[server]\nbatch_size = 10\nqueue_capacity = 7\nbind = 'x:1'\n",
+        )
+        .unwrap();
+        let env = || {
+            vec![
+                ("AUDITSEAL_SERVER_BATCH_SIZE".to_string(), "20".to_string()),
+                (
+                    "AUDITSEAL_SERVER_BIND".to_string(),
+                    "0.0.0.0:9000".to_string(),
+                ),
+                ("PATH".to_string(), "/bin".to_string()),
+            ]
+        };
+        let o = |sets: &[&str]| Overrides {
+            config: Some(file.clone()),
+            data_dir: Some(dir.path().to_path_buf()),
+            sets: sets.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let s = Settings::resolve_with_env(o(&[]), env()).unwrap();
+        let srv = &s.file.server;
+        assert_eq!((srv.batch_size, srv.queue_capacity), (Some(20), Some(7)));
+        assert_eq!(srv.bind.as_deref(), Some("0.0.0.0:9000"));
+        let s = Settings::resolve_with_env(
+            o(&[
+                "server.batch_size=30",
+                "server.device=batched",
+                "checkpoint.interval_secs=5",
+            ]),
+            env(),
+        )
+        .unwrap();
+        assert_eq!(s.file.server.batch_size, Some(30));
+        assert_eq!(s.file.server.device, Some(DeviceKind::Batched));
+        assert_eq!(s.file.checkpoint.interval_secs, Some(5));
+        // A typo is named, wherever it comes from.
+        let typo = vec![("AUDITSEAL_SERVER_BATCH_SIZ".to_string(), "1".to_string())];
+        let e = Settings::resolve_with_env(o(&[]), typo)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("batch_siz") && e.contains("environment"), "{e}");
+        let e = Settings::resolve_with_env(o(&["server.batch_size"]), env())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("KEY=VALUE"), "{e}");
+        let e = Settings::resolve_with_env(o(&["server.batch_size=many"]), env())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("batch_size") || e.contains("many"), "{e}");
+    }
+
+    #[test]
     fn bad_key_config_is_clear() {
         let dir = tempfile::tempdir().unwrap();
         let cfg: FileConfig =
@@ -903,6 +960,88 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub node_id: Option<String>,
+    /// `--set KEY=VALUE`: any key of the file, by its dotted path (`server.batch_size=500`),
+    /// applied after the file and the environment, in order.
+    pub sets: Vec<String>,
+}
+
+/// The prefix of environment variables that set `[server]` keys: `AUDITSEAL_SERVER_BATCH_SIZE`
+/// sets `server.batch_size`.
+pub const SERVER_ENV_PREFIX: &str = "AUDITSEAL_SERVER_";
+
+/// Sets `path` (dotted: `server.batch_size`) in `table` to `value`, read as a TOML value when it
+/// is one (`500`, `true`, `"x"`) and as a string otherwise (`0.0.0.0:8080`, `batched`).
+fn set_key(table: &mut toml::Table, path: &str, value: &str) -> Result<(), String> {
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let last = parts
+        .pop()
+        .filter(|k| !k.is_empty())
+        .ok_or("an empty key")?;
+    let mut at = table;
+    for p in parts {
+        let entry = at
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        at = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{p} is not a table"))?;
+    }
+    at.insert(last.to_string(), parsed);
+    Ok(())
+}
+
+/// The file (or nothing), then `AUDITSEAL_SERVER_*` from `env`, then `sets`.
+fn file_with_overrides(
+    path: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    sets: &[String],
+) -> Result<FileConfig, ConfigError> {
+    let source = path.map_or_else(|| PathBuf::from("(no file)"), Path::to_path_buf);
+    let err = |reason: String| ConfigError::File {
+        path: source.clone(),
+        reason,
+    };
+    let mut table: toml::Table = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| err(e.to_string()))?;
+            toml::from_str(&text).map_err(|e| err(e.to_string()))?
+        }
+        None => toml::Table::new(),
+    };
+    let mut env: Vec<(String, String)> = env
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let key = k.strip_prefix(SERVER_ENV_PREFIX)?.to_ascii_lowercase();
+            Some((format!("server.{key}"), v))
+        })
+        .collect();
+    env.sort();
+    for (key, value) in &env {
+        set_key(&mut table, key, value).map_err(|e| {
+            ConfigError::Invalid(format!("environment {}: {e}", key.to_uppercase()))
+        })?;
+    }
+    for s in sets {
+        let (key, value) = s.split_once('=').ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "--set {s:?}: expected KEY=VALUE, e.g. server.batch_size=500"
+            ))
+        })?;
+        set_key(&mut table, key.trim(), value.trim())
+            .map_err(|e| ConfigError::Invalid(format!("--set {s:?}: {e}")))?;
+    }
+    table.try_into().map_err(|e: toml::de::Error| {
+        let from = if env.is_empty() && sets.is_empty() {
+            String::new()
+        } else {
+            " (with the AUDITSEAL_SERVER_* environment and --set applied)".to_string()
+        };
+        err(format!("{e}{from}"))
+    })
 }
 
 /// Where the data lives and which database and node this process uses.
@@ -918,12 +1057,17 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Defaults < file < overrides.
+    /// Defaults < file < `AUDITSEAL_SERVER_*` environment < `--set` < the other overrides.
     pub fn resolve(o: Overrides) -> Result<Settings, ConfigError> {
-        let mut file = match &o.config {
-            Some(p) => FileConfig::load(p)?,
-            None => FileConfig::default(),
-        };
+        Self::resolve_with_env(o, std::env::vars())
+    }
+
+    /// `resolve` with the given environment (tests).
+    pub fn resolve_with_env(
+        o: Overrides,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let mut file = file_with_overrides(o.config.as_deref(), env, &o.sets)?;
         let (protection, signserver_node) = match (&o.signserver_conf, file.protection.take()) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::Invalid(

@@ -3,15 +3,16 @@
 
 pub mod auth;
 mod body;
+pub mod config;
 pub mod error;
 mod outage;
 pub mod routes;
 pub mod serve;
+pub mod startup;
 pub mod state;
 pub mod tls;
 
 use std::future::Future;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -20,23 +21,8 @@ use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+pub use config::{BULK_BODY_FACTOR, ServerConfig, VERIFY_TIMEOUT};
 pub use state::{AppState, VerifyPolicy};
-
-/// Default largest request body: 1 MiB.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// Live followers allowed at once unless `server.max_followers` says otherwise.
-pub const DEFAULT_MAX_FOLLOWERS: usize = 3;
-
-/// A bulk request may be this many times the single-event body limit.
-pub const BULK_BODY_FACTOR: usize = 16;
-
-/// `server.max_event_bytes` by default: twice the default body, so no event the default body
-/// limit lets in is refused unless its encoding grows it (docs/API.md "Limits").
-pub const DEFAULT_MAX_EVENT_BYTES: usize = 2 * DEFAULT_MAX_BODY_BYTES;
-
-/// How long `POST /api/v1/verify` and `GET /api/v1/export` may run (every other route: 30 s).
-pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub fn app(state: AppState) -> Router {
     let limit = state.max_body_bytes;

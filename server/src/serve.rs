@@ -58,19 +58,18 @@ impl std::fmt::Debug for Limits {
 }
 
 impl Limits {
-    /// What `[server]` sets, defaults for what it leaves out; reads the TLS files (relative to
-    /// `data_dir`) when `[server.tls]` is there.
+    /// The connection limits of `cfg`; reads the TLS files (relative to `data_dir`) when
+    /// `[server.tls]` is there.
     pub fn from_config(
-        srv: &auditseal_core::config::ServerSection,
+        cfg: &crate::config::ServerConfig,
+        tls: Option<&auditseal_core::config::TlsSection>,
         data_dir: &Path,
     ) -> Result<Self, TlsError> {
-        let d = Limits::default();
-        let tls = srv
-            .tls
-            .as_ref()
+        let section = tls;
+        let tls = section
             .map(|t| crate::tls::acceptor(t, data_dir))
             .transpose()?;
-        match srv.tls.as_ref().map(|t| &t.client_ca_file) {
+        match section.map(|t| &t.client_ca_file) {
             None => tracing::info!("serving plain HTTP"),
             Some(None) => tracing::info!("serving HTTPS; client certificates not asked for"),
             Some(Some(ca)) => tracing::info!(
@@ -79,26 +78,25 @@ impl Limits {
             ),
         }
         Ok(Limits {
-            max_connections: srv.max_connections.unwrap_or(d.max_connections).max(1),
-            header_timeout: srv
-                .header_timeout_secs
-                .map_or(d.header_timeout, |s| Duration::from_secs(s.max(1))),
-            send_timeout: srv
-                .send_timeout_secs
-                .map_or(d.send_timeout, |s| Duration::from_secs(s.max(1))),
             tls,
+            ..Limits::plain(cfg)
         })
+    }
+
+    /// The connection limits of `cfg`, over plain HTTP.
+    pub fn plain(cfg: &crate::config::ServerConfig) -> Self {
+        Limits {
+            max_connections: cfg.max_connections,
+            header_timeout: cfg.header_timeout,
+            send_timeout: cfg.send_timeout,
+            tls: None,
+        }
     }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_connections: 512,
-            header_timeout: Duration::from_secs(10),
-            send_timeout: Duration::from_secs(60),
-            tls: None,
-        }
+        Limits::plain(&crate::config::ServerConfig::default())
     }
 }
 

@@ -1,0 +1,261 @@
+//! Start-up: from resolved settings to a listening server, in named phases. What can be checked
+//! without changing anything (the configuration, HTTPS files, the port) is checked first; then
+//! the database, the keys, the log device, the checkpoint writer and the API tokens.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use auditseal_core::batched::BatchedDevice;
+use auditseal_core::checkpointer;
+use auditseal_core::config::{
+    DEFAULT_CHECKPOINT_SECS, DeviceKind, KeyMode, KeySetup, Settings, load_keys,
+};
+use auditseal_core::device::{LogDevice, SequentialDevice};
+use auditseal_core::store::{self, SharedStore};
+use auditseal_core::token::SharedToken;
+
+use crate::auth::Auth;
+use crate::config::ServerConfig;
+use crate::serve::Limits;
+use crate::{AppState, VerifyPolicy};
+
+/// Client certificate subjects (normalised) and their roles.
+type CertificateRoles = std::collections::HashMap<String, auditseal_core::access::Role>;
+
+/// The checkpoint writer's stop signal and task.
+type CheckpointTask = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// A server ready to serve: its listener is bound, its state built, its background tasks
+/// started.
+pub struct Started {
+    pub listener: TcpListener,
+    pub state: AppState,
+    pub limits: Limits,
+    checkpoints: Option<CheckpointTask>,
+}
+
+/// Every phase of the start, in order. Fails with the first problem, before anything later.
+pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<Started> {
+    let bind = parse_bind(&cfg.bind)?;
+    let certificate_roles = certificate_roles(settings)?;
+    // HTTPS set-up errors stop the start before anything is created.
+    let limits = Limits::from_config(cfg, settings.file.server.tls.as_ref(), &settings.data_dir)
+        .context("cannot set up HTTPS ([server.tls])")?;
+    let listener = TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    // Created for its owner only (it holds the database, the key and the first admin token);
+    // an existing directory keeps its mode.
+    auditseal_core::files::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot create data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
+    let keys = open_keys(settings).await?;
+    let store = open_store(settings).await?;
+    // Before anything is written: a different key under a keyid in use would make every older
+    // row of that keyid fail verification.
+    auditseal_core::keycheck::check(store.as_ref(), &keys).await?;
+    let device = start_device(settings, cfg, &store, keys.current.clone()).await?;
+    let checkpoints = start_checkpoints(settings, &store, keys.current.clone()).await?;
+    match &keys.current {
+        Some(t) => {
+            tracing::info!(keyid = t.keyid(), algorithm = %t.algorithm(), key = %t.describe(), "protecting new rows")
+        }
+        None => tracing::warn!("protection.enable_sign is false: new rows are NOT protected"),
+    }
+    let auth = start_auth(settings, &store, device.as_ref(), certificate_roles).await?;
+    let state = build_state(cfg, settings, store, device, keys, auth);
+    Ok(Started {
+        listener,
+        state,
+        limits,
+        checkpoints,
+    })
+}
+
+impl Started {
+    /// Serves until `shutdown` resolves, then writes the last checkpoint.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        crate::run_with(self.listener, self.state, self.limits, shutdown).await?;
+        if let Some((stop, task)) = self.checkpoints {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        Ok(())
+    }
+}
+
+/// The state every route shares, from the parts the start built (in-process tests build it
+/// the same way).
+pub fn build_state(
+    cfg: &ServerConfig,
+    settings: &Settings,
+    store: SharedStore,
+    device: Arc<dyn LogDevice>,
+    keys: KeySetup,
+    auth: Arc<Auth>,
+) -> AppState {
+    let p = &settings.protection;
+    AppState {
+        signer: keys.current.clone(),
+        followers: Arc::new(tokio::sync::Semaphore::new(cfg.max_followers)),
+        max_followers: cfg.max_followers,
+        closing: Arc::default(),
+        auth,
+        request_timeout: cfg.request_timeout,
+        send_timeout: cfg.send_timeout,
+        store,
+        device,
+        keys: Arc::new(keys.ring),
+        key_listing: Arc::new(keys.listing),
+        policy: VerifyPolicy {
+            enable_verify: p.enable_verify,
+            error_on_verify_fail: p.error_on_verify_fail,
+        },
+        max_body_bytes: cfg.max_body_bytes,
+        max_event_bytes: cfg.max_event_bytes,
+    }
+}
+
+fn parse_bind(bind: &str) -> anyhow::Result<SocketAddr> {
+    bind.parse()
+        .with_context(|| format!("--bind {bind:?} is not an address like 127.0.0.1:8080"))
+}
+
+/// Client certificate subjects and their roles; a mapping that no certificate could ever use
+/// is an error.
+fn certificate_roles(settings: &Settings) -> anyhow::Result<CertificateRoles> {
+    let clients = &settings.file.auth.clients;
+    let client_ca = settings
+        .file
+        .server
+        .tls
+        .as_ref()
+        .and_then(|t| t.client_ca_file.as_ref());
+    if !clients.is_empty() && client_ca.is_none() {
+        anyhow::bail!(
+            "[[auth.clients]] maps client certificates to roles, but server.tls.client_ca_file \
+             is not set, so no client certificate can be verified and nobody could log in: set \
+             [server.tls] with client_ca_file, or remove [[auth.clients]]"
+        );
+    }
+    auditseal_core::access::certificate_roles(clients.iter().map(|c| (c.subject.clone(), c.role)))
+        .map_err(anyhow::Error::msg)
+}
+
+/// Opens (or, the first time, generates) the keys, and checks that the current one may protect
+/// this node's rows. Opening keys may talk to an HSM: off the async workers.
+async fn open_keys(settings: &Settings) -> anyhow::Result<KeySetup> {
+    let (protection, data_dir) = (settings.protection.clone(), settings.data_dir.clone());
+    let (keys, generated) =
+        tokio::task::spawn_blocking(move || load_keys(&protection, &data_dir, KeyMode::Server))
+            .await??;
+    for path in generated {
+        tracing::warn!(path = %path.display(), "generated a new RSA-2048 signing key (keyid 1); back it up");
+    }
+    if let Some(warning) = keys.check_writer(&settings.node_id)? {
+        tracing::warn!("{warning}");
+    }
+    Ok(keys)
+}
+
+async fn open_store(settings: &Settings) -> anyhow::Result<SharedStore> {
+    let redacted = store::redact_url(&settings.database_url);
+    let store = store::open(&settings.database_url)
+        .await
+        .with_context(|| format!("cannot open the database {redacted}"))?;
+    store
+        .migrate()
+        .await
+        .context("cannot create or upgrade the schema")?;
+    Ok(store)
+}
+
+async fn start_device(
+    settings: &Settings,
+    cfg: &ServerConfig,
+    store: &SharedStore,
+    token: Option<SharedToken>,
+) -> anyhow::Result<Arc<dyn LogDevice>> {
+    let node = settings.node_id.clone();
+    Ok(match cfg.device {
+        DeviceKind::Sequential => Arc::new(
+            SequentialDevice::start(store.clone(), node, token)
+                .await
+                .context("cannot start the log device")?,
+        ),
+        DeviceKind::Batched => Arc::new(
+            BatchedDevice::start(store.clone(), node, token, cfg.batched())
+                .await
+                .context("cannot start the log device")?,
+        ),
+    })
+}
+
+/// Starts the checkpoint writer (unless turned off or rows are not protected); it writes a last
+/// checkpoint when told to stop.
+async fn start_checkpoints(
+    settings: &Settings,
+    store: &SharedStore,
+    token: Option<SharedToken>,
+) -> anyhow::Result<Option<CheckpointTask>> {
+    let c = &settings.file.checkpoint;
+    let secs = c.interval_secs.unwrap_or(DEFAULT_CHECKPOINT_SECS);
+    let Some(token) = token.filter(|_| secs > 0) else {
+        tracing::warn!("checkpoints are off (checkpoint.interval_secs = 0 or signing is off)");
+        return Ok(None);
+    };
+    let sinks = checkpointer::Sinks::open(c, &settings.data_dir)
+        .await
+        .context("cannot set up the checkpoint receivers ([checkpoint])")?;
+    let cp =
+        checkpointer::Checkpointer::start(store.clone(), token, settings.node_id.clone(), sinks)
+            .await
+            .context("cannot start the checkpoint writer")?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(checkpointer::run(
+        cp,
+        std::time::Duration::from_secs(secs),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Ok(Some((stop, task)))
+}
+
+/// Creates the first admin token when nobody could log in otherwise, then reads the API tokens.
+async fn start_auth(
+    settings: &Settings,
+    store: &SharedStore,
+    device: &dyn LogDevice,
+    certificate_roles: CertificateRoles,
+) -> anyhow::Result<Arc<Auth>> {
+    let has_clients = !settings.file.auth.clients.is_empty();
+    if let Some((name, path)) =
+        crate::auth::bootstrap_admin_token(store, device, &settings.data_dir, has_clients)
+            .await
+            .context("cannot create the first admin token")?
+    {
+        tracing::warn!(
+            token = %name,
+            file = %path.display(),
+            "no API token or client certificate was configured: created an admin token and \
+             saved it in this file (mode 0600); send it as \"Authorization: Bearer <token>\", \
+             and create tokens for signers and auditors with `auditseal-db token create`"
+        );
+    }
+    Auth::start(store.clone(), certificate_roles)
+        .await
+        .context("cannot read the API tokens")
+}
