@@ -56,3 +56,12 @@ CREATE TABLE AuditApiTokenData (
     PRIMARY KEY (name),
     UNIQUE KEY auditapitokendata_tokenhash (tokenHash)
 );
+
+-- Each node's lease epoch (docs/FORMAT.md "Node leases"): incremented by whoever takes the
+-- node's writer lock; every write transaction checks it, so a writer that lost its lock commits
+-- nothing.
+CREATE TABLE AuditNodeLease (
+    nodeId               VARCHAR(250) BINARY NOT NULL,
+    epoch                BIGINT(20) NOT NULL,
+    PRIMARY KEY (nodeId)
+);

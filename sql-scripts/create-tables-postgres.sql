@@ -56,3 +56,12 @@ CREATE TABLE auditapitokendata (
     PRIMARY KEY (name),
     UNIQUE (tokenhash)
 );
+
+-- Each node's lease epoch (docs/FORMAT.md "Node leases"): incremented by whoever takes the
+-- node's writer lock; every write transaction checks it, so a writer that lost its lock commits
+-- nothing. The server needs it even when it may not create tables.
+CREATE TABLE auditnodelease (
+    nodeid  TEXT NOT NULL,
+    epoch   INT8 NOT NULL,
+    PRIMARY KEY (nodeid)
+);
