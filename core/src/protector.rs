@@ -1,4 +1,4 @@
-//! Builds a row's `rowProtection` with a crypto token (docs/FORMAT.md, spec section 3).
+//! Builds a row's `rowProtection` with a crypto token (docs/FORMAT.md section 3).
 
 use std::io::Read;
 

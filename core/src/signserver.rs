@@ -1,6 +1,6 @@
 //! Reads an existing SignServer (CESeCore) configuration directory, so operators can bring
 //! `databaseprotection.properties` and `cesecore.properties` unchanged (`--signserver-conf DIR`).
-//! The keys are those of section 4 of the CESeCore compatibility spec (`cesecore-compat.md`).
+//! The keys read are those docs/OPERATIONS.md "A SignServer configuration, unchanged" lists.
 //!
 //! Decisions:
 //! - Every problem found is reported, not just the first: one problem is returned as

@@ -1,6 +1,6 @@
 //! Harness for `tests/java/CesecoreCompat.java`, an independent Java (JDK-only) implementation
 //! of CESeCore's protect string, rowProtection and `additionalDetails` XML formats
-//! (see `/work/shared/spec/cesecore-compat.md` sections 2, 3 and 5).
+//! (as docs/FORMAT.md sections 2, 3 and 4 state them).
 //!
 //! Command-line contract of the Java program (all text UTF-8; "hex" is lower-case hex of the
 //! UTF-8 bytes; a null field is `-`, an empty string is an empty field):
@@ -495,7 +495,7 @@ mod tests {
             None,
             None,
         ];
-        // HMAC-SHA256("00112233" as key bytes, spec section 2 example string), cross-checked
+        // HMAC-SHA256("00112233" as key bytes, docs/FORMAT.md section 2's example), cross-checked
         // with `openssl dgst -sha256 -mac HMAC -macopt hexkey:00112233`.
         let expected = "1:1:5:3c602731c9c17b2468992ab2a321ab65944428c539ac9576b25e96d7ed7b781a";
         let out = java.run_ok(

@@ -1,5 +1,5 @@
-//! `auditseal-db verifylog --all | --node NAME[:OFFSET]... [--checkpoint FILE]` (spec section 7,
-//! docs/OPERATIONS.md).
+//! `auditseal-db verifylog --all | --node NAME[:OFFSET]... [--checkpoint FILE]`, CESeCore's
+//! database CLI command of the same name (docs/OPERATIONS.md "The database CLI").
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -1,4 +1,5 @@
-//! Query criteria (spec section 8): `<field> <OP> <value>`, ANDed; order and keyset cursors.
+//! Query criteria (docs/API.md "GET /api/v1/events"): `<field> <OP> <value>`, ANDed; order and
+//! keyset cursors.
 //! The SQL is built from fixed column names and placeholders only: values are always bound.
 
 use std::fmt;
