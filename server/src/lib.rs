@@ -4,6 +4,7 @@
 pub mod auth;
 mod body;
 pub mod error;
+mod names;
 mod outage;
 pub mod routes;
 pub mod serve;
