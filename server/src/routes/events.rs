@@ -732,6 +732,30 @@ mod tests {
     }
 
     #[test]
+    fn details_are_shown_as_cesecore_shows_them() {
+        // What the query, get and live-follow answers show in `details`: top-level `B64:`
+        // values decoded (prefix in any case), nested ones and undecodable ones as stored.
+        let body = body_with(
+            "SIGNSERVER",
+            "PROCESS",
+            "WORKER",
+            r#"{"a": "b64:dG9rZW46YWRtaW4=", "b": "B64:", "c": "B64:%%%%", "d": "åäö",
+                "list": ["B64:w6XDpMO2"], "map": {"x": "B64:w6XDpMO2"}}"#,
+        );
+        let row = parse_event(body.as_bytes(), &who())
+            .unwrap()
+            .into_record("n", 0, 0);
+        let shown = row_json(row, Value::Null);
+        assert_eq!(
+            shown["details"],
+            json!({"a": "token:admin", "b": "B64:", "c": "B64:%%%%", "d": "åäö",
+                   "list": ["B64:w6XDpMO2"], "map": {"x": "B64:w6XDpMO2"},
+                   SUBMITTER_KEY: "token:signer-1"}),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn rejects_bad_events_with_field_names() {
         let ok = br#"{"eventType":"PROCESS","eventStatus":"SUCCESS","authToken":"CLI User","service":"SIGNSERVER","module":"WORKER"}"#;
         assert!(parse_event(ok, &who()).is_ok());
