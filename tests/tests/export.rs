@@ -35,6 +35,7 @@ struct Exported {
     status: u16,
     body: Vec<u8>,
     signature: Option<String>,
+    request: Option<String>,
     rows: Option<String>,
     sha256: Option<String>,
 }
@@ -49,10 +50,12 @@ async fn export(url: &str, query: &str) -> Exported {
         h("x-auditseal-rows"),
         h("x-auditseal-sha256"),
     );
+    let request = h("x-auditseal-request");
     let status = r.status().as_u16();
     Exported {
         status,
         signature,
+        request,
         rows,
         sha256,
         body: r.bytes().await.unwrap().to_vec(),
@@ -114,6 +117,16 @@ fn verify(base: &[&str], file: &std::path::Path, extra: &[&str]) -> (i32, Value)
     (code, v)
 }
 
+/// The companion `FILE.sig` of a CSV or TSV export, as docs/API.md says to save it: the
+/// `X-Auditseal-Request` line, then the `X-Auditseal-Signature` line.
+fn sig_file(e: &Exported) -> String {
+    format!(
+        "{}\n{}\n",
+        e.request.as_deref().unwrap(),
+        e.signature.as_deref().unwrap()
+    )
+}
+
 /// Writes a copy of `bytes` with the first `needle` changed by one byte.
 fn tampered(bytes: &[u8], needle: &str, path: &std::path::Path) {
     let at = bytes
@@ -162,6 +175,10 @@ async fn exports_verify_offline_and_fail_when_one_byte_changes() {
             e.signature.as_deref(),
             "{trailer}"
         );
+        // The first line is the request, signed with the rows, and sent as a header too.
+        let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["type"], "request", "{first}");
+        assert_eq!(Some(text.lines().next().unwrap()), e.request.as_deref());
         let nd = dir.path().join("e.ndjson");
         std::fs::write(&nd, &e.body).unwrap();
         let (code, rep) = verify(&base, &nd, &[]);
@@ -171,11 +188,67 @@ async fn exports_verify_offline_and_fail_when_one_byte_changes() {
             (Some(9), Some(9)),
             "{rep}"
         );
+        assert_eq!(rep["version"], 2, "{rep}");
+        assert_eq!(
+            (
+                &rep["request"]["nodeId"],
+                &rep["request"]["format"],
+                &rep["request"]["limit"]
+            ),
+            (&json!("ex-s"), &json!("ndjson"), &Value::Null),
+            "{rep}"
+        );
+        assert_eq!(
+            rep["request"]["criteria"],
+            json!([{"field": "eventType", "op": "EQ", "value": "PROCESS"}]),
+            "{rep}"
+        );
+        let made = rep["request"]["createdAt"].as_i64().unwrap();
+        let logged = all_rows(&url)
+            .await
+            .into_iter()
+            .rfind(|r| r.event_type == "LOG_EXPORT")
+            .unwrap();
+        assert!(
+            logged
+                .additional_details
+                .unwrap()
+                .contains(&format!("<long>{made}</long>")),
+            "the LOG_EXPORT event records createdAt {made}"
+        );
+        // The verifier shows the request it checked.
+        let mut a = base.to_vec();
+        a.extend(["verify-export", nd.to_str().unwrap()]);
+        let (code, out, err) = cli(&a);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(
+            out.contains("Request (signed): made by node ex-s")
+                && out.contains("criteria: eventType EQ PROCESS; limit: none"),
+            "{out}"
+        );
         let bad = dir.path().join("bad.ndjson");
         tampered(&e.body, "SUCCESS", &bad);
         let (code, rep) = verify(&base, &bad, &[]);
         assert_eq!(code, 255, "{rep}");
         assert!(rep.to_string().contains("the file was changed"), "{rep}");
+        // Another criterion or time in the request line: the signature fails.
+        for (from, to) in [
+            (
+                "\"value\":\"PROCESS\"".to_string(),
+                "\"value\":\"KEYGEN\"".to_string(),
+            ),
+            (
+                format!("\"createdAt\":{made}"),
+                format!("\"createdAt\":{}", made - 86_400_000),
+            ),
+        ] {
+            let changed = text.replacen(from.as_str(), to.as_str(), 1);
+            assert_ne!(changed, text);
+            std::fs::write(&bad, changed).unwrap();
+            let (code, rep) = verify(&base, &bad, &[]);
+            assert_eq!(code, 255, "{to}: {rep}");
+            assert!(rep.to_string().contains("the file was changed"), "{rep}");
+        }
 
         // CSV of one node's PROCESS rows: verifies, parses back to the stored rows.
         let e = export(
@@ -186,14 +259,22 @@ async fn exports_verify_offline_and_fail_when_one_byte_changes() {
         assert_eq!(e.status, 200, "{}", String::from_utf8_lossy(&e.body));
         let csv = dir.path().join("e.csv");
         std::fs::write(&csv, &e.body).unwrap();
-        std::fs::write(
-            dir.path().join("e.csv.sig"),
-            format!("{}\n", e.signature.unwrap()),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("e.csv.sig"), sig_file(&e)).unwrap();
         let (code, rep) = verify(&base, &csv, &[]);
         assert_eq!(code, 0, "{backend:?}: {rep}");
         assert_eq!(rep["rowsVerified"], 5, "{rep}");
+        assert_eq!(rep["request"]["criteria"][1]["value"], "ex-s", "{rep}");
+        // The request line of the .sig is signed too: a broader criterion fails.
+        let narrowed = dir.path().join("narrowed.csv");
+        std::fs::copy(&csv, &narrowed).unwrap();
+        std::fs::write(
+            dir.path().join("narrowed.csv.sig"),
+            sig_file(&e).replacen("\"value\":\"ex-s\"", "\"value\":\"ex-b\"", 1),
+        )
+        .unwrap();
+        let (code, rep) = verify(&base, &narrowed, &[]);
+        assert_eq!(code, 255, "{rep}");
+        assert!(rep.to_string().contains("the file was changed"), "{rep}");
         let parsed = parse_csv(std::str::from_utf8(&e.body).unwrap());
         assert_eq!(parsed[0][3].as_deref(), Some("timeStamp"));
         let stored: Vec<Vec<Option<String>>> = all_rows(&url)
@@ -225,11 +306,7 @@ async fn exports_verify_offline_and_fail_when_one_byte_changes() {
         assert_eq!(e.rows.as_deref(), Some("7"));
         let tsv = dir.path().join("e.tsv");
         std::fs::write(&tsv, &e.body).unwrap();
-        std::fs::write(
-            dir.path().join("e.tsv.sig"),
-            format!("{}\n", e.signature.unwrap()),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("e.tsv.sig"), sig_file(&e)).unwrap();
         let keys: Value = auditseal_e2e::get(format!("{}/api/v1/keys", seq.url))
             .await
             .unwrap()
