@@ -157,12 +157,26 @@ fn values(r: &AuditRecord) -> [Option<Cow<'_, str>>; 14] {
     ]
 }
 
-/// RFC 4180 field: quoted when empty (so "" is an empty string and nothing is null) or when it
-/// holds `,` `"` CR or LF; `"` doubled inside quotes.
-fn csv_field(out: &mut Vec<u8>, v: Option<&str>) {
+/// The columns of a CSV or TSV export that hold integers (sequenceNumber, timeStamp); every
+/// other column is text.
+const INTEGER_COLUMNS: [usize; 2] = [2, 3];
+
+/// The first characters that make a spreadsheet read a cell as a formula (OWASP "CSV
+/// Injection"), and `'`, the mark itself, so that readers can always remove one.
+const FORMULA_STARTS: [char; 7] = ['=', '+', '-', '@', '\t', '\r', '\''];
+
+/// A text value of a version 2 CSV or TSV export with `'` before it when a spreadsheet would run
+/// it as a formula (docs/FORMAT.md section 9.5); None when it goes out as it is.
+fn neutralised(v: &str) -> Option<String> {
+    v.starts_with(FORMULA_STARTS).then(|| format!("'{v}"))
+}
+
+/// RFC 4180 field: quoted when empty (so "" is an empty string and nothing is null), when it
+/// holds `,` `"` CR or LF, or when `quote` (a neutralised formula); `"` doubled inside quotes.
+fn csv_field(out: &mut Vec<u8>, v: Option<&str>, quote: bool) {
     match v {
         None => {}
-        Some(s) if s.is_empty() || s.contains([',', '"', '\r', '\n']) => {
+        Some(s) if quote || s.is_empty() || s.contains([',', '"', '\r', '\n']) => {
             out.push(b'"');
             out.extend_from_slice(s.replace('"', "\"\"").as_bytes());
             out.push(b'"');
@@ -422,10 +436,19 @@ impl ExportWriter {
                         if i > 0 {
                             self.line.push(sep);
                         }
+                        // Version 2 neutralises formulas in text columns; version 1 (no
+                        // request line) wrote every value as stored.
+                        let formula = match v.as_deref() {
+                            Some(t) if self.request.is_some() && !INTEGER_COLUMNS.contains(&i) => {
+                                neutralised(t)
+                            }
+                            _ => None,
+                        };
+                        let v = formula.as_deref().or(v.as_deref());
                         if self.format == Format::Csv {
-                            csv_field(&mut self.line, v.as_deref());
+                            csv_field(&mut self.line, v, formula.is_some());
                         } else {
-                            tsv_field(&mut self.line, v.as_deref());
+                            tsv_field(&mut self.line, v);
                         }
                     }
                     self.line.extend_from_slice(end);
@@ -769,6 +792,8 @@ fn verify_reads<R: Read>(
             )),
         }
     }
+    // Version 2 CSV and TSV text fields carry a `'` before a formula (section 9.5).
+    let neutral = loaded.request_line.is_some();
     let mut lines = Lines::new(HashingReader::new(signed()?));
     match loaded.format {
         Format::Ndjson => {
@@ -849,7 +874,7 @@ fn verify_reads<R: Read>(
                             rep.error(format!("record 1 is not the header {}", COLUMNS.join(",")));
                         }
                     }
-                    Ok(fields) => match row_of(fields) {
+                    Ok(fields) => match row_of(fields, neutral) {
                         Ok(r) => check(&mut rep, &batches, r),
                         Err(e) => rep.error(format!("record {n}: {e}")),
                     },
@@ -883,7 +908,7 @@ fn verify_reads<R: Read>(
                             rep.error(format!("line 1 is not the header {}", COLUMNS.join("\\t")));
                         }
                     }
-                    Ok(f) => match row_of(f) {
+                    Ok(f) => match row_of(f, neutral) {
                         Ok(r) => check(&mut rep, &batches, r),
                         Err(e) => rep.error(format!("line {n}: {e}")),
                     },
@@ -1012,8 +1037,19 @@ fn is_header(fields: &[Option<String>]) -> bool {
             .all(|(f, c)| f.as_deref() == Some(c))
 }
 
-/// A row from the 14 exported values (rowVersion 0: it is not exported).
-fn row_of(f: Vec<Option<String>>) -> Result<AuditRecord, String> {
+/// A row from the 14 exported values (rowVersion 0: it is not exported). `neutral`: a version 2
+/// export, whose text fields lose one leading `'` (docs/FORMAT.md section 9.5).
+fn row_of(mut f: Vec<Option<String>>, neutral: bool) -> Result<AuditRecord, String> {
+    if neutral {
+        for (i, v) in f.iter_mut().enumerate() {
+            if let Some(t) = v
+                && !INTEGER_COLUMNS.contains(&i)
+                && t.starts_with('\'')
+            {
+                t.remove(0);
+            }
+        }
+    }
     let f: [Option<String>; 14] = f
         .try_into()
         .map_err(|f: Vec<_>| format!("{} fields, expected 14", f.len()))?;
@@ -1286,6 +1322,76 @@ mod tests {
             "{sig}"
         );
         assert!(sig.split('\n').nth(1).unwrap().starts_with("1:1:7:"));
+    }
+
+    /// A row whose text values all start with a character a spreadsheet takes for a formula
+    /// (or with the mark `'`), and whose integers are negative.
+    fn formulas() -> AuditRecord {
+        let mut r = row(0, Some("=1+2"), Some("@SUM(A1)"));
+        r.sequence_number = -1;
+        r.time_stamp = -5;
+        r.pk = "-pk".into();
+        r.node_id = "+node".into();
+        r.event_type = "=cmd|' /C calc'!A0".into();
+        r.event_status = "'quoted".into();
+        r.auth_token = "@evil \"x\"".into();
+        r.service = "\tTAB".into();
+        r.module = "\rCR".into();
+        r.search_detail1 = Some("-2+3".into());
+        r.search_detail2 = Some("+\"q\", r".into());
+        r.row_protection = Some(protector::protect(&token(), &r).unwrap());
+        r
+    }
+
+    #[test]
+    fn csv_and_tsv_cells_cannot_start_a_formula() {
+        let r = formulas();
+        let csv = String::from_utf8(export(Format::Csv, std::slice::from_ref(&r))).unwrap();
+        let (file, _) = csv.split_once("\0SIG\0").unwrap();
+        let line = file.split("\r\n").nth(1).unwrap();
+        assert_eq!(
+            &line[..line.find(",1:1:7:").unwrap()],
+            "\"'-pk\",\"'+node\",-1,-5,\"'=cmd|' /C calc'!A0\",\"''quoted\",\"'@evil \"\"x\"\"\",\
+             \"'\tTAB\",\"'\rCR\",\"'=1+2\",\"'-2+3\",\"'+\"\"q\"\", r\",\"'@SUM(A1)\"",
+            "{line}"
+        );
+        let mut pos = 0;
+        let fields = next_csv_record(&format!("{line}\r\n"), &mut pos)
+            .unwrap()
+            .unwrap();
+        for (i, f) in fields.iter().enumerate() {
+            let f = f.as_deref().unwrap();
+            if INTEGER_COLUMNS.contains(&i) {
+                assert!(f == "-1" || f == "-5", "column {i} is a number: {f:?}");
+            } else {
+                assert!(
+                    !f.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                    "column {i}: {f:?}"
+                );
+            }
+        }
+        let tsv = String::from_utf8(export(Format::Tsv, std::slice::from_ref(&r))).unwrap();
+        let line = tsv.split("\0SIG\0").next().unwrap().lines().nth(1).unwrap();
+        assert!(
+            line.starts_with(
+                "'-pk\t'+node\t-1\t-5\t'=cmd|' /C calc'!A0\t''quoted\t'@evil \"x\"\t'\\tTAB\t'\\rCR\t\
+                 '=1+2\t'-2+3\t'+\"q\", r\t'@SUM(A1)\t1:1:7:"
+            ),
+            "{line}"
+        );
+        // The neutralised values read back as stored: every row verifies.
+        for format in [Format::Csv, Format::Tsv] {
+            let rep = check(
+                format,
+                &export(format, &[r.clone(), row(1, Some("ok"), None)]),
+            );
+            assert!(rep.errors.is_empty(), "{format:?}: {:?}", rep.errors);
+            assert_eq!((rep.rows, rep.rows_verified), (2, 2), "{format:?}");
+        }
+        // Version 1 wrote values as stored, and its readers remove nothing.
+        let v1 = export_as(Format::Csv, std::slice::from_ref(&r), None);
+        assert!(String::from_utf8_lossy(&v1).contains(",-1,-5,=cmd|"));
+        assert_eq!(check(Format::Csv, &v1).rows_verified, 1);
     }
 
     #[test]

@@ -416,3 +416,86 @@ async fn without_signing_there_is_no_export() {
     assert_eq!(v["error"], "signing_disabled", "{v}");
     s.stop();
 }
+
+/// CSV and TSV cells a spreadsheet would run as formulas (first character `=`, `+`, `-`, `@`,
+/// TAB, CR) go out with a `'` before them (docs/FORMAT.md section 9.5), the file still verifies,
+/// and removing that `'` gives the stored values back.
+#[tokio::test]
+async fn csv_and_tsv_cells_cannot_start_a_formula() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let url = auditseal_e2e::new_database(auditseal_e2e::Backend::Sqlite, dir.path()).await;
+    let base = ["--data-dir", d, "--database-url", &url];
+    let mut a = base.to_vec();
+    a.extend(["--node-id", "fx"]);
+    let s = Server::start(&a).unwrap();
+    // Names may not hold TAB or CR (docs/API.md "Names"): those start values here.
+    post(
+        &s.url,
+        &json!({
+            "eventType": "=FORMULA", "eventStatus": "SUCCESS", "authToken": "-1",
+            "service": "+SVC", "module": "@MOD",
+            "customId": "=HYPERLINK(\"http://evil.example\",\"x\")",
+            "searchDetail1": "\tTAB", "searchDetail2": "\rCR",
+            "additionalDetails": {"k": "=1+2", "-": "@x"}
+        }),
+    )
+    .await;
+    post(
+        &s.url,
+        &json!({
+            "eventType": "@CMD", "eventStatus": "FAILURE", "authToken": "'quoted",
+            "service": "SIGNSERVER", "module": "-m", "customId": "-2", "searchDetail1": "+3"
+        }),
+    )
+    .await;
+    let stored: Vec<Vec<Option<String>>> = all_rows(&url).await.iter().map(fields).collect();
+    let unmarked = |rows: Vec<Vec<Option<String>>>| -> Vec<Vec<Option<String>>> {
+        rows.into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .enumerate()
+                    .map(|(i, f)| match f {
+                        Some(t) if i != 2 && i != 3 && t.starts_with('\'') => Some(t[1..].into()),
+                        f => f,
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let formula = |f: &str| f.starts_with(['=', '+', '-', '@', '\t', '\r']);
+
+    let e = export(&s.url, "format=csv&criteria=nodeId+EQ+fx").await;
+    assert_eq!(e.status, 200, "{}", String::from_utf8_lossy(&e.body));
+    let text = std::str::from_utf8(&e.body).unwrap();
+    assert!(
+        text.contains(",\"'=FORMULA\",SUCCESS,\"'-1\",\"'+SVC\",\"'@MOD\",\"'=HYPERLINK("),
+        "{text}"
+    );
+    let parsed = parse_csv(text);
+    for f in parsed.iter().flatten().flatten() {
+        assert!(!formula(f), "a CSV cell starts a formula: {f:?}");
+    }
+    assert_eq!(unmarked(parsed[1..].to_vec()), stored);
+    let csv = dir.path().join("f.csv");
+    std::fs::write(&csv, &e.body).unwrap();
+    std::fs::write(dir.path().join("f.csv.sig"), sig_file(&e)).unwrap();
+    let (code, rep) = verify(&base, &csv, &[]);
+    assert_eq!(code, 0, "{rep}");
+    assert_eq!(rep["rowsVerified"], 3, "{rep}");
+
+    let e = export(&s.url, "format=tsv&criteria=nodeId+EQ+fx").await;
+    assert_eq!(e.status, 200, "{}", String::from_utf8_lossy(&e.body));
+    let text = std::str::from_utf8(&e.body).unwrap();
+    for f in text.lines().flat_map(|l| l.split('\t')) {
+        assert!(!formula(f), "a TSV cell starts a formula: {f:?}");
+    }
+    assert!(text.contains("\t'\\tTAB\t'\\rCR\t"), "{text}");
+    let tsv = dir.path().join("f.tsv");
+    std::fs::write(&tsv, &e.body).unwrap();
+    std::fs::write(dir.path().join("f.tsv.sig"), sig_file(&e)).unwrap();
+    let (code, rep) = verify(&base, &tsv, &[]);
+    assert_eq!(code, 0, "{rep}");
+    assert_eq!(rep["rowsVerified"], 3, "{rep}");
+    s.stop();
+}
