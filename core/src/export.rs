@@ -1,5 +1,6 @@
 //! Exports (docs/FORMAT.md section 9): rows as NDJSON, CSV or TSV, with a signature over the
-//! exact bytes (NDJSON: in a trailer line; CSV and TSV: a detached `.sig`), and their offline
+//! exact bytes (NDJSON: in a trailer line; CSV and TSV: a detached `.sig`) that also covers the
+//! export's request (criteria, limit, node, time: the request line), and their offline
 //! verification.
 
 use std::borrow::Cow;
@@ -16,6 +17,8 @@ use crate::keys::{DetachedError, KeyRing, Scope, VerifyError};
 use crate::protection::RowProtection;
 use crate::protector::{self, HashingReader};
 use crate::record::AuditRecord;
+use crate::store::Criterion;
+use crate::store::query::Param;
 use crate::token::{CryptoToken, TokenError};
 use crate::verify::{Batches, RowFailure, verify_row};
 
@@ -154,12 +157,26 @@ fn values(r: &AuditRecord) -> [Option<Cow<'_, str>>; 14] {
     ]
 }
 
-/// RFC 4180 field: quoted when empty (so "" is an empty string and nothing is null) or when it
-/// holds `,` `"` CR or LF; `"` doubled inside quotes.
-fn csv_field(out: &mut Vec<u8>, v: Option<&str>) {
+/// The columns of a CSV or TSV export that hold integers (sequenceNumber, timeStamp); every
+/// other column is text.
+const INTEGER_COLUMNS: [usize; 2] = [2, 3];
+
+/// The first characters that make a spreadsheet read a cell as a formula (OWASP "CSV
+/// Injection"), and `'`, the mark itself, so that readers can always remove one.
+const FORMULA_STARTS: [char; 7] = ['=', '+', '-', '@', '\t', '\r', '\''];
+
+/// A text value of a version 2 CSV or TSV export with `'` before it when a spreadsheet would run
+/// it as a formula (docs/FORMAT.md section 9.5); None when it goes out as it is.
+fn neutralised(v: &str) -> Option<String> {
+    v.starts_with(FORMULA_STARTS).then(|| format!("'{v}"))
+}
+
+/// RFC 4180 field: quoted when empty (so "" is an empty string and nothing is null), when it
+/// holds `,` `"` CR or LF, or when `quote` (a neutralised formula); `"` doubled inside quotes.
+fn csv_field(out: &mut Vec<u8>, v: Option<&str>, quote: bool) {
     match v {
         None => {}
-        Some(s) if s.is_empty() || s.contains([',', '"', '\r', '\n']) => {
+        Some(s) if quote || s.is_empty() || s.contains([',', '"', '\r', '\n']) => {
             out.push(b'"');
             out.extend_from_slice(s.replace('"', "\"\"").as_bytes());
             out.push(b'"');
@@ -205,6 +222,114 @@ pub struct Trailer {
     pub signature: String,
 }
 
+/// The version of the export layout that has a request line (docs/FORMAT.md section 9).
+/// Exports without one are version 1.
+pub const EXPORT_VERSION: &str = "auditseal-export-v2";
+
+/// One criterion of an export's request, in canonical form: the field's and the operator's
+/// names as docs/API.md spells them, the value as a JSON string (text fields), integer
+/// (`sequenceNumber`, `timeStamp`: an ISO-8601 date given is its epoch milliseconds) or null
+/// (`NULL`, `NOTNULL`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestCriterion {
+    pub field: String,
+    pub op: String,
+    pub value: serde_json::Value,
+}
+
+impl From<&Criterion> for RequestCriterion {
+    fn from(c: &Criterion) -> Self {
+        RequestCriterion {
+            field: c.field.name().into(),
+            op: c.op.name().into(),
+            value: match &c.value {
+                Some(Param::Text(t)) => serde_json::Value::from(t.as_str()),
+                Some(Param::Int(i)) => serde_json::Value::from(*i),
+                None => serde_json::Value::Null,
+            },
+        }
+    }
+}
+
+/// What an export was asked for, and where and when it was made: its request line, signed
+/// with the rows so that an export cannot stand in for another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExportRequest {
+    /// Always `request`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// [`EXPORT_VERSION`].
+    pub version: String,
+    /// `ndjson`, `csv` or `tsv`.
+    pub format: String,
+    /// The node that made the export.
+    pub node_id: String,
+    /// When it started reading rows, epoch milliseconds.
+    pub created_at: i64,
+    /// ANDed, in the order given.
+    pub criteria: Vec<RequestCriterion>,
+    /// At most this many rows; null: every matching row.
+    pub limit: Option<i64>,
+}
+
+impl ExportRequest {
+    pub fn new(
+        format: Format,
+        node_id: &str,
+        created_at: i64,
+        criteria: &[Criterion],
+        limit: Option<i64>,
+    ) -> Self {
+        ExportRequest {
+            kind: "request".into(),
+            version: EXPORT_VERSION.into(),
+            format: format.name().into(),
+            node_id: node_id.into(),
+            created_at,
+            criteria: criteria.iter().map(RequestCriterion::from).collect(),
+            limit,
+        }
+    }
+
+    /// The request line without its newline: compact JSON, members in the struct's order, every
+    /// character outside printable ASCII (0x20..0x7E) as `\uXXXX` (UTF-16, lower-case hex), so
+    /// that it can also travel as an HTTP header value.
+    pub fn line(&self) -> String {
+        use std::fmt::Write as _;
+        // Serializing plain data to a string cannot fail.
+        let json = serde_json::to_string(self).unwrap_or_default();
+        let mut out = String::with_capacity(json.len());
+        for c in json.chars() {
+            if (' '..='~').contains(&c) {
+                out.push(c);
+            } else {
+                for u in c.encode_utf16(&mut [0u16; 2]) {
+                    let _ = write!(out, "\\u{u:04x}");
+                }
+            }
+        }
+        out
+    }
+
+    /// Criteria as `field OP value`, for people.
+    pub fn criteria_text(&self) -> String {
+        if self.criteria.is_empty() {
+            return "none (every row)".into();
+        }
+        self.criteria
+            .iter()
+            .map(|c| match &c.value {
+                serde_json::Value::Null => format!("{} {}", c.field, c.op),
+                serde_json::Value::String(v) => format!("{} {} {v}", c.field, c.op),
+                other => format!("{} {} {other}", c.field, c.op),
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+}
+
 /// Writes an export to a file, row by row; `finish` signs it.
 pub struct ExportWriter {
     format: Format,
@@ -214,6 +339,8 @@ pub struct ExportWriter {
     /// come together, so each statement is written once, before its first row.
     last_batch: Option<(String, i64)>,
     line: Vec<u8>,
+    /// The request line (without newline); None only for a version 1 export (tests).
+    request: Option<String>,
 }
 
 /// A signed export, ready to send.
@@ -223,6 +350,8 @@ pub struct Finished {
     pub file: File,
     /// `1:<v>:<keyid>:<hex>` over the signed bytes.
     pub signature: String,
+    /// The request line (without newline), which the signature covers.
+    pub request: String,
     pub key_id: i32,
     pub rows: u64,
     /// Size and SHA-256 (lower-case hex) of the whole export as delivered.
@@ -231,17 +360,28 @@ pub struct Finished {
 }
 
 impl ExportWriter {
-    /// Starts an export in `file` (CSV and TSV: with the header line).
-    pub fn new(format: Format, file: File) -> std::io::Result<Self> {
+    /// Starts an export of `request` in `file` (NDJSON: with the request line; CSV and TSV:
+    /// with the header line, the request line going into the signature file).
+    pub fn new(format: Format, file: File, request: &ExportRequest) -> std::io::Result<Self> {
+        Self::with_request(format, file, Some(request.line()))
+    }
+
+    /// `new`; without a request, the version 1 layout that older servers wrote.
+    fn with_request(format: Format, file: File, request: Option<String>) -> std::io::Result<Self> {
         let mut w = ExportWriter {
             format,
             out: BufWriter::with_capacity(256 * 1024, file),
             rows: 0,
             last_batch: None,
             line: Vec::new(),
+            request,
         };
         match format {
-            Format::Ndjson => {}
+            Format::Ndjson => {
+                if let Some(r) = &w.request {
+                    w.out.write_all(format!("{r}\n").as_bytes())?;
+                }
+            }
             Format::Csv => w
                 .out
                 .write_all(format!("{}\r\n", COLUMNS.join(",")).as_bytes())?,
@@ -296,10 +436,19 @@ impl ExportWriter {
                         if i > 0 {
                             self.line.push(sep);
                         }
+                        // Version 2 neutralises formulas in text columns; version 1 (no
+                        // request line) wrote every value as stored.
+                        let formula = match v.as_deref() {
+                            Some(t) if self.request.is_some() && !INTEGER_COLUMNS.contains(&i) => {
+                                neutralised(t)
+                            }
+                            _ => None,
+                        };
+                        let v = formula.as_deref().or(v.as_deref());
                         if self.format == Format::Csv {
-                            csv_field(&mut self.line, v.as_deref());
+                            csv_field(&mut self.line, v, formula.is_some());
                         } else {
-                            tsv_field(&mut self.line, v.as_deref());
+                            tsv_field(&mut self.line, v);
                         }
                     }
                     self.line.extend_from_slice(end);
@@ -311,14 +460,22 @@ impl ExportWriter {
         Ok(())
     }
 
-    /// Signs everything written with `token` (NDJSON: and appends the trailer). The file is
-    /// read back once, in chunks, to be signed and hashed.
+    /// Signs everything written with `token` (NDJSON: and appends the trailer; CSV and TSV:
+    /// the request line and then the file). The file is read back once, in chunks, to be
+    /// signed and hashed.
     pub fn finish(self, token: &dyn CryptoToken) -> Result<Finished, ExportError> {
         let tmp = Path::new("<export temporary file>");
         let mut file = self.out.into_inner().map_err(|e| io(tmp)(e.into_error()))?;
         file.seek(SeekFrom::Start(0)).map_err(io(tmp))?;
-        let signed = protector::protect_reader(token, &mut file)?;
-        let (signature, mut hash, mut len) = (signed.protection, signed.hash, signed.len);
+        // CSV and TSV: the request line comes first in the signed bytes, not in the file.
+        let prefix = match (&self.request, self.format) {
+            (Some(r), Format::Csv | Format::Tsv) => format!("{r}\n"),
+            _ => String::new(),
+        };
+        let mut body = HashingReader::new(&mut file);
+        let signature =
+            protector::protect_reader(token, &mut prefix.as_bytes().chain(&mut body))?.protection;
+        let (mut hash, mut len) = body.into_hasher();
         if self.format == Format::Ndjson {
             let mut trailer = serde_json::to_vec(&Trailer {
                 kind: "trailer".into(),
@@ -338,6 +495,7 @@ impl ExportWriter {
         Ok(Finished {
             file,
             signature,
+            request: self.request.unwrap_or_default(),
             key_id: token.keyid(),
             rows: self.rows,
             bytes: len,
@@ -371,6 +529,8 @@ pub struct LoadedExport {
     /// The signature string, or why it could not be found.
     signature: Result<String, String>,
     trailer: Option<Trailer>,
+    /// CSV and TSV of version 2: the request line, the first line of the signature file.
+    request_line: Option<String>,
 }
 
 impl LoadedExport {
@@ -445,6 +605,7 @@ pub fn load(path: &Path, sig: Option<&Path>) -> Result<LoadedExport, ExportError
         signed_len: len,
         signature: Err(String::new()),
         trailer: None,
+        request_line: None,
     };
     if format == Format::Ndjson {
         let (start, tail) = last_line(&mut file, len).map_err(io(path))?;
@@ -471,7 +632,29 @@ pub fn load(path: &Path, sig: Option<&Path>) -> Result<LoadedExport, ExportError
     } else {
         let sp = sig.map_or_else(|| sig_path(path), Path::to_path_buf);
         let text = std::fs::read_to_string(&sp).map_err(io(&sp))?;
-        loaded.signature = Ok(text.trim_end_matches(['\n', '\r']).to_string());
+        // Version 2: the request line, then the signature; version 1: the signature alone.
+        let mut lines: Vec<&str> = text
+            .split('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .collect();
+        while lines.last() == Some(&"") {
+            lines.pop();
+        }
+        match lines[..] {
+            [signature] => loaded.signature = Ok(signature.to_string()),
+            [request, signature] => {
+                loaded.request_line = Some(request.to_string());
+                loaded.signature = Ok(signature.to_string());
+            }
+            _ => {
+                loaded.signature = Err(format!(
+                    "{} must hold the request line and the signature line (or, for an export \
+                     of version 1, the signature line alone), not {} lines",
+                    sp.display(),
+                    lines.len()
+                ))
+            }
+        }
     }
     Ok(loaded)
 }
@@ -481,6 +664,10 @@ pub fn load(path: &Path, sig: Option<&Path>) -> Result<LoadedExport, ExportError
 #[serde(rename_all = "camelCase")]
 pub struct ExportReport {
     pub format: String,
+    /// 2: the export has a request line; 1: it has none (written before version 2).
+    pub version: u8,
+    /// The request line of a version 2 export: under the signature when `signature_valid`.
+    pub request: Option<ExportRequest>,
     /// The keyid of the export signature (None if it cannot be read).
     pub signed_by: Option<i32>,
     pub signature_valid: bool,
@@ -531,8 +718,15 @@ fn verify_reads<R: Read>(
         || -> Result<_, ExportError> { Ok(open().map_err(io(path))?.take(loaded.signed_len)) };
     let mut rep = ExportReport {
         format: loaded.format.name().into(),
+        version: 1,
         ..ExportReport::default()
     };
+    // CSV and TSV: the request line is signed before the file's bytes.
+    let prefix = loaded
+        .request_line
+        .as_ref()
+        .map(|r| format!("{r}\n"))
+        .unwrap_or_default();
     // The hash of the bytes the valid signature covers, to compare with the second pass's.
     let mut first_pass = None;
     match loaded.signature.as_deref().map(RowProtection::parse) {
@@ -549,7 +743,11 @@ fn verify_reads<R: Read>(
                 ));
             }
             let mut read = HashingReader::new(signed()?);
-            match keys.verify_detached_reader(&p, Scope::File, &mut read) {
+            match keys.verify_detached_reader(
+                &p,
+                Scope::File,
+                &mut prefix.as_bytes().chain(&mut read),
+            ) {
                 Ok(()) => {
                     rep.signature_valid = true;
                     first_pass = Some(read.finish());
@@ -589,6 +787,17 @@ fn verify_reads<R: Read>(
             Err(e) => rep.error(format!("{name}: {e}")),
         }
     };
+    if let Some(line) = &loaded.request_line {
+        rep.version = 2;
+        match serde_json::from_str::<ExportRequest>(line) {
+            Ok(r) => rep.request = Some(r),
+            Err(e) => rep.error(format!(
+                "the request line (the signature file's first line) cannot be read: {e}"
+            )),
+        }
+    }
+    // Version 2 CSV and TSV text fields carry a `'` before a formula (section 9.5).
+    let neutral = loaded.request_line.is_some();
     let mut lines = Lines::new(HashingReader::new(signed()?));
     match loaded.format {
         Format::Ndjson => {
@@ -607,6 +816,20 @@ fn verify_reads<R: Read>(
                         continue;
                     }
                 };
+                if v.get("type").and_then(serde_json::Value::as_str) == Some("request") {
+                    if n == 1 {
+                        rep.version = 2;
+                        match serde_json::from_value::<ExportRequest>(v) {
+                            Ok(r) => rep.request = Some(r),
+                            Err(e) => rep.error(format!("line 1: request line: {e}")),
+                        }
+                    } else {
+                        rep.error(format!(
+                            "line {n}: a request line may only be the first line"
+                        ));
+                    }
+                    continue;
+                }
                 if v.get("type").is_some() {
                     let mut v = v;
                     let kind = v
@@ -655,7 +878,7 @@ fn verify_reads<R: Read>(
                             rep.error(format!("record 1 is not the header {}", COLUMNS.join(",")));
                         }
                     }
-                    Ok(fields) => match row_of(fields) {
+                    Ok(fields) => match row_of(fields, neutral) {
                         Ok(r) => check(&mut rep, &batches, r),
                         Err(e) => rep.error(format!("record {n}: {e}")),
                     },
@@ -689,13 +912,46 @@ fn verify_reads<R: Read>(
                             rep.error(format!("line 1 is not the header {}", COLUMNS.join("\\t")));
                         }
                     }
-                    Ok(f) => match row_of(f) {
+                    Ok(f) => match row_of(f, neutral) {
                         Ok(r) => check(&mut rep, &batches, r),
                         Err(e) => rep.error(format!("line {n}: {e}")),
                     },
                     Err(e) => rep.error(format!("line {n}: {e}")),
                 }
             }
+        }
+    }
+    if let Some(r) = &rep.request {
+        let mut found = Vec::new();
+        if r.kind != "request" {
+            found.push(format!(
+                "the request line's type is {:?}, not \"request\"",
+                r.kind
+            ));
+        }
+        if r.version != EXPORT_VERSION {
+            found.push(format!(
+                "the request line names version {:?}; this verifier reads {EXPORT_VERSION:?}",
+                r.version
+            ));
+        }
+        if r.format != loaded.format.name() {
+            found.push(format!(
+                "the request line names format {:?}, but the file is {}",
+                r.format,
+                loaded.format.name()
+            ));
+        }
+        if let Some(limit) = r.limit
+            && rep.rows > limit.max(0) as u64
+        {
+            found.push(format!(
+                "the request line has limit {limit}, but the file has {} rows",
+                rep.rows
+            ));
+        }
+        for e in found {
+            rep.error(e);
         }
     }
     let second_pass = lines.finish().map_err(io(path))?.finish();
@@ -785,8 +1041,19 @@ fn is_header(fields: &[Option<String>]) -> bool {
             .all(|(f, c)| f.as_deref() == Some(c))
 }
 
-/// A row from the 14 exported values (rowVersion 0: it is not exported).
-fn row_of(f: Vec<Option<String>>) -> Result<AuditRecord, String> {
+/// A row from the 14 exported values (rowVersion 0: it is not exported). `neutral`: a version 2
+/// export, whose text fields lose one leading `'` (docs/FORMAT.md section 9.5).
+fn row_of(mut f: Vec<Option<String>>, neutral: bool) -> Result<AuditRecord, String> {
+    if neutral {
+        for (i, v) in f.iter_mut().enumerate() {
+            if let Some(t) = v
+                && !INTEGER_COLUMNS.contains(&i)
+                && t.starts_with('\'')
+            {
+                t.remove(0);
+            }
+        }
+    }
     let f: [Option<String>; 14] = f
         .try_into()
         .map_err(|f: Vec<_>| format!("{} fields, expected 14", f.len()))?;
@@ -940,8 +1207,22 @@ mod tests {
         k
     }
 
+    fn request(format: Format) -> ExportRequest {
+        let criteria: Vec<Criterion> = ["eventType EQ PROCESS", "timeStamp GE 2025-12-01"]
+            .iter()
+            .map(|c| c.parse().unwrap())
+            .collect();
+        ExportRequest::new(format, "n1", 1_764_072_999_000, &criteria, Some(10))
+    }
+
     fn export(format: Format, rows: &[AuditRecord]) -> Vec<u8> {
-        let mut w = ExportWriter::new(format, temp_file().unwrap()).unwrap();
+        export_as(format, rows, Some(request(format).line()))
+    }
+
+    /// An export with the request line `request` (None: version 1); CSV and TSV: the file,
+    /// the marker `\0SIG\0`, then the signature file.
+    fn export_as(format: Format, rows: &[AuditRecord], request: Option<String>) -> Vec<u8> {
+        let mut w = ExportWriter::with_request(format, temp_file().unwrap(), request).unwrap();
         w.write_rows(rows, &Batches::default()).unwrap();
         let mut f = w.finish(&token()).unwrap();
         let mut bytes = Vec::new();
@@ -951,9 +1232,23 @@ mod tests {
         if format != Format::Ndjson {
             f.signature.push('\n');
             bytes.extend_from_slice(b"\0SIG\0");
+            if !f.request.is_empty() {
+                bytes.extend_from_slice(format!("{}\n", f.request).as_bytes());
+            }
             bytes.extend_from_slice(f.signature.as_bytes());
         }
         bytes
+    }
+
+    /// `bytes` with the first `from` in the request line (NDJSON: the first line; CSV and
+    /// TSV: the signature file's first line) replaced by `to`.
+    fn with_request_changed(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let start = text.find("{\"type\":\"request\"").unwrap();
+        let end = start + text[start..].find('\n').unwrap();
+        assert!(text[start..end].contains(from), "{}", &text[start..end]);
+        let line = text[start..end].replacen(from, to, 1);
+        format!("{}{line}{}", &text[..start], &text[end..]).into_bytes()
     }
 
     /// Writes `bytes` (CSV/TSV: file and signature split at the marker) and verifies them.
@@ -1013,19 +1308,227 @@ mod tests {
             last.starts_with("{\"type\":\"trailer\",\"rows\":1,\"keyId\":7,\"signature\":\"1:1:7:"),
             "{last}"
         );
-        assert!(nd.starts_with("{\"pk\":"));
+        assert!(
+            nd.starts_with(
+                "{\"type\":\"request\",\"version\":\"auditseal-export-v2\",\"format\":\"ndjson\",\
+                 \"nodeId\":\"n1\",\"createdAt\":1764072999000,\"criteria\":[{\"field\":\"eventType\",\
+                 \"op\":\"EQ\",\"value\":\"PROCESS\"},{\"field\":\"timeStamp\",\"op\":\"GE\",\
+                 \"value\":1764547200000}],\"limit\":10}\n{\"pk\":"
+            ),
+            "{nd}"
+        );
+        // CSV and TSV: the request line is the signature file's first line.
+        let csv = String::from_utf8(export(Format::Csv, &rows())).unwrap();
+        let sig = csv.split("\0SIG\0").nth(1).unwrap();
+        assert_eq!(
+            sig.split('\n').next().unwrap(),
+            request(Format::Csv).line(),
+            "{sig}"
+        );
+        assert!(sig.split('\n').nth(1).unwrap().starts_with("1:1:7:"));
+    }
+
+    /// A row whose text values all start with a character a spreadsheet takes for a formula
+    /// (or with the mark `'`), and whose integers are negative.
+    fn formulas() -> AuditRecord {
+        let mut r = row(0, Some("=1+2"), Some("@SUM(A1)"));
+        r.sequence_number = -1;
+        r.time_stamp = -5;
+        r.pk = "-pk".into();
+        r.node_id = "+node".into();
+        r.event_type = "=cmd|' /C calc'!A0".into();
+        r.event_status = "'quoted".into();
+        r.auth_token = "@evil \"x\"".into();
+        r.service = "\tTAB".into();
+        r.module = "\rCR".into();
+        r.search_detail1 = Some("-2+3".into());
+        r.search_detail2 = Some("+\"q\", r".into());
+        r.row_protection = Some(protector::protect(&token(), &r).unwrap());
+        r
+    }
+
+    #[test]
+    fn csv_and_tsv_cells_cannot_start_a_formula() {
+        let r = formulas();
+        let csv = String::from_utf8(export(Format::Csv, std::slice::from_ref(&r))).unwrap();
+        let (file, _) = csv.split_once("\0SIG\0").unwrap();
+        let line = file.split("\r\n").nth(1).unwrap();
+        assert_eq!(
+            &line[..line.find(",1:1:7:").unwrap()],
+            "\"'-pk\",\"'+node\",-1,-5,\"'=cmd|' /C calc'!A0\",\"''quoted\",\"'@evil \"\"x\"\"\",\
+             \"'\tTAB\",\"'\rCR\",\"'=1+2\",\"'-2+3\",\"'+\"\"q\"\", r\",\"'@SUM(A1)\"",
+            "{line}"
+        );
+        let mut pos = 0;
+        let fields = next_csv_record(&format!("{line}\r\n"), &mut pos)
+            .unwrap()
+            .unwrap();
+        for (i, f) in fields.iter().enumerate() {
+            let f = f.as_deref().unwrap();
+            if INTEGER_COLUMNS.contains(&i) {
+                assert!(f == "-1" || f == "-5", "column {i} is a number: {f:?}");
+            } else {
+                assert!(
+                    !f.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                    "column {i}: {f:?}"
+                );
+            }
+        }
+        let tsv = String::from_utf8(export(Format::Tsv, std::slice::from_ref(&r))).unwrap();
+        let line = tsv.split("\0SIG\0").next().unwrap().lines().nth(1).unwrap();
+        assert!(
+            line.starts_with(
+                "'-pk\t'+node\t-1\t-5\t'=cmd|' /C calc'!A0\t''quoted\t'@evil \"x\"\t'\\tTAB\t'\\rCR\t\
+                 '=1+2\t'-2+3\t'+\"q\", r\t'@SUM(A1)\t1:1:7:"
+            ),
+            "{line}"
+        );
+        // The neutralised values read back as stored: every row verifies.
+        for format in [Format::Csv, Format::Tsv] {
+            let rep = check(
+                format,
+                &export(format, &[r.clone(), row(1, Some("ok"), None)]),
+            );
+            assert!(rep.errors.is_empty(), "{format:?}: {:?}", rep.errors);
+            assert_eq!((rep.rows, rep.rows_verified), (2, 2), "{format:?}");
+        }
+        // Version 1 wrote values as stored, and its readers remove nothing.
+        let v1 = export_as(Format::Csv, std::slice::from_ref(&r), None);
+        assert!(String::from_utf8_lossy(&v1).contains(",-1,-5,=cmd|"));
+        assert_eq!(check(Format::Csv, &v1).rows_verified, 1);
+    }
+
+    #[test]
+    fn the_request_is_signed_and_shown() {
+        for format in [Format::Ndjson, Format::Csv, Format::Tsv] {
+            let bytes = export(format, &rows());
+            let rep = check(format, &bytes);
+            assert!(rep.errors.is_empty(), "{format:?}: {:?}", rep.errors);
+            assert_eq!(rep.version, 2);
+            assert_eq!(rep.request.as_ref(), Some(&request(format)), "{format:?}");
+            // Another criterion, a narrower limit, another time or node: the signature fails.
+            for (from, to) in [
+                ("PROCESS", "KEYGEN"),
+                ("\"op\":\"GE\"", "\"op\":\"LE\""),
+                ("\"limit\":10", "\"limit\":3"),
+                ("1764072999000", "1764072999001"),
+                ("\"nodeId\":\"n1\"", "\"nodeId\":\"n2\""),
+            ] {
+                let rep = check(format, &with_request_changed(&bytes, from, to));
+                assert!(!rep.signature_valid, "{format:?} {to}");
+                assert!(
+                    rep.errors
+                        .iter()
+                        .any(|e| e.contains("the file was changed")),
+                    "{format:?} {to}: {:?}",
+                    rep.errors
+                );
+            }
+            // The request line of another genuine export (every row, made earlier) does not
+            // fit these rows' signature.
+            let broader = ExportRequest::new(format, "n1", 1_764_000_000_000, &[], None).line();
+            let mine = request(format).line();
+            let swapped = with_request_changed(&bytes, &mine, &broader);
+            let rep = check(format, &swapped);
+            assert!(!rep.signature_valid, "{format:?}");
+            assert_eq!(rep.request.map(|r| r.limit), Some(None));
+        }
+    }
+
+    #[test]
+    fn version_1_exports_still_verify_and_say_they_carry_no_request() {
+        for format in [Format::Ndjson, Format::Csv, Format::Tsv] {
+            let bytes = export_as(format, &rows(), None);
+            let rep = check(format, &bytes);
+            assert!(rep.errors.is_empty(), "{format:?}: {:?}", rep.errors);
+            assert!(rep.signature_valid);
+            assert_eq!((rep.version, rep.request.as_ref()), (1, None));
+            assert_eq!(rep.rows_verified, 3);
+        }
+        // A version 2 export cannot pass for version 1: without its request line the
+        // signature no longer fits.
+        let bytes = export(Format::Ndjson, &rows());
+        let text = String::from_utf8(bytes).unwrap();
+        let rep = check(Format::Ndjson, text.split_once('\n').unwrap().1.as_bytes());
+        assert!(!rep.signature_valid, "{:?}", rep.errors);
+        let bytes = export(Format::Csv, &rows());
+        let (file, sig) = bytes.split_at(bytes.windows(5).position(|w| w == b"\0SIG\0").unwrap());
+        let sig = String::from_utf8(sig[5..].to_vec()).unwrap();
+        let mut v1 = file.to_vec();
+        v1.extend_from_slice(b"\0SIG\0");
+        v1.extend_from_slice(sig.split_once('\n').unwrap().1.as_bytes());
+        assert!(!check(Format::Csv, &v1).signature_valid);
+    }
+
+    #[test]
+    fn the_request_must_fit_the_file() {
+        // Signed, but naming a smaller limit than the rows, or another format: both reported.
+        let mut r = request(Format::Csv);
+        r.limit = Some(2);
+        let rep = check(
+            Format::Tsv,
+            &export_as(Format::Tsv, &rows(), Some(r.line())),
+        );
+        assert!(rep.signature_valid);
+        assert_eq!(rep.error_count, 2, "{:?}", rep.errors);
+        assert!(
+            rep.errors.iter().any(|e| e.contains("limit 2")),
+            "{:?}",
+            rep.errors
+        );
+        assert!(
+            rep.errors.iter().any(|e| e.contains("format \"csv\"")),
+            "{:?}",
+            rep.errors
+        );
+        // A request line anywhere but first is an error.
+        let nd = String::from_utf8(export(Format::Ndjson, &rows())).unwrap();
+        let (first, rest) = nd.split_once('\n').unwrap();
+        let (row, rest) = rest.split_once('\n').unwrap();
+        let moved = format!("{row}\n{first}\n{rest}");
+        let rep = check(Format::Ndjson, moved.as_bytes());
+        assert!(
+            rep.errors
+                .iter()
+                .any(|e| e.contains("may only be the first line")),
+            "{:?}",
+            rep.errors
+        );
+    }
+
+    #[test]
+    fn the_request_line_is_ascii_and_reads_back() {
+        let c: Criterion = "customId LIKE å\u{7f}\u{1F600}\"\\%".parse().unwrap();
+        let r = ExportRequest::new(Format::Csv, "nöde", 5, &[c], None);
+        let line = r.line();
+        assert!(line.bytes().all(|b| (0x20..=0x7e).contains(&b)), "{line}");
+        assert!(
+            line.contains("n\\u00f6de") && line.contains("\\ud83d\\ude00"),
+            "{line}"
+        );
+        assert!(line.ends_with(",\"limit\":null}"), "{line}");
+        assert_eq!(serde_json::from_str::<ExportRequest>(&line).unwrap(), r);
+        assert_eq!(r.criteria_text(), "customId LIKE å\u{7f}\u{1F600}\"\\%");
     }
 
     #[test]
     fn one_changed_byte_fails() {
         for format in [Format::Ndjson, Format::Csv, Format::Tsv] {
             let bytes = export(format, &rows());
-            // Every byte of the signed part (and of the NDJSON trailer) matters.
+            // Every byte of the signed part (and of the NDJSON trailer) matters; CSV and TSV:
+            // the file and the request line of the signature file.
             let end = match format {
                 Format::Ndjson => bytes.len(),
-                _ => bytes.windows(5).position(|w| w == b"\0SIG\0").unwrap(),
+                _ => {
+                    let sig = bytes.windows(5).position(|w| w == b"\0SIG\0").unwrap() + 5;
+                    sig + bytes[sig..].iter().position(|b| *b == b'\n').unwrap()
+                }
             };
-            for at in (0..end).step_by(7) {
+            let marker = bytes.windows(5).position(|w| w == b"\0SIG\0");
+            for at in (0..end)
+                .step_by(7)
+                .filter(|at| marker.is_none_or(|m| !(m..m + 5).contains(at)))
+            {
                 let mut b = bytes.clone();
                 b[at] ^= 0x01;
                 let rep = check(format, &b);
@@ -1065,7 +1568,8 @@ mod tests {
             })
             .collect();
         for format in [Format::Ndjson, Format::Csv, Format::Tsv] {
-            let bytes = export(format, &big);
+            let every = ExportRequest::new(format, "n1", 1, &[], None).line();
+            let bytes = export_as(format, &big, Some(every));
             assert!(bytes.len() > 1_000_000, "{}", bytes.len());
             let rep = check(format, &bytes);
             assert!(rep.errors.is_empty(), "{format:?}: {:?}", rep.errors);

@@ -74,6 +74,11 @@ impl<R: Read> HashingReader<R> {
     pub fn finish(self) -> ([u8; 32], u64) {
         (self.hash.finalize().into(), self.len)
     }
+
+    /// The hash so far, still open to more bytes, and the length.
+    pub fn into_hasher(self) -> (Sha256, u64) {
+        (self.hash, self.len)
+    }
 }
 
 impl<R: Read> Read for HashingReader<R> {

@@ -5,6 +5,7 @@ pub mod auth;
 mod body;
 pub mod config;
 pub mod error;
+mod names;
 mod outage;
 pub mod routes;
 pub mod serve;

@@ -35,6 +35,7 @@ struct Exported {
     status: u16,
     body: Vec<u8>,
     signature: Option<String>,
+    request: Option<String>,
     rows: Option<String>,
     sha256: Option<String>,
 }
@@ -49,10 +50,12 @@ async fn export(url: &str, query: &str) -> Exported {
         h("x-auditseal-rows"),
         h("x-auditseal-sha256"),
     );
+    let request = h("x-auditseal-request");
     let status = r.status().as_u16();
     Exported {
         status,
         signature,
+        request,
         rows,
         sha256,
         body: r.bytes().await.unwrap().to_vec(),
@@ -114,6 +117,16 @@ fn verify(base: &[&str], file: &std::path::Path, extra: &[&str]) -> (i32, Value)
     (code, v)
 }
 
+/// The companion `FILE.sig` of a CSV or TSV export, as docs/API.md says to save it: the
+/// `X-Auditseal-Request` line, then the `X-Auditseal-Signature` line.
+fn sig_file(e: &Exported) -> String {
+    format!(
+        "{}\n{}\n",
+        e.request.as_deref().unwrap(),
+        e.signature.as_deref().unwrap()
+    )
+}
+
 /// Writes a copy of `bytes` with the first `needle` changed by one byte.
 fn tampered(bytes: &[u8], needle: &str, path: &std::path::Path) {
     let at = bytes
@@ -162,6 +175,10 @@ async fn exports_verify_offline_and_fail_when_one_byte_changes() {
             e.signature.as_deref(),
             "{trailer}"
         );
+        // The first line is the request, signed with the rows, and sent as a header too.
+        let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["type"], "request", "{first}");
+        assert_eq!(Some(text.lines().next().unwrap()), e.request.as_deref());
         let nd = dir.path().join("e.ndjson");
         std::fs::write(&nd, &e.body).unwrap();
         let (code, rep) = verify(&base, &nd, &[]);
@@ -171,11 +188,67 @@ async fn exports_verify_offline_and_fail_when_one_byte_changes() {
             (Some(9), Some(9)),
             "{rep}"
         );
+        assert_eq!(rep["version"], 2, "{rep}");
+        assert_eq!(
+            (
+                &rep["request"]["nodeId"],
+                &rep["request"]["format"],
+                &rep["request"]["limit"]
+            ),
+            (&json!("ex-s"), &json!("ndjson"), &Value::Null),
+            "{rep}"
+        );
+        assert_eq!(
+            rep["request"]["criteria"],
+            json!([{"field": "eventType", "op": "EQ", "value": "PROCESS"}]),
+            "{rep}"
+        );
+        let made = rep["request"]["createdAt"].as_i64().unwrap();
+        let logged = all_rows(&url)
+            .await
+            .into_iter()
+            .rfind(|r| r.event_type == "LOG_EXPORT")
+            .unwrap();
+        assert!(
+            logged
+                .additional_details
+                .unwrap()
+                .contains(&format!("<long>{made}</long>")),
+            "the LOG_EXPORT event records createdAt {made}"
+        );
+        // The verifier shows the request it checked.
+        let mut a = base.to_vec();
+        a.extend(["verify-export", nd.to_str().unwrap()]);
+        let (code, out, err) = cli(&a);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(
+            out.contains("Request (signed): made by node ex-s")
+                && out.contains("criteria: eventType EQ PROCESS; limit: none"),
+            "{out}"
+        );
         let bad = dir.path().join("bad.ndjson");
         tampered(&e.body, "SUCCESS", &bad);
         let (code, rep) = verify(&base, &bad, &[]);
         assert_eq!(code, 255, "{rep}");
         assert!(rep.to_string().contains("the file was changed"), "{rep}");
+        // Another criterion or time in the request line: the signature fails.
+        for (from, to) in [
+            (
+                "\"value\":\"PROCESS\"".to_string(),
+                "\"value\":\"KEYGEN\"".to_string(),
+            ),
+            (
+                format!("\"createdAt\":{made}"),
+                format!("\"createdAt\":{}", made - 86_400_000),
+            ),
+        ] {
+            let changed = text.replacen(from.as_str(), to.as_str(), 1);
+            assert_ne!(changed, text);
+            std::fs::write(&bad, changed).unwrap();
+            let (code, rep) = verify(&base, &bad, &[]);
+            assert_eq!(code, 255, "{to}: {rep}");
+            assert!(rep.to_string().contains("the file was changed"), "{rep}");
+        }
 
         // CSV of one node's PROCESS rows: verifies, parses back to the stored rows.
         let e = export(
@@ -186,14 +259,22 @@ async fn exports_verify_offline_and_fail_when_one_byte_changes() {
         assert_eq!(e.status, 200, "{}", String::from_utf8_lossy(&e.body));
         let csv = dir.path().join("e.csv");
         std::fs::write(&csv, &e.body).unwrap();
-        std::fs::write(
-            dir.path().join("e.csv.sig"),
-            format!("{}\n", e.signature.unwrap()),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("e.csv.sig"), sig_file(&e)).unwrap();
         let (code, rep) = verify(&base, &csv, &[]);
         assert_eq!(code, 0, "{backend:?}: {rep}");
         assert_eq!(rep["rowsVerified"], 5, "{rep}");
+        assert_eq!(rep["request"]["criteria"][1]["value"], "ex-s", "{rep}");
+        // The request line of the .sig is signed too: a broader criterion fails.
+        let narrowed = dir.path().join("narrowed.csv");
+        std::fs::copy(&csv, &narrowed).unwrap();
+        std::fs::write(
+            dir.path().join("narrowed.csv.sig"),
+            sig_file(&e).replacen("\"value\":\"ex-s\"", "\"value\":\"ex-b\"", 1),
+        )
+        .unwrap();
+        let (code, rep) = verify(&base, &narrowed, &[]);
+        assert_eq!(code, 255, "{rep}");
+        assert!(rep.to_string().contains("the file was changed"), "{rep}");
         let parsed = parse_csv(std::str::from_utf8(&e.body).unwrap());
         assert_eq!(parsed[0][3].as_deref(), Some("timeStamp"));
         let stored: Vec<Vec<Option<String>>> = all_rows(&url)
@@ -225,11 +306,7 @@ async fn exports_verify_offline_and_fail_when_one_byte_changes() {
         assert_eq!(e.rows.as_deref(), Some("7"));
         let tsv = dir.path().join("e.tsv");
         std::fs::write(&tsv, &e.body).unwrap();
-        std::fs::write(
-            dir.path().join("e.tsv.sig"),
-            format!("{}\n", e.signature.unwrap()),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("e.tsv.sig"), sig_file(&e)).unwrap();
         let keys: Value = auditseal_e2e::get(format!("{}/api/v1/keys", seq.url))
             .await
             .unwrap()
@@ -337,5 +414,89 @@ async fn without_signing_there_is_no_export() {
     assert_eq!(e.status, 503);
     let v: Value = serde_json::from_slice(&e.body).unwrap();
     assert_eq!(v["error"], "signing_disabled", "{v}");
+    s.stop();
+}
+
+/// CSV and TSV cells a spreadsheet would run as formulas (first character `=`, `+`, `-`, `@`,
+/// TAB, CR) go out with a `'` before them (docs/FORMAT.md section 9.5), the file still verifies,
+/// and removing that `'` gives the stored values back.
+#[tokio::test]
+async fn csv_and_tsv_cells_cannot_start_a_formula() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let url = auditseal_e2e::new_database(auditseal_e2e::Backend::Sqlite, dir.path()).await;
+    let base = ["--data-dir", d, "--database-url", &url];
+    let mut a = base.to_vec();
+    a.extend(["--node-id", "fx"]);
+    let s = Server::start(&a).unwrap();
+    // Names may not hold TAB or CR (docs/API.md "Names"): those start values here.
+    post(
+        &s.url,
+        &json!({
+            "eventType": "=FORMULA", "eventStatus": "SUCCESS", "authToken": "-1",
+            "service": "+SVC", "module": "@MOD",
+            "customId": "=HYPERLINK(\"http://evil.example\",\"x\")",
+            "searchDetail1": "\tTAB", "searchDetail2": "\rCR",
+            "additionalDetails": {"k": "=1+2", "-": "@x"}
+        }),
+    )
+    .await;
+    post(
+        &s.url,
+        &json!({
+            "eventType": "@CMD", "eventStatus": "FAILURE", "authToken": "'quoted",
+            "service": "SIGNSERVER", "module": "-m", "customId": "-2", "searchDetail1": "+3"
+        }),
+    )
+    .await;
+    let stored: Vec<Vec<Option<String>>> = all_rows(&url).await.iter().map(fields).collect();
+    let unmarked = |rows: Vec<Vec<Option<String>>>| -> Vec<Vec<Option<String>>> {
+        rows.into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .enumerate()
+                    .map(|(i, f)| match f {
+                        Some(t) if i != 2 && i != 3 && t.starts_with('\'') => Some(t[1..].into()),
+                        f => f,
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let formula = |f: &str| f.starts_with(['=', '+', '-', '@', '\t', '\r']);
+
+    let e = export(&s.url, "format=csv&criteria=nodeId+EQ+fx").await;
+    assert_eq!(e.status, 200, "{}", String::from_utf8_lossy(&e.body));
+    let text = std::str::from_utf8(&e.body).unwrap();
+    assert!(
+        text.contains(",\"'=FORMULA\",SUCCESS,\"'-1\",\"'+SVC\",\"'@MOD\",\"'=HYPERLINK("),
+        "{text}"
+    );
+    let parsed = parse_csv(text);
+    for f in parsed.iter().flatten().flatten() {
+        assert!(!formula(f), "a CSV cell starts a formula: {f:?}");
+    }
+    assert_eq!(unmarked(parsed[1..].to_vec()), stored);
+    let csv = dir.path().join("f.csv");
+    std::fs::write(&csv, &e.body).unwrap();
+    std::fs::write(dir.path().join("f.csv.sig"), sig_file(&e)).unwrap();
+    let (code, rep) = verify(&base, &csv, &[]);
+    assert_eq!(code, 0, "{rep}");
+    assert_eq!(rep["rowsVerified"], 3, "{rep}");
+
+    let e = export(&s.url, "format=tsv&criteria=nodeId+EQ+fx").await;
+    assert_eq!(e.status, 200, "{}", String::from_utf8_lossy(&e.body));
+    let text = std::str::from_utf8(&e.body).unwrap();
+    for f in text.lines().flat_map(|l| l.split('\t')) {
+        assert!(!formula(f), "a TSV cell starts a formula: {f:?}");
+    }
+    assert!(text.contains("\t'\\tTAB\t'\\rCR\t"), "{text}");
+    let tsv = dir.path().join("f.tsv");
+    std::fs::write(&tsv, &e.body).unwrap();
+    std::fs::write(dir.path().join("f.tsv.sig"), sig_file(&e)).unwrap();
+    let (code, rep) = verify(&base, &tsv, &[]);
+    assert_eq!(code, 0, "{rep}");
+    // The three rows and the CSV export's LOG_EXPORT.
+    assert_eq!(rep["rowsVerified"], 4, "{rep}");
     s.stop();
 }

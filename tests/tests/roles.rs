@@ -6,7 +6,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use auditseal_e2e::{BACKENDS, Backend, Server, cli, client_with, event, new_database};
+use auditseal_e2e::{BACKENDS, Backend, Server, all_rows, cli, client_with, event, new_database};
 use serde_json::{Value, json};
 
 /// The roles the issue gives each operation, written down independently of the server and of
@@ -303,6 +303,18 @@ async fn tokens_are_hashed_revocable_recorded_and_never_logged() {
         forged["additionalDetails"] = json!({"auditseal.submitter": "token:admin"});
         let r = send(&signer_c, "post", events.clone(), Some(forged)).await;
         assert_eq!(r.status().as_u16(), 400);
+        // Nor by a look-alike: a zero-width space before the key, the reserved service with a
+        // Cyrillic А (docs/API.md "Names"). Nothing is written for them.
+        let mut hidden = event("PROCESS");
+        hidden["additionalDetails"] = json!({"\u{200B}auditseal.submitter": "token:admin"});
+        let mut cyrillic = event("TOKEN_CREATE");
+        cyrillic["service"] = json!("\u{410}UDITSEAL");
+        let before = all_rows(&url).await.len();
+        for forged in [hidden, cyrillic] {
+            let r = send(&signer_c, "post", events.clone(), Some(forged.clone())).await;
+            assert_eq!(r.status().as_u16(), 400, "{forged}");
+        }
+        assert_eq!(all_rows(&url).await.len(), before, "{backend:?}");
         let bulk = send(
             &signer_c,
             "post",

@@ -100,6 +100,31 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
                 "NOT VALID"
             }
         )?;
+        match &rep.request {
+            Some(r) => {
+                let under = if rep.signature_valid {
+                    "signed"
+                } else {
+                    "NOT under a valid signature"
+                };
+                outln!(
+                    "  Request ({under}): made by node {} at {} ({} ms); format {}; criteria: {}; \
+                     limit: {}",
+                    r.node_id,
+                    auditseal_core::time::format_iso8601(r.created_at),
+                    r.created_at,
+                    r.format,
+                    r.criteria_text(),
+                    r.limit
+                        .map_or_else(|| "none".to_string(), |l| l.to_string())
+                )?;
+            }
+            None if rep.version == 1 => outln!(
+                "  NOTE an export of version 1: it has no request line, so its criteria, limit \
+                 and time are not under its signature"
+            )?,
+            None => {}
+        }
         for n in &rep.notes {
             outln!("  NOTE {n}")?;
         }

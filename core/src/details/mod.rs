@@ -901,17 +901,68 @@ fn java_float_syntax(s: &str) -> Option<String> {
 // ------------------------------------------------------------------------------------------------
 // Display and JSON
 
-/// For display: decodes a `B64:` (prefix case-insensitive) value to its UTF-8 text. A value whose
-/// base64 or UTF-8 is invalid, or without the prefix, is returned unchanged.
-pub fn display_string(s: &str) -> String {
-    match s.get(..B64_PREFIX.len()) {
-        Some(prefix) if prefix.eq_ignore_ascii_case(B64_PREFIX) => STANDARD
-            .decode(&s[B64_PREFIX.len()..])
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .unwrap_or_else(|| s.to_string()),
-        _ => s.to_string(),
+/// For display, exactly as CESeCore shows a top-level value (`Base64GetHashMap.get`, that is
+/// `StringTools.getBase64String`; docs/FORMAT.md section 4): a value that starts with `B64:`, the
+/// prefix in any case, and has something after it is base64-decoded with Bouncy Castle's rules
+/// ([`lenient_base64`]) and the bytes read as UTF-8, each invalid sequence becoming U+FFFD (as
+/// Java's `new String(bytes, UTF_8)` does). A value that does not decode, `B64:` alone, or one
+/// without the prefix is shown as stored.
+pub fn display_string(s: &str) -> Cow<'_, str> {
+    let data = match s.get(..B64_PREFIX.len()) {
+        Some(prefix) if prefix.eq_ignore_ascii_case(B64_PREFIX) => &s[B64_PREFIX.len()..],
+        _ => return Cow::Borrowed(s),
+    };
+    if data.is_empty() {
+        return Cow::Borrowed(s);
     }
+    match lenient_base64(data) {
+        Some(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
+        None => Cow::Borrowed(s),
+    }
+}
+
+/// Base64 as Bouncy Castle's `Base64.decode` (which CESeCore uses) reads it: space, tab, CR and
+/// LF anywhere are skipped; what is left must be whole groups of 4 characters of the standard
+/// alphabet, `=` only as the padding of the last group (`xx==`, `xxx=`); bits after the last
+/// whole byte are ignored. Nothing left decodes to no bytes. None when it does not decode.
+fn lenient_base64(data: &str) -> Option<Vec<u8>> {
+    fn sextet(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let chars: Vec<u8> = data
+        .bytes()
+        .filter(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .collect();
+    if !chars.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(chars.len() / 4 * 3);
+    let groups = chars.len() / 4;
+    for (i, g) in chars.chunks_exact(4).enumerate() {
+        let padding = match (g[2], g[3]) {
+            (b'=', b'=') => 2,
+            (b'=', _) => return None,
+            (_, b'=') => 1,
+            _ => 0,
+        };
+        if padding > 0 && i + 1 != groups {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &g[..4 - padding] {
+            n = n << 6 | sextet(c)?;
+        }
+        n <<= 6 * padding as u32;
+        out.extend_from_slice(&n.to_be_bytes()[1..4 - padding]);
+    }
+    Some(out)
 }
 
 /// JSON object from an API client -> [`Details`]. Strings -> `String`; integers that fit i32 ->
@@ -969,18 +1020,25 @@ fn json_value(key: &str, v: &serde_json::Value, depth: usize) -> Result<DetailVa
     })
 }
 
-/// [`Details`] -> JSON object for the query API: String values through [`display_string`] at
-/// every level; `Int`/`Long`/`Date` (millis) -> number; `Float`/`Double` -> number, or the string
-/// `"NaN"`, `"Infinity"`, `"-Infinity"`; `Class` -> string; `Null` -> null; `List` -> array;
-/// `Map` -> object (a repeated key keeps its first position and the last value).
+/// [`Details`] -> JSON object for the query API: top-level String values through
+/// [`display_string`], as CESeCore's `Base64GetHashMap.get` shows them; strings inside lists and
+/// nested maps as stored (CESeCore never decodes those, and the put rule never encodes them);
+/// `Int`/`Long`/`Date` (millis) -> number; `Float`/`Double` -> number, or the string `"NaN"`,
+/// `"Infinity"`, `"-Infinity"`; `Class` -> string; `Null` -> null; `List` -> array; `Map` ->
+/// object (a repeated key keeps its first position and the last value).
 pub fn to_json(details: &Details) -> serde_json::Map<String, serde_json::Value> {
+    map_to_json(details, true)
+}
+
+fn map_to_json(details: &Details, top: bool) -> serde_json::Map<String, serde_json::Value> {
     details
         .iter()
-        .map(|(k, v)| (k.clone(), value_to_json(v)))
+        .map(|(k, v)| (k.clone(), value_to_json(v, top)))
         .collect()
 }
 
-fn value_to_json(v: &DetailValue) -> serde_json::Value {
+/// `top`: a top-level value of the map, the only kind CESeCore decodes from `B64:`.
+fn value_to_json(v: &DetailValue, top: bool) -> serde_json::Value {
     use serde_json::Value;
     let number = |f: f64| {
         serde_json::Number::from_f64(f).map_or_else(
@@ -990,7 +1048,8 @@ fn value_to_json(v: &DetailValue) -> serde_json::Value {
     };
     match v {
         DetailValue::Null => Value::Null,
-        DetailValue::String(s) => Value::String(display_string(s)),
+        DetailValue::String(s) if top => Value::String(display_string(s).into_owned()),
+        DetailValue::String(s) => Value::String(s.clone()),
         DetailValue::Int(i) => Value::from(*i),
         DetailValue::Long(l) | DetailValue::Date(l) => Value::from(*l),
         DetailValue::Bool(b) => Value::Bool(*b),
@@ -998,8 +1057,10 @@ fn value_to_json(v: &DetailValue) -> serde_json::Value {
         DetailValue::Float(f) => number(f.to_string().parse().unwrap_or(f64::from(*f))),
         DetailValue::Double(d) => number(*d),
         DetailValue::Class(c) => Value::String(c.clone()),
-        DetailValue::List(items) => Value::Array(items.iter().map(value_to_json).collect()),
-        DetailValue::Map(entries) => Value::Object(to_json(entries)),
+        DetailValue::List(items) => {
+            Value::Array(items.iter().map(|v| value_to_json(v, false)).collect())
+        }
+        DetailValue::Map(entries) => Value::Object(map_to_json(entries, false)),
     }
 }
 
@@ -1907,13 +1968,28 @@ mod tests {
     #[test]
     fn display_string_decodes_b64() {
         assert_eq!(display_string("B64:w6XDpMO2"), "åäö");
+        // CESeCore's prefix test is `input.toLowerCase().startsWith("b64:")`.
         assert_eq!(display_string("b64:w6XDpMO2"), "åäö");
-        assert_eq!(display_string("B64:"), "");
+        assert_eq!(display_string("b64:dG9rZW46YWRtaW4="), "token:admin");
+        // Nothing after the prefix: shown as stored, not as an empty string.
+        assert_eq!(display_string("B64:"), "B64:");
         assert_eq!(display_string("B64:not base64!"), "B64:not base64!");
-        assert_eq!(display_string("B64:/w=="), "B64:/w=="); // 0xFF is not UTF-8
+        assert_eq!(display_string("B64:YQ"), "B64:YQ"); // not whole groups of 4
+        assert_eq!(display_string("B64:YQ==YQ=="), "B64:YQ==YQ=="); // padding inside
+        assert_eq!(display_string("B64:YQ=a"), "B64:YQ=a");
+        // Bouncy Castle skips white space and ignores the bits after the last byte.
+        assert_eq!(display_string("B64:w6XD\npMO2"), "åäö");
+        assert_eq!(display_string("B64: w6XD pMO2 "), "åäö");
+        assert_eq!(display_string("B64:YR=="), "a");
+        assert_eq!(display_string("B64:YWI="), "ab");
+        assert_eq!(display_string("B64:   "), "");
+        // Java's new String(bytes, UTF_8) replaces what is not UTF-8.
+        assert_eq!(display_string("B64:/w=="), "\u{FFFD}");
+        assert_eq!(display_string("B64:Yf9i"), "a\u{FFFD}b");
         assert_eq!(display_string("plain"), "plain");
         assert_eq!(display_string("åäö"), "åäö");
         assert_eq!(display_string("B6"), "B6");
+        assert_eq!(display_string(" B64:YQ=="), " B64:YQ==");
     }
 
     #[test]
@@ -1996,16 +2072,19 @@ mod tests {
             entry("date", V::Date(1700000000000)),
             entry("cls", V::Class("java.lang.String".into())),
             entry("null", V::Null),
-            entry("list", V::List(vec![s("b64:w6XDpMO2"), V::Bool(false)])),
+            entry("list", V::List(vec![s("B64:w6XDpMO2"), V::Bool(false)])),
             entry("map", V::Map(vec![entry("deep", s("B64:YQE="))])),
+            entry("lower", s("b64:YQE=")),
         ];
         assert_eq!(
             serde_json::Value::Object(to_json(&d)),
             json!({
                 "b64": "åäö", "i": 1, "l": 1099511627776i64, "f": 0.1, "d": 2.5,
                 "nan": "NaN", "inf": "Infinity", "ninf": "-Infinity", "date": 1700000000000i64,
-                "cls": "java.lang.String", "null": null, "list": ["åäö", false],
-                "map": {"deep": "a\u{1}"}
+                "cls": "java.lang.String", "null": null,
+                // Only top-level values are decoded, as Base64GetHashMap.get does.
+                "list": ["B64:w6XDpMO2", false], "map": {"deep": "B64:YQE="},
+                "lower": "a\u{1}"
             })
         );
     }

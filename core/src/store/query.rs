@@ -108,6 +108,23 @@ pub const OP_NAMES: [&str; 9] = [
     "EQ", "NEQ", "GT", "GE", "LT", "LE", "LIKE", "NULL", "NOTNULL",
 ];
 
+impl Op {
+    /// The operator's name as written in a criterion (`EQ`, `NOTNULL`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Eq => "EQ",
+            Op::Neq => "NEQ",
+            Op::Gt => "GT",
+            Op::Ge => "GE",
+            Op::Lt => "LT",
+            Op::Le => "LE",
+            Op::Like => "LIKE",
+            Op::Null => "NULL",
+            Op::NotNull => "NOTNULL",
+        }
+    }
+}
+
 impl FromStr for Op {
     type Err = CriterionError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -17,12 +17,16 @@ use auditseal_core::verify::{Batches, verify_row};
 
 use crate::auth::{Auditor, Identity, Ingester, SUBMITTER_KEY};
 use crate::error::ApiError;
+use crate::names;
 use crate::state::AppState;
 
 use auditseal_core::details::JAVA_VERSION;
 
 /// additionalDetails keys a client may not send: the server's own (`auditseal.submitter`).
 pub const RESERVED_PREFIX: &str = "auditseal.";
+/// `RESERVED_PREFIX` without its separator: a key that reads as this followed by any
+/// separator (or nothing) is reserved (docs/API.md "Names").
+const RESERVED_ROOT: &str = "auditseal";
 
 /// Most rows one query returns.
 pub const MAX_LIMIT: i64 = 10_000;
@@ -61,6 +65,13 @@ fn check_required(field: &str, value: &str) -> Result<(), ApiError> {
     check_text(field, value)
 }
 
+/// A name people read (service, eventType, module, a details key): non-empty when `required`,
+/// no NUL, and no invisible character (docs/API.md "Names").
+fn check_name(field: &str, value: &str) -> Result<(), ApiError> {
+    check_text(field, value)?;
+    names::check_visible(field, value).map_err(ApiError::bad_request)
+}
+
 fn check_json_text(path: &str, v: &Value) -> Result<(), ApiError> {
     match v {
         Value::String(s) => check_text(path, s),
@@ -70,7 +81,7 @@ fn check_json_text(path: &str, v: &Value) -> Result<(), ApiError> {
             .try_for_each(|(i, x)| check_json_text(&format!("{path}[{i}]"), x)),
         Value::Object(o) => o.iter().try_for_each(|(k, x)| {
             let p = format!("{path}.{k}");
-            check_text(&p, k)?;
+            check_name(&format!("the key of {p}"), k)?;
             check_json_text(&p, x)
         }),
         _ => Ok(()),
@@ -84,11 +95,20 @@ impl EventIn {
         check_required("authToken", &self.auth_token)?;
         check_required("service", &self.service)?;
         check_required("module", &self.module)?;
-        // auditseal's own events (LOG_VERIFY, TOKEN_CREATE, ...) cannot be imitated.
-        // However spelled: "Auditseal " reads the same to a person.
-        if self.service.trim().eq_ignore_ascii_case(SYSTEM_SERVICE) {
+        for (field, name) in [
+            ("eventType", &self.event_type),
+            ("service", &self.service),
+            ("module", &self.module),
+        ] {
+            check_name(field, name)?;
+        }
+        // auditseal's own events (LOG_VERIFY, TOKEN_CREATE, ...) cannot be imitated, however
+        // spelled: "Auditseal ", or with a Cyrillic А, reads the same to a person.
+        if names::reads_as(&self.service, SYSTEM_SERVICE) {
             return Err(ApiError::bad_request(format!(
-                "service {SYSTEM_SERVICE:?} is reserved to the events auditseal logs itself"
+                "service {:?} reads as {SYSTEM_SERVICE:?}, which is reserved to the events \
+                 auditseal logs itself",
+                self.service
             )));
         }
         if !EVENT_STATUSES.contains(&self.event_status.as_str()) {
@@ -110,15 +130,14 @@ impl EventIn {
         let mut map = self.additional_details.unwrap_or_default();
         map.iter().try_for_each(|(k, v)| {
             let path = format!("additionalDetails.{k}");
-            // Case-blind, without a lower-case copy of every key.
-            let head = k.trim_start().get(..RESERVED_PREFIX.len());
-            if head.is_some_and(|h| h.eq_ignore_ascii_case(RESERVED_PREFIX)) {
+            check_name(&format!("the key of {path}"), k)?;
+            if names::in_namespace(k, RESERVED_ROOT) {
                 return Err(ApiError::bad_request(format!(
-                    "{path}: keys starting with {RESERVED_PREFIX:?} are reserved to the server \
-                     (it records the submitter under {SUBMITTER_KEY:?})"
+                    "{path}: the key reads as one starting with {RESERVED_PREFIX:?}, and such \
+                     keys are reserved to the server (it records the submitter under \
+                     {SUBMITTER_KEY:?})"
                 )));
             }
-            check_text(&path, k)?;
             check_json_text(&path, v)
         })?;
         let pk = self
@@ -591,6 +610,149 @@ mod tests {
             assert_eq!(e.status, StatusCode::BAD_REQUEST);
             assert!(e.message.contains("reserved"), "{}", e.message);
         }
+    }
+
+    fn body_with(service: &str, event_type: &str, module: &str, details: &str) -> String {
+        json!({
+            "eventType": event_type, "eventStatus": "SUCCESS", "authToken": "a",
+            "service": service, "module": module,
+            "additionalDetails": serde_json::from_str::<Value>(details).unwrap(),
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn look_alike_reserved_names_and_invisible_characters_are_refused() {
+        // Seen in the wild: the reserved service with a zero-width space or a Cyrillic А, and
+        // a zero-width space before the submitter key beside the real one.
+        for (service, event_type, module, details, needle) in [
+            (
+                "AUDITSEAL\u{200B}",
+                "LOG_VERIFY",
+                "SECURITY_AUDIT",
+                "{}",
+                "U+200B",
+            ),
+            (
+                "\u{410}UDITSEAL",
+                "TOKEN_CREATE",
+                "SECURITY_AUDIT",
+                "{}",
+                "reserved",
+            ),
+            (
+                "AUD\u{399}TSEAL",
+                "LOG_VERIFY",
+                "SECURITY_AUDIT",
+                "{}",
+                "reserved",
+            ),
+            (
+                "\u{FF21}UDITSEAL",
+                "LOG_VERIFY",
+                "SECURITY_AUDIT",
+                "{}",
+                "reserved",
+            ),
+            (
+                "AUDlTSEAL",
+                "LOG_VERIFY",
+                "SECURITY_AUDIT",
+                "{}",
+                "reserved",
+            ),
+            (
+                "\u{202E}LAESTIDUA",
+                "LOG_VERIFY",
+                "SECURITY_AUDIT",
+                "{}",
+                "U+202E",
+            ),
+            (
+                "SIGNSERVER",
+                "LOG_VERIFY\u{2060}",
+                "SECURITY_AUDIT",
+                "{}",
+                "eventType",
+            ),
+            ("SIGNSERVER", "PROCESS", "WORKER\u{FE0F}", "{}", "module"),
+            ("SIGNSERVER", "PROCESS", "WORKER\t", "{}", "U+0009"),
+            (
+                "SIGNSERVER",
+                "PROCESS",
+                "WORKER",
+                r#"{"\u200bauditseal.submitter": "token:admin"}"#,
+                "U+200B",
+            ),
+            (
+                "SIGNSERVER",
+                "PROCESS",
+                "WORKER",
+                r#"{"\u0430uditseal.submitter": "token:admin"}"#,
+                "reserved",
+            ),
+            (
+                "SIGNSERVER",
+                "PROCESS",
+                "WORKER",
+                r#"{"auditseal\uff0esubmitter": "token:admin"}"#,
+                "reserved",
+            ),
+            (
+                "SIGNSERVER",
+                "PROCESS",
+                "WORKER",
+                r#"{"auditseal_submitter": "token:admin"}"#,
+                "reserved",
+            ),
+            (
+                "SIGNSERVER",
+                "PROCESS",
+                "WORKER",
+                r#"{"outer": {"in\u2066ner": 1}}"#,
+                "U+2066",
+            ),
+        ] {
+            let body = body_with(service, event_type, module, details);
+            let e = parse_event(body.as_bytes(), &who()).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{body}");
+            assert!(e.message.contains(needle), "{body}: {}", e.message);
+        }
+        // Not names: values may hold anything but NUL; and other scripts are fine in names.
+        for (service, details) in [
+            ("SIGNSERVER", r#"{"NOTE": "a\u200bb\u202e"}"#),
+            (
+                "СЕРВИС",
+                r#"{"ÅÄÖ": "x", "auditsealing": 1, "my.auditseal.x": 2}"#,
+            ),
+        ] {
+            let body = body_with(service, "PROCESS", "WORKER", details);
+            parse_event(body.as_bytes(), &who()).unwrap_or_else(|e| panic!("{body}: {e:?}"));
+        }
+    }
+
+    #[test]
+    fn details_are_shown_as_cesecore_shows_them() {
+        // What the query, get and live-follow answers show in `details`: top-level `B64:`
+        // values decoded (prefix in any case), nested ones and undecodable ones as stored.
+        let body = body_with(
+            "SIGNSERVER",
+            "PROCESS",
+            "WORKER",
+            r#"{"a": "b64:dG9rZW46YWRtaW4=", "b": "B64:", "c": "B64:%%%%", "d": "åäö",
+                "list": ["B64:w6XDpMO2"], "map": {"x": "B64:w6XDpMO2"}}"#,
+        );
+        let row = parse_event(body.as_bytes(), &who())
+            .unwrap()
+            .into_record("n", 0, 0);
+        let shown = row_json(row, Value::Null);
+        assert_eq!(
+            shown["details"],
+            json!({"a": "token:admin", "b": "B64:", "c": "B64:%%%%", "d": "åäö",
+                   "list": ["B64:w6XDpMO2"], "map": {"x": "B64:w6XDpMO2"},
+                   SUBMITTER_KEY: "token:signer-1"}),
+            "{shown}"
+        );
     }
 
     #[test]

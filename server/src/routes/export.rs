@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
-use auditseal_core::export::{self, ExportError, ExportWriter, Format};
+use auditseal_core::export::{self, ExportError, ExportRequest, ExportWriter, Format};
 use auditseal_core::record::AuditRecord;
 use auditseal_core::store::Criterion;
 use auditseal_core::token::TokenError;
@@ -160,10 +160,21 @@ pub async fn export(
         content_headers(resp.headers_mut(), format);
         return Ok(resp);
     }
+    // What was asked, by which node, when: signed with the rows (docs/FORMAT.md section 9).
+    let request = ExportRequest::new(
+        format,
+        state.device.node_id(),
+        auditseal_core::time::now_millis(),
+        &q.criteria,
+        q.limit,
+    );
+    let created_at = request.created_at;
     let mut writer = tokio::task::spawn_blocking(move || {
-        ExportWriter::new(format, export::temp_file()?).map_err(|source| ExportError::Io {
-            path: std::env::temp_dir(),
-            source,
+        ExportWriter::new(format, export::temp_file()?, &request).map_err(|source| {
+            ExportError::Io {
+                path: std::env::temp_dir(),
+                source,
+            }
         })
     })
     .await
@@ -216,6 +227,7 @@ pub async fn export(
     if let Some(l) = q.limit {
         details.insert("limit".into(), l.into());
     }
+    details.insert("createdAt".into(), created_at.into());
     details.insert("rows".into(), done.rows.into());
     details.insert("bytes".into(), done.bytes.into());
     details.insert("sha256".into(), done.sha256.clone().into());
@@ -239,6 +251,7 @@ pub async fn export(
     content_headers(h, format);
     h.insert(header::CONTENT_LENGTH, value(done.bytes.to_string())?);
     h.insert("x-auditseal-signature", value(done.signature)?);
+    h.insert("x-auditseal-request", value(done.request)?);
     h.insert("x-auditseal-rows", value(done.rows.to_string())?);
     h.insert("x-auditseal-sha256", value(done.sha256)?);
     Ok(resp)
