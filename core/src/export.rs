@@ -22,7 +22,7 @@ use crate::store::query::Param;
 use crate::token::{CryptoToken, TokenError};
 use crate::verify::{Batches, RowFailure, verify_row};
 
-/// The columns of a CSV or TSV export, in spec section 10's order (rowVersion is not exported:
+/// The columns of a CSV or TSV export, in the order of CESeCore's own log export (rowVersion is not exported:
 /// it is not protected and always 0).
 pub const COLUMNS: [&str; 14] = [
     "pk",
