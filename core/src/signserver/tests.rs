@@ -1,3 +1,4 @@
+
 use super::properties::*;
 use super::*;
 use base64::engine::general_purpose::STANDARD;
@@ -49,43 +50,43 @@ fn has(e: &SignServerConfError, line: usize, key: &str, words: &str) {
 
 /// A valid PKCS#11 entry 0 with keyid 1 (lines 1-6), for tests to append to.
 const P11: &str = "databaseprotection.keyid = 1\n\
-    databaseprotection.keyid.0 = 1\n\
-    databaseprotection.keylabel.0 = dbProtKey\n\
-    databaseprotection.classname.0 = org.cesecore.keys.token.PKCS11CryptoToken\n\
-    databaseprotection.properties.0 = sharedLibrary=/usr/lib/softhsm/libsofthsm2.so, slotLabelType=SLOT_NUMBER, slotLabelValue=3\n\
-    databaseprotection.tokenpin.0 = foo123\n";
+        databaseprotection.keyid.0 = 1\n\
+        databaseprotection.keylabel.0 = dbProtKey\n\
+        databaseprotection.classname.0 = org.cesecore.keys.token.PKCS11CryptoToken\n\
+        databaseprotection.properties.0 = sharedLibrary=/usr/lib/softhsm/libsofthsm2.so, slotLabelType=SLOT_NUMBER, slotLabelValue=3\n\
+        databaseprotection.tokenpin.0 = foo123\n";
 
 fn public_entry_text(n: usize, keyid: i32, data: &str) -> String {
     format!(
         "databaseprotection.keyid.{n} = {keyid}\n\
-         databaseprotection.keylabel.{n} = old\n\
-         databaseprotection.classname.{n} = PublicCryptoToken\n\
-         databaseprotection.data.{n} = {data}\n"
+             databaseprotection.keylabel.{n} = old\n\
+             databaseprotection.classname.{n} = PublicCryptoToken\n\
+             databaseprotection.data.{n} = {data}\n"
     )
 }
 
 #[test]
 fn properties_syntax() {
     let text = "# comment\n\
-        \x20  ! another comment \\\n\
-        plain=value\n\
-        \tspaced   =   padded value  \n\
-        colon:x\n\
-        colon2 : y\n\
-        white space\n\
-        white2   \t  =  z\n\
-        twice = = v\n\
-        empty\n\
-        empty2 =\n\
-        cont = one, \\\n\
-        \x20   two, \\\n\
-        \x20   # not a comment\n\
-        even = a\\\\\n\
-        next = b\n\
-        esc\\ key\\=x\\:y = \\t\\n\\r\\f\\\\\\q\n\
-        uni = f\\u00e5r \\uD83D\\uDE00\n\
-        crlf = 1\r\n\
-        cr = 2\rlast = 3\\";
+            \x20  ! another comment \\\n\
+            plain=value\n\
+            \tspaced   =   padded value  \n\
+            colon:x\n\
+            colon2 : y\n\
+            white space\n\
+            white2   \t  =  z\n\
+            twice = = v\n\
+            empty\n\
+            empty2 =\n\
+            cont = one, \\\n\
+            \x20   two, \\\n\
+            \x20   # not a comment\n\
+            even = a\\\\\n\
+            next = b\n\
+            esc\\ key\\=x\\:y = \\t\\n\\r\\f\\\\\\q\n\
+            uni = f\\u00e5r \\uD83D\\uDE00\n\
+            crlf = 1\r\n\
+            cr = 2\rlast = 3\\";
     assert_eq!(
         props(text),
         [
@@ -228,12 +229,12 @@ fn load_reports_a_missing_file_and_reads_latin1() {
 fn null_label_skips_the_entry_without_validating_it() {
     let text = format!(
         "{P11}databaseprotection.keyid.1 = 7\n\
-         databaseprotection.keylabel.1 = NULL\n\
-         databaseprotection.classname.1 = SoftCryptoToken\n\
-         databaseprotection.version.1 = 9\n\
-         databaseprotection.sigalg.1 = MD5WithRSA\n\
-         databaseprotection.keyid.2 = 8\n\
-         databaseprotection.keylabel.2 = null\n"
+             databaseprotection.keylabel.1 = NULL\n\
+             databaseprotection.classname.1 = SoftCryptoToken\n\
+             databaseprotection.version.1 = 9\n\
+             databaseprotection.sigalg.1 = MD5WithRSA\n\
+             databaseprotection.keyid.2 = 8\n\
+             databaseprotection.keylabel.2 = null\n"
     );
     let p = ok(&text);
     assert_eq!(p.keys.len(), 1);
@@ -257,18 +258,18 @@ fn table_suffix_wins_and_defaults_apply() {
     assert!(p.enable_sign && p.enable_verify && p.error_on_verify_fail);
     let p = ok(&format!(
         "{P11}databaseprotection.enablesign = true\n\
-         databaseprotection.enablesign.AuditRecordData = FALSE \n\
-         databaseprotection.enableverify.AuditRecordData = true\n\
-         databaseprotection.enableverify = false\n\
-         databaseprotection.erroronverifyfail = false\n\
-         databaseprotection.keyid.AuditRecordData = 5\n"
+             databaseprotection.enablesign.AuditRecordData = FALSE \n\
+             databaseprotection.enableverify.AuditRecordData = true\n\
+             databaseprotection.enableverify = false\n\
+             databaseprotection.erroronverifyfail = false\n\
+             databaseprotection.keyid.AuditRecordData = 5\n"
     ));
     assert!(!p.enable_sign && p.enable_verify && !p.error_on_verify_fail);
     assert_eq!(p.keyid, Some(5));
     // The unused plain value is still validated.
     let e = err(&format!(
         "{P11}databaseprotection.enablesign = yes\n\
-         databaseprotection.enablesign.AuditRecordData = true\n"
+             databaseprotection.enablesign.AuditRecordData = true\n"
     ));
     has(
         &e,
@@ -282,8 +283,8 @@ fn table_suffix_wins_and_defaults_apply() {
 fn gap_rule() {
     let text = format!(
         "{P11}databaseprotection.keyid.2 = 9\n\
-         databaseprotection.classname.2 = PublicCryptoToken\n\
-         databaseprotection.keylabel.1 = orphan\n"
+             databaseprotection.classname.2 = PublicCryptoToken\n\
+             databaseprotection.keylabel.1 = orphan\n"
     );
     let e = err(&text);
     assert_eq!(e.problems().len(), 3, "{e}");
@@ -305,9 +306,9 @@ fn gap_rule() {
 fn pkcs11_slots_and_algorithms() {
     let slot = |props: &str| {
         let p = ok(&P11.replace(
-            "sharedLibrary=/usr/lib/softhsm/libsofthsm2.so, slotLabelType=SLOT_NUMBER, slotLabelValue=3",
-            props,
-        ));
+                "sharedLibrary=/usr/lib/softhsm/libsofthsm2.so, slotLabelType=SLOT_NUMBER, slotLabelValue=3",
+                props,
+            ));
         match &p.keys[0] {
             KeyEntry::Pkcs11 {
                 slot_label,
@@ -496,12 +497,12 @@ fn token_class_errors() {
 fn global_key_errors() {
     let e = err(&format!(
         "{P11}databaseprotection.enablesing = true\n\
-         databaseprotection.enableverify.CertificateData = false\n\
-         databaseprotection.keyid.01 = 3\n\
-         databaseprotection.erroronverifyfail = maybe\n\
-         databaseprotection.keyid.AuditRecordData = x\n\
-         other.setting = ignored\n\
-         databaseprotection.keyid = 1\n"
+             databaseprotection.enableverify.CertificateData = false\n\
+             databaseprotection.keyid.01 = 3\n\
+             databaseprotection.erroronverifyfail = maybe\n\
+             databaseprotection.keyid.AuditRecordData = x\n\
+             other.setting = ignored\n\
+             databaseprotection.keyid = 1\n"
     ));
     has(
         &e,
