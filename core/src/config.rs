@@ -541,12 +541,12 @@ pub enum KeyMode {
 }
 
 /// Loads the configured keys; with none configured, the default software key
-/// `<data-dir>/signing-key.pem`, keyid 1. Returns whether a key was generated.
+/// `<data-dir>/signing-key.pem`, keyid 1. Returns the keyid and file of each key generated.
 pub fn load_keys(
     protection: &ProtectionSection,
     data_dir: &Path,
     mode: KeyMode,
-) -> Result<(KeySetup, Vec<PathBuf>), ConfigError> {
+) -> Result<(KeySetup, Vec<(i32, PathBuf)>), ConfigError> {
     let default_entries = [KeyEntry::Software {
         keyid: 1,
         file: None,
@@ -596,7 +596,9 @@ pub fn load_keys(
         }
         if keyid == current_id {
             current = token;
-            if current.is_none() && protection.enable_sign {
+            // Verifying never needs a signing key: the CLI takes a verify-only current key (as
+            // CESeCore's database CLI takes a PublicCryptoToken under the signing keyid).
+            if current.is_none() && protection.enable_sign && mode == KeyMode::Server {
                 return Err(ConfigError::Key {
                     keyid,
                     reason: "the current keyid is verify-only; it cannot protect new rows".into(),
@@ -630,7 +632,7 @@ fn open_key(
     e: &KeyEntry,
     data_dir: &Path,
     mode: KeyMode,
-    generated: &mut Vec<PathBuf>,
+    generated: &mut Vec<(i32, PathBuf)>,
 ) -> Result<OpenedKey, ConfigError> {
     let keyid = e.keyid();
     Ok(match e {
@@ -640,7 +642,7 @@ fn open_key(
                 let (t, gen_now) = SoftwareToken::load_or_generate(&path, keyid)
                     .map_err(|source| ConfigError::Token { keyid, source })?;
                 if gen_now {
-                    generated.push(path.clone());
+                    generated.push((keyid, path.clone()));
                 }
                 t
             } else {
@@ -922,6 +924,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("batch_size") || e.contains("many"), "{e}");
+    }
+
+    #[test]
+    fn verifying_needs_no_signing_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (setup, generated) =
+            load_keys(&ProtectionSection::default(), dir.path(), KeyMode::Server).unwrap();
+        assert_eq!(generated[0].0, 1);
+        let pem = setup.listing[0].public_key_pem.clone().unwrap();
+        std::fs::write(dir.path().join("pub.pem"), pem).unwrap();
+        // As CESeCore's database CLI is set up: the signing keyid, as a public key.
+        let cfg: FileConfig =
+            toml::from_str("[[protection.keys]]\nkind = 'public'\nkeyid = 1\nfile = 'pub.pem'\n")
+                .unwrap();
+        let p = cfg.protection.unwrap();
+        let (setup, _) = load_keys(&p, dir.path(), KeyMode::VerifyOnly).unwrap();
+        assert!(setup.current.is_none());
+        assert!(setup.ring.get(1).is_some());
+        let e = load_keys(&p, dir.path(), KeyMode::Server).err().unwrap();
+        assert!(e.to_string().contains("verify-only"), "{e}");
     }
 
     #[test]

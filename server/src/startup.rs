@@ -42,7 +42,7 @@ pub struct Started {
 
 /// Every phase of the start, in order. Fails with the first problem, before anything later.
 pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<Started> {
-    let bind = parse_bind(&cfg.bind)?;
+    let bind = resolve_bind(&cfg.bind).await?;
     let certificate_roles = certificate_roles(settings)?;
     // HTTPS set-up errors stop the start before anything is created.
     let limits = Limits::from_config(cfg, settings.file.server.tls.as_ref(), &settings.data_dir)
@@ -128,9 +128,32 @@ pub fn build_state(
     }
 }
 
-fn parse_bind(bind: &str) -> anyhow::Result<SocketAddr> {
-    bind.parse()
-        .with_context(|| format!("--bind {bind:?} is not an address like 127.0.0.1:8080"))
+/// The address to listen on: `IP:PORT`, `[IPv6]:PORT`, `HOST:PORT` (its first address), or
+/// `:PORT` (every interface, IPv4).
+async fn resolve_bind(bind: &str) -> anyhow::Result<SocketAddr> {
+    let bind = bind.trim();
+    if let Ok(a) = bind.parse() {
+        return Ok(a);
+    }
+    let refused = || {
+        format!(
+            "--bind {bind:?} is not an address like 127.0.0.1:8080, [::1]:8080, localhost:8080 \
+             or :8080 (every interface)"
+        )
+    };
+    if let Some(port) = bind.strip_prefix(':') {
+        let port: u16 = port.parse().with_context(refused)?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    let (host, port) = bind.rsplit_once(':').with_context(refused)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        anyhow::bail!(refused());
+    }
+    tokio::net::lookup_host(bind)
+        .await
+        .with_context(|| format!("--bind {bind:?}: cannot resolve {host:?}"))?
+        .next()
+        .with_context(|| format!("--bind {bind:?}: {host:?} has no address"))
 }
 
 /// Client certificate subjects and their roles; a mapping that no certificate could ever use
@@ -161,8 +184,8 @@ async fn open_keys(settings: &Settings) -> anyhow::Result<KeySetup> {
     let (keys, generated) =
         tokio::task::spawn_blocking(move || load_keys(&protection, &data_dir, KeyMode::Server))
             .await??;
-    for path in generated {
-        tracing::warn!(path = %path.display(), "generated a new RSA-2048 signing key (keyid 1); back it up");
+    for (keyid, path) in generated {
+        tracing::warn!(path = %path.display(), "generated a new RSA-2048 signing key (keyid {keyid}); back it up");
     }
     if let Some(warning) = keys.check_writer(&settings.node_id)? {
         tracing::warn!("{warning}");
@@ -258,4 +281,23 @@ async fn start_auth(
     Auth::start(store.clone(), certificate_roles)
         .await
         .context("cannot read the API tokens")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bind_takes_addresses_host_names_and_a_bare_port() {
+        let ok = |s: &'static str| async move { resolve_bind(s).await.unwrap().to_string() };
+        assert_eq!(ok("127.0.0.1:8080").await, "127.0.0.1:8080");
+        assert_eq!(ok("[::1]:8443").await, "[::1]:8443");
+        assert_eq!(ok(":9000").await, "0.0.0.0:9000");
+        let local = resolve_bind("localhost:8080").await.unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 8080, "{local}");
+        for bad in ["8080", "localhost", ":http", "host:99999", ""] {
+            let e = resolve_bind(bad).await.unwrap_err().to_string();
+            assert!(e.contains("--bind"), "{bad}: {e}");
+        }
+    }
 }
