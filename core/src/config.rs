@@ -635,27 +635,15 @@ fn open_key(
     generated: &mut Vec<(i32, PathBuf)>,
 ) -> Result<OpenedKey, ConfigError> {
     let keyid = e.keyid();
+    let signer = |t: SharedToken| -> OpenedKey { (t.verify_key(), Some(t.clone()), t.describe()) };
     Ok(match e {
-        KeyEntry::Software { file, .. } => {
-            let path = data_dir.join(file.as_deref().unwrap_or(Path::new("signing-key.pem")));
-            let token = if mode == KeyMode::Server {
-                let (t, gen_now) = SoftwareToken::load_or_generate(&path, keyid)
-                    .map_err(|source| ConfigError::Token { keyid, source })?;
-                if gen_now {
-                    generated.push((keyid, path.clone()));
-                }
-                t
-            } else {
-                let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Key {
-                    keyid,
-                    reason: format!("cannot read {}: {e}", path.display()),
-                })?;
-                SoftwareToken::from_pem(&text, &path, keyid)
-                    .map_err(|source| ConfigError::Token { keyid, source })?
-            };
-            let t: SharedToken = Arc::new(token);
-            (t.verify_key(), Some(t.clone()), t.describe())
-        }
+        KeyEntry::Software { file, .. } => signer(open_software(
+            keyid,
+            file.as_deref(),
+            data_dir,
+            mode,
+            generated,
+        )?),
         KeyEntry::Hmac {
             secret,
             secret_file,
@@ -670,89 +658,130 @@ fn open_key(
                 secret_env,
                 data_dir,
             )?;
-            let t: SharedToken = Arc::new(HmacToken::new(keyid, s.as_bytes()));
-            (t.verify_key(), Some(t.clone()), t.describe())
+            signer(Arc::new(HmacToken::new(keyid, s.as_bytes())))
         }
         KeyEntry::Public {
             algorithm,
             file,
             pem,
             ..
-        } => {
-            let err = |reason: String| ConfigError::Key { keyid, reason };
-            let (text, source) = match (file, pem) {
-                (Some(f), None) => {
-                    let path = data_dir.join(f);
-                    let text = std::fs::read_to_string(&path)
-                        .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
-                    (text, format!("public key {} (verify only)", path.display()))
-                }
-                (None, Some(p)) => (
-                    p.clone(),
-                    "public key from configuration (verify only)".into(),
-                ),
-                _ => return Err(err("a public key needs exactly one of file, pem".into())),
-            };
-            let alg = algorithm.map(|a| match a {
-                SignatureAlgorithm::SHA256WithRSA => Algorithm::Sha256WithRsa,
-                SignatureAlgorithm::SHA256WithECDSA => Algorithm::Sha256WithEcdsa,
-            });
-            let v = VerifyKey::from_public_pem(&text, alg)
-                .map_err(|e| err(format!("{source}: {e}")))?;
-            (v, None, source)
-        }
-        KeyEntry::Pkcs11 {
-            library,
-            slot_label,
-            slot_number,
-            slot_index,
-            key_label,
-            key_id,
-            pin,
-            pin_env,
-            pin_file,
-            algorithm,
-            sessions,
-            ..
-        } => {
-            let err = |reason: String| ConfigError::Key { keyid, reason };
-            let slot = match (slot_label, slot_number, slot_index) {
-                (Some(l), None, None) => SlotSelector::Label(l.clone()),
-                (None, Some(n), None) => SlotSelector::Number(*n),
-                (None, None, Some(i)) => SlotSelector::Index(*i),
-                _ => {
-                    return Err(err(
-                        "a pkcs11 key needs exactly one of slot_label, slot_number, slot_index"
-                            .into(),
-                    ));
-                }
-            };
-            let key_id = match key_id {
-                Some(h) => Some(
-                    hex::decode(h.trim()).map_err(|_| err(format!("key_id {h:?} is not hex")))?,
-                ),
-                None => None,
-            };
-            let pin = secret_from(keyid, "PIN", pin, pin_file, pin_env, data_dir)?;
-            let token = Pkcs11Token::open(Pkcs11Config {
-                keyid,
-                library: library.clone(),
-                slot,
-                key_label: key_label.clone(),
-                key_id,
-                pin,
-                algorithm: algorithm.map(|a| match a {
-                    TokenAlgorithm::SHA256WithRSA => Algorithm::Sha256WithRsa,
-                    TokenAlgorithm::SHA256WithECDSA => Algorithm::Sha256WithEcdsa,
-                    TokenAlgorithm::HmacSHA256 => Algorithm::HmacSha256,
-                }),
-                sessions: sessions.unwrap_or(4),
-            })
-            .map_err(|source| ConfigError::Token { keyid, source })?;
-            let t: SharedToken = Arc::new(token);
-            (t.verify_key(), Some(t.clone()), t.describe())
-        }
+        } => open_public(keyid, *algorithm, file.as_deref(), pem.as_deref(), data_dir)?,
+        KeyEntry::Pkcs11 { .. } => signer(open_pkcs11(e, data_dir)?),
     })
+}
+
+/// A software key: generated by the server when its file is missing, read by the CLI.
+fn open_software(
+    keyid: i32,
+    file: Option<&Path>,
+    data_dir: &Path,
+    mode: KeyMode,
+    generated: &mut Vec<(i32, PathBuf)>,
+) -> Result<SharedToken, ConfigError> {
+    let path = data_dir.join(file.unwrap_or(Path::new("signing-key.pem")));
+    let token = if mode == KeyMode::Server {
+        let (t, gen_now) = SoftwareToken::load_or_generate(&path, keyid)
+            .map_err(|source| ConfigError::Token { keyid, source })?;
+        if gen_now {
+            generated.push((keyid, path.clone()));
+        }
+        t
+    } else {
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Key {
+            keyid,
+            reason: format!("cannot read {}: {e}", path.display()),
+        })?;
+        SoftwareToken::from_pem(&text, &path, keyid)
+            .map_err(|source| ConfigError::Token { keyid, source })?
+    };
+    Ok(Arc::new(token))
+}
+
+/// A verify-only public key, from exactly one of a file or inline PEM.
+fn open_public(
+    keyid: i32,
+    algorithm: Option<SignatureAlgorithm>,
+    file: Option<&Path>,
+    pem: Option<&str>,
+    data_dir: &Path,
+) -> Result<OpenedKey, ConfigError> {
+    let err = |reason: String| ConfigError::Key { keyid, reason };
+    let (text, source) = match (file, pem) {
+        (Some(f), None) => {
+            let path = data_dir.join(f);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+            (text, format!("public key {} (verify only)", path.display()))
+        }
+        (None, Some(p)) => (
+            p.to_string(),
+            "public key from configuration (verify only)".into(),
+        ),
+        _ => return Err(err("a public key needs exactly one of file, pem".into())),
+    };
+    let alg = algorithm.map(|a| match a {
+        SignatureAlgorithm::SHA256WithRSA => Algorithm::Sha256WithRsa,
+        SignatureAlgorithm::SHA256WithECDSA => Algorithm::Sha256WithEcdsa,
+    });
+    let v = VerifyKey::from_public_pem(&text, alg).map_err(|e| err(format!("{source}: {e}")))?;
+    Ok((v, None, source))
+}
+
+/// A key in a PKCS#11 token: its slot, label, PIN and algorithm from the entry.
+fn open_pkcs11(e: &KeyEntry, data_dir: &Path) -> Result<SharedToken, ConfigError> {
+    let KeyEntry::Pkcs11 {
+        keyid,
+        library,
+        slot_label,
+        slot_number,
+        slot_index,
+        key_label,
+        key_id,
+        pin,
+        pin_env,
+        pin_file,
+        algorithm,
+        sessions,
+        ..
+    } = e
+    else {
+        unreachable!("open_key passes pkcs11 entries only");
+    };
+    let keyid = *keyid;
+    let err = |reason: String| ConfigError::Key { keyid, reason };
+    let slot = match (slot_label, slot_number, slot_index) {
+        (Some(l), None, None) => SlotSelector::Label(l.clone()),
+        (None, Some(n), None) => SlotSelector::Number(*n),
+        (None, None, Some(i)) => SlotSelector::Index(*i),
+        _ => {
+            return Err(err(
+                "a pkcs11 key needs exactly one of slot_label, slot_number, slot_index".into(),
+            ));
+        }
+    };
+    let key_id = match key_id {
+        Some(h) => {
+            Some(hex::decode(h.trim()).map_err(|_| err(format!("key_id {h:?} is not hex")))?)
+        }
+        None => None,
+    };
+    let pin = secret_from(keyid, "PIN", pin, pin_file, pin_env, data_dir)?;
+    let token = Pkcs11Token::open(Pkcs11Config {
+        keyid,
+        library: library.clone(),
+        slot,
+        key_label: key_label.clone(),
+        key_id,
+        pin,
+        algorithm: algorithm.map(|a| match a {
+            TokenAlgorithm::SHA256WithRSA => Algorithm::Sha256WithRsa,
+            TokenAlgorithm::SHA256WithECDSA => Algorithm::Sha256WithEcdsa,
+            TokenAlgorithm::HmacSHA256 => Algorithm::HmacSha256,
+        }),
+        sessions: sessions.unwrap_or(4),
+    })
+    .map_err(|source| ConfigError::Token { keyid, source })?;
+    Ok(Arc::new(token))
 }
 
 /// A secret (HMAC key, PIN) from exactly one of: the value, a file (relative to the data
