@@ -294,6 +294,38 @@ fn protection_section(
     props: &BTreeMap<String, Prop>,
     problems: &mut Problems,
 ) -> ProtectionSection {
+    let entries = key_entries(props, problems);
+    let enable_sign = table_setting(props, "enablesign", |p| parse_bool(p, problems));
+    let enable_verify = table_setting(props, "enableverify", |p| parse_bool(p, problems));
+    let error_on_verify_fail = props
+        .get(&format!("{PREFIX}erroronverifyfail"))
+        .and_then(|p| parse_bool(p, problems));
+    let keyid = table_setting(props, "keyid", |p| parse_i32(p, problems));
+    let keyid_given = [format!("{PREFIX}keyid"), format!("{PREFIX}keyid.{TABLE}")]
+        .iter()
+        .any(|k| props.contains_key(k));
+    let enable_sign = enable_sign.is_none_or(|(v, _)| v);
+    let gap = first_gap(&entries, problems);
+    let built = build_entries(&entries, gap, problems);
+    if enable_sign {
+        check_current(keyid, keyid_given, &built, problems);
+    }
+    ProtectionSection {
+        enable_sign,
+        enable_verify: enable_verify.is_none_or(|(v, _)| v),
+        error_on_verify_fail: error_on_verify_fail.unwrap_or(true),
+        keyid: keyid.map(|(id, _)| id),
+        evidence: Default::default(),
+        keys: built.keys,
+    }
+}
+
+/// The `databaseprotection.<field>.<N>` settings by entry number N; anything else that is not a
+/// global setting is reported.
+fn key_entries<'a>(
+    props: &'a BTreeMap<String, Prop>,
+    problems: &mut Problems,
+) -> BTreeMap<usize, EntryProps<'a>> {
     let mut entries: BTreeMap<usize, EntryProps<'_>> = BTreeMap::new();
     for (key, p) in props {
         let Some(rest) = key.strip_prefix(PREFIX) else {
@@ -324,19 +356,12 @@ fn protection_section(
             KeyKind::Unknown => problems.at(p, "unknown database protection key"),
         }
     }
+    entries
+}
 
-    let enable_sign = table_setting(props, "enablesign", |p| parse_bool(p, problems));
-    let enable_verify = table_setting(props, "enableverify", |p| parse_bool(p, problems));
-    let error_on_verify_fail = props
-        .get(&format!("{PREFIX}erroronverifyfail"))
-        .and_then(|p| parse_bool(p, problems));
-    let keyid = table_setting(props, "keyid", |p| parse_i32(p, problems));
-    let keyid_given = [format!("{PREFIX}keyid"), format!("{PREFIX}keyid.{TABLE}")]
-        .iter()
-        .any(|k| props.contains_key(k));
-    let enable_sign = enable_sign.is_none_or(|(v, _)| v);
-
-    // CESeCore scans N = 0, 1, 2, ... and stops at the first missing keyid.N.
+/// The first entry number without a keyid: CESeCore scans N = 0, 1, 2, ... and stops there, so
+/// every entry after it is reported (CESeCore would silently ignore it).
+fn first_gap(entries: &BTreeMap<usize, EntryProps<'_>>, problems: &mut Problems) -> usize {
     let gap = (0usize..)
         .find(|n| !entries.get(n).is_some_and(|e| e.contains_key("keyid")))
         .unwrap_or(usize::MAX);
@@ -352,21 +377,37 @@ fn protection_section(
             );
         }
     }
+    gap
+}
 
-    let mut keys = Vec::new();
-    // keyid -> (entry number, line, outcome) of entries < gap, for the checks below.
-    let mut seen: BTreeMap<i32, (usize, usize, State)> = BTreeMap::new();
-    // An unreadable keyid.N may be the current one: then "no entry has it" would be noise.
-    let mut unreadable_keyid = false;
+/// The key entries CESeCore reads (those before `gap`), translated.
+struct Built {
+    keys: Vec<KeyEntry>,
+    /// keyid -> (entry number, line, outcome), for the checks of the current keyid.
+    seen: BTreeMap<i32, (usize, usize, State)>,
+    /// An unreadable keyid.N may be the current one: then "no entry has it" would be noise.
+    unreadable_keyid: bool,
+}
+
+fn build_entries(
+    entries: &BTreeMap<usize, EntryProps<'_>>,
+    gap: usize,
+    problems: &mut Problems,
+) -> Built {
+    let mut built = Built {
+        keys: Vec::new(),
+        seen: BTreeMap::new(),
+        unreadable_keyid: false,
+    };
     for (n, e) in entries.range(..gap) {
         let Some(keyid_prop) = e.get("keyid").copied() else {
             continue; // below the gap every entry has its keyid
         };
         let keyid = parse_i32(keyid_prop, problems);
-        unreadable_keyid |= keyid.is_none();
+        built.unreadable_keyid |= keyid.is_none();
         let (outcome, state) = build_entry(*n, e, keyid_prop, keyid, problems);
         if let Some(id) = keyid {
-            match seen.get(&id) {
+            match built.seen.get(&id) {
                 // A disabled entry takes no keyid; two enabled ones must not share one.
                 Some((other, line, prior))
                     if state != State::Skipped && *prior != State::Skipped =>
@@ -378,51 +419,44 @@ fn protection_section(
                 }
                 Some((_, _, prior)) if *prior != State::Skipped => {}
                 _ => {
-                    seen.insert(id, (*n, keyid_prop.line, state));
+                    built.seen.insert(id, (*n, keyid_prop.line, state));
                 }
             }
         }
-        keys.extend(outcome);
+        built.keys.extend(outcome);
     }
+    built
+}
 
-    if enable_sign {
-        match keyid {
-            None if !keyid_given => problems.whole(
-                "databaseprotection.keyid (or databaseprotection.keyid.AuditRecordData) is \
-                 missing but signing is enabled (enablesign): there is no key to protect new \
-                 rows with; set it to the keyid of a key entry, or set \
-                 databaseprotection.enablesign.AuditRecordData = false",
+/// With signing enabled, the current keyid must name an enabled entry. A PublicCryptoToken
+/// there is allowed: CESeCore's database CLI is set up that way to verify, and a server refuses
+/// a verify-only current key when it loads the keys.
+fn check_current(
+    keyid: Option<(i32, &Prop)>,
+    keyid_given: bool,
+    built: &Built,
+    problems: &mut Problems,
+) {
+    match keyid {
+        None if !keyid_given => problems.whole(
+            "databaseprotection.keyid (or databaseprotection.keyid.AuditRecordData) is \
+             missing but signing is enabled (enablesign): there is no key to protect new \
+             rows with; set it to the keyid of a key entry, or set \
+             databaseprotection.enablesign.AuditRecordData = false",
+        ),
+        None => {} // given but invalid: already reported
+        Some((id, p)) => match built.seen.get(&id) {
+            None if built.unreadable_keyid => {}
+            None => problems.at(p, format!("no key entry has keyid {id}")),
+            Some((n, _, State::Skipped)) => problems.at(
+                p,
+                format!(
+                    "keyid {id} is key entry {n}, which is disabled (keylabel.{n} = null); \
+                     signing needs an enabled entry"
+                ),
             ),
-            None => {} // given but invalid: already reported
-            Some((id, p)) => match seen.get(&id) {
-                None if unreadable_keyid => {}
-                None => problems.at(p, format!("no key entry has keyid {id}")),
-                Some((n, _, State::Skipped)) => problems.at(
-                    p,
-                    format!(
-                        "keyid {id} is key entry {n}, which is disabled (keylabel.{n} = null); \
-                         signing needs an enabled entry"
-                    ),
-                ),
-                Some((n, _, State::Public)) => problems.at(
-                    p,
-                    format!(
-                        "keyid {id} is key entry {n}, a PublicCryptoToken (verify only); it \
-                         cannot protect new rows"
-                    ),
-                ),
-                Some(_) => {}
-            },
-        }
-    }
-
-    ProtectionSection {
-        enable_sign,
-        enable_verify: enable_verify.is_none_or(|(v, _)| v),
-        error_on_verify_fail: error_on_verify_fail.unwrap_or(true),
-        keyid: keyid.map(|(id, _)| id),
-        evidence: Default::default(),
-        keys,
+            Some(_) => {}
+        },
     }
 }
 

@@ -569,13 +569,11 @@ fn current_keyid_checks() {
         "{P11}{}",
         public_entry_text(1, 2, &STANDARD.encode(RSA_SPKI))
     );
-    let e = err(&text.replace("keyid = 1", "keyid = 2"));
-    has(
-        &e,
-        1,
-        "databaseprotection.keyid",
-        "PublicCryptoToken (verify only)",
-    );
+    // CESeCore's database CLI recipe: the signing keyid as a PublicCryptoToken. It is read;
+    // a server refuses it when it loads the keys (config::load_keys), the CLI verifies with it.
+    let p = ok(&text.replace("keyid = 1", "keyid = 2"));
+    assert_eq!(p.keyid, Some(2));
+    assert!(matches!(p.keys[1], KeyEntry::Public { keyid: 2, .. }));
     let e = err(&format!(
         "{P11}{}",
         public_entry_text(1, 1, &STANDARD.encode(RSA_SPKI))
