@@ -111,8 +111,8 @@ fn peak_rss_mib(pid: u32) -> u64 {
 
 /// Issue 11.6: readers are bounded by bytes as well as rows. Rows far beyond any limit, written
 /// straight into the table (as a SignServer or a database administrator could), are read a few
-/// at a time: verifylog, and the server with its checkpointer, a paged query and an export of
-/// them, stay under 150 MiB of peak resident memory. 20 rows of 8 MiB here (a reader that took
+/// at a time: verifylog, and the server with its checkpointer, a paged query, an export and a
+/// live follow of them, stay under 150 MiB of peak resident memory. 20 rows of 8 MiB here (a reader that took
 /// its chunks of 5,000 rows whole would hold 160 MiB of them at once);
 /// AUDITSEAL_TEST_HUGE_ROWS=100x20 gives the issue's 100 rows of 20 MiB.
 #[tokio::test]
@@ -273,10 +273,39 @@ async fn readers_stay_flat_over_rows_far_beyond_the_limit() {
             exported as i64 > n,
             "{backend:?}: {exported} lines exported"
         );
+        // A live follow from the start of the node (its id names another node, so every row
+        // of this one comes), until it has sent them all.
+        let mut follow = c
+            .get(format!(
+                "{}/api/v1/events/stream?criteria=nodeId%20EQ%20big",
+                s.url
+            ))
+            .header("Last-Event-ID", "another-node=0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(follow.status().as_u16(), 200, "{backend:?}");
+        let (mut followed, mut tail) = (0i64, Vec::new());
+        while followed < n {
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(120), follow.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("{backend:?}: the follow stalled at {followed} rows"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("{backend:?}: the follow ended at {followed} rows"));
+            tail.extend_from_slice(&chunk);
+            // Count whole "event: audit" lines only; keep a partial line for the next chunk.
+            let cut = tail.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            followed += tail[..cut]
+                .split(|b| *b == b'\n')
+                .filter(|l| *l == b"event: audit")
+                .count() as i64;
+            tail.drain(..cut);
+        }
+        drop(follow);
         let server_mib = peak_rss_mib(s.pid());
         println!(
             "{backend:?}: {n} rows of {mib} MiB: verifylog peak {verify_mib} MiB, server with \
-             its checkpointer peak {server_mib} MiB"
+             its checkpointer, queries, an export and a follow peak {server_mib} MiB"
         );
         assert!(
             verify_mib < 150,

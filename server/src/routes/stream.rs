@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use auditseal_core::record::AuditRecord;
 use auditseal_core::store::{Criterion, Field, Op};
@@ -28,8 +29,11 @@ use crate::state::AppState;
 const POLL: Duration = Duration::from_millis(200);
 /// Rows read per node per round trip.
 const PAGE: i64 = 500;
-/// Events made but not yet taken by the connection.
+/// Events made but not yet taken by the connection, at most.
 const BUFFERED: usize = 64;
+/// And at most this many bytes of them (always at least one event): a follower's memory stays
+/// flat whatever its rows hold.
+const BUFFERED_BYTES: usize = 4 << 20;
 
 /// The follower's position: per node, the last sequence number already sent.
 type Positions = BTreeMap<String, i64>;
@@ -237,15 +241,19 @@ pub async fn stream(
         _permit: permit,
     };
     let (tx, rx) = mpsc::channel(BUFFERED);
-    tokio::spawn(follow.run(tx));
+    let budget = Arc::new(Semaphore::new(BUFFERED_BYTES));
+    tokio::spawn(follow.run(tx, budget));
     Ok(Sse::new(events(rx))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
 
+/// An event and its share of the byte budget, given back when the connection takes it.
+type Buffered = (Event, OwnedSemaphorePermit);
+
 /// The events on their way from the follower's task to its connection.
-fn events(mut rx: mpsc::Receiver<Event>) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok)))
+fn events(mut rx: mpsc::Receiver<Buffered>) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(|(e, _bytes)| Ok(e))))
 }
 
 impl Follow {
@@ -255,7 +263,7 @@ impl Follow {
     /// the follower's place and the stream. It runs on its own, not inside the response body,
     /// because a connection whose client stopped reading (an HTTP/2 stream without flow-control
     /// window) never polls its body again: only this task can notice and give the place back.
-    async fn run(mut self, tx: mpsc::Sender<Event>) {
+    async fn run(mut self, tx: mpsc::Sender<Buffered>, budget: Arc<Semaphore>) {
         let limit = self.state.send_timeout;
         loop {
             if self.closing() || !self.state.auth.still_valid(&self.who) {
@@ -263,11 +271,21 @@ impl Follow {
             }
             if let Some((r, verification)) = self.pending.pop_front() {
                 self.positions.insert(r.node_id.clone(), r.sequence_number);
+                let data = row_json(r, verification).to_string();
+                // Its size in permits, at most the whole budget so that one larger event waits
+                // for the buffer to empty and then goes alone.
+                let size = data.len().clamp(1, BUFFERED_BYTES) as u32;
                 let event = Event::default()
                     .event("audit")
                     .id(encode_positions(&self.positions))
-                    .data(row_json(r, verification).to_string());
-                match tokio::time::timeout(limit, tx.send(event)).await {
+                    .data(data);
+                let send = async {
+                    let Ok(bytes) = budget.clone().acquire_many_owned(size).await else {
+                        return Err(());
+                    };
+                    tx.send((event, bytes)).await.map_err(|_| ())
+                };
+                match tokio::time::timeout(limit, send).await {
                     Ok(Ok(())) => continue,
                     Ok(Err(_)) => return,
                     Err(_) => {
