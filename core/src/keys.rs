@@ -262,7 +262,7 @@ impl KeyRing {
         &self,
         p: &crate::protection::RowProtection,
     ) -> Result<&VerifyKey, DetachedError> {
-        if p.version == ProtectionVersion::Batch {
+        if p.version.is_batch() {
             return Err(DetachedError::Batch);
         }
         let key = self.get(p.keyid).ok_or(DetachedError::NoKey(p.keyid))?;

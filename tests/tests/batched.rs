@@ -1,5 +1,5 @@
 //! The batched device through the real server: single events from many connections and bulk
-//! requests form signed, chained batches; version 3 rows verify on read and with verifylog;
+//! requests form signed, chained batches; version 4 rows verify on read and with verifylog;
 //! tampering with a row, a statement or the chain, or deleting the newest rows, is reported; after
 //! kill -9 under load every acknowledged event is there. SQLite and PostgreSQL.
 
@@ -107,7 +107,7 @@ async fn batches_from_many_connections_and_bulk_requests_verify_and_tampering_is
         .await;
         assert_eq!(st, 400, "{err}");
         assert_eq!(err["invalid"][0]["index"], 1);
-        // Verify on read: version 3 rows, valid, details decoded.
+        // Verify on read: version 4 rows, valid, details decoded.
         let list: Value = auditseal_e2e::get(format!("{surl}/api/v1/events?limit=200"))
             .await
             .unwrap()
@@ -117,7 +117,7 @@ async fn batches_from_many_connections_and_bulk_requests_verify_and_tampering_is
         assert_eq!(list["count"], 166);
         for e in list["events"].as_array().unwrap() {
             assert!(
-                e["rowProtection"].as_str().unwrap().starts_with("1:3:1:"),
+                e["rowProtection"].as_str().unwrap().starts_with("1:4:1:"),
                 "{e}"
             );
             assert_eq!(e["verification"]["valid"], true, "{e}");
