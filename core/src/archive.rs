@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::batch::BatchRecord;
-use crate::checkpoint::{Checkpoint, Head, KIND_ARCHIVE};
+use crate::checkpoint::{Checkpoint, Head, Heads, KIND_ARCHIVE};
 use crate::keys::{DetachedError, KeyRing, VerifyError};
-use crate::protection::RowProtection;
+use crate::protection::{Layout, RowProtection};
 use crate::protector::{self, HashingReader};
 use crate::record::AuditRecord;
 use crate::store::{Store, StoreError};
@@ -199,9 +199,11 @@ async fn write_lines(
     for node in store.nodes().await? {
         let base = store.archive_base(&node).await?;
         let mut head = match &base {
-            Some(b) => Head::of(b).ok_or_else(|| {
-                ArchiveError::Refused(format!("node {node}: its archive marker is malformed"))
-            })?,
+            Some(b) => Head::of(b)
+                .ok_or_else(|| {
+                    ArchiveError::Refused(format!("node {node}: its archive marker is malformed"))
+                })?
+                .in_fold(Layout::Canonical),
             None => Head::default(),
         };
         if let Some(b) = &base {
@@ -346,7 +348,7 @@ pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, Archi
     };
     let mut batches = Batches::default();
     // The open node: its id, running head, and rows seen.
-    let mut current: Option<(String, Head, u64)> = None;
+    let mut current: Option<(String, Heads, u64)> = None;
     let fmt_err = |line: usize, reason: String| ArchiveError::Format {
         file: path.clone(),
         line,
@@ -378,10 +380,11 @@ pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, Archi
                     .ok()
                     .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
                     .ok_or_else(|| fmt_err(n, "startHead is not 32 bytes of hex".into()))?;
-                let head = Head {
+                let head = Heads::from(Head {
                     sequence_number: first_sequence - 1,
                     hash,
-                };
+                    fold: Layout::Canonical,
+                });
                 current = Some((node_id, head, 0));
             }
             Line::Batch(b) => batches.insert(keys, b),
@@ -395,10 +398,11 @@ pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, Archi
                         format!("row of node {} inside node {node}", r.node_id),
                     ));
                 }
-                if r.sequence_number != head.sequence_number + 1 {
+                if r.sequence_number != head.sequence_number() + 1 {
                     rep.errors.push(format!(
                         "node {node}: sequence {} follows {}",
-                        r.sequence_number, head.sequence_number
+                        r.sequence_number,
+                        head.sequence_number()
                     ));
                 }
                 head.push(&r);
@@ -412,9 +416,11 @@ pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, Archi
                 rep.rows += 1;
             }
             Line::Node(s) => {
-                let Some((node, head, rows)) = current.take() else {
+                let Some((node, heads, rows)) = current.take() else {
                     return Err(fmt_err(n, "a node summary without its start line".into()));
                 };
+                // endHead is in the fold the marker names.
+                let head = heads.get(s.marker.layout());
                 let e = &mut rep.errors;
                 if s.node_id != node || s.last_sequence != head.sequence_number || s.rows != rows {
                     e.push(format!(

@@ -270,12 +270,12 @@ mod tests {
 /// The worked example of docs/FORMAT.md ("Protection version 3"): the values there are checked
 /// here, so the document cannot drift from the code.
 #[cfg(test)]
-mod worked_example {
+pub(crate) mod worked_example {
     use super::*;
     use crate::protector::protect_bytes;
     use crate::token::HmacToken;
 
-    pub(super) fn rows() -> Vec<AuditRecord> {
+    pub(crate) fn rows() -> Vec<AuditRecord> {
         (0..3)
             .map(|i| AuditRecord {
                 pk: format!("{:032x}", i + 1),

@@ -126,11 +126,11 @@ pub async fn check(store: &dyn Store, keys: &KeySetup) -> Result<(), KeyCheckErr
             );
         }
         if let Some(c) = store.last_checkpoint(&node).await?
-            && let Ok(p) = RowProtection::parse(&c.statement_protection)
+            && let Ok((_, p)) = RowProtection::parse_statement(&c.statement_protection)
             && p.keyid == c.key_id
             && wanted(&verdicts, p.keyid)
         {
-            let outcome = detached_outcome(ring, &p, c.statement().as_bytes());
+            let outcome = detached_outcome(ring, &p, &c.statement());
             verdicts.entry(p.keyid).or_default().record(
                 || format!("node {node}'s {} at row {}", c.kind, c.sequence_number),
                 outcome,

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::batch::{self, BatchRecord, GENESIS_HASH, InclusionPayload};
 use crate::canonical;
-use crate::checkpoint::{Checkpoint, Head, KIND_ARCHIVE};
+use crate::checkpoint::{Checkpoint, Head, Heads, KIND_ARCHIVE};
 use crate::keys::{KeyRing, VerifyError};
 use crate::merkle::{self, Hash};
 use crate::protection::{ProtectionParseError, ProtectionVersion, RowProtection};
@@ -308,7 +308,7 @@ pub struct NodeReport {
     /// Whether the head hash could be recomputed (the check started at sequence 0 or right
     /// after the archive marker); checkpoints are only compared when it could.
     pub chain_checked: bool,
-    /// Lower-case hex of the head hash after the last row, when `chain_checked`.
+    /// Lower-case hex of the head hash (fold 2) after the last row, when `chain_checked`.
     pub head_hash: Option<String>,
     /// Checkpoints (stored and from a file) that verified and matched.
     pub checkpoints: u64,
@@ -697,8 +697,9 @@ struct NodeCheck<'a> {
     keys: &'a KeyRing,
     rep: NodeReport,
     expected: i64,
-    /// None when the check did not start where the chain can be recomputed.
-    head: Option<Head>,
+    /// Both folds of the head hash; None when the check did not start where the chain can be
+    /// recomputed.
+    head: Option<Heads>,
     /// Checkpoints verified but not compared with the rows (no head hash to compare with).
     /// How many, and the lowest and highest sequence number among them.
     uncompared: (usize, i64, i64),
@@ -719,7 +720,7 @@ impl NodeCheck<'_> {
         if let Err(reason) = c.check(self.keys) {
             return self.fail_checkpoint(source, c, reason);
         }
-        let Some(head) = self.head else {
+        let Some(heads) = self.head else {
             // One note for them all at the end: a year of checkpoints is half a million.
             let (n, lo, hi) = self.uncompared;
             self.uncompared = if n == 0 {
@@ -729,6 +730,8 @@ impl NodeCheck<'_> {
             };
             return;
         };
+        // The fold the checkpoint names (docs/FORMAT.md 7.1).
+        let head = heads.get(c.layout());
         if head.sequence_number != c.sequence_number {
             return self.fail_checkpoint(
                 source,
@@ -770,7 +773,7 @@ impl NodeCheck<'_> {
         self.expected = seq + 1;
         rep.rows += 1;
         if let Some(h) = &mut self.head {
-            h.push_leaf(seq, &check.leaves.text);
+            h.push_leaves(seq, &check.leaves.text, &check.leaves.canonical);
         }
         if let Err(reason) = check.result {
             rep.failed.push(FailedRow {
@@ -822,8 +825,8 @@ pub async fn verify_node(
     }
     if from == start {
         nc.head = match &base {
-            None => Some(Head::default()),
-            Some(_) => base_head,
+            None => Some(Heads::from(Head::default())),
+            Some(_) => base_head.map(Heads::from),
         };
     }
     if let Some(b) = &base
@@ -985,7 +988,7 @@ pub async fn verify_node(
     rep.head_hash = nc
         .head
         .filter(|_| rep.rows > 0)
-        .map(|h| hex::encode(h.hash));
+        .map(|h| hex::encode(h.canonical.hash));
     verify_chain(store.as_ref(), keys, &mut rep, chunk).await?;
     if rep.rows == 0 && rep.archived_up_to.is_none() {
         rep.warnings
@@ -1296,6 +1299,79 @@ mod tests {
         );
         // The known limitation of version 3: the same edits pass.
         assert_eq!(node("v3").errors(), 0, "{rep}");
+    }
+
+    /// Issue 12.3, the head hash: a checkpoint kept outside the database catches both edits on
+    /// rows of every protection version when it is of fold 2 (canonical leaves); one of fold 1
+    /// (the protect string's leaves, older releases) does not, whatever the rows' version.
+    #[tokio::test]
+    async fn fold_2_checkpoints_catch_the_edits_on_rows_of_every_version_fold_1_does_not() {
+        use crate::checkpoint::KIND_CHECKPOINT;
+        use crate::device::LogDevice;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let token: crate::token::SharedToken =
+            Arc::new(crate::token::HmacToken::new(1, b"attack secret"));
+        let mut ring = KeyRing::new();
+        ring.insert(1, token.verify_key());
+        let keys = Arc::new(ring);
+        write_attack_rows(&store, &token, "v3", Some(ProtectionVersion::Batch)).await;
+        write_attack_rows(&store, &token, "v4", None).await;
+        let d =
+            crate::device::SequentialDevice::start(store.clone(), "v1".into(), Some(token.clone()))
+                .await
+                .unwrap();
+        for e in attack_events() {
+            d.append(e).await.unwrap();
+        }
+        let mut external = HashMap::new();
+        for node in ["v1", "v3", "v4"] {
+            let rows = store.read_node(node, 0, None, 100).await.unwrap();
+            let mut heads = Heads::from(Head::default());
+            rows.iter().for_each(|r| heads.push(r));
+            let sign =
+                |h: &Head| Checkpoint::sign(token.as_ref(), node, h, 1, KIND_CHECKPOINT).unwrap();
+            external.insert(
+                node.to_string(),
+                vec![sign(&heads.text), sign(&heads.canonical)],
+            );
+        }
+        let opts = VerifyOptions {
+            external: Arc::new(external),
+            ..Default::default()
+        };
+        let verify = || async {
+            verify_log(&store, &keys, &Selection::All, &opts)
+                .await
+                .unwrap()
+        };
+        let rep = verify().await;
+        assert_eq!((rep.rows, rep.errors), (9, 0), "{rep}");
+        assert!(rep.nodes.iter().all(|n| n.checkpoints == 2), "{rep:?}");
+
+        let side = crate::store::SqliteStore::connect(&url).await.unwrap();
+        sqlx::raw_sql(
+            "UPDATE auditrecorddata SET customid = '' WHERE sequencenumber = 0;
+             UPDATE auditrecorddata SET searchdetail1 = 'a', searchdetail2 = 'b<sep/>c'
+               WHERE sequencenumber = 1",
+        )
+        .execute(side.pool())
+        .await
+        .unwrap();
+        let rep = verify().await;
+        for n in &rep.nodes {
+            // Fold 1 still matches; fold 2 does not.
+            assert_eq!(n.checkpoints, 1, "{rep}");
+            assert_eq!(n.failed_checkpoints.len(), 1, "{rep}");
+            assert!(
+                n.failed_checkpoints[0].reason.contains("head hash"),
+                "{rep}"
+            );
+            let failed_rows = if n.node_id == "v4" { 2 } else { 0 };
+            assert_eq!(n.failed.len(), failed_rows, "{rep}");
+        }
     }
 
     #[test]
