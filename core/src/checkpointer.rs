@@ -384,6 +384,61 @@ mod tests {
         );
     }
 
+    /// An older release's archive marker (fold 1): the rows after it chain onto its head hash
+    /// in fold 2, and the marker and the new checkpoint both verify.
+    #[tokio::test]
+    async fn after_a_fold_1_archive_marker_fold_2_goes_on_from_its_head_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
+        let device = SequentialDevice::start(store.clone(), "n".into(), Some(token.clone()))
+            .await
+            .unwrap();
+        for i in 0..5 {
+            device.append(test_event(i)).await.unwrap();
+        }
+        let rows = store.read_node("n", 0, None, 100).await.unwrap();
+        let mut old = Head::default().in_fold(Layout::Text);
+        rows.iter().for_each(|r| old.push(r));
+        let marker = Checkpoint::sign(token.as_ref(), "n", &old, 1, KIND_ARCHIVE).unwrap();
+        assert!(marker.statement_protection.starts_with("1:1:3:"));
+        assert_eq!(store.archive_node(&marker, 0, 5).await.unwrap(), 5);
+        for i in 5..8 {
+            device.append(test_event(i)).await.unwrap();
+        }
+        let mut cp =
+            Checkpointer::start(store.clone(), token.clone(), "n".into(), Sinks::default())
+                .await
+                .unwrap();
+        let c = cp.run_once().await.unwrap().unwrap();
+        assert_eq!((c.sequence_number, c.layout()), (7, Layout::Canonical));
+        let mut want = old.in_fold(Layout::Canonical);
+        store
+            .read_node("n", 5, None, 100)
+            .await
+            .unwrap()
+            .iter()
+            .for_each(|r| want.push(r));
+        assert_eq!(c.head_hash, hex::encode(want.hash));
+        let mut ring = crate::keys::KeyRing::new();
+        ring.insert(3, token.verify_key());
+        let rep = crate::verify::verify_log(
+            &store,
+            &Arc::new(ring),
+            &crate::verify::Selection::All,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (rep.rows, rep.errors, rep.nodes[0].checkpoints),
+            (3, 0, 1),
+            "{rep}"
+        );
+    }
+
     #[tokio::test]
     async fn goes_on_after_an_archive_deleted_rows_it_had_not_folded_in() {
         let dir = tempfile::tempdir().unwrap();
