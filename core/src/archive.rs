@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::batch::BatchRecord;
-use crate::checkpoint::{Checkpoint, Head, KIND_ARCHIVE};
+use crate::checkpoint::{Checkpoint, Head, Heads, KIND_ARCHIVE};
 use crate::keys::{DetachedError, KeyRing, Scope, VerifyError};
-use crate::protection::RowProtection;
+use crate::protection::{Layout, RowProtection};
 use crate::protector::{self, HashingReader};
 use crate::record::AuditRecord;
 use crate::store::{Store, StoreError};
@@ -199,9 +199,11 @@ async fn write_lines(
     for node in store.nodes().await? {
         let base = store.archive_base(&node).await?;
         let mut head = match &base {
-            Some(b) => Head::of(b).ok_or_else(|| {
-                ArchiveError::Refused(format!("node {node}: its archive marker is malformed"))
-            })?,
+            Some(b) => Head::of(b)
+                .ok_or_else(|| {
+                    ArchiveError::Refused(format!("node {node}: its archive marker is malformed"))
+                })?
+                .in_fold(Layout::Canonical),
             None => Head::default(),
         };
         if let Some(b) = &base {
@@ -354,7 +356,7 @@ pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, Archi
     };
     let mut batches = Batches::default();
     // The open node: its id, running head, and rows seen.
-    let mut current: Option<(String, Head, u64)> = None;
+    let mut current: Option<(String, Heads, u64)> = None;
     let fmt_err = |line: usize, reason: String| ArchiveError::Format {
         file: path.clone(),
         line,
@@ -386,10 +388,11 @@ pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, Archi
                     .ok()
                     .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
                     .ok_or_else(|| fmt_err(n, "startHead is not 32 bytes of hex".into()))?;
-                let head = Head {
+                let head = Heads::from(Head {
                     sequence_number: first_sequence - 1,
                     hash,
-                };
+                    fold: Layout::Canonical,
+                });
                 current = Some((node_id, head, 0));
             }
             Line::Batch(b) => batches.insert(keys, b),
@@ -403,10 +406,11 @@ pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, Archi
                         format!("row of node {} inside node {node}", r.node_id),
                     ));
                 }
-                if r.sequence_number != head.sequence_number + 1 {
+                if r.sequence_number != head.sequence_number() + 1 {
                     rep.errors.push(format!(
                         "node {node}: sequence {} follows {}",
-                        r.sequence_number, head.sequence_number
+                        r.sequence_number,
+                        head.sequence_number()
                     ));
                 }
                 head.push(&r);
@@ -420,9 +424,11 @@ pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, Archi
                 rep.rows += 1;
             }
             Line::Node(s) => {
-                let Some((node, head, rows)) = current.take() else {
+                let Some((node, heads, rows)) = current.take() else {
                     return Err(fmt_err(n, "a node summary without its start line".into()));
                 };
+                // endHead is in the fold the marker names.
+                let head = heads.get(s.marker.layout());
                 let e = &mut rep.errors;
                 if s.node_id != node || s.last_sequence != head.sequence_number || s.rows != rows {
                     e.push(format!(
@@ -493,4 +499,83 @@ pub async fn apply(
         }
     }
     (deleted, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::device::{LogDevice, SequentialDevice, test_event};
+    use crate::protection::Layout;
+    use crate::token::{HmacToken, SharedToken};
+
+    /// Rewrites a segment as an older release wrote it: each node's endHead and marker in
+    /// fold 1, the file signed again.
+    fn as_fold_1(dir: &Path, token: &dyn CryptoToken) {
+        let path = dir.join(SEGMENT_FILE);
+        let mut out = String::new();
+        let mut head = Head::default();
+        for text in std::fs::read_to_string(&path).unwrap().lines() {
+            let mut line: Line = serde_json::from_str(text).unwrap();
+            match &mut line {
+                Line::Start {
+                    first_sequence,
+                    start_head,
+                    ..
+                } => {
+                    head = Head {
+                        sequence_number: *first_sequence - 1,
+                        hash: hex::decode(start_head).unwrap().try_into().unwrap(),
+                        fold: Layout::Text,
+                    }
+                }
+                Line::Row(r) => head.push(r),
+                Line::Node(s) => {
+                    s.end_head = hex::encode(head.hash);
+                    let m = &s.marker;
+                    s.marker =
+                        Checkpoint::sign(token, &m.node_id, &head, m.time_stamp, KIND_ARCHIVE)
+                            .unwrap();
+                }
+                _ => {}
+            }
+            out.push_str(&serde_json::to_string(&line).unwrap());
+            out.push('\n');
+        }
+        std::fs::write(&path, &out).unwrap();
+        let sig = protector::protect_bytes(token, out.as_bytes()).unwrap();
+        std::fs::write(dir.join(SIGNATURE_FILE), format!("{sig}\n")).unwrap();
+    }
+
+    /// Segments are written in fold 2; an older release's segment (fold 1) still verifies, and
+    /// each is checked in the fold its markers name.
+    #[tokio::test]
+    async fn segments_of_either_fold_verify_in_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
+        let mut keys = KeyRing::new();
+        keys.insert(3, token.verify_key());
+        let device = SequentialDevice::start(store.clone(), "n".into(), Some(token.clone()))
+            .await
+            .unwrap();
+        for i in 0..4 {
+            device.append(test_event(i)).await.unwrap();
+        }
+        let seg = dir.path().join("seg");
+        let w = write_segment(store.as_ref(), &keys, token.as_ref(), i64::MAX, &seg)
+            .await
+            .unwrap();
+        assert_eq!(w.nodes[0].marker.layout(), Layout::Canonical);
+        let rep = verify_segment(&seg, &keys).unwrap();
+        assert_eq!((rep.rows, rep.errors.len()), (4, 0), "{:?}", rep.errors);
+
+        as_fold_1(&seg, token.as_ref());
+        let rep = verify_segment(&seg, &keys).unwrap();
+        assert_eq!(rep.nodes[0].marker.layout(), Layout::Text);
+        assert_eq!((rep.rows, rep.errors.len()), (4, 0), "{:?}", rep.errors);
+    }
 }

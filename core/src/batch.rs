@@ -1,16 +1,22 @@
-//! The batched device's formats (docs/FORMAT.md, "Protection version 3"): the batch statement
-//! that is signed once per batch, the chain of statements, and the per-row inclusion proof
-//! carried in `rowProtection` as `1:3:<keyid>:<hex payload>`.
+//! The batched device's formats (docs/FORMAT.md section 6, protection versions 3 and 4): the
+//! batch statement that is signed once per batch, the chain of statements, and the per-row
+//! inclusion proof carried in `rowProtection` as `1:<3|4>:<keyid>:<hex payload>`.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::canonical::{self, Encoder};
 use crate::merkle::{self, Hash};
+use crate::protection::{Layout, ProtectionVersion, RowProtection};
+use crate::protector::protect_statement;
 use crate::record::{AuditRecord, SEPARATOR};
+use crate::token::{CryptoToken, TokenError};
 
-/// First field of every statement: names the layout, so it can never be mistaken for a row's
-/// protect string.
+/// First field of every statement of layout 1 (version 3 batches): names the layout, so it can
+/// never be mistaken for a row's protect string.
 pub const STATEMENT_TAG: &str = "auditseal-batch-v1";
+/// The tag of the statements of layout 2 (version 4 batches), in the canonical encoding.
+pub const STATEMENT_TAG_CANONICAL: &str = "auditseal-batch-v2";
 
 /// The previous-statement hash of a node's first batch.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -35,14 +41,42 @@ pub struct BatchRecord {
     pub previous_hash: String,
     #[sqlx(rename = "keyid")]
     pub key_id: i32,
-    /// `1:<1|2>:<keyid>:<hex>`: the MAC or signature over `statement()`, in rowProtection's layout.
+    /// `<layout>:<1|2>:<keyid>:<hex>`: the MAC or signature over `statement()`, in
+    /// rowProtection's layout with the statement's layout (1 or 2) first.
     #[sqlx(rename = "statementprotection")]
     pub statement_protection: String,
 }
 
 impl BatchRecord {
-    /// The signed bytes: the fields joined with `<sep/>`, UTF-8.
-    pub fn statement(&self) -> String {
+    /// The layout its statementProtection names (layout 1 when it does not parse: it then
+    /// fails verification whatever the bytes).
+    pub fn layout(&self) -> Layout {
+        RowProtection::parse_statement(&self.statement_protection).map_or(Layout::Text, |(l, _)| l)
+    }
+
+    /// The signed bytes, in the layout its statementProtection names.
+    pub fn statement(&self) -> Vec<u8> {
+        self.statement_in(self.layout())
+    }
+
+    /// The signed bytes in `layout`: the fields joined with `<sep/>` (layout 1), or their
+    /// canonical encoding (layout 2).
+    pub fn statement_in(&self, layout: Layout) -> Vec<u8> {
+        match layout {
+            Layout::Text => self.statement_text().into_bytes(),
+            Layout::Canonical => Encoder::new(STATEMENT_TAG_CANONICAL, 200)
+                .text(Some(&self.node_id))
+                .int(Some(self.first_sequence_number))
+                .int(Some(self.last_sequence_number))
+                .int(Some(self.time_stamp))
+                .text(Some(&self.merkle_root))
+                .text(Some(&self.previous_hash))
+                .int(Some(i64::from(self.key_id)))
+                .finish(),
+        }
+    }
+
+    fn statement_text(&self) -> String {
         [
             STATEMENT_TAG,
             &self.node_id,
@@ -58,7 +92,7 @@ impl BatchRecord {
 
     /// What the node's next statement names as its previous one.
     pub fn statement_hash(&self) -> String {
-        hex::encode(Sha256::digest(self.statement().as_bytes()))
+        hex::encode(Sha256::digest(self.statement()))
     }
 
     pub fn size(&self) -> i64 {
@@ -66,9 +100,25 @@ impl BatchRecord {
     }
 }
 
-/// A row's leaf hash: SHA-256(0x00 || protect string).
+/// A version 3 row's leaf hash: SHA-256(0x00 || protect string).
 pub fn row_leaf(r: &AuditRecord) -> Hash {
     merkle::leaf_hash(r.protect_string().as_bytes())
+}
+
+/// The leaf hash a batch of `version` (3 or 4) takes of a row.
+pub fn leaf(version: ProtectionVersion, r: &AuditRecord) -> Hash {
+    match version {
+        ProtectionVersion::BatchCanonical => canonical::row_leaf(r),
+        _ => row_leaf(r),
+    }
+}
+
+/// The layout of the statement of a batch of `version` (3 or 4).
+pub fn statement_layout(version: ProtectionVersion) -> Layout {
+    match version {
+        ProtectionVersion::BatchCanonical => Layout::Canonical,
+        _ => Layout::Text,
+    }
 }
 
 /// What a version 3 row carries after its keyid: where its batch starts, the batch's size and
@@ -82,9 +132,9 @@ pub struct InclusionPayload {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {
-    #[error("version 3 payload is not hex")]
+    #[error("batch payload is not hex")]
     Hex,
-    #[error("version 3 payload has {0} bytes; expected 12 + 32 per proof hash")]
+    #[error("batch payload has {0} bytes; expected 12 + 32 per proof hash")]
     Length(usize),
 }
 
@@ -125,6 +175,49 @@ impl InclusionPayload {
     }
 }
 
+/// Builds a batch of `version` (3 or 4) over `rows` (consecutive, of one node, one timeStamp):
+/// leaf hashes, Merkle root, the signed statement (layout 1 for version 3, 2 for version 4), and
+/// each row's `1:<version>:<keyid>:<first || size || proof>`.
+pub fn seal(
+    node_id: &str,
+    rows: &mut [AuditRecord],
+    token: &dyn CryptoToken,
+    time_stamp: i64,
+    previous_hash: String,
+    version: ProtectionVersion,
+) -> Result<BatchRecord, TokenError> {
+    let layout = statement_layout(version);
+    let leaves: Vec<Hash> = rows.iter().map(|r| leaf(version, r)).collect();
+    let root = merkle::root(&leaves);
+    let first = rows.first().map_or(0, |r| r.sequence_number);
+    let mut b = BatchRecord {
+        node_id: node_id.to_string(),
+        first_sequence_number: first,
+        last_sequence_number: first + rows.len() as i64 - 1,
+        time_stamp,
+        merkle_root: hex::encode(root),
+        previous_hash,
+        key_id: token.keyid(),
+        statement_protection: String::new(),
+    };
+    b.statement_protection = protect_statement(token, layout, &b.statement_in(layout))?;
+    let size = rows.len() as u32;
+    for (row, proof) in rows.iter_mut().zip(merkle::all_inclusion_proofs(&leaves)) {
+        let payload = InclusionPayload {
+            first_sequence_number: first,
+            tree_size: size,
+            proof,
+        };
+        row.row_protection = Some(format!(
+            "1:{}:{}:{}",
+            version.number(),
+            token.keyid(),
+            payload.to_hex()
+        ));
+    }
+    Ok(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,7 +255,7 @@ mod tests {
             statement_protection: String::new(),
         };
         assert_eq!(
-            b.statement(),
+            String::from_utf8(b.statement()).unwrap(),
             format!(
                 "auditseal-batch-v1<sep/>node1<sep/>0<sep/>2<sep/>1000<sep/>{}<sep/>{}<sep/>1",
                 "aa".repeat(32),
@@ -177,12 +270,12 @@ mod tests {
 /// The worked example of docs/FORMAT.md ("Protection version 3"): the values there are checked
 /// here, so the document cannot drift from the code.
 #[cfg(test)]
-mod worked_example {
+pub(crate) mod worked_example {
     use super::*;
     use crate::protector::protect_bytes;
     use crate::token::HmacToken;
 
-    fn rows() -> Vec<AuditRecord> {
+    pub(crate) fn rows() -> Vec<AuditRecord> {
         (0..3)
             .map(|i| AuditRecord {
                 pk: format!("{:032x}", i + 1),
@@ -220,13 +313,13 @@ mod worked_example {
             key_id: 1,
             statement_protection: String::new(),
         };
-        b.statement_protection = protect_bytes(&token, b.statement().as_bytes()).unwrap();
+        b.statement_protection = protect_bytes(&token, &b.statement()).unwrap();
         let proofs = merkle::all_inclusion_proofs(&leaves);
         for (i, l) in leaves.iter().enumerate() {
             println!("leaf {i}: {}", hex::encode(l));
         }
         println!("root: {}", b.merkle_root);
-        println!("statement: {}", b.statement());
+        println!("statement: {}", String::from_utf8_lossy(&b.statement()));
         println!("statementProtection: {}", b.statement_protection);
         println!("statement hash: {}", b.statement_hash());
         for (i, p) in proofs.iter().enumerate() {
@@ -251,4 +344,92 @@ mod worked_example {
     const EXPECTED_STATEMENT_PROTECTION: &str =
         "1:1:1:ccfee02d0226bf2f5ebb56d04681805062d39a3f21fb22cbf90c220aae1667fd";
     const EXPECTED_ROW2: &str = "1:3:1:000000000000000000000003ed4f30f88c3476bdb04798c6b5563186c1ab1ec4dcd3b87f89354a6fba43d75b";
+}
+
+/// The worked example of docs/FORMAT.md section 6.5 for version 4: the same rows and key as
+/// version 3's, so the two can be compared.
+#[cfg(test)]
+mod worked_example_v4 {
+    use super::*;
+    use crate::token::HmacToken;
+
+    #[test]
+    fn print_and_check() {
+        let token = HmacToken::new(1, b"auditseal example key");
+        let mut rows = worked_example::rows();
+        let leaves: Vec<_> = rows.iter().map(canonical::row_leaf).collect();
+        let b = seal(
+            "node1",
+            &mut rows,
+            &token,
+            1_764_072_000_000,
+            GENESIS_HASH.into(),
+            ProtectionVersion::BatchCanonical,
+        )
+        .unwrap();
+        let e0 = hex::encode(canonical::row(&rows[0]));
+        println!("E(row 0): {e0}");
+        for (i, l) in leaves.iter().enumerate() {
+            println!("leaf {i}: {}", hex::encode(l));
+        }
+        println!(
+            "node(leaf 0, leaf 1): {}",
+            hex::encode(merkle::node_hash(&leaves[0], &leaves[1]))
+        );
+        println!("root: {}", b.merkle_root);
+        println!("S: {}", hex::encode(b.statement()));
+        println!("statementProtection: {}", b.statement_protection);
+        println!("statement hash: {}", b.statement_hash());
+        for r in &rows {
+            println!(
+                "row {}: {}",
+                r.sequence_number,
+                r.row_protection.as_deref().unwrap()
+            );
+        }
+        assert_eq!(e0, EXPECTED_E0);
+        assert_eq!(hex::encode(leaves[0]), EXPECTED_LEAF0);
+        assert_eq!(b.merkle_root, EXPECTED_ROOT);
+        assert_eq!(hex::encode(b.statement()), EXPECTED_S);
+        assert_eq!(b.statement_protection, EXPECTED_STATEMENT_PROTECTION);
+        assert_eq!(b.statement_hash(), EXPECTED_STATEMENT_HASH);
+        assert_eq!(rows[2].row_protection.as_deref(), Some(EXPECTED_ROW2));
+    }
+
+    /// The text of section 6.5 itself: its E(row 0) block and its values are the code's.
+    #[test]
+    fn the_document_states_these_values() {
+        let doc = include_str!("../../docs/FORMAT.md");
+        let at = doc
+            .find("**Version 4.**")
+            .expect("section 6.5's version 4 example");
+        let example = &doc[at..];
+        let block = example.split("```").nth(1).expect("the E(row 0) block");
+        let block: String = block.chars().filter(|c| !c.is_whitespace()).collect();
+        assert_eq!(block, EXPECTED_E0);
+        assert!(example.starts_with(&format!(
+            "**Version 4.** The same key and rows. E(row 0), {} bytes",
+            EXPECTED_E0.len() / 2
+        )));
+        assert!(example.contains(&format!("S (layout 2), {} bytes", EXPECTED_S.len() / 2)));
+        for v in [
+            EXPECTED_LEAF0,
+            EXPECTED_ROOT,
+            EXPECTED_STATEMENT_PROTECTION,
+            EXPECTED_STATEMENT_HASH,
+            EXPECTED_ROW2,
+        ] {
+            assert!(example.contains(v), "{v} is not in section 6.5");
+        }
+    }
+
+    const EXPECTED_E0: &str = "61756469747365616c2d726f772d76340001000000000000002030303030303030303030303030303030303030303030303030303030303030310100000000000000056e6f646531010000000000000000010000019abae28a0001000000000000000750524f4345535301000000000000000753554343455353010000000000000009434e3d7369676e657201000000000000000a5349474e534552564552010000000000000006574f524b455200000000";
+    const EXPECTED_LEAF0: &str = "5926cf81b47af0fd350eacf35a45dcf845b13638f43e7feda521163316c37d16";
+    const EXPECTED_ROOT: &str = "9ad9cd252ec03d4840b16fd9ba1d740cb10827fb41810c5b21303a40528ec93f";
+    const EXPECTED_S: &str = "61756469747365616c2d62617463682d7632000100000000000000056e6f646531010000000000000000010000000000000002010000019abae28a000100000000000000403961643963643235326563303364343834306231366664396261316437343063623130383237666234313831306335623231333033613430353238656339336601000000000000004030303030303030303030303030303030303030303030303030303030303030303030303030303030303030303030303030303030303030303030303030303030010000000000000001";
+    const EXPECTED_STATEMENT_PROTECTION: &str =
+        "2:1:1:26c35aac2248b3b63f9388554418ea1e9f098b0a94e5307f3f6d556ebaf92e11";
+    const EXPECTED_STATEMENT_HASH: &str =
+        "82ae923adcd2830409c48cce8e7ac0f807e745da581af5e930cda1695535edb8";
+    const EXPECTED_ROW2: &str = "1:4:1:0000000000000000000000037921a120ccc7131f767121f51717981c8dc67e5ce221fbe1b168f6f45ffd7e8a";
 }

@@ -1,5 +1,5 @@
-//! The batched log device: group commit with one signature per batch (docs/FORMAT.md,
-//! "Protection version 3").
+//! The batched log device: group commit with one signature per batch (docs/FORMAT.md section 6,
+//! protection version 4).
 //!
 //! Requests go into a bounded queue (full: a fast `QueueFull`, never unbounded memory). One
 //! writer per node takes whole requests until the batch holds `max_batch` events (a request that
@@ -16,17 +16,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::batch::{self, BatchRecord, GENESIS_HASH, InclusionPayload};
+use crate::batch::{self, BatchRecord, GENESIS_HASH};
 use crate::device::{
     Appended, DeviceError, LogDevice, NewEvent, check_head, merge_replays, refused, replays_of,
     stored_by_pk,
 };
-use crate::merkle;
 use crate::protection::ProtectionVersion;
-use crate::protector::protect_bytes;
 use crate::record::AuditRecord;
 use crate::store::{NodeLock, SharedStore};
-use crate::token::{SharedToken, TokenError};
+use crate::token::SharedToken;
+
+/// The version new batches are written in. Version 3 rows already written stay readable.
+const WRITE_VERSION: ProtectionVersion = ProtectionVersion::BatchCanonical;
 
 /// Group-commit settings.
 #[derive(Debug, Clone, Copy)]
@@ -327,7 +328,15 @@ impl Writer {
                 let node_id = self.node_id.clone();
                 // Hashing and signing are CPU or HSM work: off the async workers.
                 let signed = tokio::task::spawn_blocking(move || {
-                    seal(&node_id, &mut rows, token, time_stamp, previous_hash).map(|b| (rows, b))
+                    batch::seal(
+                        &node_id,
+                        &mut rows,
+                        token.as_ref(),
+                        time_stamp,
+                        previous_hash,
+                        WRITE_VERSION,
+                    )
+                    .map(|b| (rows, b))
                 })
                 .await
                 .map_err(|e| DeviceError::Stopped(format!("signing task failed: {e}")));
@@ -517,46 +526,6 @@ fn answer(node_id: &str, shares: Shares, result: Result<Vec<Appended>, DeviceErr
             }
         }
     }
-}
-
-/// Builds the batch: leaf hashes, Merkle root, the signed statement, and each row's
-/// `1:3:<keyid>:<first || size || proof>`.
-fn seal(
-    node_id: &str,
-    rows: &mut [AuditRecord],
-    token: SharedToken,
-    time_stamp: i64,
-    previous_hash: String,
-) -> Result<BatchRecord, TokenError> {
-    let leaves: Vec<merkle::Hash> = rows.iter().map(batch::row_leaf).collect();
-    let root = merkle::root(&leaves);
-    let first = rows.first().map_or(0, |r| r.sequence_number);
-    let mut b = BatchRecord {
-        node_id: node_id.to_string(),
-        first_sequence_number: first,
-        last_sequence_number: first + rows.len() as i64 - 1,
-        time_stamp,
-        merkle_root: hex::encode(root),
-        previous_hash,
-        key_id: token.keyid(),
-        statement_protection: String::new(),
-    };
-    b.statement_protection = protect_bytes(token.as_ref(), b.statement().as_bytes())?;
-    let size = rows.len() as u32;
-    for (row, proof) in rows.iter_mut().zip(merkle::all_inclusion_proofs(&leaves)) {
-        let payload = InclusionPayload {
-            first_sequence_number: first,
-            tree_size: size,
-            proof,
-        };
-        row.row_protection = Some(format!(
-            "1:{}:{}:{}",
-            ProtectionVersion::Batch.number(),
-            token.keyid(),
-            payload.to_hex()
-        ));
-    }
-    Ok(b)
 }
 
 #[async_trait]

@@ -7,15 +7,18 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::batch;
+use crate::canonical::{self, Encoder};
 use crate::keys::{KeyRing, Scope};
 use crate::merkle::Hash;
-use crate::protection::RowProtection;
+use crate::protection::{Layout, RowProtection};
 use crate::protector;
 use crate::record::{AuditRecord, SEPARATOR};
 use crate::token::{CryptoToken, TokenError};
 
-/// First field of every checkpoint statement.
+/// First field of every checkpoint statement of fold 1.
 pub const STATEMENT_TAG: &str = "auditseal-checkpoint-v1";
+/// The tag of the checkpoint statements of fold 2, in the canonical encoding.
+pub const STATEMENT_TAG_CANONICAL: &str = "auditseal-checkpoint-v2";
 
 /// The head hash before a node's first row (sequence 0).
 pub const EMPTY_HEAD: Hash = [0u8; 32];
@@ -41,13 +44,18 @@ pub struct Head {
     /// The last sequence number folded in (-1 before the first row).
     pub sequence_number: i64,
     pub hash: Hash,
+    /// Which leaf hash of each row it chains (docs/FORMAT.md 7.1): fold 1 (`Layout::Text`),
+    /// the protect string's; fold 2 (`Layout::Canonical`), the canonical encoding's.
+    pub fold: Layout,
 }
 
 impl Default for Head {
+    /// Before a node's first row, in fold 2 (the one written now).
     fn default() -> Self {
         Head {
             sequence_number: -1,
             hash: EMPTY_HEAD,
+            fold: Layout::Canonical,
         }
     }
 }
@@ -59,11 +67,16 @@ impl Head {
         self.sequence_number = sequence_number;
     }
 
+    /// Folds in the next row, with its leaf hash of this head's fold.
     pub fn push(&mut self, r: &AuditRecord) {
-        self.push_leaf(r.sequence_number, &batch::row_leaf(r));
+        let leaf = match self.fold {
+            Layout::Text => batch::row_leaf(r),
+            Layout::Canonical => canonical::row_leaf(r),
+        };
+        self.push_leaf(r.sequence_number, &leaf);
     }
 
-    /// Where a checkpoint says the chain stood.
+    /// Where a checkpoint says the chain stood, in the checkpoint's fold.
     pub fn of(c: &Checkpoint) -> Option<Head> {
         let hash = hex::decode(&c.head_hash)
             .ok()
@@ -71,7 +84,56 @@ impl Head {
         Some(Head {
             sequence_number: c.sequence_number,
             hash,
+            fold: c.layout(),
         })
+    }
+
+    /// The same point, folded on in `fold`: rows after an archive marker chain onto its head
+    /// hash in either fold, whichever made it (docs/FORMAT.md 7.1).
+    pub fn in_fold(self, fold: Layout) -> Head {
+        Head { fold, ..self }
+    }
+}
+
+/// Both folds at once, for a verifier that learns which one a checkpoint uses only when it
+/// meets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heads {
+    pub text: Head,
+    pub canonical: Head,
+}
+
+impl Heads {
+    /// Both folds from one starting point (the node's start or its archive marker).
+    pub fn from(start: Head) -> Heads {
+        Heads {
+            text: start.in_fold(Layout::Text),
+            canonical: start.in_fold(Layout::Canonical),
+        }
+    }
+
+    /// Folds in the next row, given its two leaf hashes.
+    pub fn push_leaves(&mut self, sequence_number: i64, text: &Hash, canonical: &Hash) {
+        self.text.push_leaf(sequence_number, text);
+        self.canonical.push_leaf(sequence_number, canonical);
+    }
+
+    pub fn push(&mut self, r: &AuditRecord) {
+        self.text.push(r);
+        self.canonical.push(r);
+    }
+
+    /// The head of `fold`.
+    pub fn get(&self, fold: Layout) -> &Head {
+        match fold {
+            Layout::Text => &self.text,
+            Layout::Canonical => &self.canonical,
+        }
+    }
+
+    /// The last sequence number folded in.
+    pub fn sequence_number(&self) -> i64 {
+        self.canonical.sequence_number
     }
 }
 
@@ -95,13 +157,15 @@ pub struct Checkpoint {
     pub kind: String,
     #[sqlx(rename = "keyid")]
     pub key_id: i32,
-    /// `1:<1|2>:<keyid>:<hex>` over `statement()`.
+    /// `<fold>:<1|2>:<keyid>:<hex>` over `statement()`: the first field names the fold of
+    /// headHash and the layout of the statement (docs/FORMAT.md 7.2).
+
     #[sqlx(rename = "statementprotection")]
     pub statement_protection: String,
 }
 
 impl Checkpoint {
-    /// Makes and signs a checkpoint of `head` with `token`.
+    /// Makes and signs a checkpoint of `head` with `token`, in the head's fold.
     pub fn sign(
         token: &dyn CryptoToken,
         node: &str,
@@ -118,12 +182,39 @@ impl Checkpoint {
             key_id: token.keyid(),
             statement_protection: String::new(),
         };
-        c.statement_protection = protector::protect_bytes(token, c.statement().as_bytes())?;
+        c.statement_protection =
+            protector::protect_statement(token, head.fold, &c.statement_in(head.fold))?;
         Ok(c)
     }
 
-    /// The signed bytes: the fields joined with `<sep/>`, UTF-8.
-    pub fn statement(&self) -> String {
+    /// The fold its statementProtection names (fold 1 when it does not parse: it then fails
+    /// verification whatever the bytes).
+    pub fn layout(&self) -> Layout {
+        RowProtection::parse_statement(&self.statement_protection).map_or(Layout::Text, |(l, _)| l)
+    }
+
+    /// The signed bytes, in the layout its statementProtection names.
+    pub fn statement(&self) -> Vec<u8> {
+        self.statement_in(self.layout())
+    }
+
+    /// The signed bytes in `layout`: the fields joined with `<sep/>` (fold 1), or their
+    /// canonical encoding (fold 2).
+    pub fn statement_in(&self, layout: Layout) -> Vec<u8> {
+        match layout {
+            Layout::Text => self.statement_text().into_bytes(),
+            Layout::Canonical => Encoder::new(STATEMENT_TAG_CANONICAL, 128)
+                .text(Some(&self.node_id))
+                .int(Some(self.sequence_number))
+                .int(Some(self.time_stamp))
+                .text(Some(&self.head_hash))
+                .text(Some(&self.kind))
+                .int(Some(i64::from(self.key_id)))
+                .finish(),
+        }
+    }
+
+    fn statement_text(&self) -> String {
         [
             STATEMENT_TAG,
             &self.node_id,
@@ -141,7 +232,8 @@ impl Checkpoint {
         if self.kind != KIND_CHECKPOINT && self.kind != KIND_ARCHIVE {
             return Err(format!("unknown kind {:?}", self.kind));
         }
-        let p = RowProtection::parse(&self.statement_protection).map_err(|e| e.to_string())?;
+        let (layout, p) = RowProtection::parse_statement(&self.statement_protection)
+            .map_err(|e| e.to_string())?;
         if p.keyid != self.key_id {
             return Err(format!(
                 "protected with keyid {} but names keyid {}",
@@ -154,7 +246,7 @@ impl Checkpoint {
                 node: &self.node_id,
                 seq: self.sequence_number,
             },
-            self.statement().as_bytes(),
+            &self.statement_in(layout),
         )
         .map_err(|e| format!("statement does not verify: {e}"))?;
         Head::of(self)
@@ -475,5 +567,54 @@ mod tests {
         let mut bad = c;
         bad.kind = KIND_ARCHIVE.into();
         assert!(bad.check(&keys).is_err());
+    }
+}
+
+/// The worked example of docs/FORMAT.md 7.1: the rows of section 6.5, both folds, and a
+/// checkpoint of fold 2; the values are the document's.
+#[cfg(test)]
+mod worked_example {
+    use super::*;
+    use crate::token::HmacToken;
+
+    const H2: [&str; 3] = [
+        "fbca15158a96df0aaab1f1fb01268136bce213a91767f155e7b4c967e0015bf3",
+        "c3b0f86405438a28ff38934d8ee0824b770faece77e2e312601e41570866f3f9",
+        "da8b651e4d4ae6170da526ccf8995c9a7b01342a2ac9fbef3eee5368ef68984d",
+    ];
+    const H1_2: &str = "038f2a61d10051fd74c0244d3088a83c217f43d2e987afe3959d10aae7379828";
+    const C: &str = "61756469747365616c2d636865636b706f696e742d7632000100000000000000056e6f646531010000000000000002010000019abae374600100000000000000406461386236353165346434616536313730646135323663636638393935633961376230313334326132616339666265663365656535333638656636383938346401000000000000000a636865636b706f696e74010000000000000001";
+    const PROTECTION: &str =
+        "2:1:1:1d404482345d49e9323b2f336903c29d0f11369d3f6611567979576f1c1d2331";
+
+    #[test]
+    fn folds_and_checkpoint_match_the_document() {
+        let rows = crate::batch::worked_example::rows();
+        let mut heads = Heads::from(Head::default());
+        for (r, want) in rows.iter().zip(H2) {
+            heads.push(r);
+            assert_eq!(hex::encode(heads.canonical.hash), want);
+        }
+        assert_eq!(hex::encode(heads.text.hash), H1_2);
+        let token = HmacToken::new(1, b"auditseal example key");
+        let c = Checkpoint::sign(
+            &token,
+            "node1",
+            &heads.canonical,
+            1_764_072_060_000,
+            KIND_CHECKPOINT,
+        )
+        .unwrap();
+        assert_eq!(hex::encode(c.statement()), C);
+        assert_eq!(c.statement_protection, PROTECTION);
+
+        let doc = include_str!("../../docs/FORMAT.md");
+        let at = doc.find("### 7.1 The head hash").expect("section 7.1");
+        let section = &doc[at..doc[at..].find("### 7.2").map_or(doc.len(), |e| at + e)];
+        let flat: String = section.split_whitespace().collect::<Vec<_>>().join(" ");
+        for v in H2.iter().chain(&[H1_2, C, PROTECTION]) {
+            assert!(flat.contains(v), "{v} is not in section 7.1");
+        }
+        assert!(flat.contains(&format!("C ({} bytes)", C.len() / 2)));
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::checkpoint::{Checkpoint, Head, KIND_CHECKPOINT};
 pub use crate::checkpoint_out::Sinks;
+use crate::protection::Layout;
 use crate::store::{SharedStore, StoreError};
 use crate::token::{SharedToken, TokenError};
 
@@ -53,15 +54,29 @@ impl Checkpointer {
         node: String,
         sinks: Sinks,
     ) -> Result<Self, CheckpointError> {
-        let head = match store.last_checkpoint(&node).await? {
-            Some(c) => Head::of(&c).ok_or(CheckpointError::Malformed(c.sequence_number))?,
-            None => Head::default(),
+        let (head, signed) = match store.last_checkpoint(&node).await? {
+            Some(c) if c.layout() == Layout::Canonical => {
+                let head = Head::of(&c).ok_or(CheckpointError::Malformed(c.sequence_number))?;
+                (head, c.sequence_number)
+            }
+            // Fold 1, an older release's: fold the rows again from the node's start in fold 2
+            // (docs/FORMAT.md 7.1).
+            Some(c) => {
+                let start = match store.archive_base(&node).await? {
+                    Some(m) => Head::of(&m)
+                        .ok_or(CheckpointError::Malformed(m.sequence_number))?
+                        .in_fold(Layout::Canonical),
+                    None => Head::default(),
+                };
+                (start, c.sequence_number)
+            }
+            None => (Head::default(), -1),
         };
         Ok(Checkpointer {
             store,
             token,
             node,
-            signed: head.sequence_number,
+            signed,
             head,
             sinks,
         })
@@ -95,7 +110,8 @@ impl Checkpointer {
                         && marker.sequence_number >= expected
                     {
                         self.head = Head::of(&marker)
-                            .ok_or(CheckpointError::Malformed(marker.sequence_number))?;
+                            .ok_or(CheckpointError::Malformed(marker.sequence_number))?
+                            .in_fold(Layout::Canonical);
                         continue 'read;
                     }
                     tracing::error!(
@@ -314,6 +330,112 @@ mod tests {
                 .unwrap()
                 .sequence_number,
             4
+        );
+    }
+
+    /// Issue 12.3: a node whose newest checkpoint is of fold 1 (an older release's) gets
+    /// checkpoints of fold 2 from then on, folded again from the node's start; old and new
+    /// verify.
+    #[tokio::test]
+    async fn after_a_fold_1_checkpoint_the_next_is_of_fold_2_and_both_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
+        let device = SequentialDevice::start(store.clone(), "n".into(), Some(token.clone()))
+            .await
+            .unwrap();
+        for i in 0..5 {
+            device.append(test_event(i)).await.unwrap();
+        }
+        // What an older release wrote: fold 1, `1:` first.
+        let rows = store.read_node("n", 0, None, 100).await.unwrap();
+        let mut old = Head::default().in_fold(Layout::Text);
+        rows.iter().for_each(|r| old.push(r));
+        let c1 = Checkpoint::sign(token.as_ref(), "n", &old, 1, KIND_CHECKPOINT).unwrap();
+        assert!(c1.statement_protection.starts_with("1:1:3:"), "{c1:?}");
+        store.insert_checkpoint(&c1).await.unwrap();
+        for i in 5..8 {
+            device.append(test_event(i)).await.unwrap();
+        }
+        let mut cp =
+            Checkpointer::start(store.clone(), token.clone(), "n".into(), Sinks::default())
+                .await
+                .unwrap();
+        let c2 = cp.run_once().await.unwrap().unwrap();
+        assert_eq!(c2.sequence_number, 7);
+        assert_eq!(c2.layout(), Layout::Canonical);
+        assert!(c2.statement_protection.starts_with("2:1:3:"), "{c2:?}");
+        let mut ring = crate::keys::KeyRing::new();
+        ring.insert(3, token.verify_key());
+        let rep = crate::verify::verify_log(
+            &store,
+            &Arc::new(ring),
+            &crate::verify::Selection::All,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (rep.rows, rep.errors, rep.nodes[0].checkpoints),
+            (8, 0, 2),
+            "{rep}"
+        );
+    }
+
+    /// An older release's archive marker (fold 1): the rows after it chain onto its head hash
+    /// in fold 2, and the marker and the new checkpoint both verify.
+    #[tokio::test]
+    async fn after_a_fold_1_archive_marker_fold_2_goes_on_from_its_head_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
+        let device = SequentialDevice::start(store.clone(), "n".into(), Some(token.clone()))
+            .await
+            .unwrap();
+        for i in 0..5 {
+            device.append(test_event(i)).await.unwrap();
+        }
+        let rows = store.read_node("n", 0, None, 100).await.unwrap();
+        let mut old = Head::default().in_fold(Layout::Text);
+        rows.iter().for_each(|r| old.push(r));
+        let marker = Checkpoint::sign(token.as_ref(), "n", &old, 1, KIND_ARCHIVE).unwrap();
+        assert!(marker.statement_protection.starts_with("1:1:3:"));
+        assert_eq!(store.archive_node(&marker, 0, 5).await.unwrap(), 5);
+        for i in 5..8 {
+            device.append(test_event(i)).await.unwrap();
+        }
+        let mut cp =
+            Checkpointer::start(store.clone(), token.clone(), "n".into(), Sinks::default())
+                .await
+                .unwrap();
+        let c = cp.run_once().await.unwrap().unwrap();
+        assert_eq!((c.sequence_number, c.layout()), (7, Layout::Canonical));
+        let mut want = old.in_fold(Layout::Canonical);
+        store
+            .read_node("n", 5, None, 100)
+            .await
+            .unwrap()
+            .iter()
+            .for_each(|r| want.push(r));
+        assert_eq!(c.head_hash, hex::encode(want.hash));
+        let mut ring = crate::keys::KeyRing::new();
+        ring.insert(3, token.verify_key());
+        let rep = crate::verify::verify_log(
+            &store,
+            &Arc::new(ring),
+            &crate::verify::Selection::All,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (rep.rows, rep.errors, rep.nodes[0].checkpoints),
+            (3, 0, 1),
+            "{rep}"
         );
     }
 

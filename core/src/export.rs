@@ -769,13 +769,14 @@ fn verify_reads<R: Read>(
     let check = |rep: &mut ExportReport, batches: &Batches, r: AuditRecord| {
         rep.rows += 1;
         let name = format!("node {} row {} (pk {})", r.node_id, r.sequence_number, r.pk);
-        let v3 = r
+        let batched = r
             .row_protection
             .as_deref()
-            .is_some_and(|p| p.starts_with("1:3:"));
-        if v3 && loaded.format != Format::Ndjson {
+            .is_some_and(|p| RowProtection::batch_first(p).is_some());
+        if batched && loaded.format != Format::Ndjson {
             rep.not_checkable(format!(
-                "{name}: version 3 rows need their batch statement, which only NDJSON exports carry"
+                "{name}: batched rows (versions 3 and 4) need their batch statement, which only \
+                 NDJSON exports carry"
             ));
             return;
         }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use crate::config::KeySetup;
 use crate::keys::{DetachedError, KeyRing, Scope, VerifyError};
-use crate::protection::{ProtectionVersion, RowProtection};
+use crate::protection::RowProtection;
 use crate::store::{Store, StoreError};
 use crate::verify::{Batches, RowFailure, verify_row};
 
@@ -99,8 +99,8 @@ pub async fn check(store: &dyn Store, keys: &KeySetup) -> Result<(), KeyCheckErr
     for node in store.nodes().await? {
         if let Some(r) = store.last_row(&node).await?
             && let Some(Ok(p)) = r.row_protection.as_deref().map(RowProtection::parse)
-            // Version 3 rows are vouched for by their batch statement, checked below.
-            && p.version != ProtectionVersion::Batch
+            // Version 3 and 4 rows are vouched for by their batch statement, checked below.
+            && !p.version.is_batch()
             && wanted(&verdicts, p.keyid)
         {
             let outcome = row_outcome(ring, &r);
@@ -110,11 +110,11 @@ pub async fn check(store: &dyn Store, keys: &KeySetup) -> Result<(), KeyCheckErr
             );
         }
         if let Some(b) = store.last_batch(&node).await?
-            && let Ok(p) = RowProtection::parse(&b.statement_protection)
+            && let Ok((_, p)) = RowProtection::parse_statement(&b.statement_protection)
             && p.keyid == b.key_id
             && wanted(&verdicts, p.keyid)
         {
-            let outcome = detached_outcome(ring, &p, b.statement().as_bytes());
+            let outcome = detached_outcome(ring, &p, &b.statement());
             verdicts.entry(p.keyid).or_default().record(
                 || {
                     format!(
@@ -126,11 +126,11 @@ pub async fn check(store: &dyn Store, keys: &KeySetup) -> Result<(), KeyCheckErr
             );
         }
         if let Some(c) = store.last_checkpoint(&node).await?
-            && let Ok(p) = RowProtection::parse(&c.statement_protection)
+            && let Ok((_, p)) = RowProtection::parse_statement(&c.statement_protection)
             && p.keyid == c.key_id
             && wanted(&verdicts, p.keyid)
         {
-            let outcome = detached_outcome(ring, &p, c.statement().as_bytes());
+            let outcome = detached_outcome(ring, &p, &c.statement());
             verdicts.entry(p.keyid).or_default().record(
                 || format!("node {node}'s {} at row {}", c.kind, c.sequence_number),
                 outcome,

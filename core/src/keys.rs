@@ -400,7 +400,7 @@ impl KeyRing {
         p: &crate::protection::RowProtection,
         scope: Scope<'_>,
     ) -> Result<&VerifyKey, DetachedError> {
-        if p.version == ProtectionVersion::Batch {
+        if p.version.is_batch() {
             return Err(DetachedError::Batch);
         }
         let key = self.get(p.keyid).ok_or(DetachedError::NoKey(p.keyid))?;

@@ -5,6 +5,7 @@ pub mod access;
 pub mod archive;
 pub mod batch;
 pub mod batched;
+pub mod canonical;
 pub mod checkpoint;
 pub mod checkpoint_out;
 pub mod checkpointer;

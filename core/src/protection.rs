@@ -14,8 +14,11 @@ pub enum ProtectionVersion {
     /// 2: a public-key signature (SHA256WithRSA or SHA256WithECDSA).
     Signature,
     /// 3 (auditseal): an inclusion proof into a batch whose statement is MACed or signed
-    /// (docs/FORMAT.md, "Protection version 3").
+    /// (docs/FORMAT.md section 6). Leaves hash the protect string.
     Batch,
+    /// 4 (auditseal): as 3, but leaves hash the canonical encoding of the row, and the batch
+    /// statement is in the canonical layout (docs/FORMAT.md section 6).
+    BatchCanonical,
 }
 
 impl ProtectionVersion {
@@ -24,6 +27,35 @@ impl ProtectionVersion {
             ProtectionVersion::Hmac => 1,
             ProtectionVersion::Signature => 2,
             ProtectionVersion::Batch => 3,
+            ProtectionVersion::BatchCanonical => 4,
+        }
+    }
+
+    /// Versions 3 and 4: the row's value is an inclusion proof into a signed batch.
+    pub fn is_batch(self) -> bool {
+        matches!(
+            self,
+            ProtectionVersion::Batch | ProtectionVersion::BatchCanonical
+        )
+    }
+}
+
+/// Which bytes a statement's protection covers (a batch statement's or a checkpoint's): the
+/// first field of its `statementProtection`, where rows have their entity protect version
+/// (docs/FORMAT.md sections 6.2 and 7.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// `1`: the fields joined with `<sep/>` (version 3 batches, checkpoints of fold 1).
+    Text,
+    /// `2`: the canonical encoding (version 4 batches, checkpoints of fold 2).
+    Canonical,
+}
+
+impl Layout {
+    pub fn number(self) -> u32 {
+        match self {
+            Layout::Text => 1,
+            Layout::Canonical => 2,
         }
     }
 }
@@ -89,7 +121,7 @@ impl RowProtection {
     /// For a version 3 value, where its batch starts (the first 8 payload bytes), without
     /// decoding the whole proof; None for anything else or anything malformed.
     pub fn batch_first(s: &str) -> Option<i64> {
-        let rest = s.strip_prefix("1:3:")?;
+        let rest = s.strip_prefix("1:3:").or_else(|| s.strip_prefix("1:4:"))?;
         let (_, value_hex) = rest.split_once(':')?;
         let first = decode_hex(value_hex.get(..16)?)?;
         Some(i64::from_be_bytes(first.try_into().ok()?))
@@ -112,6 +144,7 @@ impl RowProtection {
             "1" => ProtectionVersion::Hmac,
             "2" => ProtectionVersion::Signature,
             "3" => ProtectionVersion::Batch,
+            "4" => ProtectionVersion::BatchCanonical,
             other => return Err(ProtectionParseError::UnknownVersion(other.to_string())),
         };
         let keyid = keyid
@@ -123,6 +156,28 @@ impl RowProtection {
             keyid,
             value,
         })
+    }
+}
+
+impl RowProtection {
+    /// Parses a statement's protection: a rowProtection whose first field names the layout of
+    /// the statement (1 or 2) instead of an entity version.
+    pub fn parse_statement(s: &str) -> Result<(Layout, Self), ProtectionParseError> {
+        match s.strip_prefix("2:") {
+            Some(rest) => Ok((Layout::Canonical, Self::parse(&format!("1:{rest}"))?)),
+            None => Ok((Layout::Text, Self::parse(s)?)),
+        }
+    }
+
+    /// The statement protection in `layout`: this value with its first field set to the layout.
+    pub fn to_statement_string(&self, layout: Layout) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            layout.number(),
+            self.version.number(),
+            self.keyid,
+            hex::encode(&self.value)
+        )
     }
 }
 
@@ -159,6 +214,20 @@ mod tests {
         assert_eq!(RowProtection::batch_first("1:3:7:00zz"), None);
         let neg = format!("1:3:7:{}", hex::encode((-5i64).to_be_bytes()));
         assert_eq!(RowProtection::batch_first(&neg), Some(-5));
+        let v4 = format!("1:4:7:{}{}", hex::encode(42i64.to_be_bytes()), "00000004");
+        assert_eq!(RowProtection::batch_first(&v4), Some(42));
+    }
+
+    #[test]
+    fn statement_protection_names_its_layout() {
+        let (layout, p) = RowProtection::parse_statement("2:1:7:abcd").unwrap();
+        assert_eq!(layout, Layout::Canonical);
+        assert_eq!((p.version, p.keyid), (ProtectionVersion::Hmac, 7));
+        assert_eq!(p.to_statement_string(layout), "2:1:7:abcd");
+        let (layout, p) = RowProtection::parse_statement("1:2:7:abcd").unwrap();
+        assert_eq!(layout, Layout::Text);
+        assert_eq!(p.to_statement_string(layout), "1:2:7:abcd");
+        assert!(RowProtection::parse_statement("3:1:7:abcd").is_err());
     }
 
     #[test]
@@ -187,7 +256,7 @@ mod tests {
             Err(ProtectionParseError::EntityVersion(_))
         ));
         assert!(matches!(
-            RowProtection::parse("1:4:1:00"),
+            RowProtection::parse("1:5:1:00"),
             Err(ProtectionParseError::UnknownVersion(_))
         ));
         assert!(matches!(

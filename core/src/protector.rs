@@ -4,7 +4,7 @@ use std::io::Read;
 
 use sha2::{Digest, Sha256};
 
-use crate::protection::RowProtection;
+use crate::protection::{Layout, RowProtection};
 use crate::record::AuditRecord;
 use crate::token::{CryptoToken, TokenError};
 
@@ -16,6 +16,21 @@ pub fn protect(token: &dyn CryptoToken, record: &AuditRecord) -> Result<String, 
 /// A MAC or signature over any bytes (a batch statement), in rowProtection's layout.
 pub fn protect_bytes(token: &dyn CryptoToken, data: &[u8]) -> Result<String, TokenError> {
     Ok(layout(token, token.sign(data)?))
+}
+
+/// A batch statement's or checkpoint's protection: `protect_bytes` with the statement's layout
+/// as the first field (docs/FORMAT.md sections 6.2 and 7.2).
+pub fn protect_statement(
+    token: &dyn CryptoToken,
+    layout: Layout,
+    data: &[u8],
+) -> Result<String, TokenError> {
+    Ok(RowProtection {
+        version: token.algorithm().protection_version(),
+        keyid: token.keyid(),
+        value: token.sign(data)?,
+    }
+    .to_statement_string(layout))
 }
 
 fn layout(token: &dyn CryptoToken, value: Vec<u8>) -> String {

@@ -12,11 +12,12 @@ use futures::{StreamExt, TryStreamExt};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::batch::{BatchRecord, GENESIS_HASH, InclusionPayload};
-use crate::checkpoint::{Checkpoint, Head, KIND_ARCHIVE};
+use crate::batch::{self, BatchRecord, GENESIS_HASH, InclusionPayload};
+use crate::canonical;
+use crate::checkpoint::{Checkpoint, Head, Heads, KIND_ARCHIVE};
 use crate::keys::{KeyRing, PolicyError, Scope, VerifyError};
 use crate::merkle::{self, Hash};
-use crate::protection::{ProtectionParseError, ProtectionVersion, RowProtection};
+use crate::protection::{Layout, ProtectionParseError, ProtectionVersion, RowProtection};
 use crate::record::AuditRecord;
 use crate::store::{SharedStore, Span, Store, StoreError};
 
@@ -37,11 +38,11 @@ pub enum RowFailure {
     KeyUnavailable(String),
     #[error("outside its key's policy: {0}")]
     Policy(#[from] PolicyError),
-    #[error("version 3: no batch statement starts at sequence {0} for this node")]
+    #[error("batched row: no batch statement starts at sequence {0} for this node")]
     BatchMissing(i64),
-    #[error("version 3: the batch statement starting at {first} does not verify: {reason}")]
+    #[error("batched row: the batch statement starting at {first} does not verify: {reason}")]
     BatchStatement { first: i64, reason: String },
-    #[error("version 3: {0}")]
+    #[error("batched row: {0}")]
     Inclusion(String),
 }
 
@@ -69,7 +70,8 @@ impl CheckedBatch {
 }
 
 fn check_statement(keys: &KeyRing, b: &BatchRecord) -> Result<(), String> {
-    let p = RowProtection::parse(&b.statement_protection).map_err(|e| e.to_string())?;
+    let (layout, p) =
+        RowProtection::parse_statement(&b.statement_protection).map_err(|e| e.to_string())?;
     if p.keyid != b.key_id {
         return Err(format!(
             "protected with keyid {} but names keyid {}",
@@ -82,7 +84,7 @@ fn check_statement(keys: &KeyRing, b: &BatchRecord) -> Result<(), String> {
             node: &b.node_id,
             seq: b.last_sequence_number,
         },
-        b.statement().as_bytes(),
+        &b.statement_in(layout),
     )
     .map_err(|e| e.to_string())
 }
@@ -146,8 +148,8 @@ impl Batches {
     }
 }
 
-/// Checks a version 3 row: its inclusion proof against the root of the batch statement it names,
-/// and that statement's MAC or signature.
+/// Checks a version 3 or 4 row: its inclusion proof against the root of the batch statement it
+/// names, and that statement's MAC or signature. `leaf` is the row's leaf of its version.
 fn verify_batched(
     batches: &Batches,
     r: &AuditRecord,
@@ -168,6 +170,14 @@ fn verify_batched(
             first,
             reason: reason.clone(),
         });
+    }
+    if b.layout() != batch::statement_layout(p.version) {
+        return Err(RowFailure::Inclusion(format!(
+            "a version {} row needs a statement of layout {}, its batch's is of layout {}",
+            p.version.number(),
+            batch::statement_layout(p.version).number(),
+            b.layout().number()
+        )));
     }
     if p.keyid != b.key_id {
         return Err(RowFailure::Inclusion(format!(
@@ -210,24 +220,40 @@ fn verify_batched(
 /// which `batches` must have loaded).
 pub fn verify_row(keys: &KeyRing, batches: &Batches, r: &AuditRecord) -> Result<(), RowFailure> {
     let ps = r.protect_string();
-    verify_prepared(keys, batches, r, &ps, &merkle::leaf_hash(ps.as_bytes()))
+    let leaves = Leaves {
+        text: merkle::leaf_hash(ps.as_bytes()),
+        canonical: canonical::row_leaf(r),
+    };
+    verify_prepared(keys, batches, r, &ps, &leaves)
 }
 
-/// `verify_row` with the row's protect string and leaf hash already computed.
+/// A row's two leaf hashes (docs/FORMAT.md 6.1): of its protect string and of its canonical
+/// encoding.
+#[derive(Debug, Clone, Copy)]
+pub struct Leaves {
+    pub text: Hash,
+    pub canonical: Hash,
+}
+
+/// `verify_row` with the row's protect string and leaf hashes already computed.
 fn verify_prepared(
     keys: &KeyRing,
     batches: &Batches,
     r: &AuditRecord,
     protect_string: &str,
-    leaf: &Hash,
+    leaves: &Leaves,
 ) -> Result<(), RowFailure> {
     let stored = r
         .row_protection
         .as_deref()
         .ok_or(RowFailure::NullProtection)?;
     let p = RowProtection::parse(stored)?;
-    if p.version == ProtectionVersion::Batch {
-        return verify_batched(batches, r, &p, leaf);
+    match p.version {
+        ProtectionVersion::Batch => return verify_batched(batches, r, &p, &leaves.text),
+        ProtectionVersion::BatchCanonical => {
+            return verify_batched(batches, r, &p, &leaves.canonical);
+        }
+        ProtectionVersion::Hmac | ProtectionVersion::Signature => {}
     }
     let key = keys.get(p.keyid).ok_or(RowFailure::UnknownKeyId(p.keyid))?;
     keys.allows(p.keyid, &r.node_id, r.sequence_number)?;
@@ -246,7 +272,7 @@ fn verify_prepared(
             }
             VerifyError::Mismatch => RowFailure::BadProtection(match p.version {
                 ProtectionVersion::Hmac => "HMAC",
-                ProtectionVersion::Signature | ProtectionVersion::Batch => "signature",
+                _ => "signature",
             }),
         })
 }
@@ -292,7 +318,7 @@ pub struct NodeReport {
     /// Whether the head hash could be recomputed (the check started at sequence 0 or right
     /// after the archive marker); checkpoints are only compared when it could.
     pub chain_checked: bool,
-    /// Lower-case hex of the head hash after the last row, when `chain_checked`.
+    /// Lower-case hex of the head hash (fold 2) after the last row, when `chain_checked`.
     pub head_hash: Option<String>,
     /// Checkpoints (stored and from a file) that verified and matched.
     pub checkpoints: u64,
@@ -585,7 +611,7 @@ impl Default for VerifyOptions {
 
 /// What the parallel pass computes for each row.
 struct RowCheck {
-    leaf: Hash,
+    leaves: Leaves,
     result: Result<(), RowFailure>,
 }
 
@@ -596,9 +622,12 @@ fn check_rows(keys: &KeyRing, batches: &Batches, rows: &[AuditRecord]) -> Vec<Ro
         .with_min_len(64)
         .map(|r| {
             let ps = r.protect_string();
-            let leaf = merkle::leaf_hash(ps.as_bytes());
-            let result = verify_prepared(keys, batches, r, &ps, &leaf);
-            RowCheck { leaf, result }
+            let leaves = Leaves {
+                text: merkle::leaf_hash(ps.as_bytes()),
+                canonical: canonical::row_leaf(r),
+            };
+            let result = verify_prepared(keys, batches, r, &ps, &leaves);
+            RowCheck { leaves, result }
         })
         .collect()
 }
@@ -678,13 +707,16 @@ struct NodeCheck<'a> {
     keys: &'a KeyRing,
     rep: NodeReport,
     expected: i64,
-    /// None when the check did not start where the chain can be recomputed.
-    head: Option<Head>,
+    /// Both folds of the head hash; None when the check did not start where the chain can be
+    /// recomputed.
+    head: Option<Heads>,
     /// Checkpoints verified but not compared with the rows (no head hash to compare with).
     /// How many, and the lowest and highest sequence number among them.
     uncompared: (usize, i64, i64),
     /// HMAC keyids that protected checkpoints or batch statements of the node.
     hmac_evidence: std::collections::BTreeSet<i32>,
+    /// The archive marker the check starts from: its sequence number and fold.
+    base: Option<(i64, Layout)>,
 }
 
 impl NodeCheck<'_> {
@@ -705,7 +737,7 @@ impl NodeCheck<'_> {
         if is_hmac(self.keys, c.key_id) {
             self.hmac_evidence.insert(c.key_id);
         }
-        let Some(head) = self.head else {
+        let Some(heads) = self.head else {
             // One note for them all at the end: a year of checkpoints is half a million.
             let (n, lo, hi) = self.uncompared;
             self.uncompared = if n == 0 {
@@ -715,6 +747,23 @@ impl NodeCheck<'_> {
             };
             return;
         };
+        if let Some((at, fold)) = self.base
+            && c.sequence_number == at
+            && c.layout() != fold
+        {
+            // At the marker only the marker's fold is known: the rows are archived.
+            self.rep.notes.push(format!(
+                "the {source} checkpoint at sequence {at} is of fold {}, the archive marker \
+                 there of fold {}: it verified but cannot be compared (its rows are archived; \
+                 docs/FORMAT.md 7.4)",
+                c.layout().number(),
+                fold.number(),
+                source = source.name(),
+            ));
+            return;
+        }
+        // The fold the checkpoint names (docs/FORMAT.md 7.1).
+        let head = heads.get(c.layout());
         if head.sequence_number != c.sequence_number {
             return self.fail_checkpoint(
                 source,
@@ -756,7 +805,7 @@ impl NodeCheck<'_> {
         self.expected = seq + 1;
         rep.rows += 1;
         if let Some(h) = &mut self.head {
-            h.push_leaf(seq, &check.leaf);
+            h.push_leaves(seq, &check.leaves.text, &check.leaves.canonical);
         }
         if let Err(reason) = check.result {
             rep.failed.push(FailedRow {
@@ -798,6 +847,7 @@ pub async fn verify_node(
         head: None,
         uncompared: (0, 0, 0),
         hmac_evidence: Default::default(),
+        base: base.as_ref().map(|b| (b.sequence_number, b.layout())),
     };
     if let Some(o) = offset
         && o < start
@@ -809,8 +859,8 @@ pub async fn verify_node(
     }
     if from == start {
         nc.head = match &base {
-            None => Some(Head::default()),
-            Some(_) => base_head,
+            None => Some(Heads::from(Head::default())),
+            Some(_) => base_head.map(Heads::from),
         };
     }
     if let Some(b) = &base
@@ -973,7 +1023,7 @@ pub async fn verify_node(
     rep.head_hash = nc
         .head
         .filter(|_| rep.rows > 0)
-        .map(|h| hex::encode(h.hash));
+        .map(|h| hex::encode(h.canonical.hash));
     verify_chain(store.as_ref(), keys, &mut rep, chunk, &mut hmac_evidence).await?;
     if !hmac_evidence.is_empty() {
         let ids: Vec<String> = hmac_evidence.iter().map(i32::to_string).collect();
@@ -1187,6 +1237,239 @@ mod tests {
     }
 
     use super::*;
+
+    /// The rows of issue 12.3's attack: row 0 has a null customId, row 1 searchDetail1
+    /// `a<sep/>b` and searchDetail2 `c`.
+    fn attack_events() -> Vec<crate::device::NewEvent> {
+        (0..3)
+            .map(|i| {
+                let mut e = crate::device::test_event(i);
+                if i == 1 {
+                    e.search_detail1 = Some("a<sep/>b".into());
+                    e.search_detail2 = Some("c".into());
+                }
+                e
+            })
+            .collect()
+    }
+
+    /// Writes `attack_events` as node `node` in one batch of `version` with the old code path
+    /// (version 3) or the batched device (what it writes now).
+    async fn write_attack_rows(
+        store: &SharedStore,
+        token: &crate::token::SharedToken,
+        node: &str,
+        version: Option<ProtectionVersion>,
+    ) {
+        match version {
+            None => {
+                let cfg = crate::batched::BatchedConfig {
+                    max_batch: 10,
+                    max_wait: std::time::Duration::from_millis(50),
+                    queue: 100,
+                };
+                let d = crate::batched::BatchedDevice::start(
+                    store.clone(),
+                    node.into(),
+                    Some(token.clone()),
+                    cfg,
+                )
+                .await
+                .unwrap();
+                use crate::device::LogDevice;
+                d.append_all(attack_events()).await.unwrap();
+            }
+            Some(v) => {
+                let lock = store.lock_node(node).await.unwrap();
+                let mut rows: Vec<AuditRecord> = attack_events()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, e)| e.into_record(node, i as i64, 1_764_072_000_000))
+                    .collect();
+                let b = batch::seal(
+                    node,
+                    &mut rows,
+                    token.as_ref(),
+                    1_764_072_000_000,
+                    GENESIS_HASH.into(),
+                    v,
+                )
+                .unwrap();
+                store
+                    .insert_batch(&rows, Some(&b), &lock.fence())
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Issue 12.3: with the protect string as the leaf, a null column changed to "" and a
+    /// `<sep/>` moved between two adjacent columns leave every leaf as it was. The batched
+    /// device's rows (version 4) catch both; version 3 rows, already written, do not (the known
+    /// limitation of version 3, docs/FORMAT.md 6.6).
+    #[tokio::test]
+    async fn batched_rows_catch_a_null_made_empty_and_a_moved_separator_v3_rows_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let token: crate::token::SharedToken =
+            Arc::new(crate::token::HmacToken::new(1, b"attack secret"));
+        let mut ring = KeyRing::new();
+        ring.insert(1, token.verify_key());
+        let keys = Arc::new(ring);
+        write_attack_rows(&store, &token, "v3", Some(ProtectionVersion::Batch)).await;
+        write_attack_rows(&store, &token, "now", None).await;
+        let verify = || async {
+            verify_log(&store, &keys, &Selection::All, &Default::default())
+                .await
+                .unwrap()
+        };
+        let rep = verify().await;
+        assert_eq!((rep.rows, rep.errors), (6, 0), "{rep}");
+
+        let side = crate::store::SqliteStore::connect(&url).await.unwrap();
+        sqlx::raw_sql(
+            "UPDATE auditrecorddata SET customid = '' WHERE sequencenumber = 0;
+             UPDATE auditrecorddata SET searchdetail1 = 'a', searchdetail2 = 'b<sep/>c'
+               WHERE sequencenumber = 1",
+        )
+        .execute(side.pool())
+        .await
+        .unwrap();
+        let rep = verify().await;
+        let node = |id: &str| rep.nodes.iter().find(|n| n.node_id == id).unwrap();
+        let failed: Vec<i64> = node("now")
+            .failed
+            .iter()
+            .map(|f| f.sequence_number)
+            .collect();
+        assert_eq!(failed, vec![0, 1], "{rep}");
+        assert!(
+            node("now").failed[0].reason.contains("the row was changed"),
+            "{rep}"
+        );
+        // The known limitation of version 3: the same edits pass.
+        assert_eq!(node("v3").errors(), 0, "{rep}");
+    }
+
+    /// Issue 12.3, the head hash: a checkpoint kept outside the database catches both edits on
+    /// rows of every protection version when it is of fold 2 (canonical leaves); one of fold 1
+    /// (the protect string's leaves, older releases) does not, whatever the rows' version.
+    #[tokio::test]
+    async fn fold_2_checkpoints_catch_the_edits_on_rows_of_every_version_fold_1_does_not() {
+        use crate::checkpoint::KIND_CHECKPOINT;
+        use crate::device::LogDevice;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let token: crate::token::SharedToken =
+            Arc::new(crate::token::HmacToken::new(1, b"attack secret"));
+        let mut ring = KeyRing::new();
+        ring.insert(1, token.verify_key());
+        let keys = Arc::new(ring);
+        write_attack_rows(&store, &token, "v3", Some(ProtectionVersion::Batch)).await;
+        write_attack_rows(&store, &token, "v4", None).await;
+        let d =
+            crate::device::SequentialDevice::start(store.clone(), "v1".into(), Some(token.clone()))
+                .await
+                .unwrap();
+        for e in attack_events() {
+            d.append(e).await.unwrap();
+        }
+        let mut external = HashMap::new();
+        for node in ["v1", "v3", "v4"] {
+            let rows = store.read_node(node, 0, None, 100).await.unwrap();
+            let mut heads = Heads::from(Head::default());
+            rows.iter().for_each(|r| heads.push(r));
+            let sign =
+                |h: &Head| Checkpoint::sign(token.as_ref(), node, h, 1, KIND_CHECKPOINT).unwrap();
+            external.insert(
+                node.to_string(),
+                vec![sign(&heads.text), sign(&heads.canonical)],
+            );
+        }
+        let opts = VerifyOptions {
+            external: Arc::new(external),
+            ..Default::default()
+        };
+        let verify = || async {
+            verify_log(&store, &keys, &Selection::All, &opts)
+                .await
+                .unwrap()
+        };
+        let rep = verify().await;
+        assert_eq!((rep.rows, rep.errors), (9, 0), "{rep}");
+        assert!(rep.nodes.iter().all(|n| n.checkpoints == 2), "{rep:?}");
+
+        let side = crate::store::SqliteStore::connect(&url).await.unwrap();
+        sqlx::raw_sql(
+            "UPDATE auditrecorddata SET customid = '' WHERE sequencenumber = 0;
+             UPDATE auditrecorddata SET searchdetail1 = 'a', searchdetail2 = 'b<sep/>c'
+               WHERE sequencenumber = 1",
+        )
+        .execute(side.pool())
+        .await
+        .unwrap();
+        let rep = verify().await;
+        for n in &rep.nodes {
+            // Fold 1 still matches; fold 2 does not.
+            assert_eq!(n.checkpoints, 1, "{rep}");
+            assert_eq!(n.failed_checkpoints.len(), 1, "{rep}");
+            assert!(
+                n.failed_checkpoints[0].reason.contains("head hash"),
+                "{rep}"
+            );
+            let failed_rows = if n.node_id == "v4" { 2 } else { 0 };
+            assert_eq!(n.failed.len(), failed_rows, "{rep}");
+        }
+    }
+
+    /// An idle node with an older release's checkpoint (fold 1) at its last row, archived whole
+    /// by this release (a marker of fold 2 at the same sequence): archiving keeps the
+    /// checkpoint, and its head hash, of the other fold, is not the marker's. It cannot be
+    /// compared any more (its rows are in the segment), which is a note, not an error.
+    #[tokio::test]
+    async fn a_fold_1_checkpoint_at_a_fold_2_archive_marker_is_noted_not_failed() {
+        use crate::checkpoint::{KIND_ARCHIVE, KIND_CHECKPOINT};
+        use crate::device::LogDevice;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let token: crate::token::SharedToken = Arc::new(crate::token::HmacToken::new(1, b"secret"));
+        let mut ring = KeyRing::new();
+        ring.insert(1, token.verify_key());
+        let keys = Arc::new(ring);
+        let d = crate::device::SequentialDevice::start(
+            store.clone(),
+            "idle".into(),
+            Some(token.clone()),
+        )
+        .await
+        .unwrap();
+        for e in attack_events() {
+            d.append(e).await.unwrap();
+        }
+        let rows = store.read_node("idle", 0, None, 100).await.unwrap();
+        let mut heads = Heads::from(Head::default());
+        rows.iter().for_each(|r| heads.push(r));
+        let old = Checkpoint::sign(token.as_ref(), "idle", &heads.text, 1, KIND_CHECKPOINT);
+        store.insert_checkpoint(&old.unwrap()).await.unwrap();
+        let marker =
+            Checkpoint::sign(token.as_ref(), "idle", &heads.canonical, 2, KIND_ARCHIVE).unwrap();
+        assert_eq!(marker.layout(), Layout::Canonical);
+        assert_eq!(store.archive_node(&marker, 0, 3).await.unwrap(), 3);
+        let rep = verify_log(&store, &keys, &Selection::All, &Default::default())
+            .await
+            .unwrap();
+        assert_eq!(rep.errors, 0, "{rep}");
+        assert!(
+            rep.nodes[0].notes.iter().any(|n| n.contains("fold 1")),
+            "{rep:?}"
+        );
+    }
 
     #[test]
     fn a_statement_covers_a_row_unless_a_hole_or_the_ends_hold_all_of_it() {

@@ -1,6 +1,7 @@
 //! The batched device through the real server: single events from many connections and bulk
-//! requests form signed, chained batches; version 3 rows verify on read and with verifylog;
-//! tampering with a row, a statement or the chain, or deleting the newest rows, is reported; after
+//! requests form signed, chained batches; version 4 rows verify on read and with verifylog;
+//! tampering with a row, a statement or the chain, or deleting the newest rows, is reported, and
+//! so are the edits the protect string cannot see (a null made "", a moved `<sep/>`); after
 //! kill -9 under load every acknowledged event is there. SQLite and PostgreSQL.
 
 use std::sync::Arc;
@@ -107,7 +108,7 @@ async fn batches_from_many_connections_and_bulk_requests_verify_and_tampering_is
         .await;
         assert_eq!(st, 400, "{err}");
         assert_eq!(err["invalid"][0]["index"], 1);
-        // Verify on read: version 3 rows, valid, details decoded.
+        // Verify on read: version 4 rows, valid, details decoded.
         let list: Value = auditseal_e2e::get(format!("{surl}/api/v1/events?limit=200"))
             .await
             .unwrap()
@@ -117,7 +118,7 @@ async fn batches_from_many_connections_and_bulk_requests_verify_and_tampering_is
         assert_eq!(list["count"], 166);
         for e in list["events"].as_array().unwrap() {
             assert!(
-                e["rowProtection"].as_str().unwrap().starts_with("1:3:1:"),
+                e["rowProtection"].as_str().unwrap().starts_with("1:4:1:"),
                 "{e}"
             );
             assert_eq!(e["verification"]["valid"], true, "{e}");
@@ -200,6 +201,68 @@ async fn batches_from_many_connections_and_bulk_requests_verify_and_tampering_is
                     .iter()
                     .all(|f| f["reason"].as_str().unwrap().contains("no batch statement")),
             "{rep}"
+        );
+    }
+}
+
+/// Issue 12.3 through the real server and CLI: a null column made "" and a `<sep/>` moved
+/// between two columns keep the protect string, but not the batched device's version 4 leaves
+/// nor the fold 2 head hash of the checkpoint the server writes when it stops.
+#[tokio::test]
+async fn a_null_made_empty_or_a_moved_separator_fails_rows_and_checkpoint() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let url = new_database(backend, dir.path()).await;
+        let args = [
+            "--data-dir",
+            d,
+            "--node-id",
+            "amb",
+            "--database-url",
+            &url,
+            "--device",
+            "batched",
+        ];
+        let s = Server::start(&args).unwrap();
+        // Row 0 is the admin token's TOKEN_CREATE; row 1 has a null customId, row 2
+        // searchDetail1 `a<sep/>b` and searchDetail2 `c`.
+        let mut split = event("PROCESS");
+        split["searchDetail1"] = json!("a<sep/>b");
+        split["searchDetail2"] = json!("c");
+        let arr = json!([event("PROCESS"), split]).to_string();
+        let (st, ack) = post(&s.url, "/api/v1/events:batch", arr, "application/json").await;
+        assert_eq!(st, 201, "{ack}");
+        s.stop();
+        let (code, rep) = verifylog(d, &url);
+        assert_eq!(code, 0, "{backend:?} {rep}");
+        assert_eq!(rep["nodes"][0]["checkpoints"], 1, "{backend:?} {rep}");
+
+        exec(
+            &url,
+            "UPDATE auditrecorddata SET customid = '' WHERE sequencenumber = 1",
+        )
+        .await;
+        exec(
+            &url,
+            "UPDATE auditrecorddata SET searchdetail1 = 'a', searchdetail2 = 'b<sep/>c' \
+             WHERE sequencenumber = 2",
+        )
+        .await;
+        let (code, rep) = verifylog(d, &url);
+        assert_eq!(code, 255, "{backend:?} {rep}");
+        let n = &rep["nodes"][0];
+        let failed: Vec<i64> = n["failed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["sequenceNumber"].as_i64().unwrap())
+            .collect();
+        assert_eq!(failed, vec![1, 2], "{backend:?} {rep}");
+        let fc = n["failedCheckpoints"].as_array().unwrap();
+        assert!(
+            fc.len() == 1 && fc[0]["reason"].as_str().unwrap().contains("head hash"),
+            "{backend:?} {rep}"
         );
     }
 }

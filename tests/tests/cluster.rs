@@ -369,8 +369,8 @@ async fn three_nodes_share_one_postgresql_and_verify_as_one_log() {
         ("TOKEN_CREATE", "auditseal-server")
     );
     // Each node: acknowledged numbers and stored rows are exactly first..first+n-1, the same
-    // pks, each row protected by its node's key (node-b's rows are version 3: batched).
-    for (id, prefix) in NODES.iter().zip(["1:2:1:", "1:3:1:", "1:2:2:"]) {
+    // pks, each row protected by its node's key (node-b's rows are version 4: batched).
+    for (id, prefix) in NODES.iter().zip(["1:2:1:", "1:4:1:", "1:2:2:"]) {
         let base = first_event(id);
         let acks = acked.get_mut(id).unwrap();
         acks.sort();

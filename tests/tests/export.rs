@@ -1,7 +1,7 @@
 //! `GET /api/v1/export` end to end, on SQLite and PostgreSQL: each format with criteria, checked
 //! offline by `auditseal-db verify-export` (configured keys, and a published public key alone);
 //! one changed byte fails it; the CSV parses back to the stored rows; every export is logged as
-//! LOG_EXPORT; bad parameters answer 400 naming them. A batched node's version 3 rows travel
+//! LOG_EXPORT; bad parameters answer 400 naming them. A batched node's version 4 rows travel
 //! with their batch statements in NDJSON.
 
 use auditseal_e2e::{BACKENDS, Server, all_rows, cli};
@@ -319,7 +319,7 @@ async fn exports_verify_offline_and_fail_when_one_byte_changes() {
         let lone = ["--data-dir", empty.path().to_str().unwrap()];
         let (code, rep) = verify(&lone, &tsv, &["--public-key", pem.to_str().unwrap()]);
         assert_eq!(code, 0, "{backend:?}: {rep}");
-        // The batched node's 4 rows come first (nodeId order); version 3 in TSV: not checkable.
+        // The batched node's 4 rows come first (nodeId order); version 4 in TSV: not checkable.
         assert_eq!(
             (
                 rep["rows"].as_u64(),

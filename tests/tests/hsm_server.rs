@@ -600,9 +600,9 @@ async fn batched_device_on_an_hsm_key_signs_statements_that_openssl_verifies() {
     assert!(!batches.is_empty());
     for b in &batches {
         let sig = hex::decode(b.statement_protection.rsplit_once(':').unwrap().1).unwrap();
-        assert!(b.statement_protection.starts_with("1:2:5:"));
+        assert!(b.statement_protection.starts_with("2:2:5:"));
         assert!(
-            openssl_verifies(&pem, b.statement().as_bytes(), &sig, dir.path()),
+            openssl_verifies(&pem, &b.statement(), &sig, dir.path()),
             "batch {}",
             b.first_sequence_number
         );
