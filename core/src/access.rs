@@ -115,7 +115,7 @@ pub async fn create_logged<E: std::fmt::Display>(
     }
     if let Err(e) = log().await {
         if let Err(r) = store
-            .revoke_token(&token.name, crate::time::now_millis())
+            .revoke_token(&token.name, crate::format::time::now_millis())
             .await
         {
             tracing::error!(token = %token.name, error = %r,

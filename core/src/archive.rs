@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use crate::batch::BatchRecord;
-use crate::checkpoint::{Checkpoint, Head, Heads, KIND_ARCHIVE};
-use crate::keys::{DetachedError, KeyRing, Scope, VerifyError};
-use crate::protection::{Layout, RowProtection};
-use crate::protector::{self, HashingReader};
-use crate::record::AuditRecord;
+use crate::crypto::keys::{DetachedError, KeyRing, Scope, VerifyError};
+use crate::crypto::protector::{self, HashingReader};
+use crate::crypto::token::{CryptoToken, TokenError};
+use crate::format::batch::BatchRecord;
+use crate::format::checkpoint::{Checkpoint, Head, Heads, KIND_ARCHIVE};
+use crate::format::protection::{Layout, RowProtection};
+use crate::format::record::AuditRecord;
 use crate::store::{Store, StoreError};
-use crate::token::{CryptoToken, TokenError};
 use crate::verify::{Batches, verify_row};
 
 /// The segment's `format` value.
@@ -192,7 +192,7 @@ async fn write_lines(
         &Line::Header {
             format: FORMAT.into(),
             before,
-            created_at: crate::time::now_millis(),
+            created_at: crate::format::time::now_millis(),
         },
     )?;
     let mut summaries = Vec::new();
@@ -283,8 +283,13 @@ async fn write_lines(
         if rows_out == 0 {
             continue;
         }
-        let marker =
-            Checkpoint::sign(token, &node, &head, crate::time::now_millis(), KIND_ARCHIVE)?;
+        let marker = Checkpoint::sign(
+            token,
+            &node,
+            &head,
+            crate::format::time::now_millis(),
+            KIND_ARCHIVE,
+        )?;
         let summary = NodeSummary {
             node_id: node.clone(),
             first_sequence: first,
@@ -506,9 +511,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::crypto::token::{HmacToken, SharedToken};
     use crate::device::{LogDevice, SequentialDevice, test_event};
-    use crate::protection::Layout;
-    use crate::token::{HmacToken, SharedToken};
+    use crate::format::protection::Layout;
 
     /// Rewrites a segment as an older release wrote it: each node's endHead and marker in
     /// fold 1, the file signed again.

@@ -12,14 +12,14 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use crate::batch::BatchRecord;
-use crate::keys::{DetachedError, KeyRing, Scope, VerifyError};
-use crate::protection::RowProtection;
-use crate::protector::{self, HashingReader};
-use crate::record::AuditRecord;
+use crate::crypto::keys::{DetachedError, KeyRing, Scope, VerifyError};
+use crate::crypto::protector::{self, HashingReader};
+use crate::crypto::token::{CryptoToken, TokenError};
+use crate::format::batch::BatchRecord;
+use crate::format::protection::RowProtection;
+use crate::format::record::AuditRecord;
 use crate::store::Criterion;
 use crate::store::query::Param;
-use crate::token::{CryptoToken, TokenError};
 use crate::verify::{Batches, RowFailure, verify_row};
 
 /// The columns of a CSV or TSV export, in the order of CESeCore's own log export (rowVersion is not exported:
@@ -1172,7 +1172,7 @@ pub fn tsv_unescape(f: &str) -> Result<Option<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::HmacToken;
+    use crate::crypto::token::HmacToken;
     use sha2::Sha256;
     use std::io::Read;
 

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::batch::BatchRecord;
-use crate::checkpoint::Checkpoint;
-use crate::record::AuditRecord;
+use crate::format::batch::BatchRecord;
+use crate::format::checkpoint::Checkpoint;
+use crate::format::record::AuditRecord;
 pub use postgres::PgStore;
 pub use query::{Criterion, CriterionError, Cursor, CursorError, Field, Op, Order, Query};
 pub use sqlite::SqliteStore;
@@ -580,7 +580,7 @@ pub(crate) use insert_statement;
 /// `INSERT` of one checkpoint, for either driver.
 macro_rules! insert_checkpoint {
     ($c:expr) => {{
-        let c: &crate::checkpoint::Checkpoint = $c;
+        let c: &crate::format::checkpoint::Checkpoint = $c;
         sqlx::query(crate::store::INSERT_CHECKPOINT)
             .bind(&c.node_id)
             .bind(c.sequence_number)
@@ -627,7 +627,7 @@ macro_rules! impl_store {
                  MAX(\"timestamp\") FROM auditcheckpointdata WHERE nodeid = $1",
             )
             .bind(node)
-            .bind(crate::checkpoint::KIND_ARCHIVE)
+            .bind(crate::format::checkpoint::KIND_ARCHIVE)
             .fetch_optional(&self.pool)
             .await
             .or_else(crate::store::absent)?;
@@ -716,7 +716,7 @@ macro_rules! impl_store {
             )
             .bind(node)
             .bind(last)
-            .bind(crate::checkpoint::KIND_ARCHIVE)
+            .bind(crate::format::checkpoint::KIND_ARCHIVE)
             .fetch_one(&self.pool)
             .await?)
         }
@@ -751,7 +751,7 @@ macro_rules! impl_store {
         async fn last_batch(
             &self,
             node: &str,
-        ) -> Result<Option<crate::batch::BatchRecord>, StoreError> {
+        ) -> Result<Option<crate::format::batch::BatchRecord>, StoreError> {
             let sql = format!(
                 "SELECT {} FROM auditbatchdata WHERE nodeid = $1 \
                  ORDER BY firstsequencenumber DESC LIMIT 1",
@@ -768,7 +768,7 @@ macro_rules! impl_store {
             &self,
             node: &str,
             first: i64,
-        ) -> Result<Option<crate::batch::BatchRecord>, StoreError> {
+        ) -> Result<Option<crate::format::batch::BatchRecord>, StoreError> {
             let sql = format!(
                 "SELECT {} FROM auditbatchdata WHERE nodeid = $1 AND firstsequencenumber = $2",
                 crate::store::BATCH_COLUMNS
@@ -787,7 +787,7 @@ macro_rules! impl_store {
             from_seq: i64,
             after_first: Option<i64>,
             limit: i64,
-        ) -> Result<Vec<crate::batch::BatchRecord>, StoreError> {
+        ) -> Result<Vec<crate::format::batch::BatchRecord>, StoreError> {
             let sql = format!(
                 "SELECT {} FROM auditbatchdata WHERE nodeid = $1 AND lastsequencenumber >= $2 \
                  AND firstsequencenumber > $3 ORDER BY firstsequencenumber LIMIT $4",
@@ -805,7 +805,7 @@ macro_rules! impl_store {
 
         async fn insert_checkpoint(
             &self,
-            c: &crate::checkpoint::Checkpoint,
+            c: &crate::format::checkpoint::Checkpoint,
         ) -> Result<(), StoreError> {
             crate::store::on_own_connection!(self.pool, |conn| {
                 crate::store::insert_checkpoint!(c).execute(&mut *conn).await?;
@@ -816,7 +816,7 @@ macro_rules! impl_store {
         async fn last_checkpoint(
             &self,
             node: &str,
-        ) -> Result<Option<crate::checkpoint::Checkpoint>, StoreError> {
+        ) -> Result<Option<crate::format::checkpoint::Checkpoint>, StoreError> {
             let sql = format!(
                 "SELECT {} FROM auditcheckpointdata WHERE nodeid = $1 \
                  ORDER BY sequencenumber DESC, kind LIMIT 1",
@@ -832,7 +832,7 @@ macro_rules! impl_store {
         async fn archive_base(
             &self,
             node: &str,
-        ) -> Result<Option<crate::checkpoint::Checkpoint>, StoreError> {
+        ) -> Result<Option<crate::format::checkpoint::Checkpoint>, StoreError> {
             let sql = format!(
                 "SELECT {} FROM auditcheckpointdata WHERE nodeid = $1 AND kind = $2 \
                  ORDER BY sequencenumber DESC LIMIT 1",
@@ -840,7 +840,7 @@ macro_rules! impl_store {
             );
             Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(node)
-                .bind(crate::checkpoint::KIND_ARCHIVE)
+                .bind(crate::format::checkpoint::KIND_ARCHIVE)
                 .fetch_optional(&self.pool)
                 .await
                 .or_else(crate::store::absent)?)
@@ -852,7 +852,7 @@ macro_rules! impl_store {
             from_seq: i64,
             after: Option<(i64, String)>,
             limit: i64,
-        ) -> Result<Vec<crate::checkpoint::Checkpoint>, StoreError> {
+        ) -> Result<Vec<crate::format::checkpoint::Checkpoint>, StoreError> {
             let sql = format!(
                 "SELECT {} FROM auditcheckpointdata WHERE nodeid = $1 AND sequencenumber >= $2 \
                  AND (sequencenumber > $3 OR kind > $4) \
@@ -873,7 +873,7 @@ macro_rules! impl_store {
 
         async fn latest_checkpoints(
             &self,
-        ) -> Result<Vec<crate::checkpoint::Checkpoint>, StoreError> {
+        ) -> Result<Vec<crate::format::checkpoint::Checkpoint>, StoreError> {
             let sql = format!(
                 "SELECT {} FROM auditcheckpointdata c WHERE sequencenumber = \
                  (SELECT MAX(sequencenumber) FROM auditcheckpointdata d WHERE d.nodeid = c.nodeid) \
@@ -888,7 +888,7 @@ macro_rules! impl_store {
 
         async fn archive_node(
             &self,
-            marker: &crate::checkpoint::Checkpoint,
+            marker: &crate::format::checkpoint::Checkpoint,
             first: i64,
             expected: u64,
         ) -> Result<u64, StoreError> {

@@ -8,8 +8,8 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
 use super::{Fence, LockStatus, NodeLock, Query, StoreError, impl_store};
-use crate::batch::BatchRecord;
-use crate::record::AuditRecord;
+use crate::format::batch::BatchRecord;
+use crate::format::record::AuditRecord;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 

@@ -251,7 +251,7 @@ fn parse_integer(field: Field, v: &str) -> Result<i64, CriterionError> {
         return Ok(n);
     }
     if field == Field::TimeStamp
-        && let Some(ms) = crate::time::parse_iso8601_millis(v.trim())
+        && let Some(ms) = crate::format::time::parse_iso8601_millis(v.trim())
     {
         return Ok(ms);
     }
@@ -334,7 +334,7 @@ pub struct CursorError(pub String);
 
 impl Cursor {
     /// The cursor after `row` in `order`.
-    pub fn after(order: Order, row: &crate::record::AuditRecord) -> Self {
+    pub fn after(order: Order, row: &crate::format::record::AuditRecord) -> Self {
         Cursor {
             order,
             time_stamp: row.time_stamp,

@@ -10,8 +10,8 @@ use sqlx::sqlite::{
 };
 
 use super::{Fence, NodeLock, Query, StoreError, impl_store};
-use crate::batch::BatchRecord;
-use crate::record::AuditRecord;
+use crate::format::batch::BatchRecord;
+use crate::format::record::AuditRecord;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 

@@ -12,9 +12,9 @@ use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use aws_lc_rs::{digest, hmac, rsa};
 use serde::Serialize;
 
-use crate::keys::VerifyKey;
-use crate::pem;
-use crate::protection::ProtectionVersion;
+use crate::crypto::keys::VerifyKey;
+use crate::format::pem;
+use crate::format::protection::ProtectionVersion;
 
 /// The protection algorithms of CESeCore's versions 1 and 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -358,7 +358,7 @@ mod tests {
             assert!(t.verify_key().verify(&changed, &streamed).is_err());
             assert_eq!(
                 t.verify_key().verify_reader(&mut &changed[..], &streamed),
-                Err(crate::keys::VerifyError::Mismatch)
+                Err(crate::crypto::keys::VerifyError::Mismatch)
             );
             if t.algorithm() != Algorithm::HmacSha256 {
                 let d = sha256_reader(&mut &data[..]).unwrap();
@@ -378,7 +378,7 @@ mod tests {
             let sig = t.sign(b"x").unwrap();
             let e = t.verify_key().verify_reader(&mut Broken, &sig).unwrap_err();
             assert!(
-                matches!(&e, crate::keys::VerifyError::Unreadable(m) if m.contains("disk gone")),
+                matches!(&e, crate::crypto::keys::VerifyError::Unreadable(m) if m.contains("disk gone")),
                 "{e}"
             );
         }

@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::{Checkpoint, Head, KIND_CHECKPOINT};
-pub use crate::checkpoint_out::Sinks;
-use crate::protection::Layout;
+use crate::crypto::token::{SharedToken, TokenError};
+pub use crate::evidence::checkpoint_out::Sinks;
+use crate::format::checkpoint::{Checkpoint, Head, KIND_CHECKPOINT};
+use crate::format::protection::Layout;
 use crate::store::{SharedStore, StoreError};
-use crate::token::{SharedToken, TokenError};
 
 use crate::verify::CHUNK;
 
@@ -160,7 +160,7 @@ impl Checkpointer {
                 token.as_ref(),
                 &node,
                 &head,
-                crate::time::now_millis(),
+                crate::format::time::now_millis(),
                 KIND_CHECKPOINT,
             )
         })
@@ -289,9 +289,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::checkpoint::KIND_ARCHIVE;
+    use crate::crypto::token::HmacToken;
     use crate::device::{LogDevice, SequentialDevice, test_event};
-    use crate::token::HmacToken;
+    use crate::format::checkpoint::KIND_ARCHIVE;
 
     /// Issue 12.7: a row deleted below the newest checkpoint was never seen again (only the
     /// rows after that checkpoint are read), and the next checkpoint vouched for the log.
@@ -367,7 +367,7 @@ mod tests {
         assert_eq!(c2.sequence_number, 7);
         assert_eq!(c2.layout(), Layout::Canonical);
         assert!(c2.statement_protection.starts_with("2:1:3:"), "{c2:?}");
-        let mut ring = crate::keys::KeyRing::new();
+        let mut ring = crate::crypto::keys::KeyRing::new();
         ring.insert(3, token.verify_key());
         let rep = crate::verify::verify_log(
             &store,
@@ -422,7 +422,7 @@ mod tests {
             .iter()
             .for_each(|r| want.push(r));
         assert_eq!(c.head_hash, hex::encode(want.hash));
-        let mut ring = crate::keys::KeyRing::new();
+        let mut ring = crate::crypto::keys::KeyRing::new();
         ring.insert(3, token.verify_key());
         let rep = crate::verify::verify_log(
             &store,

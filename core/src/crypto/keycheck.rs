@@ -13,8 +13,8 @@
 use std::collections::BTreeMap;
 
 use crate::config::KeySetup;
-use crate::keys::{DetachedError, KeyRing, Scope, VerifyError};
-use crate::protection::RowProtection;
+use crate::crypto::keys::{DetachedError, KeyRing, Scope, VerifyError};
+use crate::format::protection::RowProtection;
 use crate::store::{Store, StoreError};
 use crate::verify::{Batches, RowFailure, verify_row};
 
@@ -67,7 +67,7 @@ enum Outcome {
     NotEvidence,
 }
 
-fn row_outcome(keys: &KeyRing, r: &crate::record::AuditRecord) -> Outcome {
+fn row_outcome(keys: &KeyRing, r: &crate::format::record::AuditRecord) -> Outcome {
     match verify_row(keys, &Batches::default(), r) {
         Ok(()) => Outcome::Verified,
         Err(e @ (RowFailure::BadProtection(_) | RowFailure::VersionMismatch { .. })) => {

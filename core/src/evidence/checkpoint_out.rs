@@ -6,14 +6,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::checkpoint::{Checkpoint, SYSLOG_PREFIX};
-use crate::checkpointer::CheckpointError;
 use crate::config::{
     CheckpointSection, DEFAULT_BACKLOG_MAX, SyslogSection, SyslogSetting, SyslogTransport,
 };
-use crate::sink::syslog::{self, Header, SyslogSender, Target, TlsTarget};
-use crate::sink::witness::WitnessSender;
-use crate::sink::{Forwarder, SinkError};
+use crate::evidence::checkpointer::CheckpointError;
+use crate::evidence::sink::syslog::{self, Header, SyslogSender, Target, TlsTarget};
+use crate::evidence::sink::witness::WitnessSender;
+use crate::evidence::sink::{Forwarder, SinkError};
+use crate::format::checkpoint::{Checkpoint, SYSLOG_PREFIX};
 
 /// The syslog and witness backlogs, in the data directory.
 pub const SYSLOG_BACKLOG: &str = "checkpoint-backlog-syslog.jsonl";

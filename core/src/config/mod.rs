@@ -2,15 +2,17 @@
 //! variables (`AUDITSEAL_*`), then command-line flags (the binaries apply the last two with clap).
 //! `conf/auditseal.toml` is the commented sample; docs/OPERATIONS.md describes every key.
 
+pub(crate) mod signserver;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::keys::{EvidenceKeys, KeyPolicy, KeyRing, VerifyKey};
-use crate::pkcs11::{Pkcs11Config, Pkcs11Token, SlotSelector};
-use crate::token::{Algorithm, HmacToken, SharedToken, SoftwareToken, TokenError};
+use crate::crypto::keys::{EvidenceKeys, KeyPolicy, KeyRing, VerifyKey};
+use crate::crypto::pkcs11::{Pkcs11Config, Pkcs11Token, SlotSelector};
+use crate::crypto::token::{Algorithm, HmacToken, SharedToken, SoftwareToken, TokenError};
 
 /// The file form. Unknown keys are errors, not silently ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -1143,7 +1145,7 @@ impl Settings {
                 ));
             }
             (Some(dir), None) => {
-                let ss = crate::signserver::load(dir)
+                let ss = crate::config::signserver::load(dir)
                     .map_err(|e| ConfigError::Invalid(format!("SignServer configuration: {e}")))?;
                 // Never fall back to a generated key behind an operator's SignServer settings.
                 if ss.protection.keys.is_empty() {

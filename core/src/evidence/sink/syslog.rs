@@ -144,7 +144,7 @@ pub fn format(h: &Header, m: &Message) -> String {
     };
     let mut line = format!(
         "<{pri}>1 {} {} {} {} {} {sd}",
-        crate::time::format_iso8601(m.time_ms),
+        crate::format::time::format_iso8601(m.time_ms),
         header_field(&h.hostname, 255),
         header_field(&h.app_name, 48),
         header_field(&h.procid, 128),

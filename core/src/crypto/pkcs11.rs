@@ -22,9 +22,9 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use sha2::{Digest, Sha256};
 
-use crate::der;
-use crate::keys::{MacOracle, VerifyKey};
-use crate::token::{Algorithm, CryptoToken, TokenError, for_each_chunk, sha256_reader};
+use crate::crypto::keys::{MacOracle, VerifyKey};
+use crate::crypto::token::{Algorithm, CryptoToken, TokenError, for_each_chunk, sha256_reader};
+use crate::format::der;
 
 /// How a token is found (SignServer's `slotLabelType`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,11 +294,6 @@ impl Pkcs11Token {
             None => VerifyKey::TokenHmac(inner.clone()),
         };
         Ok(Pkcs11Token { inner, verify })
-    }
-
-    /// How many times a PIN was refused since start (an alert: the token locks after a few).
-    pub fn pin_failures(&self) -> u32 {
-        self.inner.pin_failures.load(Ordering::Relaxed)
     }
 }
 
@@ -778,7 +773,10 @@ impl MacOracle for Inner {
 }
 
 impl Pkcs11Token {
-    fn checked(&self, verified: Result<(), crate::keys::VerifyError>) -> Result<(), TokenError> {
+    fn checked(
+        &self,
+        verified: Result<(), crate::crypto::keys::VerifyError>,
+    ) -> Result<(), TokenError> {
         verified.map_err(|_| {
             TokenError::Unavailable(format!(
                 "{}: the token returned a signature that does not verify",

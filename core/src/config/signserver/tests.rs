@@ -2,11 +2,11 @@ use super::properties::*;
 use super::*;
 use base64::engine::general_purpose::STANDARD;
 
-const RSA_CERT: &[u8] = include_bytes!("../../tests/fixtures/signserver/rsa-cert.der");
-const EC_CERT: &[u8] = include_bytes!("../../tests/fixtures/signserver/ec-cert.der");
-const RSA_SPKI: &[u8] = include_bytes!("../../tests/fixtures/signserver/rsa-spki.der");
-const EC_SPKI: &[u8] = include_bytes!("../../tests/fixtures/signserver/ec-spki.der");
-const EC_PEM: &str = include_str!("../../tests/fixtures/signserver/ec-public.pem");
+const RSA_CERT: &[u8] = include_bytes!("../../../tests/fixtures/signserver/rsa-cert.der");
+const EC_CERT: &[u8] = include_bytes!("../../../tests/fixtures/signserver/ec-cert.der");
+const RSA_SPKI: &[u8] = include_bytes!("../../../tests/fixtures/signserver/rsa-spki.der");
+const EC_SPKI: &[u8] = include_bytes!("../../../tests/fixtures/signserver/ec-spki.der");
+const EC_PEM: &str = include_str!("../../../tests/fixtures/signserver/ec-public.pem");
 
 fn dir() -> &'static Path {
     Path::new("/opt/signserver/conf")
@@ -614,7 +614,7 @@ fn public_data_forms() {
         (EC_SPKI, "PUBLIC KEY"),
     ] {
         let (_, pem) = public(&STANDARD.encode(der), "");
-        assert_eq!(pem, crate::pem::encode(label, der));
+        assert_eq!(pem, crate::format::pem::encode(label, der));
     }
     // Unpadded base64 is accepted; an explicit sigalg is kept.
     let (alg, _) = public(

@@ -12,13 +12,13 @@ use futures::{StreamExt, TryStreamExt};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::batch::{self, BatchRecord, GENESIS_HASH, InclusionPayload};
-use crate::canonical;
-use crate::checkpoint::{Checkpoint, Head, Heads, KIND_ARCHIVE};
-use crate::keys::{KeyRing, PolicyError, Scope, VerifyError};
-use crate::merkle::{self, Hash};
-use crate::protection::{Layout, ProtectionParseError, ProtectionVersion, RowProtection};
-use crate::record::AuditRecord;
+use crate::crypto::keys::{KeyRing, PolicyError, Scope, VerifyError};
+use crate::format::batch::{self, BatchRecord, GENESIS_HASH, InclusionPayload};
+use crate::format::canonical;
+use crate::format::checkpoint::{Checkpoint, Head, Heads, KIND_ARCHIVE};
+use crate::format::merkle::{self, Hash};
+use crate::format::protection::{Layout, ProtectionParseError, ProtectionVersion, RowProtection};
+use crate::format::record::AuditRecord;
 use crate::store::{SharedStore, Span, Store, StoreError};
 
 /// Why a row does not verify.
@@ -1124,7 +1124,7 @@ async fn verify_chain(
 
 fn is_hmac(keys: &KeyRing, keyid: i32) -> bool {
     keys.get(keyid)
-        .is_some_and(|k| k.algorithm() == crate::token::Algorithm::HmacSha256)
+        .is_some_and(|k| k.algorithm() == crate::crypto::token::Algorithm::HmacSha256)
 }
 
 /// Whether the rows the node check read (from its offset on) hold any sequence number in
@@ -1257,18 +1257,18 @@ mod tests {
     /// (version 3) or the batched device (what it writes now).
     async fn write_attack_rows(
         store: &SharedStore,
-        token: &crate::token::SharedToken,
+        token: &crate::crypto::token::SharedToken,
         node: &str,
         version: Option<ProtectionVersion>,
     ) {
         match version {
             None => {
-                let cfg = crate::batched::BatchedConfig {
+                let cfg = crate::device::batched::BatchedConfig {
                     max_batch: 10,
                     max_wait: std::time::Duration::from_millis(50),
                     queue: 100,
                 };
-                let d = crate::batched::BatchedDevice::start(
+                let d = crate::device::batched::BatchedDevice::start(
                     store.clone(),
                     node.into(),
                     Some(token.clone()),
@@ -1313,8 +1313,8 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = crate::store::open(&url).await.unwrap();
         store.migrate().await.unwrap();
-        let token: crate::token::SharedToken =
-            Arc::new(crate::token::HmacToken::new(1, b"attack secret"));
+        let token: crate::crypto::token::SharedToken =
+            Arc::new(crate::crypto::token::HmacToken::new(1, b"attack secret"));
         let mut ring = KeyRing::new();
         ring.insert(1, token.verify_key());
         let keys = Arc::new(ring);
@@ -1358,14 +1358,14 @@ mod tests {
     /// (the protect string's leaves, older releases) does not, whatever the rows' version.
     #[tokio::test]
     async fn fold_2_checkpoints_catch_the_edits_on_rows_of_every_version_fold_1_does_not() {
-        use crate::checkpoint::KIND_CHECKPOINT;
         use crate::device::LogDevice;
+        use crate::format::checkpoint::KIND_CHECKPOINT;
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = crate::store::open(&url).await.unwrap();
         store.migrate().await.unwrap();
-        let token: crate::token::SharedToken =
-            Arc::new(crate::token::HmacToken::new(1, b"attack secret"));
+        let token: crate::crypto::token::SharedToken =
+            Arc::new(crate::crypto::token::HmacToken::new(1, b"attack secret"));
         let mut ring = KeyRing::new();
         ring.insert(1, token.verify_key());
         let keys = Arc::new(ring);
@@ -1432,13 +1432,14 @@ mod tests {
     /// compared any more (its rows are in the segment), which is a note, not an error.
     #[tokio::test]
     async fn a_fold_1_checkpoint_at_a_fold_2_archive_marker_is_noted_not_failed() {
-        use crate::checkpoint::{KIND_ARCHIVE, KIND_CHECKPOINT};
         use crate::device::LogDevice;
+        use crate::format::checkpoint::{KIND_ARCHIVE, KIND_CHECKPOINT};
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = crate::store::open(&url).await.unwrap();
         store.migrate().await.unwrap();
-        let token: crate::token::SharedToken = Arc::new(crate::token::HmacToken::new(1, b"secret"));
+        let token: crate::crypto::token::SharedToken =
+            Arc::new(crate::crypto::token::HmacToken::new(1, b"secret"));
         let mut ring = KeyRing::new();
         ring.insert(1, token.verify_key());
         let keys = Arc::new(ring);

@@ -4,9 +4,9 @@ use std::io::Read;
 
 use sha2::{Digest, Sha256};
 
-use crate::protection::{Layout, RowProtection};
-use crate::record::AuditRecord;
-use crate::token::{CryptoToken, TokenError};
+use crate::crypto::token::{CryptoToken, TokenError};
+use crate::format::protection::{Layout, RowProtection};
+use crate::format::record::AuditRecord;
 
 /// The `rowProtection` value for `record` made with `token`'s key.
 pub fn protect(token: &dyn CryptoToken, record: &AuditRecord) -> Result<String, TokenError> {

@@ -5,12 +5,12 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::canonical::{self, Encoder};
-use crate::merkle::{self, Hash};
-use crate::protection::{Layout, ProtectionVersion, RowProtection};
-use crate::protector::protect_statement;
-use crate::record::{AuditRecord, SEPARATOR};
-use crate::token::{CryptoToken, TokenError};
+use crate::crypto::protector::protect_statement;
+use crate::crypto::token::{CryptoToken, TokenError};
+use crate::format::canonical::{self, Encoder};
+use crate::format::merkle::{self, Hash};
+use crate::format::protection::{Layout, ProtectionVersion, RowProtection};
+use crate::format::record::{AuditRecord, SEPARATOR};
 
 /// First field of every statement of layout 1 (version 3 batches): names the layout, so it can
 /// never be mistaken for a row's protect string.
@@ -132,8 +132,6 @@ pub struct InclusionPayload {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {
-    #[error("batch payload is not hex")]
-    Hex,
     #[error("batch payload has {0} bytes; expected 12 + 32 per proof hash")]
     Length(usize),
 }
@@ -272,8 +270,8 @@ mod tests {
 #[cfg(test)]
 pub(crate) mod worked_example {
     use super::*;
-    use crate::protector::protect_bytes;
-    use crate::token::HmacToken;
+    use crate::crypto::protector::protect_bytes;
+    use crate::crypto::token::HmacToken;
 
     pub(crate) fn rows() -> Vec<AuditRecord> {
         (0..3)
@@ -351,7 +349,7 @@ pub(crate) mod worked_example {
 #[cfg(test)]
 mod worked_example_v4 {
     use super::*;
-    use crate::token::HmacToken;
+    use crate::crypto::token::HmacToken;
 
     #[test]
     fn print_and_check() {
@@ -399,7 +397,7 @@ mod worked_example_v4 {
     /// The text of section 6.5 itself: its E(row 0) block and its values are the code's.
     #[test]
     fn the_document_states_these_values() {
-        let doc = include_str!("../../docs/FORMAT.md");
+        let doc = include_str!("../../../docs/FORMAT.md");
         let at = doc
             .find("**Version 4.**")
             .expect("section 6.5's version 4 example");

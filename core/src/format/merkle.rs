@@ -90,6 +90,8 @@ pub fn root(leaf_hashes: &[Hash]) -> Hash {
 ///
 /// RFC 6962 2.1.1 `PATH(m, D[n])`: the hashes are ordered from the leaf's sibling up to the
 /// root's child. Costs O(n) hashing. Never panics: `Err` for `index >= leaf_hashes.len()`.
+/// The devices use `all_inclusion_proofs`; this one is the reference the tests hold it to.
+#[cfg(test)]
 pub fn inclusion_proof(leaf_hashes: &[Hash], index: usize) -> Result<Vec<Hash>, MerkleError> {
     if index >= leaf_hashes.len() {
         return Err(MerkleError::IndexOutOfRange {

@@ -10,8 +10,7 @@ pub mod witness;
 
 use std::path::PathBuf;
 
-pub use backlog::Backlog;
-pub use forwarder::{Forwarder, Transport, Undelivered};
+pub use forwarder::Forwarder;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

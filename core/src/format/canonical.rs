@@ -4,8 +4,8 @@
 //! protect string (CESeCore's) cannot say that: null and "" both render as nothing, and a
 //! `<sep/>` inside a value reads as a boundary.
 
-use crate::merkle::{self, Hash};
-use crate::record::AuditRecord;
+use crate::format::merkle::{self, Hash};
+use crate::format::record::AuditRecord;
 
 /// The tag of a row's encoding, whatever its protection version (named after version 4, the
 /// first whose leaves use it).

@@ -5,7 +5,7 @@
 //! Decisions:
 //! - Every problem found is reported, not just the first: one problem is returned as
 //!   [`SignServerConfError::Entry`] or [`SignServerConfError::File`], several as
-//!   [`SignServerConfError::Several`] (one per line when displayed); [`SignServerConfError::problems`]
+//!   [`SignServerConfError::Several`] (one per line when displayed); `SignServerConfError::problems`
 //!   lists them either way.
 //! - A key given twice is an error when we read it: java.util.Properties keeps the last value
 //!   but CESeCore's Commons Configuration turns it into a list and reads the first, so the
@@ -23,7 +23,7 @@ use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
 use crate::config::{KeyEntry, ProtectionSection, SignatureAlgorithm, TokenAlgorithm};
-use crate::token::Algorithm;
+use crate::crypto::token::Algorithm;
 
 mod properties;
 use properties::{Prop, decode_text, is_ws, parse_properties};
@@ -92,6 +92,7 @@ fn join_lines(errors: &[SignServerConfError]) -> String {
 
 impl SignServerConfError {
     /// Every single problem (one for `Entry` and `File`).
+    #[cfg(test)]
     pub fn problems(&self) -> &[SignServerConfError] {
         match self {
             SignServerConfError::Several(list) => list,
@@ -109,7 +110,7 @@ impl SignServerConfError {
 }
 
 /// Reads DIR/databaseprotection.properties (required) and DIR/cesecore.properties (optional).
-/// Every problem is reported (see [`SignServerConfError::problems`]) with file, line and key.
+/// Every problem is reported (each one a `SignServerConfError::Entry` or `File`) with file, line and key.
 pub fn load(dir: &Path) -> Result<SignServerConf, SignServerConfError> {
     let path = dir.join(PROTECTION_FILE);
     let properties = std::fs::read(&path).map_err(|e| SignServerConfError::File {
@@ -919,7 +920,7 @@ fn public_entry(
                     SignatureAlgorithm::SHA256WithRSA => Algorithm::Sha256WithRsa,
                     SignatureAlgorithm::SHA256WithECDSA => Algorithm::Sha256WithEcdsa,
                 });
-                match crate::keys::VerifyKey::from_public_pem(&pem, alg) {
+                match crate::crypto::keys::VerifyKey::from_public_pem(&pem, alg) {
                     Ok(_) => Some(pem),
                     Err(err) => {
                         let with = sigalg.map_or(String::new(), |(_, s)| {
@@ -977,10 +978,10 @@ fn public_pem(value: &str) -> Result<String, String> {
         return Ok(text.to_string());
     }
     // An SPKI never parses as a certificate: its first element has 2 fields, not 6+.
-    Ok(if crate::der::certificate_spki(&bytes).is_some() {
-        crate::pem::encode("CERTIFICATE", &bytes)
+    Ok(if crate::format::der::certificate_spki(&bytes).is_some() {
+        crate::format::pem::encode("CERTIFICATE", &bytes)
     } else {
-        crate::pem::encode("PUBLIC KEY", &bytes)
+        crate::format::pem::encode("PUBLIC KEY", &bytes)
     })
 }
 

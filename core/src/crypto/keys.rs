@@ -8,15 +8,15 @@ use std::sync::Arc;
 use aws_lc_rs::hmac;
 use aws_lc_rs::signature::{self, ParsedPublicKey};
 
-use crate::pem;
-use crate::protection::ProtectionVersion;
-use crate::token::Algorithm;
+use crate::crypto::token::Algorithm;
+use crate::format::pem;
+use crate::format::protection::ProtectionVersion;
 
 /// Something that can MAC data with a secret it never reveals (an HMAC key in an HSM).
 pub trait MacOracle: Send + Sync {
-    fn mac(&self, data: &[u8]) -> Result<Vec<u8>, crate::token::TokenError>;
+    fn mac(&self, data: &[u8]) -> Result<Vec<u8>, crate::crypto::token::TokenError>;
     /// The MAC of everything `data` yields, read in chunks.
-    fn mac_reader(&self, data: &mut dyn Read) -> Result<Vec<u8>, crate::token::TokenError>;
+    fn mac_reader(&self, data: &mut dyn Read) -> Result<Vec<u8>, crate::crypto::token::TokenError>;
 }
 
 /// A key that checks protections: an HMAC secret, an HMAC key held in a token, or a parsed
@@ -96,7 +96,7 @@ impl VerifyKey {
             der
         } else if let Some(der) = pem::decode("CERTIFICATE", text) {
             cert = der;
-            crate::der::certificate_spki(&cert)
+            crate::format::der::certificate_spki(&cert)
                 .ok_or(KeyError::Unreadable("the certificate cannot be read"))?
                 .to_vec()
         } else {
@@ -104,9 +104,9 @@ impl VerifyKey {
                 "expected a -----BEGIN PUBLIC KEY----- or -----BEGIN CERTIFICATE----- block",
             ));
         };
-        let own = match crate::der::spki_key_type(&spki) {
-            Some(crate::der::KeyType::Rsa) => Algorithm::Sha256WithRsa,
-            Some(crate::der::KeyType::EcP256) => Algorithm::Sha256WithEcdsa,
+        let own = match crate::format::der::spki_key_type(&spki) {
+            Some(crate::format::der::KeyType::Rsa) => Algorithm::Sha256WithRsa,
+            Some(crate::format::der::KeyType::EcP256) => Algorithm::Sha256WithEcdsa,
             _ => {
                 return Err(KeyError::Unreadable(
                     "only RSA and EC P-256 public keys are supported",
@@ -153,7 +153,7 @@ impl VerifyKey {
     /// `verify` over everything `data` yields (a file of any size), read once in chunks. A
     /// read error is `VerifyError::Unreadable`: nothing is known about the data.
     pub fn verify_reader(&self, data: &mut dyn Read, protection: &[u8]) -> Result<(), VerifyError> {
-        use crate::token::TokenError;
+        use crate::crypto::token::TokenError;
         let input = |e: TokenError| match e {
             TokenError::Input(e) => VerifyError::Unreadable(e.to_string()),
             e => VerifyError::Unavailable(e.to_string()),
@@ -161,7 +161,7 @@ impl VerifyKey {
         match self {
             VerifyKey::Hmac(k) => {
                 let mut ctx = hmac::Context::with_key(k);
-                crate::token::for_each_chunk(data, |c| {
+                crate::crypto::token::for_each_chunk(data, |c| {
                     ctx.update(c);
                     Ok(())
                 })
@@ -175,7 +175,7 @@ impl VerifyKey {
                     .map_err(|_| VerifyError::Mismatch)
             }
             VerifyKey::Public { .. } => {
-                let digest = crate::token::sha256_reader(data).map_err(input)?;
+                let digest = crate::crypto::token::sha256_reader(data).map_err(input)?;
                 self.verify_digest(&digest, protection)
             }
         }
@@ -371,7 +371,7 @@ impl KeyRing {
     /// checkpoint, an export or archive file) over `data`, with the key its keyid names.
     pub fn verify_detached(
         &self,
-        p: &crate::protection::RowProtection,
+        p: &crate::format::protection::RowProtection,
         scope: Scope<'_>,
         data: &[u8],
     ) -> Result<(), DetachedError> {
@@ -384,7 +384,7 @@ impl KeyRing {
     /// chunks.
     pub fn verify_detached_reader(
         &self,
-        p: &crate::protection::RowProtection,
+        p: &crate::format::protection::RowProtection,
         scope: Scope<'_>,
         data: &mut dyn Read,
     ) -> Result<(), DetachedError> {
@@ -397,7 +397,7 @@ impl KeyRing {
     /// policy and the evidence setting let it protect what `scope` says.
     fn detached_key(
         &self,
-        p: &crate::protection::RowProtection,
+        p: &crate::format::protection::RowProtection,
         scope: Scope<'_>,
     ) -> Result<&VerifyKey, DetachedError> {
         if p.version.is_batch() {
@@ -485,7 +485,7 @@ mod tests {
 
     #[test]
     fn asymmetric_evidence_refuses_hmac_keys_for_detached_protections() {
-        use crate::protection::RowProtection;
+        use crate::format::protection::RowProtection;
         let secret = b"0123456789abcdef0123456789abcdef";
         let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
         let data = b"statement";

@@ -1,16 +1,18 @@
 //! Log devices: what turns an accepted event into a committed, protected row with the node's
 //! next sequence number. This file holds the trait and the sequential device.
 
+pub mod batched;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::protector::protect;
-use crate::record::{AuditRecord, new_pk};
+use crate::crypto::protector::protect;
+use crate::crypto::token::{SharedToken, TokenError};
+use crate::format::record::{AuditRecord, new_pk};
 use crate::store::{NodeLock, SharedStore, StoreError};
-use crate::token::{SharedToken, TokenError};
 
 /// An event as a signer submits it: every column but the ones the device assigns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,8 +119,8 @@ impl NewEvent {
         success: bool,
         auth_token: &str,
         details: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<NewEvent, crate::details::DetailsError> {
-        let d = crate::details::from_json(details)?;
+    ) -> Result<NewEvent, crate::format::details::DetailsError> {
+        let d = crate::format::details::from_json(details)?;
         Ok(NewEvent {
             event_type: event_type.into(),
             event_status: if success { "SUCCESS" } else { "FAILURE" }.into(),
@@ -128,10 +130,10 @@ impl NewEvent {
             custom_id: None,
             search_detail1: None,
             search_detail2: None,
-            additional_details: Some(crate::details::encode(
+            additional_details: Some(crate::format::details::encode(
                 &d,
-                crate::details::MapClass::Base64PutHashMap,
-                crate::details::JAVA_VERSION,
+                crate::format::details::MapClass::Base64PutHashMap,
+                crate::format::details::JAVA_VERSION,
             )),
             pk: None,
         })
@@ -419,7 +421,7 @@ impl Inner {
         state.next = Some(seq);
         let events_pks: Vec<Option<String>> = events.iter().map(|e| e.pk.clone()).collect();
         // Never decreasing within a node, even if the clock steps back.
-        let time_stamp = crate::time::now_millis().max(state.last_time);
+        let time_stamp = crate::format::time::now_millis().max(state.last_time);
         let mut records: Vec<AuditRecord> = events
             .into_iter()
             .enumerate()
@@ -523,8 +525,8 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
-    use crate::keys::{KeyRing, VerifyKey};
-    use crate::token::{Algorithm, CryptoToken, HmacToken};
+    use crate::crypto::keys::{KeyRing, VerifyKey};
+    use crate::crypto::token::{Algorithm, CryptoToken, HmacToken};
     use crate::verify::{Selection, verify_log};
 
     /// An HMAC token that can be switched off, as an HSM that goes away.
@@ -628,7 +630,7 @@ mod tests {
     /// archive marker (it restarted at 0, reusing numbers the next archive deleted unread).
     #[tokio::test]
     async fn a_head_never_goes_back_after_an_archive_removed_every_row() {
-        use crate::checkpoint::{Checkpoint, Head, KIND_ARCHIVE};
+        use crate::format::checkpoint::{Checkpoint, Head, KIND_ARCHIVE};
         let dir = tempfile::tempdir().unwrap();
         let (_, store) = sqlite_store(&dir).await;
         let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));

@@ -16,15 +16,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::batch::{self, BatchRecord, GENESIS_HASH};
+use crate::crypto::token::SharedToken;
 use crate::device::{
     Appended, DeviceError, LogDevice, NewEvent, check_head, merge_replays, refused, replays_of,
     stored_by_pk,
 };
-use crate::protection::ProtectionVersion;
-use crate::record::AuditRecord;
+use crate::format::batch::{self, BatchRecord, GENESIS_HASH};
+use crate::format::protection::ProtectionVersion;
+use crate::format::record::AuditRecord;
 use crate::store::{NodeLock, SharedStore};
-use crate::token::SharedToken;
 
 /// The version new batches are written in. Version 3 rows already written stay readable.
 const WRITE_VERSION: ProtectionVersion = ProtectionVersion::BatchCanonical;
@@ -313,7 +313,7 @@ impl Writer {
             None => self.read_head().await?,
         };
         let first = head.next;
-        let time_stamp = crate::time::now_millis().max(head.last_time);
+        let time_stamp = crate::format::time::now_millis().max(head.last_time);
         let mut rows: Vec<AuditRecord> = events
             .into_iter()
             .enumerate()
@@ -577,9 +577,9 @@ impl LogDevice for BatchedDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::keys::KeyRing;
+    use crate::crypto::token::HmacToken;
     use crate::device::test_event as event;
-    use crate::keys::KeyRing;
-    use crate::token::HmacToken;
     use crate::verify::{Selection, verify_log};
 
     #[tokio::test]

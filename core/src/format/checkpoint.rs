@@ -6,14 +6,14 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::batch;
-use crate::canonical::{self, Encoder};
-use crate::keys::{KeyRing, Scope};
-use crate::merkle::Hash;
-use crate::protection::{Layout, RowProtection};
-use crate::protector;
-use crate::record::{AuditRecord, SEPARATOR};
-use crate::token::{CryptoToken, TokenError};
+use crate::crypto::keys::{KeyRing, Scope};
+use crate::crypto::protector;
+use crate::crypto::token::{CryptoToken, TokenError};
+use crate::format::batch;
+use crate::format::canonical::{self, Encoder};
+use crate::format::merkle::Hash;
+use crate::format::protection::{Layout, RowProtection};
+use crate::format::record::{AuditRecord, SEPARATOR};
 
 /// First field of every checkpoint statement of fold 1.
 pub const STATEMENT_TAG: &str = "auditseal-checkpoint-v1";
@@ -439,8 +439,8 @@ impl<'a> LogCheck<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::VerifyKey;
-    use crate::token::HmacToken;
+    use crate::crypto::keys::VerifyKey;
+    use crate::crypto::token::HmacToken;
 
     #[test]
     fn chain_is_sha256_of_tag_head_leaf() {
@@ -575,7 +575,7 @@ mod tests {
 #[cfg(test)]
 mod worked_example {
     use super::*;
-    use crate::token::HmacToken;
+    use crate::crypto::token::HmacToken;
 
     const H2: [&str; 3] = [
         "fbca15158a96df0aaab1f1fb01268136bce213a91767f155e7b4c967e0015bf3",
@@ -589,7 +589,7 @@ mod worked_example {
 
     #[test]
     fn folds_and_checkpoint_match_the_document() {
-        let rows = crate::batch::worked_example::rows();
+        let rows = crate::format::batch::worked_example::rows();
         let mut heads = Heads::from(Head::default());
         for (r, want) in rows.iter().zip(H2) {
             heads.push(r);
@@ -608,7 +608,7 @@ mod worked_example {
         assert_eq!(hex::encode(c.statement()), C);
         assert_eq!(c.statement_protection, PROTECTION);
 
-        let doc = include_str!("../../docs/FORMAT.md");
+        let doc = include_str!("../../../docs/FORMAT.md");
         let at = doc.find("### 7.1 The head hash").expect("section 7.1");
         let section = &doc[at..doc[at..].find("### 7.2").map_or(doc.len(), |e| at + e)];
         let flat: String = section.split_whitespace().collect::<Vec<_>>().join(" ");
