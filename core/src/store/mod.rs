@@ -150,6 +150,18 @@ pub enum StoreError {
     Inconsistent(String),
 }
 
+/// An error as an operator should read it: a database's own message with its SQLSTATE (not the
+/// line of the server's source file sqlx appends to it), anything else as sqlx says it.
+pub(crate) fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => format!("{} (SQLSTATE {code})", db.message()),
+            None => db.message().to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
@@ -173,15 +185,15 @@ impl From<sqlx::Error> for StoreError {
                     .code()
                     .is_some_and(|c| c.starts_with("08") || c.starts_with("57")) =>
             {
-                StoreError::Unavailable(e.to_string())
+                StoreError::Unavailable(describe(&e))
             }
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed
             | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
-            _ => StoreError::Database(e.to_string()),
+            | sqlx::Error::Protocol(_) => StoreError::Unavailable(describe(&e)),
+            _ => StoreError::Database(describe(&e)),
         }
     }
 }
@@ -1008,7 +1020,21 @@ pub(crate) use impl_store;
 
 #[cfg(test)]
 mod tests {
-    use super::NodeHead;
+    use super::{NodeHead, open};
+
+    #[tokio::test]
+    async fn an_unreachable_postgresql_is_said_at_once() {
+        // Nothing listens on port 1: the cause, at once, not "pool timed out" after 10 s.
+        let started = std::time::Instant::now();
+        let e = open("postgres://auditseal@127.0.0.1:1/auditseal")
+            .await
+            .err()
+            .expect("no server there")
+            .to_string();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{e}");
+        assert!(e.to_lowercase().contains("refused"), "{e}");
+        assert!(!e.contains("timed out"), "{e}");
+    }
 
     #[test]
     fn a_head_tells_claimed_numbers_from_stored_ones() {

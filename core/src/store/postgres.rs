@@ -20,6 +20,15 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        // One connection first, so that a refused connection, a wrong password or a missing
+        // database is said at once, not after the pool's acquire timeout as "pool timed out".
+        PgConnection::connect(url).await.map_err(|e| {
+            StoreError::Unavailable(format!(
+                "{}: {}",
+                super::redact_url(url),
+                super::describe(&e)
+            ))
+        })?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(std::time::Duration::from_secs(10))
@@ -35,7 +44,13 @@ impl PgStore {
             })
             .connect(url)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", super::redact_url(url))))?;
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "{}: {}",
+                    super::redact_url(url),
+                    super::describe(&e)
+                ))
+            })?;
         Ok(PgStore {
             pool,
             url: url.to_string(),
