@@ -195,9 +195,12 @@ async fn open_keys(settings: &Settings) -> anyhow::Result<KeySetup> {
 
 async fn open_store(settings: &Settings) -> anyhow::Result<SharedStore> {
     let redacted = store::redact_url(&settings.database_url);
-    let store = store::open(&settings.database_url)
-        .await
-        .with_context(|| format!("cannot open the database {redacted}"))?;
+    let store = if settings.database_is_default {
+        store::open(&settings.database_url).await
+    } else {
+        store::open_existing(&settings.database_url).await
+    };
+    let store = store.with_context(|| format!("cannot open the database {redacted}"))?;
     store
         .migrate()
         .await

@@ -78,11 +78,12 @@ fn unique_name(prefix: &str) -> String {
     )
 }
 
-/// Creates a new database for one test and returns its URL.
+/// Creates a new database for one test and returns its URL (SQLite: a file the first opener
+/// creates, as `?mode=rwc` asks; only the default database is created without it).
 pub async fn new_database(backend: Backend, dir: &Path) -> String {
     match backend {
         Backend::Sqlite => format!(
-            "sqlite://{}",
+            "sqlite://{}?mode=rwc",
             dir.join(format!("{}.db", unique_name("t"))).display()
         ),
         Backend::Postgres => {

@@ -173,7 +173,7 @@ async fn deleting_the_newest_rows_after_a_checkpoint_is_reported_with_its_copy()
 async fn a_bad_checkpoint_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let url = format!("sqlite://{}", Path::new(d).join("x.db").display());
+    let url = format!("sqlite://{}?mode=rwc", Path::new(d).join("x.db").display());
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"nodeId\": 1}\n").unwrap();
     let (code, _, err) = cli(&[

@@ -551,7 +551,10 @@ async fn sqlite_write_lock(url: &str) -> String {
 async fn disk_full(device: &'static str) {
     let case = Case::new("diskfull", Backend::Sqlite, device);
     let disk = blocking(|| SmallDisk::mount("32m")).await;
-    let url = format!("sqlite://{}", disk.path().join("auditseal.db").display());
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        disk.path().join("auditseal.db").display()
+    );
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap().to_string();
     let s = start(node_args(&d, "n1", &url, device)).await;

@@ -383,7 +383,8 @@ async fn a_new_data_directory_and_its_files_are_private() {
     let before = (auditseal_core::time::now_millis() + 1).to_string();
     std::thread::sleep(std::time::Duration::from_millis(5));
     let base = ["--data-dir", d, "--config", cfg, "--node-id", "n"];
-    let newdb = format!("sqlite://{}", out("db/new/audit.db"));
+    // A database elsewhere than the default is created only when the URL asks for it.
+    let newdb = format!("sqlite://{}?mode=rwc", out("db/new/audit.db"));
     for args in [
         &[
             "archive",
@@ -418,6 +419,16 @@ async fn a_new_data_directory_and_its_files_are_private() {
     ] {
         assert_eq!(mode(&dir.path().join(f)), 0o600, "{f}");
     }
+    // Without it, a mistyped path is refused, by the CLI and by the server, and nothing is
+    // created: not a new empty log.
+    let typo = format!("sqlite://{}", out("typo/dir/audit.db"));
+    let (code, _, err) = cli(&[&base[..], &["--database-url", &typo, "token", "list"]].concat());
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("there is no database at"), "{err}");
+    let (status, log) = refused_start(&["--data-dir", d, "--config", cfg, "--database-url", &typo]);
+    assert_ne!(status, Some(0), "{log}");
+    assert!(log.contains("there is no database at"), "{log}");
+    assert!(!dir.path().join("typo").exists());
 }
 
 /// Runs `auditseal-server` and expects it to refuse to start: its exit status and stderr.

@@ -50,7 +50,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
         );
     };
     let redacted = store::redact_url(&settings.database_url);
-    let store = store::open(&settings.database_url)
+    let store = store::open_existing(&settings.database_url)
         .await
         .with_context(|| format!("cannot open the database {redacted}"))?;
     store.migrate().await.context("cannot upgrade the schema")?;

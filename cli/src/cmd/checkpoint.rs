@@ -51,7 +51,7 @@ pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<u8> {
 
 async fn list_or_export(settings: &Settings, cmd: Command) -> anyhow::Result<u8> {
     let redacted = store::redact_url(&settings.database_url);
-    let store = store::open(&settings.database_url)
+    let store = store::open_existing(&settings.database_url)
         .await
         .with_context(|| format!("cannot open the database {redacted}"))?;
     let latest = store

@@ -47,7 +47,7 @@ pub struct EventNode {
 
 async fn open(settings: &Settings) -> anyhow::Result<SharedStore> {
     let redacted = store::redact_url(&settings.database_url);
-    let store = store::open(&settings.database_url)
+    let store = store::open_existing(&settings.database_url)
         .await
         .with_context(|| format!("cannot open the database {redacted}"))?;
     // Tokens may be made before the first server start: create the tables if need be.

@@ -58,7 +58,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
     }
     let keys = super::load_keys(settings).await?;
     let redacted = store::redact_url(&settings.database_url);
-    let store = store::open(&settings.database_url)
+    let store = store::open_existing(&settings.database_url)
         .await
         .with_context(|| format!("cannot open the database {redacted}"))?;
     let selection = if args.all {

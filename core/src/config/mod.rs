@@ -1117,6 +1117,9 @@ fn file_with_overrides(
 pub struct Settings {
     pub data_dir: PathBuf,
     pub database_url: String,
+    /// Whether `database_url` is the embedded default (the SQLite file in the data directory),
+    /// the one database created by itself.
+    pub database_is_default: bool,
     pub node_id: String,
     /// Keys and verification policy: from the TOML file, a SignServer configuration, or the
     /// defaults.
@@ -1175,6 +1178,7 @@ impl Settings {
             return Err(ConfigError::Invalid("the node id must not be empty".into()));
         }
         Ok(Settings {
+            database_is_default: database_url == default_database_url(&data_dir),
             data_dir,
             database_url,
             node_id,

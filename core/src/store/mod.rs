@@ -483,12 +483,23 @@ pub struct Page {
 
 pub type SharedStore = Arc<dyn Store>;
 
-/// Opens the store a URL names: `postgres://...` / `postgresql://...` or `sqlite:...`.
+/// Opens the store a URL names: `postgres://...` / `postgresql://...` or `sqlite:...`; a SQLite
+/// database that does not exist is created.
 pub async fn open(url: &str) -> Result<SharedStore, StoreError> {
+    open_with(url, true).await
+}
+
+/// `open`, but a SQLite file that does not exist is an error unless the URL says `?mode=rwc`:
+/// what the CLI and a server with a configured database use.
+pub async fn open_existing(url: &str) -> Result<SharedStore, StoreError> {
+    open_with(url, false).await
+}
+
+async fn open_with(url: &str, create: bool) -> Result<SharedStore, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(PgStore::connect(url).await?))
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url).await?))
+        Ok(Arc::new(SqliteStore::open(url, create).await?))
     } else {
         Err(StoreError::BadUrl {
             url: redact_url(url),

@@ -22,14 +22,23 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Opens the database, creating it (and its directory) when it is missing.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::open(url, true).await
+    }
+
+    /// Opens the database `url` names; a missing file is created only when `create` is true or
+    /// the URL asks for it (`?mode=rwc`), else it is an error that says so: a mistyped path
+    /// must not start a new, empty log.
+    pub async fn open(url: &str, create: bool) -> Result<Self, StoreError> {
         let bad = |reason: String| StoreError::BadUrl {
             url: url.to_string(),
             reason,
         };
+        let create = create || url.contains("mode=rwc");
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| bad(e.to_string()))?
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(std::time::Duration::from_secs(10))
@@ -43,6 +52,17 @@ impl SqliteStore {
                 || f.to_string_lossy().starts_with("file:sqlx-in-memory");
             (!memory && !f.as_os_str().is_empty()).then(|| f.to_path_buf())
         };
+        if let Some(f) = &file
+            && !create
+            && !f.exists()
+        {
+            return Err(bad(format!(
+                "there is no database at {}: only the server creates one by itself, the \
+                 default one in its data directory, on its first start; check the path, or \
+                 append ?mode=rwc to the URL to create a new database there",
+                f.display()
+            )));
+        }
         if let Some(dir) = file.as_ref().and_then(|f| f.parent())
             && !dir.as_os_str().is_empty()
         {
