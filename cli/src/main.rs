@@ -125,7 +125,7 @@ fn main() -> ExitCode {
             ExitCode::from(out::EXIT_STDOUT_CLOSED)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", auditseal_core::report::one_line(e.chain()));
             ExitCode::from(EXIT_FAILURE)
         }
     }

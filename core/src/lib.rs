@@ -15,6 +15,7 @@ pub mod export;
 pub mod files;
 pub mod format;
 pub mod memory;
+pub mod report;
 pub mod store;
 pub mod verify;
 

@@ -44,12 +44,23 @@ struct Args {
     sets: Vec<String>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     // Before the runtime's threads exist.
     auditseal_core::memory::return_large_blocks();
-    tokio::runtime::Runtime::new()
-        .context("cannot start the async runtime")?
-        .block_on(serve())
+    let result = tokio::runtime::Runtime::new()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(serve()));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, whatever the causes: no "Caused by" list, no backtrace.
+            eprintln!(
+                "auditseal-server: error: {}",
+                auditseal_core::report::one_line(e.chain())
+            );
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 async fn serve() -> anyhow::Result<()> {

@@ -439,6 +439,8 @@ fn refused_start(args: &[&str]) -> (Option<i32>, String) {
         .args(args)
         .args(["--bind", "127.0.0.1:0"])
         .env_remove("AUDITSEAL_DATABASE_URL")
+        // A start-up error is one line, even where Rust would add a backtrace.
+        .env("RUST_BACKTRACE", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -468,7 +470,7 @@ fn assert_wrong_key(code: Option<i32>, err: &str) {
     assert_eq!(code, Some(1), "{err}");
     let line = err
         .lines()
-        .find(|l| l.starts_with("Error:"))
+        .find(|l| l.starts_with("auditseal-server: error: "))
         .unwrap_or_else(|| panic!("no error line: {err}"));
     assert!(
         line.contains("keyid 1 is not the key that protected the existing rows")
@@ -574,5 +576,42 @@ async fn a_different_key_under_a_used_keyid_is_refused_at_start() {
             assert_wrong_key(code, &err);
             assert!(err.contains("checkpoint at row"), "{err}");
         }
+    }
+}
+
+/// A failed start says why in one line (no "Caused by" list, no backtrace, no cause twice), with
+/// a non-zero exit status; the CLI likewise.
+#[test]
+fn start_up_errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let missing = dir.path().join("nowhere.toml");
+    let cfg = dir.path().join("pin.toml");
+    std::fs::write(
+        &cfg,
+        "[[protection.keys]]\nkind = 'hmac'\nkeyid = 2\nsecret_file = 'no-such-secret'\n",
+    )
+    .unwrap();
+    for config in [&missing, &cfg] {
+        let config = config.to_str().unwrap();
+        let (code, err) = refused_start(&["--data-dir", d, "--config", config]);
+        assert_eq!(code, Some(1), "{err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        let last = lines.last().copied().unwrap_or_default();
+        assert!(last.starts_with("auditseal-server: error: "), "{err}");
+        assert_eq!(last.matches("(os error 2)").count(), 1, "{err}");
+        assert!(
+            !err.contains("Caused by") && !err.contains("backtrace"),
+            "{err}"
+        );
+        // Nothing but log lines before it.
+        for l in &lines[..lines.len() - 1] {
+            assert!(l.contains(" INFO ") || l.contains(" WARN "), "{err}");
+        }
+        let (code, _, err) = cli(&["--data-dir", d, "--config", config, "keys", "list"]);
+        assert_ne!(code, 0, "{err}");
+        let line = err.trim();
+        assert!(line.starts_with("error: ") && !line.contains('\n'), "{err}");
+        assert_eq!(line.matches("(os error 2)").count(), 1, "{err}");
     }
 }
