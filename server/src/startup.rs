@@ -58,8 +58,9 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
             settings.data_dir.display()
         )
     })?;
-    let keys = open_keys(settings).await?;
+    // The database first: a URL that cannot be used stops the start before a key is generated.
     let store = open_store(settings).await?;
+    let keys = open_keys(settings).await?;
     // Before anything is written: a different key under a keyid in use would make every older
     // row of that keyid fail verification.
     auditseal_core::keycheck::check(store.as_ref(), &keys).await?;

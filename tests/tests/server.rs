@@ -615,3 +615,47 @@ fn start_up_errors_are_one_line() {
         assert_eq!(line.matches("(os error 2)").count(), 1, "{err}");
     }
 }
+
+/// A start that fails leaves the data directory as it was: with the port taken nothing is
+/// created at all; with a database that cannot be used no key is generated; with signing off
+/// no key is generated even when the server runs.
+#[test]
+fn a_failed_start_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    // refused_start adds its own --bind: the taken port comes from the configuration file.
+    let cfg = dir.path().join("taken.toml");
+    std::fs::write(&cfg, format!("[server]\nbind = '{port}'\n")).unwrap();
+    let (code, err) = auditseal_start(&["--data-dir", d, "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot listen on"), "{err}");
+    assert!(!data.exists(), "{err}");
+
+    let (code, err) = refused_start(&[
+        "--data-dir",
+        d,
+        "--database-url",
+        "postgres://auditseal@127.0.0.1:1/auditseal",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.to_lowercase().contains("refused"), "{err}");
+    assert!(!data.join("signing-key.pem").exists(), "{err}");
+    assert!(!data.join("admin.token").exists(), "{err}");
+}
+
+/// `refused_start` without its own --bind.
+fn auditseal_start(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(auditseal_e2e::bin_dir().join("auditseal-server"))
+        .args(args)
+        .env_remove("AUDITSEAL_DATABASE_URL")
+        .env_remove("AUDITSEAL_BIND")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

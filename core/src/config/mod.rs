@@ -561,6 +561,19 @@ pub fn load_keys(
         &protection.keys
     };
     let current_id = protection.keyid.unwrap_or(entries[0].keyid());
+    // Nothing to sign with and no key yet: none is generated (it would protect nothing).
+    if protection.keys.is_empty()
+        && !protection.enable_sign
+        && !data_dir.join("signing-key.pem").exists()
+    {
+        let setup = KeySetup {
+            current: None,
+            ring: KeyRing::new(),
+            listing: Vec::new(),
+            signers: Vec::new(),
+        };
+        return Ok((setup, Vec::new()));
+    }
     // Checked before any key is loaded, so a bad configuration generates nothing.
     if protection.enable_sign && !entries.iter().any(|e| e.keyid() == current_id) {
         return Err(ConfigError::Invalid(format!(
@@ -955,6 +968,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("batch_size") || e.contains("many"), "{e}");
+    }
+
+    #[test]
+    fn no_key_is_generated_when_signing_is_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let off = ProtectionSection {
+            enable_sign: false,
+            ..Default::default()
+        };
+        let (setup, generated) = load_keys(&off, dir.path(), KeyMode::Server).unwrap();
+        assert!(generated.is_empty() && setup.current.is_none() && setup.ring.is_empty());
+        assert!(!dir.path().join("signing-key.pem").exists());
+        // An existing key still verifies.
+        load_keys(&ProtectionSection::default(), dir.path(), KeyMode::Server).unwrap();
+        let (setup, _) = load_keys(&off, dir.path(), KeyMode::Server).unwrap();
+        assert!(setup.current.is_none() && setup.ring.get(1).is_some());
     }
 
     #[test]
