@@ -54,3 +54,23 @@ macro_rules! outln {
 }
 
 pub(crate) use {out, outln};
+
+/// Creates the file an `--out FILE` names (mode 0600): an existing one only with `--force`.
+pub fn create_file(path: &std::path::Path, force: bool) -> anyhow::Result<std::fs::File> {
+    use anyhow::Context;
+    let mut opts = auditseal_core::files::options();
+    opts.write(true);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    match opts.open(path) {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => anyhow::bail!(
+            "{} exists; give another path, or --force to overwrite it",
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+}

@@ -127,3 +127,59 @@ async fn commands_stop_quietly_when_stdout_is_closed() {
         "{err}"
     );
 }
+
+/// `--out` never overwrites without `--force` (keys export and checkpoint export alike);
+/// `verifylog` without a choice names both; its help gives the exit statuses.
+#[test]
+fn outputs_are_not_overwritten_and_help_says_what_it_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    Server::start(&["--data-dir", d, "--node-id", "out"])
+        .unwrap()
+        .stop();
+    let key = dir.path().join("key.pem");
+    let cps = dir.path().join("cp.jsonl");
+    for out in [&key, &cps] {
+        std::fs::write(out, "keep me\n").unwrap();
+    }
+    let key_s = key.to_str().unwrap();
+    let cps_s = cps.to_str().unwrap();
+    let export_key = [
+        "--data-dir",
+        d,
+        "keys",
+        "export",
+        "--keyid",
+        "1",
+        "--out",
+        key_s,
+    ];
+    let export_cps = ["--data-dir", d, "checkpoint", "export", "--out", cps_s];
+    for args in [&export_key[..], &export_cps[..]] {
+        let (code, _, err) = cli(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("exists") && err.contains("--force"), "{err}");
+        let (code, _, err) = cli(&[args, &["--force"]].concat());
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    assert!(
+        std::fs::read_to_string(&key)
+            .unwrap()
+            .contains("PUBLIC KEY")
+    );
+    assert!(
+        std::fs::read_to_string(&cps)
+            .unwrap()
+            .contains("\"nodeId\"")
+    );
+
+    let (code, _, err) = cli(&["--data-dir", d, "verifylog"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--all") && err.contains("--node"), "{err}");
+    let (_, help, _) = cli(&["verifylog", "--help"]);
+    assert!(
+        help.contains("Exit status: 0") && help.contains("255"),
+        "{help}"
+    );
+    assert!(help.contains("Global options:"), "{help}");
+}

@@ -20,6 +20,9 @@ pub enum Command {
         /// Where to write ("-" for stdout). An existing file is not overwritten.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Overwrite the file `--out` names if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Print the newest checkpoint of every node.
     List,
@@ -75,7 +78,7 @@ async fn list_or_export(settings: &Settings, cmd: Command) -> anyhow::Result<u8>
                 )?;
             }
         }
-        Command::Export { out } => {
+        Command::Export { out, force } => {
             if latest.is_empty() {
                 anyhow::bail!(
                     "the database holds no checkpoint yet: the server writes one every \
@@ -89,11 +92,7 @@ async fn list_or_export(settings: &Settings, cmd: Command) -> anyhow::Result<u8>
             if out.as_os_str() == "-" {
                 out!("{text}")?;
             } else {
-                let mut f = auditseal_core::files::options()
-                    .write(true)
-                    .create_new(true)
-                    .open(&out)
-                    .with_context(|| format!("cannot create {}", out.display()))?;
+                let mut f = crate::out::create_file(&out, force)?;
                 f.write_all(text.as_bytes())?;
                 f.sync_all()?;
                 eprintln!(

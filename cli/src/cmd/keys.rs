@@ -22,11 +22,15 @@ pub enum Command {
     Test,
     /// Print (or write) a key's public key as PEM.
     Export {
+        /// The key's keyid (as `keys list` shows it and rows name it).
         #[arg(long)]
         keyid: i32,
-        /// Write to FILE instead of standard output.
+        /// Write to FILE instead of standard output. An existing file is not overwritten.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Overwrite the file `--out` names if it exists.
+        #[arg(long, requires = "out")]
+        force: bool,
     },
 }
 
@@ -94,7 +98,7 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<u8> {
             }
             Ok(if failed == 0 { 0 } else { 1 })
         }
-        Command::Export { keyid, out } => {
+        Command::Export { keyid, out, force } => {
             let Some(key) = setup.ring.get(keyid) else {
                 bail!("no key with keyid {keyid} is configured");
             };
@@ -102,12 +106,8 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<u8> {
                 bail!("keyid {keyid} is an HMAC key: it has no public part");
             };
             match out {
-                Some(path) => auditseal_core::files::options()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&path)
-                    .and_then(|mut f| f.write_all(pem.as_bytes()))
+                Some(path) => crate::out::create_file(&path, force)?
+                    .write_all(pem.as_bytes())
                     .with_context(|| format!("cannot write {}", path.display()))?,
                 None => out!("{pem}")?,
             }

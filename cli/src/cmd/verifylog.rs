@@ -15,9 +15,15 @@ use auditseal_core::verify::{Selection, Silent, VerifyOptions, parse_node_arg, v
 use crate::out::{out, outln};
 
 #[derive(Debug, clap::Args)]
+#[command(
+    group(clap::ArgGroup::new("which").required(true).args(["all", "node"])),
+    after_help = "Exit status: 0 every row verified; 254 warnings only (no error); 255 errors \
+                  found (a row, hole, duplicate, statement or checkpoint); 1 the check could not \
+                  run; 141 standard output was closed."
+)]
 pub struct Args {
     /// Verify every node, each from where its log starts (after its archive marker).
-    #[arg(long, conflicts_with = "node", required_unless_present = "node")]
+    #[arg(long, conflicts_with = "node")]
     all: bool,
     /// Verify the named node (from OFFSET if given); repeatable.
     #[arg(long, value_name = "NAME[:OFFSET]", value_parser = parse_node_arg)]
