@@ -299,8 +299,12 @@ pub enum KeyEntry {
         #[serde(default)]
         retired_after: Option<BTreeMap<String, i64>>,
         secret: Option<String>,
+        /// Read as raw bytes, nothing trimmed.
         secret_file: Option<PathBuf>,
         secret_env: Option<String>,
+        /// How the secret is written: `raw` (its bytes, the default), `hex` or `base64`.
+        #[serde(default)]
+        secret_encoding: SecretEncoding,
     },
     /// A verify-only public key, e.g. a retired key: a PEM `PUBLIC KEY` (SubjectPublicKeyInfo)
     /// or `CERTIFICATE`, from exactly one of `file` (relative to the data directory) or `pem`.
@@ -344,6 +348,19 @@ pub enum KeyEntry {
         /// Logged-in sessions kept open for signing (default 4).
         sessions: Option<usize>,
     },
+}
+
+/// How an HMAC secret is written where it is configured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretEncoding {
+    /// The bytes as they are (a file's every byte; a value's or variable's UTF-8).
+    #[default]
+    Raw,
+    /// Hexadecimal digits (white space ignored): any byte, NUL and newlines included.
+    Hex,
+    /// Standard base64 with padding (white space ignored).
+    Base64,
 }
 
 /// The signature algorithms a public key may verify.
@@ -663,17 +680,16 @@ fn open_key(
             secret,
             secret_file,
             secret_env,
+            secret_encoding,
             ..
         } => {
-            let s = secret_from(
+            let s = hmac_secret(
                 keyid,
-                "HMAC secret",
-                secret,
-                secret_file,
-                secret_env,
+                (secret, secret_file, secret_env),
+                *secret_encoding,
                 data_dir,
             )?;
-            signer(Arc::new(HmacToken::new(keyid, s.as_bytes())))
+            signer(Arc::new(HmacToken::new(keyid, &s)))
         }
         KeyEntry::Public {
             algorithm,
@@ -797,6 +813,70 @@ fn open_pkcs11(e: &KeyEntry, data_dir: &Path) -> Result<SharedToken, ConfigError
     })
     .map_err(|source| ConfigError::Token { keyid, source })?;
     Ok(Arc::new(token))
+}
+
+/// An HMAC secret's bytes: from exactly one of the value, a file (every byte, nothing
+/// trimmed) or an environment variable, then decoded as `encoding` says.
+fn hmac_secret(
+    keyid: i32,
+    (secret, secret_file, secret_env): (&Option<String>, &Option<PathBuf>, &Option<String>),
+    encoding: SecretEncoding,
+    data_dir: &Path,
+) -> Result<Vec<u8>, ConfigError> {
+    use base64::Engine;
+    let err = |reason: String| ConfigError::Key { keyid, reason };
+    let sources = [
+        secret.is_some(),
+        secret_file.is_some(),
+        secret_env.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        return Err(err(
+            "the HMAC secret needs exactly one of: secret, secret_file, secret_env".into(),
+        ));
+    }
+    let raw: Vec<u8> = match secret_file {
+        Some(f) => {
+            let path = data_dir.join(f);
+            let bytes = std::fs::read(&path).map_err(|e| {
+                err(format!(
+                    "cannot read the HMAC secret file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            if encoding == SecretEncoding::Raw && bytes.ends_with(b"\n") {
+                tracing::warn!(
+                    keyid,
+                    file = %path.display(),
+                    "the HMAC secret file ends in a newline, which is part of the secret \
+                     (files are read as raw bytes); if it is not, write the file without it \
+                     (printf, not echo) or use secret_encoding = \"hex\""
+                );
+            }
+            bytes
+        }
+        None => {
+            secret_from(keyid, "HMAC secret", secret, &None, secret_env, data_dir)?.into_bytes()
+        }
+    };
+    let text = || {
+        String::from_utf8(raw.clone())
+            .map(|s| s.split_whitespace().collect::<String>())
+            .map_err(|_| err(format!("the HMAC secret is not {encoding:?} text")))
+    };
+    let bytes = match encoding {
+        SecretEncoding::Raw => raw.clone(),
+        SecretEncoding::Hex => {
+            hex::decode(text()?).map_err(|e| err(format!("the HMAC secret is not hex: {e}")))?
+        }
+        SecretEncoding::Base64 => base64::engine::general_purpose::STANDARD
+            .decode(text()?)
+            .map_err(|e| err(format!("the HMAC secret is not base64: {e}")))?,
+    };
+    if bytes.is_empty() {
+        return Err(err("the HMAC secret is empty".into()));
+    }
+    Ok(bytes)
 }
 
 /// A secret (HMAC key, PIN) from exactly one of: the value, a file (relative to the data
@@ -968,6 +1048,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("batch_size") || e.contains("many"), "{e}");
+    }
+
+    #[test]
+    fn hmac_secrets_are_bytes_raw_hex_or_base64() {
+        let dir = tempfile::tempdir().unwrap();
+        // A key with bytes that are not UTF-8 and one ending in a newline, kept as they are.
+        let key: Vec<u8> = (0xe0..=0xff).chain([0x00, 0x0a]).collect();
+        std::fs::write(dir.path().join("raw.key"), &key).unwrap();
+        std::fs::write(
+            dir.path().join("hex.key"),
+            format!("{}\n", hex::encode(&key)),
+        )
+        .unwrap();
+        let data = b"protect me";
+        let mac = aws_lc_rs::hmac::sign(
+            &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key),
+            data,
+        );
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&key);
+        for entry in [
+            "secret_file = 'raw.key'".to_string(),
+            "secret_file = 'hex.key'\nsecret_encoding = 'hex'".to_string(),
+            format!("secret = '{b64}'\nsecret_encoding = 'base64'"),
+        ] {
+            let cfg: FileConfig = toml::from_str(&format!(
+                "[[protection.keys]]\nkind = 'hmac'\nkeyid = 7\n{entry}\n"
+            ))
+            .unwrap();
+            let (setup, _) =
+                load_keys(&cfg.protection.unwrap(), dir.path(), KeyMode::VerifyOnly).unwrap();
+            let k = setup.ring.get(7).unwrap();
+            assert_eq!(k.verify(data, mac.as_ref()), Ok(()), "{entry}");
+        }
+        let cfg: FileConfig = toml::from_str(
+            "[[protection.keys]]\nkind = 'hmac'\nkeyid = 7\nsecret = 'zz'\nsecret_encoding = 'hex'\n",
+        )
+        .unwrap();
+        let e = load_keys(&cfg.protection.unwrap(), dir.path(), KeyMode::VerifyOnly)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("not hex"), "{e}");
+        let cfg: FileConfig = toml::from_str(
+            "[[protection.keys]]\nkind = 'hmac'\nkeyid = 7\nsecret = 'a'\nsecret_file = 'raw.key'\n",
+        )
+        .unwrap();
+        let e = load_keys(&cfg.protection.unwrap(), dir.path(), KeyMode::VerifyOnly)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("exactly one"), "{e}");
     }
 
     #[test]
