@@ -305,7 +305,8 @@ fn protection_section(
     let keyid_given = [format!("{PREFIX}keyid"), format!("{PREFIX}keyid.{TABLE}")]
         .iter()
         .any(|k| props.contains_key(k));
-    let enable_sign = enable_sign.is_none_or(|(v, _)| v);
+    // Absent, CESeCore does not sign (its default is false), and neither does auditseal.
+    let enable_sign = enable_sign.is_some_and(|(v, _)| v);
     let gap = first_gap(&entries, problems);
     let built = build_entries(&entries, gap, problems);
     if enable_sign {

@@ -55,6 +55,11 @@ const P11: &str = "databaseprotection.keyid = 1\n\
         databaseprotection.properties.0 = sharedLibrary=/usr/lib/softhsm/libsofthsm2.so, slotLabelType=SLOT_NUMBER, slotLabelValue=3\n\
         databaseprotection.tokenpin.0 = foo123\n";
 
+/// `text` with signing turned on, on a line after all of it (CESeCore's default is off).
+fn signing(text: &str) -> String {
+    format!("{text}databaseprotection.enablesign = true\n")
+}
+
 fn public_entry_text(n: usize, keyid: i32, data: &str) -> String {
     format!(
         "databaseprotection.keyid.{n} = {keyid}\n\
@@ -239,10 +244,10 @@ fn null_label_skips_the_entry_without_validating_it() {
     assert_eq!(p.keys.len(), 1);
     assert_eq!(p.keys[0].keyid(), 1);
     // A skipped entry cannot be the signing key.
-    let e = err(&text.replace(
+    let e = err(&signing(&text.replace(
         "databaseprotection.keyid = 1",
         "databaseprotection.keyid = 7",
-    ));
+    )));
     has(
         &e,
         1,
@@ -253,8 +258,10 @@ fn null_label_skips_the_entry_without_validating_it() {
 
 #[test]
 fn table_suffix_wins_and_defaults_apply() {
+    // Absent, enablesign is false, as in CESeCore; the other two default to true.
     let p = ok(P11);
-    assert!(p.enable_sign && p.enable_verify && p.error_on_verify_fail);
+    assert!(!p.enable_sign && p.enable_verify && p.error_on_verify_fail);
+    assert!(ok(&signing(P11)).enable_sign);
     let p = ok(&format!(
         "{P11}databaseprotection.enablesign = true\n\
              databaseprotection.enablesign.AuditRecordData = FALSE \n\
@@ -545,7 +552,7 @@ fn global_key_errors() {
 #[test]
 fn current_keyid_checks() {
     let no_keyid = P11.replace("databaseprotection.keyid = 1\n", "");
-    let e = err(&no_keyid);
+    let e = err(&signing(&no_keyid));
     assert_eq!(e.problems().len(), 1);
     assert!(
         e.to_string().starts_with(
@@ -558,7 +565,7 @@ fn current_keyid_checks() {
         "{no_keyid}databaseprotection.enablesign = false\n"
     ));
     assert_eq!((p.enable_sign, p.keyid), (false, None));
-    let e = err(&P11.replace("keyid = 1", "keyid = 2"));
+    let e = err(&signing(&P11.replace("keyid = 1", "keyid = 2")));
     has(
         &e,
         1,
