@@ -117,9 +117,25 @@ pub fn load(dir: &Path) -> Result<SignServerConf, SignServerConfError> {
         file: path.clone(),
         reason: format!("cannot read it ({e}); a SignServer configuration directory needs it"),
     })?;
+    let warn_utf8 = |file: &Path, looks_utf8: bool| {
+        if looks_utf8 {
+            tracing::warn!(
+                file = %file.display(),
+                "the file looks like UTF-8, but Java (and so SignServer) reads .properties files \
+                 as ISO-8859-1: non-ASCII characters are read as Java reads them (ö as Ã¶); write \
+                 them as \\uXXXX escapes to mean them"
+            );
+        }
+    };
+    let (properties, looks_utf8) = decode_text(&properties);
+    warn_utf8(&path, looks_utf8);
     let path = dir.join(CESECORE_FILE);
     let cesecore = match std::fs::read(&path) {
-        Ok(bytes) => Some(decode_text(&bytes)),
+        Ok(bytes) => {
+            let (text, looks_utf8) = decode_text(&bytes);
+            warn_utf8(&path, looks_utf8);
+            Some(text)
+        }
         // Optional: without it the node id comes from elsewhere.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
@@ -129,7 +145,7 @@ pub fn load(dir: &Path) -> Result<SignServerConf, SignServerConfError> {
             });
         }
     };
-    parse(dir, &decode_text(&properties), cesecore.as_deref())
+    parse(dir, &properties, cesecore.as_deref())
 }
 
 /// The same from text (for tests): `properties` is databaseprotection.properties,
@@ -298,9 +314,10 @@ fn protection_section(
     let entries = key_entries(props, problems);
     let enable_sign = table_setting(props, "enablesign", |p| parse_bool(p, problems));
     let enable_verify = table_setting(props, "enableverify", |p| parse_bool(p, problems));
+    // CESeCore treats every value but "false" as true here.
     let error_on_verify_fail = props
         .get(&format!("{PREFIX}erroronverifyfail"))
-        .and_then(|p| parse_bool(p, problems));
+        .map(|p| !p.value.trim().eq_ignore_ascii_case("false"));
     let keyid = table_setting(props, "keyid", |p| parse_i32(p, problems));
     let keyid_given = [format!("{PREFIX}keyid"), format!("{PREFIX}keyid.{TABLE}")]
         .iter()
@@ -343,12 +360,10 @@ fn key_entries<'a>(
             KeyKind::Entry(field, n) => {
                 entries.entry(n).or_default().insert(field, p);
             }
-            KeyKind::OtherTable(table) => problems.at(
+            // SignServer and EJBCA protect other tables with the same file: not ours to read.
+            KeyKind::OtherTable(table) => problems.warn(
                 p,
-                format!(
-                    "applies to table {table}; only {TABLE} settings apply to the audit log \
-                     (remove the line, or fix the table name)"
-                ),
+                &format!("applies to table {table}, not to the audit log ({TABLE}); ignored"),
             ),
             KeyKind::BadIndex => problems.at(
                 p,
@@ -580,7 +595,9 @@ fn build_entry(
         }
     };
     let built = match class {
-        Some(("PKCS11CryptoToken", _)) => {
+        // SignServer's P11NG token reads the same entry keys.
+        Some(("PKCS11CryptoToken", _))
+        | Some(("org.signserver.p11ng.common.cryptotoken.P11NGDatabaseProtectionCryptoToken", _)) => {
             pkcs11_entry(n, e, keyid_prop, keyid, version, sigalg, problems)
         }
         Some(("PublicCryptoToken", _)) => {
@@ -714,17 +731,28 @@ fn pkcs11_entry(
 /// Checks `tokenpin.N`: clear PINs only, since CESeCore's encryption key is not ours to know.
 fn token_pin(p: &Prop, problems: &mut Problems) -> Option<String> {
     let pin = text(p);
+    if let Some(obf) = pin.strip_prefix("OBF:") {
+        let Some(clear) = deobfuscate(obf) else {
+            problems.at(p, "an OBF: value that does not decode");
+            return None;
+        };
+        problems.warn(
+            p,
+            "OBF: is a published, reversible encoding, not protection: whoever reads this file \
+             has the PIN; auditseal decodes it. Keep the file readable by the service only",
+        );
+        return Some(clear);
+    }
     let encrypted = pin.split_once(':').is_some_and(|(prefix, _)| {
-        let prefix = prefix.to_ascii_lowercase();
-        prefix == "obf"
-            || prefix
-                .strip_prefix("enc")
-                .is_some_and(|v| v.chars().all(|c| c.is_ascii_alphanumeric()))
+        prefix
+            .to_ascii_lowercase()
+            .strip_prefix("enc")
+            .is_some_and(|v| v.chars().all(|c| c.is_ascii_alphanumeric()))
     });
     if encrypted {
         problems.at(
             p,
-            "encrypted/obfuscated PINs are not supported: put the clear PIN here or use \
+            "encrypted PINs (enc:) are not supported: put the clear PIN here or use \
              auditseal's pin_env / pin_file in a TOML configuration",
         );
         return None;
@@ -748,6 +776,30 @@ fn token_pin(p: &Prop, problems: &mut Problems) -> Option<String> {
     Some(pin.to_string())
 }
 
+/// Reverses the OBF: encoding (Jetty's, which CESeCore uses for PINs): groups of four base-36
+/// digits, each a number n giving the byte (n / 256 + n % 256 - 254) / 2, or `U` and four digits
+/// giving n / 256 for a byte above 127.
+fn deobfuscate(s: &str) -> Option<String> {
+    let mut bytes = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let high = rest.starts_with('U');
+        if high {
+            rest = &rest[1..];
+        }
+        let group = rest.get(..4)?;
+        let n = u32::from_str_radix(group, 36).ok()?;
+        rest = &rest[4..];
+        let b = if high {
+            n >> 8
+        } else {
+            (n / 256 + n % 256).checked_sub(254)? / 2
+        };
+        bytes.push(u8::try_from(b & 0xff).ok()?);
+    }
+    String::from_utf8(bytes).ok()
+}
+
 #[derive(Debug, Default)]
 struct Slot {
     label: Option<String>,
@@ -759,7 +811,13 @@ struct Slot {
 fn token_properties(p: &Prop, problems: &mut Problems) -> Option<(PathBuf, Slot)> {
     let before = problems.count();
     let mut items: BTreeMap<&str, &str> = BTreeMap::new();
-    for item in p.value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+    // SignServer also writes the list in braces: {sharedLibrary=..., slotLabelType=...}.
+    let list = p.value.trim();
+    let list = list
+        .strip_prefix('{')
+        .and_then(|l| l.strip_suffix('}'))
+        .unwrap_or(list);
+    for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let Some((k, v)) = item.split_once('=') else {
             problems.at(p, format!("token property {item:?} is not k=v"));
             continue;

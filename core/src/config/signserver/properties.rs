@@ -2,14 +2,12 @@
 //! logical lines (backslash continuations), `key = value` / `key: value` / `key value`,
 //! comments, and escapes (`\\uXXXX` included). Nothing here knows what the keys mean.
 
-/// UTF-8 when valid (an editor's choice today), else ISO-8859-1 (Java's default for
-/// .properties); a UTF-8 byte order mark is dropped.
-pub(super) fn decode_text(bytes: &[u8]) -> String {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_string(),
-        Err(_) => bytes.iter().map(|b| char::from(*b)).collect(),
-    }
+/// ISO-8859-1, as java.util.Properties reads a `.properties` file, so that every value (a node
+/// id above all) is what SignServer sees. Also says whether the bytes look like UTF-8 with
+/// characters beyond ASCII: then SignServer read them differently from what their writer meant.
+pub(super) fn decode_text(bytes: &[u8]) -> (String, bool) {
+    let looks_utf8 = !bytes.is_ascii() && std::str::from_utf8(bytes).is_ok();
+    (bytes.iter().map(|b| char::from(*b)).collect(), looks_utf8)
 }
 
 /// One `key = value`, unescaped, with the line where its logical line started (1-based).
