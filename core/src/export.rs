@@ -782,9 +782,11 @@ fn verify_reads<R: Read>(
         }
         match verify_row(keys, batches, &r) {
             Ok(()) => rep.rows_verified += 1,
-            Err(RowFailure::UnknownKeyId(k)) => {
-                rep.not_checkable(format!("{name}: no key is given for its keyid {k}"))
-            }
+            // Unverified is not verified: an error, as in verifylog and for archive segments.
+            Err(RowFailure::UnknownKeyId(k)) => rep.error(format!(
+                "{name}: no key is given for its keyid {k} (give it with --public-key {k}=FILE, \
+                 or configure it)"
+            )),
             Err(e) => rep.error(format!("{name}: {e}")),
         }
     };
@@ -1542,15 +1544,16 @@ mod tests {
     }
 
     #[test]
-    fn rows_with_unknown_keys_are_not_checkable_and_v3_in_csv_is_noted() {
+    fn rows_with_unknown_keys_are_errors_and_v3_in_csv_is_noted() {
         let mut rs = rows();
         rs[0].row_protection = Some("1:2:99:00".into());
         rs[1].row_protection = Some(format!("1:3:7:{}", "00".repeat(12)));
         let rep = check(Format::Csv, &export(Format::Csv, &rs));
-        assert!(rep.errors.is_empty(), "{:?}", rep.errors);
+        assert_eq!(rep.errors.len(), 1, "{:?}", rep.errors);
+        assert!(rep.errors[0].contains("keyid 99"), "{:?}", rep.errors);
         assert_eq!(
             (rep.rows, rep.rows_verified, rep.rows_not_checkable),
-            (3, 1, 2)
+            (3, 1, 1)
         );
     }
 
