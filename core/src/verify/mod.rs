@@ -437,26 +437,38 @@ impl LogReport {
     }
 }
 
+/// "1 row", "2 rows".
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 impl fmt::Display for LogReport {
     /// The human report: one line per finding, then the summary.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for n in &self.nodes {
+            // Rows that failed are read but not verified.
+            let failed = n.failed.len() as u64;
             writeln!(
                 f,
-                "Node {}: verified {} rows from offset {}{}",
+                "Node {}: verified {} from offset {}{}{}",
                 n.node_id,
-                n.rows,
+                plural(n.rows.saturating_sub(failed), "row", "rows"),
                 n.offset,
                 match (n.first_sequence, n.last_sequence) {
                     (Some(a), Some(b)) => format!(" (sequence {a}..{b})"),
                     _ => String::new(),
+                },
+                if failed > 0 {
+                    format!(", {} failed", plural(failed, "row", "rows"))
+                } else {
+                    String::new()
                 }
             )?;
             if n.checkpoints > 0 || n.archived_up_to.is_some() {
                 writeln!(
                     f,
-                    "  {} checkpoints matched{}",
-                    n.checkpoints,
+                    "  {} matched{}",
+                    plural(n.checkpoints, "checkpoint", "checkpoints"),
                     n.archived_up_to
                         .map_or(String::new(), |a| format!("; rows up to {a} are archived"))
                 )?;
@@ -523,13 +535,14 @@ impl fmt::Display for LogReport {
                 writeln!(f, "  note node={}: {}", n.node_id, note)?;
             }
         }
+        let failed: u64 = self.nodes.iter().map(|n| n.failed.len() as u64).sum();
         writeln!(
             f,
-            "Summary: {} nodes, {} rows verified, {} errors, {} warnings, {} ms",
-            self.nodes.len(),
-            self.rows,
-            self.errors,
-            self.warnings,
+            "Summary: {}, {} verified, {}, {}, {} ms",
+            plural(self.nodes.len() as u64, "node", "nodes"),
+            plural(self.rows.saturating_sub(failed), "row", "rows"),
+            plural(self.errors as u64, "error", "errors"),
+            plural(self.warnings as u64, "warning", "warnings"),
             self.elapsed_ms
         )?;
         if self.errors == 0 {
@@ -1237,6 +1250,40 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn the_report_counts_verified_rows_without_the_failed_ones_and_says_1_checkpoint() {
+        let node = NodeReport {
+            node_id: "n".into(),
+            rows: 3,
+            first_sequence: Some(0),
+            last_sequence: Some(2),
+            checkpoints: 1,
+            failed: vec![FailedRow {
+                sequence_number: 1,
+                pk: "p".into(),
+                reason: "wrong signature".into(),
+            }],
+            ..Default::default()
+        };
+        let report = LogReport {
+            nodes: vec![node],
+            rows: 3,
+            errors: 1,
+            warnings: 0,
+            elapsed_ms: 1,
+        };
+        let text = report.to_string();
+        assert!(
+            text.contains("Node n: verified 2 rows from offset 0 (sequence 0..2), 1 row failed"),
+            "{text}"
+        );
+        assert!(text.contains("  1 checkpoint matched\n"), "{text}");
+        assert!(
+            text.contains("Summary: 1 node, 2 rows verified, 1 error, 0 warnings"),
+            "{text}"
+        );
+    }
 
     /// The rows of issue 12.3's attack: row 0 has a null customId, row 1 searchDetail1
     /// `a<sep/>b` and searchDetail2 `c`.
