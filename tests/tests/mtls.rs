@@ -148,6 +148,27 @@ async fn client_certificates_map_to_roles() {
     assert_eq!(status(anonymous.get(&events).bearer_auth(token)).await, 200);
     // A trusted certificate nobody mapped gives no role.
     assert_eq!(status(client(pki, Some("auditor")).get(&events)).await, 401);
+    // Plain HTTP to the HTTPS port is told so, not just dropped.
+    {
+        use std::io::{Read, Write};
+        let addr = s.url.trim_start_matches("https://");
+        let mut plain = std::net::TcpStream::connect(addr).unwrap();
+        plain
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        plain.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
+        );
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(body.contains("This port speaks HTTPS"), "{answer}");
+        assert!(
+            head.contains(&format!("Content-Length: {}", body.len())),
+            "{answer}"
+        );
+    }
     s.stop();
 
     // Now with subjects mapped to roles (written in a different spelling than the server's).
@@ -209,16 +230,16 @@ async fn client_certificates_map_to_roles() {
     // The same subject from another CA: no TLS session, so no request.
     let impostor = client(pki, Some("impostor"));
     assert!(impostor.get(&events).send().await.is_err());
-    // Plain HTTP to the HTTPS port gets no HTTP answer.
+    // Plain HTTP to the HTTPS port gets an HTTP answer that says so (issue 18: it used to be
+    // a closed connection with no hint).
     let plain = s.url.replacen("https://", "http://", 1);
-    assert!(
-        reqwest::Client::new()
-            .get(format!("{plain}/healthz"))
-            .send()
-            .await
-            .is_err(),
-        "plain HTTP was answered"
-    );
+    let r = reqwest::Client::new()
+        .get(format!("{plain}/healthz"))
+        .send()
+        .await
+        .expect("an answer in plain HTTP");
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.unwrap().contains("speaks HTTPS"));
     // A client that never finishes its handshake holds up no one, and is dropped.
     let addr = s.url.trim_start_matches("https://");
     let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
