@@ -7,7 +7,7 @@ mod progress;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use auditseal_core::config::{Overrides, Settings};
 
@@ -90,6 +90,10 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(cmd::token::Command),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::manual::CompletionsArgs),
+    /// Write the man pages (auditseal-db.1 and one per command) into a directory.
+    Man(cmd::manual::ManArgs),
 }
 
 /// SignServer's CLI spells options with one dash (`verifylog -all`, `-node n:5`); accept both.
@@ -114,6 +118,14 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse_from(normalise_args());
+    // These need no configuration, database or key.
+    let cli = match cli.command {
+        Command::Completions(args) => {
+            return finish(cmd::manual::completions(Cli::command(), args));
+        }
+        Command::Man(args) => return finish(cmd::manual::man(Cli::command(), args)),
+        _ => cli,
+    };
     let settings = match Settings::resolve(Overrides {
         config: cli.config,
         signserver_conf: cli.signserver_conf,
@@ -143,8 +155,14 @@ fn main() -> ExitCode {
             Command::Archive(a) => cmd::archive::run(&settings, a).await,
             Command::VerifyExport(a) => cmd::verify_export::run(&settings, a).await,
             Command::Token(c) => cmd::token::run(&settings, c).await,
+            Command::Completions(_) | Command::Man(_) => unreachable!("handled before"),
         }
     });
+    finish(result)
+}
+
+/// The exit status of a command's result; an error as one line on stderr.
+fn finish(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) if e.downcast_ref::<out::StdoutClosed>().is_some() => {

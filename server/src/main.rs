@@ -42,6 +42,9 @@ struct Args {
     /// AUDITSEAL_SERVER_* environment (e.g. server.batch_size=500); repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
+    /// Print this program's man page (roff) and exit.
+    #[arg(long)]
+    man: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -73,6 +76,15 @@ async fn serve() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    if args.man {
+        use clap::CommandFactory;
+        let mut page = Vec::new();
+        clap_mangen::Man::new(Args::command())
+            .render(&mut page)
+            .context("cannot render the man page")?;
+        std::io::Write::write_all(&mut std::io::stdout(), &page)?;
+        return Ok(());
+    }
     let mut settings = Settings::resolve(Overrides {
         config: args.config,
         signserver_conf: args.signserver_conf,

@@ -183,3 +183,32 @@ fn outputs_are_not_overwritten_and_help_says_what_it_takes() {
     );
     assert!(help.contains("Global options:"), "{help}");
 }
+
+/// Shell completions and man pages come from the same definitions as `--help`.
+#[test]
+fn completions_and_man_pages_are_generated() {
+    let (code, script, err) = cli(&["completions", "bash"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        script.contains("auditseal-db") && script.contains("verifylog"),
+        "{script}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("man1");
+    let (code, _, err) = cli(&["man", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let page = std::fs::read_to_string(out.join("auditseal-db-verifylog.1")).unwrap();
+    assert!(page.contains(".TH auditseal-db-verifylog 1"), "{page}");
+    assert!(page.contains("\\-\\-all"), "{page}");
+    assert!(out.join("auditseal-db.1").exists());
+    let server = Command::new(bin_dir().join("auditseal-server"))
+        .arg("--man")
+        .output()
+        .unwrap();
+    assert!(server.status.success());
+    let page = String::from_utf8_lossy(&server.stdout);
+    assert!(
+        page.contains(".TH auditseal-server 1") && page.contains("\\-\\-bind"),
+        "{page}"
+    );
+}

@@ -3,6 +3,7 @@
 pub mod archive;
 pub mod checkpoint;
 pub mod keys;
+pub mod manual;
 pub mod token;
 pub mod verify_export;
 pub mod verifylog;
