@@ -842,58 +842,49 @@ pub async fn verify_node(
 ) -> Result<NodeReport, StoreError> {
     let chunk = opts.chunk.max(1);
     let base = store.archive_base(node).await?;
-    let base_head = base.as_ref().and_then(Head::of);
     let start = base.as_ref().map_or(0, |b| b.sequence_number + 1);
     let from = match offset {
         Some(o) if o > start => o,
         _ => start,
     };
-    let mut nc = NodeCheck {
-        keys: keys.as_ref(),
-        rep: NodeReport {
-            node_id: node.to_string(),
-            offset: from,
-            archived_up_to: base.as_ref().map(|b| b.sequence_number),
-            ..Default::default()
-        },
-        expected: from,
-        head: None,
-        uncompared: (0, 0, 0),
-        hmac_evidence: Default::default(),
-        base: base.as_ref().map(|b| (b.sequence_number, b.layout())),
-    };
-    if let Some(o) = offset
-        && o < start
-    {
-        nc.rep.notes.push(format!(
-            "rows up to {} are archived: the check starts at {start}, not {o}",
-            start - 1
-        ));
-    }
-    if from == start {
-        nc.head = match &base {
-            None => Some(Heads::from(Head::default())),
-            Some(_) => base_head.map(Heads::from),
-        };
-    }
-    if let Some(b) = &base
-        && let Err(reason) = b.check(keys)
-    {
-        nc.rep.failed_checkpoints.push(FailedCheckpoint {
-            sequence_number: b.sequence_number,
-            source: "archive",
-            reason: format!("the archive marker does not verify: {reason}"),
-        });
-        nc.head = None;
-    }
-    nc.rep.chain_checked = nc.head.is_some();
-    // Nothing belongs below the start: archiving deletes the rows up to its marker, the
-    // statements that end there and the checkpoints below it (a checkpoint at the marker's
-    // sequence number stays, and is compared with the marker below).
-    let below = store
-        .below_start(node, start, base.as_ref().map_or(0, |b| b.sequence_number))
+    let mut nc = NodeCheck::begin(keys, node, offset, base.as_ref(), start, from);
+    count_outside(store.as_ref(), node, start, base.as_ref(), &mut nc.rep).await?;
+    let mut pending = nc.pending(node, start, from, base.as_ref(), opts);
+    let expected_rows = store
+        .head(node)
+        .await?
+        .next_sequence
+        .saturating_sub(from)
+        .max(0) as u64;
+    opts.progress.start(node, expected_rows);
+    nc.stream_rows(store, keys, chunk, &mut pending, opts)
         .await?;
-    let (rows_why, batches_why, checkpoints_why) = match &base {
+    // Without rows after it, the log ends at the archive marker.
+    let end = nc
+        .rep
+        .last_sequence
+        .or(base.as_ref().map(|b| b.sequence_number));
+    pending.load_upto(store.as_ref(), i64::MAX, chunk).await?;
+    nc.settle_the_rest(&mut pending, end);
+    opts.progress.finish(node);
+    nc.finish(store.as_ref(), chunk, from).await
+}
+
+/// Counts what the node's tables hold below where its log starts (below 0, or at or below the
+/// archive marker): nothing belongs there. Archiving deletes the rows up to its marker, the
+/// statements that end there and the checkpoints below it (a checkpoint at the marker's sequence
+/// number stays, and is compared with the marker).
+async fn count_outside(
+    store: &dyn Store,
+    node: &str,
+    start: i64,
+    base: Option<&Checkpoint>,
+    rep: &mut NodeReport,
+) -> Result<(), StoreError> {
+    let below = store
+        .below_start(node, start, base.map_or(0, |b| b.sequence_number))
+        .await?;
+    let (rows_why, batches_why, checkpoints_why) = match base {
         None => {
             let why = "below 0, where every node's log starts: no row, statement or checkpoint \
                        belongs there";
@@ -918,7 +909,7 @@ pub async fn verify_node(
             )
         }
     };
-    nc.rep.outside.extend(
+    rep.outside.extend(
         [
             Outside::of("AuditRecordData", below.rows, rows_why),
             Outside::of("AuditBatchData", below.batches, batches_why),
@@ -927,131 +918,218 @@ pub async fn verify_node(
         .into_iter()
         .flatten(),
     );
-    let mut pending = Pending {
-        node: node.to_string(),
-        // From the marker's sequence number when the check starts at the marker: a checkpoint
-        // there is compared with the marker's head hash.
-        from: match &base {
-            Some(b) if from == start => b.sequence_number,
-            _ => from,
-        },
-        base: base.as_ref().map(|b| b.sequence_number),
-        after: None,
-        stored_done: false,
-        queue: Vec::new(),
-    };
-    // External checkpoints before the start can only be compared with the archive marker.
-    for c in opts.external.get(node).into_iter().flatten() {
-        if c.sequence_number >= from {
-            pending.queue.push((Source::File, c.clone()));
-        } else if let Some(b) = &base
-            && nc.head.is_some()
-            && c.sequence_number == b.sequence_number
+    Ok(())
+}
+
+impl<'a> NodeCheck<'a> {
+    /// Reads the node's rows from its offset chunk by chunk, checks each chunk on every core while the
+    /// next is read, and folds them in order, settling each checkpoint as the rows reach it.
+    async fn stream_rows(
+        &mut self,
+        store: &SharedStore,
+        keys: &Arc<KeyRing>,
+        chunk: i64,
+        pending: &mut Pending,
+        opts: &VerifyOptions,
+    ) -> Result<(), StoreError> {
+        let (node, from) = (self.rep.node_id.clone(), self.rep.offset);
+        let node = node.as_str();
+        let mut batches = Batches::default();
+        let mut rows = store.read_node(node, from, None, chunk).await?;
+        while let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+            batches.forget_before(node, first.sequence_number);
+            batches.load_for(store.as_ref(), keys, &rows).await?;
+            let last_seq = last.sequence_number;
+            let after = (last_seq, last.pk.clone());
+            let ring = keys.clone();
+            let checking = tokio::task::spawn_blocking(move || {
+                let checks = check_rows(&ring, &batches, &rows);
+                (rows, batches, checks)
+            });
+            // A short chunk may only have met the read budget (`READ_BUDGET_BYTES`): the node
+            // ends at the first empty one.
+            let reading = store.read_node(node, from, Some(after), chunk);
+            let (checked, next) = tokio::join!(checking, reading);
+            let (done, b, checks) = checked
+                .map_err(|e| StoreError::Database(format!("verification task failed: {e}")))?;
+            batches = b;
+            pending.load_upto(store.as_ref(), last_seq, chunk).await?;
+            let n = done.len() as u64;
+            for (r, check) in done.iter().zip(checks) {
+                while let Some((src, c)) = pending.pop_below(r.sequence_number) {
+                    self.settle(src, &c);
+                }
+                self.row(r, check);
+            }
+            opts.progress.advance(node, n);
+            rows = next?;
+        }
+        Ok(())
+    }
+
+    /// The check of `node` from `from`: its archive marker (if any) checked, and the head hash
+    /// to fold from when the check starts where the chain can be recomputed.
+    fn begin(
+        keys: &'a KeyRing,
+        node: &str,
+        offset: Option<i64>,
+        base: Option<&Checkpoint>,
+        start: i64,
+        from: i64,
+    ) -> Self {
+        let mut nc = NodeCheck {
+            keys,
+            rep: NodeReport {
+                node_id: node.to_string(),
+                offset: from,
+                archived_up_to: base.map(|b| b.sequence_number),
+                ..Default::default()
+            },
+            expected: from,
+            head: None,
+            uncompared: (0, 0, 0),
+            hmac_evidence: Default::default(),
+            base: base.map(|b| (b.sequence_number, b.layout())),
+        };
+        if let Some(o) = offset
+            && o < start
         {
-            // No row folded in yet: the head is still the archive marker's, at its sequence.
-            nc.settle(Source::File, c);
-        } else if let Err(reason) = c.check(keys) {
-            nc.fail_checkpoint(Source::File, c, reason);
-        } else {
             nc.rep.notes.push(format!(
-                "file checkpoint at sequence {} is in the archived range (up to {}): check it \
-                 against the archive segment with verify-export",
-                c.sequence_number,
+                "rows up to {} are archived: the check starts at {start}, not {o}",
                 start - 1
             ));
         }
+        if from == start {
+            nc.head = match base {
+                None => Some(Heads::from(Head::default())),
+                Some(b) => Head::of(b).map(Heads::from),
+            };
+        }
+        if let Some(b) = base
+            && let Err(reason) = b.check(keys)
+        {
+            nc.rep.failed_checkpoints.push(FailedCheckpoint {
+                sequence_number: b.sequence_number,
+                source: "archive",
+                reason: format!("the archive marker does not verify: {reason}"),
+            });
+            nc.head = None;
+        }
+        nc.rep.chain_checked = nc.head.is_some();
+        nc
     }
-    pending
-        .queue
-        .sort_by_key(|(_, c)| std::cmp::Reverse(c.sequence_number));
 
-    let expected_rows = store
-        .head(node)
-        .await?
-        .next_sequence
-        .saturating_sub(from)
-        .max(0) as u64;
-    opts.progress.start(node, expected_rows);
-    let mut batches = Batches::default();
-    let mut rows = store.read_node(node, from, None, chunk).await?;
-    while let (Some(first), Some(last)) = (rows.first(), rows.last()) {
-        batches.forget_before(node, first.sequence_number);
-        batches.load_for(store.as_ref(), keys, &rows).await?;
-        let last_seq = last.sequence_number;
-        let after = (last_seq, last.pk.clone());
-        let ring = keys.clone();
-        let checking = tokio::task::spawn_blocking(move || {
-            let checks = check_rows(&ring, &batches, &rows);
-            (rows, batches, checks)
-        });
-        // A short chunk may only have met the read budget (`READ_BUDGET_BYTES`): the node
-        // ends at the first empty one.
-        let reading = store.read_node(node, from, Some(after), chunk);
-        let (checked, next) = tokio::join!(checking, reading);
-        let (done, b, checks) =
-            checked.map_err(|e| StoreError::Database(format!("verification task failed: {e}")))?;
-        batches = b;
-        pending.load_upto(store.as_ref(), last_seq, chunk).await?;
-        let n = done.len() as u64;
-        for (r, check) in done.iter().zip(checks) {
-            while let Some((src, c)) = pending.pop_below(r.sequence_number) {
-                nc.settle(src, &c);
+    /// The checkpoints to compare as the rows stream by: the stored ones (read as the rows
+    /// advance) and the external ones at or after `from`; external ones before it can only be
+    /// compared with the archive marker, or are noted.
+    fn pending(
+        &mut self,
+        node: &str,
+        start: i64,
+        from: i64,
+        base: Option<&Checkpoint>,
+        opts: &VerifyOptions,
+    ) -> Pending {
+        let mut pending = Pending {
+            node: node.to_string(),
+            // From the marker's sequence number when the check starts at the marker: a
+            // checkpoint there is compared with the marker's head hash.
+            from: match base {
+                Some(b) if from == start => b.sequence_number,
+                _ => from,
+            },
+            base: base.map(|b| b.sequence_number),
+            after: None,
+            stored_done: false,
+            queue: Vec::new(),
+        };
+        for c in opts.external.get(node).into_iter().flatten() {
+            if c.sequence_number >= from {
+                pending.queue.push((Source::File, c.clone()));
+            } else if let Some(b) = base
+                && self.head.is_some()
+                && c.sequence_number == b.sequence_number
+            {
+                // No row folded in yet: the head is still the archive marker's, at its sequence.
+                self.settle(Source::File, c);
+            } else if let Err(reason) = c.check(self.keys) {
+                self.fail_checkpoint(Source::File, c, reason);
+            } else {
+                self.rep.notes.push(format!(
+                    "file checkpoint at sequence {} is in the archived range (up to {}): check \
+                     it against the archive segment with verify-export",
+                    c.sequence_number,
+                    start - 1
+                ));
             }
-            nc.row(r, check);
         }
-        opts.progress.advance(node, n);
-        rows = next?;
+        pending
+            .queue
+            .sort_by_key(|(_, c)| std::cmp::Reverse(c.sequence_number));
+        pending
     }
-    pending.load_upto(store.as_ref(), i64::MAX, chunk).await?;
-    // Without rows after it, the log ends at the archive marker.
-    let end = nc
-        .rep
-        .last_sequence
-        .or(base.as_ref().map(|b| b.sequence_number));
-    while let Some((src, c)) = pending.pop_below(end.map_or(i64::MIN, |l| l + 1)) {
-        nc.settle(src, &c);
-    }
-    // What is left covers rows the log no longer has.
-    while let Some((src, c)) = pending.pop_below(i64::MAX) {
-        if let Err(reason) = c.check(keys) {
-            nc.fail_checkpoint(src, &c, reason);
-            continue;
+
+    /// After the last row: the checkpoints up to `end` are compared; those after it cover rows
+    /// the log no longer has.
+    fn settle_the_rest(&mut self, pending: &mut Pending, end: Option<i64>) {
+        while let Some((src, c)) = pending.pop_below(end.map_or(i64::MIN, |l| l + 1)) {
+            self.settle(src, &c);
         }
-        let reason = format!(
-            "covers rows up to {} but the node's log ends at {}: rows were deleted after it",
-            c.sequence_number,
-            end.map_or("nothing".to_string(), |l| l.to_string())
-        );
-        nc.fail_checkpoint(src, &c, reason);
+        while let Some((src, c)) = pending.pop_below(i64::MAX) {
+            if let Err(reason) = c.check(self.keys) {
+                self.fail_checkpoint(src, &c, reason);
+                continue;
+            }
+            let reason = format!(
+                "covers rows up to {} but the node's log ends at {}: rows were deleted after it",
+                c.sequence_number,
+                end.map_or("nothing".to_string(), |l| l.to_string())
+            );
+            self.fail_checkpoint(src, &c, reason);
+        }
     }
-    opts.progress.finish(node);
-    if let (n @ 1.., first, last) = nc.uncompared {
-        nc.rep.notes.push(format!(
-            "{n} checkpoint(s) at sequence {first}..{last} verified but not compared: the check \
-             did not start at the node's first row"
-        ));
+
+    /// The node's report: its notes, head hash, the chain of its batch statements.
+    async fn finish(
+        self,
+        store: &dyn Store,
+        chunk: i64,
+        from: i64,
+    ) -> Result<NodeReport, StoreError> {
+        let NodeCheck {
+            keys,
+            mut rep,
+            head,
+            uncompared,
+            mut hmac_evidence,
+            ..
+        } = self;
+        if let (n @ 1.., first, last) = uncompared {
+            rep.notes.push(format!(
+                "{n} checkpoint(s) at sequence {first}..{last} verified but not compared: the \
+                 check did not start at the node's first row"
+            ));
+        }
+        rep.head_hash = head
+            .filter(|_| rep.rows > 0)
+            .map(|h| hex::encode(h.canonical.hash));
+        verify_chain(store, keys, &mut rep, chunk, &mut hmac_evidence).await?;
+        if !hmac_evidence.is_empty() {
+            let ids: Vec<String> = hmac_evidence.iter().map(i32::to_string).collect();
+            rep.notes.push(format!(
+                "checkpoints or batch statements of this node are protected with HMAC keyid {}: \
+                 every verifier holds that secret and could have made them; sign them with an \
+                 RSA or EC key and set protection.evidence = \"asymmetric\" (docs/FORMAT.md \
+                 section 11)",
+                ids.join(", ")
+            ));
+        }
+        if rep.rows == 0 && rep.archived_up_to.is_none() {
+            rep.warnings
+                .push(format!("no rows with sequenceNumber >= {from}"));
+        }
+        Ok(rep)
     }
-    let mut rep = nc.rep;
-    let mut hmac_evidence = nc.hmac_evidence;
-    rep.head_hash = nc
-        .head
-        .filter(|_| rep.rows > 0)
-        .map(|h| hex::encode(h.canonical.hash));
-    verify_chain(store.as_ref(), keys, &mut rep, chunk, &mut hmac_evidence).await?;
-    if !hmac_evidence.is_empty() {
-        let ids: Vec<String> = hmac_evidence.iter().map(i32::to_string).collect();
-        rep.notes.push(format!(
-            "checkpoints or batch statements of this node are protected with HMAC keyid {}: \
-             every verifier holds that secret and could have made them; sign them with an RSA \
-             or EC key and set protection.evidence = \"asymmetric\" (docs/FORMAT.md section 11)",
-            ids.join(", ")
-        ));
-    }
-    if rep.rows == 0 && rep.archived_up_to.is_none() {
-        rep.warnings
-            .push(format!("no rows with sequenceNumber >= {from}"));
-    }
-    Ok(rep)
 }
 
 /// The batch statements of a node that end at or after the offset: each verifies, each names the
