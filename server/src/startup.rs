@@ -282,14 +282,56 @@ async fn start_auth(
              and create tokens for signers and auditors with `auditseal-db token create`"
         );
     }
+    let tokens = store.tokens().await.context("cannot read the API tokens")?;
+    if let Some(warning) = nobody_is_admin(&tokens, &certificate_roles) {
+        tracing::warn!("{warning}");
+    }
     Auth::start(store.clone(), certificate_roles)
         .await
         .context("cannot read the API tokens")
 }
 
+/// A warning when no valid API token and no mapped client certificate has the admin role:
+/// nobody can manage tokens through the API.
+fn nobody_is_admin(
+    tokens: &[auditseal_core::access::ApiToken],
+    certificate_roles: &CertificateRoles,
+) -> Option<String> {
+    use auditseal_core::access::Role;
+    let token = tokens
+        .iter()
+        .any(|t| t.revoked.is_none() && t.role() == Some(Role::Admin));
+    let certificate = certificate_roles.values().any(|r| *r == Role::Admin);
+    (!token && !certificate).then(|| {
+        "no valid API token and no client certificate ([[auth.clients]]) has the admin role: \
+         nobody can manage API tokens through the API; map an administrator's certificate to \
+         role = \"admin\", or create a token with `auditseal-db token create --role admin`"
+            .to_string()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_set_up_without_any_admin_is_warned_about() {
+        use auditseal_core::access::{ApiToken, Role};
+        let token = |role: &str, revoked: Option<i64>| ApiToken {
+            name: "t".into(),
+            role: role.into(),
+            token_hash: "h".into(),
+            created: 0,
+            revoked,
+        };
+        let auditor_cert: CertificateRoles = [("CN=A".to_string(), Role::Auditor)].into();
+        let admin_cert: CertificateRoles = [("CN=B".to_string(), Role::Admin)].into();
+        assert!(nobody_is_admin(&[], &auditor_cert).is_some());
+        assert!(nobody_is_admin(&[token("admin", Some(5))], &auditor_cert).is_some());
+        assert!(nobody_is_admin(&[token("auditor", None)], &CertificateRoles::new()).is_some());
+        assert!(nobody_is_admin(&[token("admin", None)], &auditor_cert).is_none());
+        assert!(nobody_is_admin(&[], &admin_cert).is_none());
+    }
 
     #[tokio::test]
     async fn bind_takes_addresses_host_names_and_a_bare_port() {
