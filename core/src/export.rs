@@ -721,75 +721,8 @@ fn verify_reads<R: Read>(
         version: 1,
         ..ExportReport::default()
     };
-    // CSV and TSV: the request line is signed before the file's bytes.
-    let prefix = loaded
-        .request_line
-        .as_ref()
-        .map(|r| format!("{r}\n"))
-        .unwrap_or_default();
     // The hash of the bytes the valid signature covers, to compare with the second pass's.
-    let mut first_pass = None;
-    match loaded.signature.as_deref().map(RowProtection::parse) {
-        Err(e) => rep.error(e.to_string()),
-        Ok(Err(e)) => rep.error(format!("the export signature cannot be read: {e}")),
-        Ok(Ok(p)) => {
-            rep.signed_by = Some(p.keyid);
-            if let Some(t) = &loaded.trailer
-                && t.key_id != p.keyid
-            {
-                rep.error(format!(
-                    "the trailer names keyId {} but its signature keyid {}",
-                    t.key_id, p.keyid
-                ));
-            }
-            let mut read = HashingReader::new(signed()?);
-            match keys.verify_detached_reader(
-                &p,
-                Scope::File,
-                &mut prefix.as_bytes().chain(&mut read),
-            ) {
-                Ok(()) => {
-                    rep.signature_valid = true;
-                    first_pass = Some(read.finish());
-                }
-                Err(DetachedError::Verify(VerifyError::Unreadable(e))) => {
-                    return Err(io(path)(std::io::Error::other(e)));
-                }
-                Err(DetachedError::Verify(e)) => rep.error(format!(
-                    "the export signature does not verify ({e}): the file was changed"
-                )),
-                Err(DetachedError::NoKey(id)) => {
-                    rep.error(format!("no key is given for the signature's keyid {id}"))
-                }
-                Err(other) => rep.error(format!("the export signature cannot be checked: {other}")),
-            }
-        }
-    }
-    let mut batches = Batches::default();
-    let check = |rep: &mut ExportReport, batches: &Batches, r: AuditRecord| {
-        rep.rows += 1;
-        let name = format!("node {} row {} (pk {})", r.node_id, r.sequence_number, r.pk);
-        let batched = r
-            .row_protection
-            .as_deref()
-            .is_some_and(|p| RowProtection::batch_first(p).is_some());
-        if batched && loaded.format != Format::Ndjson {
-            rep.not_checkable(format!(
-                "{name}: batched rows (versions 3 and 4) need their batch statement, which only \
-                 NDJSON exports carry"
-            ));
-            return;
-        }
-        match verify_row(keys, batches, &r) {
-            Ok(()) => rep.rows_verified += 1,
-            // Unverified is not verified: an error, as in verifylog and for archive segments.
-            Err(RowFailure::UnknownKeyId(k)) => rep.error(format!(
-                "{name}: no key is given for its keyid {k} (give it with --public-key {k}=FILE, \
-                 or configure it)"
-            )),
-            Err(e) => rep.error(format!("{name}: {e}")),
-        }
-    };
+    let first_pass = check_signature(loaded, keys, signed()?, &mut rep)?;
     if let Some(line) = &loaded.request_line {
         rep.version = 2;
         match serde_json::from_str::<ExportRequest>(line) {
@@ -799,164 +732,29 @@ fn verify_reads<R: Read>(
             )),
         }
     }
+    let mut rows = RowCheck {
+        keys,
+        format: loaded.format,
+        batches: Batches::default(),
+    };
+    let mut lines = Lines::new(HashingReader::new(signed()?));
     // Version 2 CSV and TSV text fields carry a `'` before a formula (section 9.5).
     let neutral = loaded.request_line.is_some();
-    let mut lines = Lines::new(HashingReader::new(signed()?));
     match loaded.format {
-        Format::Ndjson => {
-            while let Some((n, line)) = lines.next_line().map_err(io(path))? {
-                let line = match line {
-                    Ok(l) => l.strip_suffix('\n').unwrap_or(l),
-                    Err(e) => {
-                        rep.error(format!("line {n}: {e}"));
-                        continue;
-                    }
-                };
-                let v: serde_json::Value = match serde_json::from_str(line) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        rep.error(format!("line {n}: {e}"));
-                        continue;
-                    }
-                };
-                if v.get("type").and_then(serde_json::Value::as_str) == Some("request") {
-                    if n == 1 {
-                        rep.version = 2;
-                        match serde_json::from_value::<ExportRequest>(v) {
-                            Ok(r) => rep.request = Some(r),
-                            Err(e) => rep.error(format!("line 1: request line: {e}")),
-                        }
-                    } else {
-                        rep.error(format!(
-                            "line {n}: a request line may only be the first line"
-                        ));
-                    }
-                    continue;
-                }
-                if v.get("type").is_some() {
-                    let mut v = v;
-                    let kind = v
-                        .as_object_mut()
-                        .and_then(|o| o.remove("type"))
-                        .unwrap_or_default();
-                    if kind != "batch" {
-                        rep.error(format!("line {n}: unexpected line type {kind}"));
-                        continue;
-                    }
-                    match serde_json::from_value::<BatchRecord>(v) {
-                        Ok(b) => batches.insert(keys, b),
-                        Err(e) => rep.error(format!("line {n}: batch statement: {e}")),
-                    }
-                    continue;
-                }
-                match serde_json::from_value::<AuditRecord>(v) {
-                    Ok(r) => check(&mut rep, &batches, r),
-                    Err(e) => rep.error(format!("line {n}: {e}")),
-                }
-            }
-            if let Some(t) = &loaded.trailer
-                && t.rows != rep.rows
-            {
-                rep.error(format!(
-                    "the trailer says {} rows, the file has {}",
-                    t.rows, rep.rows
-                ));
-            }
-        }
-        Format::Csv => {
-            while let Some((n, record)) = lines.next_csv().map_err(io(path))? {
-                let parsed = record.and_then(|text| {
-                    let mut pos = 0;
-                    match next_csv_record(text, &mut pos) {
-                        Ok(Some(fields)) if pos == text.len() => Ok(fields),
-                        Ok(_) => {
-                            Err("a field is followed by something other than , or CRLF".into())
-                        }
-                        Err(e) => Err(e),
-                    }
-                });
-                match parsed {
-                    Ok(fields) if n == 1 => {
-                        if !is_header(&fields) {
-                            rep.error(format!("record 1 is not the header {}", COLUMNS.join(",")));
-                        }
-                    }
-                    Ok(fields) => match row_of(fields, neutral) {
-                        Ok(r) => check(&mut rep, &batches, r),
-                        Err(e) => rep.error(format!("record {n}: {e}")),
-                    },
-                    Err(e) => {
-                        rep.error(format!("record {n}: {e}; the rest is not read"));
-                        break;
-                    }
-                }
-            }
-        }
-        Format::Tsv => {
-            while let Some((n, line)) = lines.next_line().map_err(io(path))? {
-                let line = match line {
-                    Ok(l) => match l.strip_suffix('\n') {
-                        Some(l) => l,
-                        None => {
-                            rep.error("the last line does not end with a newline".into());
-                            l
-                        }
-                    },
-                    Err(e) => {
-                        rep.error(format!("line {n}: {e}"));
-                        continue;
-                    }
-                };
-                let fields: Result<Vec<Option<String>>, String> =
-                    line.split('\t').map(tsv_unescape).collect();
-                match fields {
-                    Ok(f) if n == 1 => {
-                        if !is_header(&f) {
-                            rep.error(format!("line 1 is not the header {}", COLUMNS.join("\\t")));
-                        }
-                    }
-                    Ok(f) => match row_of(f, neutral) {
-                        Ok(r) => check(&mut rep, &batches, r),
-                        Err(e) => rep.error(format!("line {n}: {e}")),
-                    },
-                    Err(e) => rep.error(format!("line {n}: {e}")),
-                }
-            }
-        }
+        Format::Ndjson => read_ndjson(&mut lines, &mut rows, &mut rep, path)?,
+        Format::Csv => read_csv(&mut lines, &mut rows, &mut rep, path, neutral)?,
+        Format::Tsv => read_tsv(&mut lines, &mut rows, &mut rep, path, neutral)?,
     }
-    if let Some(r) = &rep.request {
-        let mut found = Vec::new();
-        if r.kind != "request" {
-            found.push(format!(
-                "the request line's type is {:?}, not \"request\"",
-                r.kind
-            ));
-        }
-        if r.version != EXPORT_VERSION {
-            found.push(format!(
-                "the request line names version {:?}; this verifier reads {EXPORT_VERSION:?}",
-                r.version
-            ));
-        }
-        if r.format != loaded.format.name() {
-            found.push(format!(
-                "the request line names format {:?}, but the file is {}",
-                r.format,
-                loaded.format.name()
-            ));
-        }
-        if let Some(limit) = r.limit
-            && rep.rows > limit.max(0) as u64
-        {
-            found.push(format!(
-                "the request line has limit {limit}, but the file has {} rows",
-                rep.rows
-            ));
-        }
-        for e in found {
-            rep.error(e);
-        }
+    if loaded.format == Format::Ndjson
+        && let Some(t) = &loaded.trailer
+        && t.rows != rep.rows
+    {
+        rep.error(format!(
+            "the trailer says {} rows, the file has {}",
+            t.rows, rep.rows
+        ));
     }
+    check_request(loaded, &mut rep);
     let second_pass = lines.finish().map_err(io(path))?.finish();
     if first_pass.is_some_and(|h| h != second_pass) {
         rep.error(
@@ -971,6 +769,265 @@ fn verify_reads<R: Read>(
             .push(format!("... and {more} more rows not checkable"));
     }
     Ok(rep)
+}
+
+/// The export's signature over its bytes (CSV and TSV: the request line, a newline, then the
+/// file), read once in chunks. Returns the hash of what a valid signature covered.
+fn check_signature<R: Read>(
+    loaded: &LoadedExport,
+    keys: &KeyRing,
+    signed: R,
+    rep: &mut ExportReport,
+) -> Result<Option<([u8; 32], u64)>, ExportError> {
+    let prefix = loaded
+        .request_line
+        .as_ref()
+        .map(|r| format!("{r}\n"))
+        .unwrap_or_default();
+    let p = match loaded.signature.as_deref().map(RowProtection::parse) {
+        Err(e) => {
+            rep.error(e.to_string());
+            return Ok(None);
+        }
+        Ok(Err(e)) => {
+            rep.error(format!("the export signature cannot be read: {e}"));
+            return Ok(None);
+        }
+        Ok(Ok(p)) => p,
+    };
+    rep.signed_by = Some(p.keyid);
+    if let Some(t) = &loaded.trailer
+        && t.key_id != p.keyid
+    {
+        rep.error(format!(
+            "the trailer names keyId {} but its signature keyid {}",
+            t.key_id, p.keyid
+        ));
+    }
+    let mut read = HashingReader::new(signed);
+    match keys.verify_detached_reader(&p, Scope::File, &mut prefix.as_bytes().chain(&mut read)) {
+        Ok(()) => {
+            rep.signature_valid = true;
+            return Ok(Some(read.finish()));
+        }
+        Err(DetachedError::Verify(VerifyError::Unreadable(e))) => {
+            return Err(io(&loaded.path)(std::io::Error::other(e)));
+        }
+        Err(DetachedError::Verify(e)) => rep.error(format!(
+            "the export signature does not verify ({e}): the file was changed"
+        )),
+        Err(DetachedError::NoKey(id)) => {
+            rep.error(format!("no key is given for the signature's keyid {id}"))
+        }
+        Err(other) => rep.error(format!("the export signature cannot be checked: {other}")),
+    }
+    Ok(None)
+}
+
+/// Checks each row read back from an export: its own protection, with the batch statements the
+/// file carried so far.
+struct RowCheck<'a> {
+    keys: &'a KeyRing,
+    format: Format,
+    batches: Batches,
+}
+
+impl RowCheck<'_> {
+    fn check(&self, rep: &mut ExportReport, r: AuditRecord) {
+        rep.rows += 1;
+        let name = format!("node {} row {} (pk {})", r.node_id, r.sequence_number, r.pk);
+        let batched = r
+            .row_protection
+            .as_deref()
+            .is_some_and(|p| RowProtection::batch_first(p).is_some());
+        if batched && self.format != Format::Ndjson {
+            rep.not_checkable(format!(
+                "{name}: batched rows (versions 3 and 4) need their batch statement, which only \
+                 NDJSON exports carry"
+            ));
+            return;
+        }
+        match verify_row(self.keys, &self.batches, &r) {
+            Ok(()) => rep.rows_verified += 1,
+            // Unverified is not verified: an error, as in verifylog and for archive segments.
+            Err(RowFailure::UnknownKeyId(k)) => rep.error(format!(
+                "{name}: no key is given for its keyid {k} (give it with --public-key {k}=FILE, \
+                 or configure it)"
+            )),
+            Err(e) => rep.error(format!("{name}: {e}")),
+        }
+    }
+}
+
+/// NDJSON: the request line (first), batch statements and rows.
+fn read_ndjson<R: Read>(
+    lines: &mut Lines<R>,
+    rows: &mut RowCheck<'_>,
+    rep: &mut ExportReport,
+    path: &Path,
+) -> Result<(), ExportError> {
+    while let Some((n, line)) = lines.next_line().map_err(io(path))? {
+        let line = match line {
+            Ok(l) => l.strip_suffix('\n').unwrap_or(l),
+            Err(e) => {
+                rep.error(format!("line {n}: {e}"));
+                continue;
+            }
+        };
+        let mut v: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => {
+                rep.error(format!("line {n}: {e}"));
+                continue;
+            }
+        };
+        if v.get("type").and_then(serde_json::Value::as_str) == Some("request") {
+            if n == 1 {
+                rep.version = 2;
+                match serde_json::from_value::<ExportRequest>(v) {
+                    Ok(r) => rep.request = Some(r),
+                    Err(e) => rep.error(format!("line 1: request line: {e}")),
+                }
+            } else {
+                rep.error(format!(
+                    "line {n}: a request line may only be the first line"
+                ));
+            }
+            continue;
+        }
+        if v.get("type").is_some() {
+            let kind = v
+                .as_object_mut()
+                .and_then(|o| o.remove("type"))
+                .unwrap_or_default();
+            if kind != "batch" {
+                rep.error(format!("line {n}: unexpected line type {kind}"));
+                continue;
+            }
+            match serde_json::from_value::<BatchRecord>(v) {
+                Ok(b) => rows.batches.insert(rows.keys, b),
+                Err(e) => rep.error(format!("line {n}: batch statement: {e}")),
+            }
+            continue;
+        }
+        match serde_json::from_value::<AuditRecord>(v) {
+            Ok(r) => rows.check(rep, r),
+            Err(e) => rep.error(format!("line {n}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// CSV: the header record, then one record per row (RFC 4180).
+fn read_csv<R: Read>(
+    lines: &mut Lines<R>,
+    rows: &mut RowCheck<'_>,
+    rep: &mut ExportReport,
+    path: &Path,
+    neutral: bool,
+) -> Result<(), ExportError> {
+    while let Some((n, record)) = lines.next_csv().map_err(io(path))? {
+        let parsed = record.and_then(|text| {
+            let mut pos = 0;
+            match next_csv_record(text, &mut pos) {
+                Ok(Some(fields)) if pos == text.len() => Ok(fields),
+                Ok(_) => Err("a field is followed by something other than , or CRLF".into()),
+                Err(e) => Err(e),
+            }
+        });
+        match parsed {
+            Ok(fields) if n == 1 => {
+                if !is_header(&fields) {
+                    rep.error(format!("record 1 is not the header {}", COLUMNS.join(",")));
+                }
+            }
+            Ok(fields) => match row_of(fields, neutral) {
+                Ok(r) => rows.check(rep, r),
+                Err(e) => rep.error(format!("record {n}: {e}")),
+            },
+            Err(e) => {
+                rep.error(format!("record {n}: {e}; the rest is not read"));
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// TSV: the header line, then one line per row.
+fn read_tsv<R: Read>(
+    lines: &mut Lines<R>,
+    rows: &mut RowCheck<'_>,
+    rep: &mut ExportReport,
+    path: &Path,
+    neutral: bool,
+) -> Result<(), ExportError> {
+    while let Some((n, line)) = lines.next_line().map_err(io(path))? {
+        let line = match line {
+            Ok(l) => match l.strip_suffix('\n') {
+                Some(l) => l,
+                None => {
+                    rep.error("the last line does not end with a newline".into());
+                    l
+                }
+            },
+            Err(e) => {
+                rep.error(format!("line {n}: {e}"));
+                continue;
+            }
+        };
+        let fields: Result<Vec<Option<String>>, String> =
+            line.split('\t').map(tsv_unescape).collect();
+        match fields {
+            Ok(f) if n == 1 => {
+                if !is_header(&f) {
+                    rep.error(format!("line 1 is not the header {}", COLUMNS.join("\\t")));
+                }
+            }
+            Ok(f) => match row_of(f, neutral) {
+                Ok(r) => rows.check(rep, r),
+                Err(e) => rep.error(format!("line {n}: {e}")),
+            },
+            Err(e) => rep.error(format!("line {n}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// The signed request must fit the file: its type, version, format and limit.
+fn check_request(loaded: &LoadedExport, rep: &mut ExportReport) {
+    let Some(r) = &rep.request else { return };
+    let mut found = Vec::new();
+    if r.kind != "request" {
+        found.push(format!(
+            "the request line's type is {:?}, not \"request\"",
+            r.kind
+        ));
+    }
+    if r.version != EXPORT_VERSION {
+        found.push(format!(
+            "the request line names version {:?}; this verifier reads {EXPORT_VERSION:?}",
+            r.version
+        ));
+    }
+    if r.format != loaded.format.name() {
+        found.push(format!(
+            "the request line names format {:?}, but the file is {}",
+            r.format,
+            loaded.format.name()
+        ));
+    }
+    if let Some(limit) = r.limit
+        && rep.rows > limit.max(0) as u64
+    {
+        found.push(format!(
+            "the request line has limit {limit}, but the file has {} rows",
+            rep.rows
+        ));
+    }
+    for e in found {
+        rep.error(e);
+    }
 }
 
 /// A line or record's number (from 1) and its text, or why it is not UTF-8.
