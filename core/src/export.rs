@@ -816,9 +816,10 @@ fn check_signature<R: Read>(
         Err(DetachedError::Verify(e)) => rep.error(format!(
             "the export signature does not verify ({e}): the file was changed"
         )),
-        Err(DetachedError::NoKey(id)) => {
-            rep.error(format!("no key is given for the signature's keyid {id}"))
-        }
+        Err(DetachedError::NoKey(id)) => rep.error(format!(
+            "no key is given for the signature's keyid {id}: give the server's public key \
+                 with --public-key {id}=FILE (GET /api/v1/keys publishes it)"
+        )),
         Err(other) => rep.error(format!("the export signature cannot be checked: {other}")),
     }
     Ok(None)
@@ -1598,6 +1599,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_signature_without_its_key_says_how_to_give_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.ndjson");
+        std::fs::write(&path, export(Format::Ndjson, &rows())).unwrap();
+        let rep = verify(&load(&path, None).unwrap(), &KeyRing::new()).unwrap();
+        assert!(!rep.signature_valid);
+        assert!(
+            rep.errors
+                .iter()
+                .any(|e| e.contains("--public-key") && e.contains("/api/v1/keys")),
+            "{:?}",
+            rep.errors
+        );
     }
 
     #[test]
