@@ -16,7 +16,11 @@ use auditseal_core::config::{Overrides, Settings};
 const EXIT_FAILURE: u8 = 1;
 
 #[derive(Debug, Parser)]
-#[command(name = "auditseal-db", version, about = "auditseal database CLI")]
+#[command(
+    name = "auditseal-db",
+    version = env!("AUDITSEAL_VERSION"),
+    about = "auditseal database CLI"
+)]
 struct Cli {
     /// TOML configuration file (the server's; its keys are used to verify).
     #[arg(

@@ -12,7 +12,7 @@ use auditseal_server::{ServerConfig, startup};
 #[derive(Debug, Parser)]
 #[command(
     name = "auditseal-server",
-    version,
+    version = env!("AUDITSEAL_VERSION"),
     about = "Signed audit log service (CESeCore-compatible rows)"
 )]
 struct Args {

@@ -211,4 +211,19 @@ fn completions_and_man_pages_are_generated() {
         page.contains(".TH auditseal-server 1") && page.contains("\\-\\-bind"),
         "{page}"
     );
+    // --version names the commit built (the tests run in a git checkout).
+    let (_, version, _) = cli(&["--version"]);
+    let commit = version
+        .trim()
+        .strip_prefix(&format!(
+            "auditseal-db {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{version}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{version}"
+    );
 }
