@@ -16,7 +16,8 @@ struct NodeState {
     expected: u64,
     rows: u64,
     started: Instant,
-    done: bool,
+    /// When the node finished: its rate stays what it was, not one that decays towards 0.
+    finished: Option<Instant>,
 }
 
 pub struct Bar {
@@ -42,23 +43,33 @@ impl Bar {
         }
     }
 
-    fn line(node: &str, n: &NodeState) -> String {
-        let secs = n.started.elapsed().as_secs_f64().max(1e-3);
-        let rate = (n.rows as f64 / secs) as u64;
+    /// One node's line at `now`: bar, rows of the total, rate, and the time left (or "done").
+    fn line(node: &str, n: &NodeState, now: Instant) -> String {
+        let end = n.finished.unwrap_or(now);
+        let secs = end.duration_since(n.started).as_secs_f64().max(1e-3);
+        let rate = n.rows as f64 / secs;
         let fraction = if n.expected == 0 {
             1.0
         } else {
             (n.rows as f64 / n.expected as f64).min(1.0)
         };
         let filled = (fraction * 24.0) as usize;
+        let tail = match n.finished {
+            Some(_) => "  done".to_string(),
+            None if rate >= 1.0 && n.expected > n.rows => {
+                let left = ((n.expected - n.rows) as f64 / rate) as u64;
+                format!("  ETA {}:{:02}", left / 60, left % 60)
+            }
+            None => String::new(),
+        };
         format!(
-            "{node:<20} [{}{}] {:>3}% {:>10} rows {:>8} rows/s{}",
+            "{node:<20} [{}{}] {:>3}% {:>10}/{} rows {:>8} rows/s{tail}",
             "#".repeat(filled),
             "-".repeat(24 - filled),
             (fraction * 100.0) as u32,
             n.rows,
-            rate,
-            if n.done { "  done" } else { "" }
+            n.expected,
+            rate as u64,
         )
     }
 
@@ -78,13 +89,15 @@ impl Bar {
             if st.drawn_lines > 0 {
                 let _ = write!(err, "\x1b[{}A", st.drawn_lines);
             }
+            let now = Instant::now();
             for (node, n) in &st.nodes {
-                let _ = writeln!(err, "\x1b[2K{}", Self::line(node, n));
+                let _ = writeln!(err, "\x1b[2K{}", Self::line(node, n, now));
             }
             st.drawn_lines = st.nodes.len();
         } else {
-            for (node, n) in st.nodes.iter().filter(|(_, n)| !n.done) {
-                let _ = writeln!(err, "progress: {}", Self::line(node, n));
+            let now = Instant::now();
+            for (node, n) in st.nodes.iter().filter(|(_, n)| n.finished.is_none()) {
+                let _ = writeln!(err, "progress: {}", Self::line(node, n, now));
             }
         }
     }
@@ -99,7 +112,7 @@ impl Progress for Bar {
                 expected,
                 rows: 0,
                 started: Instant::now(),
-                done: false,
+                finished: None,
             },
         );
         self.draw(&mut st, self.terminal);
@@ -118,12 +131,47 @@ impl Progress for Bar {
         let Some(n) = st.nodes.get_mut(node) else {
             return;
         };
-        n.done = true;
+        let now = Instant::now();
+        n.finished = Some(now);
         if self.terminal {
             self.draw(&mut st, true);
         } else if let Some(n) = st.nodes.get(node) {
             // As in `draw`: a closed stderr (`verifylog --all 2>&1 | head`) must not panic.
-            let _ = writeln!(std::io::stderr(), "progress: {}", Self::line(node, n));
+            let _ = writeln!(std::io::stderr(), "progress: {}", Self::line(node, n, now));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_shows_total_rate_and_time_left_and_a_finished_rate_stays() {
+        let started = Instant::now();
+        let at = |secs: u64| started + Duration::from_secs(secs);
+        let mut n = NodeState {
+            expected: 1000,
+            rows: 250,
+            started,
+            finished: None,
+        };
+        let line = Bar::line("node1", &n, at(5));
+        assert!(
+            line.contains(" 25%") && line.contains("250/1000 rows"),
+            "{line}"
+        );
+        assert!(
+            line.contains("50 rows/s") && line.contains("ETA 0:15"),
+            "{line}"
+        );
+        n.rows = 1000;
+        n.finished = Some(at(20));
+        // Long after the node finished, its rate is still the one it had.
+        let line = Bar::line("node1", &n, at(3600));
+        assert!(
+            line.contains("50 rows/s") && line.ends_with("done"),
+            "{line}"
+        );
     }
 }
