@@ -62,11 +62,13 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
             );
         }
     }
-    let keys = super::load_keys(settings).await?;
+    // The database first, as the server does: a log that cannot be read is the first thing to
+    // say.
     let redacted = store::redact_url(&settings.database_url);
     let store = store::open_existing(&settings.database_url)
         .await
         .with_context(|| format!("cannot open the database {redacted}"))?;
+    let keys = super::load_keys(settings).await?;
     let selection = if args.all {
         Selection::All
     } else {
