@@ -291,19 +291,20 @@ impl Follow {
                 // Its size in permits (the row's, which its JSON is about), at most the whole
                 // budget, so that one larger event waits for the buffer to empty and goes alone.
                 let size = stored_bytes(&r).clamp(1, BUFFERED_BYTES) as u32;
-                // Serialised straight into the event: no intermediate string of the row.
-                let Ok(event) = Event::default()
-                    .event("audit")
-                    .id(encode_positions(&self.positions))
-                    .json_data(row_json(r, verification))
-                else {
-                    tracing::error!("live follow: a row could not be written as JSON; ended");
-                    return;
-                };
+                // The budget is taken before the event is built, so that a large row is turned
+                // into JSON only once the events before it have gone to the connection.
                 let send = async {
                     let Ok(bytes) = budget.clone().acquire_many_owned(size).await else {
                         return Err(());
                     };
+                    // Serialised straight into the event: no intermediate string of the row.
+                    let event = Event::default()
+                        .event("audit")
+                        .id(encode_positions(&self.positions))
+                        .json_data(row_json(r, verification))
+                        .map_err(|e| {
+                            tracing::error!(error = %e, "live follow: a row could not be written as JSON; ended");
+                        })?;
                     tx.send((event, bytes)).await.map_err(|_| ())
                 };
                 match tokio::time::timeout(limit, send).await {
