@@ -43,6 +43,24 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// The bytes its columns take, as the store counts them for its read budget
+    /// (`store::ROW_BYTES`).
+    pub fn stored_bytes(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        self.pk.len()
+            + self.node_id.len()
+            + self.event_type.len()
+            + self.event_status.len()
+            + self.auth_token.len()
+            + self.service.len()
+            + self.module.len()
+            + opt(&self.custom_id)
+            + opt(&self.search_detail1)
+            + opt(&self.search_detail2)
+            + opt(&self.additional_details)
+            + opt(&self.row_protection)
+    }
+
     /// The string that is MACed or signed: the 13 protected values joined with `<sep/>`,
     /// nulls as empty strings, integers in plain decimal.
     pub fn protect_string(&self) -> String {

@@ -248,23 +248,6 @@ pub async fn stream(
         .into_response())
 }
 
-/// The bytes a row's columns take.
-fn stored_bytes(r: &AuditRecord) -> usize {
-    let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
-    r.pk.len()
-        + r.node_id.len()
-        + r.event_type.len()
-        + r.event_status.len()
-        + r.auth_token.len()
-        + r.service.len()
-        + r.module.len()
-        + opt(&r.custom_id)
-        + opt(&r.search_detail1)
-        + opt(&r.search_detail2)
-        + opt(&r.additional_details)
-        + opt(&r.row_protection)
-}
-
 /// An event and its share of the byte budget, given back when the connection takes it.
 type Buffered = (Event, OwnedSemaphorePermit);
 
@@ -290,7 +273,7 @@ impl Follow {
                 self.positions.insert(r.node_id.clone(), r.sequence_number);
                 // Its size in permits (the row's, which its JSON is about), at most the whole
                 // budget, so that one larger event waits for the buffer to empty and goes alone.
-                let size = stored_bytes(&r).clamp(1, BUFFERED_BYTES) as u32;
+                let size = r.stored_bytes().clamp(1, BUFFERED_BYTES) as u32;
                 // The budget is taken before the event is built, so that a large row is turned
                 // into JSON only once the events before it have gone to the connection.
                 let send = async {
