@@ -5,17 +5,15 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
 use serde_json::{Value, json};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use auditseal_core::record::AuditRecord;
 use auditseal_core::store::{Criterion, Field, Op};
@@ -29,11 +27,13 @@ use crate::state::AppState;
 const POLL: Duration = Duration::from_millis(200);
 /// Rows read per node per round trip.
 const PAGE: i64 = 500;
-/// Events made but not yet taken by the connection, at most.
-const BUFFERED: usize = 64;
-/// And at most this many bytes of them (always at least one event): a follower's memory stays
+/// The stream is sent in chunks of at most this many bytes...
+const CHUNK: usize = 64 << 10;
+/// ...and at most this many chunks wait for the connection (4 MiB): a follower's memory stays
 /// flat whatever its rows hold.
-const BUFFERED_BYTES: usize = 4 << 20;
+const BUFFERED_CHUNKS: usize = 64;
+/// A comment is sent when nothing else was for this long.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The follower's position: per node, the last sequence number already sent.
 type Positions = BTreeMap<String, i64>;
@@ -240,20 +240,92 @@ pub async fn stream(
         pending: VecDeque::new(),
         _permit: permit,
     };
-    let (tx, rx) = mpsc::channel(BUFFERED);
-    let budget = Arc::new(Semaphore::new(BUFFERED_BYTES));
-    tokio::spawn(follow.run(tx, budget));
-    Ok(Sse::new(events(rx))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    let (tx, rx) = mpsc::channel::<Bytes>(BUFFERED_CHUNKS);
+    tokio::spawn(follow.run(tx));
+    let mut rx = rx;
+    let body =
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|c| c.map(Ok::<_, Infallible>)));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
         .into_response())
 }
 
-/// An event and its share of the byte budget, given back when the connection takes it.
-type Buffered = (Event, OwnedSemaphorePermit);
+/// The connection's end of the channel closed, or the client took nothing for `send_timeout`.
+#[derive(Debug)]
+enum Gone {
+    Closed,
+    Stalled,
+}
 
-/// The events on their way from the follower's task to its connection.
-fn events(mut rx: mpsc::Receiver<Buffered>) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(|(e, _bytes)| Ok(e))))
+/// Writes one event's bytes into the channel in chunks of at most `CHUNK` bytes, as they are
+/// produced, so that a row is never held whole as text: the follower's memory is the row it
+/// read plus what the channel holds. Runs on a blocking thread (serde writes synchronously);
+/// each chunk waits at most `limit` for room.
+struct Chunks {
+    tx: mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+    limit: Duration,
+    handle: tokio::runtime::Handle,
+    gone: Option<Gone>,
+}
+
+impl Chunks {
+    fn flush_chunk(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        let sent = self
+            .handle
+            .block_on(tokio::time::timeout(self.limit, self.tx.send(chunk)));
+        let gone = match sent {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(_)) => Gone::Closed,
+            Err(_) => Gone::Stalled,
+        };
+        self.gone = Some(gone);
+        Err(std::io::Error::other("the follower's connection is gone"))
+    }
+}
+
+impl std::io::Write for Chunks {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.flush_chunk()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.flush_chunk()
+    }
+}
+
+/// One SSE event, `event: audit`, its `id` and the row as JSON on one `data:` line (compact JSON
+/// has no line break: a line break inside a value is written `\n`).
+fn write_event(w: &mut Chunks, id: &str, row: &Value) -> Result<(), Gone> {
+    use std::io::Write;
+    let gone = |w: &mut Chunks| w.gone.take().unwrap_or(Gone::Closed);
+    let written = write!(w, "event: audit\nid: {id}\ndata: ")
+        .map_err(serde_json::Error::io)
+        .and_then(|()| serde_json::to_writer(&mut *w, row))
+        .and_then(|()| w.write_all(b"\n\n").map_err(serde_json::Error::io))
+        .and_then(|()| w.flush().map_err(serde_json::Error::io));
+    match written {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_io() => Err(gone(w)),
+        Err(e) => {
+            tracing::error!(error = %e, "live follow: a row could not be written as JSON; ended");
+            Err(Gone::Closed)
+        }
+    }
 }
 
 impl Follow {
@@ -263,42 +335,53 @@ impl Follow {
     /// the follower's place and the stream. It runs on its own, not inside the response body,
     /// because a connection whose client stopped reading (an HTTP/2 stream without flow-control
     /// window) never polls its body again: only this task can notice and give the place back.
-    async fn run(mut self, tx: mpsc::Sender<Buffered>, budget: Arc<Semaphore>) {
+    async fn run(mut self, tx: mpsc::Sender<Bytes>) {
         let limit = self.state.send_timeout;
+        let mut chunks = Some(Chunks {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+            limit,
+            handle: tokio::runtime::Handle::current(),
+            gone: None,
+        });
+        let mut last_sent = Instant::now();
         loop {
             if self.closing() || !self.state.auth.still_valid(&self.who) {
                 return;
             }
             if let Some((r, verification)) = self.pending.pop_front() {
                 self.positions.insert(r.node_id.clone(), r.sequence_number);
-                // Its size in permits (the row's, which its JSON is about), at most the whole
-                // budget, so that one larger event waits for the buffer to empty and goes alone.
-                let size = r.stored_bytes().clamp(1, BUFFERED_BYTES) as u32;
-                // The budget is taken before the event is built, so that a large row is turned
-                // into JSON only once the events before it have gone to the connection.
-                let send = async {
-                    let Ok(bytes) = budget.clone().acquire_many_owned(size).await else {
-                        return Err(());
-                    };
-                    // Serialised straight into the event: no intermediate string of the row.
-                    let event = Event::default()
-                        .event("audit")
-                        .id(encode_positions(&self.positions))
-                        .json_data(row_json(r, verification))
-                        .map_err(|e| {
-                            tracing::error!(error = %e, "live follow: a row could not be written as JSON; ended");
-                        })?;
-                    tx.send((event, bytes)).await.map_err(|_| ())
-                };
-                match tokio::time::timeout(limit, send).await {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(_)) => return,
-                    Err(_) => {
+                let id = encode_positions(&self.positions);
+                let Some(mut w) = chunks.take() else { return };
+                // The row becomes JSON on a blocking thread, written out as it is produced.
+                let done = tokio::task::spawn_blocking(move || {
+                    let sent = write_event(&mut w, &id, &row_json(r, verification));
+                    (w, sent)
+                })
+                .await;
+                match done {
+                    Ok((w, Ok(()))) => {
+                        chunks = Some(w);
+                        last_sent = Instant::now();
+                        continue;
+                    }
+                    Ok((_, Err(Gone::Stalled))) => {
                         tracing::warn!(identity = %self.who.name, seconds = limit.as_secs(),
                             "live follower took nothing of its stream; ended (server.send_timeout_secs)");
                         return;
                     }
+                    Ok((_, Err(Gone::Closed))) | Err(_) => return,
                 }
+            }
+            if last_sent.elapsed() >= KEEP_ALIVE {
+                // A comment keeps proxies from closing an idle connection; a full channel
+                // already has something for the client to read.
+                if let Err(mpsc::error::TrySendError::Closed(_)) =
+                    tx.try_send(Bytes::from_static(b": keep-alive\n\n"))
+                {
+                    return;
+                }
+                last_sent = Instant::now();
             }
             // A client that goes ends the task at once, so its place is free for its reconnect.
             tokio::select! {
