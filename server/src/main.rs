@@ -45,6 +45,11 @@ struct Args {
     /// Print this program's man page (roff) and exit.
     #[arg(long)]
     man: bool,
+    /// Prepare the data directory as a first start does (the database and its schema, the
+    /// signing key) and exit without listening, so that `auditseal-db token create` can issue
+    /// the first tokens before the first start.
+    #[arg(long)]
+    init: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -97,6 +102,18 @@ async fn serve() -> anyhow::Result<()> {
     srv.bind = args.bind.or(srv.bind.take());
     srv.device = args.device.or(srv.device);
     let cfg = ServerConfig::from_section(srv);
+    if args.init {
+        let (_, keys) = startup::prepare(&settings).await?;
+        println!(
+            "auditseal-server: ready: database {}, {}",
+            store::redact_url(&settings.database_url),
+            keys.current.as_ref().map_or_else(
+                || "no signing key (protection.enable_sign is false)".to_string(),
+                |t| format!("signing key {} (keyid {})", t.describe(), t.keyid())
+            )
+        );
+        return Ok(());
+    }
     let started = startup::start(&settings, &cfg).await?;
     let local = started.listener.local_addr()?;
     tracing::info!(

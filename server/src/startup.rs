@@ -50,20 +50,7 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
     let listener = TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
-    // Created for its owner only (it holds the database, the key and the first admin token);
-    // an existing directory keeps its mode.
-    auditseal_core::files::create_dir_all(&settings.data_dir).with_context(|| {
-        format!(
-            "cannot create data directory {}",
-            settings.data_dir.display()
-        )
-    })?;
-    // The database first: a URL that cannot be used stops the start before a key is generated.
-    let store = open_store(settings).await?;
-    let keys = open_keys(settings).await?;
-    // Before anything is written: a different key under a keyid in use would make every older
-    // row of that keyid fail verification.
-    auditseal_core::keycheck::check(store.as_ref(), &keys).await?;
+    let (store, keys) = prepare(settings).await?;
     let device = start_device(settings, cfg, &store, keys.current.clone()).await?;
     let checkpoints = start_checkpoints(settings, &store, keys.current.clone()).await?;
     match &keys.current {
@@ -80,6 +67,27 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
         limits,
         checkpoints,
     })
+}
+
+/// What a first start creates, and what every start opens: the data directory (for its owner
+/// only: it holds the database, the key and the first admin token; an existing directory keeps
+/// its mode), the database and its schema, the keys (generated the first time with the embedded
+/// defaults), and the check that the key under each keyid is the one its rows were protected
+/// with. `auditseal-server --init` runs only this.
+pub async fn prepare(settings: &Settings) -> anyhow::Result<(SharedStore, KeySetup)> {
+    auditseal_core::files::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot create data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
+    // The database first: a URL that cannot be used stops the start before a key is generated.
+    let store = open_store(settings).await?;
+    let keys = open_keys(settings).await?;
+    // Before anything is written: a different key under a keyid in use would make every older
+    // row of that keyid fail verification.
+    auditseal_core::keycheck::check(store.as_ref(), &keys).await?;
+    Ok((store, keys))
 }
 
 impl Started {

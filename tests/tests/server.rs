@@ -659,3 +659,64 @@ fn auditseal_start(args: &[&str]) -> (Option<i32>, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Tokens before the first start: `token create` on a new installation says to run
+/// `auditseal-server --init` and creates nothing; `--init` makes the database and the key and
+/// listens nowhere; then the token is made, and the first start uses it (no admin token of its
+/// own) with the key `--init` generated.
+#[tokio::test]
+async fn tokens_can_be_made_before_the_first_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let create = [
+        "--data-dir",
+        d,
+        "token",
+        "create",
+        "--name",
+        "ops",
+        "--role",
+        "admin",
+    ];
+    let (code, _, err) = cli(&create);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("auditseal-server --init"), "{err}");
+    assert!(!data.exists(), "{err}");
+
+    let out = std::process::Command::new(auditseal_e2e::bin_dir().join("auditseal-server"))
+        .args(["--data-dir", d, "--init"])
+        .env_remove("AUDITSEAL_DATABASE_URL")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("ready"), "{stdout}");
+    assert!(!stdout.contains("listening"), "{stdout}");
+    assert!(
+        stderr.contains("generated a new RSA-2048 signing key"),
+        "{stderr}"
+    );
+    assert!(data.join("signing-key.pem").exists());
+    assert!(!data.join("admin.token").exists());
+    let key = std::fs::read(data.join("signing-key.pem")).unwrap();
+
+    let (code, stdout, err) = cli(&create);
+    assert_eq!(code, 0, "{err}");
+    let token = stdout.lines().last().unwrap().trim().to_string();
+    let s = Server::start(&["--data-dir", d]).unwrap();
+    assert!(!data.join("admin.token").exists(), "{}", s.log());
+    assert_eq!(std::fs::read(data.join("signing-key.pem")).unwrap(), key);
+    let c = auditseal_e2e::client_with(&token);
+    let r = c
+        .get(format!("{}/api/v1/tokens", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert!(body.to_string().contains("\"ops\""), "{body}");
+}

@@ -49,7 +49,12 @@ async fn open(settings: &Settings) -> anyhow::Result<SharedStore> {
     let redacted = store::redact_url(&settings.database_url);
     let store = store::open_existing(&settings.database_url)
         .await
-        .with_context(|| format!("cannot open the database {redacted}"))?;
+        .with_context(|| {
+            format!(
+                "cannot open the database {redacted} (before the first start, \
+                 `auditseal-server --init` creates it and the signing key)"
+            )
+        })?;
     // Tokens may be made before the first server start: create the tables if need be.
     store
         .migrate()
@@ -67,7 +72,7 @@ async fn event_device(
 ) -> anyhow::Result<super::EventLog> {
     let keys = super::load_keys(settings).await.context(
         "token changes are logged as signed events, so the signing key must be readable (with \
-         the embedded defaults, the server generates it on its first start)",
+         the embedded defaults, `auditseal-server --init` or the first start generates it)",
     )?;
     let Some(token) = keys.current.clone() else {
         bail!(
