@@ -2,7 +2,7 @@
 //! (JDK's Signature, Mac and XMLEncoder) produces protections and XML that our code must accept,
 //! and checks what ours produces. Also OpenSSL on a row written by the real server.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use auditseal_core::details::{self, DetailValue, Details, MapClass};
@@ -70,8 +70,8 @@ fn openssl(args: &[&str]) -> std::process::Output {
     out
 }
 
-/// An RSA-2048 or EC P-256 key made by OpenSSL, as our token and as a PKCS#8 DER file for Java.
-fn openssl_key(dir: &Path, name: &str, genpkey: &[&str]) -> (SoftwareToken, String, String) {
+/// A key made by OpenSSL: its PEM file, its PKCS#8 DER file (for Java) and its public key PEM.
+fn openssl_files(dir: &Path, name: &str, genpkey: &[&str]) -> (PathBuf, String, String) {
     let pem_path = dir.join(format!("{name}.pem"));
     let der_path = dir.join(format!("{name}.der"));
     let pub_path = dir.join(format!("{name}.pub.pem"));
@@ -97,13 +97,104 @@ fn openssl_key(dir: &Path, name: &str, genpkey: &[&str]) -> (SoftwareToken, Stri
         "-out",
         pub_path.to_str().unwrap(),
     ]);
-    let token = SoftwareToken::from_pem(&std::fs::read_to_string(&pem_path).unwrap(), &pem_path, 7)
-        .unwrap();
     (
-        token,
+        pem_path,
         der_path.to_str().unwrap().into(),
         pub_path.to_str().unwrap().into(),
     )
+}
+
+/// An RSA-2048 or EC P-256 key made by OpenSSL, as our token and as a PKCS#8 DER file for Java.
+fn openssl_key(dir: &Path, name: &str, genpkey: &[&str]) -> (SoftwareToken, String, String) {
+    let (pem_path, der, public) = openssl_files(dir, name, genpkey);
+    let token = SoftwareToken::from_pem(&std::fs::read_to_string(&pem_path).unwrap(), &pem_path, 7)
+        .unwrap();
+    (token, der, public)
+}
+
+/// SignServer may protect with SHA384WithRSA, SHA512WithRSA or SHA384WithECDSA, on EC P-256 or
+/// P-384 keys: rows Java signs so verify with the public key configured with that algorithm;
+/// they fail under the SHA-256 algorithm of the same key, and a changed row fails.
+#[test]
+fn java_rows_signed_with_sha384_and_sha512_verify() {
+    use auditseal_core::keys::VerifyKey;
+    use auditseal_core::token::Algorithm;
+    let java = JavaCompat::get();
+    let dir = tempfile::tempdir().unwrap();
+    let ec = |curve: &str| ["-algorithm", "EC", "-pkeyopt", curve].map(String::from);
+    let rsa = openssl_files(
+        dir.path(),
+        "rsa",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+    );
+    let p256 = openssl_files(
+        dir.path(),
+        "p256",
+        &ec("ec_paramgen_curve:P-256").each_ref().map(String::as_str),
+    );
+    let p384 = openssl_files(
+        dir.path(),
+        "p384",
+        &ec("ec_paramgen_curve:P-384").each_ref().map(String::as_str),
+    );
+    let rows = sample_rows();
+    let input: String = rows
+        .iter()
+        .map(|r| row_line(&refs(&fields(r))) + "\n")
+        .collect();
+    for (key, alg, other) in [
+        (&rsa, Algorithm::Sha384WithRsa, Algorithm::Sha256WithRsa),
+        (&rsa, Algorithm::Sha512WithRsa, Algorithm::Sha384WithRsa),
+        (
+            &p256,
+            Algorithm::Sha384WithEcdsa,
+            Algorithm::Sha256WithEcdsa,
+        ),
+        (
+            &p384,
+            Algorithm::Sha384WithEcdsa,
+            Algorithm::Sha256WithEcdsa,
+        ),
+        (
+            &p384,
+            Algorithm::Sha256WithEcdsa,
+            Algorithm::Sha384WithEcdsa,
+        ),
+    ] {
+        let out = java.run_ok(
+            &[
+                "protect",
+                "--sign",
+                &key.1,
+                "--alg",
+                alg.name(),
+                "--keyid",
+                "7",
+            ],
+            &input,
+        );
+        let public = std::fs::read_to_string(&key.2).unwrap();
+        let ring = |a: Algorithm| {
+            let mut ring = KeyRing::new();
+            ring.insert(7, VerifyKey::from_public_pem(&public, Some(a)).unwrap());
+            ring
+        };
+        let (right, wrong) = (ring(alg), ring(other));
+        let protections: Vec<&str> = out.lines().collect();
+        assert_eq!(protections.len(), rows.len());
+        for (r, p) in rows.iter().zip(&protections) {
+            let mut row = r.clone();
+            row.row_protection = Some(p.to_string());
+            verify_row(&right, &Default::default(), &row)
+                .unwrap_or_else(|e| panic!("{alg} ({}): Java's {p} rejected: {e}", key.2));
+            assert!(
+                verify_row(&wrong, &Default::default(), &row).is_err(),
+                "{alg} row accepted as {other}"
+            );
+            row.event_status = "FAILURE".into();
+            assert!(verify_row(&right, &Default::default(), &row).is_err());
+        }
+    }
 }
 
 #[test]

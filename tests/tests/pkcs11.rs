@@ -63,13 +63,18 @@ fn record(n: i64) -> AuditRecord {
 }
 
 fn openssl_verify(pubkey: &Path, data: &[u8], sig: &[u8]) -> bool {
+    openssl_verify_with("-sha256", pubkey, data, sig)
+}
+
+/// `openssl dgst DIGEST -verify`: DIGEST is -sha256, -sha384 or -sha512.
+fn openssl_verify_with(digest: &str, pubkey: &Path, data: &[u8], sig: &[u8]) -> bool {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("d"), data).unwrap();
     std::fs::write(dir.path().join("s"), sig).unwrap();
     Command::new("openssl")
         .args([
             "dgst",
-            "-sha256",
+            digest,
             "-verify",
             pubkey.to_str().unwrap(),
             "-signature",
@@ -168,6 +173,53 @@ fn rsa_ec_and_hmac_keys_protect_rows_that_verify_independently() {
         }
         r.event_status = "FAILURE".into();
         assert!(verify_row(&ring, &Default::default(), &r).is_err());
+    }
+}
+
+/// SignServer's other signature algorithms, configured on the token's RSA and EC keys: rows and
+/// streams are signed in the token with that digest, verify with our key ring, and OpenSSL
+/// accepts them with the same digest (and not with SHA-256).
+#[test]
+fn sha384_and_sha512_keys_sign_rows_and_streams_openssl_accepts() {
+    let h = hsm();
+    let out = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..300_007u32).map(|i| (i ^ (i >> 7)) as u8).collect();
+    for (keyid, label, alg, digest) in [
+        (30, "rsakey", Algorithm::Sha384WithRsa, "-sha384"),
+        (31, "rsakey", Algorithm::Sha512WithRsa, "-sha512"),
+        (32, "eckey", Algorithm::Sha384WithEcdsa, "-sha384"),
+    ] {
+        let (token, ring) = open(&token_toml(
+            keyid,
+            "slot_label = 'audit'",
+            label,
+            &format!("algorithm = '{}'\npin = '{PIN}'", alg.name()),
+        ))
+        .unwrap();
+        assert_eq!(token.algorithm(), alg);
+        let pem = h.public_key_pem(label, out.path());
+        let mut r = record(keyid as i64);
+        let p = protect(token.as_ref(), &r).unwrap();
+        r.row_protection = Some(p.clone());
+        verify_row(&ring, &Default::default(), &r).unwrap_or_else(|e| panic!("{alg}: {e}"));
+        let value = hex::decode(p.rsplit_once(':').unwrap().1).unwrap();
+        let row = r.protect_string();
+        assert!(
+            openssl_verify_with(digest, &pem, row.as_bytes(), &value),
+            "{alg}"
+        );
+        assert!(!openssl_verify(&pem, row.as_bytes(), &value), "{alg}");
+        r.event_status = "FAILURE".into();
+        assert!(verify_row(&ring, &Default::default(), &r).is_err(), "{alg}");
+
+        let streamed = token.sign_reader(&mut &data[..]).unwrap();
+        assert!(openssl_verify_with(digest, &pem, &data, &streamed), "{alg}");
+        let key = ring.get(keyid).unwrap();
+        key.verify_reader(&mut &data[..], &streamed)
+            .unwrap_or_else(|e| panic!("{alg}: {e}"));
+        let mut changed = data.clone();
+        changed[12_345] ^= 1;
+        assert!(key.verify_reader(&mut &changed[..], &streamed).is_err());
     }
 }
 
@@ -273,7 +325,7 @@ fn slots_by_label_number_and_index_and_clear_errors() {
     ))
     .err()
     .unwrap();
-    assert!(e.contains("SHA256WithRSA key"), "{e}");
+    assert!(e.contains("it is an RSA key but SHA256WithECDSA"), "{e}");
     let e = open(&token_toml(
         24,
         "slot_label = 'audit'",

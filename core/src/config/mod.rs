@@ -367,15 +367,68 @@ pub enum SecretEncoding {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum SignatureAlgorithm {
     SHA256WithRSA,
+    SHA384WithRSA,
+    SHA512WithRSA,
     SHA256WithECDSA,
+    SHA384WithECDSA,
+}
+
+impl SignatureAlgorithm {
+    /// None for HmacSHA256, which is not a signature.
+    pub fn from_algorithm(a: Algorithm) -> Option<Self> {
+        Some(match a {
+            Algorithm::HmacSha256 => return None,
+            Algorithm::Sha256WithRsa => SignatureAlgorithm::SHA256WithRSA,
+            Algorithm::Sha384WithRsa => SignatureAlgorithm::SHA384WithRSA,
+            Algorithm::Sha512WithRsa => SignatureAlgorithm::SHA512WithRSA,
+            Algorithm::Sha256WithEcdsa => SignatureAlgorithm::SHA256WithECDSA,
+            Algorithm::Sha384WithEcdsa => SignatureAlgorithm::SHA384WithECDSA,
+        })
+    }
+
+    pub fn algorithm(self) -> Algorithm {
+        match self {
+            SignatureAlgorithm::SHA256WithRSA => Algorithm::Sha256WithRsa,
+            SignatureAlgorithm::SHA384WithRSA => Algorithm::Sha384WithRsa,
+            SignatureAlgorithm::SHA512WithRSA => Algorithm::Sha512WithRsa,
+            SignatureAlgorithm::SHA256WithECDSA => Algorithm::Sha256WithEcdsa,
+            SignatureAlgorithm::SHA384WithECDSA => Algorithm::Sha384WithEcdsa,
+        }
+    }
 }
 
 /// What a PKCS#11 key may protect rows with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum TokenAlgorithm {
     SHA256WithRSA,
+    SHA384WithRSA,
+    SHA512WithRSA,
     SHA256WithECDSA,
+    SHA384WithECDSA,
     HmacSHA256,
+}
+
+impl TokenAlgorithm {
+    pub fn from_algorithm(a: Algorithm) -> Self {
+        SignatureAlgorithm::from_algorithm(a).map_or(TokenAlgorithm::HmacSHA256, |s| match s {
+            SignatureAlgorithm::SHA256WithRSA => TokenAlgorithm::SHA256WithRSA,
+            SignatureAlgorithm::SHA384WithRSA => TokenAlgorithm::SHA384WithRSA,
+            SignatureAlgorithm::SHA512WithRSA => TokenAlgorithm::SHA512WithRSA,
+            SignatureAlgorithm::SHA256WithECDSA => TokenAlgorithm::SHA256WithECDSA,
+            SignatureAlgorithm::SHA384WithECDSA => TokenAlgorithm::SHA384WithECDSA,
+        })
+    }
+
+    pub fn algorithm(self) -> Algorithm {
+        match self {
+            TokenAlgorithm::SHA256WithRSA => Algorithm::Sha256WithRsa,
+            TokenAlgorithm::SHA384WithRSA => Algorithm::Sha384WithRsa,
+            TokenAlgorithm::SHA512WithRSA => Algorithm::Sha512WithRsa,
+            TokenAlgorithm::SHA256WithECDSA => Algorithm::Sha256WithEcdsa,
+            TokenAlgorithm::SHA384WithECDSA => Algorithm::Sha384WithEcdsa,
+            TokenAlgorithm::HmacSHA256 => Algorithm::HmacSha256,
+        }
+    }
 }
 
 impl KeyEntry {
@@ -750,10 +803,7 @@ fn open_public(
         ),
         _ => return Err(err("a public key needs exactly one of file, pem".into())),
     };
-    let alg = algorithm.map(|a| match a {
-        SignatureAlgorithm::SHA256WithRSA => Algorithm::Sha256WithRsa,
-        SignatureAlgorithm::SHA256WithECDSA => Algorithm::Sha256WithEcdsa,
-    });
+    let alg = algorithm.map(SignatureAlgorithm::algorithm);
     let v = VerifyKey::from_public_pem(&text, alg).map_err(|e| err(format!("{source}: {e}")))?;
     Ok((v, None, source))
 }
@@ -804,11 +854,7 @@ fn open_pkcs11(e: &KeyEntry, data_dir: &Path) -> Result<SharedToken, ConfigError
         key_label: key_label.clone(),
         key_id,
         pin,
-        algorithm: algorithm.map(|a| match a {
-            TokenAlgorithm::SHA256WithRSA => Algorithm::Sha256WithRsa,
-            TokenAlgorithm::SHA256WithECDSA => Algorithm::Sha256WithEcdsa,
-            TokenAlgorithm::HmacSHA256 => Algorithm::HmacSha256,
-        }),
+        algorithm: algorithm.map(TokenAlgorithm::algorithm),
         sessions: sessions.unwrap_or(4),
     })
     .map_err(|source| ConfigError::Token { keyid, source })?;

@@ -67,12 +67,24 @@ pub enum VerifyError {
 }
 
 impl VerifyKey {
-    /// A public key from its DER SubjectPublicKeyInfo.
+    /// A public key from its DER SubjectPublicKeyInfo: RSA for the RSA algorithms, EC P-256
+    /// or P-384 for the ECDSA ones.
     pub fn from_spki(algorithm: Algorithm, der: &[u8]) -> Result<Self, KeyError> {
-        let alg: &'static dyn signature::VerificationAlgorithm = match algorithm {
-            Algorithm::Sha256WithRsa => &signature::RSA_PKCS1_2048_8192_SHA256,
-            Algorithm::Sha256WithEcdsa => &signature::ECDSA_P256_SHA256_ASN1,
-            Algorithm::HmacSha256 => return Err(KeyError::NotPublic),
+        use crate::format::der::{KeyType, spki_key_type};
+        let ec = spki_key_type(der);
+        let alg: &'static dyn signature::VerificationAlgorithm = match (algorithm, ec) {
+            (Algorithm::HmacSha256, _) => return Err(KeyError::NotPublic),
+            (Algorithm::Sha256WithRsa, _) => &signature::RSA_PKCS1_2048_8192_SHA256,
+            (Algorithm::Sha384WithRsa, _) => &signature::RSA_PKCS1_2048_8192_SHA384,
+            (Algorithm::Sha512WithRsa, _) => &signature::RSA_PKCS1_2048_8192_SHA512,
+            (Algorithm::Sha256WithEcdsa, Some(KeyType::EcP384)) => {
+                &signature::ECDSA_P384_SHA256_ASN1
+            }
+            (Algorithm::Sha384WithEcdsa, Some(KeyType::EcP384)) => {
+                &signature::ECDSA_P384_SHA384_ASN1
+            }
+            (Algorithm::Sha256WithEcdsa, _) => &signature::ECDSA_P256_SHA256_ASN1,
+            (Algorithm::Sha384WithEcdsa, _) => &signature::ECDSA_P256_SHA384_ASN1,
         };
         let key = ParsedPublicKey::new(alg, der).map_err(|_| KeyError::BadPublicKey(algorithm))?;
         Ok(VerifyKey::Public {
@@ -89,7 +101,8 @@ impl VerifyKey {
     }
 
     /// A public key from PEM text holding a `PUBLIC KEY` or a `CERTIFICATE`; the algorithm is
-    /// the given one, or else the key's own (RSA: SHA256WithRSA, EC P-256: SHA256WithECDSA).
+    /// the given one (of the key's kind), or else the SHA-256 one of the key's kind (RSA:
+    /// SHA256WithRSA; EC P-256 or P-384: SHA256WithECDSA).
     pub fn from_public_pem(text: &str, algorithm: Option<Algorithm>) -> Result<Self, KeyError> {
         let cert;
         let spki = if let Some(der) = pem::decode("PUBLIC KEY", text) {
@@ -107,14 +120,15 @@ impl VerifyKey {
         let own = match crate::format::der::spki_key_type(&spki) {
             Some(crate::format::der::KeyType::Rsa) => Algorithm::Sha256WithRsa,
             Some(crate::format::der::KeyType::EcP256) => Algorithm::Sha256WithEcdsa,
+            Some(crate::format::der::KeyType::EcP384) => Algorithm::Sha256WithEcdsa,
             _ => {
                 return Err(KeyError::Unreadable(
-                    "only RSA and EC P-256 public keys are supported",
+                    "only RSA and EC P-256 or P-384 public keys are supported",
                 ));
             }
         };
         let algorithm = algorithm.unwrap_or(own);
-        if algorithm != own {
+        if algorithm.key_kind() != own.key_kind() {
             return Err(KeyError::BadPublicKey(algorithm));
         }
         Self::from_spki(algorithm, &spki)
@@ -174,15 +188,16 @@ impl VerifyKey {
                 aws_lc_rs::constant_time::verify_slices_are_equal(&mac, protection)
                     .map_err(|_| VerifyError::Mismatch)
             }
-            VerifyKey::Public { .. } => {
-                let digest = crate::crypto::token::sha256_reader(data).map_err(input)?;
+            VerifyKey::Public { algorithm, .. } => {
+                let digest =
+                    crate::crypto::token::digest_reader(algorithm.digest(), data).map_err(input)?;
                 self.verify_digest(&digest, protection)
             }
         }
     }
 
-    /// Checks a signature given the SHA-256 `digest` of the signed data (what `sign_reader`
-    /// signs); a MAC cannot be checked from a digest and is a mismatch.
+    /// Checks a signature given the `digest` of the signed data (what `sign_reader` signs, by
+    /// the algorithm's digest); a MAC cannot be checked from a digest and is a mismatch.
     pub fn verify_digest(
         &self,
         digest: &aws_lc_rs::digest::Digest,

@@ -20,10 +20,12 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha384};
 
 use crate::crypto::keys::{MacOracle, VerifyKey};
-use crate::crypto::token::{Algorithm, CryptoToken, TokenError, for_each_chunk, sha256_reader};
+use crate::crypto::token::{
+    Algorithm, CryptoToken, KeyKind, TokenError, digest_reader, for_each_chunk,
+};
 use crate::format::der;
 
 /// How a token is found (SignServer's `slotLabelType`).
@@ -264,18 +266,30 @@ impl Pkcs11Token {
             let _calls = inner.module.shared();
             let held = inner.open_session()?;
             let found = inner.find_key(&held.session)?;
-            let own = inner.key_algorithm(&held.session, found)?;
-            if let Some(configured) = inner.cfg.algorithm
-                && configured != own
-            {
-                return Err(TokenError::InvalidKey(format!(
-                    "{}: it is a {own} key but {configured} is configured",
-                    inner.describe()
-                )));
-            }
+            let kind = inner.key_kind(&held.session, found)?;
+            // The configured algorithm, of the key's kind; or the SHA-256 one of its kind.
+            let own = match inner.cfg.algorithm {
+                Some(configured) if configured.key_kind() != kind => {
+                    return Err(TokenError::InvalidKey(format!(
+                        "{}: it is {} key but {configured} is configured",
+                        inner.describe(),
+                        match kind {
+                            KeyKind::Rsa => "an RSA",
+                            KeyKind::Ec => "an EC",
+                            KeyKind::Secret => "a secret (HMAC)",
+                        }
+                    )));
+                }
+                Some(configured) => configured,
+                None => match kind {
+                    KeyKind::Rsa => Algorithm::Sha256WithRsa,
+                    KeyKind::Ec => Algorithm::Sha256WithEcdsa,
+                    KeyKind::Secret => Algorithm::HmacSha256,
+                },
+            };
             inner.algorithm = own;
-            let spki = match own {
-                Algorithm::HmacSha256 => None,
+            let spki = match kind {
+                KeyKind::Secret => None,
                 _ => Some(inner.public_key(&held.session, found)?),
             };
             (held, found, own, spki)
@@ -422,7 +436,7 @@ impl Inner {
         }
     }
 
-    fn key_algorithm(&self, session: &Session, key: Found) -> Result<Algorithm, TokenError> {
+    fn key_kind(&self, session: &Session, key: Found) -> Result<KeyKind, TokenError> {
         let key_type = session
             .get_attributes(key, &[AttributeType::KeyType])
             .map_err(|e| self.unavailable("reading the key type", &e))?
@@ -432,11 +446,11 @@ impl Inner {
                 _ => None,
             });
         match key_type {
-            Some(t) if t == KeyType::RSA => Ok(Algorithm::Sha256WithRsa),
-            Some(t) if t == KeyType::EC => Ok(Algorithm::Sha256WithEcdsa),
-            Some(t) if t == KeyType::GENERIC_SECRET => Ok(Algorithm::HmacSha256),
+            Some(t) if t == KeyType::RSA => Ok(KeyKind::Rsa),
+            Some(t) if t == KeyType::EC => Ok(KeyKind::Ec),
+            Some(t) if t == KeyType::GENERIC_SECRET => Ok(KeyKind::Secret),
             other => Err(TokenError::InvalidKey(format!(
-                "{}: unsupported key type {other:?} (RSA, EC P-256 or a generic secret)",
+                "{}: unsupported key type {other:?} (RSA, EC P-256 or P-384, or a generic secret)",
                 self.describe()
             ))),
         }
@@ -458,8 +472,8 @@ impl Inner {
             .first()
             .copied();
         let bad = |why: &str| TokenError::InvalidKey(format!("{}: {why}", self.describe()));
-        match self.algorithm {
-            Algorithm::Sha256WithRsa => {
+        match self.algorithm.key_kind() {
+            KeyKind::Rsa => {
                 let attrs = session
                     .get_attributes(
                         public.unwrap_or(key),
@@ -479,7 +493,7 @@ impl Inner {
                     _ => Err(bad("the RSA public key cannot be read")),
                 }
             }
-            Algorithm::Sha256WithEcdsa => {
+            KeyKind::Ec => {
                 let obj = public.ok_or_else(|| bad("no EC public key object with that label"))?;
                 let attrs = session
                     .get_attributes(obj, &[AttributeType::EcParams, AttributeType::EcPoint])
@@ -492,15 +506,16 @@ impl Inner {
                         _ => {}
                     }
                 }
-                let p256 = [&[0x06, der::OID_P256.len() as u8][..], der::OID_P256].concat();
-                if params.as_deref() != Some(&p256[..]) {
-                    return Err(bad("only EC keys on P-256 (prime256v1) are supported"));
-                }
+                let Some(curve) = params.as_deref().and_then(der::KeyType::from_ec_params) else {
+                    return Err(bad(
+                        "only EC keys on P-256 (prime256v1) or P-384 (secp384r1) are supported",
+                    ));
+                };
                 point
-                    .and_then(|p| der::ec_p256_spki(&p))
+                    .and_then(|p| der::ec_spki(curve, &p))
                     .ok_or_else(|| bad("the EC public point cannot be read"))
             }
-            Algorithm::HmacSha256 => Err(bad("a secret key has no public key")),
+            KeyKind::Secret => Err(bad("a secret key has no public key")),
         }
     }
 
@@ -724,34 +739,38 @@ impl Inner {
 
     fn sign(&self, data: &[u8]) -> Result<Vec<u8>, TokenError> {
         match self.algorithm {
-            Algorithm::Sha256WithRsa => self.raw_sign(&Mechanism::Sha256RsaPkcs, data),
             Algorithm::HmacSha256 => self.raw_sign(&Mechanism::Sha256Hmac, data),
+            Algorithm::Sha256WithRsa => self.raw_sign(&Mechanism::Sha256RsaPkcs, data),
+            Algorithm::Sha384WithRsa => self.raw_sign(&Mechanism::Sha384RsaPkcs, data),
+            Algorithm::Sha512WithRsa => self.raw_sign(&Mechanism::Sha512RsaPkcs, data),
             Algorithm::Sha256WithEcdsa => self.sign_ec_digest(&Sha256::digest(data)),
+            Algorithm::Sha384WithEcdsa => self.sign_ec_digest(&Sha384::digest(data)),
         }
     }
 
-    /// `sign` over a stream: the MAC or signature, and for signatures the SHA-256 of the data
+    /// `sign` over a stream: the MAC or signature, and for signatures the digest of the data
     /// (to check the signature with).
     fn sign_reader(
         &self,
         data: &mut dyn Read,
     ) -> Result<(Vec<u8>, Option<aws_lc_rs::digest::Digest>), TokenError> {
         use aws_lc_rs::digest;
-        match self.algorithm {
-            Algorithm::HmacSha256 => Ok((
-                self.raw_sign_stream(&Mechanism::Sha256Hmac, data, |_| {})?,
-                None,
-            )),
-            Algorithm::Sha256WithRsa => {
-                let mut h = digest::Context::new(&digest::SHA256);
-                let sig = self.raw_sign_stream(&Mechanism::Sha256RsaPkcs, data, |c| h.update(c))?;
-                Ok((sig, Some(h.finish())))
+        let rsa = match self.algorithm {
+            Algorithm::HmacSha256 => {
+                let mac = self.raw_sign_stream(&Mechanism::Sha256Hmac, data, |_| {})?;
+                return Ok((mac, None));
             }
-            Algorithm::Sha256WithEcdsa => {
-                let d = sha256_reader(data)?;
-                Ok((self.sign_ec_digest(d.as_ref())?, Some(d)))
+            Algorithm::Sha256WithEcdsa | Algorithm::Sha384WithEcdsa => {
+                let d = digest_reader(self.algorithm.digest(), data)?;
+                return Ok((self.sign_ec_digest(d.as_ref())?, Some(d)));
             }
-        }
+            Algorithm::Sha256WithRsa => Mechanism::Sha256RsaPkcs,
+            Algorithm::Sha384WithRsa => Mechanism::Sha384RsaPkcs,
+            Algorithm::Sha512WithRsa => Mechanism::Sha512RsaPkcs,
+        };
+        let mut h = digest::Context::new(self.algorithm.digest());
+        let sig = self.raw_sign_stream(&rsa, data, |c| h.update(c))?;
+        Ok((sig, Some(h.finish())))
     }
 
     /// CKM_ECDSA signs a digest and returns r || s; Java (and CESeCore) store DER.

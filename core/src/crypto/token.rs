@@ -16,18 +16,43 @@ use crate::crypto::keys::VerifyKey;
 use crate::format::pem;
 use crate::format::protection::ProtectionVersion;
 
-/// The protection algorithms of CESeCore's versions 1 and 2.
+/// The protection algorithms of CESeCore's versions 1 and 2. Every one verifies; new rows are
+/// protected with HmacSHA256, SHA256WithRSA or SHA256WithECDSA by any key, and with the SHA-384
+/// and SHA-512 ones by PKCS#11 keys only (docs/FORMAT.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum Algorithm {
     #[serde(rename = "HmacSHA256")]
     HmacSha256,
     #[serde(rename = "SHA256WithRSA")]
     Sha256WithRsa,
+    #[serde(rename = "SHA384WithRSA")]
+    Sha384WithRsa,
+    #[serde(rename = "SHA512WithRSA")]
+    Sha512WithRsa,
     #[serde(rename = "SHA256WithECDSA")]
     Sha256WithEcdsa,
+    #[serde(rename = "SHA384WithECDSA")]
+    Sha384WithEcdsa,
+}
+
+/// The kind of key an algorithm takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Secret,
+    Rsa,
+    Ec,
 }
 
 impl Algorithm {
+    pub const ALL: [Algorithm; 6] = [
+        Algorithm::HmacSha256,
+        Algorithm::Sha256WithRsa,
+        Algorithm::Sha384WithRsa,
+        Algorithm::Sha512WithRsa,
+        Algorithm::Sha256WithEcdsa,
+        Algorithm::Sha384WithEcdsa,
+    ];
+
     pub fn protection_version(self) -> ProtectionVersion {
         match self {
             Algorithm::HmacSha256 => ProtectionVersion::Hmac,
@@ -40,7 +65,39 @@ impl Algorithm {
         match self {
             Algorithm::HmacSha256 => "HmacSHA256",
             Algorithm::Sha256WithRsa => "SHA256WithRSA",
+            Algorithm::Sha384WithRsa => "SHA384WithRSA",
+            Algorithm::Sha512WithRsa => "SHA512WithRSA",
             Algorithm::Sha256WithEcdsa => "SHA256WithECDSA",
+            Algorithm::Sha384WithEcdsa => "SHA384WithECDSA",
+        }
+    }
+
+    /// By its name, ignoring case as Java's provider lookup does.
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(name))
+    }
+
+    pub fn key_kind(self) -> KeyKind {
+        match self {
+            Algorithm::HmacSha256 => KeyKind::Secret,
+            Algorithm::Sha256WithRsa | Algorithm::Sha384WithRsa | Algorithm::Sha512WithRsa => {
+                KeyKind::Rsa
+            }
+            Algorithm::Sha256WithEcdsa | Algorithm::Sha384WithEcdsa => KeyKind::Ec,
+        }
+    }
+
+    /// The digest the algorithm signs (and that `sign_reader`/`verify_digest` take).
+    pub fn digest(self) -> &'static aws_lc_rs::digest::Algorithm {
+        use aws_lc_rs::digest;
+        match self {
+            Algorithm::HmacSha256 | Algorithm::Sha256WithRsa | Algorithm::Sha256WithEcdsa => {
+                &digest::SHA256
+            }
+            Algorithm::Sha384WithRsa | Algorithm::Sha384WithEcdsa => &digest::SHA384,
+            Algorithm::Sha512WithRsa => &digest::SHA512,
         }
     }
 }
@@ -242,7 +299,7 @@ impl CryptoToken for SoftwareToken {
     }
     fn sign_reader(&self, data: &mut dyn Read) -> Result<Vec<u8>, TokenError> {
         let failed = |_| TokenError::Unavailable("software signing failed".into());
-        let d = sha256_reader(data)?;
+        let d = digest_reader(&digest::SHA256, data)?;
         match &self.key {
             SoftKey::Rsa(k) => {
                 let mut sig = vec![0u8; k.public_modulus_len()];
@@ -279,9 +336,12 @@ pub fn for_each_chunk(
     }
 }
 
-/// SHA-256 of everything `data` yields.
-pub fn sha256_reader(data: &mut dyn Read) -> Result<digest::Digest, TokenError> {
-    let mut ctx = digest::Context::new(&digest::SHA256);
+/// The digest of everything `data` yields.
+pub fn digest_reader(
+    algorithm: &'static digest::Algorithm,
+    data: &mut dyn Read,
+) -> Result<digest::Digest, TokenError> {
+    let mut ctx = digest::Context::new(algorithm);
     for_each_chunk(data, |c| {
         ctx.update(c);
         Ok(())
@@ -361,7 +421,7 @@ mod tests {
                 Err(crate::crypto::keys::VerifyError::Mismatch)
             );
             if t.algorithm() != Algorithm::HmacSha256 {
-                let d = sha256_reader(&mut &data[..]).unwrap();
+                let d = digest_reader(t.algorithm().digest(), &mut &data[..]).unwrap();
                 t.verify_key().verify_digest(&d, &streamed).unwrap();
             }
         }

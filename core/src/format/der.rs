@@ -6,7 +6,9 @@ const OID_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
 /// OID 1.2.840.10045.2.1 id-ecPublicKey.
 const OID_EC: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
 /// OID 1.2.840.10045.3.1.7 prime256v1 (P-256).
-pub const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// OID 1.3.132.0.34 secp384r1 (P-384).
+const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
 
 const SEQUENCE: u8 = 0x30;
 const INTEGER: u8 = 0x02;
@@ -48,9 +50,31 @@ fn read_raw(input: &[u8]) -> Option<(&[u8], &[u8])> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyType {
     Rsa,
-    /// EC on P-256 (the only curve the protection formats use here).
+    /// EC on P-256 (prime256v1): signs and verifies.
     EcP256,
+    /// EC on P-384 (secp384r1): verifies (SignServer's SHA384WithECDSA keys).
+    EcP384,
     Other,
+}
+
+impl KeyType {
+    /// The curve's OID (content octets), for EC key types.
+    fn curve_oid(self) -> Option<&'static [u8]> {
+        match self {
+            KeyType::EcP256 => Some(OID_P256),
+            KeyType::EcP384 => Some(OID_P384),
+            KeyType::Rsa | KeyType::Other => None,
+        }
+    }
+
+    /// The EC key type of a named curve given as a DER OID (PKCS#11's CKA_EC_PARAMS).
+    pub fn from_ec_params(params: &[u8]) -> Option<KeyType> {
+        match read(params)? {
+            (OID, oid, []) if oid == OID_P256 => Some(KeyType::EcP256),
+            (OID, oid, []) if oid == OID_P384 => Some(KeyType::EcP384),
+            _ => None,
+        }
+    }
 }
 
 /// Reads the algorithm of a DER SubjectPublicKeyInfo.
@@ -69,6 +93,7 @@ pub fn spki_key_type(spki: &[u8]) -> Option<KeyType> {
     } else if oid == OID_EC {
         match read(params) {
             Some((OID, curve, _)) if curve == OID_P256 => KeyType::EcP256,
+            Some((OID, curve, _)) if curve == OID_P384 => KeyType::EcP384,
             _ => KeyType::Other,
         }
     } else {
@@ -143,17 +168,23 @@ pub fn rsa_spki(modulus: &[u8], exponent: &[u8]) -> Vec<u8> {
     tlv(SEQUENCE, &[alg, bit_string(&key)].concat())
 }
 
-/// SubjectPublicKeyInfo of a P-256 key from its uncompressed point (0x04 || x || y).
-/// PKCS#11's CKA_EC_POINT may wrap the point in an OCTET STRING; both forms are accepted.
-pub fn ec_p256_spki(point: &[u8]) -> Option<Vec<u8>> {
+/// SubjectPublicKeyInfo of an EC key (P-256 or P-384) from its uncompressed point
+/// (0x04 || x || y). PKCS#11's CKA_EC_POINT may wrap the point in an OCTET STRING; both forms
+/// are accepted.
+pub fn ec_spki(key: KeyType, point: &[u8]) -> Option<Vec<u8>> {
+    let curve = key.curve_oid()?;
+    let len = match key {
+        KeyType::EcP256 => 65,
+        _ => 97,
+    };
     let point = match read(point) {
         Some((OCTET_STRING, inner, rest)) if rest.is_empty() && inner.first() == Some(&4) => inner,
         _ => point,
     };
-    if point.len() != 65 || point[0] != 4 {
+    if point.len() != len || point[0] != 4 {
         return None;
     }
-    let alg = tlv(SEQUENCE, &[tlv(OID, OID_EC), tlv(OID, OID_P256)].concat());
+    let alg = tlv(SEQUENCE, &[tlv(OID, OID_EC), tlv(OID, curve)].concat());
     Some(tlv(SEQUENCE, &[alg, bit_string(point)].concat()))
 }
 
@@ -193,25 +224,35 @@ mod tests {
     #[test]
     fn ec_spki_and_raw_signatures() {
         let rng = aws_lc_rs::rand::SystemRandom::new();
-        let doc = signature::EcdsaKeyPair::generate_pkcs8(
-            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            &rng,
-        )
-        .unwrap();
-        let fixed = signature::EcdsaKeyPair::from_pkcs8(
-            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            doc.as_ref(),
-        )
-        .unwrap();
-        let point = fixed.public_key().as_ref().to_vec();
-        let spki = ec_p256_spki(&point).unwrap();
-        assert_eq!(spki_key_type(&spki), Some(KeyType::EcP256));
-        assert_eq!(ec_p256_spki(&tlv(OCTET_STRING, &point)).unwrap(), spki);
-        let raw = fixed.sign(&rng, b"msg").unwrap();
-        let der = ecdsa_raw_to_der(raw.as_ref()).unwrap();
-        signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_ASN1, &spki)
-            .verify(b"msg", &der)
-            .unwrap();
+        for (key, signing, verifying) in [
+            (
+                KeyType::EcP256,
+                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                &signature::ECDSA_P256_SHA256_ASN1,
+            ),
+            (
+                KeyType::EcP384,
+                &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+                &signature::ECDSA_P384_SHA384_ASN1,
+            ),
+        ] {
+            let doc = signature::EcdsaKeyPair::generate_pkcs8(signing, &rng).unwrap();
+            let fixed = signature::EcdsaKeyPair::from_pkcs8(signing, doc.as_ref()).unwrap();
+            let point = fixed.public_key().as_ref().to_vec();
+            let spki = ec_spki(key, &point).unwrap();
+            assert_eq!(spki_key_type(&spki), Some(key));
+            assert_eq!(ec_spki(key, &tlv(OCTET_STRING, &point)).unwrap(), spki);
+            let params = tlv(OID, key.curve_oid().unwrap());
+            assert_eq!(KeyType::from_ec_params(&params), Some(key));
+            let raw = fixed.sign(&rng, b"msg").unwrap();
+            let der = ecdsa_raw_to_der(raw.as_ref()).unwrap();
+            signature::UnparsedPublicKey::new(verifying, &spki)
+                .verify(b"msg", &der)
+                .unwrap();
+        }
+        // A point of the other curve's length is refused.
+        assert!(ec_spki(KeyType::EcP384, &[4; 65]).is_none());
+        assert!(ec_spki(KeyType::Rsa, &[4; 65]).is_none());
         assert!(ecdsa_raw_to_der(&[1, 2, 3]).is_none());
     }
 

@@ -517,32 +517,21 @@ fn text(p: &Prop) -> &str {
     p.value.trim_matches(is_ws)
 }
 
-/// `sigalg.N`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SigAlg {
-    Rsa,
-    Ecdsa,
-    Hmac,
-}
-
-fn parse_sigalg(p: &Prop, problems: &mut Problems) -> Option<SigAlg> {
+/// `sigalg.N`: by its name, case ignored as Java's provider lookup does.
+fn parse_sigalg(p: &Prop, problems: &mut Problems) -> Option<Algorithm> {
     let v = p.value.trim();
-    if v.eq_ignore_ascii_case("SHA256WithRSA") {
-        Some(SigAlg::Rsa)
-    } else if v.eq_ignore_ascii_case("SHA256WithECDSA") {
-        Some(SigAlg::Ecdsa)
-    } else if v.eq_ignore_ascii_case("HmacSHA256") {
-        Some(SigAlg::Hmac)
-    } else {
+    let found = Algorithm::from_name(v);
+    if found.is_none() {
+        let names: Vec<&str> = Algorithm::ALL.iter().map(|a| a.name()).collect();
         problems.at(
             p,
             format!(
-                "unsupported algorithm {v:?}; auditseal supports SHA256WithRSA and \
-                 SHA256WithECDSA (and HmacSHA256 with version 1)"
+                "unsupported algorithm {v:?}; auditseal supports {} (HmacSHA256 with version 1)",
+                names.join(", ")
             ),
         );
-        None
     }
+    found
 }
 
 fn missing(problems: &mut Problems, n: usize, keyid_prop: &Prop, field: &str, why: &str) {
@@ -638,7 +627,7 @@ fn pkcs11_entry(
     keyid_prop: &Prop,
     keyid: Option<i32>,
     version: Option<u8>,
-    sigalg: Option<(SigAlg, &Prop)>,
+    sigalg: Option<(Algorithm, &Prop)>,
     problems: &mut Problems,
 ) -> Option<KeyEntry> {
     let key_label = match e.get("keylabel").map(|p| (text(p), *p)) {
@@ -692,19 +681,19 @@ fn pkcs11_entry(
         problems.warn(p, "data.N is not used for a PKCS11CryptoToken; ignored");
     }
     let algorithm = match (version, sigalg) {
-        (Some(1), Some((SigAlg::Rsa | SigAlg::Ecdsa, p))) => {
+        (Some(1), Some((a, p))) if a != Algorithm::HmacSha256 => {
             problems.warn(p, "ignored: version 1 protects with HmacSHA256");
             Some(TokenAlgorithm::HmacSHA256)
         }
         (Some(1), _) => Some(TokenAlgorithm::HmacSHA256),
-        (_, Some((SigAlg::Hmac, p))) => {
+        (_, Some((Algorithm::HmacSha256, p))) => {
             problems.at(
                 p,
                 format!("HmacSHA256 needs databaseprotection.version.{n} = 1"),
             );
             None
         }
-        (_, Some((SigAlg::Ecdsa, _))) => Some(TokenAlgorithm::SHA256WithECDSA),
+        (_, Some((a, _))) => Some(TokenAlgorithm::from_algorithm(a)),
         // SHA256WithRSA is CESeCore's default for version 2.
         _ => Some(TokenAlgorithm::SHA256WithRSA),
     };
@@ -949,7 +938,7 @@ fn public_entry(
     keyid_prop: &Prop,
     keyid: Option<i32>,
     version: Option<u8>,
-    sigalg: Option<(SigAlg, &Prop)>,
+    sigalg: Option<(Algorithm, &Prop)>,
     problems: &mut Problems,
 ) -> Option<KeyEntry> {
     if version == Some(1) {
@@ -962,23 +951,19 @@ fn public_entry(
     }
     let algorithm = match sigalg {
         None => None,
-        Some((SigAlg::Rsa, _)) => Some(SignatureAlgorithm::SHA256WithRSA),
-        Some((SigAlg::Ecdsa, _)) => Some(SignatureAlgorithm::SHA256WithECDSA),
-        Some((SigAlg::Hmac, p)) => {
+        Some((Algorithm::HmacSha256, p)) => {
             problems.at(
                 p,
                 "HmacSHA256 is not a signature algorithm; a PublicCryptoToken verifies signatures",
             );
             None
         }
+        Some((a, _)) => SignatureAlgorithm::from_algorithm(a),
     };
     let pem = match e.get("data").filter(|p| !p.value.trim().is_empty()) {
         Some(p) => match public_pem(&p.value) {
             Ok(pem) => {
-                let alg = algorithm.map(|a| match a {
-                    SignatureAlgorithm::SHA256WithRSA => Algorithm::Sha256WithRsa,
-                    SignatureAlgorithm::SHA256WithECDSA => Algorithm::Sha256WithEcdsa,
-                });
+                let alg = algorithm.map(SignatureAlgorithm::algorithm);
                 match crate::crypto::keys::VerifyKey::from_public_pem(&pem, alg) {
                     Ok(_) => Some(pem),
                     Err(err) => {

@@ -361,6 +361,14 @@ fn pkcs11_slots_and_algorithms() {
         alg("databaseprotection.sigalg.0 = sha256withecdsa\n"),
         Some(TokenAlgorithm::SHA256WithECDSA)
     );
+    for (name, expected) in [
+        ("SHA384WithRSA", TokenAlgorithm::SHA384WithRSA),
+        ("SHA512withRSA", TokenAlgorithm::SHA512WithRSA),
+        ("SHA384WithECDSA", TokenAlgorithm::SHA384WithECDSA),
+    ] {
+        let line = format!("databaseprotection.sigalg.0 = {name}\n");
+        assert_eq!(alg(&line), Some(expected), "{name}");
+    }
     assert_eq!(
         alg("databaseprotection.version.0 = 1\n"),
         Some(TokenAlgorithm::HmacSHA256)
@@ -648,6 +656,20 @@ fn public_data_forms() {
         "databaseprotection.sigalg.1 = SHA256withECDSA\n",
     );
     assert_eq!(alg, Some(SignatureAlgorithm::SHA256WithECDSA));
+    // SHA-384 and SHA-512 signatures, SignServer's other choices, are kept too.
+    for (cert, name, expected) in [
+        (
+            EC_CERT,
+            "SHA384WithECDSA",
+            SignatureAlgorithm::SHA384WithECDSA,
+        ),
+        (RSA_CERT, "SHA384WithRSA", SignatureAlgorithm::SHA384WithRSA),
+        (RSA_CERT, "SHA512WithRSA", SignatureAlgorithm::SHA512WithRSA),
+    ] {
+        let line = format!("databaseprotection.sigalg.1 = {name}\n");
+        let (alg, _) = public(&STANDARD.encode(cert), &line);
+        assert_eq!(alg, Some(expected), "{name}");
+    }
 }
 
 #[test]
