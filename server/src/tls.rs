@@ -40,7 +40,8 @@ pub enum TlsError {
     Config(rustls::Error),
 }
 
-/// Relative paths in `[server.tls]` are under the data directory.
+/// Paths in `[server.tls]` are absolute once the configuration is read (config/paths.rs); a
+/// relative one (a configuration built without a file) is under the data directory.
 fn resolve(data_dir: &Path, p: &Path) -> PathBuf {
     data_dir.join(p)
 }

@@ -212,12 +212,11 @@ async fn three_nodes_share_one_postgresql_and_verify_as_one_log() {
         SHARED_KEYID,
         &env,
     );
+    // Absolute: a relative path in a configuration file is read from the file's directory.
+    let c_key_path = c_dir.join("node-c-key.pem");
+    let c_key = c_key_path.to_str().unwrap();
     let own_pem = export(
-        &write(
-            dir.path(),
-            "c-only.toml",
-            &software_key(OWN_KEYID, "node-c-key.pem"),
-        ),
+        &write(dir.path(), "c-only.toml", &software_key(OWN_KEYID, c_key)),
         &c_dir,
         OWN_KEYID,
         &env,
@@ -239,19 +238,27 @@ async fn three_nodes_share_one_postgresql_and_verify_as_one_log() {
         "node-c.toml",
         &format!(
             "node_id = 'node-c'\n[protection]\nkeyid = {OWN_KEYID}\n{}{}",
-            software_key(OWN_KEYID, "node-c-key.pem"),
+            software_key(OWN_KEYID, c_key),
             public_key(SHARED_KEYID, &shared_pem)
         ),
     );
-    let auditor = write(
-        dir.path(),
-        "auditor.toml",
-        &format!(
-            "[protection]\nenable_sign = false\n{}{}",
-            public_key(SHARED_KEYID, &shared_pem),
-            public_key(OWN_KEYID, &own_pem)
-        ),
+    // The auditor's configuration exactly as docs/CLUSTER.md shows it: public key files beside
+    // it, named relative to it.
+    std::fs::write(dir.path().join("shared.pub.pem"), &shared_pem).unwrap();
+    std::fs::write(dir.path().join("node-c.pub.pem"), &own_pem).unwrap();
+    let cluster_md =
+        std::fs::read_to_string(auditseal_e2e::workspace_root().join("docs/CLUSTER.md")).unwrap();
+    let example = cluster_md
+        .split("```toml\n")
+        .map(|b| b.split("```").next().unwrap())
+        .find(|b| b.contains("shared.pub.pem"))
+        .expect("docs/CLUSTER.md shows the auditor's configuration");
+    assert_eq!(
+        (SHARED_KEYID, OWN_KEYID),
+        (1, 2),
+        "the keyids of the example"
     );
+    let auditor = write(dir.path(), "auditor.toml", example);
 
     // node-a and node-b: one configuration file, one HSM key, the node id from the flag;
     // node-c: its node id from its configuration file.

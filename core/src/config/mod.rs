@@ -2,6 +2,7 @@
 //! variables (`AUDITSEAL_*`), then command-line flags (the binaries apply the last two with clap).
 //! `conf/auditseal.toml` is the commented sample; docs/OPERATIONS.md describes every key.
 
+mod paths;
 pub(crate) mod signserver;
 
 use std::collections::BTreeMap;
@@ -65,7 +66,7 @@ pub struct ServerSection {
     pub tls: Option<TlsSection>,
 }
 
-/// HTTPS (rustls). Relative paths are under the data directory.
+/// HTTPS (rustls). Relative paths: from the configuration file's directory (config/paths.rs).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
@@ -104,7 +105,8 @@ pub struct ClientRole {
 pub struct CheckpointSection {
     /// Seconds between checkpoints (default 60; 0 turns them off).
     pub interval_secs: Option<u64>,
-    /// Also append each checkpoint to this file, one JSON line each (relative: under data_dir).
+    /// Also append each checkpoint to this file, one JSON line each (relative: from the
+    /// configuration file's directory).
     pub file: Option<PathBuf>,
     /// Also send each checkpoint to a syslog receiver (`[checkpoint.syslog]`), or, written as a
     /// path, to a local syslog socket in the old BSD format.
@@ -155,7 +157,7 @@ impl<'de> Deserialize<'de> for SyslogSetting {
 }
 
 /// A syslog receiver: RFC 5424 over TCP or TLS, octet-counted (docs/FORMAT.md section 7.3).
-/// Relative paths are under the data directory.
+/// Relative paths: from the configuration file's directory.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyslogSection {
@@ -190,7 +192,7 @@ pub struct WitnessSection {
     /// `http://` or `https://` URL each checkpoint is POSTed to.
     pub url: String,
     /// https: CA certificates (PEM) the witness's certificate must chain to, instead of the
-    /// system's (relative: under data_dir).
+    /// system's (relative: from the configuration file's directory).
     pub ca_file: Option<PathBuf>,
 }
 
@@ -286,7 +288,8 @@ pub enum KeyEntry {
         /// A retired key: per node, the last sequence number it protected there.
         #[serde(default)]
         retired_after: Option<BTreeMap<String, i64>>,
-        /// Relative paths are under the data directory. Default `signing-key.pem`.
+        /// Relative: from the configuration file's directory. Default: `signing-key.pem` in
+        /// the data directory.
         file: Option<PathBuf>,
     },
     /// An HMAC-SHA256 secret (protection version 1), from exactly one of the three sources.
@@ -307,7 +310,8 @@ pub enum KeyEntry {
         secret_encoding: SecretEncoding,
     },
     /// A verify-only public key, e.g. a retired key: a PEM `PUBLIC KEY` (SubjectPublicKeyInfo)
-    /// or `CERTIFICATE`, from exactly one of `file` (relative to the data directory) or `pem`.
+    /// or `CERTIFICATE`, from exactly one of `file` (relative: from the configuration file's
+    /// directory) or `pem`.
     Public {
         keyid: i32,
         /// The nodes this key may protect (exact ids, or a prefix and `*`); default: every node.
@@ -925,8 +929,8 @@ fn hmac_secret(
     Ok(bytes)
 }
 
-/// A secret (HMAC key, PIN) from exactly one of: the value, a file (relative to the data
-/// directory, one trailing newline dropped), an environment variable.
+/// A secret (HMAC key, PIN) from exactly one of: the value, a file (relative: from the
+/// configuration file's directory; one trailing newline dropped), an environment variable.
 fn secret_from(
     keyid: i32,
     what: &str,
@@ -1344,6 +1348,18 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
         let mut file = file_with_overrides(o.config.as_deref(), env, &o.sets)?;
+        // The file's directory: its relative paths are read from there (config/paths.rs).
+        let base = o
+            .config
+            .as_deref()
+            .map(|c| c.parent().unwrap_or(Path::new("")).to_path_buf());
+        let data_dir = o
+            .data_dir
+            .or_else(|| base.as_deref().and_then(|b| paths::data_dir(&file, b)))
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        if let Some(base) = &base {
+            paths::anchor(&mut file, base, &data_dir)?;
+        }
         let (protection, signserver_node) = match (&o.signserver_conf, file.protection.take()) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::Invalid(
@@ -1366,10 +1382,6 @@ impl Settings {
             }
             (None, p) => (p.unwrap_or_default(), None),
         };
-        let data_dir = o
-            .data_dir
-            .or_else(|| file.data_dir.clone())
-            .unwrap_or_else(|| PathBuf::from("./data"));
         let database_url = o
             .database_url
             .or_else(|| file.database_url.clone())

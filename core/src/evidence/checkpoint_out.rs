@@ -46,7 +46,8 @@ impl Sinks {
         }
     }
 
-    /// The sinks `[checkpoint]` configures; relative paths are under `data_dir`. Backlogs left
+    /// The sinks `[checkpoint]` configures; paths from the file are absolute
+    /// by now (config/paths.rs), others are under `data_dir`. Backlogs left
     /// by an earlier run start being sent now.
     pub async fn open(c: &CheckpointSection, data_dir: &Path) -> Result<Sinks, SinkError> {
         let max = c.backlog_max.unwrap_or(DEFAULT_BACKLOG_MAX);
