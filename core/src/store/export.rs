@@ -1,6 +1,6 @@
 //! Reading the rows of an export (docs/FORMAT.md section 9): every row matching the criteria,
 //! ordered by (nodeId, sequenceNumber, pk), in keyset pages so memory stays bounded however
-//! many rows match. The SQL is the same for both drivers; `impl_store!` runs it.
+//! many rows match. The SQL is the same for both drivers; each driver's `read_bounded` (store/sql.rs) runs it.
 
 use super::query::{Criterion, Param, Select, where_clause};
 

@@ -7,7 +7,8 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
-use super::{Fence, LockStatus, NodeLock, Query, StoreError, impl_store};
+use super::sql::{Backend, Own, arguments, insert_statement};
+use super::{Fence, LockStatus, NodeLock, StoreError};
 use crate::format::batch::BatchRecord;
 use crate::format::record::AuditRecord;
 
@@ -59,25 +60,6 @@ impl PgStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
-    }
-
-    /// A query or export page within `READ_BUDGET_BYTES`, in one query.
-    async fn read_bounded(&self, sel: super::query::Select) -> Result<super::Page, StoreError> {
-        use sqlx::{FromRow, Row};
-        let (sql, params) = sel.bounded(super::READ_BUDGET_BYTES);
-        let found = super::bind_all!(sqlx::query(sqlx::AssertSqlSafe(sql)), params)
-            .fetch_all(&self.pool)
-            .await?;
-        let in_limit: i64 = match found.first() {
-            Some(r) => r.try_get("rows_in_limit")?,
-            None => 0,
-        };
-        let rows = found
-            .iter()
-            .map(AuditRecord::from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let cut = (rows.len() as i64) < in_limit;
-        Ok(super::Page { rows, cut })
     }
 }
 
@@ -161,10 +143,46 @@ impl Drop for AbortOnDrop {
     }
 }
 
-impl_store!(PgStore, {
+#[async_trait::async_trait]
+impl Backend for PgStore {
+    type DB = sqlx::Postgres;
+    const NAME: &'static str = "postgres";
+    const FENCED_INSERT: &'static str = super::fenced_insert!("FOR SHARE");
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    /// One query: a running sum of the rows' sizes (a window over the result, which reads no
+    /// value) keeps the rows that start within the budget.
+    async fn read_bounded(&self, sel: super::query::Select) -> Result<super::Page, StoreError> {
+        use sqlx::{FromRow, Row};
+        let (sql, params) = sel.bounded(super::READ_BUDGET_BYTES);
+        let found = sqlx::query_with(
+            sqlx::AssertSqlSafe(sql),
+            arguments::<sqlx::Postgres>(params)?,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let in_limit: i64 = match found.first() {
+            Some(r) => r.try_get("rows_in_limit")?,
+            None => 0,
+        };
+        let rows = found
+            .iter()
+            .map(AuditRecord::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let cut = (rows.len() as i64) < in_limit;
+        Ok(super::Page { rows, cut })
+    }
+
     /// One query: a running sum of the rows' sizes (a window over the chunk, which reads no
     /// value) keeps the rows that start within the budget; the others are never de-TOASTed.
-    async fn read_node(
+    async fn read_node_chunk(
         &self,
         node: &str,
         from_seq: i64,
@@ -192,7 +210,7 @@ impl_store!(PgStore, {
             .await?)
     }
 
-    async fn get_many(&self, pks: &[String]) -> Result<Vec<AuditRecord>, StoreError> {
+    async fn read_pks(&self, pks: &[String]) -> Result<Vec<AuditRecord>, StoreError> {
         let sql = format!(
             "SELECT {} FROM auditrecorddata WHERE pk = ANY($1::text[])",
             super::COLUMNS
@@ -203,21 +221,9 @@ impl_store!(PgStore, {
             .await?)
     }
 
-    async fn insert(&self, r: &AuditRecord, fence: &Fence) -> Result<(), StoreError> {
-        super::on_own_connection!(self.pool, |conn| {
-            let done = super::insert_row!(super::fenced_insert!("FOR SHARE"), r, fence)
-                .execute(&mut *conn)
-                .await?;
-            if done.rows_affected() != 1 {
-                return Err(StoreError::Fenced(fence.node.clone()));
-            }
-            Ok(())
-        })
-    }
-
     /// One multi-row INSERT ... SELECT FROM UNNEST (arrays bound as parameters) for the rows,
     /// fenced as a whole, one INSERT for the statement, one commit.
-    async fn insert_batch(
+    async fn insert_rows(
         &self,
         rows: &[AuditRecord],
         batch: Option<&BatchRecord>,
@@ -225,9 +231,9 @@ impl_store!(PgStore, {
     ) -> Result<(), StoreError> {
         let col = |f: fn(&AuditRecord) -> String| rows.iter().map(f).collect::<Vec<_>>();
         let opt = |f: fn(&AuditRecord) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-        super::on_own_connection!(self.pool, |conn| {
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            let done = sqlx::query(
+        let mut own = Own::acquire(&self.pool).await?;
+        let mut tx = sqlx::Connection::begin(own.conn()).await?;
+        let done = sqlx::query(
             "INSERT INTO auditrecorddata (pk, nodeid, sequencenumber, \"timestamp\", eventtype, \
              eventstatus, authtoken, service, module, customid, searchdetail1, searchdetail2, \
              additionaldetails, rowversion, rowprotection) \
@@ -256,30 +262,26 @@ impl_store!(PgStore, {
         .bind(fence.epoch)
         .execute(&mut *tx)
         .await?;
-            if done.rows_affected() != rows.len() as u64 {
-                // Dropping the transaction rolls it back.
-                return Err(StoreError::Fenced(fence.node.clone()));
-            }
-            if let Some(b) = batch {
-                super::insert_statement!(b).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        })
+        if done.rows_affected() != rows.len() as u64 {
+            // Dropping the transaction rolls it back.
+            return Err(StoreError::Fenced(fence.node.clone()));
+        }
+        if let Some(b) = batch {
+            insert_statement(b).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        own.keep();
+        Ok(())
     }
 
-    fn backend(&self) -> &'static str {
-        "postgres"
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
+    async fn run_migrations(&self) -> Result<(), StoreError> {
         MIGRATOR
             .run(&self.pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))
     }
 
-    async fn lock_node(&self, node: &str) -> Result<NodeLock, StoreError> {
+    async fn take_node_lock(&self, node: &str) -> Result<NodeLock, StoreError> {
         let Some((conn, lease)) = try_lock(&self.url, node).await? else {
             return Err(StoreError::Locked(format!(
                 "another auditseal process is already writing as node {node:?} to this \
@@ -297,4 +299,4 @@ impl_store!(PgStore, {
         ));
         Ok(NodeLock::new(node, status, AbortOnDrop(watcher)))
     }
-});
+}

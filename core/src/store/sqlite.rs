@@ -9,7 +9,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{Fence, NodeLock, Query, StoreError, impl_store};
+use super::sql::{Backend, Own, arguments, insert_row, insert_statement};
+use super::{Fence, NodeLock, StoreError};
 use crate::format::batch::BatchRecord;
 use crate::format::record::AuditRecord;
 
@@ -92,28 +93,6 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// A query or export page within `READ_BUDGET_BYTES`: the sizes first (SQLite's
-    /// `octet_length` reads no value), then as many rows as fit.
-    async fn read_bounded(&self, sel: super::query::Select) -> Result<super::Page, StoreError> {
-        let (sql, params) = sel.sizes();
-        let sizes: Vec<i64> =
-            super::bind_all!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)), params)
-                .fetch_all(&self.pool)
-                .await?;
-        let n = super::rows_within(&sizes, super::READ_BUDGET_BYTES);
-        if n == 0 {
-            return Ok(super::Page::default());
-        }
-        let (sql, params) = sel.with_limit(n as i64);
-        let rows = super::bind_all!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), params)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(super::Page {
-            rows,
-            cut: n < sizes.len(),
-        })
-    }
-
     /// Increments the node's lease epoch (see `Fence`), once its lock file is held.
     async fn take_lease(&self, node: &str) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(super::TAKE_LEASE)
@@ -123,10 +102,45 @@ impl SqliteStore {
     }
 }
 
-impl_store!(SqliteStore, {
+#[async_trait::async_trait]
+impl Backend for SqliteStore {
+    type DB = sqlx::Sqlite;
+    const NAME: &'static str = "sqlite";
+    const FENCED_INSERT: &'static str = super::fenced_insert!("");
+
+    fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    /// The sizes first (SQLite's `octet_length` reads no value), then as many rows as fit.
+    async fn read_bounded(&self, sel: super::query::Select) -> Result<super::Page, StoreError> {
+        let (sql, params) = sel.sizes();
+        let sizes: Vec<i64> =
+            sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), arguments::<sqlx::Sqlite>(params)?)
+                .fetch_all(&self.pool)
+                .await?;
+        let n = super::rows_within(&sizes, super::READ_BUDGET_BYTES);
+        if n == 0 {
+            return Ok(super::Page::default());
+        }
+        let (sql, params) = sel.with_limit(n as i64);
+        let rows =
+            sqlx::query_as_with(sqlx::AssertSqlSafe(sql), arguments::<sqlx::Sqlite>(params)?)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(super::Page {
+            rows,
+            cut: n < sizes.len(),
+        })
+    }
+
     /// The chunk's row sizes first (SQLite's `octet_length` reads no value), then as many rows
     /// as fit in the budget.
-    async fn read_node(
+    async fn read_node_chunk(
         &self,
         node: &str,
         from_seq: i64,
@@ -166,7 +180,7 @@ impl_store!(SqliteStore, {
     }
 
     /// The pks as one JSON array parameter (SQLite has no array parameters).
-    async fn get_many(&self, pks: &[String]) -> Result<Vec<AuditRecord>, StoreError> {
+    async fn read_pks(&self, pks: &[String]) -> Result<Vec<AuditRecord>, StoreError> {
         let sql = format!(
             "SELECT {} FROM auditrecorddata WHERE pk IN (SELECT value FROM json_each($1))",
             super::COLUMNS
@@ -178,57 +192,41 @@ impl_store!(SqliteStore, {
             .await?)
     }
 
-    async fn insert(&self, r: &AuditRecord, fence: &Fence) -> Result<(), StoreError> {
-        super::on_own_connection!(self.pool, |conn| {
-            let done = super::insert_row!(super::fenced_insert!(""), r, fence)
-                .execute(&mut *conn)
-                .await?;
-            if done.rows_affected() != 1 {
-                return Err(StoreError::Fenced(fence.node.clone()));
-            }
-            Ok(())
-        })
-    }
-
     /// The rows one by one inside one transaction (SQLite has no array parameters; inside a
     /// transaction each insert is cheap), each fenced, then the statement, then one commit.
-    async fn insert_batch(
+    async fn insert_rows(
         &self,
         rows: &[AuditRecord],
         batch: Option<&BatchRecord>,
         fence: &Fence,
     ) -> Result<(), StoreError> {
-        super::on_own_connection!(self.pool, |conn| {
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            for r in rows {
-                let done = super::insert_row!(super::fenced_insert!(""), r, fence)
-                    .execute(&mut *tx)
-                    .await?;
-                if done.rows_affected() != 1 {
-                    // Dropping the transaction rolls it back.
-                    return Err(StoreError::Fenced(fence.node.clone()));
-                }
+        let mut own = Own::acquire(&self.pool).await?;
+        let mut tx = sqlx::Connection::begin(own.conn()).await?;
+        for r in rows {
+            let done = insert_row(Self::FENCED_INSERT, r, fence)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() != 1 {
+                // Dropping the transaction rolls it back.
+                return Err(StoreError::Fenced(fence.node.clone()));
             }
-            if let Some(b) = batch {
-                super::insert_statement!(b).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        })
+        }
+        if let Some(b) = batch {
+            insert_statement(b).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        own.keep();
+        Ok(())
     }
 
-    fn backend(&self) -> &'static str {
-        "sqlite"
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
+    async fn run_migrations(&self) -> Result<(), StoreError> {
         MIGRATOR
             .run(&self.pool)
             .await
             .map_err(|e| StoreError::Migration(e.to_string()))
     }
 
-    async fn lock_node(&self, node: &str) -> Result<NodeLock, StoreError> {
+    async fn take_node_lock(&self, node: &str) -> Result<NodeLock, StoreError> {
         let Some(db) = &self.file else {
             let lease = self.take_lease(node).await?;
             return Ok(NodeLock::permanent(node, lease, ()));
@@ -268,7 +266,7 @@ impl_store!(SqliteStore, {
             ))),
         }
     }
-});
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,639 @@
+//! `Store` for the SQL databases, written once: [`Store`] is implemented here for every
+//! [`Backend`], as ordinary generic code over sqlx's `Database`. The queries whose text is the
+//! same for PostgreSQL and SQLite are in this file; what each database does its own way
+//! (migrations, the writer lock, multi-row inserts, reads bounded by bytes, a list of keys as one
+//! parameter) is its `Backend` implementation, in postgres.rs and sqlite.rs.
+//!
+//! The `where` clause of the `Store` implementation lists what the generic code needs of a
+//! driver (the column types it binds and reads); both drivers meet it, and a query that does not
+//! type-check is reported here, once.
+
+use sqlx::pool::PoolConnection;
+use sqlx::query::Query;
+use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+
+use super::export::ExportCursor;
+use super::query::{Param, Select};
+use super::{
+    BelowStart, Criterion, Fence, NodeHead, NodeLock, Page, Span, Store, StoreError, absent,
+};
+use crate::access::ApiToken;
+use crate::format::batch::BatchRecord;
+use crate::format::checkpoint::{Checkpoint, KIND_ARCHIVE};
+use crate::format::record::AuditRecord;
+
+/// What a SQL database does its own way; everything else of [`Store`] is shared.
+#[async_trait::async_trait]
+pub(crate) trait Backend: Send + Sync {
+    type DB: Database;
+    /// `postgres` or `sqlite`.
+    const NAME: &'static str;
+    /// The fenced `INSERT` of one row ([`super::fenced_insert!`] with the database's lock).
+    const FENCED_INSERT: &'static str;
+
+    fn pool(&self) -> &Pool<Self::DB>;
+    fn rows_affected(done: &<Self::DB as Database>::QueryResult) -> u64;
+
+    async fn run_migrations(&self) -> Result<(), StoreError>;
+    async fn take_node_lock(&self, node: &str) -> Result<NodeLock, StoreError>;
+    /// The rows (and the statement that covers them) in one transaction, fenced as a whole.
+    async fn insert_rows(
+        &self,
+        rows: &[AuditRecord],
+        batch: Option<&BatchRecord>,
+        fence: &Fence,
+    ) -> Result<(), StoreError>;
+    /// A chunk of a node's rows within `READ_BUDGET_BYTES` (see `Store::read_node`).
+    async fn read_node_chunk(
+        &self,
+        node: &str,
+        from_seq: i64,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+    async fn read_pks(&self, pks: &[String]) -> Result<Vec<AuditRecord>, StoreError>;
+    /// A query or export page within `READ_BUDGET_BYTES`.
+    async fn read_bounded(&self, sel: Select) -> Result<Page, StoreError>;
+}
+
+/// A connection of its own for one write, closed instead of returned to the pool unless the
+/// write succeeded ([`Own::keep`]): after SQLITE_FULL or an I/O error inside a transaction,
+/// SQLite may have rolled the transaction back by itself or kept it open, and the driver's idea
+/// of it can be wrong; a later statement on that connection could then run inside a transaction
+/// nobody commits (answered, never stored), or hold the database locked for every other
+/// connection. A new connection replaces it.
+pub(crate) struct Own<DB: Database> {
+    conn: Option<PoolConnection<DB>>,
+    kept: bool,
+}
+
+impl<DB: Database> Own<DB> {
+    pub(crate) async fn acquire(pool: &Pool<DB>) -> Result<Self, StoreError> {
+        Ok(Own {
+            conn: Some(pool.acquire().await?),
+            kept: false,
+        })
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut DB::Connection {
+        self.conn.as_mut().expect("present until dropped")
+    }
+
+    /// The write succeeded: the connection goes back to the pool.
+    pub(crate) fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl<DB: Database> Drop for Own<DB> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && !self.kept
+        {
+            drop(conn.detach());
+        }
+    }
+}
+
+/// The fenced `INSERT` (`sql`) of one row with its 15 values and the fence.
+pub(crate) fn insert_row<'q, DB>(
+    sql: &'static str,
+    r: &'q AuditRecord,
+    fence: &'q Fence,
+) -> Query<'q, DB, DB::Arguments>
+where
+    DB: Database,
+    for<'e> &'e String: Type<DB> + Encode<'e, DB>,
+    for<'e> &'e Option<String>: Type<DB> + Encode<'e, DB>,
+    for<'e> i64: Type<DB> + Encode<'e, DB>,
+    for<'e> i32: Type<DB> + Encode<'e, DB>,
+{
+    sqlx::query(sql)
+        .bind(&r.pk)
+        .bind(&r.node_id)
+        .bind(r.sequence_number)
+        .bind(r.time_stamp)
+        .bind(&r.event_type)
+        .bind(&r.event_status)
+        .bind(&r.auth_token)
+        .bind(&r.service)
+        .bind(&r.module)
+        .bind(&r.custom_id)
+        .bind(&r.search_detail1)
+        .bind(&r.search_detail2)
+        .bind(&r.additional_details)
+        .bind(r.row_version)
+        .bind(&r.row_protection)
+        .bind(&fence.node)
+        .bind(fence.epoch)
+}
+
+/// The `INSERT` of one batch statement.
+pub(crate) fn insert_statement<DB>(b: &BatchRecord) -> Query<'_, DB, DB::Arguments>
+where
+    DB: Database,
+    for<'e> &'e String: Type<DB> + Encode<'e, DB>,
+    for<'e> i64: Type<DB> + Encode<'e, DB>,
+    for<'e> i32: Type<DB> + Encode<'e, DB>,
+{
+    sqlx::query(super::INSERT_BATCH)
+        .bind(&b.node_id)
+        .bind(b.first_sequence_number)
+        .bind(b.last_sequence_number)
+        .bind(b.time_stamp)
+        .bind(&b.merkle_root)
+        .bind(&b.previous_hash)
+        .bind(b.key_id)
+        .bind(&b.statement_protection)
+}
+
+/// The `INSERT` of one checkpoint.
+fn insert_checkpoint<DB>(c: &Checkpoint) -> Query<'_, DB, DB::Arguments>
+where
+    DB: Database,
+    for<'e> &'e String: Type<DB> + Encode<'e, DB>,
+    for<'e> i64: Type<DB> + Encode<'e, DB>,
+    for<'e> i32: Type<DB> + Encode<'e, DB>,
+{
+    sqlx::query(super::INSERT_CHECKPOINT)
+        .bind(&c.node_id)
+        .bind(c.sequence_number)
+        .bind(c.time_stamp)
+        .bind(&c.head_hash)
+        .bind(&c.kind)
+        .bind(c.key_id)
+        .bind(&c.statement_protection)
+}
+
+/// A `Select`'s parameters as the driver's arguments, in order.
+pub(crate) fn arguments<DB>(params: Vec<Param>) -> Result<DB::Arguments, StoreError>
+where
+    DB: Database,
+    for<'e> String: Type<DB> + Encode<'e, DB>,
+    for<'e> i64: Type<DB> + Encode<'e, DB>,
+{
+    use sqlx::Arguments;
+    let mut args = DB::Arguments::default();
+    for p in params {
+        match p {
+            Param::Text(t) => args.add(t),
+            Param::Int(i) => args.add(i),
+        }
+        .map_err(|e| StoreError::Database(format!("cannot bind a query parameter: {e}")))?;
+    }
+    Ok(args)
+}
+
+/// The highest values of a node's batch statements or checkpoints (three columns).
+type Highest = (Option<i64>, Option<i64>, Option<i64>);
+
+#[async_trait::async_trait]
+impl<B> Store for B
+where
+    B: Backend,
+    for<'c> &'c mut <B::DB as Database>::Connection: Executor<'c, Database = B::DB>,
+    <B::DB as Database>::Arguments: IntoArguments<B::DB>,
+    for<'e> i64: Type<B::DB> + Encode<'e, B::DB> + Decode<'e, B::DB>,
+    for<'e> i32: Type<B::DB> + Encode<'e, B::DB>,
+    for<'e> Option<i64>: Type<B::DB> + Encode<'e, B::DB>,
+    for<'e> &'e str: Type<B::DB> + Encode<'e, B::DB>,
+    for<'e> String: Type<B::DB> + Encode<'e, B::DB> + Decode<'e, B::DB>,
+    for<'e> &'e String: Type<B::DB> + Encode<'e, B::DB>,
+    for<'e> &'e Option<String>: Type<B::DB> + Encode<'e, B::DB>,
+    for<'r> AuditRecord: FromRow<'r, <B::DB as Database>::Row>,
+    for<'r> BatchRecord: FromRow<'r, <B::DB as Database>::Row>,
+    for<'r> Checkpoint: FromRow<'r, <B::DB as Database>::Row>,
+    for<'r> ApiToken: FromRow<'r, <B::DB as Database>::Row>,
+    for<'r> Span: FromRow<'r, <B::DB as Database>::Row>,
+    for<'r> (Option<i64>, Option<i64>): FromRow<'r, <B::DB as Database>::Row>,
+    for<'r> Highest: FromRow<'r, <B::DB as Database>::Row>,
+    for<'r> (i64, i64): FromRow<'r, <B::DB as Database>::Row>,
+    for<'r> (i64,): FromRow<'r, <B::DB as Database>::Row>,
+    for<'r> (String,): FromRow<'r, <B::DB as Database>::Row>,
+{
+    fn backend(&self) -> &'static str {
+        B::NAME
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        Backend::run_migrations(self).await
+    }
+
+    async fn lock_node(&self, node: &str) -> Result<NodeLock, StoreError> {
+        Backend::take_node_lock(self, node).await
+    }
+
+    async fn head(&self, node: &str) -> Result<NodeHead, StoreError> {
+        // One past the highest number the node ever used, wherever it is still recorded: its
+        // rows, its batch statements (first and last: a statement whose last is below its first
+        // must not stall the node), its checkpoints and archive markers. Rows alone are not
+        // enough: an archive may have removed all of them. Rows are read first: an archive that
+        // runs meanwhile deletes rows and stores its marker in one transaction, so the later
+        // queries see its marker if the rows were gone.
+        let rows: (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT MAX(sequencenumber), MAX(\"timestamp\") FROM auditrecorddata WHERE nodeid = $1",
+        )
+        .bind(node)
+        .fetch_one(self.pool())
+        .await?;
+        let batches: Option<Highest> = sqlx::query_as(
+            "SELECT MAX(lastsequencenumber), MAX(firstsequencenumber), MAX(\"timestamp\") \
+             FROM auditbatchdata WHERE nodeid = $1",
+        )
+        .bind(node)
+        .fetch_optional(self.pool())
+        .await
+        .or_else(absent)?;
+        let checkpoints: Option<Highest> = sqlx::query_as(
+            "SELECT MAX(CASE WHEN kind = $2 THEN NULL ELSE sequencenumber END), \
+             MAX(CASE WHEN kind = $2 THEN sequencenumber ELSE NULL END), \
+             MAX(\"timestamp\") FROM auditcheckpointdata WHERE nodeid = $1",
+        )
+        .bind(node)
+        .bind(KIND_ARCHIVE)
+        .fetch_optional(self.pool())
+        .await
+        .or_else(absent)?;
+        let (b_last, b_first, b_time) = batches.unwrap_or_default();
+        let (c_seq, marker, c_time) = checkpoints.unwrap_or_default();
+        Ok(NodeHead::from_highest(
+            [rows.0, marker],
+            [b_last, b_first, c_seq],
+            [rows.1, b_time, c_time],
+        ))
+    }
+
+    async fn insert(&self, r: &AuditRecord, fence: &Fence) -> Result<(), StoreError> {
+        let mut own = Own::acquire(self.pool()).await?;
+        let done = insert_row(B::FENCED_INSERT, r, fence)
+            .execute(own.conn())
+            .await?;
+        if B::rows_affected(&done) != 1 {
+            return Err(StoreError::Fenced(fence.node.clone()));
+        }
+        own.keep();
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<String>, StoreError> {
+        // A loose index scan: one lookup in (nodeid, sequencenumber) per node, where DISTINCT
+        // reads every row; live followers ask for the nodes several times a second.
+        Ok(
+            sqlx::query_scalar(sqlx::AssertSqlSafe(super::distinct_nodes(
+                "auditrecorddata",
+            )))
+            .fetch_all(self.pool())
+            .await?,
+        )
+    }
+
+    async fn all_nodes(&self) -> Result<Vec<String>, StoreError> {
+        let mut all: std::collections::BTreeSet<String> = self.nodes().await?.into_iter().collect();
+        // Both tables' primary keys start with nodeid: the same loose scan.
+        for table in ["auditbatchdata", "auditcheckpointdata"] {
+            let found: Vec<String> =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(super::distinct_nodes(table)))
+                    .fetch_all(self.pool())
+                    .await
+                    .or_else(absent)?;
+            all.extend(found);
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    async fn below_start(
+        &self,
+        node: &str,
+        start: i64,
+        checkpoints_below: i64,
+    ) -> Result<BelowStart, StoreError> {
+        let rows: Span = sqlx::query_as(
+            "SELECT COUNT(*) AS count, MIN(sequencenumber) AS first, \
+             MAX(sequencenumber) AS last FROM auditrecorddata \
+             WHERE nodeid = $1 AND sequencenumber < $2",
+        )
+        .bind(node)
+        .bind(start)
+        .fetch_one(self.pool())
+        .await?;
+        let batches: Option<Span> = sqlx::query_as(
+            "SELECT COUNT(*) AS count, MIN(firstsequencenumber) AS first, \
+             MAX(lastsequencenumber) AS last FROM auditbatchdata \
+             WHERE nodeid = $1 AND lastsequencenumber < $2",
+        )
+        .bind(node)
+        .bind(start)
+        .fetch_optional(self.pool())
+        .await
+        .or_else(absent)?;
+        let checkpoints: Option<Span> = sqlx::query_as(
+            "SELECT COUNT(*) AS count, MIN(sequencenumber) AS first, \
+             MAX(sequencenumber) AS last FROM auditcheckpointdata \
+             WHERE nodeid = $1 AND sequencenumber < $2",
+        )
+        .bind(node)
+        .bind(checkpoints_below)
+        .fetch_optional(self.pool())
+        .await
+        .or_else(absent)?;
+        Ok(BelowStart {
+            rows,
+            batches: batches.unwrap_or_default(),
+            checkpoints: checkpoints.unwrap_or_default(),
+        })
+    }
+
+    async fn count_from_start(&self, node: &str, last: i64) -> Result<(i64, i64), StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT s.start, (SELECT COUNT(*) FROM auditrecorddata \
+             WHERE nodeid = $1 AND sequencenumber >= s.start AND sequencenumber <= $2) \
+             FROM (SELECT COALESCE((SELECT MAX(sequencenumber) FROM auditcheckpointdata \
+             WHERE nodeid = $1 AND kind = $3) + 1, 0) AS start) s",
+        )
+        .bind(node)
+        .bind(last)
+        .bind(KIND_ARCHIVE)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
+    async fn read_node(
+        &self,
+        node: &str,
+        from_seq: i64,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        Backend::read_node_chunk(self, node, from_seq, after, limit).await
+    }
+
+    async fn get(&self, pk: &str) -> Result<Option<AuditRecord>, StoreError> {
+        // No stored text holds NUL, and PostgreSQL refuses to compare with it.
+        if pk.contains('\0') {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT {} FROM auditrecorddata WHERE pk = $1",
+            super::COLUMNS
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(pk)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    async fn get_many(&self, pks: &[String]) -> Result<Vec<AuditRecord>, StoreError> {
+        Backend::read_pks(self, pks).await
+    }
+
+    async fn last_row(&self, node: &str) -> Result<Option<AuditRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM auditrecorddata WHERE nodeid = $1 \
+             ORDER BY sequencenumber DESC, pk DESC LIMIT 1",
+            super::COLUMNS
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(node)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    async fn insert_batch(
+        &self,
+        rows: &[AuditRecord],
+        batch: Option<&BatchRecord>,
+        fence: &Fence,
+    ) -> Result<(), StoreError> {
+        Backend::insert_rows(self, rows, batch, fence).await
+    }
+
+    async fn last_batch(&self, node: &str) -> Result<Option<BatchRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM auditbatchdata WHERE nodeid = $1 \
+             ORDER BY firstsequencenumber DESC LIMIT 1",
+            super::BATCH_COLUMNS
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(node)
+            .fetch_optional(self.pool())
+            .await
+            .or_else(absent)?)
+    }
+
+    async fn get_batch(&self, node: &str, first: i64) -> Result<Option<BatchRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM auditbatchdata WHERE nodeid = $1 AND firstsequencenumber = $2",
+            super::BATCH_COLUMNS
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(node)
+            .bind(first)
+            .fetch_optional(self.pool())
+            .await
+            .or_else(absent)?)
+    }
+
+    async fn read_batches(
+        &self,
+        node: &str,
+        from_seq: i64,
+        after_first: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<BatchRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM auditbatchdata WHERE nodeid = $1 AND lastsequencenumber >= $2 \
+             AND firstsequencenumber > $3 ORDER BY firstsequencenumber LIMIT $4",
+            super::BATCH_COLUMNS
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(node)
+            .bind(from_seq)
+            .bind(after_first.unwrap_or(i64::MIN))
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await
+            .or_else(absent)?)
+    }
+
+    async fn insert_checkpoint(&self, c: &Checkpoint) -> Result<(), StoreError> {
+        let mut own = Own::acquire(self.pool()).await?;
+        insert_checkpoint(c).execute(own.conn()).await?;
+        own.keep();
+        Ok(())
+    }
+
+    async fn last_checkpoint(&self, node: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM auditcheckpointdata WHERE nodeid = $1 \
+             ORDER BY sequencenumber DESC, kind LIMIT 1",
+            super::CHECKPOINT_COLUMNS
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(node)
+            .fetch_optional(self.pool())
+            .await
+            .or_else(absent)?)
+    }
+
+    async fn archive_base(&self, node: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM auditcheckpointdata WHERE nodeid = $1 AND kind = $2 \
+             ORDER BY sequencenumber DESC LIMIT 1",
+            super::CHECKPOINT_COLUMNS
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(node)
+            .bind(KIND_ARCHIVE)
+            .fetch_optional(self.pool())
+            .await
+            .or_else(absent)?)
+    }
+
+    async fn read_checkpoints(
+        &self,
+        node: &str,
+        from_seq: i64,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<Checkpoint>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM auditcheckpointdata WHERE nodeid = $1 AND sequencenumber >= $2 \
+             AND (sequencenumber > $3 OR kind > $4) \
+             ORDER BY sequencenumber, kind LIMIT $5",
+            super::CHECKPOINT_COLUMNS
+        );
+        let (after_seq, after_kind) = after.unwrap_or((i64::MIN, String::new()));
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(node)
+            .bind(from_seq.max(after_seq))
+            .bind(after_seq)
+            .bind(after_kind)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await
+            .or_else(absent)?)
+    }
+
+    async fn latest_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM auditcheckpointdata c WHERE sequencenumber = \
+             (SELECT MAX(sequencenumber) FROM auditcheckpointdata d WHERE d.nodeid = c.nodeid) \
+             ORDER BY nodeid, kind",
+            super::CHECKPOINT_COLUMNS
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(self.pool())
+            .await
+            .or_else(absent)?)
+    }
+
+    async fn archive_node(
+        &self,
+        marker: &Checkpoint,
+        first: i64,
+        expected: u64,
+    ) -> Result<u64, StoreError> {
+        let mut own = Own::acquire(self.pool()).await?;
+        let mut tx = sqlx::Connection::begin(own.conn()).await?;
+        insert_checkpoint(marker).execute(&mut *tx).await?;
+        let done = sqlx::query(
+            "DELETE FROM auditrecorddata WHERE nodeid = $1 AND sequencenumber >= $2 \
+             AND sequencenumber <= $3",
+        )
+        .bind(&marker.node_id)
+        .bind(first)
+        .bind(marker.sequence_number)
+        .execute(&mut *tx)
+        .await?;
+        let rows = B::rows_affected(&done);
+        if rows != expected {
+            // Dropping the transaction rolls it back: marker and deletion alike.
+            return Err(StoreError::Inconsistent(format!(
+                "node {}: sequence numbers {first}..{} hold {rows} rows, the archive wrote \
+                 and verified {expected}; nothing was deleted",
+                marker.node_id, marker.sequence_number
+            )));
+        }
+        sqlx::query("DELETE FROM auditbatchdata WHERE nodeid = $1 AND lastsequencenumber <= $2")
+            .bind(&marker.node_id)
+            .bind(marker.sequence_number)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM auditcheckpointdata WHERE nodeid = $1 AND sequencenumber < $2")
+            .bind(&marker.node_id)
+            .bind(marker.sequence_number)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        own.keep();
+        Ok(rows)
+    }
+
+    async fn query(&self, q: &super::Query) -> Result<Page, StoreError> {
+        self.read_bounded(super::query::select_parts(q)).await
+    }
+
+    async fn count(&self, criteria: &[Criterion]) -> Result<i64, StoreError> {
+        let (sql, params) = super::query::build_count(criteria);
+        let args = arguments::<B::DB>(params)?;
+        Ok(sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), args)
+            .fetch_one(self.pool())
+            .await?)
+    }
+
+    async fn insert_token(&self, t: &ApiToken) -> Result<(), StoreError> {
+        let mut own = Own::acquire(self.pool()).await?;
+        sqlx::query(
+            "INSERT INTO auditapitokendata (name, role, tokenhash, createtime, revoketime) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&t.name)
+        .bind(&t.role)
+        .bind(&t.token_hash)
+        .bind(t.created)
+        .bind(t.revoked)
+        .execute(own.conn())
+        .await?;
+        own.keep();
+        Ok(())
+    }
+
+    async fn tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT name AS name, role AS role, tokenhash AS tokenhash, \
+             createtime AS createtime, revoketime AS revoketime \
+             FROM auditapitokendata ORDER BY name",
+        )
+        .fetch_all(self.pool())
+        .await
+        .or_else(absent)?)
+    }
+
+    async fn revoke_token(&self, name: &str, at: i64) -> Result<bool, StoreError> {
+        // As in `get`: no token is named with a NUL.
+        if name.contains('\0') {
+            return Ok(false);
+        }
+        let mut own = Own::acquire(self.pool()).await?;
+        let done = sqlx::query(
+            "UPDATE auditapitokendata SET revoketime = $2 \
+             WHERE name = $1 AND revoketime IS NULL",
+        )
+        .bind(name)
+        .bind(at)
+        .execute(own.conn())
+        .await?;
+        own.keep();
+        Ok(B::rows_affected(&done) == 1)
+    }
+
+    async fn export_page(
+        &self,
+        criteria: &[Criterion],
+        after: Option<ExportCursor>,
+        limit: i64,
+    ) -> Result<Page, StoreError> {
+        self.read_bounded(super::export::page_parts(criteria, after.as_ref(), limit))
+            .await
+    }
+}
