@@ -180,131 +180,200 @@ async fn write_lines(
         .create_new(true)
         .open(path)
         .map_err(io(path))?;
-    let mut out = BufWriter::new(file);
-    let put = |out: &mut BufWriter<std::fs::File>, line: &Line| -> Result<(), ArchiveError> {
-        let text = serde_json::to_string(line).map_err(|e| ArchiveError::Refused(e.to_string()))?;
-        out.write_all(text.as_bytes())
-            .and_then(|_| out.write_all(b"\n"))
-            .map_err(io(path))
+    let mut out = SegmentOut {
+        out: BufWriter::new(file),
+        path,
     };
-    put(
-        &mut out,
-        &Line::Header {
-            format: FORMAT.into(),
-            before,
-            created_at: crate::format::time::now_millis(),
-        },
-    )?;
+    out.put(&Line::Header {
+        format: FORMAT.into(),
+        before,
+        created_at: crate::format::time::now_millis(),
+    })?;
     let mut summaries = Vec::new();
     for node in store.nodes().await? {
-        let base = store.archive_base(&node).await?;
-        let mut head = match &base {
-            Some(b) => Head::of(b)
-                .ok_or_else(|| {
-                    ArchiveError::Refused(format!("node {node}: its archive marker is malformed"))
-                })?
-                .in_fold(Layout::Canonical),
-            None => Head::default(),
+        let head = node_start(store, keys, &node).await?;
+        if let Some(summary) = write_node(store, keys, token, before, &node, head, &mut out).await?
+        {
+            summaries.push(summary);
+        }
+    }
+    let file = out.out.into_inner().map_err(|e| io(path)(e.into_error()))?;
+    file.sync_all().map_err(io(path))?;
+    Ok(summaries)
+}
+
+/// The segment file being written, one JSON line at a time.
+struct SegmentOut<'a> {
+    out: BufWriter<std::fs::File>,
+    path: &'a Path,
+}
+
+impl SegmentOut<'_> {
+    fn put(&mut self, line: &Line) -> Result<(), ArchiveError> {
+        let text = serde_json::to_string(line).map_err(|e| ArchiveError::Refused(e.to_string()))?;
+        self.out
+            .write_all(text.as_bytes())
+            .and_then(|_| self.out.write_all(b"\n"))
+            .map_err(io(self.path))
+    }
+}
+
+/// The head a node's next segment starts from: its archive marker's (checked), or the start.
+async fn node_start(store: &dyn Store, keys: &KeyRing, node: &str) -> Result<Head, ArchiveError> {
+    let Some(base) = store.archive_base(node).await? else {
+        return Ok(Head::default());
+    };
+    base.check(keys).map_err(|reason| {
+        ArchiveError::Refused(format!(
+            "node {node}: its archive marker at {} does not verify: {reason}",
+            base.sequence_number
+        ))
+    })?;
+    Head::of(&base)
+        .map(|h| h.in_fold(Layout::Canonical))
+        .ok_or_else(|| {
+            ArchiveError::Refused(format!("node {node}: its archive marker is malformed"))
+        })
+}
+
+/// Writes the node's rows from `head` on that are older than `before`, each verified and in
+/// sequence, with the batch statements they need, then its summary and signed archive marker.
+/// None when it has no such row.
+async fn write_node(
+    store: &dyn Store,
+    keys: &KeyRing,
+    token: &dyn CryptoToken,
+    before: i64,
+    node: &str,
+    head: Head,
+    out: &mut SegmentOut<'_>,
+) -> Result<Option<NodeSummary>, ArchiveError> {
+    let mut w = NodeOut {
+        node,
+        first: head.sequence_number + 1,
+        start_head: hex::encode(head.hash),
+        head,
+        batches: Batches::default(),
+        written_batches: std::collections::HashSet::new(),
+        rows: 0,
+    };
+    let mut after = None;
+    'node: loop {
+        let rows = store.read_node(node, w.first, after.clone(), CHUNK).await?;
+        // A short chunk may only have met the read budget: the end is an empty one.
+        let full = !rows.is_empty();
+        if let Some(f) = rows.first() {
+            w.batches.forget_before(node, f.sequence_number);
+        }
+        w.batches.load_for(store, keys, &rows).await?;
+        for r in &rows {
+            if r.time_stamp >= before {
+                break 'node;
+            }
+            w.row(keys, token, r, out)?;
+        }
+        after = rows.last().map(|r| (r.sequence_number, r.pk.clone()));
+        if !full {
+            break;
+        }
+    }
+    w.close(token, out)
+}
+
+/// One node's part of a segment, as it is written.
+struct NodeOut<'a> {
+    node: &'a str,
+    first: i64,
+    start_head: String,
+    head: Head,
+    batches: Batches,
+    /// The batch statements already written (by their first sequence number).
+    written_batches: std::collections::HashSet<i64>,
+    rows: u64,
+}
+
+impl NodeOut<'_> {
+    /// Verifies the row, in sequence, and writes it (after the node's start line before its
+    /// first row, and its batch statement before the statement's first row).
+    fn row(
+        &mut self,
+        keys: &KeyRing,
+        token: &dyn CryptoToken,
+        r: &AuditRecord,
+        out: &mut SegmentOut<'_>,
+    ) -> Result<(), ArchiveError> {
+        let node = self.node;
+        let not_verified = |reason: String| ArchiveError::NotVerified {
+            node: node.to_string(),
+            sequence: r.sequence_number,
+            reason,
         };
-        if let Some(b) = &base {
-            b.check(keys).map_err(|reason| {
-                ArchiveError::Refused(format!(
-                    "node {node}: its archive marker at {} does not verify: {reason}",
-                    b.sequence_number
-                ))
+        if r.sequence_number != self.head.sequence_number + 1 {
+            return Err(not_verified(format!(
+                "expected sequence {} here (a hole or a duplicate)",
+                self.head.sequence_number + 1
+            )));
+        }
+        verify_row(keys, &self.batches, r).map_err(|e| not_verified(e.to_string()))?;
+        if self.rows == 0 {
+            // The node's archive marker will be signed with this key: one that its policy keeps
+            // off the node would make a marker every verifier refuses.
+            keys.allows(token.keyid(), node, r.sequence_number)
+                .map_err(|e| {
+                    ArchiveError::Refused(format!(
+                        "node {node}: its archive marker cannot be signed: {e}"
+                    ))
+                })?;
+            out.put(&Line::Start {
+                node_id: node.to_string(),
+                first_sequence: self.first,
+                start_head: self.start_head.clone(),
             })?;
         }
-        let start_head = hex::encode(head.hash);
-        let first = head.sequence_number + 1;
-        let mut batches = Batches::default();
-        let mut written_batches = std::collections::HashSet::new();
-        let mut rows_out = 0u64;
-        let mut after = None;
-        'node: loop {
-            let rows = store.read_node(&node, first, after.clone(), CHUNK).await?;
-            // A short chunk may only have met the read budget: the end is an empty one.
-            let full = !rows.is_empty();
-            if let Some(f) = rows.first() {
-                batches.forget_before(&node, f.sequence_number);
-            }
-            batches.load_for(store, keys, &rows).await?;
-            for r in &rows {
-                if r.time_stamp >= before {
-                    break 'node;
-                }
-                let not_verified = |reason: String| ArchiveError::NotVerified {
-                    node: node.clone(),
-                    sequence: r.sequence_number,
-                    reason,
-                };
-                if r.sequence_number != head.sequence_number + 1 {
-                    return Err(not_verified(format!(
-                        "expected sequence {} here (a hole or a duplicate)",
-                        head.sequence_number + 1
-                    )));
-                }
-                verify_row(keys, &batches, r).map_err(|e| not_verified(e.to_string()))?;
-                if rows_out == 0 {
-                    // The node's archive marker will be signed with this key: one that its
-                    // policy keeps off the node would make a marker every verifier refuses.
-                    keys.allows(token.keyid(), &node, r.sequence_number)
-                        .map_err(|e| {
-                            ArchiveError::Refused(format!(
-                                "node {node}: its archive marker cannot be signed: {e}"
-                            ))
-                        })?;
-                    put(
-                        &mut out,
-                        &Line::Start {
-                            node_id: node.clone(),
-                            first_sequence: first,
-                            start_head: start_head.clone(),
-                        },
-                    )?;
-                }
-                if let Some(b) = batch_of(r)
-                    && written_batches.insert(b)
-                {
-                    // Loaded (and checked) with the chunk's rows above.
-                    let stmt = batches.statement(&node, b).ok_or_else(|| {
-                        not_verified(format!("its batch statement at {b} is missing"))
-                    })?;
-                    put(&mut out, &Line::Batch(stmt.clone()))?;
-                }
-                put(&mut out, &Line::Row(r.clone()))?;
-                head.push(r);
-                rows_out += 1;
-            }
-            after = rows.last().map(|r| (r.sequence_number, r.pk.clone()));
-            if !full {
-                break;
-            }
+        if let Some(b) = batch_of(r)
+            && self.written_batches.insert(b)
+        {
+            // Loaded (and checked) with the chunk's rows.
+            let stmt = self
+                .batches
+                .statement(node, b)
+                .ok_or_else(|| not_verified(format!("its batch statement at {b} is missing")))?;
+            out.put(&Line::Batch(stmt.clone()))?;
         }
-        if rows_out == 0 {
-            continue;
+        out.put(&Line::Row(r.clone()))?;
+        self.head.push(r);
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// The node's summary line with its signed archive marker; None when no row was written.
+    fn close(
+        self,
+        token: &dyn CryptoToken,
+        out: &mut SegmentOut<'_>,
+    ) -> Result<Option<NodeSummary>, ArchiveError> {
+        if self.rows == 0 {
+            return Ok(None);
         }
         let marker = Checkpoint::sign(
             token,
-            &node,
-            &head,
+            self.node,
+            &self.head,
             crate::format::time::now_millis(),
             KIND_ARCHIVE,
         )?;
         let summary = NodeSummary {
-            node_id: node.clone(),
-            first_sequence: first,
-            last_sequence: head.sequence_number,
-            rows: rows_out,
-            start_head,
-            end_head: hex::encode(head.hash),
+            node_id: self.node.to_string(),
+            first_sequence: self.first,
+            last_sequence: self.head.sequence_number,
+            rows: self.rows,
+            start_head: self.start_head,
+            end_head: hex::encode(self.head.hash),
             marker,
         };
-        put(&mut out, &Line::Node(summary.clone()))?;
-        summaries.push(summary);
+        out.put(&Line::Node(summary.clone()))?;
+        Ok(Some(summary))
     }
-    let file = out.into_inner().map_err(|e| io(path)(e.into_error()))?;
-    file.sync_all().map_err(io(path))?;
-    Ok(summaries)
 }
 
 /// Where a version 3 row's batch starts.
@@ -330,149 +399,26 @@ pub struct SegmentReport {
 /// statements in the segment), each node's numbering and head hash, and each archive marker.
 pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, ArchiveError> {
     let path = dir.join(SEGMENT_FILE);
-    let sig_path = dir.join(SIGNATURE_FILE);
-    let mut rep = SegmentReport::default();
-    let sig = std::fs::read_to_string(&sig_path).map_err(io(&sig_path))?;
-    let p = RowProtection::parse(sig.trim()).map_err(|e| ArchiveError::Format {
-        file: sig_path.clone(),
-        line: 1,
-        reason: e.to_string(),
-    })?;
-    rep.signed_by = p.keyid;
-    // The signature is checked over the bytes as they are on disk, read once in chunks; the
-    // lines are read afterwards in a second pass, hashed too, so that a file that changes in
-    // between is caught.
-    let open = || std::fs::File::open(&path).map_err(io(&path));
-    let mut read = HashingReader::new(open()?);
-    let first_pass = match keys.verify_detached_reader(&p, Scope::File, &mut read) {
-        Ok(()) => Some(read.finish()),
-        Err(DetachedError::Verify(VerifyError::Unreadable(e))) => {
-            return Err(io(&path)(std::io::Error::other(e)));
-        }
-        Err(e) => {
-            rep.errors.push(match e {
-                DetachedError::Verify(e) => {
-                    format!("the segment signature does not verify ({e}): the file was changed")
-                }
-                other => format!("the segment signature cannot be checked: {other}"),
-            });
-            None
-        }
+    let mut check = SegmentCheck {
+        keys,
+        path: &path,
+        rep: SegmentReport::default(),
+        batches: Batches::default(),
+        current: None,
     };
-    let mut batches = Batches::default();
-    // The open node: its id, running head, and rows seen.
-    let mut current: Option<(String, Heads, u64)> = None;
-    let fmt_err = |line: usize, reason: String| ArchiveError::Format {
-        file: path.clone(),
-        line,
-        reason,
-    };
-    let mut lines = std::io::BufReader::new(HashingReader::new(open()?));
+    let first_pass = check.signature(&dir.join(SIGNATURE_FILE))?;
+    // The lines are read in a second pass, hashed too, so that a file that changes in between
+    // is caught.
+    let file = std::fs::File::open(&path).map_err(io(&path))?;
+    let mut lines = std::io::BufReader::new(HashingReader::new(file));
     for (i, text) in (&mut lines).lines().enumerate() {
         let n = i + 1;
         let text = text.map_err(io(&path))?;
-        let line: Line = serde_json::from_str(&text).map_err(|e| fmt_err(n, e.to_string()))?;
-        match line {
-            Line::Header { format, before, .. } => {
-                if n != 1 || format != FORMAT {
-                    return Err(fmt_err(n, format!("unexpected header {format:?}")));
-                }
-                rep.format = format;
-                rep.before = before;
-            }
-            _ if n == 1 => return Err(fmt_err(1, "the first line is not the header".into())),
-            Line::Start {
-                node_id,
-                first_sequence,
-                start_head,
-            } => {
-                if let Some((open, ..)) = &current {
-                    return Err(fmt_err(n, format!("node {open} is not closed")));
-                }
-                let hash = hex::decode(&start_head)
-                    .ok()
-                    .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
-                    .ok_or_else(|| fmt_err(n, "startHead is not 32 bytes of hex".into()))?;
-                let head = Heads::from(Head {
-                    sequence_number: first_sequence - 1,
-                    hash,
-                    fold: Layout::Canonical,
-                });
-                current = Some((node_id, head, 0));
-            }
-            Line::Batch(b) => batches.insert(keys, b),
-            Line::Row(r) => {
-                let Some((node, head, rows)) = current.as_mut() else {
-                    return Err(fmt_err(n, "a row before its node's start line".into()));
-                };
-                if *node != r.node_id {
-                    return Err(fmt_err(
-                        n,
-                        format!("row of node {} inside node {node}", r.node_id),
-                    ));
-                }
-                if r.sequence_number != head.sequence_number() + 1 {
-                    rep.errors.push(format!(
-                        "node {node}: sequence {} follows {}",
-                        r.sequence_number,
-                        head.sequence_number()
-                    ));
-                }
-                head.push(&r);
-                *rows += 1;
-                if let Err(e) = verify_row(keys, &batches, &r) {
-                    rep.errors.push(format!(
-                        "node {node} row {} (pk {}): {e}",
-                        r.sequence_number, r.pk
-                    ));
-                }
-                rep.rows += 1;
-            }
-            Line::Node(s) => {
-                let Some((node, heads, rows)) = current.take() else {
-                    return Err(fmt_err(n, "a node summary without its start line".into()));
-                };
-                // endHead is in the fold the marker names.
-                let head = heads.get(s.marker.layout());
-                let e = &mut rep.errors;
-                if s.node_id != node || s.last_sequence != head.sequence_number || s.rows != rows {
-                    e.push(format!(
-                        "node {node}: the summary says {} rows {}..{}, the segment has {rows} rows up to {}",
-                        s.rows, s.first_sequence, s.last_sequence, head.sequence_number
-                    ));
-                }
-                if hex::encode(head.hash) != s.end_head {
-                    e.push(format!(
-                        "node {node}: the rows' head hash differs from endHead"
-                    ));
-                }
-                let m = &s.marker;
-                if m.kind != KIND_ARCHIVE
-                    || m.node_id != node
-                    || m.sequence_number != s.last_sequence
-                    || m.head_hash != s.end_head
-                {
-                    e.push(format!(
-                        "node {node}: the archive marker does not match the rows"
-                    ));
-                }
-                if let Err(reason) = m.check(keys) {
-                    e.push(format!(
-                        "node {node}: the archive marker does not verify: {reason}"
-                    ));
-                }
-                rep.nodes.push(s);
-            }
-        }
+        let line: Line =
+            serde_json::from_str(&text).map_err(|e| check.format_error(n, e.to_string()))?;
+        check.line(n, line)?;
     }
-    if let Some((node, ..)) = current {
-        rep.errors.push(format!(
-            "node {node}: rows without a closing summary (truncated file)"
-        ));
-    }
-    if rep.format.is_empty() {
-        rep.errors.push("the segment is empty".into());
-    }
+    let mut rep = check.finish();
     if first_pass.is_some_and(|h| h != lines.into_inner().finish()) {
         rep.errors.push(
             "the file changed while it was being checked: the lines read are not the bytes the \
@@ -481,6 +427,182 @@ pub fn verify_segment(dir: &Path, keys: &KeyRing) -> Result<SegmentReport, Archi
         );
     }
     Ok(rep)
+}
+
+/// The check of one segment, line by line.
+struct SegmentCheck<'a> {
+    keys: &'a KeyRing,
+    path: &'a Path,
+    rep: SegmentReport,
+    batches: Batches,
+    /// The open node: its id, running head, and rows seen.
+    current: Option<(String, Heads, u64)>,
+}
+
+impl SegmentCheck<'_> {
+    fn format_error(&self, line: usize, reason: String) -> ArchiveError {
+        ArchiveError::Format {
+            file: self.path.to_path_buf(),
+            line,
+            reason,
+        }
+    }
+
+    /// Checks the signature over the segment's bytes as they are on disk, read once in chunks:
+    /// their hash when it verifies (to compare with the second pass), None (and an error in the
+    /// report) when it does not.
+    fn signature(&mut self, sig_path: &Path) -> Result<Option<([u8; 32], u64)>, ArchiveError> {
+        let sig = std::fs::read_to_string(sig_path).map_err(io(sig_path))?;
+        let p = RowProtection::parse(sig.trim()).map_err(|e| ArchiveError::Format {
+            file: sig_path.to_path_buf(),
+            line: 1,
+            reason: e.to_string(),
+        })?;
+        self.rep.signed_by = p.keyid;
+        let file = std::fs::File::open(self.path).map_err(io(self.path))?;
+        let mut read = HashingReader::new(file);
+        match self.keys.verify_detached_reader(&p, Scope::File, &mut read) {
+            Ok(()) => Ok(Some(read.finish())),
+            Err(DetachedError::Verify(VerifyError::Unreadable(e))) => {
+                Err(io(self.path)(std::io::Error::other(e)))
+            }
+            Err(e) => {
+                self.rep.errors.push(match e {
+                    DetachedError::Verify(e) => {
+                        format!("the segment signature does not verify ({e}): the file was changed")
+                    }
+                    other => format!("the segment signature cannot be checked: {other}"),
+                });
+                Ok(None)
+            }
+        }
+    }
+
+    /// Line `n` (from 1).
+    fn line(&mut self, n: usize, line: Line) -> Result<(), ArchiveError> {
+        match line {
+            Line::Header { format, before, .. } => {
+                if n != 1 || format != FORMAT {
+                    return Err(self.format_error(n, format!("unexpected header {format:?}")));
+                }
+                self.rep.format = format;
+                self.rep.before = before;
+            }
+            _ if n == 1 => {
+                return Err(self.format_error(1, "the first line is not the header".into()));
+            }
+            Line::Start {
+                node_id,
+                first_sequence,
+                start_head,
+            } => self.start(n, node_id, first_sequence, &start_head)?,
+            Line::Batch(b) => self.batches.insert(self.keys, b),
+            Line::Row(r) => self.row(n, &r)?,
+            Line::Node(s) => self.close(n, s)?,
+        }
+        Ok(())
+    }
+
+    fn start(
+        &mut self,
+        n: usize,
+        node_id: String,
+        first_sequence: i64,
+        start_head: &str,
+    ) -> Result<(), ArchiveError> {
+        if let Some((open, ..)) = &self.current {
+            return Err(self.format_error(n, format!("node {open} is not closed")));
+        }
+        let hash = hex::decode(start_head)
+            .ok()
+            .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok())
+            .ok_or_else(|| self.format_error(n, "startHead is not 32 bytes of hex".into()))?;
+        let head = Heads::from(Head {
+            sequence_number: first_sequence - 1,
+            hash,
+            fold: Layout::Canonical,
+        });
+        self.current = Some((node_id, head, 0));
+        Ok(())
+    }
+
+    fn row(&mut self, n: usize, r: &AuditRecord) -> Result<(), ArchiveError> {
+        let Some((node, head, rows)) = self.current.as_mut() else {
+            return Err(self.format_error(n, "a row before its node's start line".into()));
+        };
+        if *node != r.node_id {
+            let reason = format!("row of node {} inside node {node}", r.node_id);
+            return Err(self.format_error(n, reason));
+        }
+        let errors = &mut self.rep.errors;
+        if r.sequence_number != head.sequence_number() + 1 {
+            errors.push(format!(
+                "node {node}: sequence {} follows {}",
+                r.sequence_number,
+                head.sequence_number()
+            ));
+        }
+        head.push(r);
+        *rows += 1;
+        if let Err(e) = verify_row(self.keys, &self.batches, r) {
+            errors.push(format!(
+                "node {node} row {} (pk {}): {e}",
+                r.sequence_number, r.pk
+            ));
+        }
+        self.rep.rows += 1;
+        Ok(())
+    }
+
+    /// A node's summary line: its rows, head and archive marker against what was read.
+    fn close(&mut self, n: usize, s: NodeSummary) -> Result<(), ArchiveError> {
+        let Some((node, heads, rows)) = self.current.take() else {
+            return Err(self.format_error(n, "a node summary without its start line".into()));
+        };
+        // endHead is in the fold the marker names.
+        let head = heads.get(s.marker.layout());
+        let e = &mut self.rep.errors;
+        if s.node_id != node || s.last_sequence != head.sequence_number || s.rows != rows {
+            e.push(format!(
+                "node {node}: the summary says {} rows {}..{}, the segment has {rows} rows up to {}",
+                s.rows, s.first_sequence, s.last_sequence, head.sequence_number
+            ));
+        }
+        if hex::encode(head.hash) != s.end_head {
+            e.push(format!(
+                "node {node}: the rows' head hash differs from endHead"
+            ));
+        }
+        let m = &s.marker;
+        if m.kind != KIND_ARCHIVE
+            || m.node_id != node
+            || m.sequence_number != s.last_sequence
+            || m.head_hash != s.end_head
+        {
+            e.push(format!(
+                "node {node}: the archive marker does not match the rows"
+            ));
+        }
+        if let Err(reason) = m.check(self.keys) {
+            e.push(format!(
+                "node {node}: the archive marker does not verify: {reason}"
+            ));
+        }
+        self.rep.nodes.push(s);
+        Ok(())
+    }
+
+    fn finish(mut self) -> SegmentReport {
+        if let Some((node, ..)) = self.current {
+            self.rep.errors.push(format!(
+                "node {node}: rows without a closing summary (truncated file)"
+            ));
+        }
+        if self.rep.format.is_empty() {
+            self.rep.errors.push("the segment is empty".into());
+        }
+        self.rep
+    }
 }
 
 /// Applies a written segment: for each node, in one transaction, stores its archive marker and
