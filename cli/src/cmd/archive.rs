@@ -58,6 +58,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
     auditseal_core::keycheck::check(store.as_ref(), &keys).await?;
     let event_node = args
         .event_node
+        .clone()
         .unwrap_or_else(|| format!("{}-db", settings.node_id));
     if let Some(warning) = keys.check_writer(&event_node)? {
         eprintln!("warning: {warning}");
@@ -73,6 +74,25 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
         &args.out,
     )
     .await?;
+    if written.nodes.is_empty() {
+        eprintln!(
+            "no rows before {}: nothing to archive",
+            auditseal_core::time::format_iso8601(args.before)
+        );
+        let _ = std::fs::remove_dir_all(&args.out);
+        return Ok(0);
+    }
+    let details = export_details(&args, &written);
+    device.log("LOG_EXPORT", true, &details).await?;
+    report_written(&args, &written);
+    if args.export_only {
+        return Ok(0);
+    }
+    delete_archived(store.as_ref(), &device, &written, details).await
+}
+
+/// The LOG_EXPORT event's details: the segment, its hash, the cut-off and each node's range.
+fn export_details(args: &Args, written: &archive::Written) -> Map<String, Value> {
     let ranges: Map<String, Value> = written
         .nodes
         .iter()
@@ -83,14 +103,6 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
             )
         })
         .collect();
-    if written.nodes.is_empty() {
-        eprintln!(
-            "no rows before {}: nothing to archive",
-            auditseal_core::time::format_iso8601(args.before)
-        );
-        let _ = std::fs::remove_dir_all(&args.out);
-        return Ok(0);
-    }
     let mut details = Map::new();
     details.insert(
         "segment".into(),
@@ -102,7 +114,10 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
         json!(auditseal_core::time::format_iso8601(args.before)),
     );
     details.insert("nodes".into(), Value::Object(ranges));
-    device.log("LOG_EXPORT", true, &details).await?;
+    details
+}
+
+fn report_written(args: &Args, written: &archive::Written) {
     for n in &written.nodes {
         eprintln!(
             "exported node {} rows {}..{} ({} rows)",
@@ -116,22 +131,29 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
         written.sha256,
         archive::SIGNATURE_FILE
     );
-    if args.export_only {
-        return Ok(0);
-    }
-    // Whatever was deleted is logged, also when a later node failed (then as FAILURE).
-    let (deleted, failure) = archive::apply(store.as_ref(), &written).await;
+}
+
+/// Deletes what the segment holds, node by node, and logs it as LOG_DELETE (as FAILURE, with
+/// what was deleted, when a node failed part way).
+async fn delete_archived(
+    store: &dyn auditseal_core::store::Store,
+    device: &super::EventLog,
+    written: &archive::Written,
+    mut details: Map<String, Value>,
+) -> anyhow::Result<u8> {
+    let (deleted, failure) = archive::apply(store, written).await;
     let total: u64 = deleted.values().sum();
-    let mut d = details.clone();
-    d.insert("rowsDeleted".into(), json!(total));
-    d.insert(
+    details.insert("rowsDeleted".into(), json!(total));
+    details.insert(
         "nodesDeleted".into(),
         json!(deleted.keys().cloned().collect::<Vec<_>>().join(",")),
     );
     if let Some(e) = &failure {
-        d.insert("error".into(), json!(e.to_string()));
+        details.insert("error".into(), json!(e.to_string()));
     }
-    device.log("LOG_DELETE", failure.is_none(), &d).await?;
+    device
+        .log("LOG_DELETE", failure.is_none(), &details)
+        .await?;
     for (node, n) in &deleted {
         eprintln!("deleted {n} archived rows of node {node}");
     }

@@ -169,6 +169,22 @@ pub async fn export(
         q.limit,
     );
     let created_at = request.created_at;
+    let (done, unverified) = write_export(&state, &q, request, signer).await?;
+    // An export that cannot be logged is not delivered.
+    let details = log_details(&q, created_at, &done, unverified);
+    state.log_system("LOG_EXPORT", true, &who, &details).await?;
+    response(done, format)
+}
+
+/// Writes every matching row, page by page, into a temporary file, checking each page's rows,
+/// and signs it: the finished export and how many rows failed verification.
+async fn write_export(
+    state: &AppState,
+    q: &ExportQuery,
+    request: ExportRequest,
+    signer: auditseal_core::token::SharedToken,
+) -> Result<(export::Finished, u64), ApiError> {
+    let format = q.format;
     let mut writer = tokio::task::spawn_blocking(move || {
         ExportWriter::new(format, export::temp_file()?, &request).map_err(|source| {
             ExportError::Io {
@@ -191,7 +207,7 @@ pub async fn export(
             .await?;
         let (rows, cut) = (page.rows, page.cut);
         let n = rows.len() as i64;
-        let (stmts, failed) = check_page(&state, &rows, format).await?;
+        let (stmts, failed) = check_page(state, &rows, format).await?;
         unverified += failed;
         after = rows
             .last()
@@ -216,10 +232,18 @@ pub async fn export(
         .await
         .map_err(joined)?
         .map_err(export_failed)?;
+    Ok((done, unverified))
+}
 
-    // An export that cannot be logged is not delivered.
+/// The LOG_EXPORT event's details: what was asked and what was delivered.
+fn log_details(
+    q: &ExportQuery,
+    created_at: i64,
+    done: &export::Finished,
+    unverified: u64,
+) -> Map<String, Value> {
     let mut details = Map::new();
-    details.insert("format".into(), format.name().into());
+    details.insert("format".into(), q.format.name().into());
     details.insert(
         "criteria".into(),
         Value::Array(q.given.iter().map(|c| Value::from(c.as_str())).collect()),
@@ -235,8 +259,12 @@ pub async fn export(
     if unverified > 0 {
         details.insert("rowsFailingVerification".into(), unverified.into());
     }
-    state.log_system("LOG_EXPORT", true, &who, &details).await?;
+    details
+}
 
+/// The signed export as the response: its file as the body, its signature and request in
+/// headers.
+fn response(done: export::Finished, format: Format) -> Result<Response, ApiError> {
     let value = |v: String| {
         HeaderValue::from_str(&v).map_err(|_| {
             ApiError::new(
