@@ -25,16 +25,19 @@ use crate::{AppState, VerifyPolicy};
 /// Client certificate subjects (normalised) and their roles.
 type CertificateRoles = std::collections::HashMap<String, auditseal_core::access::Role>;
 
-/// The checkpoint writer's stop signal and task.
+/// The checkpoint writer's stop signal, task and failure count.
 type CheckpointTask = (
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
+    Arc<std::sync::atomic::AtomicU64>,
 );
 
 /// A server ready to serve: its listener is bound, its state built, its background tasks
 /// started.
 pub struct Started {
     pub listener: TcpListener,
+    /// `server.metrics_bind`'s listener (plain HTTP, no credentials), if configured.
+    pub metrics_listener: Option<TcpListener>,
     pub state: AppState,
     pub limits: Limits,
     checkpoints: Option<CheckpointTask>,
@@ -50,6 +53,19 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
     let listener = TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
+    let metrics_listener = match &cfg.metrics_bind {
+        None => None,
+        Some(b) => {
+            let addr = resolve_bind(b)
+                .await
+                .context("server.metrics_bind is not an address to listen on")?;
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (server.metrics_bind)"))?,
+            )
+        }
+    };
     let (store, keys) = prepare(settings).await?;
     let device = start_device(settings, cfg, &store, keys.current.clone()).await?;
     let checkpoints = start_checkpoints(settings, &store, keys.current.clone()).await?;
@@ -61,8 +77,12 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
     }
     let auth = start_auth(settings, &store, device.as_ref(), certificate_roles).await?;
     let state = build_state(cfg, settings, store, device, keys, auth);
+    if let Some((_, _, failures)) = &checkpoints {
+        state.metrics.checkpoint_writer(failures.clone());
+    }
     Ok(Started {
         listener,
+        metrics_listener,
         state,
         limits,
         checkpoints,
@@ -96,8 +116,33 @@ impl Started {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        crate::run_with(self.listener, self.state, self.limits, shutdown).await?;
-        if let Some((stop, task)) = self.checkpoints {
+        // The metrics listener stops with the main one.
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        let metrics = self.metrics_listener.map(|l| {
+            let app = crate::metrics_app(self.state.clone());
+            let limits = Limits {
+                tls: None,
+                ..self.limits.clone()
+            };
+            let mut stopped = stopped.clone();
+            tokio::spawn(crate::serve::serve(l, app, limits, async move {
+                let _ = stopped.changed().await;
+            }))
+        });
+        let served = crate::run_with(self.listener, self.state, self.limits, async move {
+            shutdown.await;
+            let _ = stop.send(());
+        })
+        .await;
+        if let Some(task) = metrics {
+            match task.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "the metrics listener failed"),
+                Err(e) => tracing::warn!(error = %e, "the metrics listener failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+        served?;
+        if let Some((stop, task, _)) = self.checkpoints {
             let _ = stop.send(());
             let _ = task.await;
         }
@@ -116,7 +161,9 @@ pub fn build_state(
     auth: Arc<Auth>,
 ) -> AppState {
     let p = &settings.protection;
+    let metrics = crate::metrics::Metrics::new(cfg.device, device.as_ref(), cfg.max_followers);
     AppState {
+        metrics: Arc::new(metrics),
         signer: keys.current.clone(),
         followers: Arc::new(tokio::sync::Semaphore::new(cfg.max_followers)),
         max_followers: cfg.max_followers,
@@ -258,6 +305,7 @@ async fn start_checkpoints(
         checkpointer::Checkpointer::start(store.clone(), token, settings.node_id.clone(), sinks)
             .await
             .context("cannot start the checkpoint writer")?;
+    let failures = cp.failures();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(checkpointer::run(
         cp,
@@ -266,7 +314,7 @@ async fn start_checkpoints(
             let _ = stopped.await;
         },
     ));
-    Ok(Some((stop, task)))
+    Ok(Some((stop, task, failures)))
 }
 
 /// Creates the first admin token when nobody could log in otherwise, then reads the API tokens.
