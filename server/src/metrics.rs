@@ -354,15 +354,17 @@ impl Metrics {
         let now = auditseal_core::time::now_millis();
         // A database that does not answer leaves no stale ages behind: database_up says why.
         self.checkpoint_age.clear();
+        // Several checkpoints may share a node's highest sequence number: the newest counts.
+        let mut newest = std::collections::BTreeMap::new();
         for c in checkpoints.iter().flatten() {
-            let age = (now - c.time_stamp).max(0) as f64 / 1000.0;
-            let g = self.checkpoint_age.get_or_create(&NodeLabel {
-                node: c.node_id.clone(),
-            });
-            // Several checkpoints may share the highest sequence number: the newest counts.
-            if g.get() == 0.0 || age < g.get() {
-                g.set(age);
-            }
+            let t = newest.entry(c.node_id.clone()).or_insert(c.time_stamp);
+            *t = (*t).max(c.time_stamp);
+        }
+        for (node, t) in newest {
+            let age = (now - t).max(0) as f64 / 1000.0;
+            self.checkpoint_age
+                .get_or_create(&NodeLabel { node })
+                .set(age);
         }
         self.database_up
             .set(i64::from(!crate::outage::DATABASE.is_down()));

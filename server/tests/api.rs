@@ -485,6 +485,29 @@ async fn metrics_need_the_auditor_role_and_count_ingested_events() {
         "{after}"
     );
     assert!(after.contains("auditseal_build_info{version="), "{after}");
+    // A verification is counted with the rows it read.
+    let (st, v) = api
+        .call(Method::POST, "/api/v1/verify", Some(&auditor), Some("{}"))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (_, _, after) = Api::text(&api.app, "/metrics", Some(&auditor)).await;
+    assert_eq!(
+        sample(&after, r#"auditseal_verify_runs_total{outcome="success"}"#),
+        Some(1.0),
+        "{after}"
+    );
+    let rows = v["report"]["rows"].as_f64().unwrap();
+    assert!(rows >= 2.0, "{v}");
+    assert_eq!(
+        sample(&after, "auditseal_verify_rows_total"),
+        Some(rows),
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "auditseal_verify_errors_total"),
+        Some(0.0),
+        "{after}"
+    );
     // Asked for OpenMetrics, the answer is OpenMetrics.
     let req = Request::builder()
         .uri("/metrics")
