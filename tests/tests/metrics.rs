@@ -2,7 +2,8 @@
 //! batched device on PostgreSQL with `server.metrics_bind`; `/metrics` on the main listener
 //! with an auditor token and on the second listener without one, both accepted by
 //! `promtool check metrics` (the `prometheus` package; the test fails without it), with the
-//! ingested events counted; `/livez` and `/readyz` without credentials.
+//! ingested events counted; `/livez` and `/readyz` without credentials; and a PostgreSQL
+//! outage (a private cluster stopped and started again) in `/readyz` and `auditseal_database_up`.
 
 use std::process::{Command, Stdio};
 
@@ -191,5 +192,84 @@ async fn metrics_pass_promtool_and_count_what_was_ingested() {
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["status"], "ready", "{v}");
     }
+    s.stop();
+}
+
+/// GET `url` until `done` accepts its status and body, for at most 30 s; returns the body.
+async fn until(url: &str, done: impl Fn(u16, &str) -> bool) -> String {
+    let client = reqwest::Client::new();
+    let t = std::time::Instant::now();
+    loop {
+        let r = client.get(url).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        if done(status, &body) {
+            return body;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "{url}: still {status} {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// With PostgreSQL stopped, /readyz is 503 naming the database (the process is still live) and
+/// auditseal_database_up is 0; once it is back, both recover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_shows_in_readyz_and_the_metrics() {
+    let pg = auditseal_e2e::faults::PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let bind = format!("server.metrics_bind={metrics_addr}");
+    let db = pg.url();
+    let s = Server::start(&[
+        "--data-dir",
+        d,
+        "--node-id",
+        "outage",
+        "--database-url",
+        &db,
+        "--set",
+        &bind,
+    ])
+    .unwrap();
+    let open = format!("http://{metrics_addr}");
+    let (readyz, metrics) = (format!("{open}/readyz"), format!("{open}/metrics"));
+    until(&readyz, |st, _| st == 200).await;
+
+    pg.stop();
+    let body = until(&readyz, |st, _| st == 503).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "not_ready", "{v}");
+    let database = v["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "database")
+        .unwrap_or_else(|| panic!("no database check failed: {v}"));
+    assert!(
+        database["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not answer"),
+        "{v}"
+    );
+    let r = reqwest::get(format!("{open}/livez")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let text = until(&metrics, |_, t| {
+        sample(t, "auditseal_database_up") == Some(0.0)
+    })
+    .await;
+    promtool_accepts(&text);
+
+    pg.restart();
+    until(&readyz, |st, _| st == 200).await;
+    until(&metrics, |_, t| {
+        sample(t, "auditseal_database_up") == Some(1.0)
+            && sample(t, "auditseal_node_lock_held") == Some(1.0)
+    })
+    .await;
     s.stop();
 }
