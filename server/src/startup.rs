@@ -45,7 +45,7 @@ pub struct Started {
 
 /// Every phase of the start, in order. Fails with the first problem, before anything later.
 pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<Started> {
-    let bind = resolve_bind(&cfg.bind).await?;
+    let bind = resolve_bind(&cfg.bind, "--bind").await?;
     let certificate_roles = certificate_roles(settings)?;
     // HTTPS set-up errors stop the start before anything is created.
     let limits = Limits::from_config(cfg, settings.file.server.tls.as_ref(), &settings.data_dir)
@@ -56,9 +56,7 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
     let metrics_listener = match &cfg.metrics_bind {
         None => None,
         Some(b) => {
-            let addr = resolve_bind(b)
-                .await
-                .context("server.metrics_bind is not an address to listen on")?;
+            let addr = resolve_bind(b, "server.metrics_bind").await?;
             Some(
                 TcpListener::bind(addr)
                     .await
@@ -186,14 +184,15 @@ pub fn build_state(
 
 /// The address to listen on: `IP:PORT`, `[IPv6]:PORT`, `HOST:PORT` (its first address), or
 /// `:PORT` (every interface, IPv4).
-async fn resolve_bind(bind: &str) -> anyhow::Result<SocketAddr> {
+/// `setting` names it in errors (`--bind`, `server.metrics_bind`).
+async fn resolve_bind(bind: &str, setting: &str) -> anyhow::Result<SocketAddr> {
     let bind = bind.trim();
     if let Ok(a) = bind.parse() {
         return Ok(a);
     }
     let refused = || {
         format!(
-            "--bind {bind:?} is not an address like 127.0.0.1:8080, [::1]:8080, localhost:8080 \
+            "{setting} {bind:?} is not an address like 127.0.0.1:8080, [::1]:8080, localhost:8080 \
              or :8080 (every interface)"
         )
     };
@@ -207,9 +206,9 @@ async fn resolve_bind(bind: &str) -> anyhow::Result<SocketAddr> {
     }
     tokio::net::lookup_host(bind)
         .await
-        .with_context(|| format!("--bind {bind:?}: cannot resolve {host:?}"))?
+        .with_context(|| format!("{setting} {bind:?}: cannot resolve {host:?}"))?
         .next()
-        .with_context(|| format!("--bind {bind:?}: {host:?} has no address"))
+        .with_context(|| format!("{setting} {bind:?}: {host:?} has no address"))
 }
 
 /// Client certificate subjects and their roles; a mapping that no certificate could ever use
@@ -391,15 +390,23 @@ mod tests {
 
     #[tokio::test]
     async fn bind_takes_addresses_host_names_and_a_bare_port() {
-        let ok = |s: &'static str| async move { resolve_bind(s).await.unwrap().to_string() };
+        let ok =
+            |s: &'static str| async move { resolve_bind(s, "--bind").await.unwrap().to_string() };
         assert_eq!(ok("127.0.0.1:8080").await, "127.0.0.1:8080");
         assert_eq!(ok("[::1]:8443").await, "[::1]:8443");
         assert_eq!(ok(":9000").await, "0.0.0.0:9000");
-        let local = resolve_bind("localhost:8080").await.unwrap();
+        let local = resolve_bind("localhost:8080", "--bind").await.unwrap();
         assert!(local.ip().is_loopback() && local.port() == 8080, "{local}");
         for bad in ["8080", "localhost", ":http", "host:99999", ""] {
-            let e = resolve_bind(bad).await.unwrap_err().to_string();
+            let e = resolve_bind(bad, "--bind").await.unwrap_err().to_string();
             assert!(e.contains("--bind"), "{bad}: {e}");
         }
+        let e = resolve_bind("9464", "server.metrics_bind")
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("server.metrics_bind \"9464\""),
+            "{e}"
+        );
     }
 }
