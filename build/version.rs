@@ -19,6 +19,11 @@ fn main() {
         None => format!("{version} (commit unknown)"),
     };
     println!("cargo:rustc-env=AUDITSEAL_VERSION={full}");
+    // Apart, for the metrics' auditseal_build_info{version,commit}.
+    println!(
+        "cargo:rustc-env=AUDITSEAL_COMMIT={}",
+        commit.as_deref().unwrap_or("unknown")
+    );
     // Built again when HEAD moves: the file HEAD names, and HEAD itself.
     for path in ["HEAD", "packed-refs"] {
         if let Some(p) = git(&["rev-parse", "--git-path", path]) {

@@ -55,8 +55,18 @@ pub struct Auth {
     /// Held while the table is read: when the last read began, and whether it succeeded.
     reload: tokio::sync::Mutex<Option<(Instant, bool)>>,
     failures: AtomicU64,
+    /// `failures` by reason, in the order of `FAILURE_REASONS`.
+    failures_by: [AtomicU64; FAILURE_REASONS.len()],
     forbidden: AtomicU64,
 }
+
+/// Why a request had no valid credentials (401), as the metrics label them.
+pub const FAILURE_REASONS: [&str; 4] = [
+    "no_credentials",
+    "bad_authorization_header",
+    "unknown_token",
+    "unmapped_certificate",
+];
 
 impl Auth {
     /// Reads the tokens once (an unreachable database stops the start-up here) and re-reads
@@ -73,6 +83,7 @@ impl Auth {
             tokens: Default::default(),
             reload: Default::default(),
             failures: AtomicU64::new(0),
+            failures_by: Default::default(),
             forbidden: AtomicU64::new(0),
         });
         auth.reload(None, Duration::ZERO).await?;
@@ -96,6 +107,15 @@ impl Auth {
     /// Requests refused for lack of valid credentials (401) since start.
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused for lack of valid credentials (401) since start, by reason (each of
+    /// `FAILURE_REASONS`).
+    pub fn failures_by_reason(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        FAILURE_REASONS
+            .iter()
+            .zip(&self.failures_by)
+            .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
     }
 
     /// Requests refused because the caller's role does not allow them (403) since start.
@@ -201,19 +221,20 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim().to_string())
     });
-    let outcome: Result<Identity, &'static str> = match bearer {
+    // Err: the index of the reason in FAILURE_REASONS, and the reason in words.
+    let outcome: Result<Identity, (usize, &'static str)> = match bearer {
         Some(Some(token)) => match state.auth.token(&token).await {
             Ok(Some(id)) => Ok(id),
-            Ok(None) => Err("unknown or revoked token"),
+            Ok(None) => Err((2, "unknown or revoked token")),
             Err(e) => return ApiError::from(e).into_response(),
         },
-        Some(None) => Err("Authorization header is not \"Bearer <token>\""),
+        Some(None) => Err((1, "Authorization header is not \"Bearer <token>\"")),
         None => match conn.as_ref().and_then(|c| c.client_subject.as_deref()) {
             Some(subject) => state
                 .auth
                 .certificate(subject)
-                .ok_or("client certificate subject is not mapped to a role"),
-            None => Err("no credentials"),
+                .ok_or((3, "client certificate subject is not mapped to a role")),
+            None => Err((0, "no credentials")),
         },
     };
     match outcome {
@@ -221,8 +242,9 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             req.extensions_mut().insert(id);
             next.run(req).await
         }
-        Err(reason) => {
+        Err((which, reason)) => {
             let total = state.auth.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            state.auth.failures_by[which].fetch_add(1, Ordering::Relaxed);
             // Never the token itself: the reason, the peer, and the certificate subject if any.
             tracing::warn!(
                 peer = ?conn.as_ref().map(|c| c.peer),

@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub send_timeout: Duration,
     /// Longest a request may take (verify, export and live follow excepted).
     pub request_timeout: Duration,
+    /// `server.metrics_bind`: where the credential-free metrics and health listener listens;
+    /// None: no such listener (`/metrics` is then on the main listener only, for auditors).
+    pub metrics_bind: Option<String>,
 }
 
 /// A bulk request may be this many times the single-event body limit.
@@ -59,6 +62,7 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             send_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
+            metrics_bind: None,
         }
     }
 }
@@ -84,6 +88,7 @@ impl ServerConfig {
             header_timeout: secs(s.header_timeout_secs, d.header_timeout),
             send_timeout: secs(s.send_timeout_secs, d.send_timeout),
             request_timeout: secs(s.request_timeout_secs, d.request_timeout),
+            metrics_bind: s.metrics_bind.clone().or(d.metrics_bind),
         }
     }
 

@@ -5,6 +5,7 @@ pub mod auth;
 mod body;
 pub mod config;
 pub mod error;
+pub mod metrics;
 mod names;
 mod outage;
 pub mod routes;
@@ -36,7 +37,8 @@ pub fn app(state: AppState) -> Router {
     // Live follow lasts as long as the client stays: no timeout (it ends when the server stops).
     let live = Router::new().route("/api/v1/events/stream", get(routes::stream::stream));
     // Every route here needs credentials (401 without); each handler's extractor checks the
-    // role (403). The fallback too: nothing but /healthz answers an anonymous caller.
+    // role (403). The fallback too: nothing but /healthz, /livez and /readyz answers an
+    // anonymous caller.
     let protected = Router::new()
         .route(
             "/api/v1/events",
@@ -56,6 +58,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/tokens/{name}", delete(routes::tokens::revoke))
         .route("/api/v1/openapi.json", get(routes::openapi::openapi))
+        .route("/metrics", get(routes::metrics::metrics))
         .fallback(|_: auth::Caller| async {
             error::ApiError::not_found("no such endpoint; see docs/API.md")
         })
@@ -67,10 +70,7 @@ pub fn app(state: AppState) -> Router {
             auth::authenticate,
         ));
     Router::new()
-        .route(
-            "/healthz",
-            get(routes::health::healthz).layer(timeout(state.request_timeout)),
-        )
+        .merge(health(&state))
         .merge(protected)
         .layer(DefaultBodyLimit::max(limit))
         // A 5xx is logged where its cause is known (error.rs, outage.rs), once per cause:
@@ -80,6 +80,32 @@ pub fn app(state: AppState) -> Router {
                 tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
             ),
         )
+        .with_state(state)
+}
+
+/// The routes that need no credentials: the health probes.
+fn health(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(routes::health::healthz))
+        .route("/livez", get(routes::health::livez))
+        .route("/readyz", get(routes::health::readyz))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            state.request_timeout,
+        ))
+}
+
+/// The router of `server.metrics_bind`: `/metrics`, `/livez` and `/readyz`, without
+/// credentials, and nothing else.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(routes::metrics::open_metrics))
+        .route("/livez", get(routes::health::livez))
+        .route("/readyz", get(routes::health::readyz))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            state.request_timeout,
+        ))
         .with_state(state)
 }
 

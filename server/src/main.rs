@@ -125,6 +125,9 @@ async fn serve() -> anyhow::Result<()> {
     let scheme = started.limits.tls.as_ref().map_or("http", |_| "https");
     // Tests and scripts read this line to learn the port when binding to :0.
     println!("auditseal-server listening on {scheme}://{local}");
+    if let Some(m) = &started.metrics_listener {
+        println!("auditseal-server metrics on http://{}", m.local_addr()?);
+    }
     started.serve(shutdown_signal()).await?;
     tracing::info!("auditseal-server stopped");
     Ok(())

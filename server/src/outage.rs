@@ -76,6 +76,11 @@ impl Outage {
         );
     }
 
+    /// Whether the last call to the database failed (an outage is going on).
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
+    }
+
     /// Requests refused in the outage going on (None: no outage).
     #[cfg(test)]
     fn refused_so_far(&self) -> Option<u64> {

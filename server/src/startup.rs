@@ -25,16 +25,19 @@ use crate::{AppState, VerifyPolicy};
 /// Client certificate subjects (normalised) and their roles.
 type CertificateRoles = std::collections::HashMap<String, auditseal_core::access::Role>;
 
-/// The checkpoint writer's stop signal and task.
+/// The checkpoint writer's stop signal, task and failure count.
 type CheckpointTask = (
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
+    Arc<std::sync::atomic::AtomicU64>,
 );
 
 /// A server ready to serve: its listener is bound, its state built, its background tasks
 /// started.
 pub struct Started {
     pub listener: TcpListener,
+    /// `server.metrics_bind`'s listener (plain HTTP, no credentials), if configured.
+    pub metrics_listener: Option<TcpListener>,
     pub state: AppState,
     pub limits: Limits,
     checkpoints: Option<CheckpointTask>,
@@ -42,7 +45,7 @@ pub struct Started {
 
 /// Every phase of the start, in order. Fails with the first problem, before anything later.
 pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<Started> {
-    let bind = resolve_bind(&cfg.bind).await?;
+    let bind = resolve_bind(&cfg.bind, "--bind").await?;
     let certificate_roles = certificate_roles(settings)?;
     // HTTPS set-up errors stop the start before anything is created.
     let limits = Limits::from_config(cfg, settings.file.server.tls.as_ref(), &settings.data_dir)
@@ -50,6 +53,17 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
     let listener = TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
+    let metrics_listener = match &cfg.metrics_bind {
+        None => None,
+        Some(b) => {
+            let addr = resolve_bind(b, "server.metrics_bind").await?;
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (server.metrics_bind)"))?,
+            )
+        }
+    };
     let (store, keys) = prepare(settings).await?;
     let device = start_device(settings, cfg, &store, keys.current.clone()).await?;
     let checkpoints = start_checkpoints(settings, &store, keys.current.clone()).await?;
@@ -61,8 +75,12 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
     }
     let auth = start_auth(settings, &store, device.as_ref(), certificate_roles).await?;
     let state = build_state(cfg, settings, store, device, keys, auth);
+    if let Some((_, _, failures)) = &checkpoints {
+        state.metrics.checkpoint_writer(failures.clone());
+    }
     Ok(Started {
         listener,
+        metrics_listener,
         state,
         limits,
         checkpoints,
@@ -96,8 +114,33 @@ impl Started {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        crate::run_with(self.listener, self.state, self.limits, shutdown).await?;
-        if let Some((stop, task)) = self.checkpoints {
+        // The metrics listener stops with the main one.
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        let metrics = self.metrics_listener.map(|l| {
+            let app = crate::metrics_app(self.state.clone());
+            let limits = Limits {
+                tls: None,
+                ..self.limits.clone()
+            };
+            let mut stopped = stopped.clone();
+            tokio::spawn(crate::serve::serve(l, app, limits, async move {
+                let _ = stopped.changed().await;
+            }))
+        });
+        let served = crate::run_with(self.listener, self.state, self.limits, async move {
+            shutdown.await;
+            let _ = stop.send(());
+        })
+        .await;
+        if let Some(task) = metrics {
+            match task.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "the metrics listener failed"),
+                Err(e) => tracing::warn!(error = %e, "the metrics listener failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+        served?;
+        if let Some((stop, task, _)) = self.checkpoints {
             let _ = stop.send(());
             let _ = task.await;
         }
@@ -116,7 +159,9 @@ pub fn build_state(
     auth: Arc<Auth>,
 ) -> AppState {
     let p = &settings.protection;
+    let metrics = crate::metrics::Metrics::new(cfg.device, device.as_ref(), cfg.max_followers);
     AppState {
+        metrics: Arc::new(metrics),
         signer: keys.current.clone(),
         followers: Arc::new(tokio::sync::Semaphore::new(cfg.max_followers)),
         max_followers: cfg.max_followers,
@@ -139,14 +184,15 @@ pub fn build_state(
 
 /// The address to listen on: `IP:PORT`, `[IPv6]:PORT`, `HOST:PORT` (its first address), or
 /// `:PORT` (every interface, IPv4).
-async fn resolve_bind(bind: &str) -> anyhow::Result<SocketAddr> {
+/// `setting` names it in errors (`--bind`, `server.metrics_bind`).
+async fn resolve_bind(bind: &str, setting: &str) -> anyhow::Result<SocketAddr> {
     let bind = bind.trim();
     if let Ok(a) = bind.parse() {
         return Ok(a);
     }
     let refused = || {
         format!(
-            "--bind {bind:?} is not an address like 127.0.0.1:8080, [::1]:8080, localhost:8080 \
+            "{setting} {bind:?} is not an address like 127.0.0.1:8080, [::1]:8080, localhost:8080 \
              or :8080 (every interface)"
         )
     };
@@ -160,9 +206,9 @@ async fn resolve_bind(bind: &str) -> anyhow::Result<SocketAddr> {
     }
     tokio::net::lookup_host(bind)
         .await
-        .with_context(|| format!("--bind {bind:?}: cannot resolve {host:?}"))?
+        .with_context(|| format!("{setting} {bind:?}: cannot resolve {host:?}"))?
         .next()
-        .with_context(|| format!("--bind {bind:?}: {host:?} has no address"))
+        .with_context(|| format!("{setting} {bind:?}: {host:?} has no address"))
 }
 
 /// Client certificate subjects and their roles; a mapping that no certificate could ever use
@@ -258,6 +304,7 @@ async fn start_checkpoints(
         checkpointer::Checkpointer::start(store.clone(), token, settings.node_id.clone(), sinks)
             .await
             .context("cannot start the checkpoint writer")?;
+    let failures = cp.failures();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(checkpointer::run(
         cp,
@@ -266,7 +313,7 @@ async fn start_checkpoints(
             let _ = stopped.await;
         },
     ));
-    Ok(Some((stop, task)))
+    Ok(Some((stop, task, failures)))
 }
 
 /// Creates the first admin token when nobody could log in otherwise, then reads the API tokens.
@@ -343,15 +390,23 @@ mod tests {
 
     #[tokio::test]
     async fn bind_takes_addresses_host_names_and_a_bare_port() {
-        let ok = |s: &'static str| async move { resolve_bind(s).await.unwrap().to_string() };
+        let ok =
+            |s: &'static str| async move { resolve_bind(s, "--bind").await.unwrap().to_string() };
         assert_eq!(ok("127.0.0.1:8080").await, "127.0.0.1:8080");
         assert_eq!(ok("[::1]:8443").await, "[::1]:8443");
         assert_eq!(ok(":9000").await, "0.0.0.0:9000");
-        let local = resolve_bind("localhost:8080").await.unwrap();
+        let local = resolve_bind("localhost:8080", "--bind").await.unwrap();
         assert!(local.ip().is_loopback() && local.port() == 8080, "{local}");
         for bad in ["8080", "localhost", ":http", "host:99999", ""] {
-            let e = resolve_bind(bad).await.unwrap_err().to_string();
+            let e = resolve_bind(bad, "--bind").await.unwrap_err().to_string();
             assert!(e.contains("--bind"), "{bad}: {e}");
         }
+        let e = resolve_bind("9464", "server.metrics_bind")
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("server.metrics_bind \"9464\""),
+            "{e}"
+        );
     }
 }

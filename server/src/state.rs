@@ -38,6 +38,8 @@ pub struct AppState {
     pub closing: Arc<std::sync::atomic::AtomicBool>,
     /// API tokens and client certificate roles.
     pub auth: Arc<crate::auth::Auth>,
+    /// The Prometheus metrics (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {

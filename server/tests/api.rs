@@ -20,6 +20,7 @@ use auditseal_server::{ServerConfig, startup};
 
 struct Api {
     app: Router,
+    state: auditseal_server::AppState,
     admin: String,
     _dir: tempfile::TempDir,
 }
@@ -27,6 +28,14 @@ struct Api {
 /// A server's state on an in-memory database, with its first admin token; `config` is a
 /// configuration file's text.
 async fn api(config: &str) -> Api {
+    api_with(config, |d| d).await
+}
+
+/// `api` with the log device as `wrap` makes it from the server's own.
+async fn api_with(
+    config: &str,
+    wrap: impl FnOnce(Arc<dyn LogDevice>) -> Arc<dyn LogDevice>,
+) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("auditseal.toml");
     std::fs::write(&file, config).unwrap();
@@ -76,9 +85,10 @@ async fn api(config: &str) -> Api {
         .map(|c| (c.subject.clone(), c.role));
     let certs = auditseal_core::access::certificate_roles(subjects).unwrap();
     let auth = Auth::start(store.clone(), certs).await.unwrap();
-    let state = startup::build_state(&cfg, &settings, store, device, keys, auth);
+    let state = startup::build_state(&cfg, &settings, store, wrap(device), keys, auth);
     Api {
-        app: auditseal_server::app(state),
+        app: auditseal_server::app(state.clone()),
+        state,
         admin,
         _dir: dir,
     }
@@ -104,6 +114,33 @@ impl Api {
             .body(Body::from(body.unwrap_or_default().to_string()))
             .unwrap();
         self.send(req).await
+    }
+
+    /// A GET on `app` whose answer is text: status, content type and body.
+    async fn text(app: &Router, path: &str, token: Option<&str>) -> (StatusCode, String, String) {
+        let mut req = Request::builder().uri(path);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let res = app
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let content_type = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            content_type,
+            String::from_utf8(bytes.to_vec()).unwrap(),
+        )
     }
 
     async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
@@ -364,4 +401,211 @@ async fn validation_errors_are_clear_and_change_nothing() {
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
     assert_eq!(count().await, before);
+}
+
+/// The value of the sample `series` (name and labels exactly as written) in a metrics text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `/metrics` on the main listener is for auditors and admins; a posted event moves its
+/// counter; the second listener's router serves it without credentials, and nothing else.
+#[tokio::test]
+async fn metrics_need_the_auditor_role_and_count_ingested_events() {
+    let api = api("").await;
+    let ingest = api.token("signer-1", "ingest").await;
+    let auditor = api.token("auditor-1", "auditor").await;
+    let (st, _, body) = Api::text(&api.app, "/metrics", None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{body}");
+    let (st, _, body) = Api::text(&api.app, "/metrics", Some(&ingest)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    let stored = r#"auditseal_events_ingested_total{device="sequential",result="stored"}"#;
+    let (st, content_type, before) = Api::text(&api.app, "/metrics", Some(&auditor)).await;
+    assert_eq!(st, StatusCode::OK, "{before}");
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    // The first admin token's TOKEN_CREATE and the two tokens' were logged by the server
+    // itself, not ingested.
+    assert_eq!(sample(&before, stored), None, "{before}");
+    for _ in 0..2 {
+        let (st, v) = api
+            .call(
+                Method::POST,
+                "/api/v1/events",
+                Some(&ingest),
+                Some(&event("PROCESS")),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+    }
+    let (st, v) = api
+        .call(Method::POST, "/api/v1/events", Some(&ingest), Some("{"))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    let (_, _, after) = Api::text(&api.app, "/metrics", Some(&api.admin)).await;
+    assert_eq!(sample(&after, stored), Some(2.0), "{after}");
+    let refused = format!(
+        r#"auditseal_ingest_refused_total{{device="sequential",reason="{}"}}"#,
+        v["error"].as_str().unwrap()
+    );
+    assert_eq!(sample(&after, &refused), Some(1.0), "{after}");
+    assert_eq!(
+        sample(
+            &after,
+            r#"auditseal_ingest_duration_seconds_count{device="sequential"}"#
+        ),
+        Some(2.0),
+        "{after}"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            r#"auditseal_auth_failures_total{reason="no_credentials"}"#
+        ),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "auditseal_auth_forbidden_total"),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "auditseal_node_lock_held"),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "auditseal_database_up"),
+        Some(1.0),
+        "{after}"
+    );
+    assert!(after.contains("auditseal_build_info{version="), "{after}");
+    // A verification is counted with the rows it read.
+    let (st, v) = api
+        .call(Method::POST, "/api/v1/verify", Some(&auditor), Some("{}"))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (_, _, after) = Api::text(&api.app, "/metrics", Some(&auditor)).await;
+    assert_eq!(
+        sample(&after, r#"auditseal_verify_runs_total{outcome="success"}"#),
+        Some(1.0),
+        "{after}"
+    );
+    let rows = v["report"]["rows"].as_f64().unwrap();
+    assert!(rows >= 2.0, "{v}");
+    assert_eq!(
+        sample(&after, "auditseal_verify_rows_total"),
+        Some(rows),
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "auditseal_verify_errors_total"),
+        Some(0.0),
+        "{after}"
+    );
+    // Asked for OpenMetrics, the answer is OpenMetrics.
+    let req = Request::builder()
+        .uri("/metrics")
+        .header(header::AUTHORIZATION, format!("Bearer {auditor}"))
+        .header(header::ACCEPT, "application/openmetrics-text;version=1.0.0")
+        .body(Body::empty())
+        .unwrap();
+    let res = api.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let ct = res.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    let om = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&om).ends_with("# EOF\n"));
+    // server.metrics_bind's router: no credentials, and only the metrics and the probes.
+    let open = auditseal_server::metrics_app(api.state.clone());
+    let (st, _, body) = Api::text(&open, "/metrics", None).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(sample(&body, stored), Some(2.0), "{body}");
+    for (path, want) in [
+        ("/livez", StatusCode::OK),
+        ("/readyz", StatusCode::OK),
+        ("/healthz", StatusCode::NOT_FOUND),
+        ("/api/v1/events", StatusCode::NOT_FOUND),
+    ] {
+        let (st, _, body) = Api::text(&open, path, None).await;
+        assert_eq!(st, want, "{path}: {body}");
+    }
+}
+
+/// A log device that has lost its node's lock and found its log inconsistent.
+struct Broken(Arc<dyn LogDevice>);
+
+#[async_trait::async_trait]
+impl LogDevice for Broken {
+    fn node_id(&self) -> &str {
+        self.0.node_id()
+    }
+    fn inconsistent(&self) -> Option<String> {
+        Some("rows 3 to 5 are missing".into())
+    }
+    fn lock_held(&self) -> bool {
+        false
+    }
+    async fn append(
+        &self,
+        event: auditseal_core::device::NewEvent,
+    ) -> Result<auditseal_core::device::Appended, auditseal_core::device::DeviceError> {
+        self.0.append(event).await
+    }
+    async fn append_all(
+        &self,
+        events: Vec<auditseal_core::device::NewEvent>,
+    ) -> Result<Vec<auditseal_core::device::Appended>, auditseal_core::device::DeviceError> {
+        self.0.append_all(events).await
+    }
+}
+
+/// `/livez` answers while the process runs; `/readyz` is 200 when every check passes and 503
+/// naming each failed check otherwise; neither needs credentials.
+#[tokio::test]
+async fn livez_and_readyz() {
+    let api = api("").await;
+    let (st, v) = api.call(Method::GET, "/livez", None, None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({ "status": "live" }));
+    let (st, v) = api.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "ready", "{v}");
+
+    let broken = api_with("", |d| Arc::new(Broken(d))).await;
+    let (st, v) = broken.call(Method::GET, "/livez", None, None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = broken.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["status"], "not_ready", "{v}");
+    let failed: Vec<&str> = v["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["check"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["node_lock", "log_consistent"], "{v}");
+    assert!(
+        v["failed"][1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("inconsistent"),
+        "{v}"
+    );
+    let (_, _, text) = Api::text(&broken.app, "/metrics", Some(&broken.admin)).await;
+    assert_eq!(
+        sample(&text, "auditseal_node_lock_held"),
+        Some(0.0),
+        "{text}"
+    );
 }

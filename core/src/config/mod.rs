@@ -64,6 +64,9 @@ pub struct ServerSection {
     pub request_timeout_secs: Option<u64>,
     /// Serve HTTPS instead of HTTP (and optionally ask for client certificates).
     pub tls: Option<TlsSection>,
+    /// A second, plain-HTTP listener serving only `/metrics`, `/livez` and `/readyz` without
+    /// credentials, for Prometheus (default: none).
+    pub metrics_bind: Option<String>,
 }
 
 /// HTTPS (rustls). Relative paths: from the configuration file's directory (config/paths.rs).

@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::crypto::token::SharedToken;
 use crate::device::{
-    Appended, DeviceError, LogDevice, NewEvent, check_head, merge_replays, refused, replays_of,
-    stored_by_pk,
+    Appended, BatchObserver, DeviceError, LogDevice, NewEvent, QueueDepth, check_head,
+    merge_replays, refused, replays_of, stored_by_pk,
 };
 use crate::format::batch::{self, BatchRecord, GENESIS_HASH};
 use crate::format::protection::ProtectionVersion;
@@ -65,7 +65,13 @@ pub struct BatchedDevice {
     capacity: usize,
     /// Set when the node's log is found inconsistent: every later request is refused.
     inconsistent: Arc<OnceLock<String>>,
+    /// Shared with the writer, which holds it for as long as it runs.
+    lock: Arc<NodeLock>,
+    observer: Observer,
 }
+
+/// Where the writer reports its batches, once someone asks (`observe_batches`).
+type Observer = Arc<OnceLock<Arc<dyn BatchObserver>>>;
 
 /// Where the node's log and chain stand.
 struct Head {
@@ -78,7 +84,7 @@ struct Writer {
     node_id: String,
     store: SharedStore,
     token: Option<SharedToken>,
-    lock: NodeLock,
+    lock: Arc<NodeLock>,
     lock_epoch: u64,
     cfg: BatchedConfig,
     /// None after a failure: re-read from the database before the next batch.
@@ -91,6 +97,7 @@ struct Writer {
     /// meanwhile is told to retry, not written twice.
     in_flight: InFlight,
     inconsistent: Arc<OnceLock<String>>,
+    observer: Observer,
 }
 
 type InFlight = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
@@ -107,18 +114,21 @@ impl BatchedDevice {
             .lock_node(&node_id)
             .await
             .map_err(DeviceError::Start)?;
+        let lock = Arc::new(lock);
+        let observer = Observer::default();
         let mut writer = Writer {
             node_id: node_id.clone(),
             store,
             token,
             lock_epoch: lock.epoch(),
-            lock,
+            lock: lock.clone(),
             cfg,
             head: None,
             failures: Arc::new(AtomicU64::new(0)),
             epoch: 0,
             in_flight: Default::default(),
             inconsistent: Default::default(),
+            observer: observer.clone(),
         };
         // Started all the same when the log is inconsistent: queries, exports and health answer,
         // and say why (docs/OPERATIONS.md "Log inconsistent").
@@ -139,6 +149,8 @@ impl BatchedDevice {
             waiting: Arc::new(tokio::sync::Semaphore::new(cfg.queue.max(1))),
             capacity: cfg.queue.max(1),
             inconsistent,
+            lock,
+            observer,
         })
     }
 }
@@ -167,6 +179,7 @@ impl Writer {
             self.node_id.clone(),
             self.in_flight.clone(),
             self.inconsistent.clone(),
+            self.observer.clone(),
         ));
         // A request that did not fit in the previous batch: the first of the next.
         let mut carried: Option<Job> = None;
@@ -358,6 +371,9 @@ impl Writer {
             seal_us = started.elapsed().as_micros() as u64,
             "batch sealed"
         );
+        if let Some(o) = self.observer.get() {
+            o.sealed(rows.len(), started.elapsed());
+        }
         self.head = Some(Head {
             next: last + 1,
             last_time: time_stamp,
@@ -408,6 +424,7 @@ async fn insert_in_order(
     node_id: String,
     in_flight: InFlight,
     inconsistent: Arc<OnceLock<String>>,
+    observer: Observer,
 ) {
     while let Some(mut s) = sealed.recv().await {
         let client_pks = std::mem::take(&mut s.client_pks);
@@ -418,6 +435,7 @@ async fn insert_in_order(
             &node_id,
             &client_pks,
             &inconsistent,
+            observer.get().map(|o| o.as_ref()),
         )
         .await;
         // Settled, written or not: a retry now finds the rows, or writes them.
@@ -433,6 +451,7 @@ async fn insert_one(
     node_id: &str,
     client_pks: &[String],
     inconsistent: &OnceLock<String>,
+    observer: Option<&dyn BatchObserver>,
 ) {
     if let Some(reason) = inconsistent.get() {
         answer(
@@ -464,6 +483,9 @@ async fn insert_one(
                 insert_us = started.elapsed().as_micros() as u64,
                 "batch committed"
             );
+            if let Some(o) = observer {
+                o.committed(s.rows.len(), started.elapsed());
+            }
             answer(
                 node_id,
                 s.shares,
@@ -536,6 +558,21 @@ impl LogDevice for BatchedDevice {
 
     fn inconsistent(&self) -> Option<String> {
         self.inconsistent.get().cloned()
+    }
+
+    fn lock_held(&self) -> bool {
+        self.lock.is_held()
+    }
+
+    fn queue(&self) -> Option<QueueDepth> {
+        Some(QueueDepth {
+            waiting: self.capacity - self.waiting.available_permits().min(self.capacity),
+            capacity: self.capacity,
+        })
+    }
+
+    fn observe_batches(&self, observer: Arc<dyn BatchObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     async fn append(&self, event: NewEvent) -> Result<Appended, DeviceError> {

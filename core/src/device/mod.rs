@@ -102,10 +102,37 @@ pub trait LogDevice: Send + Sync {
     fn inconsistent(&self) -> Option<String> {
         None
     }
+    /// Whether this process holds the node's writer lock now (writes are refused while not).
+    fn lock_held(&self) -> bool;
+    /// Events waiting in the device's queue, and how many it takes; None when it has no queue.
+    fn queue(&self) -> Option<QueueDepth> {
+        None
+    }
+    /// Reports each batch the device seals and commits to `observer` (metrics); devices
+    /// without batches ignore it. Only the first observer set is kept.
+    fn observe_batches(&self, observer: Arc<dyn BatchObserver>) {
+        let _ = observer;
+    }
     /// Returns only once the row is committed (durable and protected).
     async fn append(&self, event: NewEvent) -> Result<Appended, DeviceError>;
     /// All or nothing: every event is committed (consecutive numbers, one transaction) or none.
     async fn append_all(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, DeviceError>;
+}
+
+/// A device's queue: events waiting (queued or being written) and the most it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub waiting: usize,
+    pub capacity: usize,
+}
+
+/// Told of each batch a batched device seals and commits; called on the device's writer tasks,
+/// so it must be quick (an atomic update, not I/O).
+pub trait BatchObserver: Send + Sync {
+    /// A batch of `rows` was numbered, hashed and signed in `took`.
+    fn sealed(&self, rows: usize, took: std::time::Duration);
+    /// A batch of `rows` was committed in `took`.
+    fn committed(&self, rows: usize, took: std::time::Duration);
 }
 
 /// The service of the events auditseal logs itself (see `NewEvent::system`).
@@ -484,6 +511,10 @@ impl LogDevice for SequentialDevice {
 
     fn inconsistent(&self) -> Option<String> {
         self.inner.inconsistent.get().cloned()
+    }
+
+    fn lock_held(&self) -> bool {
+        self.inner.lock.is_held()
     }
 
     async fn append(&self, event: NewEvent) -> Result<Appended, DeviceError> {

@@ -3,6 +3,8 @@
 //! it to the configured sinks (checkpoint_out.rs), so that a copy lives outside the database.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::crypto::token::{SharedToken, TokenError};
@@ -35,6 +37,8 @@ pub struct Checkpointer {
     /// The last sequence number a checkpoint was written for (-1: none yet).
     signed: i64,
     sinks: Sinks,
+    /// Checkpoints `run` could not write (each an ALERT in the log), for metrics.
+    failures: Arc<AtomicU64>,
 }
 
 /// Where a `fold` stopped.
@@ -79,7 +83,14 @@ impl Checkpointer {
             signed,
             head,
             sinks,
+            failures: Arc::default(),
         })
+    }
+
+    /// How many checkpoints `run` has failed to write so far (read it before handing this
+    /// writer to `run`).
+    pub fn failures(&self) -> Arc<AtomicU64> {
+        self.failures.clone()
     }
 
     /// Folds in the rows committed since the last call and, if the head moved since the last
@@ -279,6 +290,7 @@ fn report(
         ),
         Ok(None) => {}
         Err(e) => {
+            cp.failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(node = %cp.node, error = %e, "ALERT cannot write a checkpoint")
         }
     }

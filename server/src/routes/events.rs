@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use auditseal_core::details;
-use auditseal_core::device::{Appended, NewEvent, SYSTEM_SERVICE};
+use auditseal_core::device::{Appended, DeviceError, NewEvent, SYSTEM_SERVICE};
 use auditseal_core::record::{self, AuditRecord, EVENT_STATUSES};
 use auditseal_core::store::{Criterion, Cursor, Order, Query};
 use auditseal_core::verify::{Batches, verify_row};
@@ -331,11 +331,16 @@ pub async fn create_bulk(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = body_or_error(body, state.max_body_bytes * crate::BULK_BODY_FACTOR)?;
-    let mut events = parse_bulk(&body, &who)?;
-    check_stored_sizes(&events, state.max_event_bytes)?;
-    apply_pks(&headers, &who, &mut events)?;
-    let done = state.device.append_all(events).await?;
+    let started = std::time::Instant::now();
+    let done = async {
+        let body = body_or_error(body, state.max_body_bytes * crate::BULK_BODY_FACTOR)?;
+        let mut events = parse_bulk(&body, &who)?;
+        check_stored_sizes(&events, state.max_event_bytes)?;
+        apply_pks(&headers, &who, &mut events)?;
+        Ok(state.device.append_all(events).await?)
+    }
+    .await;
+    let done = counted(&state, done, started)?;
     Ok((
         status_of(&done),
         Json(json!({ "count": done.len(), "events": done })),
@@ -348,13 +353,36 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Appended>), ApiError> {
-    let body = body_or_error(body, state.max_body_bytes)?;
-    let mut event = [parse_event(&body, &who)?];
-    check_stored_sizes(&event, state.max_event_bytes)?;
-    apply_pks(&headers, &who, &mut event)?;
-    let [event] = event;
-    let appended = state.device.append(event).await?;
+    let started = std::time::Instant::now();
+    let appended = async {
+        let body = body_or_error(body, state.max_body_bytes)?;
+        let mut event = [parse_event(&body, &who)?];
+        check_stored_sizes(&event, state.max_event_bytes)?;
+        apply_pks(&headers, &who, &mut event)?;
+        let [event] = event;
+        Ok(vec![state.device.append(event).await?])
+    }
+    .await;
+    let appended = counted(&state, appended, started)?
+        .pop()
+        .ok_or_else(|| ApiError::from(DeviceError::Stopped("no row was written".into())))?;
     Ok((status_of(std::slice::from_ref(&appended)), Json(appended)))
+}
+
+/// Counts an ingest request's outcome in the metrics, and passes it on.
+fn counted(
+    state: &AppState,
+    outcome: Result<Vec<Appended>, ApiError>,
+    started: std::time::Instant,
+) -> Result<Vec<Appended>, ApiError> {
+    match &outcome {
+        Ok(done) => {
+            let replayed: Vec<bool> = done.iter().map(|a| a.replayed).collect();
+            state.metrics.ingest(Ok(&replayed), started);
+        }
+        Err(e) => state.metrics.ingest(Err(e.code), started),
+    }
+    outcome
 }
 
 /// A row as the API shows it: every column as stored, the details decoded, and the row's

@@ -42,3 +42,70 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
         "forbiddenRequests": state.auth.forbidden(),
     })))
 }
+
+/// `GET /livez`: the process runs and answers (no credentials; nothing is checked).
+pub async fn livez() -> Json<Value> {
+    Json(json!({ "status": "live" }))
+}
+
+/// `GET /readyz`: whether this node should be sent events (no credentials). 200 when every
+/// check passes, else 503 listing each failed check with its reason (docs/OPERATIONS.md
+/// "Metrics and health"). Nothing is signed: the signing key is judged by what the last event
+/// to protect found.
+pub async fn readyz(State(state): State<AppState>) -> (axum::http::StatusCode, Json<Value>) {
+    let mut failed = Vec::new();
+    let mut fail = |check: &str, reason: String| {
+        failed.push(json!({ "check": check, "reason": reason }));
+    };
+    // The same cheap lookup as /healthz; the database's own words go to the log only.
+    match state.store.get("healthz").await {
+        Ok(_) => crate::outage::DATABASE.answered(),
+        Err(e) => {
+            crate::outage::DATABASE.refused(&e);
+            fail(
+                "database",
+                "the database does not answer; the server log says why".into(),
+            );
+        }
+    }
+    let node = state.device.node_id();
+    if !state.device.lock_held() {
+        fail(
+            "node_lock",
+            format!("this process does not hold the writer lock of node {node}"),
+        );
+    }
+    if state.signer.is_some()
+        && let Some(reason) = state.metrics.key_refused()
+    {
+        fail("signing_key", reason);
+    }
+    if state.device.inconsistent().is_some() {
+        fail(
+            "log_consistent",
+            format!(
+                "node {node} refuses events: its log is inconsistent (see the ALERT in the \
+                 server log and docs/OPERATIONS.md \"Log inconsistent\")"
+            ),
+        );
+    }
+    if let Some(q) = state.device.queue()
+        && q.waiting >= q.capacity
+    {
+        fail(
+            "ingest_queue",
+            format!("the ingest queue is full ({} events)", q.capacity),
+        );
+    }
+    if failed.is_empty() {
+        (
+            axum::http::StatusCode::OK,
+            Json(json!({ "status": "ready", "nodeId": node })),
+        )
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not_ready", "nodeId": node, "failed": failed })),
+        )
+    }
+}

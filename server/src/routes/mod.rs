@@ -4,6 +4,7 @@ pub mod events;
 pub mod export;
 pub mod health;
 pub mod keys;
+pub mod metrics;
 pub mod openapi;
 pub mod stream;
 pub mod tokens;

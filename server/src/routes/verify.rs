@@ -69,7 +69,9 @@ pub async fn verify(
         external: Arc::new(external),
         ..Default::default()
     };
-    let report = verify_log(&state.store, &state.keys, &selection, &opts).await?;
+    let report = verify_log(&state.store, &state.keys, &selection, &opts).await;
+    state.metrics.verified(report.as_ref().ok());
+    let report = report?;
     let success = report.errors == 0;
     let mut details = Map::new();
     details.insert(

@@ -1,0 +1,453 @@
+//! The server's Prometheus metrics: the one registry, what feeds it, and its text
+//! (docs/OPERATIONS.md "Metrics and health" lists every metric). Counters and histograms are
+//! updated where things happen; gauges whose source already exists elsewhere (the device, the
+//! database outage, the followers, the authentication counters, the newest checkpoints) are
+//! read when `/metrics` is asked for.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use auditseal_core::config::DeviceKind;
+use auditseal_core::device::{BatchObserver, LogDevice};
+use auditseal_core::verify::LogReport;
+
+use crate::state::AppState;
+
+/// The OpenMetrics content type, served when the scraper asks for it.
+pub const OPENMETRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The classic Prometheus text format (what `promtool check metrics` reads), served otherwise.
+pub const TEXT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Ingested {
+    device: &'static str,
+    /// `stored` (new rows) or `replayed` (a retry answered with the row stored before).
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Refused {
+    device: &'static str,
+    /// The error code of the answer (docs/API.md "Errors"), e.g. `queue_full`.
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeviceLabel {
+    device: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabel {
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
+}
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to about 16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Every metric of the server, and its registry.
+pub struct Metrics {
+    registry: Registry,
+    device: &'static str,
+    ingested: Family<Ingested, Counter>,
+    refused: Family<Refused, Counter>,
+    ingest_seconds: Family<DeviceLabel, Histogram, fn() -> Histogram>,
+    queue_events: Gauge,
+    queue_capacity: Gauge,
+    database_up: Gauge,
+    lock_held: Gauge,
+    checkpoint_age: Family<NodeLabel, FloatGauge>,
+    checkpoint_failures: Counter,
+    /// The checkpoint writer's own count, set once it has started.
+    checkpoint_source: OnceLock<Arc<AtomicU64>>,
+    verify_runs: Family<OutcomeLabel, Counter>,
+    verify_rows: Counter,
+    verify_errors: Counter,
+    auth_failures: Family<ReasonLabel, Counter>,
+    forbidden: Counter,
+    followers: Gauge,
+    followers_max: Gauge,
+    /// Why the signing key refused the last event this server tried to protect (cleared by the
+    /// next event stored): what `/readyz` knows of the key without signing.
+    key_refused: Mutex<Option<String>>,
+    /// Held while the scrape-time values are copied in and the text is written, so two scrapes
+    /// do not interleave.
+    scrape: Mutex<()>,
+}
+
+/// The batched device's batches, told by its writer tasks.
+struct Batches {
+    events: Histogram,
+    seal_seconds: Histogram,
+    commit_seconds: Histogram,
+}
+
+impl BatchObserver for Batches {
+    fn sealed(&self, rows: usize, took: Duration) {
+        self.events.observe(rows as f64);
+        self.seal_seconds.observe(took.as_secs_f64());
+    }
+
+    fn committed(&self, _rows: usize, took: Duration) {
+        self.commit_seconds.observe(took.as_secs_f64());
+    }
+}
+
+fn device_name(kind: DeviceKind) -> &'static str {
+    match kind {
+        DeviceKind::Sequential => "sequential",
+        DeviceKind::Batched => "batched",
+    }
+}
+
+impl Metrics {
+    /// The registry for a server whose log device is `device` (of `kind`); hooks the batched
+    /// device's batches.
+    pub fn new(kind: DeviceKind, device: &dyn LogDevice, max_followers: usize) -> Self {
+        let mut r = Registry::with_prefix("auditseal");
+        let m = Metrics {
+            registry: Registry::default(),
+            device: device_name(kind),
+            ingested: Family::default(),
+            refused: Family::default(),
+            ingest_seconds: Family::new_with_constructor(latency_histogram),
+            queue_events: Gauge::default(),
+            queue_capacity: Gauge::default(),
+            database_up: Gauge::default(),
+            lock_held: Gauge::default(),
+            checkpoint_age: Family::default(),
+            checkpoint_failures: Counter::default(),
+            checkpoint_source: OnceLock::new(),
+            verify_runs: Family::default(),
+            verify_rows: Counter::default(),
+            verify_errors: Counter::default(),
+            auth_failures: Family::default(),
+            forbidden: Counter::default(),
+            followers: Gauge::default(),
+            followers_max: Gauge::default(),
+            key_refused: Mutex::new(None),
+            scrape: Mutex::new(()),
+        };
+        r.register(
+            "events_ingested",
+            "Events acknowledged to their submitter (POST /api/v1/events and :batch), by device \
+             and result: stored (a new row) or replayed (a retry answered with its stored row)",
+            m.ingested.clone(),
+        );
+        r.register(
+            "ingest_refused",
+            "Ingest requests answered with an error, by device and reason (the error code)",
+            m.refused.clone(),
+        );
+        r.register(
+            "ingest_duration_seconds",
+            "Time from an ingest request reaching its handler to its acknowledgement (stored \
+             requests only)",
+            m.ingest_seconds.clone(),
+        );
+        // Only a device with a queue (the batched one) has these; it keeps the observer.
+        if let Some(q) = device.queue() {
+            r.register(
+                "ingest_queue_events",
+                "Events waiting in the log device's queue (queued or being written)",
+                m.queue_events.clone(),
+            );
+            r.register(
+                "ingest_queue_capacity",
+                "Most events the log device's queue holds (server.queue_capacity)",
+                m.queue_capacity.clone(),
+            );
+            m.queue_capacity.set(q.capacity as i64);
+            let b = Arc::new(Batches {
+                events: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
+                seal_seconds: latency_histogram(),
+                commit_seconds: latency_histogram(),
+            });
+            r.register(
+                "batch_events",
+                "Events per batch the batched device sealed",
+                b.events.clone(),
+            );
+            r.register(
+                "batch_seal_duration_seconds",
+                "Time to number, hash and sign one batch",
+                b.seal_seconds.clone(),
+            );
+            r.register(
+                "batch_commit_duration_seconds",
+                "Time to commit one batch (rows and statement, one transaction)",
+                b.commit_seconds.clone(),
+            );
+            device.observe_batches(b);
+        }
+        r.register(
+            "database_up",
+            "1 when the last call to the database succeeded, 0 during an outage",
+            m.database_up.clone(),
+        );
+        r.register(
+            "node_lock_held",
+            "1 when this process holds its node's writer lock",
+            m.lock_held.clone(),
+        );
+        r.register(
+            "checkpoint_age_seconds",
+            "Seconds since the newest checkpoint of each node in the database was made",
+            m.checkpoint_age.clone(),
+        );
+        r.register(
+            "checkpoint_write_failures",
+            "Checkpoints this server's checkpoint writer could not write (each an ALERT in the log)",
+            m.checkpoint_failures.clone(),
+        );
+        r.register(
+            "verify_runs",
+            "Verifications run through POST /api/v1/verify, by outcome (success, failure: \
+             something did not verify, error: the run could not complete)",
+            m.verify_runs.clone(),
+        );
+        r.register(
+            "verify_rows",
+            "Rows read by completed verifications",
+            m.verify_rows.clone(),
+        );
+        r.register(
+            "verify_errors",
+            "Errors (findings) reported by completed verifications",
+            m.verify_errors.clone(),
+        );
+        r.register(
+            "auth_failures",
+            "Requests refused with 401, by reason",
+            m.auth_failures.clone(),
+        );
+        r.register(
+            "auth_forbidden",
+            "Requests refused with 403: the caller's role does not allow them",
+            m.forbidden.clone(),
+        );
+        r.register(
+            "followers",
+            "Live followers connected (GET /api/v1/events/stream)",
+            m.followers.clone(),
+        );
+        r.register(
+            "followers_max",
+            "Most live followers at once (server.max_followers)",
+            m.followers_max.clone(),
+        );
+        m.followers_max.set(max_followers as i64);
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: env!("AUDITSEAL_COMMIT"),
+            })
+            .set(1);
+        // A gauge, not OpenMetrics' info type, which the classic text format does not have.
+        r.register(
+            "build_info",
+            "Always 1; the labels name the version and the commit this server was built from",
+            build,
+        );
+        Metrics { registry: r, ..m }
+    }
+
+    /// The checkpoint writer's failure count, once it has started.
+    pub fn checkpoint_writer(&self, failures: Arc<AtomicU64>) {
+        let _ = self.checkpoint_source.set(failures);
+    }
+
+    /// An ingest request's outcome: its acknowledged rows (`replayed` or not), or its error
+    /// code; `started` when its handler began.
+    pub fn ingest(&self, outcome: Result<&[bool], &'static str>, started: Instant) {
+        let device = self.device;
+        match outcome {
+            Ok(replayed) => {
+                let again = replayed.iter().filter(|r| **r).count() as u64;
+                let stored = replayed.len() as u64 - again;
+                for (result, n) in [("stored", stored), ("replayed", again)] {
+                    if n > 0 {
+                        self.ingested
+                            .get_or_create(&Ingested { device, result })
+                            .inc_by(n);
+                    }
+                }
+                self.ingest_seconds
+                    .get_or_create(&DeviceLabel { device })
+                    .observe(started.elapsed().as_secs_f64());
+                *self.key_refused.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            }
+            Err(reason) => {
+                self.refused
+                    .get_or_create(&Refused { device, reason })
+                    .inc();
+                if reason == "token_unavailable" {
+                    *self.key_refused.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some("the signing key refused the last event to protect".into());
+                }
+            }
+        }
+    }
+
+    /// Why the signing key cannot be counted on, if the last event it was asked to protect
+    /// failed there.
+    pub fn key_refused(&self) -> Option<String> {
+        self.key_refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A verification's outcome: its report, or None when it could not complete.
+    pub fn verified(&self, report: Option<&LogReport>) {
+        let outcome = match report {
+            None => "error",
+            Some(r) => {
+                self.verify_rows.inc_by(r.rows);
+                self.verify_errors.inc_by(r.errors as u64);
+                if r.errors == 0 { "success" } else { "failure" }
+            }
+        };
+        self.verify_runs
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// The metrics as text, OpenMetrics when `openmetrics`, else the classic Prometheus text
+    /// format. Reads the newest checkpoints from the database (one query); the rest is memory.
+    pub async fn render(&self, state: &AppState, openmetrics: bool) -> String {
+        let checkpoints = state.store.latest_checkpoints().await;
+        match &checkpoints {
+            Ok(_) => crate::outage::DATABASE.answered(),
+            Err(e) => crate::outage::DATABASE.failed(e),
+        }
+        let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        let now = auditseal_core::time::now_millis();
+        // A database that does not answer leaves no stale ages behind: database_up says why.
+        self.checkpoint_age.clear();
+        // Several checkpoints may share a node's highest sequence number: the newest counts.
+        let mut newest = std::collections::BTreeMap::new();
+        for c in checkpoints.iter().flatten() {
+            let t = newest.entry(c.node_id.clone()).or_insert(c.time_stamp);
+            *t = (*t).max(c.time_stamp);
+        }
+        for (node, t) in newest {
+            let age = (now - t).max(0) as f64 / 1000.0;
+            self.checkpoint_age
+                .get_or_create(&NodeLabel { node })
+                .set(age);
+        }
+        self.database_up
+            .set(i64::from(!crate::outage::DATABASE.is_down()));
+        self.lock_held.set(i64::from(state.device.lock_held()));
+        if let Some(q) = state.device.queue() {
+            self.queue_events.set(q.waiting as i64);
+        }
+        if let Some(source) = self.checkpoint_source.get() {
+            catch_up(&self.checkpoint_failures, source.load(Ordering::Relaxed));
+        }
+        for (reason, n) in state.auth.failures_by_reason() {
+            catch_up(
+                &self.auth_failures.get_or_create(&ReasonLabel { reason }),
+                n,
+            );
+        }
+        catch_up(&self.forbidden, state.auth.forbidden());
+        let live = state
+            .max_followers
+            .saturating_sub(state.followers.available_permits());
+        self.followers.set(live as i64);
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::error!(error = %e, "cannot encode the metrics");
+        }
+        if openmetrics {
+            text
+        } else {
+            classic_text(&text)
+        }
+    }
+}
+
+/// Brings a counter up to a count kept elsewhere (which only grows).
+fn catch_up(counter: &Counter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
+}
+
+/// OpenMetrics text as the classic Prometheus text format: a counter family is named with its
+/// `_total` suffix there (as its samples are), and there is no `# EOF`. Nothing else this
+/// registry writes differs (no info, unit or `_created` lines).
+fn classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_take_their_total_name_in_the_classic_format() {
+        let om = "# HELP a_events Events.\n# TYPE a_events counter\na_events_total{x=\"1\"} 3\n\
+                  # HELP a_up Up.\n# TYPE a_up gauge\na_up 1\n# EOF\n";
+        assert_eq!(
+            classic_text(om),
+            "# HELP a_events_total Events.\n# TYPE a_events_total counter\n\
+             a_events_total{x=\"1\"} 3\n# HELP a_up Up.\n# TYPE a_up gauge\na_up 1\n"
+        );
+    }
+}
