@@ -107,11 +107,14 @@ impl SoftHsm {
         c
     }
 
-    /// Runs pkcs11-tool on this token, logged in; returns stdout.
+    /// Runs pkcs11-tool on this token, logged in; returns stdout. SoftHSM2's file store can
+    /// be unreadable for a moment while another process (a test's own module) rewrites the
+    /// token's file; pkcs11-tool then says it finds no such token. That, and only that, is
+    /// tried again, a few times.
     pub fn tool(&self, args: &[&str]) -> String {
-        run(self
-            .cmd("pkcs11-tool")
-            .args([
+        let command = || {
+            let mut c = self.cmd("pkcs11-tool");
+            c.args([
                 "--module",
                 MODULE,
                 "--token-label",
@@ -120,7 +123,27 @@ impl SoftHsm {
                 "--pin",
                 PIN,
             ])
-            .args(args))
+            .args(args);
+            c
+        };
+        for tries in 1.. {
+            let out = command()
+                .output()
+                .expect("run pkcs11-tool (scripts/test installs opensc)");
+            let (stdout, stderr) = (
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+            if out.status.success() {
+                return stdout.into_owned();
+            }
+            if tries < 5 && stderr.contains("No slot with token named") {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                continue;
+            }
+            panic!("{:?} failed: {stdout}{stderr}", command());
+        }
+        unreachable!()
     }
 
     /// The slot id SoftHSM gave the token (it changes when a token is initialised).
