@@ -93,86 +93,108 @@ async fn event_device(
 pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<u8> {
     let store = open(settings).await?;
     match cmd {
-        Command::Create { name, role, log } => {
-            let (secret, record) = new_token(&name, role, now_millis())?;
-            if store.tokens().await?.iter().any(|t| t.name == name) {
-                bail!("a token named {name:?} exists already (revoked names stay taken)");
-            }
-            let device = event_device(settings, &store, log.event_node).await?;
-            let mut details = Map::new();
-            details.insert("name".into(), Value::from(name.clone()));
-            details.insert("role".into(), Value::from(role.as_str()));
-            let logged = create_logged(store.as_ref(), &record, async || {
-                device.log("TOKEN_CREATE", true, &details).await
-            })
-            .await;
-            match logged {
-                Ok(()) => {}
-                Err(CreateError::Conflict) => {
-                    bail!("a token named {name:?} exists already (revoked names stay taken)")
-                }
-                Err(CreateError::Store(e)) => return Err(e).context("cannot store the token"),
-                Err(CreateError::NotLogged(e)) => {
-                    return Err(e.context(format!(
-                        "the TOKEN_CREATE event could not be logged, so token {name:?} was \
-                         revoked again before it was shown; retry later with another name"
-                    )));
-                }
-            }
-            // Not quiet on a closed stdout (as other output is): the token exists but nobody
-            // saw it, so say what to do about it.
-            outln!(
-                "created token {name:?} with role {role}; it is shown only now, so keep it \
-                 safe (send it as \"Authorization: Bearer <token>\"):\n{secret}"
-            )
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "token {name:?} was created but could not be shown ({e}): revoke it \
-                     (auditseal-db token revoke {name}) and create another"
-                )
-            })?;
-        }
-        Command::List => {
-            let tokens = store.tokens().await?;
-            if tokens.is_empty() {
-                outln!("no tokens")?;
-            }
-            for t in tokens {
-                outln!(
-                    "{:<24} {:<8} created {} {}",
-                    t.name,
-                    t.role,
-                    format_iso8601(t.created),
-                    t.revoked
-                        .map(|r| format!("REVOKED {}", format_iso8601(r)))
-                        .unwrap_or_else(|| "valid".into())
-                )?;
-            }
-        }
-        Command::Revoke { name, log } => {
-            if !store
-                .tokens()
-                .await?
-                .iter()
-                .any(|t| t.name == name && t.revoked.is_none())
-            {
-                bail!("no valid token is named {name:?} (see auditseal-db token list)");
-            }
-            let device = event_device(settings, &store, log.event_node).await?;
-            if !store.revoke_token(&name, now_millis()).await? {
-                bail!("no valid token is named {name:?} (see auditseal-db token list)");
-            }
-            let mut details = Map::new();
-            details.insert("name".into(), Value::from(name.clone()));
-            // The revocation stands either way: it only takes access away.
-            device
-                .log("TOKEN_REVOKE", true, &details)
-                .await
-                .with_context(|| {
-                    format!("token {name:?} is revoked, but its TOKEN_REVOKE event was not logged")
-                })?;
-            outln!("revoked token {name:?}; servers refuse it within 2 seconds")?;
-        }
+        Command::Create { name, role, log } => create(settings, &store, name, role, log).await?,
+        Command::List => list(&store).await?,
+        Command::Revoke { name, log } => revoke(settings, &store, name, log).await?,
     }
     Ok(0)
+}
+
+/// Stores the token's hash and logs TOKEN_CREATE (or takes the token back), then shows it once.
+async fn create(
+    settings: &Settings,
+    store: &SharedStore,
+    name: String,
+    role: Role,
+    log: EventNode,
+) -> anyhow::Result<()> {
+    let (secret, record) = new_token(&name, role, now_millis())?;
+    if store.tokens().await?.iter().any(|t| t.name == name) {
+        bail!("a token named {name:?} exists already (revoked names stay taken)");
+    }
+    let device = event_device(settings, store, log.event_node).await?;
+    let mut details = Map::new();
+    details.insert("name".into(), Value::from(name.clone()));
+    details.insert("role".into(), Value::from(role.as_str()));
+    let logged = create_logged(store.as_ref(), &record, async || {
+        device.log("TOKEN_CREATE", true, &details).await
+    })
+    .await;
+    match logged {
+        Ok(()) => {}
+        Err(CreateError::Conflict) => {
+            bail!("a token named {name:?} exists already (revoked names stay taken)")
+        }
+        Err(CreateError::Store(e)) => return Err(e).context("cannot store the token"),
+        Err(CreateError::NotLogged(e)) => {
+            return Err(e.context(format!(
+                "the TOKEN_CREATE event could not be logged, so token {name:?} was \
+                 revoked again before it was shown; retry later with another name"
+            )));
+        }
+    }
+    // Not quiet on a closed stdout (as other output is): the token exists but nobody
+    // saw it, so say what to do about it.
+    outln!(
+        "created token {name:?} with role {role}; it is shown only now, so keep it \
+         safe (send it as \"Authorization: Bearer <token>\"):\n{secret}"
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "token {name:?} was created but could not be shown ({e}): revoke it \
+             (auditseal-db token revoke {name}) and create another"
+        )
+    })?;
+    Ok(())
+}
+
+async fn list(store: &SharedStore) -> anyhow::Result<()> {
+    let tokens = store.tokens().await?;
+    if tokens.is_empty() {
+        outln!("no tokens")?;
+    }
+    for t in tokens {
+        outln!(
+            "{:<24} {:<8} created {} {}",
+            t.name,
+            t.role,
+            format_iso8601(t.created),
+            t.revoked
+                .map(|r| format!("REVOKED {}", format_iso8601(r)))
+                .unwrap_or_else(|| "valid".into())
+        )?;
+    }
+    Ok(())
+}
+
+/// Revokes the token, then logs TOKEN_REVOKE.
+async fn revoke(
+    settings: &Settings,
+    store: &SharedStore,
+    name: String,
+    log: EventNode,
+) -> anyhow::Result<()> {
+    if !store
+        .tokens()
+        .await?
+        .iter()
+        .any(|t| t.name == name && t.revoked.is_none())
+    {
+        bail!("no valid token is named {name:?} (see auditseal-db token list)");
+    }
+    let device = event_device(settings, store, log.event_node).await?;
+    if !store.revoke_token(&name, now_millis()).await? {
+        bail!("no valid token is named {name:?} (see auditseal-db token list)");
+    }
+    let mut details = Map::new();
+    details.insert("name".into(), Value::from(name.clone()));
+    // The revocation stands either way: it only takes access away.
+    device
+        .log("TOKEN_REVOKE", true, &details)
+        .await
+        .with_context(|| {
+            format!("token {name:?} is revoked, but its TOKEN_REVOKE event was not logged")
+        })?;
+    outln!("revoked token {name:?}; servers refuse it within 2 seconds")?;
+    Ok(())
 }
