@@ -106,8 +106,14 @@ impl From<DeviceError> for ApiError {
     fn from(e: DeviceError) -> Self {
         match e {
             DeviceError::Store(s) | DeviceError::Start(s) => s.into(),
-            DeviceError::Token(TokenError::Unavailable(reason)) => {
-                tracing::warn!(%reason, "crypto token unavailable");
+            DeviceError::Token(e) => {
+                match e {
+                    TokenError::Unavailable(reason) => {
+                        tracing::warn!(%reason, "crypto token unavailable")
+                    }
+                    // The key itself is refused (a changed PIN): an operator must act.
+                    other => tracing::error!(error = %other, "ALERT the signing key cannot sign"),
+                }
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "token_unavailable",

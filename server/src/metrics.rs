@@ -4,7 +4,7 @@
 //! database outage, the followers, the authentication counters, the newest checkpoints) are
 //! read when `/metrics` is asked for.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use auditseal_core::checkpointer::CheckpointStats;
 use auditseal_core::config::DeviceKind;
 use auditseal_core::device::{BatchObserver, LogDevice};
 use auditseal_core::verify::LogReport;
@@ -61,6 +62,28 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceiverLabel {
+    receiver: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenCallLabels {
+    keyid: String,
+    function: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     commit: &'static str,
@@ -86,8 +109,16 @@ pub struct Metrics {
     lock_held: Gauge,
     checkpoint_age: Family<NodeLabel, FloatGauge>,
     checkpoint_failures: Counter,
-    /// The checkpoint writer's own count, set once it has started.
-    checkpoint_source: OnceLock<Arc<AtomicU64>>,
+    checkpoint_interval: Family<NodeLabel, Gauge>,
+    checkpoint_success: Family<NodeLabel, Gauge>,
+    checkpoint_waiting: Family<ReceiverLabel, Gauge>,
+    /// The checkpoint writer's own counts, its node and interval, set once it has started.
+    checkpoint_source: OnceLock<(Arc<CheckpointStats>, String, u64)>,
+    token_calls: Family<TokenCallLabels, Counter>,
+    signing_key_ready: Gauge,
+    log_consistent: Gauge,
+    rows_failed_on_read: Family<RouteLabel, Counter>,
+    tls_not_after: Family<ListenerLabel, Gauge>,
     verify_runs: Family<OutcomeLabel, Counter>,
     verify_rows: Counter,
     verify_errors: Counter,
@@ -145,7 +176,15 @@ impl Metrics {
             lock_held: Gauge::default(),
             checkpoint_age: Family::default(),
             checkpoint_failures: Counter::default(),
+            checkpoint_interval: Family::default(),
+            checkpoint_success: Family::default(),
+            checkpoint_waiting: Family::default(),
             checkpoint_source: OnceLock::new(),
+            token_calls: Family::default(),
+            signing_key_ready: Gauge::default(),
+            log_consistent: Gauge::default(),
+            rows_failed_on_read: Family::default(),
+            tls_not_after: Family::default(),
             verify_runs: Family::default(),
             verify_rows: Counter::default(),
             verify_errors: Counter::default(),
@@ -229,6 +268,54 @@ impl Metrics {
             m.checkpoint_failures.clone(),
         );
         r.register(
+            "checkpoint_interval_seconds",
+            "checkpoint.interval_secs of the checkpoint writer of this server's node (absent \
+             when checkpoints are off)",
+            m.checkpoint_interval.clone(),
+        );
+        r.register(
+            "checkpoint_last_success_timestamp_seconds",
+            "When this server's checkpoint writer last did its job (started, wrote a checkpoint, \
+             or found no new rows), in seconds since the epoch",
+            m.checkpoint_success.clone(),
+        );
+        r.register(
+            "checkpoint_receiver_waiting",
+            "Checkpoints waiting in the backlog of each receiver ([checkpoint.syslog], \
+             [checkpoint.witness]) for delivery",
+            m.checkpoint_waiting.clone(),
+        );
+        r.register(
+            "token_calls",
+            "Calls the signing key's PKCS#11 token answered, by keyid, function (C_Login, \
+             C_Sign, ...) and result (CKR_OK or the return value, e.g. CKR_PIN_INCORRECT)",
+            m.token_calls.clone(),
+        );
+        r.register(
+            "signing_key_ready",
+            "0 when the last event this server tried to protect was refused because the signing \
+             key could not sign; 1 otherwise",
+            m.signing_key_ready.clone(),
+        );
+        r.register(
+            "log_consistent",
+            "0 when the log device found the log inconsistent and refuses events (docs/OPERATIONS.md \
+             \"Log inconsistent\"); 1 otherwise",
+            m.log_consistent.clone(),
+        );
+        r.register(
+            "rows_failed_on_read",
+            "Rows that failed verification as the API read them, by route (events: searches and \
+             single rows; export)",
+            m.rows_failed_on_read.clone(),
+        );
+        r.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the certificate a listener serves expires (its notAfter), in seconds since the \
+             epoch",
+            m.tls_not_after.clone(),
+        );
+        r.register(
             "verify_runs",
             "Verifications run through POST /api/v1/verify, by outcome (success, failure: \
              something did not verify, error: the run could not complete)",
@@ -278,12 +365,37 @@ impl Metrics {
             "Always 1; the labels name the version and the commit this server was built from",
             build,
         );
+        // Series an alert watches with increase() exist from the start at 0: a series that
+        // appears with its first count would show no increase.
+        for outcome in ["success", "failure", "error"] {
+            let _ = m.verify_runs.get_or_create(&OutcomeLabel { outcome });
+        }
+        for route in ["events", "export"] {
+            let _ = m.rows_failed_on_read.get_or_create(&RouteLabel { route });
+        }
         Metrics { registry: r, ..m }
     }
 
-    /// The checkpoint writer's failure count, once it has started.
-    pub fn checkpoint_writer(&self, failures: Arc<AtomicU64>) {
-        let _ = self.checkpoint_source.set(failures);
+    /// The checkpoint writer of `node`, writing every `interval_secs`, once it has started.
+    pub fn checkpoint_writer(&self, stats: Arc<CheckpointStats>, node: &str, interval_secs: u64) {
+        let _ = self
+            .checkpoint_source
+            .set((stats, node.to_owned(), interval_secs));
+    }
+
+    /// The main listener serves a certificate that expires at `not_after` (seconds since the
+    /// epoch).
+    pub fn tls_certificate(&self, not_after: i64) {
+        self.tls_not_after
+            .get_or_create(&ListenerLabel { listener: "main" })
+            .set(not_after);
+    }
+
+    /// A row failed verification as `route` read it.
+    pub fn row_failed_on_read(&self, route: &'static str) {
+        self.rows_failed_on_read
+            .get_or_create(&RouteLabel { route })
+            .inc();
     }
 
     /// An ingest request's outcome: its acknowledged rows (`replayed` or not), or its error
@@ -372,9 +484,52 @@ impl Metrics {
         if let Some(q) = state.device.queue() {
             self.queue_events.set(q.waiting as i64);
         }
-        if let Some(source) = self.checkpoint_source.get() {
-            catch_up(&self.checkpoint_failures, source.load(Ordering::Relaxed));
+        if let Some((stats, node, interval)) = self.checkpoint_source.get() {
+            catch_up(
+                &self.checkpoint_failures,
+                stats.failures.load(Ordering::Relaxed),
+            );
+            let node = NodeLabel { node: node.clone() };
+            self.checkpoint_interval
+                .get_or_create(&node)
+                .set(*interval as i64);
+            let success = stats.last_success_millis.load(Ordering::Relaxed) / 1000;
+            self.checkpoint_success.get_or_create(&node).set(success);
+            for (receiver, waiting) in &stats.receivers {
+                self.checkpoint_waiting
+                    .get_or_create(&ReceiverLabel {
+                        receiver: receiver.clone(),
+                    })
+                    .set(waiting.waiting() as i64);
+            }
         }
+        if let Some(token) = &state.signer {
+            let keyid = token.keyid().to_string();
+            let calls = token.calls();
+            // A PKCS#11 token (software keys make no calls): its PIN refusals exist from the
+            // first scrape at 0, for the same reason.
+            if !calls.is_empty() {
+                for result in ["CKR_PIN_INCORRECT", "CKR_PIN_LOCKED"] {
+                    let _ = self.token_calls.get_or_create(&TokenCallLabels {
+                        keyid: keyid.clone(),
+                        function: "C_Login".into(),
+                        result: result.into(),
+                    });
+                }
+            }
+            for call in calls {
+                let labels = TokenCallLabels {
+                    keyid: keyid.clone(),
+                    function: call.function,
+                    result: call.result,
+                };
+                catch_up(&self.token_calls.get_or_create(&labels), call.count);
+            }
+        }
+        self.signing_key_ready
+            .set(i64::from(self.key_refused().is_none()));
+        self.log_consistent
+            .set(i64::from(state.device.inconsistent().is_none()));
         for (reason, n) in state.auth.failures_by_reason() {
             catch_up(
                 &self.auth_failures.get_or_create(&ReasonLabel { reason }),

@@ -29,7 +29,7 @@ type CertificateRoles = std::collections::HashMap<String, auditseal_core::access
 type CheckpointTask = (
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
-    Arc<std::sync::atomic::AtomicU64>,
+    Arc<checkpointer::CheckpointStats>,
 );
 
 /// A server ready to serve: its listener is bound, its state built, its background tasks
@@ -50,6 +50,13 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
     // HTTPS set-up errors stop the start before anything is created.
     let limits = Limits::from_config(cfg, settings.file.server.tls.as_ref(), &settings.data_dir)
         .context("cannot set up HTTPS ([server.tls])")?;
+    let tls_not_after = match &settings.file.server.tls {
+        Some(tls) => Some(
+            crate::tls::certificate_not_after(tls, &settings.data_dir)
+                .context("cannot set up HTTPS ([server.tls])")?,
+        ),
+        None => None,
+    };
     let listener = TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
@@ -75,8 +82,16 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
     }
     let auth = start_auth(settings, &store, device.as_ref(), certificate_roles).await?;
     let state = build_state(cfg, settings, store, device, keys, auth);
-    if let Some((_, _, failures)) = &checkpoints {
-        state.metrics.checkpoint_writer(failures.clone());
+    if let Some((_, _, stats)) = &checkpoints {
+        let secs = settings.file.checkpoint.interval_secs;
+        let secs = secs.unwrap_or(DEFAULT_CHECKPOINT_SECS);
+        state
+            .metrics
+            .checkpoint_writer(stats.clone(), &settings.node_id, secs);
+    }
+    if let Some(not_after) = tls_not_after {
+        state.metrics.tls_certificate(not_after);
+        warn_of_expiry(not_after);
     }
     Ok(Started {
         listener,
@@ -284,6 +299,18 @@ async fn start_device(
     })
 }
 
+/// Says so at the start when the server's certificate has expired (an ERROR: clients will not
+/// connect) or expires within 14 days (a warning).
+fn warn_of_expiry(not_after: i64) {
+    let left = not_after - auditseal_core::time::now_millis() / 1000;
+    let at = auditseal_core::time::format_iso8601(not_after.saturating_mul(1000));
+    if left <= 0 {
+        tracing::error!(not_after = %at, "ALERT the server's TLS certificate has expired: clients will refuse it");
+    } else if left < 14 * 86_400 {
+        tracing::warn!(not_after = %at, days = left / 86_400, "the server's TLS certificate expires within 14 days");
+    }
+}
+
 /// Starts the checkpoint writer (unless turned off or rows are not protected); it writes a last
 /// checkpoint when told to stop.
 async fn start_checkpoints(
@@ -304,7 +331,7 @@ async fn start_checkpoints(
         checkpointer::Checkpointer::start(store.clone(), token, settings.node_id.clone(), sinks)
             .await
             .context("cannot start the checkpoint writer")?;
-    let failures = cp.failures();
+    let stats = cp.stats();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(checkpointer::run(
         cp,
@@ -313,7 +340,7 @@ async fn start_checkpoints(
             let _ = stopped.await;
         },
     ));
-    Ok(Some((stop, task, failures)))
+    Ok(Some((stop, task, stats)))
 }
 
 /// Creates the first admin token when nobody could log in otherwise, then reads the API tokens.

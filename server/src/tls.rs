@@ -136,6 +136,18 @@ pub fn acceptor(tls: &TlsSection, data_dir: &Path) -> Result<TlsAcceptor, TlsErr
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// When the server's certificate (the first in `cert_file`) expires, in seconds since the
+/// epoch (its notAfter).
+pub fn certificate_not_after(tls: &TlsSection, data_dir: &Path) -> Result<i64, TlsError> {
+    let path = resolve(data_dir, &tls.cert_file);
+    let chain = read_certs(&path)?;
+    let (_, cert) = X509Certificate::from_der(&chain[0]).map_err(|e| TlsError::BadCertificate {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
 /// A certificate whose subject cannot be read.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read the certificate's subject: {0}")]
@@ -370,6 +382,22 @@ zj0EAwIDSAAwRQIgZ7NMmnfC+4OLrvZ9q3v1oTioL+UIMfLCkhiIB7YWCsUCIQDq
             Ok(_) => panic!("{tls:?} was accepted"),
             Err(e) => e,
         }
+    }
+
+    #[test]
+    fn the_certificate_expiry_is_its_not_after() {
+        let dir = tempfile::tempdir().unwrap();
+        self_signed(dir.path(), "a");
+        let t = certificate_not_after(&section("a.pem", "a.key", None), dir.path()).unwrap();
+        // Made now for 2 days (openssl -days 2).
+        let expected = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            + 2 * 86_400;
+        assert!((t - expected).abs() < 120, "{t} vs {expected}");
+        let e = certificate_not_after(&section("none.pem", "a.key", None), dir.path());
+        assert!(matches!(e, Err(TlsError::Read { .. })));
     }
 
     #[test]

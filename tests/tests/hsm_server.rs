@@ -608,3 +608,138 @@ async fn batched_device_on_an_hsm_key_signs_statements_that_openssl_verifies() {
         );
     }
 }
+
+/// The value of the sample `series` (name and labels exactly as written) in metrics text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The user PIN changed on the token while the server runs: once the server has to log in
+/// again (the token went away and came back), the token refuses its PIN. The refusal is an
+/// ALERT and a count of C_Login CKR_PIN_INCORRECT in the metrics (what the PIN alert reads);
+/// the PIN is not tried again (each try could count towards locking the token), so more events
+/// add no refusal; events are refused 503 token_unavailable, the signing key is not ready, the
+/// PINs never appear in the log; with the PIN changed back, a restarted server stores events.
+#[tokio::test]
+async fn a_refused_pin_is_counted_by_return_value_and_never_tried_again() {
+    const NEW_PIN: &str = "86420975";
+    let h = SoftHsm::new("audit");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let url = new_database(Backend::Sqlite, dir.path()).await;
+    let conf = pkcs11_toml(dir.path(), &[(1, "rsakey")], 1, &format!("pin = '{PIN}'"));
+    let metrics_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let bind = format!("server.metrics_bind={metrics_addr}");
+    let args = [
+        "--config",
+        &conf,
+        "--data-dir",
+        d,
+        "--node-id",
+        "pin",
+        "--database-url",
+        &url,
+        "--set",
+        &bind,
+    ];
+    let s = Server::start_env(&args, &env(&h)).unwrap();
+    let metrics = format!("http://{metrics_addr}/metrics");
+    let scrape = || async { reqwest::get(&metrics).await.unwrap().text().await.unwrap() };
+    let login = |result: &str| {
+        format!(r#"auditseal_token_calls_total{{keyid="1",function="C_Login",result="{result}"}}"#)
+    };
+    assert_eq!(post(&s, &event("BEFORE")).await.0, 201);
+    let text = scrape().await;
+    assert!(sample(&text, &login("CKR_OK")) >= Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, &login("CKR_PIN_INCORRECT")),
+        Some(0.0),
+        "{text}"
+    );
+    let signed = r#"auditseal_token_calls_total{keyid="1",function="C_Sign",result="CKR_OK"}"#;
+    assert!(sample(&text, signed) >= Some(1.0), "{text}");
+
+    h.tool(&["--change-pin", "--new-pin", NEW_PIN]);
+    // The server's sessions stay logged in until the token goes away and comes back.
+    let away = h.dir.path().join("tokens-away");
+    std::fs::rename(h.tokens_dir(), &away).unwrap();
+    let t = std::time::Instant::now();
+    while post(&s, &event("AWAY")).await.0 != 503 {
+        assert!(
+            t.elapsed().as_secs() < 10,
+            "the token going away was not noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::rename(&away, h.tokens_dir()).unwrap();
+
+    let t = std::time::Instant::now();
+    let refusals = loop {
+        let (st, body) = post(&s, &event("REFUSED")).await;
+        assert_ne!(st, 201, "the old PIN must not work: {body}");
+        assert_eq!(body["error"], "token_unavailable", "{body}");
+        let text = scrape().await;
+        if let Some(n) = sample(&text, &login("CKR_PIN_INCORRECT")).filter(|n| *n >= 1.0) {
+            break n;
+        }
+        assert!(t.elapsed().as_secs() < 30, "no PIN refusal counted: {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // More events, more than 2 s apart (the module may look for the token again): the PIN is
+    // not offered to the token again.
+    for _ in 0..5 {
+        let (st, body) = post(&s, &event("REFUSED")).await;
+        assert_eq!(
+            (st, &body["error"]),
+            (503, &Value::from("token_unavailable")),
+            "{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let text = scrape().await;
+    assert_eq!(
+        sample(&text, &login("CKR_PIN_INCORRECT")),
+        Some(refusals),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "auditseal_signing_key_ready"),
+        Some(0.0),
+        "{text}"
+    );
+    let log = s.stop_and_log();
+    assert!(
+        log.contains("ALERT: the token refused the PIN (CKR_PIN_INCORRECT)"),
+        "{log}"
+    );
+    assert!(!log.contains(NEW_PIN), "the PIN must never be shown: {log}");
+
+    // The PIN back as configured: a restarted server stores events.
+    let back = h
+        .cmd("pkcs11-tool")
+        .args([
+            "--module",
+            MODULE,
+            "--token-label",
+            "audit",
+            "--login",
+            "--pin",
+            NEW_PIN,
+        ])
+        .args(["--change-pin", "--new-pin", PIN])
+        .output()
+        .unwrap();
+    assert!(
+        back.status.success(),
+        "{}",
+        String::from_utf8_lossy(&back.stderr)
+    );
+    let s = Server::start_env(&args, &env(&h)).unwrap();
+    assert_eq!(post(&s, &event("AFTER")).await.0, 201);
+    s.stop();
+}

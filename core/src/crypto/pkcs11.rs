@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,8 @@ use sha2::{Digest, Sha256, Sha384};
 
 use crate::crypto::keys::{MacOracle, VerifyKey};
 use crate::crypto::token::{
-    Algorithm, CryptoToken, KeyKind, TokenError, digest_reader, for_each_chunk,
+    Algorithm, CallTally, CryptoToken, KeyKind, TokenCall, TokenError, digest_reader,
+    for_each_chunk,
 };
 use crate::format::der;
 
@@ -172,6 +173,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Errors after which the session, the login or the slot must be set up again.
+/// A return value's name as PKCS#11 spells it: `PinIncorrect` is `CKR_PIN_INCORRECT`.
+fn return_value_name(rv: RvError) -> String {
+    let mut name = String::from("CKR_");
+    for (i, c) in format!("{rv:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
 fn needs_reconnect(e: &CkError) -> bool {
     matches!(
         e,
@@ -235,7 +248,12 @@ struct Inner {
     algorithm: Algorithm,
     pool: Mutex<Pool>,
     returned: Condvar,
-    pin_failures: AtomicU32,
+    /// The return value with which the token refused the PIN, once it has: the PIN is not
+    /// tried again in this process (each try may count towards locking the token).
+    pin_refused: Mutex<Option<String>>,
+    /// Calls to the module by function and result: every error that reaches `unavailable` or
+    /// the login, and the successful logins and signatures.
+    calls: CallTally,
 }
 
 /// A key in a PKCS#11 token.
@@ -260,7 +278,8 @@ impl Pkcs11Token {
                 generation: 0,
             }),
             returned: Condvar::new(),
-            pin_failures: AtomicU32::new(0),
+            pin_refused: Mutex::new(None),
+            calls: CallTally::default(),
         };
         let (held, found, own, spki) = {
             let _calls = inner.module.shared();
@@ -322,7 +341,16 @@ impl Inner {
     }
 
     fn unavailable(&self, what: &str, e: &CkError) -> TokenError {
+        self.count(e);
         TokenError::Unavailable(format!("{}: {what}: {e}", self.describe()))
+    }
+
+    /// Counts a PKCS#11 error under its function and return value.
+    fn count(&self, e: &CkError) {
+        if let CkError::Pkcs11(rv, function) = e {
+            self.calls
+                .record(&format!("C_{function:?}"), &return_value_name(*rv));
+        }
     }
 
     /// Callers hold `module.shared()`.
@@ -368,6 +396,13 @@ impl Inner {
 
     /// A new session on the token, logged in. Callers hold `module.shared()`.
     fn open_session(&self) -> Result<Held, TokenError> {
+        if let Some(rv) = lock(&self.pin_refused).as_ref() {
+            return Err(TokenError::InvalidKey(format!(
+                "{}: the token refused the PIN ({rv}); it is not tried again, so as not to lock \
+                 the token: set the right PIN and restart the server",
+                self.describe()
+            )));
+        }
         let module_generation = self.module.generation();
         let slot = self.find_slot()?;
         let session = self
@@ -376,7 +411,12 @@ impl Inner {
             .open_ro_session(slot)
             .map_err(|e| self.unavailable("opening a session", &e))?;
         let pin = AuthPin::new(self.cfg.pin.clone().into());
-        match session.login(UserType::User, Some(&pin)) {
+        let login = session.login(UserType::User, Some(&pin));
+        match &login {
+            Ok(()) => self.calls.record("C_Login", "CKR_OK"),
+            Err(e) => self.count(e),
+        }
+        match login {
             // Login state is per token and application: another session may have logged in.
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(Held {
                 session,
@@ -386,18 +426,23 @@ impl Inner {
                 rv @ (RvError::PinIncorrect | RvError::PinLocked | RvError::PinExpired),
                 _,
             )) => {
-                let n = self.pin_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                let rv = return_value_name(rv);
                 tracing::error!(
                     key = %self.describe(),
-                    failures = n,
-                    "ALERT: the token refused the PIN ({rv:?}); check the configured PIN before the token locks"
+                    "ALERT: the token refused the PIN ({rv}); it is not tried again until the \
+                     server restarts, so as not to lock the token"
                 );
-                Err(TokenError::InvalidKey(format!(
-                    "{}: the token refused the PIN ({rv:?}, {n} refusals since start)",
+                let e = TokenError::InvalidKey(format!(
+                    "{}: the token refused the PIN ({rv})",
                     self.describe()
-                )))
+                ));
+                *lock(&self.pin_refused) = Some(rv);
+                Err(e)
             }
-            Err(e) => Err(self.unavailable("logging in", &e)),
+            Err(e) => Err(TokenError::Unavailable(format!(
+                "{}: logging in: {e}",
+                self.describe()
+            ))),
         }
     }
 
@@ -628,9 +673,11 @@ impl Inner {
     }
 
     fn raw_sign(&self, mechanism: &Mechanism, data: &[u8]) -> Result<Vec<u8>, TokenError> {
-        self.with_session("signing", |session, key| {
+        let sig = self.with_session("signing", |session, key| {
             session.sign(mechanism, key, data).map_err(Failed::Retry)
-        })
+        })?;
+        self.calls.record("C_Sign", "CKR_OK");
+        Ok(sig)
     }
 
     /// C_SignInit, one C_SignUpdate per chunk of `data`, C_SignFinal: a MAC or signature over
@@ -650,13 +697,17 @@ impl Inner {
             let read = for_each_chunk(data, |chunk| {
                 seen(chunk);
                 session.sign_update(chunk).map_err(|e| {
-                    let t = self.unavailable("signing", &e);
+                    // Reported (and counted) once, from `token_failed`, below.
                     token_failed = Some(e);
-                    t
+                    TokenError::Unavailable(String::new())
                 })
             });
             match (read, token_failed) {
-                (Ok(()), _) => session.sign_final().map_err(Failed::Final),
+                (Ok(()), _) => {
+                    let mac = session.sign_final().map_err(Failed::Final)?;
+                    self.calls.record("C_SignFinal", "CKR_OK");
+                    Ok(mac)
+                }
                 (Err(_), Some(e)) => Err(Failed::Final(e)),
                 // The input failed: end the operation (cryptoki's sign_final asks for the
                 // length, then signs, which ends it) and report the input's error. The session
@@ -839,5 +890,34 @@ impl CryptoToken for Pkcs11Token {
 
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+
+    fn calls(&self) -> Vec<TokenCall> {
+        self.inner.calls.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_values_are_named_as_pkcs11_spells_them() {
+        assert_eq!(
+            return_value_name(RvError::PinIncorrect),
+            "CKR_PIN_INCORRECT"
+        );
+        assert_eq!(
+            return_value_name(RvError::DeviceRemoved),
+            "CKR_DEVICE_REMOVED"
+        );
+        assert_eq!(
+            return_value_name(RvError::GeneralError),
+            "CKR_GENERAL_ERROR"
+        );
+        assert_eq!(
+            return_value_name(RvError::SessionHandleInvalid),
+            "CKR_SESSION_HANDLE_INVALID"
+        );
     }
 }

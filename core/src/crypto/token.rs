@@ -1,10 +1,11 @@
 //! Crypto tokens: what signs new rows. One small trait; the software key and the HMAC secret
 //! implement it here, PKCS#11 tokens implement it in their own module.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
@@ -146,6 +147,44 @@ pub trait CryptoToken: Send + Sync {
     fn verify_key(&self) -> VerifyKey;
     /// Where the key lives, for operators (never contains a secret).
     fn describe(&self) -> String;
+    /// The calls this token made to its device, by function and result, since it was opened
+    /// (metrics). Software keys make none.
+    fn calls(&self) -> Vec<TokenCall> {
+        Vec::new()
+    }
+}
+
+/// How many times a token's device answered one function with one result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenCall {
+    /// The PKCS#11 function, e.g. `C_Login`, `C_Sign`.
+    pub function: String,
+    /// `CKR_OK` or the error's return value, e.g. `CKR_PIN_INCORRECT`, `CKR_DEVICE_REMOVED`.
+    pub result: String,
+    pub count: u64,
+}
+
+/// A tally of calls, kept by the tokens that make them.
+#[derive(Debug, Default)]
+pub struct CallTally(Mutex<BTreeMap<(String, String), u64>>);
+
+impl CallTally {
+    pub fn record(&self, function: &str, result: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry((function.to_owned(), result.to_owned()))
+            .or_insert(0) += 1;
+    }
+
+    pub fn snapshot(&self) -> Vec<TokenCall> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter()
+            .map(|((function, result), count)| TokenCall {
+                function: function.clone(),
+                result: result.clone(),
+                count: *count,
+            })
+            .collect()
+    }
 }
 
 /// HMAC-SHA256 with a configured secret (protection version 1).

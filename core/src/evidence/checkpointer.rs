@@ -4,11 +4,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::crypto::token::{SharedToken, TokenError};
 pub use crate::evidence::checkpoint_out::Sinks;
+pub use crate::evidence::sink::Waiting;
 use crate::format::checkpoint::{Checkpoint, Head, KIND_CHECKPOINT};
 use crate::format::protection::Layout;
 use crate::store::{SharedStore, StoreError};
@@ -37,8 +38,19 @@ pub struct Checkpointer {
     /// The last sequence number a checkpoint was written for (-1: none yet).
     signed: i64,
     sinks: Sinks,
-    /// Checkpoints `run` could not write (each an ALERT in the log), for metrics.
-    failures: Arc<AtomicU64>,
+    stats: Arc<CheckpointStats>,
+}
+
+/// What the checkpoint writer tells the metrics.
+pub struct CheckpointStats {
+    /// Checkpoints `run` could not write (each an ALERT in the log).
+    pub failures: AtomicU64,
+    /// When (milliseconds since the epoch) the writer last did its job: it started, wrote a
+    /// checkpoint, or found nothing new to write.
+    pub last_success_millis: AtomicI64,
+    /// Each receiver (`[checkpoint.syslog]`, `[checkpoint.witness]`) by name, and how many
+    /// checkpoints wait in its backlog.
+    pub receivers: Vec<(String, Arc<dyn Waiting>)>,
 }
 
 /// Where a `fold` stopped.
@@ -76,6 +88,21 @@ impl Checkpointer {
             }
             None => (Head::default(), -1),
         };
+        let receivers = [
+            sinks
+                .syslog
+                .as_ref()
+                .map(|f| (f.name().to_owned(), f.watch())),
+            sinks
+                .witness
+                .as_ref()
+                .map(|f| (f.name().to_owned(), f.watch())),
+        ];
+        let stats = Arc::new(CheckpointStats {
+            failures: AtomicU64::new(0),
+            last_success_millis: AtomicI64::new(crate::format::time::now_millis()),
+            receivers: receivers.into_iter().flatten().collect(),
+        });
         Ok(Checkpointer {
             store,
             token,
@@ -83,14 +110,13 @@ impl Checkpointer {
             signed,
             head,
             sinks,
-            failures: Arc::default(),
+            stats,
         })
     }
 
-    /// How many checkpoints `run` has failed to write so far (read it before handing this
-    /// writer to `run`).
-    pub fn failures(&self) -> Arc<AtomicU64> {
-        self.failures.clone()
+    /// What this writer does, for metrics (take it before handing the writer to `run`).
+    pub fn stats(&self) -> Arc<CheckpointStats> {
+        self.stats.clone()
     }
 
     /// Folds in the rows committed since the last call and, if the head moved since the last
@@ -279,6 +305,11 @@ fn report(
     result: Result<Option<Checkpoint>, CheckpointError>,
     last: Option<Duration>,
 ) {
+    if result.is_ok() {
+        cp.stats
+            .last_success_millis
+            .store(crate::format::time::now_millis(), Ordering::Relaxed);
+    }
     match result {
         Ok(Some(c)) => tracing::info!(
             node = %c.node_id,
@@ -290,7 +321,7 @@ fn report(
         ),
         Ok(None) => {}
         Err(e) => {
-            cp.failures.fetch_add(1, Ordering::Relaxed);
+            cp.stats.failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(node = %cp.node, error = %e, "ALERT cannot write a checkpoint")
         }
     }

@@ -460,8 +460,9 @@ async fn rows_with_verification(
             match verify_row(&state.keys, &batches, &r) {
                 Ok(()) => json!({ "valid": true }),
                 Err(reason) => {
-                    tracing::warn!(node = %r.node_id, seq = r.sequence_number, pk = %r.pk, %reason,
-                        "row failed verification on read");
+                    state.metrics.row_failed_on_read("events");
+                    tracing::error!(node = %r.node_id, seq = r.sequence_number, pk = %r.pk, %reason,
+                        "ALERT row failed verification on read");
                     if state.policy.error_on_verify_fail {
                         return Err(verification_failed(&r, &reason, ""));
                     }

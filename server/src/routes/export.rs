@@ -124,8 +124,9 @@ async fn check_page(
     if state.policy.enable_verify {
         for r in rows {
             if let Err(reason) = verify_row(&state.keys, &batches, r) {
-                tracing::warn!(node = %r.node_id, seq = r.sequence_number, pk = %r.pk, %reason,
-                    "row failed verification during an export");
+                state.metrics.row_failed_on_read("export");
+                tracing::error!(node = %r.node_id, seq = r.sequence_number, pk = %r.pk, %reason,
+                    "ALERT row failed verification during an export");
                 if state.policy.error_on_verify_fail {
                     return Err(verification_failed(r, &reason, "; nothing was exported"));
                 }

@@ -60,6 +60,17 @@ struct Shared<T: Transport> {
     name: String,
 }
 
+/// How many items wait for a receiver.
+pub trait Waiting: Send + Sync {
+    fn waiting(&self) -> usize;
+}
+
+impl<T: Transport> Waiting for Shared<T> {
+    fn waiting(&self) -> usize {
+        lock(&self.backlog).len()
+    }
+}
+
 pub struct Forwarder<T: Transport> {
     shared: Arc<Shared<T>>,
     task: tokio::task::JoinHandle<()>,
@@ -137,6 +148,11 @@ impl<T: Transport> Forwarder<T> {
     /// How many items wait.
     pub fn waiting(&self) -> usize {
         lock(&self.shared.backlog).len()
+    }
+
+    /// A handle that tells how many items wait, for as long as it is kept (metrics).
+    pub fn watch(&self) -> Arc<dyn Waiting> {
+        self.shared.clone()
     }
 
     /// Makes one more attempt at once and waits up to `deadline` for what is queued to be

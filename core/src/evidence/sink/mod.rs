@@ -10,7 +10,7 @@ pub mod witness;
 
 use std::path::PathBuf;
 
-pub use forwarder::Forwarder;
+pub use forwarder::{Forwarder, Waiting};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
