@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 mod names;
+pub mod notify;
 mod outage;
 pub mod routes;
 pub mod serve;

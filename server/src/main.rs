@@ -7,7 +7,7 @@ use clap::Parser;
 
 use auditseal_core::config::{DeviceKind, Overrides, Settings};
 use auditseal_core::store;
-use auditseal_server::{ServerConfig, startup};
+use auditseal_server::{ServerConfig, notify, startup};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -128,6 +128,8 @@ async fn serve() -> anyhow::Result<()> {
     if let Some(m) = &started.metrics_listener {
         println!("auditseal-server metrics on http://{}", m.local_addr()?);
     }
+    notify::ready(&format!("listening on {local}, node {}", settings.node_id));
+    notify::start_watchdog();
     started.serve(shutdown_signal()).await?;
     tracing::info!("auditseal-server stopped");
     Ok(())
@@ -146,4 +148,5 @@ async fn shutdown_signal() {
         }
     };
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    notify::stopping();
 }
