@@ -49,7 +49,8 @@ pub struct Identity {
 /// in the background) and client certificate subjects (from configuration).
 pub struct Auth {
     store: SharedStore,
-    certs: HashMap<String, Role>,
+    /// Replaced whole by a reload (SIGHUP).
+    certs: std::sync::RwLock<HashMap<String, Role>>,
     /// Valid tokens by hash: (name, role). Requests only read it.
     tokens: std::sync::RwLock<HashMap<String, (String, Role)>>,
     /// Held while the table is read: when the last read began, and whether it succeeded.
@@ -79,7 +80,7 @@ impl Auth {
     ) -> Result<std::sync::Arc<Self>, StoreError> {
         let auth = std::sync::Arc::new(Auth {
             store,
-            certs,
+            certs: std::sync::RwLock::new(certs),
             tokens: Default::default(),
             reload: Default::default(),
             failures: AtomicU64::new(0),
@@ -102,6 +103,16 @@ impl Auth {
             }
         });
         Ok(auth)
+    }
+
+    /// Replaces the client certificate subjects and their roles (a reload).
+    pub fn set_certificate_roles(&self, certs: HashMap<String, Role>) {
+        *self.certs.write().unwrap_or_else(|e| e.into_inner()) = certs;
+    }
+
+    /// Reads the API tokens again now (a reload).
+    pub async fn reload_tokens(&self) -> Result<(), StoreError> {
+        self.reload(None, Duration::ZERO).await
     }
 
     /// Requests refused for lack of valid credentials (401) since start.
@@ -203,7 +214,8 @@ impl Auth {
 
     /// The role configured for a client certificate subject (already normalised).
     pub fn certificate(&self, subject: &str) -> Option<Identity> {
-        self.certs.get(subject).map(|role| Identity {
+        let certs = self.certs.read().unwrap_or_else(|e| e.into_inner());
+        certs.get(subject).map(|role| Identity {
             name: format!("cert:{subject}"),
             role: *role,
         })

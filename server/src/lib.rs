@@ -9,6 +9,7 @@ pub mod metrics;
 mod names;
 pub mod notify;
 mod outage;
+pub mod reload;
 pub mod routes;
 pub mod serve;
 pub mod startup;

@@ -7,7 +7,7 @@ use clap::Parser;
 
 use auditseal_core::config::{DeviceKind, Overrides, Settings};
 use auditseal_core::store;
-use auditseal_server::{ServerConfig, notify, startup};
+use auditseal_server::{ServerConfig, notify, reload, startup};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -81,6 +81,9 @@ async fn serve() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    // From here on a SIGHUP reloads (once the server runs) instead of stopping the process.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot handle SIGHUP")?;
     if args.man {
         use clap::CommandFactory;
         let mut page = Vec::new();
@@ -90,14 +93,15 @@ async fn serve() -> anyhow::Result<()> {
         std::io::Write::write_all(&mut std::io::stdout(), &page)?;
         return Ok(());
     }
-    let mut settings = Settings::resolve(Overrides {
+    let overrides = Overrides {
         config: args.config,
         signserver_conf: args.signserver_conf,
         data_dir: args.data_dir,
         database_url: args.database_url,
         node_id: args.node_id,
         sets: args.sets,
-    })?;
+    };
+    let mut settings = Settings::resolve(overrides.clone())?;
     let srv = &mut settings.file.server;
     srv.bind = args.bind.or(srv.bind.take());
     srv.device = args.device.or(srv.device);
@@ -130,6 +134,13 @@ async fn serve() -> anyhow::Result<()> {
     }
     notify::ready(&format!("listening on {local}, node {}", settings.node_id));
     notify::start_watchdog();
+    reload::Reloader {
+        overrides,
+        tls: started.limits.tls.clone(),
+        auth: started.state.auth.clone(),
+        metrics: started.state.metrics.clone(),
+    }
+    .on_sighup(hup);
     started.serve(shutdown_signal()).await?;
     tracing::info!("auditseal-server stopped");
     Ok(())

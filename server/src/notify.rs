@@ -19,6 +19,19 @@ pub fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// A reload (SIGHUP) begins (systemd's `Type=notify-reload` protocol).
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => send(&[NotifyState::Reloading, now]),
+        Err(e) => tracing::warn!(error = %e, "cannot read the monotonic clock"),
+    }
+}
+
+/// The reload is over (applied or refused): the server serves as before.
+pub fn reloaded() {
+    send(&[NotifyState::Ready, NotifyState::Status("reloaded")]);
+}
+
 /// The server was told to stop and is finishing.
 pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);

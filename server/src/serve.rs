@@ -42,8 +42,9 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Longest time a write to the client may stay blocked.
     pub send_timeout: Duration,
-    /// None: plain HTTP.
-    pub tls: Option<TlsAcceptor>,
+    /// None: plain HTTP. Swapped whole by a reload (SIGHUP): each new connection takes the
+    /// acceptor in force when it arrives; connections already open keep theirs.
+    pub tls: Option<SharedAcceptor>,
 }
 
 impl std::fmt::Debug for Limits {
@@ -68,7 +69,8 @@ impl Limits {
         let section = tls;
         let tls = section
             .map(|t| crate::tls::acceptor(t, data_dir))
-            .transpose()?;
+            .transpose()?
+            .map(|a| Arc::new(std::sync::RwLock::new(a)));
         match section.map(|t| &t.client_ca_file) {
             None => tracing::info!("serving plain HTTP"),
             Some(None) => tracing::info!("serving HTTPS; client certificates not asked for"),
@@ -99,6 +101,9 @@ impl Default for Limits {
         Limits::plain(&crate::config::ServerConfig::default())
     }
 }
+
+/// The HTTPS acceptor, replaced whole when the configuration is reloaded.
+pub type SharedAcceptor = Arc<std::sync::RwLock<TlsAcceptor>>;
 
 /// How long a connection told to close (idle, or evicted to make room) may take to go; past it,
 /// it is dropped. It has no request in flight: this only bounds an HTTP/2 peer that does not
@@ -149,7 +154,11 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let (app, tls) = (app.clone(), limits.tls.clone());
+        let tls = limits
+            .tls
+            .as_ref()
+            .map(|t| t.read().unwrap_or_else(|e| e.into_inner()).clone());
+        let app = app.clone();
         let header_timeout = limits.header_timeout;
         let stream = StallGuard::new(stream, limits.send_timeout);
         let (activity, registered) = registry.add();

@@ -228,7 +228,7 @@ async fn resolve_bind(bind: &str, setting: &str) -> anyhow::Result<SocketAddr> {
 
 /// Client certificate subjects and their roles; a mapping that no certificate could ever use
 /// is an error.
-fn certificate_roles(settings: &Settings) -> anyhow::Result<CertificateRoles> {
+pub(crate) fn certificate_roles(settings: &Settings) -> anyhow::Result<CertificateRoles> {
     let clients = &settings.file.auth.clients;
     let client_ca = settings
         .file
@@ -301,7 +301,7 @@ async fn start_device(
 
 /// Says so at the start when the server's certificate has expired (an ERROR: clients will not
 /// connect) or expires within 14 days (a warning).
-fn warn_of_expiry(not_after: i64) {
+pub(crate) fn warn_of_expiry(not_after: i64) {
     let left = not_after - auditseal_core::time::now_millis() / 1000;
     let at = auditseal_core::time::format_iso8601(not_after.saturating_mul(1000));
     if left <= 0 {
