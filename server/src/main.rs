@@ -42,6 +42,9 @@ struct Args {
     /// AUDITSEAL_SERVER_* environment (e.g. server.batch_size=500); repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
+    /// Log lines as text, or as one JSON object per line (for a log collector).
+    #[arg(long, env = "AUDITSEAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Print this program's man page (roff) and exit.
     #[arg(long)]
     man: bool,
@@ -52,35 +55,56 @@ struct Args {
     init: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 fn main() -> std::process::ExitCode {
     // Before the runtime's threads exist.
     auditseal_core::memory::return_large_blocks();
+    let args = Args::parse();
+    let format = args.log_format;
+    init_logging(format);
     let result = tokio::runtime::Runtime::new()
         .context("cannot start the async runtime")
-        .and_then(|rt| rt.block_on(serve()));
+        .and_then(|rt| rt.block_on(serve(args)));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line, whatever the causes: no "Caused by" list, no backtrace.
-            eprintln!(
-                "auditseal-server: error: {}",
-                auditseal_core::report::one_line(e.chain())
-            );
+            let line = auditseal_core::report::one_line(e.chain());
+            match format {
+                LogFormat::Text => eprintln!("auditseal-server: error: {line}"),
+                LogFormat::Json => tracing::error!(error = %line, "auditseal-server stops"),
+            }
             std::process::ExitCode::FAILURE
         }
     }
 }
 
-async fn serve() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AUDITSEAL_LOG")
-                .unwrap_or_else(|_| "info,tower_http=warn,sqlx=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let args = Args::parse();
+/// Logs go to stderr, filtered by AUDITSEAL_LOG; as JSON, each line is one object with
+/// `timestamp`, `level`, `target`, `message` and the event's fields.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AUDITSEAL_LOG")
+        .unwrap_or_else(|_| "info,tower_http=warn,sqlx=warn".into());
+    let text = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => text
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => text
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
     // From here on a SIGHUP reloads (once the server runs) instead of stopping the process.
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot handle SIGHUP")?;

@@ -722,3 +722,49 @@ async fn tokens_can_be_made_before_the_first_start() {
     let body: Value = r.json().await.unwrap();
     assert!(body.to_string().contains("\"ops\""), "{body}");
 }
+
+/// `--log-format json`: every line the server writes to stderr is one JSON object with
+/// timestamp, level and message and the event's fields at the top level, through a run and
+/// its stop; a start that fails ends with an ERROR object carrying the one-line error.
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let s = Server::start(&["--data-dir", d, "--node-id", "js", "--log-format", "json"]).unwrap();
+    assert_eq!(post(&s, &event("JSON")).await.0, 201);
+    let log = s.stop_and_log();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}\n{log}")))
+        .collect();
+    assert!(lines.len() >= 3, "{log}");
+    for l in &lines {
+        for key in ["timestamp", "level", "message"] {
+            assert!(l[key].is_string(), "{key} missing: {l}");
+        }
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "auditseal-server started" && l["node"] == "js"),
+        "{log}"
+    );
+
+    let (code, err) = refused_start(&[
+        "--data-dir",
+        d,
+        "--log-format",
+        "json",
+        "--config",
+        dir.path().join("nowhere.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    let last: Value = serde_json::from_str(err.trim().lines().last().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert!(
+        last["error"].as_str().unwrap().contains("nowhere.toml"),
+        "{last}"
+    );
+}
