@@ -91,6 +91,8 @@ enum Command {
     /// Export or list the nodes' newest signed checkpoints, or check a checkpoint log.
     #[command(subcommand)]
     Checkpoint(cmd::checkpoint::Command),
+    /// Copy the SQLite database consistently while the server runs.
+    Backup(cmd::backup::Args),
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(cmd::token::Command),
@@ -159,6 +161,7 @@ fn main() -> ExitCode {
             Command::Archive(a) => cmd::archive::run(&settings, a).await,
             Command::VerifyExport(a) => cmd::verify_export::run(&settings, a).await,
             Command::Token(c) => cmd::token::run(&settings, c).await,
+            Command::Backup(a) => cmd::backup::run(&settings, a).await,
             Command::Completions(_) | Command::Man(_) => unreachable!("handled before"),
         }
     });

@@ -1,6 +1,7 @@
 //! One file per command.
 
 pub mod archive;
+pub mod backup;
 pub mod checkpoint;
 pub mod keys;
 pub mod manual;

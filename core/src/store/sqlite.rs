@@ -93,6 +93,48 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// A consistent copy of the whole database in `dest`, a new file (mode 0600), taken while
+    /// writers go on: `VACUUM INTO` reads in one transaction, so the copy is the database as
+    /// of one commit, with nothing of a transaction in progress. The copy has no -wal file.
+    pub async fn backup_into(&self, dest: &std::path::Path) -> Result<(), StoreError> {
+        crate::files::options()
+            .write(true)
+            .create_new(true)
+            .open(dest)
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dest.display()))
+            })?;
+        let name = dest.to_str().ok_or_else(|| {
+            StoreError::Unavailable(format!("{} is not a UTF-8 path", dest.display()))
+        })?;
+        let copied = sqlx::query("VACUUM INTO ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await;
+        if let Err(e) = copied {
+            let _ = std::fs::remove_file(dest);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// SQLite's own check of every page and index (`PRAGMA integrity_check`); what it found,
+    /// as `Inconsistent`, unless it says ok.
+    pub async fn integrity_check(&self) -> Result<(), StoreError> {
+        let found: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_all(&self.pool)
+            .await?;
+        match found.as_slice() {
+            [ok] if ok == "ok" => Ok(()),
+            _ => Err(StoreError::Inconsistent(found.join("; "))),
+        }
+    }
+
+    /// Closes every connection (a WAL database then folds its -wal file back in).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// Increments the node's lease epoch (see `Fence`), once its lock file is held.
     async fn take_lease(&self, node: &str) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(super::TAKE_LEASE)
