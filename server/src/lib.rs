@@ -3,6 +3,7 @@
 
 pub mod auth;
 mod body;
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod metrics;

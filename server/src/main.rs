@@ -7,7 +7,7 @@ use clap::Parser;
 
 use auditseal_core::config::{DeviceKind, Overrides, Settings};
 use auditseal_core::store;
-use auditseal_server::{ServerConfig, notify, reload, startup};
+use auditseal_server::{ServerConfig, check, notify, reload, startup};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -17,30 +17,35 @@ use auditseal_server::{ServerConfig, notify, reload, startup};
 )]
 struct Args {
     /// TOML configuration file (see conf/auditseal.toml).
-    #[arg(long, env = "AUDITSEAL_CONFIG")]
+    #[arg(long, global = true, env = "AUDITSEAL_CONFIG")]
     config: Option<PathBuf>,
     /// A SignServer configuration directory: its databaseprotection.properties gives the keys
     /// and policy, its cesecore.properties the node id (cluster.nodeid).
-    #[arg(long, env = "AUDITSEAL_SIGNSERVER_CONF")]
+    #[arg(long, global = true, env = "AUDITSEAL_SIGNSERVER_CONF")]
     signserver_conf: Option<PathBuf>,
     /// Directory for the embedded database and the generated key [default: ./data].
-    #[arg(long, env = "AUDITSEAL_DATA_DIR")]
+    #[arg(long, global = true, env = "AUDITSEAL_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// postgres://... or sqlite:... [default: the SQLite file <data-dir>/auditseal.db].
-    #[arg(long, env = "AUDITSEAL_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "AUDITSEAL_DATABASE_URL",
+        hide_env_values = true
+    )]
     database_url: Option<String>,
     /// This node's id [default: the host name].
-    #[arg(long, env = "AUDITSEAL_NODE_ID")]
+    #[arg(long, global = true, env = "AUDITSEAL_NODE_ID")]
     node_id: Option<String>,
     /// Log device: sequential (one row at a time) or batched (group commit) [default: sequential].
-    #[arg(long, env = "AUDITSEAL_DEVICE")]
+    #[arg(long, global = true, env = "AUDITSEAL_DEVICE")]
     device: Option<DeviceKind>,
     /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "AUDITSEAL_BIND")]
+    #[arg(long, global = true, env = "AUDITSEAL_BIND")]
     bind: Option<String>,
     /// Set a configuration key, by its dotted path, over the file's value and the
     /// AUDITSEAL_SERVER_* environment (e.g. server.batch_size=500); repeatable.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     sets: Vec<String>,
     /// Log lines as text, or as one JSON object per line (for a log collector).
     #[arg(long, env = "AUDITSEAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -53,6 +58,16 @@ struct Args {
     /// the first tokens before the first start.
     #[arg(long)]
     init: bool,
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// Check the configuration as a start would (keys open, database reachable, ports free,
+    /// HTTPS files usable) without creating anything, and print the resolved settings without
+    /// secrets. Exit status 0: the server would start; 1: it would not (each problem named).
+    CheckConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -130,6 +145,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     srv.bind = args.bind.or(srv.bind.take());
     srv.device = args.device.or(srv.device);
     let cfg = ServerConfig::from_section(srv);
+    if let Some(Sub::CheckConfig) = args.command {
+        if check::check_config(&settings, &cfg).await? {
+            return Ok(());
+        }
+        std::process::exit(1);
+    }
     if args.init {
         let (_, keys) = startup::prepare(&settings).await?;
         println!(

@@ -200,7 +200,7 @@ pub fn build_state(
 /// The address to listen on: `IP:PORT`, `[IPv6]:PORT`, `HOST:PORT` (its first address), or
 /// `:PORT` (every interface, IPv4).
 /// `setting` names it in errors (`--bind`, `server.metrics_bind`).
-async fn resolve_bind(bind: &str, setting: &str) -> anyhow::Result<SocketAddr> {
+pub(crate) async fn resolve_bind(bind: &str, setting: &str) -> anyhow::Result<SocketAddr> {
     let bind = bind.trim();
     if let Ok(a) = bind.parse() {
         return Ok(a);

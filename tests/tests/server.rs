@@ -768,3 +768,76 @@ async fn json_logs_are_one_object_per_line() {
         "{last}"
     );
 }
+
+/// `auditseal-server ARGS` run to its end: (exit code, stdout, stderr).
+fn server_run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(auditseal_e2e::bin_dir().join("auditseal-server"))
+        .args(args)
+        .env_remove("AUDITSEAL_DATABASE_URL")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `check-config` checks as a start would and creates nothing: on a fresh data directory it
+/// passes and says what the first start will create (and the directory is still not there);
+/// beside a running server it names the port in use, reaches the database and opens the key;
+/// a missing certificate file is named; a secret in the configuration is never printed.
+#[tokio::test]
+async fn check_config_checks_without_side_effects_and_names_each_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let (code, out, err) = server_run(&["check-config", "--data-dir", d, "--bind", "127.0.0.1:0"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("configuration OK"), "{out}");
+    assert!(out.contains("the first start creates it"), "{out}");
+    assert!(out.contains("the first start generates it"), "{out}");
+    assert!(!data.exists(), "check-config created {d}");
+
+    let s = Server::start(&["--data-dir", d, "--node-id", "cc"]).unwrap();
+    let port = s.url.rsplit_once(':').unwrap().1;
+    let taken = format!("127.0.0.1:{port}");
+    let (code, out, err) = server_run(&["check-config", "--data-dir", d, "--bind", &taken]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains(&format!("listen: ERROR cannot listen on {taken}")),
+        "{out}"
+    );
+    assert!(out.contains("(reachable; 1 valid API tokens)"), "{out}");
+    assert!(out.contains("keyid 1 SHA256WithRSA"), "{out}");
+    assert!(out.contains("1 problem(s)"), "{out}");
+
+    const SECRET: &str = "checkconfig-secret-0123456789abcdef";
+    let cfg = dir.path().join("auditseal.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[protection]\nkeyid = 1\n[[protection.keys]]\nkind = \"software\"\nkeyid = 1\n\
+             [[protection.keys]]\nkind = \"hmac\"\nkeyid = 2\nsecret = \"{SECRET}\"\n\
+             [server.tls]\ncert_file = \"missing.pem\"\nkey_file = \"missing.key\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = server_run(&[
+        "check-config",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data-dir",
+        d,
+        "--bind",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains("HTTPS: ERROR") && out.contains("missing.pem"),
+        "{out}"
+    );
+    assert!(out.contains("keyid 2 HmacSHA256"), "{out}");
+    assert!(!out.contains(SECRET) && !err.contains(SECRET), "{out}{err}");
+    s.stop();
+}
