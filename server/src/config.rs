@@ -36,6 +36,10 @@ pub struct ServerConfig {
     /// `server.metrics_bind`: where the credential-free metrics and health listener listens;
     /// None: no such listener (`/metrics` is then on the main listener only, for auditors).
     pub metrics_bind: Option<String>,
+    /// Continuous verification: rows written since the last round, and the whole log (None:
+    /// off).
+    pub verify_interval: Option<Duration>,
+    pub verify_full_interval: Option<Duration>,
 }
 
 /// A bulk request may be this many times the single-event body limit.
@@ -63,7 +67,18 @@ impl Default for ServerConfig {
             send_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
             metrics_bind: None,
+            verify_interval: Some(Duration::from_secs(300)),
+            verify_full_interval: Some(Duration::from_secs(86_400)),
         }
+    }
+}
+
+/// An interval in seconds where 0 turns the thing off.
+fn every(v: Option<u64>, d: Option<Duration>) -> Option<Duration> {
+    match v {
+        Some(0) => None,
+        Some(s) => Some(Duration::from_secs(s)),
+        None => d,
     }
 }
 
@@ -89,6 +104,8 @@ impl ServerConfig {
             send_timeout: secs(s.send_timeout_secs, d.send_timeout),
             request_timeout: secs(s.request_timeout_secs, d.request_timeout),
             metrics_bind: s.metrics_bind.clone().or(d.metrics_bind),
+            verify_interval: every(s.verify_interval_secs, d.verify_interval),
+            verify_full_interval: every(s.verify_full_interval_secs, d.verify_full_interval),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod serve;
 pub mod startup;
 pub mod state;
 pub mod tls;
+pub mod verifier;
 
 use std::future::Future;
 

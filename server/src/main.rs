@@ -7,7 +7,7 @@ use clap::Parser;
 
 use auditseal_core::config::{DeviceKind, Overrides, Settings};
 use auditseal_core::store;
-use auditseal_server::{ServerConfig, check, notify, reload, startup};
+use auditseal_server::{ServerConfig, check, notify, reload, startup, verifier};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -179,6 +179,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     }
     notify::ready(&format!("listening on {local}, node {}", settings.node_id));
     notify::start_watchdog();
+    verifier::start(
+        started.state.clone(),
+        cfg.verify_interval,
+        cfg.verify_full_interval,
+    );
     reload::Reloader {
         overrides,
         tls: started.limits.tls.clone(),

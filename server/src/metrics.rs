@@ -57,8 +57,10 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabel {
+struct VerifyLabels {
     outcome: &'static str,
+    /// `api` (POST /api/v1/verify), `incremental` or `full` (continuous verification).
+    trigger: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -119,7 +121,7 @@ pub struct Metrics {
     log_consistent: Gauge,
     rows_failed_on_read: Family<RouteLabel, Counter>,
     tls_not_after: Family<ListenerLabel, Gauge>,
-    verify_runs: Family<OutcomeLabel, Counter>,
+    verify_runs: Family<VerifyLabels, Counter>,
     verify_rows: Counter,
     verify_errors: Counter,
     auth_failures: Family<ReasonLabel, Counter>,
@@ -317,8 +319,9 @@ impl Metrics {
         );
         r.register(
             "verify_runs",
-            "Verifications run through POST /api/v1/verify, by outcome (success, failure: \
-             something did not verify, error: the run could not complete)",
+            "Verifications run, by outcome (success, failure: something did not verify, error: \
+             the run could not complete) and trigger (api: POST /api/v1/verify; incremental, \
+             full: continuous verification)",
             m.verify_runs.clone(),
         );
         r.register(
@@ -368,7 +371,11 @@ impl Metrics {
         // Series an alert watches with increase() exist from the start at 0: a series that
         // appears with its first count would show no increase.
         for outcome in ["success", "failure", "error"] {
-            let _ = m.verify_runs.get_or_create(&OutcomeLabel { outcome });
+            for trigger in ["api", "incremental", "full"] {
+                let _ = m
+                    .verify_runs
+                    .get_or_create(&VerifyLabels { outcome, trigger });
+            }
         }
         for route in ["events", "export"] {
             let _ = m.rows_failed_on_read.get_or_create(&RouteLabel { route });
@@ -439,8 +446,9 @@ impl Metrics {
             .clone()
     }
 
-    /// A verification's outcome: its report, or None when it could not complete.
-    pub fn verified(&self, report: Option<&LogReport>) {
+    /// A verification's outcome: its report, or None when it could not complete; `trigger`
+    /// says who ran it (`api`, `incremental`, `full`).
+    pub fn verified(&self, trigger: &'static str, report: Option<&LogReport>) {
         let outcome = match report {
             None => "error",
             Some(r) => {
@@ -450,7 +458,7 @@ impl Metrics {
             }
         };
         self.verify_runs
-            .get_or_create(&OutcomeLabel { outcome })
+            .get_or_create(&VerifyLabels { outcome, trigger })
             .inc();
     }
 

@@ -492,7 +492,10 @@ async fn metrics_need_the_auditor_role_and_count_ingested_events() {
     assert_eq!(st, StatusCode::OK, "{v}");
     let (_, _, after) = Api::text(&api.app, "/metrics", Some(&auditor)).await;
     assert_eq!(
-        sample(&after, r#"auditseal_verify_runs_total{outcome="success"}"#),
+        sample(
+            &after,
+            r#"auditseal_verify_runs_total{outcome="success",trigger="api"}"#
+        ),
         Some(1.0),
         "{after}"
     );

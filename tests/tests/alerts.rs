@@ -206,7 +206,10 @@ async fn every_metric_the_rules_read_is_served_with_the_values_they_compare() {
     let failed = r#"auditseal_rows_failed_on_read_total{route="events"}"#;
     assert_eq!(sample(&text, failed), Some(0.0), "{text}");
     assert_eq!(
-        sample(&text, r#"auditseal_verify_runs_total{outcome="failure"}"#),
+        sample(
+            &text,
+            r#"auditseal_verify_runs_total{outcome="failure",trigger="api"}"#
+        ),
         Some(0.0),
         "{text}"
     );

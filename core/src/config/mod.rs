@@ -67,6 +67,12 @@ pub struct ServerSection {
     /// A second, plain-HTTP listener serving only `/metrics`, `/livez` and `/readyz` without
     /// credentials, for Prometheus (default: none).
     pub metrics_bind: Option<String>,
+    /// Seconds between rounds of continuous verification of the rows written since the last
+    /// round, every node (default 300; 0: off).
+    pub verify_interval_secs: Option<u64>,
+    /// Seconds between verifications of the whole log, every node from its start (default
+    /// 86400; 0: off).
+    pub verify_full_interval_secs: Option<u64>,
 }
 
 /// HTTPS (rustls). Relative paths: from the configuration file's directory (config/paths.rs).

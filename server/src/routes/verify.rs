@@ -70,7 +70,7 @@ pub async fn verify(
         ..Default::default()
     };
     let report = verify_log(&state.store, &state.keys, &selection, &opts).await;
-    state.metrics.verified(report.as_ref().ok());
+    state.metrics.verified("api", report.as_ref().ok());
     let report = report?;
     let success = report.errors == 0;
     let mut details = Map::new();
