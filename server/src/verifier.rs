@@ -213,32 +213,34 @@ fn alert(run: Run, n: &NodeReport) {
     }
 }
 
+/// The details of a LOG_VERIFY event: the nodes (`NAME:FIRST` for each that was verified from
+/// an offset, when `from` is asked for), rows, errors, warnings and elapsedMs.
+pub fn log_verify_details(report: &LogReport, from: bool) -> Map<String, serde_json::Value> {
+    let nodes: Vec<String> = report
+        .nodes
+        .iter()
+        .map(|n| match n.first_sequence {
+            Some(f) if from => format!("{}:{f}", n.node_id),
+            _ => n.node_id.clone(),
+        })
+        .collect();
+    let mut details = Map::new();
+    details.insert("nodes".into(), json!(nodes.join(",")));
+    details.insert("rows".into(), json!(report.rows));
+    details.insert("errors".into(), json!(report.errors));
+    details.insert("warnings".into(), json!(report.warnings));
+    details.insert("elapsedMs".into(), json!(report.elapsed_ms));
+    details
+}
+
 /// The run as a LOG_VERIFY event of this server, its status the outcome.
 async fn log_event(state: &AppState, run: Run, report: &LogReport) {
     let who = Identity {
         name: "server:continuous-verification".into(),
         role: Role::Admin,
     };
-    let mut details = Map::new();
+    let mut details = log_verify_details(report, run == Run::Incremental);
     details.insert("run".into(), json!(run.name()));
-    details.insert(
-        "nodes".into(),
-        json!(
-            report
-                .nodes
-                .iter()
-                .map(|n| match n.first_sequence {
-                    Some(f) if run == Run::Incremental => format!("{}:{f}", n.node_id),
-                    _ => n.node_id.clone(),
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-    );
-    details.insert("rows".into(), json!(report.rows));
-    details.insert("errors".into(), json!(report.errors));
-    details.insert("warnings".into(), json!(report.warnings));
-    details.insert("elapsedMs".into(), json!(report.elapsed_ms));
     if let Err(e) = state
         .log_system("LOG_VERIFY", report.errors == 0, &who, &details)
         .await

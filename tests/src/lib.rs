@@ -431,3 +431,10 @@ pub async fn post_events(server: &Server, n: usize) {
 pub async fn get(url: String) -> reqwest::Result<reqwest::Response> {
     client_for(&url).get(url).send().await
 }
+
+/// The value of the sample `series` (name and labels exactly as written) in Prometheus text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}

@@ -12,10 +12,7 @@ use auditseal_e2e::{Backend, Server, event, exec, new_database};
 use serde_json::Value;
 
 fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    auditseal_e2e::metric(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
 }
 
 fn runs(outcome: &str, trigger: &str) -> String {

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use auditseal_e2e::hsm::{MODULE, PIN, SoftHsm};
+use auditseal_e2e::metric;
 use auditseal_e2e::{Backend, Server, all_rows, cli_env, event, java_verify, new_database};
 use serde_json::Value;
 
@@ -609,13 +610,6 @@ async fn batched_device_on_an_hsm_key_signs_statements_that_openssl_verifies() {
     }
 }
 
-/// The value of the sample `series` (name and labels exactly as written) in metrics text.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// The user PIN changed on the token while the server runs: once the server has to log in
 /// again (the token went away and came back), the token refuses its PIN. The refusal is an
 /// ALERT and a count of C_Login CKR_PIN_INCORRECT in the metrics (what the PIN alert reads);
@@ -655,14 +649,14 @@ async fn a_refused_pin_is_counted_by_return_value_and_never_tried_again() {
     };
     assert_eq!(post(&s, &event("BEFORE")).await.0, 201);
     let text = scrape().await;
-    assert!(sample(&text, &login("CKR_OK")) >= Some(1.0), "{text}");
+    assert!(metric(&text, &login("CKR_OK")) >= Some(1.0), "{text}");
     assert_eq!(
-        sample(&text, &login("CKR_PIN_INCORRECT")),
+        metric(&text, &login("CKR_PIN_INCORRECT")),
         Some(0.0),
         "{text}"
     );
     let signed = r#"auditseal_token_calls_total{keyid="1",function="C_Sign",result="CKR_OK"}"#;
-    assert!(sample(&text, signed) >= Some(1.0), "{text}");
+    assert!(metric(&text, signed) >= Some(1.0), "{text}");
 
     h.tool(&["--change-pin", "--new-pin", NEW_PIN]);
     // The server's sessions stay logged in until the token goes away and comes back.
@@ -684,7 +678,7 @@ async fn a_refused_pin_is_counted_by_return_value_and_never_tried_again() {
         assert_ne!(st, 201, "the old PIN must not work: {body}");
         assert_eq!(body["error"], "token_unavailable", "{body}");
         let text = scrape().await;
-        if let Some(n) = sample(&text, &login("CKR_PIN_INCORRECT")).filter(|n| *n >= 1.0) {
+        if let Some(n) = metric(&text, &login("CKR_PIN_INCORRECT")).filter(|n| *n >= 1.0) {
             break n;
         }
         assert!(t.elapsed().as_secs() < 30, "no PIN refusal counted: {text}");
@@ -703,12 +697,12 @@ async fn a_refused_pin_is_counted_by_return_value_and_never_tried_again() {
     }
     let text = scrape().await;
     assert_eq!(
-        sample(&text, &login("CKR_PIN_INCORRECT")),
+        metric(&text, &login("CKR_PIN_INCORRECT")),
         Some(refusals),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "auditseal_signing_key_ready"),
+        metric(&text, "auditseal_signing_key_ready"),
         Some(0.0),
         "{text}"
     );

@@ -7,6 +7,7 @@
 
 use std::process::{Command, Stdio};
 
+use auditseal_e2e::metric;
 use auditseal_e2e::{Backend, Server, event, new_database};
 use serde_json::{Value, json};
 
@@ -39,13 +40,6 @@ fn promtool_accepts(text: &str) {
         "promtool check metrics: {}: {said}\n{text}",
         out.status
     );
-}
-
-/// The value of the sample `series` (name and labels exactly as written).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[tokio::test]
@@ -103,46 +97,46 @@ async fn metrics_pass_promtool_and_count_what_was_ingested() {
     let text = r.text().await.unwrap();
     promtool_accepts(&text);
     let stored = r#"auditseal_events_ingested_total{device="batched",result="stored"}"#;
-    assert_eq!(sample(&text, stored), Some(8.0), "{text}");
+    assert_eq!(metric(&text, stored), Some(8.0), "{text}");
     assert_eq!(
-        sample(
+        metric(
             &text,
             r#"auditseal_ingest_duration_seconds_count{device="batched"}"#
         ),
         Some(6.0),
         "{text}"
     );
-    assert_eq!(sample(&text, "auditseal_database_up"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "auditseal_database_up"), Some(1.0), "{text}");
     assert_eq!(
-        sample(&text, "auditseal_node_lock_held"),
+        metric(&text, "auditseal_node_lock_held"),
         Some(1.0),
         "{text}"
     );
-    assert_eq!(sample(&text, "auditseal_ingest_queue_events"), Some(0.0));
+    assert_eq!(metric(&text, "auditseal_ingest_queue_events"), Some(0.0));
     assert_eq!(
-        sample(&text, "auditseal_ingest_queue_capacity"),
+        metric(&text, "auditseal_ingest_queue_capacity"),
         Some(20000.0)
     );
     // Batches: the first admin token's TOKEN_CREATE, the auditor's, the events: at least 8
     // events in at least 2 batches (server's own events go through the device too).
-    let batches = sample(&text, "auditseal_batch_events_count").unwrap();
-    let events = sample(&text, "auditseal_batch_events_sum").unwrap();
+    let batches = metric(&text, "auditseal_batch_events_count").unwrap();
+    let events = metric(&text, "auditseal_batch_events_sum").unwrap();
     assert!(batches >= 2.0 && events >= 8.0, "{text}");
     assert_eq!(
-        sample(&text, "auditseal_batch_commit_duration_seconds_count"),
+        metric(&text, "auditseal_batch_commit_duration_seconds_count"),
         Some(batches),
         "{text}"
     );
-    let age = sample(&text, r#"auditseal_checkpoint_age_seconds{node="mn"}"#)
+    let age = metric(&text, r#"auditseal_checkpoint_age_seconds{node="mn"}"#)
         .unwrap_or_else(|| panic!("no checkpoint age for mn: {text}"));
     assert!((0.0..60.0).contains(&age), "{text}");
     assert_eq!(
-        sample(&text, "auditseal_checkpoint_write_failures_total"),
+        metric(&text, "auditseal_checkpoint_write_failures_total"),
         Some(0.0),
         "{text}"
     );
     assert_eq!(
-        sample(
+        metric(
             &text,
             r#"auditseal_auth_failures_total{reason="no_credentials"}"#
         ),
@@ -167,7 +161,7 @@ async fn metrics_pass_promtool_and_count_what_was_ingested() {
     assert_eq!(r.status().as_u16(), 200);
     let text = r.text().await.unwrap();
     promtool_accepts(&text);
-    assert_eq!(sample(&text, stored), Some(8.0), "{text}");
+    assert_eq!(metric(&text, stored), Some(8.0), "{text}");
     let r = anonymous
         .get(format!("{open}/api/v1/events"))
         .send()
@@ -259,7 +253,7 @@ async fn a_database_outage_shows_in_readyz_and_the_metrics() {
     let r = reqwest::get(format!("{open}/livez")).await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let text = until(&metrics, |_, t| {
-        sample(t, "auditseal_database_up") == Some(0.0)
+        metric(t, "auditseal_database_up") == Some(0.0)
     })
     .await;
     promtool_accepts(&text);
@@ -267,8 +261,8 @@ async fn a_database_outage_shows_in_readyz_and_the_metrics() {
     pg.restart();
     until(&readyz, |st, _| st == 200).await;
     until(&metrics, |_, t| {
-        sample(t, "auditseal_database_up") == Some(1.0)
-            && sample(t, "auditseal_node_lock_held") == Some(1.0)
+        metric(t, "auditseal_database_up") == Some(1.0)
+            && metric(t, "auditseal_node_lock_held") == Some(1.0)
     })
     .await;
     s.stop();

@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use auditseal_core::checkpoint::Checkpoint;
 use auditseal_core::verify::{Selection, VerifyOptions, parse_node_arg, verify_log};
@@ -73,22 +73,7 @@ pub async fn verify(
     state.metrics.verified("api", report.as_ref().ok());
     let report = report?;
     let success = report.errors == 0;
-    let mut details = Map::new();
-    details.insert(
-        "nodes".into(),
-        json!(
-            report
-                .nodes
-                .iter()
-                .map(|n| n.node_id.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-    );
-    details.insert("rows".into(), json!(report.rows));
-    details.insert("errors".into(), json!(report.errors));
-    details.insert("warnings".into(), json!(report.warnings));
-    details.insert("elapsedMs".into(), json!(report.elapsed_ms));
+    let details = crate::verifier::log_verify_details(&report, false);
     let logged = state
         .log_system("LOG_VERIFY", success, &who, &details)
         .await?;
