@@ -99,8 +99,9 @@ fn the_server_notifies_ready_watchdog_and_stopping() {
             pings += 1;
         }
     }
+    // About 7; a loaded machine may delay or bunch them.
     assert!(
-        (4..=10).contains(&pings),
+        (2..=15).contains(&pings),
         "{pings} pings in 1.5 s at 200 ms"
     );
     s.stop();
