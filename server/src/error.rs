@@ -8,7 +8,6 @@ use serde_json::json;
 
 use auditseal_core::device::DeviceError;
 use auditseal_core::store::StoreError;
-use auditseal_core::token::TokenError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -107,26 +106,23 @@ impl From<DeviceError> for ApiError {
         match e {
             DeviceError::Store(s) | DeviceError::Start(s) => s.into(),
             DeviceError::Token(e) => {
-                match e {
-                    TokenError::Unavailable(reason) => {
-                        tracing::warn!(%reason, "crypto token unavailable")
-                    }
-                    // The key itself is refused (a changed PIN): an operator must act.
-                    other => tracing::error!(error = %other, "ALERT the signing key cannot sign"),
-                }
+                // Logged once per outage (with the reason), not per refused event.
+                crate::outage::SIGNING_KEY.refused(&e);
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "token_unavailable",
                     "the signing key is unavailable; nothing was written, retry later",
                 )
             }
-            DeviceError::QueueFull(n) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "queue_full",
-                format!(
-                    "the ingestion queue is full ({n} events); nothing was accepted, retry later"
-                ),
-            ),
+            DeviceError::QueueFull(n) => {
+                let why = format!("the ingestion queue is full ({n} events)");
+                crate::outage::QUEUE.refused(&why);
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "queue_full",
+                    format!("{why}; nothing was accepted, retry later"),
+                )
+            }
             DeviceError::PkConflict(_) => {
                 ApiError::new(StatusCode::CONFLICT, "pk_conflict", e.to_string())
             }

@@ -1,17 +1,43 @@
-//! Database outages in the log: one line when the database stops answering, one when it answers
-//! again, with how long it was away and how many requests were refused with 503 meanwhile.
-//! Nothing per request in between: a 45 s outage used to write two lines per refused request
-//! (11.7 MB of stderr).
+//! Outages in the log, each said twice: one line when requests start getting 503 for it (with
+//! the reason), one when they are served again, with how long it lasted and how many requests
+//! were refused meanwhile. Nothing per request in between: a 45 s database outage used to write
+//! two lines per refused request (11.7 MB of stderr). The database, the signing key and the
+//! batched device's queue each have one.
 
 use std::fmt::Display;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The outage of this process's database, if one is going on.
-pub static DATABASE: Outage = Outage::new();
+pub static DATABASE: Outage = Outage::new(
+    "the database is unavailable: requests that need it get 503 database_unavailable; logged \
+     again once it answers",
+    "the database answers again",
+    Duration::ZERO,
+);
+
+/// The signing key cannot sign (HSM unreachable, session lost, PIN refused).
+pub static SIGNING_KEY: Outage = Outage::new(
+    "the signing key cannot sign: events get 503 token_unavailable; logged again once it signs",
+    "the signing key signs again",
+    Duration::ZERO,
+);
+
+/// The batched device's queue is full. Ended only a second after its last refusal, so a queue
+/// at the edge of full does not log two lines per event.
+pub static QUEUE: Outage = Outage::new(
+    "the ingestion queue is full: events get 503 queue_full; logged again once it takes events",
+    "the ingestion queue takes events again",
+    Duration::from_secs(1),
+);
 
 pub struct Outage {
+    /// Said at the start (an ERROR, with the reason) and at the end (a WARN).
+    starts: &'static str,
+    ends: &'static str,
+    /// An outage ends at a success at least this long after its last refusal.
+    quiet: Duration,
     /// Whether `current` is Some: read on every request that reached the database, without the
     /// lock.
     down: AtomicBool,
@@ -21,11 +47,15 @@ pub struct Outage {
 struct Current {
     since: Instant,
     refused: u64,
+    last_refused: Instant,
 }
 
 impl Outage {
-    const fn new() -> Self {
+    const fn new(starts: &'static str, ends: &'static str, quiet: Duration) -> Self {
         Outage {
+            starts,
+            ends,
+            quiet,
             down: AtomicBool::new(false),
             current: Mutex::new(None),
         }
@@ -35,42 +65,51 @@ impl Outage {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A request was answered 503 because the database is unavailable.
+    /// A request was answered 503 for this outage's reason.
     pub fn refused(&self, error: &dyn Display) {
         self.record(error, 1);
     }
 
-    /// Something other than a request (a background re-read) could not reach the database.
+    /// Something other than a request (a background re-read) failed for this reason.
     pub fn failed(&self, error: &dyn Display) {
         self.record(error, 0);
     }
 
     fn record(&self, error: &dyn Display, refused: u64) {
         let mut current = self.lock();
+        let now = Instant::now();
         match current.as_mut() {
-            Some(c) => c.refused += refused,
+            Some(c) => {
+                c.refused += refused;
+                c.last_refused = now;
+            }
             None => {
                 *current = Some(Current {
-                    since: Instant::now(),
+                    since: now,
                     refused,
+                    last_refused: now,
                 });
                 self.down.store(true, Ordering::SeqCst);
-                tracing::error!(%error, "the database is unavailable: requests that need it get \
-                    503 database_unavailable; logged again once it answers");
+                tracing::error!(%error, "{}", self.starts);
             }
         }
     }
 
-    /// The database answered.
+    /// What was out served a request (or answered a background call).
     pub fn answered(&self) {
         if !self.down.load(Ordering::SeqCst) {
             return;
         }
-        let Some(c) = self.lock().take() else { return };
+        let mut current = self.lock();
+        match current.as_ref() {
+            Some(c) if c.last_refused.elapsed() >= self.quiet => {}
+            _ => return,
+        }
+        let Some(c) = current.take() else { return };
         self.down.store(false, Ordering::SeqCst);
         tracing::warn!(
-            "the database answers again after {:.1} s; {} requests were refused with 503 \
-             meanwhile",
+            "{} after {:.1} s; {} requests were refused with 503 meanwhile",
+            self.ends,
             c.since.elapsed().as_secs_f64(),
             c.refused
         );
@@ -94,7 +133,7 @@ mod tests {
 
     #[test]
     fn counts_refusals_between_start_and_end() {
-        let o = Outage::new();
+        let o = Outage::new("down", "up", Duration::ZERO);
         assert_eq!(o.refused_so_far(), None);
         o.answered();
         o.failed(&"connection refused");
@@ -107,5 +146,21 @@ mod tests {
         assert_eq!(o.refused_so_far(), None);
         o.refused(&"again");
         assert_eq!(o.refused_so_far(), Some(1));
+    }
+
+    #[test]
+    fn a_quiet_period_keeps_an_outage_at_the_edge_in_one_piece() {
+        let o = Outage::new("down", "up", Duration::from_millis(200));
+        o.refused(&"full");
+        o.answered();
+        assert_eq!(
+            o.refused_so_far(),
+            Some(1),
+            "a success right after a refusal"
+        );
+        o.refused(&"full");
+        std::thread::sleep(Duration::from_millis(250));
+        o.answered();
+        assert_eq!(o.refused_so_far(), None);
     }
 }

@@ -391,6 +391,13 @@ async fn hsm_outage_gives_503s_then_recovery_with_nothing_lost_and_no_gap() {
     let rows = all_rows(&url).await;
     let log = s.log();
     assert!(log.contains("re-initialised the PKCS#11 module"), "{log}");
+    // The key's outage is logged at its start and its end, not once per refused event.
+    let starts = log.matches("the signing key cannot sign").count();
+    assert!(
+        (1..=3).contains(&starts) && u64::from(refused) > 3 * starts as u64,
+        "{starts} starts for {refused} refusals: {log}"
+    );
+    assert!(log.contains("the signing key signs again after"), "{log}");
     assert!(
         rows.iter().any(|r| r.time_stamp > restored_at),
         "events are accepted again after the token came back, without a restart"

@@ -379,6 +379,9 @@ fn counted(
         Ok(done) => {
             let replayed: Vec<bool> = done.iter().map(|a| a.replayed).collect();
             state.metrics.ingest(Ok(&replayed), started);
+            // Stored (and signed): an outage of either is over.
+            crate::outage::SIGNING_KEY.answered();
+            crate::outage::QUEUE.answered();
         }
         Err(e) => state.metrics.ingest(Err(e.code), started),
     }
