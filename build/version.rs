@@ -24,15 +24,20 @@ fn main() {
         "cargo:rustc-env=AUDITSEAL_COMMIT={}",
         commit.as_deref().unwrap_or("unknown")
     );
-    // Built again when HEAD moves: the file HEAD names, and HEAD itself.
+    // Built again when HEAD moves: the file HEAD names, and HEAD itself. Only files that exist:
+    // cargo takes a missing one as changed on every build, so a checkout without packed-refs (a
+    // worktree, a fetch of one branch) rebuilt both binaries at every cargo command (each e2e
+    // test binary runs `cargo build` once).
+    let mut watched = Vec::new();
     for path in ["HEAD", "packed-refs"] {
-        if let Some(p) = git(&["rev-parse", "--git-path", path]) {
+        watched.extend(git(&["rev-parse", "--git-path", path]));
+    }
+    if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watched.extend(git(&["rev-parse", "--git-path", &r]));
+    }
+    for p in watched {
+        if std::path::Path::new(&p).exists() {
             println!("cargo:rerun-if-changed={p}");
         }
-    }
-    if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"])
-        && let Some(p) = git(&["rev-parse", "--git-path", &r])
-    {
-        println!("cargo:rerun-if-changed={p}");
     }
 }
