@@ -5,7 +5,9 @@
 
 use anyhow::Context;
 
-use auditseal_core::config::{DEFAULT_CHECKPOINT_SECS, KeyMode, Settings, load_keys};
+use auditseal_core::config::{
+    DEFAULT_CHECKPOINT_SECS, KeyMode, Settings, SyslogSetting, load_keys,
+};
 use auditseal_core::store;
 
 use crate::config::ServerConfig;
@@ -45,6 +47,27 @@ pub async fn check_config(settings: &Settings, cfg: &ServerConfig) -> anyhow::Re
     r.ok("node id", &settings.node_id);
     r.ok("data directory", settings.data_dir.display());
     r.ok("log device", format!("{:?}", cfg.device).to_lowercase());
+    listeners(&mut r, cfg).await;
+    https(&mut r, settings);
+    let roles = crate::startup::certificate_roles(settings);
+    r.check("client certificate roles", roles, |m| m.len().to_string());
+    database(&mut r, settings).await;
+    keys(&mut r, settings).await?;
+    r.ok("checkpoints", checkpoints(settings));
+    println!("auditseal-server check-config:");
+    for l in &r.lines {
+        println!("{l}");
+    }
+    if r.problems == 0 {
+        println!("configuration OK");
+    } else {
+        println!("{} problem(s): the server would not start", r.problems);
+    }
+    Ok(r.problems == 0)
+}
+
+/// The listen addresses: each resolves and is free now.
+async fn listeners(r: &mut Report, cfg: &ServerConfig) {
     for (what, bind) in [
         ("listen", Some(&cfg.bind)),
         ("metrics listener", cfg.metrics_bind.as_ref()),
@@ -62,60 +85,68 @@ pub async fn check_config(settings: &Settings, cfg: &ServerConfig) -> anyhow::Re
         };
         r.check(what, free.await, |a| format!("{a} (free)"));
     }
-    match &settings.file.server.tls {
-        None => r.ok("HTTPS", "off (plain HTTP)"),
-        Some(t) => {
-            let tls = crate::tls::acceptor(t, &settings.data_dir)
-                .and_then(|_| crate::tls::certificate_not_after(t, &settings.data_dir))
-                .context("cannot set up HTTPS ([server.tls])");
-            r.check("HTTPS", tls, |not_after| {
-                let left = not_after - auditseal_core::time::now_millis() / 1000;
-                format!(
-                    "certificate {} expires {}{}",
-                    t.cert_file.display(),
-                    auditseal_core::time::format_iso8601(not_after.saturating_mul(1000)),
-                    if left <= 0 {
-                        " (EXPIRED)"
-                    } else if left < 14 * 86_400 {
-                        " (within 14 days)"
-                    } else {
-                        ""
-                    }
-                )
-            });
-        }
-    }
-    let roles = crate::startup::certificate_roles(settings);
-    r.check("client certificate roles", roles, |m| m.len().to_string());
+}
+
+/// `[server.tls]`: the acceptor builds, and when the certificate expires.
+fn https(r: &mut Report, settings: &Settings) {
+    let Some(t) = &settings.file.server.tls else {
+        r.ok("HTTPS", "off (plain HTTP)");
+        return;
+    };
+    let tls = crate::tls::acceptor(t, &settings.data_dir)
+        .and_then(|_| crate::tls::certificate_not_after(t, &settings.data_dir))
+        .context("cannot set up HTTPS ([server.tls])");
+    r.check("HTTPS", tls, |not_after| {
+        let left = not_after - auditseal_core::time::now_millis() / 1000;
+        let when = if left <= 0 {
+            " (EXPIRED)"
+        } else if left < 14 * 86_400 {
+            " (within 14 days)"
+        } else {
+            ""
+        };
+        format!(
+            "certificate {} expires {}{when}",
+            t.cert_file.display(),
+            auditseal_core::time::format_iso8601(not_after.saturating_mul(1000)),
+        )
+    });
+}
+
+/// The database answers and its schema can be read; the default one may not exist yet.
+async fn database(r: &mut Report, settings: &Settings) {
     let redacted = store::redact_url(&settings.database_url);
     let db_file = settings
         .database_url
         .strip_prefix("sqlite://")
         .map(|p| p.split('?').next().unwrap_or(p));
     if settings.database_is_default && db_file.is_some_and(|f| !std::path::Path::new(f).exists()) {
-        r.ok(
-            "database",
-            format!("{redacted} (does not exist yet: the first start creates it)"),
-        );
-    } else {
-        let db = async {
-            let s = store::open_existing(&settings.database_url).await?;
-            let tokens = s
-                .tokens()
-                .await
-                .context("the schema is missing or unreadable (a start creates or upgrades it)")?;
-            anyhow::Ok(tokens.iter().filter(|t| t.revoked.is_none()).count())
-        };
-        r.check("database", db.await, |n| {
-            format!("{redacted} (reachable; {n} valid API tokens)")
-        });
+        let later = format!("{redacted} (does not exist yet: the first start creates it)");
+        r.ok("database", later);
+        return;
     }
+    let db = async {
+        let s = store::open_existing(&settings.database_url).await?;
+        let tokens = s
+            .tokens()
+            .await
+            .context("the schema is missing or unreadable (a start creates or upgrades it)")?;
+        anyhow::Ok(tokens.iter().filter(|t| t.revoked.is_none()).count())
+    };
+    r.check("database", db.await, |n| {
+        format!("{redacted} (reachable; {n} valid API tokens)")
+    });
+}
+
+/// The keys open as at a start (PKCS#11 tokens log in); the default key may not exist yet.
+async fn keys(r: &mut Report, settings: &Settings) -> anyhow::Result<()> {
     let p = &settings.protection;
+    let signs = p.enable_sign;
     let default_key = settings.data_dir.join("signing-key.pem");
     if p.keys.is_empty() && !default_key.exists() {
         r.ok(
             "keys",
-            if p.enable_sign {
+            if signs {
                 format!(
                     "the default software key {} does not exist yet: the first start generates it",
                     default_key.display()
@@ -124,73 +155,59 @@ pub async fn check_config(settings: &Settings, cfg: &ServerConfig) -> anyhow::Re
                 "none (protection.enable_sign is false)".into()
             },
         );
-    } else {
-        let (protection, dir) = (p.clone(), settings.data_dir.clone());
-        // PKCS#11 keys log in here, as at a start: off the async workers.
-        let keys =
-            tokio::task::spawn_blocking(move || load_keys(&protection, &dir, KeyMode::VerifyOnly))
-                .await?
-                .context("cannot load the keys");
-        let signs = p.enable_sign;
-        let keys = keys.and_then(|(setup, _)| {
-            if signs && !setup.listing.iter().any(|k| k.current && k.can_sign) {
-                anyhow::bail!("the current keyid cannot sign: it cannot protect new rows");
-            }
-            Ok(setup.listing)
-        });
-        r.check("keys", keys, |listing| {
-            listing
-                .iter()
-                .map(|k| {
-                    format!(
-                        "keyid {} {} {}{}",
-                        k.keyid,
-                        k.algorithm,
-                        k.source,
-                        if k.current && signs {
-                            " (signs new rows)"
-                        } else if k.can_sign {
-                            ""
-                        } else {
-                            " (verify only)"
-                        }
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        });
+        return Ok(());
     }
+    let (protection, dir) = (p.clone(), settings.data_dir.clone());
+    // Off the async workers: an HSM login blocks.
+    let keys =
+        tokio::task::spawn_blocking(move || load_keys(&protection, &dir, KeyMode::VerifyOnly))
+            .await?
+            .context("cannot load the keys")
+            .and_then(|(setup, _)| {
+                if signs && !setup.listing.iter().any(|k| k.current && k.can_sign) {
+                    anyhow::bail!("the current keyid cannot sign: it cannot protect new rows");
+                }
+                Ok(setup.listing)
+            });
+    r.check("keys", keys, |listing| {
+        let each: Vec<String> = listing
+            .iter()
+            .map(|k| {
+                let role = if k.current && signs {
+                    " (signs new rows)"
+                } else if k.can_sign {
+                    ""
+                } else {
+                    " (verify only)"
+                };
+                format!("keyid {} {} {}{role}", k.keyid, k.algorithm, k.source)
+            })
+            .collect();
+        each.join("; ")
+    });
+    Ok(())
+}
+
+/// How often checkpoints are written, and where their copies go.
+fn checkpoints(settings: &Settings) -> String {
     let c = &settings.file.checkpoint;
     let every = c.interval_secs.unwrap_or(DEFAULT_CHECKPOINT_SECS);
-    let receivers = [
+    let receivers: Vec<String> = [
         c.file.as_ref().map(|f| format!("file {}", f.display())),
         c.syslog.as_ref().map(|s| match s {
-            auditseal_core::config::SyslogSetting::Socket(p) => {
-                format!("local syslog {}", p.display())
-            }
-            auditseal_core::config::SyslogSetting::Remote(r) => format!("syslog {}", r.address),
+            SyslogSetting::Socket(p) => format!("local syslog {}", p.display()),
+            SyslogSetting::Remote(r) => format!("syslog {}", r.address),
         }),
         c.witness.as_ref().map(|w| format!("witness {}", w.url)),
-    ];
-    let receivers: Vec<String> = receivers.into_iter().flatten().collect();
-    r.ok(
-        "checkpoints",
-        if every == 0 || !p.enable_sign {
-            "off".to_string()
-        } else if receivers.is_empty() {
-            format!("every {every} s; no copy outside the database")
-        } else {
-            format!("every {every} s; copies to {}", receivers.join(", "))
-        },
-    );
-    println!("auditseal-server check-config:");
-    for l in &r.lines {
-        println!("{l}");
-    }
-    if r.problems == 0 {
-        println!("configuration OK");
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if every == 0 || !settings.protection.enable_sign {
+        "off".to_string()
+    } else if receivers.is_empty() {
+        format!("every {every} s; no copy outside the database")
     } else {
-        println!("{} problem(s): the server would not start", r.problems);
+        format!("every {every} s; copies to {}", receivers.join(", "))
     }
-    Ok(r.problems == 0)
 }
