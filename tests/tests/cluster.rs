@@ -486,8 +486,28 @@ async fn three_nodes_share_one_postgresql_and_verify_as_one_log() {
         "{a:?}"
     );
 
-    // Then a middle row of node-b (batched) deleted and node-c's details changed.
-    let mid = PER_NODE / 2;
+    // Then a middle row of node-b (batched) deleted and node-c's details changed. The row is
+    // the first of a batch of two or more near the middle: a row alone in its batch would also
+    // leave a statement that covers no row (another finding; how rows fall into batches
+    // depends on timing).
+    let mid = {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let batches: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT firstsequencenumber, lastsequencenumber FROM auditbatchdata \
+             WHERE nodeid = 'node-b' AND lastsequencenumber > firstsequencenumber",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let half = (PER_NODE / 2) as i64;
+        let (first, _) = batches
+            .iter()
+            .min_by_key(|(f, _)| (f - half).abs())
+            .copied()
+            .expect("node-b has a batch of two rows or more");
+        first as usize
+    };
     exec(
         &url,
         &format!("DELETE FROM auditrecorddata WHERE {}", row("node-b", mid)),
