@@ -197,36 +197,47 @@ impl Metrics {
             key_refused: Mutex::new(None),
             scrape: Mutex::new(()),
         };
+        m.register_ingest(&mut r, device);
+        m.register_health(&mut r);
+        m.register_checkpoints(&mut r);
+        m.register_verification(&mut r);
+        m.register_access(&mut r, max_followers);
+        m.zero_watched_series();
+        Metrics { registry: r, ..m }
+    }
+
+    /// Ingestion, and the batched device's queue and batches (it keeps the observer).
+    fn register_ingest(&self, r: &mut Registry, device: &dyn LogDevice) {
         r.register(
             "events_ingested",
             "Events acknowledged to their submitter (POST /api/v1/events and :batch), by device \
              and result: stored (a new row) or replayed (a retry answered with its stored row)",
-            m.ingested.clone(),
+            self.ingested.clone(),
         );
         r.register(
             "ingest_refused",
             "Ingest requests answered with an error, by device and reason (the error code)",
-            m.refused.clone(),
+            self.refused.clone(),
         );
         r.register(
             "ingest_duration_seconds",
             "Time from an ingest request reaching its handler to its acknowledgement (stored \
              requests only)",
-            m.ingest_seconds.clone(),
+            self.ingest_seconds.clone(),
         );
         // Only a device with a queue (the batched one) has these; it keeps the observer.
         if let Some(q) = device.queue() {
             r.register(
                 "ingest_queue_events",
                 "Events waiting in the log device's queue (queued or being written)",
-                m.queue_events.clone(),
+                self.queue_events.clone(),
             );
             r.register(
                 "ingest_queue_capacity",
                 "Most events the log device's queue holds (server.queue_capacity)",
-                m.queue_capacity.clone(),
+                self.queue_capacity.clone(),
             );
-            m.queue_capacity.set(q.capacity as i64);
+            self.queue_capacity.set(q.capacity as i64);
             let b = Arc::new(Batches {
                 events: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
                 seal_seconds: latency_histogram(),
@@ -249,112 +260,128 @@ impl Metrics {
             );
             device.observe_batches(b);
         }
+    }
+
+    /// What /readyz checks: database, node lock, signing key and its calls, log consistency, rows failing on read, the TLS certificate.
+    fn register_health(&self, r: &mut Registry) {
         r.register(
             "database_up",
             "1 when the last call to the database succeeded, 0 during an outage",
-            m.database_up.clone(),
+            self.database_up.clone(),
         );
         r.register(
             "node_lock_held",
             "1 when this process holds its node's writer lock",
-            m.lock_held.clone(),
-        );
-        r.register(
-            "checkpoint_age_seconds",
-            "Seconds since the newest checkpoint of each node in the database was made",
-            m.checkpoint_age.clone(),
-        );
-        r.register(
-            "checkpoint_write_failures",
-            "Checkpoints this server's checkpoint writer could not write (each an ALERT in the log)",
-            m.checkpoint_failures.clone(),
-        );
-        r.register(
-            "checkpoint_interval_seconds",
-            "checkpoint.interval_secs of the checkpoint writer of this server's node (absent \
-             when checkpoints are off)",
-            m.checkpoint_interval.clone(),
-        );
-        r.register(
-            "checkpoint_last_success_timestamp_seconds",
-            "When this server's checkpoint writer last did its job (started, wrote a checkpoint, \
-             or found no new rows), in seconds since the epoch",
-            m.checkpoint_success.clone(),
-        );
-        r.register(
-            "checkpoint_receiver_waiting",
-            "Checkpoints waiting in the backlog of each receiver ([checkpoint.syslog], \
-             [checkpoint.witness]) for delivery",
-            m.checkpoint_waiting.clone(),
+            self.lock_held.clone(),
         );
         r.register(
             "token_calls",
             "Calls the signing key's PKCS#11 token answered, by keyid, function (C_Login, \
              C_Sign, ...) and result (CKR_OK or the return value, e.g. CKR_PIN_INCORRECT)",
-            m.token_calls.clone(),
+            self.token_calls.clone(),
         );
         r.register(
             "signing_key_ready",
             "0 when the last event this server tried to protect was refused because the signing \
              key could not sign; 1 otherwise",
-            m.signing_key_ready.clone(),
+            self.signing_key_ready.clone(),
         );
         r.register(
             "log_consistent",
             "0 when the log device found the log inconsistent and refuses events (docs/OPERATIONS.md \
              \"Log inconsistent\"); 1 otherwise",
-            m.log_consistent.clone(),
+            self.log_consistent.clone(),
         );
         r.register(
             "rows_failed_on_read",
             "Rows that failed verification as the API read them, by route (events: searches and \
              single rows; export)",
-            m.rows_failed_on_read.clone(),
+            self.rows_failed_on_read.clone(),
         );
         r.register(
             "tls_certificate_expiry_timestamp_seconds",
             "When the certificate a listener serves expires (its notAfter), in seconds since the \
              epoch",
-            m.tls_not_after.clone(),
+            self.tls_not_after.clone(),
         );
+    }
+
+    /// The checkpoint writer and its receivers.
+    fn register_checkpoints(&self, r: &mut Registry) {
+        r.register(
+            "checkpoint_age_seconds",
+            "Seconds since the newest checkpoint of each node in the database was made",
+            self.checkpoint_age.clone(),
+        );
+        r.register(
+            "checkpoint_write_failures",
+            "Checkpoints this server's checkpoint writer could not write (each an ALERT in the log)",
+            self.checkpoint_failures.clone(),
+        );
+        r.register(
+            "checkpoint_interval_seconds",
+            "checkpoint.interval_secs of the checkpoint writer of this server's node (absent \
+             when checkpoints are off)",
+            self.checkpoint_interval.clone(),
+        );
+        r.register(
+            "checkpoint_last_success_timestamp_seconds",
+            "When this server's checkpoint writer last did its job (started, wrote a checkpoint, \
+             or found no new rows), in seconds since the epoch",
+            self.checkpoint_success.clone(),
+        );
+        r.register(
+            "checkpoint_receiver_waiting",
+            "Checkpoints waiting in the backlog of each receiver ([checkpoint.syslog], \
+             [checkpoint.witness]) for delivery",
+            self.checkpoint_waiting.clone(),
+        );
+    }
+
+    /// Verification runs, their rows and findings.
+    fn register_verification(&self, r: &mut Registry) {
         r.register(
             "verify_runs",
             "Verifications run, by outcome (success, failure: something did not verify, error: \
              the run could not complete) and trigger (api: POST /api/v1/verify; incremental, \
              full: continuous verification)",
-            m.verify_runs.clone(),
+            self.verify_runs.clone(),
         );
         r.register(
             "verify_rows",
             "Rows read by completed verifications",
-            m.verify_rows.clone(),
+            self.verify_rows.clone(),
         );
         r.register(
             "verify_errors",
             "Errors (findings) reported by completed verifications",
-            m.verify_errors.clone(),
+            self.verify_errors.clone(),
         );
+    }
+
+    /// Authentication, live followers and the build.
+    fn register_access(&self, r: &mut Registry, max_followers: usize) {
         r.register(
             "auth_failures",
             "Requests refused with 401, by reason",
-            m.auth_failures.clone(),
+            self.auth_failures.clone(),
         );
         r.register(
             "auth_forbidden",
             "Requests refused with 403: the caller's role does not allow them",
-            m.forbidden.clone(),
+            self.forbidden.clone(),
         );
         r.register(
             "followers",
             "Live followers connected (GET /api/v1/events/stream)",
-            m.followers.clone(),
+            self.followers.clone(),
         );
         r.register(
             "followers_max",
             "Most live followers at once (server.max_followers)",
-            m.followers_max.clone(),
+            self.followers_max.clone(),
         );
-        m.followers_max.set(max_followers as i64);
+        self.followers_max.set(max_followers as i64);
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
             .get_or_create(&BuildLabels {
@@ -368,19 +395,23 @@ impl Metrics {
             "Always 1; the labels name the version and the commit this server was built from",
             build,
         );
-        // Series an alert watches with increase() exist from the start at 0: a series that
-        // appears with its first count would show no increase.
+    }
+
+    /// Series an alert watches with increase() exist from the start at 0: a series that
+    /// appears with its first count would show no increase.
+    fn zero_watched_series(&self) {
         for outcome in ["success", "failure", "error"] {
             for trigger in ["api", "incremental", "full"] {
-                let _ = m
+                let _ = self
                     .verify_runs
                     .get_or_create(&VerifyLabels { outcome, trigger });
             }
         }
         for route in ["events", "export"] {
-            let _ = m.rows_failed_on_read.get_or_create(&RouteLabel { route });
+            let _ = self
+                .rows_failed_on_read
+                .get_or_create(&RouteLabel { route });
         }
-        Metrics { registry: r, ..m }
     }
 
     /// The checkpoint writer of `node`, writing every `interval_secs`, once it has started.
@@ -471,68 +502,16 @@ impl Metrics {
             Err(e) => crate::outage::DATABASE.failed(e),
         }
         let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
-        let now = auditseal_core::time::now_millis();
-        // A database that does not answer leaves no stale ages behind: database_up says why.
-        self.checkpoint_age.clear();
-        // Several checkpoints may share a node's highest sequence number: the newest counts.
-        let mut newest = std::collections::BTreeMap::new();
-        for c in checkpoints.iter().flatten() {
-            let t = newest.entry(c.node_id.clone()).or_insert(c.time_stamp);
-            *t = (*t).max(c.time_stamp);
-        }
-        for (node, t) in newest {
-            let age = (now - t).max(0) as f64 / 1000.0;
-            self.checkpoint_age
-                .get_or_create(&NodeLabel { node })
-                .set(age);
-        }
+        self.checkpoint_ages(checkpoints.ok().as_deref().unwrap_or_default());
         self.database_up
             .set(i64::from(!crate::outage::DATABASE.is_down()));
         self.lock_held.set(i64::from(state.device.lock_held()));
         if let Some(q) = state.device.queue() {
             self.queue_events.set(q.waiting as i64);
         }
-        if let Some((stats, node, interval)) = self.checkpoint_source.get() {
-            catch_up(
-                &self.checkpoint_failures,
-                stats.failures.load(Ordering::Relaxed),
-            );
-            let node = NodeLabel { node: node.clone() };
-            self.checkpoint_interval
-                .get_or_create(&node)
-                .set(*interval as i64);
-            let success = stats.last_success_millis.load(Ordering::Relaxed) / 1000;
-            self.checkpoint_success.get_or_create(&node).set(success);
-            for (receiver, waiting) in &stats.receivers {
-                self.checkpoint_waiting
-                    .get_or_create(&ReceiverLabel {
-                        receiver: receiver.clone(),
-                    })
-                    .set(waiting.waiting() as i64);
-            }
-        }
+        self.checkpoint_writer_now();
         if let Some(token) = &state.signer {
-            let keyid = token.keyid().to_string();
-            let calls = token.calls();
-            // A PKCS#11 token (software keys make no calls): its PIN refusals exist from the
-            // first scrape at 0, for the same reason.
-            if !calls.is_empty() {
-                for result in ["CKR_PIN_INCORRECT", "CKR_PIN_LOCKED"] {
-                    let _ = self.token_calls.get_or_create(&TokenCallLabels {
-                        keyid: keyid.clone(),
-                        function: "C_Login".into(),
-                        result: result.into(),
-                    });
-                }
-            }
-            for call in calls {
-                let labels = TokenCallLabels {
-                    keyid: keyid.clone(),
-                    function: call.function,
-                    result: call.result,
-                };
-                catch_up(&self.token_calls.get_or_create(&labels), call.count);
-            }
+            self.token_calls_of(token.as_ref());
         }
         self.signing_key_ready
             .set(i64::from(self.key_refused().is_none()));
@@ -557,6 +536,73 @@ impl Metrics {
             text
         } else {
             classic_text(&text)
+        }
+    }
+
+    /// The age of each node's newest checkpoint. A database that does not answer leaves no
+    /// stale ages behind (none are given): database_up says why.
+    fn checkpoint_ages(&self, checkpoints: &[auditseal_core::checkpoint::Checkpoint]) {
+        let now = auditseal_core::time::now_millis();
+        self.checkpoint_age.clear();
+        // Several checkpoints may share a node's highest sequence number: the newest counts.
+        let mut newest = std::collections::BTreeMap::new();
+        for c in checkpoints {
+            let t = newest.entry(c.node_id.clone()).or_insert(c.time_stamp);
+            *t = (*t).max(c.time_stamp);
+        }
+        for (node, t) in newest {
+            let age = (now - t).max(0) as f64 / 1000.0;
+            self.checkpoint_age
+                .get_or_create(&NodeLabel { node })
+                .set(age);
+        }
+    }
+
+    /// What this server's checkpoint writer counts, once it has started.
+    fn checkpoint_writer_now(&self) {
+        if let Some((stats, node, interval)) = self.checkpoint_source.get() {
+            catch_up(
+                &self.checkpoint_failures,
+                stats.failures.load(Ordering::Relaxed),
+            );
+            let node = NodeLabel { node: node.clone() };
+            self.checkpoint_interval
+                .get_or_create(&node)
+                .set(*interval as i64);
+            let success = stats.last_success_millis.load(Ordering::Relaxed) / 1000;
+            self.checkpoint_success.get_or_create(&node).set(success);
+            for (receiver, waiting) in &stats.receivers {
+                self.checkpoint_waiting
+                    .get_or_create(&ReceiverLabel {
+                        receiver: receiver.clone(),
+                    })
+                    .set(waiting.waiting() as i64);
+            }
+        }
+    }
+
+    /// The calls the signing key's token made, by function and result.
+    fn token_calls_of(&self, token: &dyn auditseal_core::token::CryptoToken) {
+        let keyid = token.keyid().to_string();
+        let calls = token.calls();
+        // A PKCS#11 token (software keys make no calls): its PIN refusals exist at 0 from the
+        // first scrape, since alerts watch them with increase() (`zero_watched_series`).
+        if !calls.is_empty() {
+            for result in ["CKR_PIN_INCORRECT", "CKR_PIN_LOCKED"] {
+                let _ = self.token_calls.get_or_create(&TokenCallLabels {
+                    keyid: keyid.clone(),
+                    function: "C_Login".into(),
+                    result: result.into(),
+                });
+            }
+        }
+        for call in calls {
+            let labels = TokenCallLabels {
+                keyid: keyid.clone(),
+                function: call.function,
+                result: call.result,
+            };
+            catch_up(&self.token_calls.get_or_create(&labels), call.count);
         }
     }
 }
