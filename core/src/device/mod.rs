@@ -431,8 +431,42 @@ impl Inner {
         if events.is_empty() {
             return Ok(merge_replays(replays, Vec::new()));
         }
+        let seq = self.next_sequence(&mut state).await?;
+        let events_pks: Vec<Option<String>> = events.iter().map(|e| e.pk.clone()).collect();
+        // Never decreasing within a node, even if the clock steps back.
+        let time_stamp = crate::format::time::now_millis().max(state.last_time);
+        let mut records: Vec<AuditRecord> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, ev)| ev.into_record(&self.node_id, seq + i as i64, time_stamp))
+            .collect();
+        if let Some(token) = &self.token {
+            records = protect_all(token.clone(), records).await?;
+        }
+        let fence = self.lock.fence();
+        let stored = match records.as_slice() {
+            [one] => self.store.insert(one, &fence).await,
+            many => self.store.insert_batch(many, None, &fence).await,
+        };
+        if let Err(e) = stored {
+            state.next = None;
+            let client_pks: Vec<String> = events_pks.into_iter().flatten().collect();
+            let span = (seq, seq + records.len() as i64 - 1);
+            return Err(self.not_stored(e, span, &client_pks).await);
+        }
+        state.next = Some(seq + records.len() as i64);
+        state.last_time = time_stamp;
+        Ok(merge_replays(
+            replays,
+            records.iter().map(Appended::of).collect(),
+        ))
+    }
+
+    /// The next sequence number: the one kept in memory, or, when it is unknown (at the start,
+    /// after a failed write, or after the node's lock was lost and taken again, when someone
+    /// else may have written), the node's head read again and checked.
+    async fn next_sequence(&self, state: &mut State) -> Result<i64, DeviceError> {
         if self.lock.epoch() != state.lock_epoch {
-            // Someone else may have written while the lock was away.
             state.next = None;
             state.lock_epoch = self.lock.epoch();
         }
@@ -446,61 +480,53 @@ impl Inner {
             }
         };
         state.next = Some(seq);
-        let events_pks: Vec<Option<String>> = events.iter().map(|e| e.pk.clone()).collect();
-        // Never decreasing within a node, even if the clock steps back.
-        let time_stamp = crate::format::time::now_millis().max(state.last_time);
-        let mut records: Vec<AuditRecord> = events
-            .into_iter()
-            .enumerate()
-            .map(|(i, ev)| ev.into_record(&self.node_id, seq + i as i64, time_stamp))
-            .collect();
-        if let Some(token) = &self.token {
-            let token = token.clone();
-            // Token calls may block on an HSM: keep them off the runtime's workers.
-            records = tokio::task::spawn_blocking(move || {
-                for r in &mut records {
-                    r.row_protection = Some(protect(token.as_ref(), r)?);
-                }
-                Ok::<_, TokenError>(records)
-            })
-            .await
-            .map_err(|e| DeviceError::Stopped(format!("signing task failed: {e}")))??;
-        }
-        let fence = self.lock.fence();
-        let stored = match records.as_slice() {
-            [one] => self.store.insert(one, &fence).await,
-            many => self.store.insert_batch(many, None, &fence).await,
-        };
-        if let Err(e) = stored {
-            state.next = None;
-            return Err(match e {
-                StoreError::Conflict(why) => {
-                    let client_pks: Vec<String> = events_pks.into_iter().flatten().collect();
-                    let (first, last) = (seq, seq + records.len() as i64 - 1);
-                    refused(
-                        self.store.as_ref(),
-                        &self.node_id,
-                        &client_pks,
-                        format!(
-                            "node {}: the database already holds a row at one of the sequence \
-                             numbers {first}..{last} this server was writing ({why}): someone \
-                             else writes as this node",
-                            self.node_id
-                        ),
-                        &self.inconsistent,
-                    )
-                    .await
-                }
-                e => e.into(),
-            });
-        }
-        state.next = Some(seq + records.len() as i64);
-        state.last_time = time_stamp;
-        Ok(merge_replays(
-            replays,
-            records.iter().map(Appended::of).collect(),
-        ))
+        Ok(seq)
     }
+
+    /// The error for rows `span` (first, last) that were not stored. A conflict on their
+    /// numbers means someone else writes as this node: the log is inconsistent (unless the
+    /// conflict was the client's own pks, `refused` tells).
+    async fn not_stored(
+        &self,
+        e: StoreError,
+        span: (i64, i64),
+        client_pks: &[String],
+    ) -> DeviceError {
+        let StoreError::Conflict(why) = e else {
+            return e.into();
+        };
+        let (first, last) = span;
+        refused(
+            self.store.as_ref(),
+            &self.node_id,
+            client_pks,
+            format!(
+                "node {}: the database already holds a row at one of the sequence numbers \
+                 {first}..{last} this server was writing ({why}): someone else writes as this \
+                 node",
+                self.node_id
+            ),
+            &self.inconsistent,
+        )
+        .await
+    }
+}
+
+/// Each record's protection (versions 1/2), on a blocking thread: token calls may block on
+/// an HSM, and must stay off the runtime's workers.
+async fn protect_all(
+    token: SharedToken,
+    mut records: Vec<AuditRecord>,
+) -> Result<Vec<AuditRecord>, DeviceError> {
+    tokio::task::spawn_blocking(move || {
+        for r in &mut records {
+            r.row_protection = Some(protect(token.as_ref(), r)?);
+        }
+        Ok::<_, TokenError>(records)
+    })
+    .await
+    .map_err(|e| DeviceError::Stopped(format!("signing task failed: {e}")))?
+    .map_err(DeviceError::from)
 }
 
 #[async_trait]
