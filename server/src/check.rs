@@ -119,10 +119,22 @@ async fn database(r: &mut Report, settings: &Settings) {
     let db_file = settings
         .database_url
         .strip_prefix("sqlite://")
-        .map(|p| p.split('?').next().unwrap_or(p));
-    if settings.database_is_default && db_file.is_some_and(|f| !std::path::Path::new(f).exists()) {
-        let later = format!("{redacted} (does not exist yet: the first start creates it)");
-        r.ok("database", later);
+        .or_else(|| settings.database_url.strip_prefix("sqlite:"))
+        .map(|p| p.split('?').next().unwrap_or(p))
+        .filter(|p| !p.contains(":memory:"));
+    // A SQLite file that is not there is never opened here: a URL with ?mode=rwc would
+    // create it, and check-config creates nothing.
+    if let Some(f) = db_file.filter(|f| !std::path::Path::new(f).exists()) {
+        if settings.database_is_default || settings.database_url.contains("mode=rwc") {
+            let later = format!("{redacted} (does not exist yet: the first start creates it)");
+            r.ok("database", later);
+        } else {
+            let missing = Err(anyhow::anyhow!(
+                "there is no database at {f}: only the default one, or a URL with ?mode=rwc, \
+                 is created by the start"
+            ));
+            r.check("database", missing, |()| String::new());
+        }
         return;
     }
     let db = async {
