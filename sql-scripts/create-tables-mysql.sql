@@ -65,3 +65,13 @@ CREATE TABLE AuditNodeLease (
     epoch                BIGINT(20) NOT NULL,
     PRIMARY KEY (nodeId)
 );
+
+-- Event forwarding (docs/FORMAT.md section 12): where each sink stands on each node, the
+-- sequence number of the last row it delivered. The server updates it after each delivery.
+CREATE TABLE AuditForwardPosition (
+    sinkName             VARCHAR(64) BINARY NOT NULL,
+    nodeId               VARCHAR(250) BINARY NOT NULL,
+    sequenceNumber       BIGINT(20) NOT NULL,
+    updateTime           BIGINT(20) NOT NULL,
+    PRIMARY KEY (sinkName, nodeId)
+);

@@ -14,6 +14,7 @@ pub mod evidence;
 pub mod export;
 pub mod files;
 pub mod format;
+pub mod forward;
 pub mod memory;
 pub mod report;
 pub mod store;

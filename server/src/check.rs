@@ -54,6 +54,19 @@ pub async fn check_config(settings: &Settings, cfg: &ServerConfig) -> anyhow::Re
     database(&mut r, settings).await;
     keys(&mut r, settings).await?;
     r.ok("checkpoints", checkpoints(settings));
+    let sinks = auditseal_core::forward::plan(&settings.file.forward, &settings.data_dir)
+        .context("[[forward]]");
+    r.check("event forwarding", sinks, |plans| {
+        if plans.is_empty() {
+            "none".into()
+        } else {
+            let each: Vec<String> = plans
+                .iter()
+                .map(|p| format!("{} to {}", p.name(), p.describe()))
+                .collect();
+            each.join("; ")
+        }
+    });
     println!("auditseal-server check-config:");
     for l in &r.lines {
         println!("{l}");

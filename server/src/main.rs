@@ -189,6 +189,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         tls: started.limits.tls.clone(),
         auth: started.state.auth.clone(),
         metrics: started.state.metrics.clone(),
+        files: started.file_reopener(),
     }
     .on_sighup(hup);
     started.serve(shutdown_signal()).await?;

@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 use auditseal_core::checkpointer::CheckpointStats;
 use auditseal_core::config::DeviceKind;
 use auditseal_core::device::{BatchObserver, LogDevice};
+use auditseal_core::forward::ForwardStats;
 use auditseal_core::verify::LogReport;
 
 use crate::state::AppState;
@@ -69,6 +70,11 @@ struct ReceiverLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabel {
+    sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabel {
     route: &'static str,
 }
@@ -116,6 +122,13 @@ pub struct Metrics {
     checkpoint_waiting: Family<ReceiverLabel, Gauge>,
     /// The checkpoint writer's own counts, its node and interval, set once it has started.
     checkpoint_source: OnceLock<(Arc<CheckpointStats>, String, u64)>,
+    forward_events: Family<SinkLabel, Counter>,
+    forward_failures: Family<SinkLabel, Counter>,
+    forward_lag: Family<SinkLabel, FloatGauge>,
+    forward_position: Family<SinkLabel, Gauge>,
+    forward_success: Family<SinkLabel, Gauge>,
+    /// Each forwarding sink's own counts, set once forwarding has started.
+    forward_source: OnceLock<Vec<(String, Arc<ForwardStats>)>>,
     token_calls: Family<TokenCallLabels, Counter>,
     signing_key_ready: Gauge,
     log_consistent: Gauge,
@@ -182,6 +195,12 @@ impl Metrics {
             checkpoint_success: Family::default(),
             checkpoint_waiting: Family::default(),
             checkpoint_source: OnceLock::new(),
+            forward_events: Family::default(),
+            forward_failures: Family::default(),
+            forward_lag: Family::default(),
+            forward_position: Family::default(),
+            forward_success: Family::default(),
+            forward_source: OnceLock::new(),
             token_calls: Family::default(),
             signing_key_ready: Gauge::default(),
             log_consistent: Gauge::default(),
@@ -200,6 +219,7 @@ impl Metrics {
         m.register_ingest(&mut r, device);
         m.register_health(&mut r);
         m.register_checkpoints(&mut r);
+        m.register_forwarding(&mut r);
         m.register_verification(&mut r);
         m.register_access(&mut r, max_followers);
         m.zero_watched_series();
@@ -338,6 +358,38 @@ impl Metrics {
         );
     }
 
+    /// Event forwarding (`[[forward]]`), per sink.
+    fn register_forwarding(&self, r: &mut Registry) {
+        r.register(
+            "forward_events",
+            "Events each forwarding sink delivered since the server started",
+            self.forward_events.clone(),
+        );
+        r.register(
+            "forward_failures",
+            "Failed attempts of each forwarding sink to read or deliver events (a failure \
+             episode is one ALERT in the log)",
+            self.forward_failures.clone(),
+        );
+        r.register(
+            "forward_lag_seconds",
+            "How long the oldest stored event a forwarding sink has not yet delivered has \
+             waited (0: it delivered every event it found)",
+            self.forward_lag.clone(),
+        );
+        r.register(
+            "forward_position",
+            "The sequence number of the last event each forwarding sink delivered",
+            self.forward_position.clone(),
+        );
+        r.register(
+            "forward_last_success_timestamp_seconds",
+            "When each forwarding sink last delivered events or found none waiting, in seconds \
+             since the epoch",
+            self.forward_success.clone(),
+        );
+    }
+
     /// Verification runs, their rows and findings.
     fn register_verification(&self, r: &mut Registry) {
         r.register(
@@ -419,6 +471,11 @@ impl Metrics {
         let _ = self
             .checkpoint_source
             .set((stats, node.to_owned(), interval_secs));
+    }
+
+    /// The forwarding sinks, once they have started.
+    pub fn forwarding(&self, sinks: Vec<(String, Arc<ForwardStats>)>) {
+        let _ = self.forward_source.set(sinks);
     }
 
     /// The main listener serves a certificate that expires at `not_after` (seconds since the
@@ -510,6 +567,7 @@ impl Metrics {
             self.queue_events.set(q.waiting as i64);
         }
         self.checkpoint_writer_now();
+        self.forwarding_now();
         if let Some(token) = &state.signer {
             self.token_calls_of(token.as_ref());
         }
@@ -578,6 +636,31 @@ impl Metrics {
                     })
                     .set(waiting.waiting() as i64);
             }
+        }
+    }
+
+    /// What the forwarding sinks count.
+    fn forwarding_now(&self) {
+        let now = auditseal_core::time::now_millis();
+        for (sink, stats) in self.forward_source.get().into_iter().flatten() {
+            let label = SinkLabel { sink: sink.clone() };
+            catch_up(
+                &self.forward_events.get_or_create(&label),
+                stats.forwarded.load(Ordering::Relaxed),
+            );
+            catch_up(
+                &self.forward_failures.get_or_create(&label),
+                stats.failures.load(Ordering::Relaxed),
+            );
+            self.forward_lag
+                .get_or_create(&label)
+                .set(stats.lag_seconds(now));
+            self.forward_position
+                .get_or_create(&label)
+                .set(stats.position.load(Ordering::Relaxed));
+            self.forward_success
+                .get_or_create(&label)
+                .set(stats.last_success_ms.load(Ordering::Relaxed) / 1000);
         }
     }
 

@@ -2,7 +2,9 @@
 //! is read again from where it came from (file, environment, command line) and checked whole;
 //! then, only if all of it is usable, the HTTPS certificate, key and client CA, the client
 //! certificate roles (`[[auth.clients]]`) and the API tokens are replaced. Anything wrong
-//! leaves the running configuration as it was. Open connections are not touched: each keeps the
+//! leaves the running configuration as it was. File sinks of `[[forward]]` are reopened at every
+//! SIGHUP, even when the new configuration is refused (logrotate moved their file away); other
+//! `[[forward]]` changes need a restart. Open connections are not touched: each keeps the
 //! TLS session it has; new connections get the new certificate.
 
 use std::sync::Arc;
@@ -22,6 +24,8 @@ pub struct Reloader {
     pub tls: Option<SharedAcceptor>,
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
+    /// The file sinks of `[[forward]]`, reopened at each reload (logrotate).
+    pub files: auditseal_core::forward::FileReopener,
 }
 
 impl Reloader {
@@ -74,6 +78,10 @@ impl Reloader {
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 crate::notify::reloading();
+                // Whatever the configuration now says: logrotate has moved the files away.
+                for file in self.files.reopen() {
+                    tracing::info!(sink = %file, "SIGHUP: the forwarding file is reopened");
+                }
                 match self.reload().await {
                     Ok(what) => tracing::info!(reloaded = %what, "SIGHUP: configuration reloaded; \
                         other settings take effect at the next restart"),

@@ -14,6 +14,7 @@ use auditseal_core::config::{
     DEFAULT_CHECKPOINT_SECS, DeviceKind, KeyMode, KeySetup, Settings, load_keys,
 };
 use auditseal_core::device::{LogDevice, SequentialDevice};
+use auditseal_core::forward::{FileReopener, Forwarding};
 use auditseal_core::store::{self, SharedStore};
 use auditseal_core::token::SharedToken;
 
@@ -41,6 +42,7 @@ pub struct Started {
     pub state: AppState,
     pub limits: Limits,
     checkpoints: Option<CheckpointTask>,
+    forwarding: Option<Forwarding>,
 }
 
 /// Every phase of the start, in order. Fails with the first problem, before anything later.
@@ -50,6 +52,8 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
     // HTTPS set-up errors stop the start before anything is created.
     let limits = Limits::from_config(cfg, settings.file.server.tls.as_ref(), &settings.data_dir)
         .context("cannot set up HTTPS ([server.tls])")?;
+    let forward_plans = auditseal_core::forward::plan(&settings.file.forward, &settings.data_dir)
+        .context("cannot set up event forwarding ([[forward]])")?;
     let tls_not_after = match &settings.file.server.tls {
         Some(tls) => Some(
             crate::tls::certificate_not_after(tls, &settings.data_dir)
@@ -74,6 +78,15 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
     let (store, keys) = prepare(settings).await?;
     let device = start_device(settings, cfg, &store, keys.current.clone()).await?;
     let checkpoints = start_checkpoints(settings, &store, keys.current.clone()).await?;
+    let forwarding = if forward_plans.is_empty() {
+        None
+    } else {
+        Some(
+            Forwarding::start(forward_plans, &settings.node_id, store.clone())
+                .await
+                .context("cannot start event forwarding ([[forward]])")?,
+        )
+    };
     match &keys.current {
         Some(t) => {
             tracing::info!(keyid = t.keyid(), algorithm = %t.algorithm(), key = %t.describe(), "protecting new rows")
@@ -89,6 +102,9 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
             .metrics
             .checkpoint_writer(stats.clone(), &settings.node_id, secs);
     }
+    if let Some(f) = &forwarding {
+        state.metrics.forwarding(f.stats());
+    }
     if let Some(not_after) = tls_not_after {
         state.metrics.tls_certificate(not_after);
         warn_of_expiry(not_after);
@@ -99,6 +115,7 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
         state,
         limits,
         checkpoints,
+        forwarding,
     })
 }
 
@@ -123,8 +140,20 @@ pub async fn prepare(settings: &Settings) -> anyhow::Result<(SharedStore, KeySet
     Ok((store, keys))
 }
 
+/// How long forwarding may go on delivering at a stop.
+const FORWARD_CLOSE: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Started {
-    /// Serves until `shutdown` resolves, then writes the last checkpoint.
+    /// What reopens the file sinks at SIGHUP.
+    pub fn file_reopener(&self) -> FileReopener {
+        self.forwarding
+            .as_ref()
+            .map(Forwarding::reopener)
+            .unwrap_or_default()
+    }
+
+    /// Serves until `shutdown` resolves, then writes the last checkpoint and forwards what is
+    /// left (for up to 5 s).
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -158,6 +187,9 @@ impl Started {
         if let Some((stop, task, _)) = self.checkpoints {
             let _ = stop.send(());
             let _ = task.await;
+        }
+        if let Some(f) = self.forwarding {
+            f.close(FORWARD_CLOSE).await;
         }
         Ok(())
     }

@@ -10,12 +10,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A port nothing listens on now (bound, then released).
+/// A port nothing listens on now (bound, then released), below Linux's ephemeral range
+/// (32768-60999): a receiver that a test stops and starts again must get its port back, and a
+/// port from that range can be handed meanwhile to any outgoing connection or `bind(:0)` of the
+/// test run (the server's own connections to the receiver, a server of another test).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Spread over 20000-32767 by process id, so concurrent test binaries rarely meet.
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..1000 {
+        let n = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
+        let port = 20_000 + (n % 12_768) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-32767")
 }
 
 fn run(cmd: &mut Command) {
@@ -217,6 +228,16 @@ impl Rsyslog {
                 self.port
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+        // Something else may have answered on the port: rsyslogd must still run.
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(c) = self.child.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            panic!(
+                "rsyslogd exited ({status}) after its port answered: {}",
+                std::fs::read_to_string(self.dir.join("rsyslogd.stderr")).unwrap_or_default()
+            );
         }
     }
 

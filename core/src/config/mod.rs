@@ -28,6 +28,9 @@ pub struct FileConfig {
     pub checkpoint: CheckpointSection,
     #[serde(default)]
     pub auth: AuthSection,
+    /// `[[forward]]`: every stored event copied to a SIEM (docs/OPERATIONS.md "Forwarding").
+    #[serde(default)]
+    pub forward: Vec<ForwardSection>,
     /// None: the defaults, or the keys of a SignServer configuration (`--signserver-conf`).
     pub protection: Option<ProtectionSection>,
 }
@@ -203,6 +206,64 @@ pub struct WitnessSection {
     /// https: CA certificates (PEM) the witness's certificate must chain to, instead of the
     /// system's (relative: from the configuration file's directory).
     pub ca_file: Option<PathBuf>,
+}
+
+/// One `[[forward]]` sink: where every event this server's node stores is copied after its
+/// commit (docs/FORMAT.md section 12). A syslog receiver (`address`) or a file (`file`), never
+/// both. Relative paths: from the configuration file's directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardSection {
+    /// The sink's name (1 to 64 of `A-Z a-z 0-9 . _ -`), unique: its position in the database
+    /// is kept under it, so renaming a sink starts it afresh.
+    pub name: String,
+    /// Syslog: `host:port` of the receiver.
+    pub address: Option<String>,
+    /// Syslog: `tcp` (default), `tls` or `udp`.
+    pub transport: Option<ForwardTransport>,
+    /// Syslog over TLS: CA certificates (PEM) the receiver's certificate must chain to.
+    pub ca_file: Option<PathBuf>,
+    /// Syslog over TLS: a client certificate chain and key (PEM), for a receiver that asks.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Syslog over TLS: the name the receiver's certificate must carry [default: the host].
+    pub server_name: Option<String>,
+    /// Syslog: the messages' APP-NAME [default: auditseal].
+    pub app_name: Option<String>,
+    /// Syslog: the SD-ID of the element carrying node, sequence number, pk and rowProtection
+    /// [default: auditseal@32473].
+    pub sd_id: Option<String>,
+    /// A file the events are appended to, one line each (reopened at SIGHUP, for logrotate).
+    pub file: Option<PathBuf>,
+    /// `json` (default: the row as a JSON object) or `log4j` (SignServer's Log4j device line).
+    pub format: Option<ForwardFormat>,
+    /// A new sink (no position in the database yet) starts with the events stored from `now`
+    /// on (default), or from the `beginning` of the node's log.
+    pub start: Option<ForwardStart>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardTransport {
+    Tcp,
+    Tls,
+    Udp,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardFormat {
+    #[default]
+    Json,
+    Log4j,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardStart {
+    #[default]
+    Now,
+    Beginning,
 }
 
 /// Default seconds between checkpoints.

@@ -45,6 +45,18 @@ fn paths_mut(file: &mut FileConfig) -> Vec<(String, &mut PathBuf)> {
     if let Some(p) = c.witness.as_mut().and_then(|w| w.ca_file.as_mut()) {
         out.push(("checkpoint.witness.ca_file".into(), p));
     }
+    for (i, f) in file.forward.iter_mut().enumerate() {
+        for (key, p) in [
+            ("file", &mut f.file),
+            ("ca_file", &mut f.ca_file),
+            ("cert_file", &mut f.cert_file),
+            ("key_file", &mut f.key_file),
+        ] {
+            if let Some(p) = p {
+                out.push((format!("forward[{i}].{key}"), p));
+            }
+        }
+    }
     if let Some(protection) = &mut file.protection {
         for (i, key) in protection.keys.iter_mut().enumerate() {
             let name = |field: &str| format!("protection.keys[{i}].{field}");

@@ -59,7 +59,7 @@ impl Sinks {
             None => {}
             Some(SyslogSetting::Socket(p)) => sinks.local_syslog = Some(p.clone()),
             Some(SyslogSetting::Remote(s)) => {
-                let sender = SyslogSender::new(syslog_target(s, data_dir)?)?;
+                let sender = SyslogSender::new(syslog_target(s, data_dir, "checkpoint.syslog")?)?;
                 sinks.syslog =
                     Some(Forwarder::start(sender, data_dir.join(SYSLOG_BACKLOG), max).await?);
             }
@@ -142,45 +142,48 @@ impl Sinks {
     }
 }
 
-fn syslog_target(s: &SyslogSection, data_dir: &Path) -> Result<Target, SinkError> {
+/// The receiver `s` describes; `key` names its settings in errors (`checkpoint.syslog`,
+/// `forward[0]`).
+pub(crate) fn syslog_target(
+    s: &SyslogSection,
+    data_dir: &Path,
+    key: &str,
+) -> Result<Target, SinkError> {
     let app_name = s.app_name.as_deref().unwrap_or(DEFAULT_APP_NAME);
     if !syslog::valid_app_name(app_name) {
         return Err(SinkError::Config(format!(
-            "checkpoint.syslog.app_name {app_name:?}: 1 to 48 printable ASCII characters, no spaces"
+            "{key}.app_name {app_name:?}: 1 to 48 printable ASCII characters, no spaces"
         )));
     }
     if syslog::host_of(&s.address).is_none() {
         return Err(SinkError::Config(format!(
-            "checkpoint.syslog.address {:?} is not host:port",
+            "{key}.address {:?} is not host:port",
             s.address
         )));
     }
     let tls = match s.transport {
         SyslogTransport::Tcp => {
             if s.ca_file.is_some() || s.cert_file.is_some() || s.key_file.is_some() {
-                return Err(SinkError::Config(
-                    "checkpoint.syslog: ca_file, cert_file and key_file need transport = \"tls\""
-                        .into(),
-                ));
+                return Err(SinkError::Config(format!(
+                    "{key}: ca_file, cert_file and key_file need transport = \"tls\""
+                )));
             }
             None
         }
         SyslogTransport::Tls => {
             let ca_file = s.ca_file.as_ref().ok_or_else(|| {
-                SinkError::Config(
-                    "checkpoint.syslog: transport = \"tls\" needs ca_file (the CAs the \
-                     receiver's certificate chains to)"
-                        .into(),
-                )
+                SinkError::Config(format!(
+                    "{key}: transport = \"tls\" needs ca_file (the CAs the receiver's \
+                     certificate chains to)"
+                ))
             })?;
             let client_cert = match (&s.cert_file, &s.key_file) {
                 (None, None) => None,
                 (Some(c), Some(k)) => Some((data_dir.join(c), data_dir.join(k))),
                 _ => {
-                    return Err(SinkError::Config(
-                        "checkpoint.syslog: a client certificate needs both cert_file and key_file"
-                            .into(),
-                    ));
+                    return Err(SinkError::Config(format!(
+                        "{key}: a client certificate needs both cert_file and key_file"
+                    )));
                 }
             };
             Some(TlsTarget {

@@ -449,6 +449,17 @@ pub trait Store: Send + Sync {
     async fn tokens(&self) -> Result<Vec<crate::access::ApiToken>, StoreError>;
     /// Revokes a token at `at` (epoch ms); false when no valid token has this name.
     async fn revoke_token(&self, name: &str, at: i64) -> Result<bool, StoreError>;
+    /// Where forwarding sink `sink` stands on `node`: the sequence number of the last row it
+    /// delivered, or None for a sink not yet started there (table `AuditForwardPosition`).
+    async fn forward_position(&self, sink: &str, node: &str) -> Result<Option<i64>, StoreError>;
+    /// Records that `sink` delivered `node`'s rows through `seq`, at `at` (epoch ms).
+    async fn set_forward_position(
+        &self,
+        sink: &str,
+        node: &str,
+        seq: i64,
+        at: i64,
+    ) -> Result<(), StoreError>;
     /// Up to `limit` rows matching every criterion, ordered by (nodeId, sequenceNumber, pk),
     /// starting after `after` (the previous page's last row): an export (store/export.rs).
     async fn export_page(

@@ -627,6 +627,39 @@ where
         Ok(B::rows_affected(&done) == 1)
     }
 
+    async fn forward_position(&self, sink: &str, node: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT sequencenumber FROM auditforwardposition WHERE sinkname = $1 AND nodeid = $2",
+        )
+        .bind(sink)
+        .bind(node)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    async fn set_forward_position(
+        &self,
+        sink: &str,
+        node: &str,
+        seq: i64,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let mut own = Own::acquire(self.pool()).await?;
+        sqlx::query(
+            "INSERT INTO auditforwardposition (sinkname, nodeid, sequencenumber, updatetime) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (sinkname, nodeid) \
+             DO UPDATE SET sequencenumber = excluded.sequencenumber, updatetime = excluded.updatetime",
+        )
+        .bind(sink)
+        .bind(node)
+        .bind(seq)
+        .bind(at)
+        .execute(own.conn())
+        .await?;
+        own.keep();
+        Ok(())
+    }
+
     async fn export_page(
         &self,
         criteria: &[Criterion],

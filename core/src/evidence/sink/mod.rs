@@ -1,7 +1,8 @@
 //! Copies that leave the database's reach: messages for a receiver on another host (RFC 5424
-//! syslog over TCP or TLS, an HTTP witness), each queued in a durable backlog that keeps them,
-//! in order, until the receiver has them. Nothing here knows what the messages are; the
-//! checkpointer (checkpoint_out.rs) is one user.
+//! syslog over TCP, TLS or UDP, an HTTP witness). The checkpointer (checkpoint_out.rs) queues
+//! them in a durable backlog (`Forwarder`) that keeps them, in order, until the receiver has
+//! them; event forwarding (crate::forward) uses the same transports with the database as its
+//! backlog. Nothing here knows what the messages are.
 
 mod backlog;
 mod forwarder;
@@ -10,7 +11,7 @@ pub mod witness;
 
 use std::path::PathBuf;
 
-pub use forwarder::{Forwarder, Waiting};
+pub use forwarder::{Forwarder, Transport, Undelivered, Waiting};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

@@ -21,6 +21,8 @@ use super::forwarder::{Transport, Undelivered};
 
 /// Facility `authpriv` (security and authorization messages), as RFC 5424 numbers it.
 pub const FACILITY_AUTHPRIV: u8 = 10;
+/// Severity `warning`.
+pub const SEVERITY_WARNING: u8 = 4;
 /// Severity `notice`: normal but significant.
 pub const SEVERITY_NOTICE: u8 = 5;
 
@@ -269,6 +271,79 @@ impl Transport for SyslogSender {
             bytes.extend(frame(&format(&self.target.header, m)));
         }
         self.send(&bytes).await.map_err(Undelivered::none)
+    }
+}
+
+/// Sends each message as one UDP datagram (RFC 5426), without framing. UDP has no delivery
+/// report at all: a message a receiver did not get is lost without a trace, so this is for
+/// receivers that take nothing else; a message longer than `UDP_MAX` bytes is cut there (at a
+/// character boundary), which leaves its header and structured data whole.
+pub struct UdpSender {
+    address: String,
+    header: Header,
+    socket: tokio::sync::OnceCell<tokio::net::UdpSocket>,
+}
+
+/// The most a UDP datagram over IPv4 can carry.
+pub const UDP_MAX: usize = 65_507;
+
+impl UdpSender {
+    pub fn new(address: &str, header: Header) -> Result<UdpSender, SinkError> {
+        if host_of(address).is_none() {
+            return Err(SinkError::Config(format!(
+                "address {address:?} is not host:port"
+            )));
+        }
+        Ok(UdpSender {
+            address: address.to_string(),
+            header,
+            socket: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    async fn socket(&self) -> std::io::Result<&tokio::net::UdpSocket> {
+        self.socket
+            .get_or_try_init(|| async {
+                let s = tokio::net::UdpSocket::bind(if self.address.starts_with('[') {
+                    "[::]:0"
+                } else {
+                    "0.0.0.0:0"
+                })
+                .await?;
+                s.connect(&self.address).await?;
+                Ok(s)
+            })
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for UdpSender {
+    type Item = Message;
+
+    fn describe(&self) -> String {
+        format!("syslog udp://{}", self.address)
+    }
+
+    async fn deliver(&self, items: &[Message]) -> Result<(), Undelivered> {
+        let socket = self
+            .socket()
+            .await
+            .map_err(|e| Undelivered::none(format!("opening the UDP socket: {e}")))?;
+        for (i, m) in items.iter().enumerate() {
+            let line = format(&self.header, m);
+            let mut end = line.len().min(UDP_MAX);
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            if let Err(e) = socket.send(&line.as_bytes()[..end]).await {
+                return Err(Undelivered {
+                    delivered: i,
+                    reason: format!("sending: {e}"),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

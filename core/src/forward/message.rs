@@ -1,0 +1,175 @@
+//! What a forwarded event looks like (docs/FORMAT.md section 12): the row as a JSON object, or
+//! the line SignServer's Log4j device writes; over syslog, either one as the MSG of an RFC 5424
+//! message whose structured data names node, sequence number, pk and rowProtection.
+
+use crate::config::ForwardFormat;
+use crate::evidence::sink::syslog::{self, Message, SdElement};
+use crate::format::details;
+use crate::format::record::AuditRecord;
+
+/// The default SD-ID of the element that identifies the row. 32473 is the private enterprise
+/// number RFC 5612 sets aside for examples; an organisation with its own sets `sd_id`.
+pub const DEFAULT_SD_ID: &str = "auditseal@32473";
+
+/// The logger name SignServer's Log4j device logs under.
+const LOG4J_LOGGER: &str = "org.signserver.server.log.SignServerLog4jDevice";
+
+/// The event as text, in `format`, without a line end.
+pub fn text(format: ForwardFormat, r: &AuditRecord) -> String {
+    match format {
+        ForwardFormat::Json => json(r),
+        ForwardFormat::Log4j => log4j(r),
+    }
+}
+
+/// The row's 15 columns as one JSON object, in the order and with the names of an NDJSON
+/// export's row lines (docs/FORMAT.md section 9.2).
+pub fn json(r: &AuditRecord) -> String {
+    serde_json::to_string(r).unwrap_or_default()
+}
+
+/// `TIME INFO  [logger] EVENT: t; MODULE: m; CUSTOM_ID: c; key: value; ...; REPLY_TIME:ms`,
+/// as SignServer's Log4j device writes an event with Log4j's usual pattern, followed by node
+/// and sequence number (docs/FORMAT.md section 12.2).
+pub fn log4j(r: &AuditRecord) -> String {
+    let mut s = format!(
+        "{} INFO  [{LOG4J_LOGGER}] EVENT: {}; MODULE: {}; CUSTOM_ID: {}; ",
+        crate::format::time::format_iso8601(r.time_stamp),
+        r.event_type,
+        r.module,
+        r.custom_id.as_deref().unwrap_or("null"),
+    );
+    for (key, value) in details_of(r) {
+        s.push_str(&key);
+        s.push_str(": ");
+        match value {
+            serde_json::Value::String(v) => s.push_str(&v),
+            serde_json::Value::Null => s.push_str("null"),
+            other => s.push_str(&other.to_string()),
+        }
+        s.push_str("; ");
+    }
+    s.push_str(&format!(
+        "auditseal.nodeId: {}; auditseal.sequenceNumber: {}; REPLY_TIME:{}",
+        r.node_id, r.sequence_number, r.time_stamp
+    ));
+    // One event, one line: a line end inside a value would start a line of its own.
+    s.replace(['\r', '\n'], " ")
+}
+
+/// The row's additionalDetails as the API shows them; a value that does not decode is shown
+/// as stored, under `additionalDetails`.
+fn details_of(r: &AuditRecord) -> Vec<(String, serde_json::Value)> {
+    match r.additional_details.as_deref() {
+        None | Some("") => Vec::new(),
+        Some(xml) => match details::decode(xml) {
+            Ok(d) => details::to_json(&d).into_iter().collect(),
+            Err(_) => vec![("additionalDetails".into(), xml.into())],
+        },
+    }
+}
+
+/// The severity of an event's syslog message: `warning` for a FAILURE, `notice` otherwise.
+fn severity(r: &AuditRecord) -> u8 {
+    if r.event_status == "FAILURE" {
+        syslog::SEVERITY_WARNING
+    } else {
+        syslog::SEVERITY_NOTICE
+    }
+}
+
+/// The RFC 5424 message of an event (docs/FORMAT.md section 12.1).
+pub fn syslog(format: ForwardFormat, sd_id: &str, r: &AuditRecord) -> Message {
+    let mut params = vec![
+        ("node".to_string(), r.node_id.clone()),
+        ("seq".to_string(), r.sequence_number.to_string()),
+        ("pk".to_string(), r.pk.clone()),
+    ];
+    if let Some(p) = &r.row_protection {
+        params.push(("rowProtection".to_string(), p.clone()));
+    }
+    Message {
+        facility: syslog::FACILITY_AUTHPRIV,
+        severity: severity(r),
+        time_ms: r.time_stamp,
+        msgid: Some(r.event_type.clone()),
+        structured_data: vec![
+            syslog::origin(),
+            SdElement {
+                id: sd_id.to_string(),
+                params,
+            },
+        ],
+        msg: text(format, r),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::sink::syslog::Header;
+
+    fn row() -> AuditRecord {
+        AuditRecord {
+            pk: "p1".into(),
+            node_id: "node1".into(),
+            sequence_number: 17,
+            time_stamp: 1_700_000_000_123,
+            event_type: "PROCESS".into(),
+            event_status: "FAILURE".into(),
+            auth_token: "CN=Signer".into(),
+            service: "SIGNSERVER".into(),
+            module: "WORKER".into(),
+            custom_id: None,
+            search_detail1: None,
+            search_detail2: None,
+            additional_details: None,
+            row_version: 0,
+            row_protection: Some("1:2:7:ab".into()),
+        }
+    }
+
+    #[test]
+    fn the_syslog_message_names_the_row_and_carries_it_as_json() {
+        let line = syslog::format(
+            &Header {
+                hostname: "h".into(),
+                app_name: "auditseal".into(),
+                procid: "9".into(),
+            },
+            &syslog(ForwardFormat::Json, DEFAULT_SD_ID, &row()),
+        );
+        let expected_sd = "[auditseal@32473 node=\"node1\" seq=\"17\" pk=\"p1\" \
+                           rowProtection=\"1:2:7:ab\"]";
+        assert!(
+            line.starts_with("<84>1 2023-11-14T22:13:20.123Z h auditseal 9 PROCESS [origin "),
+            "{line}"
+        );
+        let (head, msg) = line.split_once(expected_sd).expect(&line);
+        assert!(head.ends_with(']'), "{line}");
+        let back: AuditRecord = serde_json::from_str(msg.trim_start()).unwrap();
+        assert_eq!(back, row());
+    }
+
+    #[test]
+    fn the_log4j_line_is_signservers_with_node_and_number_and_stays_one_line() {
+        let mut r = row();
+        r.custom_id = Some("42".into());
+        let d: details::Details = vec![(
+            "FILENAME".into(),
+            details::DetailValue::String("a\nb.pdf".into()),
+        )];
+        r.additional_details = Some(details::encode(
+            &d,
+            details::MapClass::LinkedHashMap,
+            details::JAVA_VERSION,
+        ));
+        assert_eq!(
+            log4j(&r),
+            "2023-11-14T22:13:20.123Z INFO  [org.signserver.server.log.SignServerLog4jDevice] \
+             EVENT: PROCESS; MODULE: WORKER; CUSTOM_ID: 42; FILENAME: a b.pdf; \
+             auditseal.nodeId: node1; auditseal.sequenceNumber: 17; REPLY_TIME:1700000000123"
+        );
+        assert!(log4j(&row()).contains("CUSTOM_ID: null; auditseal.nodeId"));
+    }
+}

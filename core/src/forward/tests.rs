@@ -1,0 +1,217 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::crypto::token::{HmacToken, SharedToken};
+use crate::device::{LogDevice, SequentialDevice, test_event};
+
+fn section(toml_text: &str) -> Result<Vec<Plan>, ForwardError> {
+    let c: crate::config::FileConfig = toml::from_str(toml_text).expect("parses");
+    plan(&c.forward, Path::new("/tmp"))
+}
+
+fn refused(toml_text: &str) -> String {
+    match section(toml_text) {
+        Ok(_) => panic!("accepted: {toml_text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn each_sink_is_checked_before_anything_starts() {
+    let ok = section(
+        "[[forward]]\nname = 'siem'\naddress = 'logs:514'\n\
+         [[forward]]\nname = 'udp-1'\naddress = 'logs:514'\ntransport = 'udp'\n\
+         [[forward]]\nname = 'file.a'\nfile = 'events.jsonl'\nformat = 'log4j'\nstart = 'beginning'\n",
+    )
+    .unwrap();
+    let described: Vec<_> = ok.iter().map(|p| p.describe()).collect();
+    assert_eq!(
+        described,
+        [
+            "syslog tcp://logs:514",
+            "syslog udp://logs:514",
+            "file /tmp/events.jsonl"
+        ]
+    );
+    for (conf, says) in [
+        ("name = 'a'", "give either address"),
+        ("name = 'a'\naddress = 'l:1'\nfile = 'f'", "not both"),
+        ("name = 'a b'\nfile = 'f'", "name \"a b\""),
+        ("name = ''\nfile = 'f'", "1 to 64"),
+        (
+            "name = 'a'\nfile = 'f'\ntransport = 'tcp'",
+            "transport is a syslog setting",
+        ),
+        ("name = 'a'\naddress = 'logs'", "is not host:port"),
+        (
+            "name = 'a'\naddress = 'l:1'\ntransport = 'tls'",
+            "needs ca_file",
+        ),
+        (
+            "name = 'a'\naddress = 'l:1'\nca_file = 'ca.pem'",
+            "need transport = \"tls\"",
+        ),
+        (
+            "name = 'a'\naddress = 'l:1'\ntransport = 'udp'\nca_file = 'c'",
+            "need transport",
+        ),
+        (
+            "name = 'a'\naddress = 'l:1'\nsd_id = 'auditseal'",
+            "sd_id \"auditseal\"",
+        ),
+        (
+            "name = 'a'\naddress = 'l:1'\napp_name = 'a b'",
+            "app_name \"a b\"",
+        ),
+    ] {
+        let e = refused(&format!("[[forward]]\n{conf}\n"));
+        assert!(e.contains(says), "{conf}: {e}");
+        assert!(e.starts_with("forward[0]"), "{conf}: {e}");
+    }
+    let e = refused("[[forward]]\nname = 'a'\nfile = 'f'\n[[forward]]\nname = 'a'\nfile = 'g'\n");
+    assert!(e.contains("forward[1]") && e.contains("taken"), "{e}");
+    let e = toml::from_str::<crate::config::FileConfig>("[[forward]]\nname = 'a'\nadress = 'x'\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("adress"), "{e}");
+    assert!(valid_sd_id("x@1.2.3") && !valid_sd_id("x@") && !valid_sd_id("@1"));
+}
+
+async fn store_and_device(dir: &tempfile::TempDir) -> (SharedStore, SequentialDevice) {
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = crate::store::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
+    let device = SequentialDevice::start(store.clone(), "n1".into(), Some(token))
+        .await
+        .unwrap();
+    (store, device)
+}
+
+fn file_plan(path: &Path, start: &str) -> Vec<Plan> {
+    section(&format!(
+        "[[forward]]\nname = 'f'\nfile = '{}'\nstart = '{start}'\n",
+        path.display()
+    ))
+    .unwrap()
+}
+
+/// The sequence numbers in a JSON Lines sink file, in file order.
+fn numbers_in(path: &Path) -> Vec<i64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<AuditRecord>(l)
+                .unwrap()
+                .sequence_number
+        })
+        .collect()
+}
+
+async fn until_forwarded(path: &Path, n: usize) -> Vec<i64> {
+    for _ in 0..400 {
+        let got = numbers_in(path);
+        if got.len() >= n {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("forwarded only {:?}", numbers_in(path));
+}
+
+#[tokio::test]
+async fn every_row_goes_out_once_in_order_and_a_restart_goes_on_from_the_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.jsonl");
+    let (store, device) = store_and_device(&dir).await;
+    // Stored before the sink existed: `start = "now"` leaves them out.
+    for i in 0..2 {
+        device.append(test_event(i)).await.unwrap();
+    }
+    let f = Forwarding::start(file_plan(&out, "now"), "n1", store.clone())
+        .await
+        .unwrap();
+    for i in 2..7 {
+        device.append(test_event(i)).await.unwrap();
+    }
+    assert_eq!(until_forwarded(&out, 5).await, vec![2, 3, 4, 5, 6]);
+    let stats = f.stats();
+    f.close(Duration::from_secs(2)).await;
+    assert_eq!(stats[0].1.forwarded.load(Ordering::Relaxed), 5);
+    assert_eq!(store.forward_position("f", "n1").await.unwrap(), Some(6));
+
+    // Stored while no sink ran: sent after the next start, `start` no longer matters.
+    for i in 7..10 {
+        device.append(test_event(i)).await.unwrap();
+    }
+    let f = Forwarding::start(file_plan(&out, "beginning"), "n1", store.clone())
+        .await
+        .unwrap();
+    assert_eq!(until_forwarded(&out, 8).await, (2..10).collect::<Vec<_>>());
+    f.close(Duration::from_secs(2)).await;
+    // Each row exactly as stored.
+    let first = std::fs::read_to_string(&out).unwrap();
+    let row: AuditRecord = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    assert_eq!(store.get(&row.pk).await.unwrap().unwrap(), row);
+}
+
+#[tokio::test]
+async fn a_sink_that_cannot_deliver_keeps_its_rows_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("later");
+    let out = missing.join("events.jsonl");
+    let (store, device) = store_and_device(&dir).await;
+    let f = Forwarding::start(file_plan(&out, "beginning"), "n1", store.clone())
+        .await
+        .unwrap();
+    for i in 0..3 {
+        device.append(test_event(i)).await.unwrap();
+    }
+    let stats = f.stats()[0].1.clone();
+    for _ in 0..200 {
+        if stats.failures.load(Ordering::Relaxed) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(stats.failures.load(Ordering::Relaxed) > 0);
+    assert!(stats.lag_seconds(crate::format::time::now_millis() + 5000) >= 5.0);
+    assert_eq!(store.forward_position("f", "n1").await.unwrap(), Some(-1));
+    std::fs::create_dir(&missing).unwrap();
+    // Ingestion never waited for the sink.
+    device.append(test_event(3)).await.unwrap();
+    assert_eq!(until_forwarded(&out, 4).await, vec![0, 1, 2, 3]);
+    f.close(Duration::from_secs(2)).await;
+    assert_eq!(stats.lag_seconds(crate::format::time::now_millis()), 0.0);
+}
+
+#[tokio::test]
+async fn rows_missing_from_the_table_are_passed_after_a_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.jsonl");
+    let (store, device) = store_and_device(&dir).await;
+    for i in 0..4 {
+        device.append(test_event(i)).await.unwrap();
+    }
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM auditrecorddata WHERE sequencenumber = 1")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let f = Forwarding::start(file_plan(&out, "beginning"), "n1", store.clone())
+        .await
+        .unwrap();
+    assert_eq!(until_forwarded(&out, 1).await, vec![0]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(numbers_in(&out), vec![0], "waits before passing a gap");
+    let got = tokio::time::timeout(GAP_WAIT * 3, until_forwarded(&out, 3))
+        .await
+        .unwrap();
+    assert_eq!(got, vec![0, 2, 3]);
+    f.close(Duration::from_secs(2)).await;
+}

@@ -1,0 +1,9 @@
+-- Event forwarding (docs/FORMAT.md section 12): where each sink stands on each node, the
+-- sequence number of the last row it delivered. The server updates it after each delivery.
+CREATE TABLE IF NOT EXISTS auditforwardposition (
+    sinkname        TEXT NOT NULL,
+    nodeid          TEXT NOT NULL,
+    sequencenumber  INT8 NOT NULL,
+    updatetime      INT8 NOT NULL,
+    PRIMARY KEY (sinkname, nodeid)
+);
