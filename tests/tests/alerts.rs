@@ -97,7 +97,8 @@ async fn every_metric_the_rules_read_is_served_with_the_values_they_compare() {
     assert!(ok, "openssl made the server certificate");
     let made_before = now_secs().ceil();
     let config = d.join("auditseal.toml");
-    // A checkpoint witness where nothing listens: its checkpoints wait in the backlog.
+    // A checkpoint witness and a forwarding sink where nothing listens: the checkpoints wait in
+    // the backlog, the events in the database.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -106,7 +107,8 @@ async fn every_metric_the_rules_read_is_served_with_the_values_they_compare() {
         &config,
         format!(
             "[server.tls]\ncert_file = \"server.pem\"\nkey_file = \"server.key\"\n\
-             [checkpoint.witness]\nurl = \"http://{dead}/checkpoints\"\n"
+             [checkpoint.witness]\nurl = \"http://{dead}/checkpoints\"\n\
+             [[forward]]\nname = \"siem\"\naddress = \"{dead}\"\n"
         ),
     )
     .unwrap();
@@ -199,6 +201,10 @@ async fn every_metric_the_rules_read_is_served_with_the_values_they_compare() {
         })
         .unwrap_or_else(|| panic!("{text}"));
     assert!(waiting >= 1.0, "{text}");
+    let lag = metric(&text, r#"auditseal_forward_lag_seconds{sink="siem"}"#);
+    assert!(lag.is_some_and(|l| l > 0.0), "{text}");
+    let tries = metric(&text, r#"auditseal_forward_failures_total{sink="siem"}"#);
+    assert!(tries.is_some_and(|n| n >= 1.0), "{text}");
     for series in ["auditseal_signing_key_ready", "auditseal_log_consistent"] {
         assert_eq!(metric(&text, series), Some(1.0), "{series}: {text}");
     }
