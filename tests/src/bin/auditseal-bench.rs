@@ -28,6 +28,10 @@ struct Opts {
     clients: usize,
     /// Events for the batched device's figures (and the COPY baseline).
     bulk: usize,
+    /// Events per run of the forwarding figures (without sinks, with three, without again).
+    forward: usize,
+    /// Only the forwarding figures ([e]).
+    forwarding_only: bool,
 }
 
 fn opts() -> Opts {
@@ -37,6 +41,8 @@ fn opts() -> Opts {
         events: 3000,
         clients: 16,
         bulk: 200_000,
+        forward: 100_000,
+        forwarding_only: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -52,9 +58,12 @@ fn opts() -> Opts {
             "--events" => o.events = num("--events"),
             "--clients" => o.clients = num("--clients"),
             "--bulk" => o.bulk = num("--bulk"),
+            "--forward" => o.forward = num("--forward"),
+            "--forwarding-only" => o.forwarding_only = true,
             "-h" | "--help" => {
                 println!(
-                    "auditseal-bench [--signs N] [--commits N] [--events N] [--clients N] [--bulk N]"
+                    "auditseal-bench [--signs N] [--commits N] [--events N] [--clients N] [--bulk N] \
+                     [--forward N] [--forwarding-only]"
                 );
                 std::process::exit(0);
             }
@@ -81,6 +90,14 @@ fn hsm_token(h: &SoftHsm, label: &str, sessions: usize) -> SharedToken {
 }
 
 /// Signs `n` protect-string-sized messages on `threads` threads; returns signatures per second.
+/// The servers' configuration: the SoftHSM2 key the bench made.
+fn server_conf() -> String {
+    format!(
+        "[[protection.keys]]\nkind = 'pkcs11'\nkeyid = 1\nlibrary = '{MODULE}'\nslot_label = 'bench'\n\
+         key_label = 'rsakey'\npin = '{PIN}'\n"
+    )
+}
+
 fn sign_rate(token: &SharedToken, n: usize, threads: usize) -> f64 {
     let msg = vec![b'x'; 300];
     let started = Instant::now();
@@ -183,6 +200,16 @@ async fn main() {
     // 1. Raw signing rate of the token (SoftHSM2, RSA-2048).
     let hsm = SoftHsm::new("bench");
     unsafe { std::env::set_var("SOFTHSM2_CONF", hsm.conf()) };
+    if o.forwarding_only {
+        let url = new_database(Backend::Postgres, work.path()).await;
+        let store = auditseal_core::store::open(&url).await.expect("open");
+        store.migrate().await.expect("migrate");
+        let _ = hsm_token(&hsm, "rsakey", 1);
+        let conf = work.path().join("bench.toml");
+        std::fs::write(&conf, server_conf()).expect("conf");
+        forwarding_figures(&o, &hsm, &url, work.path(), &conf).await;
+        return;
+    }
     let one = hsm_token(&hsm, "rsakey", 1);
     sign_rate(&one, 100, 1); // warm-up
     let sign1 = sign_rate(&one, o.signs, 1);
@@ -265,9 +292,7 @@ async fn main() {
 
     // 4. (= issue 4's (d)) The sequential device through HTTP on the same token and database.
     let conf = work.path().join("bench.toml");
-    std::fs::write(&conf, format!(
-        "[[protection.keys]]\nkind = 'pkcs11'\nkeyid = 1\nlibrary = '{MODULE}'\nslot_label = 'bench'\nkey_label = 'rsakey'\npin = '{PIN}'\n"
-    )).expect("conf");
+    std::fs::write(&conf, server_conf()).expect("conf");
     let server = Server::start_env(
         &[
             "--config",
@@ -336,7 +361,151 @@ async fn main() {
     server.stop();
 
     batched_figures(&o, &hsm, &url, work.path(), &conf, device).await;
+    forwarding_figures(&o, &hsm, &url, work.path(), &conf).await;
 }
+/// Posts `requests` NDJSON requests of `per_request` events from 4 connections to the bulk
+/// endpoint; the events per second.
+async fn bulk(server: &Server, requests: usize, per_request: usize) -> f64 {
+    let client = server.client();
+    let body: Arc<String> = Arc::new(
+        (0..per_request)
+            .map(|_| event("PROCESS").to_string() + "\n")
+            .collect(),
+    );
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..4 {
+        let (client, body, u) = (client.clone(), body.clone(), server.url.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in (c..requests).step_by(4) {
+                let r = client
+                    .post(format!("{u}/api/v1/events:batch"))
+                    .header("content-type", "application/x-ndjson")
+                    .body((*body).clone())
+                    .send()
+                    .await
+                    .expect("post");
+                assert_eq!(r.status().as_u16(), 201, "{:?}", r.text().await);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("bulk client");
+    }
+    (requests * per_request) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Issue 14's forwarding cost: the batched device's bulk rate without sinks, with three sinks
+/// (syslog over TCP to a local rsyslogd, a JSON Lines file, a Log4j-line file), and without
+/// again (the database grows between runs; the baseline is the mean of the two runs without),
+/// and how long the sinks take after the last acknowledgement to deliver everything.
+async fn forwarding_figures(
+    o: &Opts,
+    hsm: &SoftHsm,
+    url: &str,
+    dir: &std::path::Path,
+    conf: &std::path::Path,
+) {
+    let requests = o.forward / 1000;
+    let port = auditseal_e2e::receivers::free_port();
+    let rsyslog = auditseal_e2e::receivers::Rsyslog::start(&dir.join("rsyslog"), port, None);
+    let with_sinks = dir.join("forward.toml");
+    std::fs::write(
+        &with_sinks,
+        std::fs::read_to_string(conf).expect("conf")
+            + &format!(
+                "[[forward]]\nname = 'syslog'\naddress = '127.0.0.1:{port}'\n\
+                 [[forward]]\nname = 'jsonl'\nfile = '{}'\n\
+                 [[forward]]\nname = 'log4j'\nfile = '{}'\nformat = 'log4j'\n",
+                dir.join("events.jsonl").display(),
+                dir.join("events-log4j.log").display()
+            ),
+    )
+    .expect("forward conf");
+    let run = |node: &'static str, config: std::path::PathBuf| async move {
+        let server = Server::start_env(
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--node-id",
+                node,
+                "--database-url",
+                url,
+                "--device",
+                "batched",
+            ],
+            &[
+                ("SOFTHSM2_CONF", hsm.conf().as_os_str()),
+                ("AUDITSEAL_LOG", std::ffi::OsStr::new("warn")),
+            ],
+        )
+        .expect("start the batched server");
+        let rate = bulk(&server, requests, 1000).await;
+        let acked = Instant::now();
+        let store = auditseal_core::store::open(url).await.expect("open");
+        let last = store
+            .last_row(node)
+            .await
+            .expect("last row")
+            .map_or(-1, |r| r.sequence_number);
+        // With sinks: wait until each has delivered the last row.
+        let sinks = ["syslog", "jsonl", "log4j"];
+        let mut caught_up = None;
+        if config.ends_with("forward.toml") {
+            loop {
+                let text = auditseal_e2e::get(format!("{}/metrics", server.url))
+                    .await
+                    .expect("metrics")
+                    .text()
+                    .await
+                    .expect("metrics text");
+                let done = sinks.iter().all(|s| {
+                    auditseal_e2e::metric(
+                        &text,
+                        &format!("auditseal_forward_position{{sink=\"{s}\"}}"),
+                    ) == Some(last as f64)
+                });
+                if done {
+                    caught_up = Some(acked.elapsed());
+                    break;
+                }
+                assert!(
+                    acked.elapsed() < Duration::from_secs(600),
+                    "the sinks never caught up"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        server.stop();
+        (rate, caught_up)
+    };
+    let (without1, _) = run("bench-fw-a", conf.to_path_buf()).await;
+    let (with, caught_up) = run("bench-fw-sinks", with_sinks.clone()).await;
+    let (without2, _) = run("bench-fw-b", conf.to_path_buf()).await;
+    let baseline = (without1 + without2) / 2.0;
+    let received = std::fs::read_to_string(&rsyslog.out)
+        .map(|t| t.lines().count())
+        .unwrap_or(0);
+    println!(
+        "\n[e] forwarding: batched device, bulk endpoint, {} events per run (4 connections)",
+        requests * 1000
+    );
+    println!(
+        "    without sinks:              {without1:>9.0} events/s, again after: {without2:>9.0} events/s"
+    );
+    println!(
+        "    with 3 sinks (syslog tcp to rsyslogd, JSON Lines file, Log4j file): {with:>9.0} events/s"
+    );
+    println!(
+        "    RATIO with / without = {:.2} (target >= 0.90); all sinks had every event {:.2} s after the last acknowledgement; rsyslogd received {received} messages",
+        with / baseline,
+        caught_up.map_or(f64::NAN, |d| d.as_secs_f64())
+    );
+    drop(rsyslog);
+}
+
 /// Issue 4's figures: (a) COPY of equivalent rows, (b) the batched device through the bulk
 /// endpoint, (c) through single POSTs from 64 connections, against (d) the sequential device
 /// measured above; and the server's peak RSS.
@@ -409,32 +578,7 @@ async fn batched_figures(
     // (b) bulk endpoint: NDJSON requests of 1000 events from 4 connections.
     let per_request = 1000;
     let requests = o.bulk / per_request;
-    let body: Arc<String> = Arc::new(
-        (0..per_request)
-            .map(|_| event("PROCESS").to_string() + "\n")
-            .collect(),
-    );
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..4 {
-        let (client, body, u) = (client.clone(), body.clone(), server.url.clone());
-        tasks.push(tokio::spawn(async move {
-            for _ in (c..requests).step_by(4) {
-                let r = client
-                    .post(format!("{u}/api/v1/events:batch"))
-                    .header("content-type", "application/x-ndjson")
-                    .body((*body).clone())
-                    .send()
-                    .await
-                    .expect("post");
-                assert_eq!(r.status().as_u16(), 201, "{:?}", r.text().await);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("bulk client");
-    }
-    let bulk_rate = (requests * per_request) as f64 / started.elapsed().as_secs_f64();
+    let bulk_rate = bulk(&server, requests, per_request).await;
     println!(
         "\n[b] batched device through the bulk endpoint ({requests} requests of {per_request} events, 4 connections)"
     );
