@@ -491,4 +491,31 @@ mod tests {
         assert_eq!(host_of("logs.example:514").as_deref(), Some("logs.example"));
         assert_eq!(host_of("logs.example"), None);
     }
+
+    #[tokio::test]
+    async fn udp_sends_one_datagram_per_message_and_cuts_one_too_long_at_a_character() {
+        let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let address = receiver.local_addr().unwrap().to_string();
+        let sender = UdpSender::new(&address, header()).unwrap();
+        let message = |msg: String| Message {
+            facility: FACILITY_AUTHPRIV,
+            severity: SEVERITY_WARNING,
+            time_ms: 0,
+            msgid: Some("PROCESS".into()),
+            structured_data: vec![],
+            msg,
+        };
+        let long = "é".repeat(UDP_MAX);
+        let items = [message("one".into()), message(long)];
+        sender.deliver(&items).await.unwrap();
+        let mut buf = vec![0u8; 70_000];
+        let n = receiver.recv(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], format(&header(), &items[0]).as_bytes());
+        let n = receiver.recv(&mut buf).await.unwrap();
+        assert!(n <= UDP_MAX && n > UDP_MAX - 2, "{n}");
+        let text = std::str::from_utf8(&buf[..n]).expect("cut at a character boundary");
+        assert!(text.starts_with("<84>1 1970-01-01T00:00:00.000Z host1 auditseal 42 PROCESS - é"));
+        assert_eq!(sender.describe(), format!("syslog udp://{address}"));
+        assert!(UdpSender::new("nohost", header()).is_err());
+    }
 }
