@@ -242,7 +242,7 @@ function formFromQuery(q) {
   const f = $("search-form");
   for (const name of ["type", "status", "node", "who", "from", "to"]) f.elements[name].value = q.get(name) ?? "";
   f.elements.order.value = q.get("order") === "asc" ? "asc" : "desc";
-  f.elements.limit.value = ["25", "50", "100", "250"].includes(q.get("limit")) ? q.get("limit") : "50";
+  f.elements.limit.value = ["25", "50", "100", "250"].includes(q.get("limit")) ? q.get("limit") : "25";
   const rows = q.getAll("c").map((c) => {
     const [field, rest] = splitOnce(c, " ");
     const [op, value] = splitOnce(rest, " ");
@@ -291,7 +291,7 @@ async function runSearch() {
   const crit = criteria(q);
   const cols = chosenColumns(q);
   const page = pages.length - 1;
-  const limit = Number(q.get("limit") || 50);
+  const limit = Number(q.get("limit") || 25);
   const params = new URLSearchParams(crit);
   params.set("order", q.get("order") === "asc" ? "asc" : "desc");
   params.set("limit", String(limit));
@@ -376,12 +376,16 @@ async function exportAs(format) {
     const r = await call("GET", `/api/v1/export?${params}`);
     const name = `auditseal-export.${format}`;
     download(name, await r.blob());
+    const status = clear($("export-status"));
+    status.append(`${r.headers.get("X-Auditseal-Rows")} rows exported, signed.`);
     if (format !== "ndjson") {
       // CESeCore's companion file, with the request line first (docs/API.md "GET /api/v1/export").
+      // A link to click: browsers block a second download that no click started.
       const sig = `${r.headers.get("X-Auditseal-Request")}\n${r.headers.get("X-Auditseal-Signature")}\n`;
-      download(`${name}.sig`, new Blob([sig], { type: "text/plain" }));
+      const a = el("a", { id: "export-sig", download: `${name}.sig` }, `Save ${name}.sig`);
+      a.href = URL.createObjectURL(new Blob([sig], { type: "text/plain" }));
+      status.append(" Keep the signature beside it: ", a);
     }
-    $("export-status").textContent = `${r.headers.get("X-Auditseal-Rows")} rows exported, signed.`;
   } catch (e) {
     $("export-status").textContent = "";
     showError(`Export failed: ${e.message}`);

@@ -268,7 +268,7 @@ async fn sign_in_search_page_through_250_rows_and_export() {
         json!(["Search", "Live", "Verify", "Keys", "Tokens"])
     );
     // The default search: every row, newest first.
-    b.wait_text("#summary", "Rows 1–50 of 271").await;
+    b.wait_text("#summary", "Rows 1–25 of 271").await;
 
     // Search by event type with the form, 100 rows a page.
     b.client
@@ -332,7 +332,7 @@ async fn sign_in_search_page_through_250_rows_and_export() {
         json!(from)
     );
     b.go(&format!("#search?type=UITEST&to={from}")).await;
-    b.wait_text("#summary", "Rows 1–50 of 100").await;
+    b.wait_text("#summary", "Rows 1–25 of 100").await;
 
     // The export of this search, downloaded through the page, verifies offline.
     b.click("#export-bar button[data-format=ndjson]").await;
@@ -363,47 +363,70 @@ async fn sign_in_search_page_through_250_rows_and_export() {
     s.stop();
 }
 
+/// 100,000 rows (the batched device: one signature per request, so they are stored quickly), the
+/// newest 1,000 with ten details each, as SignServer's workers log them.
 #[tokio::test]
 async fn first_load_is_small_and_quick() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let url = new_database(Backend::Sqlite, dir.path()).await;
-    let s = start(d, &url, "ui2", &[]);
+    let s = start(d, &url, "ui2", &["--device", "batched"]);
+    let t0 = Instant::now();
+    for _ in 0..99 {
+        bulk(&s, &vec![event("BULK"); 1000]).await;
+    }
     let mut details = serde_json::Map::new();
     for i in 0..10 {
         details.insert(format!("DETAIL_{i}"), json!("x".repeat(40)));
     }
     let mut e = event("LOADED");
     e["additionalDetails"] = Value::Object(details);
-    for _ in 0..4 {
-        bulk(&s, &vec![e.clone(); 250]).await;
-    }
+    bulk(&s, &vec![e; 1000]).await;
+    println!("100,000 rows stored in {:?}", t0.elapsed());
 
     let downloads = tempfile::tempdir().unwrap();
     let b = Browser::start(downloads.path()).await;
     b.sign_in(&s.url, &s.token).await;
-    b.wait_text("#summary", "Rows 1–50 of 1001").await;
-    // A first load of a signed-in tab: the page, its script and style, the first page of rows
-    // and the count.
+    b.wait_text("#summary", "Rows 1–25 of 100001").await;
+    // A first load of a signed-in tab: the page, its script, style and icon, who the caller is,
+    // the first page of rows and the count.
     b.client.refresh().await.unwrap();
-    b.wait_text("#summary", "Rows 1–50 of 1001").await;
+    b.wait_text("#summary", "Rows 1–25 of 100001").await;
     let m = b
         .js(
             "(() => { const nav = performance.getEntriesByType('navigation')[0]; \
              const res = performance.getEntriesByType('resource'); \
              const size = (e) => Math.max(e.transferSize, e.encodedBodySize); \
              return { bytes: size(nav) + res.reduce((a, r) => a + size(r), 0), \
-                      files: res.map(r => r.name), loaded: nav.loadEventEnd, \
+                      files: res.map(r => new URL(r.name).pathname), \
+                      ms: res.map(r => Math.round(r.duration)), \
+                      failed: res.filter(r => r.responseStatus >= 400).map(r => r.name), \
+                      loaded: nav.loadEventEnd, \
                       shown: Number(document.getElementById('summary').dataset.shownAt) }; })()",
         )
         .await;
     println!("first load: {m}");
+    assert_eq!(m["failed"], json!([]), "{m}");
+    for f in [
+        "/ui/app.js",
+        "/ui/app.css",
+        "/api/v1/events",
+        "/api/v1/events:count",
+    ] {
+        assert!(
+            m["files"].as_array().unwrap().contains(&json!(f)),
+            "{f}: {m}"
+        );
+    }
     let bytes = m["bytes"].as_f64().unwrap();
-    assert!(bytes > 10_000.0, "the sizes are measured: {m}");
+    // 25 rows of about 3.5 KB each (stored XML, decoded details, a 2048-bit RSA signature).
+    assert!(bytes > 50_000.0, "the sizes are measured: {m}");
     assert!(bytes < 200_000.0, "first load over 200 KB: {m}");
-    // The page itself (no API call) is ready quickly; the rows follow their two API calls.
+    // The page itself: under 1 s. Its rows wait for GET /api/v1/events, which on this debug
+    // build takes about 1 s over 100,000 rows (docs/UI.md "Not done yet"): bounded loosely here
+    // so that a busy machine does not fail the test, and printed above.
     assert!(m["loaded"].as_f64().unwrap() < 1000.0, "{m}");
-    assert!(m["shown"].as_f64().unwrap() < 3000.0, "{m}");
+    assert!(m["shown"].as_f64().unwrap() < 5000.0, "{m}");
     b.close().await;
     s.stop();
 }
@@ -555,6 +578,19 @@ async fn an_ingest_token_sees_no_audit_data() {
 
     let downloads = tempfile::tempdir().unwrap();
     let b = Browser::start(downloads.path()).await;
+    // A token the server does not know: refused, and not kept.
+    b.client.goto(&format!("{}/ui/", s.url)).await.unwrap();
+    b.wait("!document.getElementById('view-signin').hidden")
+        .await;
+    let input = b.client.find(Locator::Id("signin-token")).await.unwrap();
+    input.send_keys("ast_not-a-token").await.unwrap();
+    b.click("#signin-form button[type=submit]").await;
+    b.wait("document.getElementById('error').textContent.startsWith('Not accepted')")
+        .await;
+    let kept = b
+        .js("[sessionStorage.length, document.getElementById('view-signin').hidden]")
+        .await;
+    assert_eq!(kept, json!([0, false]));
     b.sign_in(&s.url, &ingest).await;
     b.wait_text("#who", "token:signer (ingest)").await;
     b.wait("!document.getElementById('view-noaccess').hidden")
@@ -667,6 +703,107 @@ async fn an_xss_payload_renders_as_text() {
         .await;
     assert_eq!(v, json!({"flag": null, "made": 0}));
     b.screenshot("xss").await;
+    b.close().await;
+    s.stop();
+}
+
+#[tokio::test]
+async fn admin_pages_keys_tokens_verify_and_a_csv_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let url = new_database(Backend::Sqlite, dir.path()).await;
+    let s = start(d, &url, "ui7", &[]);
+    bulk(&s, &vec![event("PROCESS"); 3]).await;
+
+    let downloads = tempfile::tempdir().unwrap();
+    let b = Browser::start(downloads.path()).await;
+    b.sign_in(&s.url, &s.token).await;
+
+    // Keys: the keyid that signs new rows.
+    b.go("#keys").await;
+    b.wait("document.querySelectorAll('#keys tbody tr').length")
+        .await;
+    let keys = b.rows("keys").await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!((keys[0].1[0].as_str(), keys[0].1[2].as_str()), ("1", "yes"));
+
+    // Tokens: create one (shown once), then revoke it.
+    b.go("#tokens").await;
+    b.wait("[...document.querySelectorAll('#tokens tbody tr')].some(r => r.cells[0].textContent === 'admin')")
+        .await;
+    let form = b.client.form(Locator::Id("token-form")).await.unwrap();
+    form.set_by_name("name", "carol").await.unwrap();
+    b.click("#token-form button[type=submit]").await;
+    let secret = b
+        .wait("!document.getElementById('token-new').hidden && document.getElementById('token-secret').textContent")
+        .await;
+    let secret = secret.as_str().unwrap().to_string();
+    assert!(secret.starts_with("ast_"), "{secret}");
+    let whoami = |t: String| {
+        let base = s.url.clone();
+        async move {
+            auditseal_e2e::client_with(&t)
+                .get(format!("{base}/api/v1/whoami"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(whoami(secret.clone()).await, 200);
+    b.wait("[...document.querySelectorAll('#tokens tbody tr')].some(r => r.cells[0].textContent === 'carol' && r.cells[1].textContent === 'auditor')")
+        .await;
+    b.screenshot("tokens").await;
+    b.click("#tokens tbody tr:last-child button").await;
+    b.client.accept_alert().await.unwrap();
+    b.wait("[...document.querySelectorAll('#tokens tbody tr')].some(r => r.cells[0].textContent === 'carol' && r.cells[3].textContent !== '')")
+        .await;
+    assert_eq!(whoami(secret).await, 401);
+
+    // Verify: the run's outcome and each node.
+    b.go("#verify").await;
+    b.click("#verify-run").await;
+    let outcome = b
+        .wait("document.getElementById('verify-status').dataset.outcome")
+        .await;
+    assert_eq!(outcome, "SUCCESS");
+    let nodes = b.rows("verify-nodes").await;
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(nodes[0].1[0], "ui7");
+    b.screenshot("verify").await;
+
+    // A CSV export of a search, with its .sig, both downloaded through the page.
+    b.go("#search?type=PROCESS").await;
+    b.wait_text("#summary", "Rows 1–3 of 3").await;
+    b.click("#export-bar button[data-format=csv]").await;
+    b.wait("document.getElementById('export-sig')").await;
+    b.click("#export-sig").await;
+    let csv = downloads.path().join("auditseal-export.csv");
+    let sig = downloads.path().join("auditseal-export.csv.sig");
+    let deadline = Instant::now() + WAIT;
+    while !(csv.exists() && sig.exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "downloads: {:?}",
+            std::fs::read_dir(downloads.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, out, err) = auditseal_e2e::cli(&[
+        "--data-dir",
+        d,
+        "--database-url",
+        &url,
+        "verify-export",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 rows, 3 verified"), "{out}");
     b.close().await;
     s.stop();
 }

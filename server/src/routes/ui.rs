@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
 /// The console's files: (name, content type, body).
-const FILES: [(&str, &str, &str); 3] = [
+const FILES: [(&str, &str, &str); 4] = [
     (
         "index.html",
         "text/html; charset=utf-8",
@@ -23,6 +23,12 @@ const FILES: [(&str, &str, &str); 3] = [
         "app.css",
         "text/css; charset=utf-8",
         include_str!("../../ui/app.css"),
+    ),
+    // Else the browser asks for /favicon.ico, which needs credentials: a 401 logged per visit.
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_str!("../../ui/favicon.svg"),
     ),
 ];
 
@@ -41,7 +47,7 @@ pub async fn index() -> Response {
     serve("index.html")
 }
 
-/// `GET /ui/{file}`: the script and style sheet; 404 for any other name.
+/// `GET /ui/{file}`: the script, style sheet and icon; 404 for any other name.
 pub async fn file(Path(name): Path<String>) -> Response {
     serve(&name)
 }
