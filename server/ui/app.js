@@ -30,6 +30,9 @@ let me = null;
 let pages = [null];
 let nextCursor = null;
 let live = null;
+// The last search's query: the live view follows with its conditions, and a row's page links
+// back to it.
+let lastSearch = new URLSearchParams();
 
 // ---- helpers -------------------------------------------------------------------------------
 
@@ -329,6 +332,7 @@ async function runSearch() {
 // ---- one event -----------------------------------------------------------------------------
 
 async function loadEvent(pk) {
+  $("back").href = `#search?${lastSearch}`;
   $("event-title").textContent = pk;
   clear($("event-fields").tBodies[0]);
   clear($("event-details").tBodies[0]);
@@ -396,8 +400,8 @@ async function exportAs(format) {
 
 /** Follows the stream with fetch (EventSource cannot send an Authorization header). */
 async function startLive() {
-  const crit = criteria(currentQueryForLive());
-  const cols = chosenColumns(currentQueryForLive());
+  const crit = criteria(lastSearch);
+  const cols = chosenColumns(lastSearch);
   const ctl = new AbortController();
   live = { ctl, lastId: null };
   const me_live = live;
@@ -452,11 +456,6 @@ function stopLive() {
   $("live-status").dataset.state = "stopped";
 }
 
-// The live view follows with the conditions of the last search.
-let lastSearch = new URLSearchParams();
-function currentQueryForLive() {
-  return lastSearch;
-}
 
 // ---- verify --------------------------------------------------------------------------------
 

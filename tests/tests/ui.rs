@@ -504,6 +504,30 @@ async fn tampered_and_unprotected_rows_show_their_badges() {
         "{fields:?}"
     );
     b.screenshot("event").await;
+    // Back to the same search.
+    b.click("#back").await;
+    b.wait_text("#summary", "Rows 1–5 of 5").await;
+    s.stop();
+
+    // With error_on_verify_fail (the default) the server refuses the page: the console says
+    // which row failed and why.
+    let s = start(d, &url, "ui3", &[]);
+    // Another port, so another origin: sign in there.
+    b.sign_in(&s.url, &s.token).await;
+    b.go("#search?c=eventType+LIKE+T_&order=asc").await;
+    // (The search in asc order: T2, sequence 3, is the first failing row.)
+    let error = b
+        .wait(
+            "document.getElementById('error').textContent.includes('sequence 3') && \
+             document.getElementById('error').textContent",
+        )
+        .await;
+    let error = error.as_str().unwrap();
+    assert!(
+        error.contains("node ui3 sequence 3") && error.contains("wrong signature"),
+        "{error}"
+    );
+    assert_eq!(b.rows("results").await.len(), 0);
     b.close().await;
     s.stop();
 }
