@@ -156,9 +156,12 @@ impl Browser {
 
     async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();
-        let dir = std::env::var_os("AUDITSEAL_UI_SCREENSHOTS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join("target/ui-screenshots"));
+        // Relative to the workspace (tests run in tests/).
+        let dir = workspace_root().join(
+            std::env::var_os("AUDITSEAL_UI_SCREENSHOTS")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "target/ui-screenshots".into()),
+        );
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
