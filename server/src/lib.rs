@@ -41,8 +41,8 @@ pub fn app(state: AppState) -> Router {
     // Live follow lasts as long as the client stays: no timeout (it ends when the server stops).
     let live = Router::new().route("/api/v1/events/stream", get(routes::stream::stream));
     // Every route here needs credentials (401 without); each handler's extractor checks the
-    // role (403). The fallback too: nothing but /healthz, /livez and /readyz answers an
-    // anonymous caller.
+    // role (403). The fallback too: nothing but /healthz, /livez, /readyz and the web
+    // console's static files answers an anonymous caller.
     let protected = Router::new()
         .route(
             "/api/v1/events",
@@ -56,6 +56,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/events:count", get(routes::events::count))
         .route("/api/v1/events/{pk}", get(routes::events::get_one))
         .route("/api/v1/keys", get(routes::keys::list))
+        .route("/api/v1/whoami", get(routes::whoami::whoami))
         .route(
             "/api/v1/tokens",
             get(routes::tokens::list).post(routes::tokens::create),
@@ -75,6 +76,7 @@ pub fn app(state: AppState) -> Router {
         ));
     Router::new()
         .merge(health(&state))
+        .merge(console())
         .merge(protected)
         .layer(DefaultBodyLimit::max(limit))
         // A 5xx is logged where its cause is known (error.rs, outage.rs), once per cause:
@@ -97,6 +99,15 @@ fn health(state: &AppState) -> Router<AppState> {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             state.request_timeout,
         ))
+}
+
+/// The web console's static files (docs/UI.md): no credentials, as the sign-in page must load
+/// before the user has given any; they hold no data.
+fn console() -> Router<AppState> {
+    Router::new()
+        .route("/ui", get(routes::ui::redirect))
+        .route("/ui/", get(routes::ui::index))
+        .route("/ui/{file}", get(routes::ui::file))
 }
 
 /// The router of `server.metrics_bind`: `/metrics`, `/livez` and `/readyz`, without

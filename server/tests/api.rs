@@ -612,3 +612,71 @@ async fn livez_and_readyz() {
         "{text}"
     );
 }
+
+/// `GET /api/v1/whoami` names the caller and its role, for every role; nobody without credentials.
+#[tokio::test]
+async fn whoami_tells_each_caller_its_role() {
+    let api = api("").await;
+    let ingest = api.token("signer-1", "ingest").await;
+    let auditor = api.token("auditor-1", "auditor").await;
+    for (token, want) in [
+        (
+            ingest.as_str(),
+            json!({"name": "token:signer-1", "role": "ingest",
+            "canIngest": true, "canAudit": false, "canAdmin": false}),
+        ),
+        (
+            auditor.as_str(),
+            json!({"name": "token:auditor-1", "role": "auditor",
+            "canIngest": false, "canAudit": true, "canAdmin": false}),
+        ),
+        (
+            api.admin.as_str(),
+            json!({"name": "token:admin", "role": "admin",
+            "canIngest": true, "canAudit": true, "canAdmin": true}),
+        ),
+    ] {
+        let (st, v) = api
+            .call(Method::GET, "/api/v1/whoami", Some(token), None)
+            .await;
+        assert_eq!((st, v), (StatusCode::OK, want));
+    }
+    let (st, _) = api.call(Method::GET, "/api/v1/whoami", None, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+}
+
+/// The web console's files load without credentials (they hold no data), with the policy;
+/// `/ui` leads to `/ui/`; nothing else under `/ui/` is served.
+#[tokio::test]
+async fn the_console_is_served_without_credentials() {
+    let api = api("").await;
+    for (path, ct) in [
+        ("/ui/", "text/html; charset=utf-8"),
+        ("/ui/app.js", "text/javascript; charset=utf-8"),
+        ("/ui/app.css", "text/css; charset=utf-8"),
+        ("/ui/favicon.svg", "image/svg+xml"),
+    ] {
+        let (st, content_type, body) = Api::text(&api.app, path, None).await;
+        assert_eq!((st, content_type.as_str()), (StatusCode::OK, ct), "{path}");
+        assert!(!body.is_empty());
+    }
+    let res = api
+        .app
+        .clone()
+        .oneshot(Request::builder().uri("/ui/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let csp = res.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    let (st, _, _) = Api::text(&api.app, "/ui", None).await;
+    assert_eq!(st, StatusCode::PERMANENT_REDIRECT);
+    for path in ["/ui/secret.toml", "/ui/..%2Fadmin.token"] {
+        let (st, _, _) = Api::text(&api.app, path, None).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{path}");
+    }
+    // A path beside the console is not opened up by it.
+    let (st, _, _) = Api::text(&api.app, "/uix", None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+}

@@ -27,6 +27,11 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("verifyLog", &["auditor", "admin"]),
     ("listKeys", &["auditor", "admin"]),
     ("openapi", &["ingest", "auditor", "admin"]),
+    ("whoami", &["ingest", "auditor", "admin"]),
+    // The web console's static files: no data, so no credentials (docs/UI.md).
+    ("console", &[]),
+    ("consoleRedirect", &[]),
+    ("consoleFile", &[]),
     ("listTokens", &["admin"]),
     ("createToken", &["admin"]),
     ("revokeToken", &["admin"]),
@@ -151,7 +156,11 @@ async fn every_operation_answers_exactly_the_roles_it_should() {
                 assert_eq!(op["x-auditseal-roles"], json!(allowed), "{id}");
             }
             for caller in &callers {
-                let mut url = format!("{}{}", s.url, path.replace("{pk}", &pk));
+                let mut url = format!(
+                    "{}{}",
+                    s.url,
+                    path.replace("{pk}", &pk).replace("{file}", "app.js")
+                );
                 if path.contains("{name}") {
                     // Each permitted call revokes a token of its own.
                     revocable += 1;

@@ -8,4 +8,6 @@ pub mod metrics;
 pub mod openapi;
 pub mod stream;
 pub mod tokens;
+pub mod ui;
 pub mod verify;
+pub mod whoami;
