@@ -96,6 +96,8 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(cmd::token::Command),
+    /// Report on a raw HSM log file (pkcs11-spy, ...) without storing it.
+    Analyze(cmd::analyze::Args),
     /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(cmd::manual::CompletionsArgs),
     /// Write the man pages (auditseal-db.1 and one per command) into a directory.
@@ -130,6 +132,7 @@ fn main() -> ExitCode {
             return finish(cmd::manual::completions(Cli::command(), args));
         }
         Command::Man(args) => return finish(cmd::manual::man(Cli::command(), args)),
+        Command::Analyze(args) => return finish(cmd::analyze::run(args)),
         _ => cli,
     };
     let settings = match Settings::resolve(Overrides {
@@ -162,7 +165,9 @@ fn main() -> ExitCode {
             Command::VerifyExport(a) => cmd::verify_export::run(&settings, a).await,
             Command::Token(c) => cmd::token::run(&settings, c).await,
             Command::Backup(a) => cmd::backup::run(&settings, a).await,
-            Command::Completions(_) | Command::Man(_) => unreachable!("handled before"),
+            Command::Completions(_) | Command::Man(_) | Command::Analyze(_) => {
+                unreachable!("handled before")
+            }
         }
     });
     finish(result)

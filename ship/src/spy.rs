@@ -269,7 +269,7 @@ impl Spy {
         };
         let hexword =
             |w: &str| w.len().is_multiple_of(2) && w.bytes().all(|b| b.is_ascii_hexdigit());
-        if first.len() == 8 && hexword(first) && t.len() > 8 && t.as_bytes()[8] == b' ' {
+        if first.len() == 8 && hexword(first) && t.get(8..10) == Some("  ") {
             // Up to 16 two-digit bytes after the offset; the ASCII column follows.
             for w in words.take(16) {
                 if w.len() != 2 || !hexword(w) {
@@ -279,8 +279,13 @@ impl Spy {
             }
             return true;
         }
-        if hexword(first) && t == first {
-            bytes.extend(hex::decode(first).unwrap_or_default());
+        // The short form: groups of up to four bytes (`73686970 6B6579`).
+        if t.split(' ')
+            .all(|w| w.len() <= 8 && !w.is_empty() && hexword(w))
+        {
+            for w in t.split(' ') {
+                bytes.extend(hex::decode(w).unwrap_or_default());
+            }
             return true;
         }
         // The short form's character line (` k 1`) and anything else inside the dump.

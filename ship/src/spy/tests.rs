@@ -54,6 +54,10 @@ fn real_output_one_record_per_call() {
     assert_eq!(init_token.details["in.pPin"], "[redacted]");
 
     let open = &records[2];
+    // A label of more than four bytes in the short dump form.
+    let label = "80: C_FindObjectsInit\n[in] hSession = 0x1\n[in] pTemplate[1]: \n    CKA_LABEL             00007fff327a2a51 / 7\n    73686970 6B6579\n     s h i p  k e y\nReturned:  0 CKR_OK\n";
+    let found = parse_all(label.as_bytes(), Format::Pkcs11Spy);
+    assert_eq!(found[0].key.as_deref(), Some("shipkey"));
     assert_eq!(open.session.as_deref(), Some("0x1"));
     assert_eq!(open.details["in.flags"], "0x6");
 

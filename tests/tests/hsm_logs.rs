@@ -1,0 +1,461 @@
+//! HSM logs into the signed log (docs/HSM-LOGS.md): pkcs11-tool runs through OpenSC's
+//! pkcs11-spy.so over a SoftHSM2 token (init token, init PIN, login, key generation, sign,
+//! three wrong PINs); auditseal-ship ships the spy's real log into a running server. One row
+//! per call, every row verifies, no PIN anywhere, a second run adds nothing, and `analyze`
+//! counts what the log holds.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use auditseal_e2e::hsm::MODULE;
+use auditseal_e2e::{BACKENDS, Backend, Server, all_rows, bin_dir, cli, new_database};
+use serde_json::Value;
+
+const SPY: &str = "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so";
+// PINs no hex dump, time stamp or handle of the log is likely to hold by chance.
+const SO_PIN: &str = "46082957";
+const USER_PIN: &str = "73915284";
+const WRONG_PIN: &str = "62840173";
+
+/// A SoftHSM2 configuration with no token yet, and pkcs11-tool runs logged by the spy.
+struct SpiedHsm {
+    dir: tempfile::TempDir,
+}
+
+impl SpiedHsm {
+    fn new() -> SpiedHsm {
+        assert!(
+            Path::new(SPY).exists(),
+            "{SPY} is missing: run scripts/test (installs opensc-pkcs11)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tokens")).unwrap();
+        std::fs::write(
+            dir.path().join("softhsm2.conf"),
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                dir.path().join("tokens").display()
+            ),
+        )
+        .unwrap();
+        SpiedHsm { dir }
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("spy.log")
+    }
+
+    /// pkcs11-tool through the spy; returns whether it succeeded.
+    fn tool(&self, args: &[&str]) -> bool {
+        let out = Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", self.dir.path().join("softhsm2.conf"))
+            .env("PKCS11SPY", MODULE)
+            .env("PKCS11SPY_OUTPUT", self.log())
+            .args(["--module", SPY])
+            .args(args)
+            .output()
+            .expect("run pkcs11-tool (scripts/test installs opensc)");
+        out.status.success()
+    }
+}
+
+/// The calls the spy logged, in order: its `N: C_Name` lines.
+fn spy_calls(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| {
+            let (n, f) = l.split_once(": ")?;
+            (n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty() && f.starts_with("C_"))
+                .then(|| f.trim().to_string())
+        })
+        .collect()
+}
+
+fn write_config(dir: &Path, server: &str, token: &str, log: &Path) -> PathBuf {
+    let path = dir.join("ship.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "server = '{server}'\ntoken = '{token}'\nstate_dir = '{}'\nhost = 'hsm-host-1'\n\
+             batch_size = 50\npoll_ms = 100\n\
+             [[source]]\nname = 'spy'\npath = '{}'\nformat = 'pkcs11-spy'\n",
+            dir.join("state").display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Runs the agent once; returns its stderr (it must succeed).
+fn ship(config: &Path) -> String {
+    let out = Command::new(bin_dir().join("auditseal-ship"))
+        .args(["--config", config.to_str().unwrap()])
+        .output()
+        .expect("run auditseal-ship");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "auditseal-ship failed: {err}");
+    err
+}
+
+fn hsm_rows(
+    rows: &[auditseal_core::record::AuditRecord],
+) -> Vec<&auditseal_core::record::AuditRecord> {
+    rows.iter().filter(|r| r.service == "HSM").collect()
+}
+
+/// Every HSM event as the API shows it, details decoded.
+async fn api_events(s: &Server) -> Vec<Value> {
+    let r = s
+        .client()
+        .get(format!(
+            "{}/api/v1/events?criteria=service+EQ+HSM&limit=10000&order=asc",
+            s.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().await.unwrap();
+    body["events"].as_array().unwrap().clone()
+}
+
+fn create_ingest_token(d: &str, url: &str) -> String {
+    let (code, out, err) = cli(&[
+        "token",
+        "create",
+        "--name",
+        "hsm-shipper",
+        "--role",
+        "ingest",
+        "--data-dir",
+        d,
+        "--database-url",
+        url,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    out.lines().last().unwrap().trim().to_string()
+}
+
+/// Each way a PIN could show: as text, as the spy's hex dump (spaced or not), and the base64
+/// of the PIN alone (a details value CESeCore's XML stores as B64).
+fn pin_forms(pin: &str) -> Vec<String> {
+    use base64_forms::encode;
+    let spaced: Vec<String> = pin.bytes().map(|b| format!("{b:02X}")).collect();
+    vec![
+        pin.to_string(),
+        spaced.join(" "),
+        spaced.concat(),
+        spaced.concat().to_lowercase(),
+        encode(pin.as_bytes()),
+    ]
+}
+
+/// Standard base64 without a crate (the test's dependencies stay as they are).
+mod base64_forms {
+    pub fn encode(data: &[u8]) -> String {
+        const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in data.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+}
+
+fn assert_no_pin(what: &str, text: &str) {
+    for pin in [SO_PIN, USER_PIN, WRONG_PIN] {
+        for form in pin_forms(pin) {
+            assert!(
+                !text.contains(&form),
+                "{what} holds the PIN {pin} (as {form:?})"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn spy_log_of_pkcs11_tool_is_shipped_once_redacted_verified_and_analysed() {
+    // The real log: pkcs11-tool through pkcs11-spy over SoftHSM2.
+    let hsm = SpiedHsm::new();
+    assert!(hsm.tool(&[
+        "--init-token",
+        "--slot-index",
+        "0",
+        "--label",
+        "spied",
+        "--so-pin",
+        SO_PIN
+    ]));
+    assert!(hsm.tool(&[
+        "--token-label",
+        "spied",
+        "--login",
+        "--login-type",
+        "so",
+        "--so-pin",
+        SO_PIN,
+        "--init-pin",
+        "--pin",
+        USER_PIN
+    ]));
+    assert!(hsm.tool(&[
+        "--token-label",
+        "spied",
+        "--login",
+        "--pin",
+        USER_PIN,
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--label",
+        "shipkey",
+        "--id",
+        "42"
+    ]));
+    let data = hsm.dir.path().join("data");
+    std::fs::write(&data, b"to be signed").unwrap();
+    let sig = hsm.dir.path().join("sig");
+    assert!(hsm.tool(&[
+        "--token-label",
+        "spied",
+        "--login",
+        "--pin",
+        USER_PIN,
+        "--sign",
+        "--mechanism",
+        "ECDSA",
+        "--label",
+        "shipkey",
+        "-i",
+        data.to_str().unwrap(),
+        "-o",
+        sig.to_str().unwrap()
+    ]));
+    for _ in 0..3 {
+        assert!(!hsm.tool(&[
+            "--token-label",
+            "spied",
+            "--login",
+            "--pin",
+            WRONG_PIN,
+            "--list-objects"
+        ]));
+    }
+    let log_text = std::fs::read_to_string(hsm.log()).unwrap();
+    // The spy writes the PINs in clear: the test is worth something.
+    assert!(log_text.contains(USER_PIN) && log_text.contains(WRONG_PIN));
+    let calls = spy_calls(&log_text);
+    let failures = log_text
+        .lines()
+        .filter(|l| l.starts_with("Returned:") && !l.ends_with(" CKR_OK"))
+        .count();
+    let pin_incorrect = log_text
+        .lines()
+        .filter(|l| l.starts_with("Returned:") && l.ends_with(" CKR_PIN_INCORRECT"))
+        .count();
+    assert_eq!(pin_incorrect, 3, "{log_text}");
+    assert!(calls.len() > 50, "{calls:?}");
+    for f in [
+        "C_InitToken",
+        "C_InitPIN",
+        "C_Login",
+        "C_GenerateKeyPair",
+        "C_Sign",
+    ] {
+        assert!(calls.iter().any(|c| c == f), "{f} not in {calls:?}");
+    }
+
+    // analyze over the raw file counts what is there.
+    let (code, out, err) = cli(&["analyze", "--file", hsm.log().to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["total"], calls.len(), "{report}");
+    assert_eq!(report["failure"], failures, "{report}");
+    assert_eq!(report["pinIncorrect"], 3, "{report}");
+    assert_eq!(report["errorsByRv"]["CKR_PIN_INCORRECT"], 3, "{report}");
+    assert_eq!(report["frequency"]["C_Sign"], 1, "{report}");
+    assert_eq!(
+        report["frequency"]["C_Login"],
+        calls.iter().filter(|c| *c == "C_Login").count(),
+        "{report}"
+    );
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.as_str().unwrap().contains("repeated CKR_PIN_INCORRECT")),
+        "{report}"
+    );
+    assert_no_pin("analyze's report", &out);
+    let (code, text, _) = cli(&["analyze", "--file", hsm.log().to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains(&format!("Total operations: {}", calls.len())),
+        "{text}"
+    );
+
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let url = new_database(backend, dir.path()).await;
+        let db_url = if backend == Backend::Postgres {
+            url.clone()
+        } else {
+            format!("sqlite://{d}/auditseal.db")
+        };
+        let mut args = vec!["--data-dir", d, "--node-id", "hsm"];
+        if backend == Backend::Postgres {
+            args.extend(["--database-url", &url]);
+        }
+        let s = Server::start(&args).unwrap();
+        let token = create_ingest_token(d, &db_url);
+        let config = write_config(dir.path(), &s.url, &token, &hsm.log());
+
+        let first = ship(&config);
+        let rows = all_rows(&db_url).await;
+        let hsm = hsm_rows(&rows);
+        assert_eq!(hsm.len(), calls.len(), "{backend:?}: {first}");
+        // One row per call, in the log's order.
+        let mut by_seq = hsm.clone();
+        by_seq.sort_by_key(|r| r.sequence_number);
+        let types: Vec<&str> = by_seq.iter().map(|r| r.event_type.as_str()).collect();
+        assert_eq!(types, calls.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(
+            hsm.iter().filter(|r| r.event_status == "FAILURE").count(),
+            failures
+        );
+        let wrong: Vec<_> = hsm
+            .iter()
+            .filter(|r| r.search_detail2.as_deref() == Some("CKR_PIN_INCORRECT"))
+            .collect();
+        assert_eq!(wrong.len(), 3);
+        assert!(wrong.iter().all(|r| r.event_type == "C_Login"
+            && r.event_status == "FAILURE"
+            && r.module == "PKCS11_SPY"
+            && r.auth_token == "spy@hsm-host-1"));
+        let events = api_events(&s).await;
+        assert_eq!(events.len(), calls.len());
+        let keygen = events
+            .iter()
+            .find(|e| e["eventType"] == "C_GenerateKeyPair")
+            .unwrap();
+        assert_eq!(keygen["searchDetail1"], "shipkey", "{keygen}");
+        assert_eq!(keygen["details"]["source"], "spy", "{keygen}");
+        assert_eq!(keygen["details"]["host"], "hsm-host-1", "{keygen}");
+        assert!(keygen["details"]["counter"].is_string(), "{keygen}");
+        assert!(keygen["details"]["offset"].is_u64(), "{keygen}");
+        let login = events
+            .iter()
+            .find(|e| e["eventType"] == "C_Login" && e["eventStatus"] == "SUCCESS")
+            .unwrap();
+        assert_eq!(login["details"]["args"]["in.pPin"], "[redacted]", "{login}");
+        assert!(login["customId"].is_string(), "{login}");
+
+        // A second run ships nothing; without its position file it sends everything again,
+        // and the server stores none of it twice.
+        let second = ship(&config);
+        assert!(!second.contains("events stored"), "{second}");
+        std::fs::remove_file(dir.path().join("state/spy.pos")).unwrap();
+        let third = ship(&config);
+        assert!(
+            third.contains(&format!("0 events stored, {} already stored", calls.len())),
+            "{third}"
+        );
+        assert_eq!(hsm_rows(&all_rows(&db_url).await).len(), calls.len());
+
+        let (code, out, err) = cli(&[
+            "verifylog",
+            "--all",
+            "--data-dir",
+            d,
+            "--database-url",
+            &db_url,
+        ]);
+        assert_eq!(code, 0, "{backend:?}: {out}{err}");
+
+        // No PIN in the rows (as stored, and as the API decodes them), the server's log, the
+        // agent's output, or the SQLite file.
+        let rows = all_rows(&db_url).await;
+        assert_no_pin("the database rows", &format!("{rows:?}"));
+        assert_no_pin(
+            "the API's events",
+            &serde_json::to_string(&api_events(&s).await).unwrap(),
+        );
+        assert_no_pin("the agent's output", &format!("{first}{second}{third}"));
+        assert_no_pin(
+            "the position file",
+            &std::fs::read_to_string(dir.path().join("state/spy.pos")).unwrap(),
+        );
+        if backend == Backend::Sqlite {
+            let bytes = std::fs::read(dir.path().join("auditseal.db")).unwrap();
+            assert_no_pin("the SQLite file", &String::from_utf8_lossy(&bytes));
+        }
+        assert_no_pin("the server's log", &s.stop_and_log());
+    }
+}
+
+/// Follow mode: a call the spy writes is a committed row within one second.
+#[tokio::test]
+async fn follow_ships_new_calls_within_a_second() {
+    let hsm = SpiedHsm::new();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let db_url = format!("sqlite://{d}/auditseal.db");
+    let s = Server::start(&["--data-dir", d, "--node-id", "follow"]).unwrap();
+    let token = create_ingest_token(d, &db_url);
+    let config = write_config(dir.path(), &s.url, &token, &hsm.log());
+    let mut agent = Command::new(bin_dir().join("auditseal-ship"))
+        .args(["--config", config.to_str().unwrap(), "--follow"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let mut seen = 0;
+    for round in 0..3 {
+        // pkcs11-tool --show-info: a few calls, written as they happen.
+        assert!(hsm.tool(&["--show-info"]));
+        let written = Instant::now();
+        let calls = spy_calls(&std::fs::read_to_string(hsm.log()).unwrap()).len();
+        assert!(calls > seen, "round {round}");
+        loop {
+            let n = api_events(&s).await.len();
+            if n == calls {
+                break;
+            }
+            assert!(
+                written.elapsed() < Duration::from_secs(1),
+                "round {round}: {n} of {calls} rows after {:?}",
+                written.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        seen = calls;
+    }
+    let _ = agent.kill();
+    let _ = agent.wait();
+    // The rows of the three rounds are protected and verify.
+    s.stop();
+    let (code, out, err) = cli(&[
+        "verifylog",
+        "--all",
+        "--data-dir",
+        d,
+        "--database-url",
+        &db_url,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+}
