@@ -85,6 +85,11 @@ pub fn parse_time(t: &str) -> Option<f64> {
 }
 
 pub fn analyze(records: &[Record]) -> Report {
+    // Findings (chain breaks, counter gaps) are reported apart, not counted as operations.
+    let is_finding = |r: &Record| r.sub > 0 || r.op.starts_with("HSM_");
+    let findings: Vec<&Record> = records.iter().filter(|r| is_finding(r)).collect();
+    let records: Vec<Record> = records.iter().filter(|r| !is_finding(r)).cloned().collect();
+    let records = records.as_slice();
     let mut r = Report {
         total: records.len(),
         ..Report::default()
@@ -205,10 +210,8 @@ pub fn analyze(records: &[Record]) -> Report {
     if r.pin_locked > 0 {
         f.push(format!("CKR_PIN_LOCKED: {} times", r.pin_locked));
     }
-    for rec in records {
-        if rec.op.starts_with("HSM_") {
-            f.push(format!("line {}: {}", rec.line, describe(rec)));
-        }
+    for rec in findings {
+        f.push(format!("line {}: {}", rec.line, describe(rec)));
     }
     r
 }

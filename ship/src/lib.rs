@@ -5,8 +5,12 @@
 
 pub mod analyze;
 pub mod config;
+pub mod craton;
+pub mod dinamo;
 pub mod record;
+pub mod rusthsm;
 pub mod send;
+pub mod softhsm;
 pub mod spy;
 pub mod tail;
 
@@ -37,12 +41,24 @@ pub trait Parser: Send {
 pub enum Format {
     /// OpenSC pkcs11-spy's plaintext call log.
     Pkcs11Spy,
+    /// SoftHSM2's lines in a syslog file.
+    Softhsm2Syslog,
+    /// Dinamo's native event log.
+    Dinamo,
+    /// Craton HSM's chained JSON Lines audit log.
+    Craton,
+    /// rust-hsm's observe-core JSON lines.
+    RustHsm,
 }
 
 impl Format {
     pub fn parser(self) -> Box<dyn Parser> {
         match self {
             Format::Pkcs11Spy => Box::new(spy::Spy::new()),
+            Format::Softhsm2Syslog => Box::new(softhsm::SoftHsm),
+            Format::Dinamo => Box::new(dinamo::Dinamo::new()),
+            Format::Craton => Box::new(craton::Craton::new()),
+            Format::RustHsm => Box::new(rusthsm::RustHsm),
         }
     }
 

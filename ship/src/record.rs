@@ -53,6 +53,9 @@ pub struct Record {
     pub new_run: bool,
     /// Further (redacted) values.
     pub details: Map<String, Value>,
+    /// 0 for the record of a line; 1 for a finding about that line (a chain break, a counter
+    /// gap), which gets a pk of its own.
+    pub sub: u32,
     /// The parser's state after this record, kept in the position file so that a restart
     /// continues a chain or a counter (`None`: the parser has none).
     pub carry: Option<String>,
@@ -75,6 +78,7 @@ impl Record {
             counter: None,
             new_run: false,
             details: Map::new(),
+            sub: 0,
             carry: None,
         }
     }
@@ -95,8 +99,9 @@ pub struct Origin<'a> {
 }
 
 /// The event's pk: a UUID version 8 from SHA-256(`auditseal-ship` 0x00 source 0x00 file id
-/// 0x00 offset), so the same record read again, by any run, names the same row.
-pub fn pk(source: &str, file_id: &str, offset: u64) -> String {
+/// 0x00 offset), the offset in decimal ASCII followed by `.sub` for a finding, so the same
+/// record read again, by any run, names the same row.
+pub fn pk(source: &str, file_id: &str, offset: u64, sub: u32) -> String {
     let mut h = Sha256::new();
     for part in [
         b"auditseal-ship".as_slice(),
@@ -107,6 +112,9 @@ pub fn pk(source: &str, file_id: &str, offset: u64) -> String {
         h.update([0u8]);
     }
     h.update(offset.to_string().as_bytes());
+    if sub > 0 {
+        h.update(format!(".{sub}").as_bytes());
+    }
     let d = h.finalize();
     let mut b = [0u8; 16];
     b.copy_from_slice(&d[..16]);
@@ -154,7 +162,7 @@ pub fn to_event(record: &Record, origin: &Origin) -> Value {
         details.insert("args".into(), Value::Object(record.details.clone()));
     }
     json!({
-        "pk": pk(origin.source, origin.file_id, record.offset),
+        "pk": pk(origin.source, origin.file_id, record.offset, record.sub),
         "eventType": record.op,
         "eventStatus": record.status.as_str(),
         "authToken": format!("{}@{}", origin.source, origin.host),
@@ -173,20 +181,21 @@ mod tests {
 
     #[test]
     fn pk_is_a_version_8_uuid_that_depends_on_each_part() {
-        let a = pk("spy", "f1", 10);
+        let a = pk("spy", "f1", 10, 0);
         assert_eq!(a.len(), 32);
         assert_eq!(&a[12..13], "8");
         assert!(matches!(&a[16..17], "8" | "9" | "a" | "b"), "{a}");
-        assert_eq!(a, pk("spy", "f1", 10));
+        assert_eq!(a, pk("spy", "f1", 10, 0));
         for other in [
-            pk("spy2", "f1", 10),
-            pk("spy", "f2", 10),
-            pk("spy", "f1", 11),
+            pk("spy2", "f1", 10, 0),
+            pk("spy", "f2", 10, 0),
+            pk("spy", "f1", 11, 0),
+            pk("spy", "f1", 10, 1),
         ] {
             assert_ne!(a, other);
         }
         // The separators keep the parts apart.
-        assert_ne!(pk("ab", "c", 1), pk("a", "bc", 1));
+        assert_ne!(pk("ab", "c", 1, 0), pk("a", "bc", 1, 0));
     }
 
     #[test]
@@ -211,7 +220,7 @@ mod tests {
         assert_eq!(e["searchDetail2"], "CKR_PIN_INCORRECT");
         assert_eq!(e["additionalDetails"]["counter"], "7");
         assert_eq!(e["additionalDetails"]["offset"], 120);
-        assert_eq!(e["pk"], pk("spy", "ff", 120));
+        assert_eq!(e["pk"], pk("spy", "ff", 120, 0));
         assert_eq!(e, to_event(&r, &origin));
     }
 }
