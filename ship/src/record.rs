@@ -159,7 +159,7 @@ pub fn to_event(record: &Record, origin: &Origin) -> Value {
         details.insert("durationMs".into(), json!(d));
     }
     if !record.details.is_empty() {
-        details.insert("args".into(), Value::Object(record.details.clone()));
+        details.insert("fields".into(), Value::Object(record.details.clone()));
     }
     json!({
         "pk": pk(origin.source, origin.file_id, record.offset, record.sub),

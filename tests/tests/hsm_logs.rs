@@ -362,7 +362,10 @@ async fn spy_log_of_pkcs11_tool_is_shipped_once_redacted_verified_and_analysed()
             .iter()
             .find(|e| e["eventType"] == "C_Login" && e["eventStatus"] == "SUCCESS")
             .unwrap();
-        assert_eq!(login["details"]["args"]["in.pPin"], "[redacted]", "{login}");
+        assert_eq!(
+            login["details"]["fields"]["in.pPin"], "[redacted]",
+            "{login}"
+        );
         assert!(login["customId"].is_string(), "{login}");
 
         // A second run ships nothing; without its position file it sends everything again,
@@ -448,6 +451,183 @@ async fn follow_ships_new_calls_within_a_second() {
     let _ = agent.kill();
     let _ = agent.wait();
     // The rows of the three rounds are protected and verify.
+    s.stop();
+    let (code, out, err) = cli(&[
+        "verifylog",
+        "--all",
+        "--data-dir",
+        d,
+        "--database-url",
+        &db_url,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data))
+}
+
+/// A Craton audit log as its documentation describes it, written here: each line's
+/// previous_hash is SHA-256 over the previous entry with sorted keys and no spaces (the
+/// entries below are written in that form already). Entry 3 is then changed after the fact.
+fn craton_fixture() -> (String, String, String) {
+    let bodies = [
+        r#"{"key_id":null,"operation":"Login","result":{"Success":null},"session_handle":1,"timestamp":1767000000}"#,
+        r#"{"key_id":7,"operation":"GenerateKey","result":{"Success":null},"session_handle":1,"timestamp":1767000001}"#,
+        r#"{"key_id":7,"operation":"Sign","result":{"Failure":"CKR_KEY_HANDLE_INVALID"},"session_handle":1,"timestamp":1767000002}"#,
+        r#"{"key_id":null,"operation":"Login","result":{"Failure":"CKR_PIN_INCORRECT"},"session_handle":2,"timestamp":1767000003}"#,
+    ];
+    let mut prev = "0".repeat(64);
+    let mut lines = Vec::new();
+    for b in bodies {
+        let line = format!(r#"{},"previous_hash":"{prev}"}}"#, b.trim_end_matches('}'));
+        lines.push(line);
+        prev = sha256_hex(b.as_bytes());
+    }
+    // The failed sign rewritten as a success: line 4 no longer links to line 3.
+    let forged = r#"{"key_id":7,"operation":"Sign","result":{"Success":null},"session_handle":1,"timestamp":1767000002}"#;
+    lines[2] = lines[2].replace(
+        r#"{"Failure":"CKR_KEY_HANDLE_INVALID"}"#,
+        r#"{"Success":null}"#,
+    );
+    let line4_prev = sha256_hex(bodies[2].as_bytes());
+    (
+        lines.join("\n") + "\n",
+        line4_prev,
+        sha256_hex(forged.as_bytes()),
+    )
+}
+
+/// Dinamo's native log: lines of its manual, a counter jump (19B to 19E) and a restart.
+const DINAMO: &str = "\
+2022/01/11 22:31:54 00000052 00000199 EE4E6C03 172.17.0.1 auth try, c: 21, tls: y, 2|172.17.0.1 172.17.0.2:4433 -
+2022/01/11 22:31:54 00000052 0000019A EE4E6C03 master auth init, c: 21|172.17.0.1 172.17.0.2:4433 -
+2022/01/11 22:31:54 00000052 0000019B EE4E6C03 master auth ok, 172.17.0.1, 2|172.17.0.1 172.17.0.2:4433 -
+2022/01/11 22:32:17 00000052 0000019E EE4E6C03 new key prodkey, t: 6, a: 0, c: 21|172.17.0.1 172.17.0.2:4433 master
+2022/01/11 22:32:17 00000052 0000019F EE4E6C03 priv key prodkey created|172.17.0.1 172.17.0.2:4433 master
+2022/01/12 08:00:00 00000001 00000001 000A3309 session thread up [1]
+";
+
+#[tokio::test]
+async fn craton_and_dinamo_fixtures_ship_their_events_and_findings() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let db_url = format!("sqlite://{d}/auditseal.db");
+    let (craton, line4_prev, forged_hash) = craton_fixture();
+    std::fs::write(dir.path().join("craton.jsonl"), &craton).unwrap();
+    std::fs::write(dir.path().join("dinamo.log"), DINAMO).unwrap();
+    let s = Server::start(&["--data-dir", d, "--node-id", "fixtures"]).unwrap();
+    let token = create_ingest_token(d, &db_url);
+    let config = dir.path().join("ship.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "server = '{}'\ntoken = '{token}'\nstate_dir = '{d}/state'\nhost = 'h'\n\
+             [[source]]\nname = 'craton'\npath = '{d}/craton.jsonl'\nformat = 'craton'\n\
+             [[source]]\nname = 'dinamo'\npath = '{d}/dinamo.log'\nformat = 'dinamo'\n",
+            s.url
+        ),
+    )
+    .unwrap();
+    ship(&config);
+    let events = api_events(&s).await;
+    let by_module =
+        |m: &str| -> Vec<&Value> { events.iter().filter(|e| e["module"] == m).collect() };
+
+    let craton_events = by_module("CRATON");
+    let types: Vec<&str> = craton_events
+        .iter()
+        .map(|e| e["eventType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["Login", "GenerateKey", "Sign", "HSM_CHAIN_BREAK", "Login"]
+    );
+    let brk = craton_events[3];
+    assert_eq!(brk["eventStatus"], "FAILURE");
+    assert_eq!(brk["details"]["fields"]["line"], 4, "{brk}");
+    assert_eq!(
+        brk["details"]["fields"]["previousHash"],
+        line4_prev.as_str(),
+        "{brk}"
+    );
+    assert_eq!(
+        brk["details"]["fields"]["computedHash"],
+        forged_hash.as_str(),
+        "{brk}"
+    );
+    assert_eq!(craton_events[2]["eventStatus"], "SUCCESS");
+    assert_eq!(craton_events[4]["searchDetail2"], "CKR_PIN_INCORRECT");
+
+    let dinamo_events = by_module("DINAMO");
+    let types: Vec<&str> = dinamo_events
+        .iter()
+        .map(|e| e["eventType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "DINAMO_AUTH_TRY",
+            "DINAMO_AUTH_INIT",
+            "DINAMO_AUTH_OK",
+            "HSM_COUNTER_GAP",
+            "DINAMO_KEY_CREATE",
+            "DINAMO_KEY",
+            "HSM_COUNTER_RESET",
+            "DINAMO_SESSION_THREAD"
+        ]
+    );
+    assert_eq!(dinamo_events[3]["details"]["fields"]["missing"], 2);
+    assert_eq!(dinamo_events[4]["searchDetail1"], "prodkey");
+    assert_eq!(
+        dinamo_events[4]["details"]["fields"]["algorithm"],
+        "ALG_RSA_2048"
+    );
+    assert_eq!(dinamo_events[4]["customId"], "EE4E6C03");
+
+    // Nothing twice, even without the position files.
+    std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+    let again = ship(&config);
+    assert!(
+        again.contains("0 events stored, 5 already stored"),
+        "{again}"
+    );
+    assert!(
+        again.contains("0 events stored, 8 already stored"),
+        "{again}"
+    );
+    assert_eq!(api_events(&s).await.len(), events.len());
+
+    // analyze reports the break and the counter findings.
+    let (code, out, err) = cli(&[
+        "analyze",
+        "--file",
+        &format!("{d}/craton.jsonl"),
+        "--format",
+        "craton",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["total"], 4, "{report}");
+    let findings = report["findings"].to_string();
+    assert!(
+        findings.contains("HSM_CHAIN_BREAK") && findings.contains(&forged_hash),
+        "{findings}"
+    );
+    let (code, out, _) = cli(&[
+        "analyze",
+        "--file",
+        &format!("{d}/dinamo.log"),
+        "--format",
+        "dinamo",
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("HSM_COUNTER_GAP") && out.contains("HSM_COUNTER_RESET"),
+        "{out}"
+    );
+
     s.stop();
     let (code, out, err) = cli(&[
         "verifylog",
