@@ -1,7 +1,11 @@
 //! SoftHSM2's log lines as syslog writes them to a file (docs/HSM-LOGS.md "SoftHSM2"):
-//! `<syslog time and host> softhsm2[pid]: File.cpp:line message`. One event per line: its
-//! type the PKCS#11 function the message names (`C_Login`), else `SOFTHSM2_LOG`; FAILURE when
-//! it names an error, VOID otherwise (a log line is not an operation with an outcome).
+//! `<syslog time and host> program[pid]: File.cpp(line): message`. SoftHSM 2.6 calls
+//! syslog() without openlog(), so the program is the application's (`pkcs11-tool[4242]:`), and
+//! writes the location as `File.cpp(412):`; the seed's form `softhsm2[pid]: File.cpp:412
+//! message` is read too. A line is SoftHSM's when its message starts with such a location.
+//! One event per line: its type the PKCS#11 function the message names (`C_Login`), else
+//! `SOFTHSM2_LOG`; FAILURE when it names an error, SUCCESS when it says success, VOID
+//! otherwise (most lines are not an operation with an outcome).
 
 use serde_json::json;
 
@@ -22,10 +26,17 @@ fn failure(message: &str) -> Option<String> {
         }
     }
     let m = message.to_ascii_lowercase();
-    ["fail", "error", "could not", "cannot", "invalid"]
-        .iter()
-        .any(|w| m.contains(w))
-        .then(String::new)
+    [
+        "fail",
+        "error",
+        "could not",
+        "cannot",
+        "invalid",
+        "incorrect",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
+    .then(String::new)
 }
 
 impl Parser for SoftHsm {
@@ -34,17 +45,13 @@ impl Parser for SoftHsm {
     }
 
     fn line(&mut self, line: &str, offset: u64, next: u64, lineno: u64, out: &mut Vec<Record>) {
-        let Some(start) = line.find("softhsm2[") else {
+        let Some((prefix, program, pid, rest)) = program_and_pid(line) else {
             return;
         };
-        let rest = &line[start + "softhsm2[".len()..];
-        let Some((pid, rest)) = rest.split_once("]: ") else {
-            return;
-        };
-        if !pid.bytes().all(|b| b.is_ascii_digit()) {
-            return;
-        }
         let (location, message) = rest.split_once(' ').unwrap_or((rest, ""));
+        let Some(location) = softhsm_location(location) else {
+            return;
+        };
         let message = message.trim();
         let function = message
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -60,11 +67,11 @@ impl Parser for SoftHsm {
             None if message.to_ascii_lowercase().contains("success") => r.status = Status::Success,
             None => r.status = Status::Void,
         }
-        let prefix = line[..start].trim();
         if !prefix.is_empty() {
             r.time = Some(prefix.to_string());
         }
         r.session = Some(pid.to_string());
+        r.details.insert("program".into(), json!(program));
         r.details.insert("pid".into(), json!(pid));
         r.details.insert("location".into(), json!(location));
         r.details.insert(
@@ -73,6 +80,31 @@ impl Parser for SoftHsm {
         );
         out.push(r);
     }
+}
+
+/// `(syslog prefix, program, pid, the rest)` of `... program[pid]: rest`.
+fn program_and_pid(line: &str) -> Option<(&str, &str, &str, &str)> {
+    let colon = line.find("]: ")?;
+    let open = line[..colon].rfind('[')?;
+    let pid = &line[open + 1..colon];
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let start = line[..open].rfind(' ').map(|i| i + 1).unwrap_or(0);
+    let program = &line[start..open];
+    Some((line[..start].trim(), program, pid, &line[colon + 3..]))
+}
+
+/// `File.cpp(412):` or `File.cpp:412` as `File.cpp:412`, if it is a SoftHSM source location.
+fn softhsm_location(word: &str) -> Option<String> {
+    let word = word.trim_end_matches(':');
+    let (file, line) = match word.split_once('(') {
+        Some((f, l)) => (f, l.strip_suffix(')')?),
+        None => word.rsplit_once(':')?,
+    };
+    let known = [".cpp", ".h", ".c"].iter().any(|e| file.ends_with(e));
+    (known && !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| format!("{file}:{line}"))
 }
 
 #[cfg(test)]
@@ -106,5 +138,28 @@ mod tests {
         assert_eq!(r[3].status, Status::Failure);
         assert_eq!(r[3].rv, None);
         assert_eq!(r[3].line, 5);
+    }
+
+    /// Messages SoftHSM 2.6 wrote with log.level = DEBUG for `pkcs11-tool --login` with a
+    /// wrong PIN (captured from its syslog() calls), as rsyslog writes them to a file.
+    #[test]
+    fn real_softhsm_2_6_lines() {
+        let log = "Dec  3 11:55:01 hsm1 pkcs11-tool[4242]: OSToken.cpp(64): Opened token /var/lib/softhsm/tokens/9b8a6cf7\n\
+                   Dec  3 11:55:01 hsm1 pkcs11-tool[4242]: Configuration.cpp(96): Missing slots.mechanisms in configuration. Using default value: ALL\n\
+                   Dec  3 11:55:01 hsm1 pkcs11-tool[4242]: OSSLEVPSymmetricAlgorithm.cpp(512): EVP_DecryptFinal failed (0x00000000): error:12800067:DSO support routines::could not load the shared library\n\
+                   Dec  3 11:55:01 hsm1 sshd[77]: Accepted publickey for root\n";
+        let r = parse_all(log.as_bytes(), Format::Softhsm2Syslog);
+        assert_eq!(r.len(), 3, "{r:?}");
+        assert_eq!(r[0].details["program"], "pkcs11-tool");
+        assert_eq!(r[0].details["location"], "OSToken.cpp:64");
+        assert_eq!(r[0].time.as_deref(), Some("Dec  3 11:55:01 hsm1"));
+        assert_eq!(r[0].status, Status::Void);
+        assert_eq!(r[2].status, Status::Failure);
+        assert!(
+            r[2].details["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("EVP_DecryptFinal failed")
+        );
     }
 }

@@ -18,10 +18,44 @@ const SO_PIN: &str = "46082957";
 const USER_PIN: &str = "73915284";
 const WRONG_PIN: &str = "62840173";
 
-/// A SoftHSM2 configuration with no token yet, and pkcs11-tool runs logged by the spy.
+/// A SoftHSM2 configuration with no token yet (log.level = DEBUG), and pkcs11-tool runs logged
+/// by the spy.
 struct SpiedHsm {
     dir: tempfile::TempDir,
 }
+
+/// SoftHSM2 logs with syslog(3) and no openlog(), and there is no syslog daemon here: this
+/// shim, preloaded into pkcs11-tool, takes SoftHSM's own syslog() calls and writes each
+/// message as rsyslog's file output would (`Mon dd HH:MM:SS host program[pid]: message`).
+/// The messages are SoftHSM's; only the daemon is stood in for.
+const SYSLOG_SHIM: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+void vsyslog(int pri, const char *fmt, va_list ap) {
+    const char *path = getenv("SYSLOG_SHIM_FILE");
+    FILE *f = path ? fopen(path, "a") : NULL;
+    if (!f) return;
+    char stamp[32], host[256] = "localhost";
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%b %e %H:%M:%S", &tm);
+    gethostname(host, sizeof host - 1);
+    fprintf(f, "%s %s %s[%d]: ", stamp, host, program_invocation_short_name, (int)getpid());
+    vfprintf(f, fmt, ap);
+    fputc('\n', f);
+    fclose(f);
+    (void)pri;
+}
+void syslog(int pri, const char *fmt, ...) { va_list ap; va_start(ap, fmt); vsyslog(pri, fmt, ap); va_end(ap); }
+void __syslog_chk(int pri, int flag, const char *fmt, ...) { va_list ap; va_start(ap, fmt); vsyslog(pri, fmt, ap); va_end(ap); (void)flag; }
+"#;
 
 impl SpiedHsm {
     fn new() -> SpiedHsm {
@@ -34,16 +68,29 @@ impl SpiedHsm {
         std::fs::write(
             dir.path().join("softhsm2.conf"),
             format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = DEBUG\nslots.removable = false\n",
                 dir.path().join("tokens").display()
             ),
         )
         .unwrap();
+        std::fs::write(dir.path().join("shim.c"), SYSLOG_SHIM).unwrap();
+        let cc = Command::new("cc")
+            .args(["-shared", "-fPIC", "-o"])
+            .arg(dir.path().join("shim.so"))
+            .arg(dir.path().join("shim.c"))
+            .output()
+            .expect("run cc (the Rust toolchain needs it too)");
+        assert!(cc.status.success(), "{cc:?}");
         SpiedHsm { dir }
     }
 
     fn log(&self) -> PathBuf {
         self.dir.path().join("spy.log")
+    }
+
+    /// SoftHSM2's syslog lines, as a syslog file.
+    fn syslog(&self) -> PathBuf {
+        self.dir.path().join("syslog")
     }
 
     /// pkcs11-tool through the spy; returns whether it succeeded.
@@ -52,6 +99,8 @@ impl SpiedHsm {
             .env("SOFTHSM2_CONF", self.dir.path().join("softhsm2.conf"))
             .env("PKCS11SPY", MODULE)
             .env("PKCS11SPY_OUTPUT", self.log())
+            .env("LD_PRELOAD", self.dir.path().join("shim.so"))
+            .env("SYSLOG_SHIM_FILE", self.syslog())
             .args(["--module", SPY])
             .args(args)
             .output()
@@ -72,18 +121,32 @@ fn spy_calls(log: &str) -> Vec<String> {
 }
 
 fn write_config(dir: &Path, server: &str, token: &str, log: &Path) -> PathBuf {
+    write_config_with(dir, server, token, log, None)
+}
+
+/// The agent's configuration: the spy log, and SoftHSM2's syslog file if given.
+fn write_config_with(
+    dir: &Path,
+    server: &str,
+    token: &str,
+    log: &Path,
+    syslog: Option<&Path>,
+) -> PathBuf {
     let path = dir.join("ship.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "server = '{server}'\ntoken = '{token}'\nstate_dir = '{}'\nhost = 'hsm-host-1'\n\
-             batch_size = 50\npoll_ms = 100\n\
-             [[source]]\nname = 'spy'\npath = '{}'\nformat = 'pkcs11-spy'\n",
-            dir.join("state").display(),
-            log.display()
-        ),
-    )
-    .unwrap();
+    let mut text = format!(
+        "server = '{server}'\ntoken = '{token}'\nstate_dir = '{}'\nhost = 'hsm-host-1'\n\
+         batch_size = 50\npoll_ms = 100\n\
+         [[source]]\nname = 'spy'\npath = '{}'\nformat = 'pkcs11-spy'\n",
+        dir.join("state").display(),
+        log.display()
+    );
+    if let Some(syslog) = syslog {
+        text += &format!(
+            "[[source]]\nname = 'softhsm'\npath = '{}'\nformat = 'softhsm2-syslog'\n",
+            syslog.display()
+        );
+    }
+    std::fs::write(&path, text).unwrap();
     path
 }
 
@@ -101,7 +164,7 @@ fn ship(config: &Path) -> String {
 fn hsm_rows(
     rows: &[auditseal_core::record::AuditRecord],
 ) -> Vec<&auditseal_core::record::AuditRecord> {
-    rows.iter().filter(|r| r.service == "HSM").collect()
+    rows.iter().filter(|r| r.module == "PKCS11_SPY").collect()
 }
 
 /// Every HSM event as the API shows it, details decoded.
@@ -255,6 +318,12 @@ async fn spy_log_of_pkcs11_tool_is_shipped_once_redacted_verified_and_analysed()
         ]));
     }
     let log_text = std::fs::read_to_string(hsm.log()).unwrap();
+    let syslog_text = std::fs::read_to_string(hsm.syslog()).unwrap();
+    let syslog_lines = syslog_text.lines().count();
+    assert!(
+        syslog_lines > 10 && syslog_text.contains(".cpp("),
+        "{syslog_text}"
+    );
     // The spy writes the PINs in clear: the test is worth something.
     assert!(log_text.contains(USER_PIN) && log_text.contains(WRONG_PIN));
     let calls = spy_calls(&log_text);
@@ -323,9 +392,24 @@ async fn spy_log_of_pkcs11_tool_is_shipped_once_redacted_verified_and_analysed()
         }
         let s = Server::start(&args).unwrap();
         let token = create_ingest_token(d, &db_url);
-        let config = write_config(dir.path(), &s.url, &token, &hsm.log());
+        let config = write_config_with(dir.path(), &s.url, &token, &hsm.log(), Some(&hsm.syslog()));
 
         let first = ship(&config);
+        // SoftHSM2's DEBUG lines: one row each; the wrong PINs' decryption failures among them.
+        let softhsm: Vec<_> = all_rows(&db_url)
+            .await
+            .into_iter()
+            .filter(|r| r.module == "SOFTHSM2")
+            .collect();
+        assert_eq!(softhsm.len(), syslog_lines, "{backend:?}: {first}");
+        assert!(
+            softhsm
+                .iter()
+                .filter(|r| r.event_status == "FAILURE")
+                .count()
+                >= 3,
+            "{backend:?}: {softhsm:?}"
+        );
         let rows = all_rows(&db_url).await;
         let hsm = hsm_rows(&rows);
         assert_eq!(hsm.len(), calls.len(), "{backend:?}: {first}");
@@ -347,7 +431,11 @@ async fn spy_log_of_pkcs11_tool_is_shipped_once_redacted_verified_and_analysed()
             && r.event_status == "FAILURE"
             && r.module == "PKCS11_SPY"
             && r.auth_token == "spy@hsm-host-1"));
-        let events = api_events(&s).await;
+        let events: Vec<Value> = api_events(&s)
+            .await
+            .into_iter()
+            .filter(|e| e["module"] == "PKCS11_SPY")
+            .collect();
         assert_eq!(events.len(), calls.len());
         let keygen = events
             .iter()
@@ -373,12 +461,22 @@ async fn spy_log_of_pkcs11_tool_is_shipped_once_redacted_verified_and_analysed()
         let second = ship(&config);
         assert!(!second.contains("events stored"), "{second}");
         std::fs::remove_file(dir.path().join("state/spy.pos")).unwrap();
+        std::fs::remove_file(dir.path().join("state/softhsm.pos")).unwrap();
         let third = ship(&config);
         assert!(
             third.contains(&format!("0 events stored, {} already stored", calls.len())),
             "{third}"
         );
-        assert_eq!(hsm_rows(&all_rows(&db_url).await).len(), calls.len());
+        assert!(
+            third.contains(&format!("0 events stored, {syslog_lines} already stored")),
+            "{third}"
+        );
+        let all_after = all_rows(&db_url).await;
+        assert_eq!(hsm_rows(&all_after).len(), calls.len());
+        assert_eq!(
+            all_after.iter().filter(|r| r.module == "SOFTHSM2").count(),
+            syslog_lines
+        );
 
         let (code, out, err) = cli(&[
             "verifylog",
