@@ -488,6 +488,37 @@ async fn spy_log_of_pkcs11_tool_is_shipped_once_redacted_verified_and_analysed()
         ]);
         assert_eq!(code, 0, "{backend:?}: {out}{err}");
 
+        // analyze over the stored events of the spy source says what it said of the file.
+        let (code, out, err) = cli(&[
+            "analyze",
+            "--stored",
+            "--source",
+            "spy",
+            "--json",
+            "--data-dir",
+            d,
+            "--database-url",
+            &db_url,
+        ]);
+        assert_eq!(code, 0, "{backend:?}: {out}{err}");
+        let stored: Value = serde_json::from_str(&out).unwrap();
+        for field in [
+            "total",
+            "success",
+            "failure",
+            "errorsByRv",
+            "frequency",
+            "sessions",
+            "pinIncorrect",
+            "pinLocked",
+            "findings",
+        ] {
+            assert_eq!(
+                stored[field], report[field],
+                "{backend:?}: {field}: {stored}"
+            );
+        }
+
         // No PIN in the rows (as stored, and as the API decodes them), the server's log, the
         // agent's output, or the SQLite file.
         let rows = all_rows(&db_url).await;
