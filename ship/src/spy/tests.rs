@@ -204,3 +204,41 @@ fn seed_inline_form() {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
 }
+
+#[test]
+fn secret_attribute_values_are_redacted_in_either_form() {
+    // A secret key imported, and read back, in the spy's real layout.
+    let log = "3: C_CreateObject
+2026-12-03 11:17:44.100
+[in] hSession = 0x1
+[in] pTemplate[3]: 
+    CKA_CLASS             CKO_SECRET_KEY       
+    CKA_VALUE             00007ffe4d05ba57 / 16
+    00000000  DE AD BE EF 01 02 03 04 05 06 07 08 09 0A 0B 0C  ................
+    CKA_LABEL             00007ffe4d05ba60 / 4
+    6B657931
+     k e y 1
+[out] *phObject = 0x9
+Returned:  0 CKR_OK
+
+4: C_GetAttributeValue
+2026-12-03 11:17:44.101
+[in] hSession = 0x1
+[in] hObject = 0x9
+[out] pTemplate[1]: 
+    CKA_VALUE             00007ffe4d05ba57 / 16
+    00000000  DE AD BE EF 01 02 03 04 05 06 07 08 09 0A 0B 0C  ................
+Returned:  0 CKR_OK
+";
+    let records = parse_all(log.as_bytes(), Format::Pkcs11Spy);
+    assert_eq!(ops(&records), ["C_CreateObject", "C_GetAttributeValue"]);
+    assert_eq!(records[0].details["in.pTemplate.CKA_VALUE"], "[redacted]");
+    assert_eq!(records[0].key.as_deref(), Some("key1"));
+    assert_eq!(records[1].details["out.pTemplate.CKA_VALUE"], "[redacted]");
+    assert_eq!(records[1].key.as_deref(), Some("0x9"));
+    let text = all_text(&records).to_lowercase();
+    assert!(
+        !text.contains("deadbeef") && !text.contains("de ad be ef"),
+        "{text}"
+    );
+}
