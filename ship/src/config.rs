@@ -130,4 +130,12 @@ mod tests {
         .unwrap();
         assert!(bad.check().is_err());
     }
+
+    #[test]
+    fn the_sample_configuration_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/auditseal-ship.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.sources.len(), 5);
+        assert_eq!(c.sources[4].format, Format::RustHsm);
+    }
 }
