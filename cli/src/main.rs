@@ -96,6 +96,8 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(cmd::token::Command),
+    /// Report on a raw HSM log file (pkcs11-spy, ...) or on the stored HSM events.
+    Analyze(cmd::analyze::Args),
     /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(cmd::manual::CompletionsArgs),
     /// Write the man pages (auditseal-db.1 and one per command) into a directory.
@@ -130,6 +132,7 @@ fn main() -> ExitCode {
             return finish(cmd::manual::completions(Cli::command(), args));
         }
         Command::Man(args) => return finish(cmd::manual::man(Cli::command(), args)),
+        Command::Analyze(args) if !args.stored => return finish(cmd::analyze::run_file(args)),
         _ => cli,
     };
     let settings = match Settings::resolve(Overrides {
@@ -162,6 +165,7 @@ fn main() -> ExitCode {
             Command::VerifyExport(a) => cmd::verify_export::run(&settings, a).await,
             Command::Token(c) => cmd::token::run(&settings, c).await,
             Command::Backup(a) => cmd::backup::run(&settings, a).await,
+            Command::Analyze(a) => cmd::analyze::run_stored(&settings, a).await,
             Command::Completions(_) | Command::Man(_) => unreachable!("handled before"),
         }
     });

@@ -1,5 +1,6 @@
 //! One file per command.
 
+pub mod analyze;
 pub mod archive;
 pub mod backup;
 pub mod checkpoint;

@@ -1,0 +1,141 @@
+//! The agent's configuration file (TOML, docs/HSM-LOGS.md "Configuration"). Unknown keys are
+//! errors, not ignored.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::Format;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The server's base URL (`https://auditseal.example:8443`).
+    pub server: String,
+    /// An ingest API token, or a file that holds one (the environment variable
+    /// AUDITSEAL_SHIP_TOKEN overrides both).
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM), instead of or with a token.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for the server, besides the system's.
+    pub ca_cert: Option<PathBuf>,
+    /// Where the position file of each source is kept.
+    pub state_dir: PathBuf,
+    /// The host name written into each event [default: this machine's].
+    pub host: Option<String>,
+    /// Events per request.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// How often a followed file is looked at, in milliseconds.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    #[serde(rename = "source", default)]
+    pub sources: Vec<Source>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// Names the source in events and its position file: letters, digits, `.`, `_`, `-`.
+    pub name: String,
+    pub path: PathBuf,
+    pub format: Format,
+}
+
+fn default_batch_size() -> usize {
+    1000
+}
+
+fn default_poll_ms() -> u64 {
+    200
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the configuration {}", path.display()))?;
+        let config: Config =
+            toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.sources.is_empty() {
+            bail!("no [[source]] is configured");
+        }
+        if !(1..=10_000).contains(&self.batch_size) {
+            bail!("batch_size must be 1 to 10000 (the bulk endpoint's limit)");
+        }
+        let mut names = std::collections::HashSet::new();
+        for s in &self.sources {
+            let ok = !s.name.is_empty()
+                && s.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                && !s.name.starts_with('.');
+            if !ok {
+                bail!(
+                    "source name {:?}: use letters, digits, '.', '_' and '-' (it names a file)",
+                    s.name
+                );
+            }
+            if !names.insert(&s.name) {
+                bail!("source name {:?} is used twice", s.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// The token: AUDITSEAL_SHIP_TOKEN, else `token`, else the first line of `token_file`.
+    pub fn token(&self) -> anyhow::Result<Option<String>> {
+        if let Ok(t) = std::env::var("AUDITSEAL_SHIP_TOKEN") {
+            return Ok(Some(t.trim().to_string()));
+        }
+        if let Some(t) = &self.token {
+            return Ok(Some(t.trim().to_string()));
+        }
+        if let Some(f) = &self.token_file {
+            let t = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read token_file {}", f.display()))?;
+            return Ok(Some(t.trim().to_string()));
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_and_unknown_keys() {
+        let c: Config = toml::from_str(
+            "server = 'http://x'\nstate_dir = '/s'\n[[source]]\nname = 'spy'\npath = '/l'\nformat = 'pkcs11-spy'\n",
+        )
+        .unwrap();
+        c.check().unwrap();
+        assert_eq!(c.sources[0].format, Format::Pkcs11Spy);
+        assert_eq!(c.batch_size, 1000);
+        let err = toml::from_str::<Config>("server = 'x'\nstate_dir = '/s'\ncolour = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("colour"), "{err}");
+        let bad: Config = toml::from_str(
+            "server = 'x'\nstate_dir = '/s'\n[[source]]\nname = '../x'\npath = '/l'\nformat = 'pkcs11-spy'\n",
+        )
+        .unwrap();
+        assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn the_sample_configuration_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/auditseal-ship.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.sources.len(), 5);
+        assert_eq!(c.sources[4].format, Format::RustHsm);
+    }
+}
