@@ -277,12 +277,53 @@ impl FileReopener {
     }
 }
 
+/// How long a page read for one sink is handed to the others that ask for the same rows.
+const PAGE_REUSE: Duration = Duration::from_millis(500);
+
+/// The node's rows as the sinks read them, shared: sinks at the same position (the usual case,
+/// all of them caught up) get one database read between them instead of one each. A page is a
+/// prefix of what the table holds from its first number, so a reused one is never wrong, at
+/// worst shorter than a fresh read (the next read goes on from its end).
+struct Pages {
+    store: SharedStore,
+    node: String,
+    recent: tokio::sync::Mutex<
+        std::collections::VecDeque<(i64, tokio::time::Instant, Arc<Vec<AuditRecord>>)>,
+    >,
+}
+
+impl Pages {
+    /// Up to `PAGE` rows from `from` on (see `Store::read_node`).
+    async fn read(&self, from: i64) -> Result<Arc<Vec<AuditRecord>>, StoreError> {
+        // Held across the read: a sink asking for the same page waits for it instead of
+        // reading it again.
+        let mut recent = self.recent.lock().await;
+        if let Some((_, _, rows)) = recent
+            .iter()
+            .find(|(f, at, _)| *f == from && at.elapsed() < PAGE_REUSE)
+        {
+            return Ok(rows.clone());
+        }
+        let rows = Arc::new(self.store.read_node(&self.node, from, None, PAGE).await?);
+        // An empty page is not kept: the rows may be there at the next look.
+        if !rows.is_empty() {
+            recent.retain(|(_, at, _)| at.elapsed() < PAGE_REUSE);
+            recent.push_back((from, tokio::time::Instant::now(), rows.clone()));
+            if recent.len() > 16 {
+                recent.pop_front();
+            }
+        }
+        Ok(rows)
+    }
+}
+
 /// What a sink task needs besides its sender.
 struct Ctx {
     name: String,
     description: String,
     node: String,
     store: SharedStore,
+    pages: Arc<Pages>,
     stats: Arc<ForwardStats>,
     stop: watch::Receiver<bool>,
 }
@@ -296,6 +337,11 @@ impl Forwarding {
     ) -> Result<Forwarding, ForwardError> {
         let (stop, stopped) = watch::channel(false);
         let mut sinks = Vec::new();
+        let pages = Arc::new(Pages {
+            store: store.clone(),
+            node: node.to_string(),
+            recent: Default::default(),
+        });
         for (index, plan) in plans.into_iter().enumerate() {
             let position = initial_position(&store, &plan, node)
                 .await
@@ -322,6 +368,7 @@ impl Forwarding {
                 description: description.clone(),
                 node: node.to_string(),
                 store: store.clone(),
+                pages: pages.clone(),
                 stats: stats.clone(),
                 stop: stopped.clone(),
             };
@@ -495,11 +542,7 @@ async fn run<T: Transport>(
     let mut failing: Option<String> = None;
     let mut gap_since: Option<tokio::time::Instant> = None;
     loop {
-        let rows = match ctx
-            .store
-            .read_node(&ctx.node, position + 1, None, PAGE)
-            .await
-        {
+        let rows = match ctx.pages.read(position + 1).await {
             Ok(r) => r,
             Err(e) => {
                 ctx.failed(&mut failing, format!("cannot read the rows: {e}"));
