@@ -280,6 +280,9 @@ impl FileReopener {
 /// How long a page read for one sink is handed to the others that ask for the same rows.
 const PAGE_REUSE: Duration = Duration::from_millis(500);
 
+/// A page of rows: its first number, when it was read, the rows.
+type Page = (i64, tokio::time::Instant, Arc<Vec<AuditRecord>>);
+
 /// The node's rows as the sinks read them, shared: sinks at the same position (the usual case,
 /// all of them caught up) get one database read between them instead of one each. A page is a
 /// prefix of what the table holds from its first number, so a reused one is never wrong, at
@@ -287,9 +290,7 @@ const PAGE_REUSE: Duration = Duration::from_millis(500);
 struct Pages {
     store: SharedStore,
     node: String,
-    recent: tokio::sync::Mutex<
-        std::collections::VecDeque<(i64, tokio::time::Instant, Arc<Vec<AuditRecord>>)>,
-    >,
+    recent: tokio::sync::Mutex<std::collections::VecDeque<Page>>,
 }
 
 impl Pages {

@@ -442,6 +442,7 @@ async fn forwarding_figures(
             ],
         )
         .expect("start the batched server");
+        let cpu_before = cpu_seconds(server.pid());
         let rate = bulk(&server, requests, 1000).await;
         let acked = Instant::now();
         let store = auditseal_core::store::open(url).await.expect("open");
@@ -478,12 +479,21 @@ async fn forwarding_figures(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+        let cpu = cpu_seconds(server.pid()) - cpu_before;
         server.stop();
-        (rate, caught_up)
+        (rate, caught_up, cpu)
     };
-    let (without1, _) = run("bench-fw-a", conf.to_path_buf()).await;
-    let (with, caught_up) = run("bench-fw-sinks", with_sinks.clone()).await;
-    let (without2, _) = run("bench-fw-b", conf.to_path_buf()).await;
+    let rsyslogd: u32 = std::fs::read_to_string(dir.join("rsyslog").join("rsyslogd.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(0);
+    let (without1, _, cpu1) = run("bench-fw-a", conf.to_path_buf()).await;
+    let receiver_before = cpu_seconds(rsyslogd);
+    let (with, caught_up, cpu_with) = run("bench-fw-sinks", with_sinks.clone()).await;
+    let receiver = cpu_seconds(rsyslogd) - receiver_before;
+    let (without2, _, cpu2) = run("bench-fw-b", conf.to_path_buf()).await;
+    let events = (requests * 1000) as f64;
+    let per_1000 = |cpu: f64| cpu * 1000.0 / events * 1000.0;
     let baseline = (without1 + without2) / 2.0;
     let received = std::fs::read_to_string(&rsyslog.out)
         .map(|t| t.lines().count())
@@ -503,7 +513,30 @@ async fn forwarding_figures(
         with / baseline,
         caught_up.map_or(f64::NAN, |d| d.as_secs_f64())
     );
+    println!(
+        "    CPU per 1000 events, server (ingestion to catch-up): without {:.1} / {:.1} ms, with sinks {:.1} ms; rsyslogd (the receiver, on the same cores) {:.1} ms",
+        per_1000(cpu1),
+        per_1000(cpu2),
+        per_1000(cpu_with),
+        per_1000(receiver)
+    );
     drop(rsyslog);
+}
+
+/// User + system CPU seconds a process has used so far (0 when it cannot be read).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (in parentheses): utime and stime are the 12th and
+    // 13th of them, in clock ticks (100 a second on Linux).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    if f.len() < 13 {
+        return 0.0;
+    }
+    (f[11] + f[12]) / 100.0
 }
 
 /// Issue 4's figures: (a) COPY of equivalent rows, (b) the batched device through the bulk
