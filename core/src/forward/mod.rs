@@ -50,6 +50,8 @@ const PAGE: i64 = 1000;
 const POLL: Duration = Duration::from_millis(250);
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(30);
+/// How long a sink that has sent everything it found lets new rows gather.
+const GATHER: Duration = Duration::from_millis(100);
 /// How long sequence numbers missing from the table are waited for before the sink goes on
 /// past them (with an ALERT, unless an archive removed them).
 const GAP_WAIT: Duration = Duration::from_secs(5);
@@ -294,27 +296,27 @@ struct Pages {
 }
 
 impl Pages {
-    /// Up to `PAGE` rows from `from` on (see `Store::read_node`).
-    async fn read(&self, from: i64) -> Result<Arc<Vec<AuditRecord>>, StoreError> {
-        // Held across the read: a sink asking for the same page waits for it instead of
-        // reading it again.
+    /// Up to `PAGE` rows from `from` on (see `Store::read_node`): the rows from `.1` on in
+    /// `.0`. A page read for another sink in the last `PAGE_REUSE` that holds `from` is reused.
+    async fn read(&self, from: i64) -> Result<(Arc<Vec<AuditRecord>>, usize), StoreError> {
+        // Held across the read: a sink asking for the same rows waits for them instead of
+        // reading them again.
         let mut recent = self.recent.lock().await;
-        if let Some((_, _, rows)) = recent
-            .iter()
-            .find(|(f, at, _)| *f == from && at.elapsed() < PAGE_REUSE)
-        {
-            return Ok(rows.clone());
+        recent.retain(|(_, at, _)| at.elapsed() < PAGE_REUSE);
+        for (_, _, rows) in recent.iter().rev() {
+            if let Some(i) = rows.iter().position(|r| r.sequence_number == from) {
+                return Ok((rows.clone(), i));
+            }
         }
         let rows = Arc::new(self.store.read_node(&self.node, from, None, PAGE).await?);
         // An empty page is not kept: the rows may be there at the next look.
         if !rows.is_empty() {
-            recent.retain(|(_, at, _)| at.elapsed() < PAGE_REUSE);
             recent.push_back((from, tokio::time::Instant::now(), rows.clone()));
             if recent.len() > 16 {
                 recent.pop_front();
             }
         }
-        Ok(rows)
+        Ok((rows, 0))
     }
 }
 
@@ -543,7 +545,7 @@ async fn run<T: Transport>(
     let mut failing: Option<String> = None;
     let mut gap_since: Option<tokio::time::Instant> = None;
     loop {
-        let rows = match ctx.pages.read(position + 1).await {
+        let (page, start) = match ctx.pages.read(position + 1).await {
             Ok(r) => r,
             Err(e) => {
                 ctx.failed(&mut failing, format!("cannot read the rows: {e}"));
@@ -555,6 +557,7 @@ async fn run<T: Transport>(
                 continue;
             }
         };
+        let rows = &page[start..];
         let Some(first) = rows.first().map(|r| r.sequence_number) else {
             ctx.stats.oldest_waiting_ms.store(0, Ordering::Relaxed);
             ctx.stats
@@ -617,6 +620,14 @@ async fn run<T: Transport>(
                     tracing::warn!(sink = %ctx.name, to = %ctx.description, "forwarding again");
                 }
                 retry = FIRST_RETRY;
+                // At the head of the log (the rows just sent are less than a second old): let a
+                // few more rows come before the next read, so a busy node is forwarded in
+                // fewer, larger deliveries (each one a read, a connection or a file sync).
+                // Behind, the next read follows at once.
+                let newest = rows[n - 1].time_stamp;
+                if crate::format::time::now_millis() - newest < 1000 {
+                    ctx.wait(GATHER).await;
+                }
             }
             Some(reason) => {
                 ctx.failed(&mut failing, reason);
