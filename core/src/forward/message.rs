@@ -54,7 +54,10 @@ pub fn log4j(r: &AuditRecord) -> String {
         r.node_id, r.sequence_number, r.time_stamp
     ));
     // One event, one line: a line end inside a value would start a line of its own.
-    s.replace(['\r', '\n'], " ")
+    if s.contains(['\r', '\n']) {
+        s = s.replace(['\r', '\n'], " ");
+    }
+    s
 }
 
 /// The row's additionalDetails as the API shows them; a value that does not decode is shown

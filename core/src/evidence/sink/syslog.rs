@@ -8,6 +8,7 @@
 //! has no acknowledgement beyond that: a receiver that read a message and then crashed before
 //! storing it loses it.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,41 +62,51 @@ pub fn origin() -> SdElement {
 
 /// A header field: printable US-ASCII without spaces, at most `max` characters, `-` when
 /// empty. Other characters become `_`.
-fn header_field(s: &str, max: usize) -> String {
-    let f: String = s
-        .chars()
-        .take(max)
-        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
-        .collect();
-    if f.is_empty() { "-".into() } else { f }
+fn header_field(s: &str, max: usize) -> Cow<'_, str> {
+    if s.is_empty() {
+        return Cow::Borrowed("-");
+    }
+    if s.len() <= max && s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .take(max)
+            .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+            .collect(),
+    )
 }
 
 /// An SD-NAME: printable US-ASCII except `=`, space, `]` and `"`, at most 32 characters.
-fn sd_name(s: &str) -> String {
-    let f: String = s
-        .chars()
-        .take(32)
-        .map(|c| {
-            if c.is_ascii_graphic() && !matches!(c, '=' | ']' | '"') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if f.is_empty() { "_".into() } else { f }
+fn sd_name(s: &str) -> Cow<'_, str> {
+    let ok = |c: char| c.is_ascii_graphic() && !matches!(c, '=' | ']' | '"');
+    if s.is_empty() {
+        return Cow::Borrowed("_");
+    }
+    if s.len() <= 32 && s.chars().all(ok) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .take(32)
+            .map(|c| if ok(c) { c } else { '_' })
+            .collect(),
+    )
 }
 
 /// A PARAM-VALUE: UTF-8 with `"`, `\` and `]` escaped by a backslash.
-fn sd_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+fn sd_value(s: &str) -> Cow<'_, str> {
+    if !s.bytes().any(|b| matches!(b, b'"' | b'\\' | b']')) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         if matches!(c, '"' | '\\' | ']') {
             out.push('\\');
         }
         out.push(c);
     }
-    out
+    Cow::Owned(out)
 }
 
 /// The header fields the sender adds to every message.
@@ -129,29 +140,36 @@ pub fn valid_app_name(s: &str) -> bool {
 /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA MSG`.
 pub fn format(h: &Header, m: &Message) -> String {
     let pri = u16::from(m.facility.min(23)) * 8 + u16::from(m.severity.min(7));
-    let sd = if m.structured_data.is_empty() {
-        "-".to_string()
-    } else {
-        m.structured_data
-            .iter()
-            .map(|e| {
-                let mut s = format!("[{}", sd_name(&e.id));
-                for (k, v) in &e.params {
-                    s.push_str(&format!(" {}=\"{}\"", sd_name(k), sd_value(v)));
-                }
-                s.push(']');
-                s
-            })
-            .collect()
-    };
-    let mut line = format!(
-        "<{pri}>1 {} {} {} {} {} {sd}",
-        crate::format::time::format_iso8601(m.time_ms),
-        header_field(&h.hostname, 255),
-        header_field(&h.app_name, 48),
-        header_field(&h.procid, 128),
-        header_field(m.msgid.as_deref().unwrap_or(""), 32),
-    );
+    let mut line = String::with_capacity(128 + m.msg.len());
+    line.push('<');
+    line.push_str(&pri.to_string());
+    line.push_str(">1 ");
+    line.push_str(&crate::format::time::format_iso8601(m.time_ms));
+    for (field, max) in [
+        (h.hostname.as_str(), 255),
+        (h.app_name.as_str(), 48),
+        (h.procid.as_str(), 128),
+        (m.msgid.as_deref().unwrap_or(""), 32),
+    ] {
+        line.push(' ');
+        line.push_str(&header_field(field, max));
+    }
+    line.push(' ');
+    if m.structured_data.is_empty() {
+        line.push('-');
+    }
+    for e in &m.structured_data {
+        line.push('[');
+        line.push_str(&sd_name(&e.id));
+        for (k, v) in &e.params {
+            line.push(' ');
+            line.push_str(&sd_name(k));
+            line.push_str("=\"");
+            line.push_str(&sd_value(v));
+            line.push('"');
+        }
+        line.push(']');
+    }
     if !m.msg.is_empty() {
         line.push(' ');
         line.push_str(&m.msg);
