@@ -282,8 +282,12 @@ impl FileReopener {
 /// How long a page read for one sink is handed to the others that ask for the same rows.
 const PAGE_REUSE: Duration = Duration::from_millis(500);
 
-/// A page of rows: its first number, when it was read, the rows.
-type Page = (i64, tokio::time::Instant, Arc<Vec<AuditRecord>>);
+/// A page of rows: the bytes its rows take as stored, when it was read, the rows.
+type Page = (usize, tokio::time::Instant, Arc<Vec<AuditRecord>>);
+
+/// Most bytes of rows the recent pages keep (each page is within `READ_BUDGET_BYTES` already):
+/// huge rows must not make the cache hold many pages of them.
+const PAGES_MAX_BYTES: usize = 2 * crate::store::READ_BUDGET_BYTES as usize;
 
 /// The node's rows as the sinks read them, shared: sinks at the same position (the usual case,
 /// all of them caught up) get one database read between them instead of one each. A page is a
@@ -304,15 +308,18 @@ impl Pages {
         let mut recent = self.recent.lock().await;
         recent.retain(|(_, at, _)| at.elapsed() < PAGE_REUSE);
         for (_, _, rows) in recent.iter().rev() {
-            if let Some(i) = rows.iter().position(|r| r.sequence_number == from) {
+            // Rows are in (sequenceNumber, pk) order: the first one numbered `from`, if any.
+            let i = rows.partition_point(|r| r.sequence_number < from);
+            if rows.get(i).is_some_and(|r| r.sequence_number == from) {
                 return Ok((rows.clone(), i));
             }
         }
         let rows = Arc::new(self.store.read_node(&self.node, from, None, PAGE).await?);
         // An empty page is not kept: the rows may be there at the next look.
         if !rows.is_empty() {
-            recent.push_back((from, tokio::time::Instant::now(), rows.clone()));
-            if recent.len() > 16 {
+            let bytes = rows.iter().map(AuditRecord::stored_bytes).sum();
+            recent.push_back((bytes, tokio::time::Instant::now(), rows.clone()));
+            while recent.len() > 1 && recent.iter().map(|p| p.0).sum::<usize>() > PAGES_MAX_BYTES {
                 recent.pop_front();
             }
         }
