@@ -151,6 +151,20 @@ fn wait_count(server: &Server, sink: &str, what: &str, n: usize) -> bool {
     true
 }
 
+/// The server's arguments: data directory, database, configuration file, node `NODE`.
+fn server_args<'a>(data_dir: &'a str, url: &'a str, config: &'a Path) -> [&'a str; 8] {
+    [
+        "--data-dir",
+        data_dir,
+        "--database-url",
+        url,
+        "--config",
+        config.to_str().unwrap(),
+        "--node-id",
+        NODE,
+    ]
+}
+
 fn sighup(server: &Server) {
     let ok = std::process::Command::new("kill")
         .args(["-HUP", &server.pid().to_string()])
@@ -193,16 +207,7 @@ async fn every_event_reaches_rsyslog_and_files_while_receivers_and_the_server_re
         ),
     )
     .unwrap();
-    let args = [
-        "--data-dir",
-        d,
-        "--database-url",
-        &url,
-        "--config",
-        config.to_str().unwrap(),
-        "--node-id",
-        NODE,
-    ];
+    let args = server_args(d, &url, &config);
     let s = Server::start(&args).unwrap();
 
     // Under load, each receiver goes away twice and comes back; the server is never told.
@@ -352,16 +357,7 @@ async fn a_file_sink_moved_away_by_logrotate_is_reopened_at_sighup() {
         ),
     )
     .unwrap();
-    let args = [
-        "--data-dir",
-        d,
-        "--database-url",
-        &url,
-        "--config",
-        config.to_str().unwrap(),
-        "--node-id",
-        NODE,
-    ];
+    let args = server_args(d, &url, &config);
     let s = Server::start(&args).unwrap();
     auditseal_e2e::post_events(&s, 3).await;
     let stored: BTreeSet<i64> = all_rows(&url)
