@@ -342,21 +342,8 @@ async fn sign_in_search_page_through_250_rows_and_export() {
     b.wait("document.getElementById('export-status').textContent.includes('exported')")
         .await;
     let file = downloads.path().join("auditseal-export.ndjson");
-    let deadline = Instant::now() + WAIT;
-    while !file.exists() || std::fs::read(&file).map(|f| f.is_empty()).unwrap_or(true) {
-        assert!(Instant::now() < deadline, "no download in {downloads:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // A download is renamed into place when complete; give a slow disk a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (code, out, err) = auditseal_e2e::cli(&[
-        "--data-dir",
-        d,
-        "--database-url",
-        &url,
-        "verify-export",
-        file.to_str().unwrap(),
-    ]);
+    wait_for_downloads(downloads.path(), &[&file]).await;
+    let (code, out, err) = verify_export(d, &url, &file);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("criteria: eventType EQ UITEST") && out.contains("100 rows, 100 verified"),
@@ -808,12 +795,24 @@ async fn admin_pages_keys_tokens_verify_and_a_csv_export() {
     b.click("#export-sig").await;
     let csv = downloads.path().join("auditseal-export.csv");
     let sig = downloads.path().join("auditseal-export.csv.sig");
+    wait_for_downloads(downloads.path(), &[&csv, &sig]).await;
+    let (code, out, err) = verify_export(d, &url, &csv);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 rows, 3 verified"), "{out}");
+    b.close().await;
+    s.stop();
+}
+
+/// Waits until every file in `files` is downloaded (there and not empty), then a moment more: a
+/// download is renamed into place when complete, and a slow disk may lag.
+async fn wait_for_downloads(downloads: &std::path::Path, files: &[&std::path::Path]) {
     let deadline = Instant::now() + WAIT;
-    while !(csv.exists() && sig.exists()) {
+    let complete = |f: &&std::path::Path| std::fs::metadata(f).is_ok_and(|m| m.len() > 0);
+    while !files.iter().all(complete) {
         assert!(
             Instant::now() < deadline,
             "downloads: {:?}",
-            std::fs::read_dir(downloads.path())
+            std::fs::read_dir(downloads)
                 .unwrap()
                 .map(|e| e.unwrap().file_name())
                 .collect::<Vec<_>>()
@@ -821,16 +820,16 @@ async fn admin_pages_keys_tokens_verify_and_a_csv_export() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (code, out, err) = auditseal_e2e::cli(&[
+}
+
+/// `auditseal-db verify-export FILE` against the test's database: (exit code, stdout, stderr).
+fn verify_export(data_dir: &str, url: &str, file: &std::path::Path) -> (i32, String, String) {
+    auditseal_e2e::cli(&[
         "--data-dir",
-        d,
+        data_dir,
         "--database-url",
-        &url,
+        url,
         "verify-export",
-        csv.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("3 rows, 3 verified"), "{out}");
-    b.close().await;
-    s.stop();
+        file.to_str().unwrap(),
+    ])
 }
