@@ -329,10 +329,12 @@ async fn sign_in_search_page_through_250_rows_and_export() {
         .unwrap();
     b.client.refresh().await.unwrap();
     b.wait_text("#summary", "Rows 1–150 of 150").await;
+    // A datetime-local input shows its value normalized: without `:00` when the seconds are 0.
+    let shown = from.strip_suffix(":00").unwrap_or(&from);
     assert_eq!(
         b.js("document.querySelector('#search-form input[name=from]').value")
             .await,
-        json!(from)
+        json!(shown)
     );
     b.go(&format!("#search?type=UITEST&to={from}")).await;
     b.wait_text("#summary", "Rows 1–25 of 100").await;
