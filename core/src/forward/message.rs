@@ -3,7 +3,7 @@
 //! message whose structured data names node, sequence number, pk and rowProtection.
 
 use crate::config::ForwardFormat;
-use crate::evidence::sink::syslog::{self, Message, SdElement};
+use crate::evidence::sink::syslog::{self, Header, MessageRef, SdRef};
 use crate::format::details;
 use crate::format::record::AuditRecord;
 
@@ -81,36 +81,40 @@ fn severity(r: &AuditRecord) -> u8 {
     }
 }
 
-/// The RFC 5424 message of an event (docs/FORMAT.md section 12.1).
-pub fn syslog(format: ForwardFormat, sd_id: &str, r: &AuditRecord) -> Message {
-    let mut params = vec![
-        ("node".to_string(), r.node_id.clone()),
-        ("seq".to_string(), r.sequence_number.to_string()),
-        ("pk".to_string(), r.pk.clone()),
+/// Appends the RFC 5424 message of an event (docs/FORMAT.md section 12.1) to `line`; its MSG is
+/// `text`, the event's `text(format, r)`.
+pub fn write_syslog(line: &mut String, h: &Header, sd_id: &str, r: &AuditRecord, text: &str) {
+    let seq = r.sequence_number.to_string();
+    let params = [
+        ("node", r.node_id.as_str()),
+        ("seq", seq.as_str()),
+        ("pk", r.pk.as_str()),
+        ("rowProtection", r.row_protection.as_deref().unwrap_or("")),
     ];
-    if let Some(p) = &r.row_protection {
-        params.push(("rowProtection".to_string(), p.clone()));
-    }
-    Message {
-        facility: syslog::FACILITY_AUTHPRIV,
-        severity: severity(r),
-        time_ms: r.time_stamp,
-        msgid: Some(r.event_type.clone()),
-        structured_data: vec![
-            syslog::origin(),
-            SdElement {
-                id: sd_id.to_string(),
-                params,
-            },
-        ],
-        msg: text(format, r),
-    }
+    let n = if r.row_protection.is_some() { 4 } else { 3 };
+    syslog::write_line(
+        line,
+        h,
+        &MessageRef {
+            facility: syslog::FACILITY_AUTHPRIV,
+            severity: severity(r),
+            time_ms: r.time_stamp,
+            msgid: Some(&r.event_type),
+            structured_data: &[
+                syslog::origin_ref(),
+                SdRef {
+                    id: sd_id,
+                    params: &params[..n],
+                },
+            ],
+            msg: text,
+        },
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evidence::sink::syslog::Header;
 
     fn row() -> AuditRecord {
         AuditRecord {
@@ -134,14 +138,13 @@ mod tests {
 
     #[test]
     fn the_syslog_message_names_the_row_and_carries_it_as_json() {
-        let line = syslog::format(
-            &Header {
-                hostname: "h".into(),
-                app_name: "auditseal".into(),
-                procid: "9".into(),
-            },
-            &syslog(ForwardFormat::Json, DEFAULT_SD_ID, &row()),
-        );
+        let mut line = String::new();
+        let h = Header {
+            hostname: "h".into(),
+            app_name: "auditseal".into(),
+            procid: "9".into(),
+        };
+        write_syslog(&mut line, &h, DEFAULT_SD_ID, &row(), &json(&row()));
         let expected_sd = "[auditseal@32473 node=\"node1\" seq=\"17\" pk=\"p1\" \
                            rowProtection=\"1:2:7:ab\"]";
         assert!(

@@ -12,10 +12,12 @@
 
 pub mod file;
 pub mod message;
+mod work;
 
+use std::ops::Range;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -25,7 +27,7 @@ use crate::config::{
 };
 use crate::evidence::checkpoint_out::syslog_target;
 use crate::evidence::sink::syslog::{self, Header, SyslogSender, UdpSender};
-use crate::evidence::sink::{SinkError, Transport};
+use crate::evidence::sink::{SinkError, Transport, Undelivered};
 use crate::format::record::AuditRecord;
 use crate::store::{SharedStore, StoreError};
 
@@ -282,8 +284,29 @@ impl FileReopener {
 /// How long a page read for one sink is handed to the others that ask for the same rows.
 const PAGE_REUSE: Duration = Duration::from_millis(500);
 
-/// A page of rows: the bytes its rows take as stored, when it was read, the rows.
-type Page = (usize, tokio::time::Instant, Arc<Vec<AuditRecord>>);
+/// A page of rows as read for the sinks, with each row's text in the formats sinks asked for,
+/// made once for all of them.
+struct Page {
+    /// The bytes its rows take as stored.
+    bytes: usize,
+    /// When it was read.
+    at: tokio::time::Instant,
+    rows: Vec<AuditRecord>,
+    json: OnceLock<Vec<String>>,
+    log4j: OnceLock<Vec<String>>,
+}
+
+impl Page {
+    /// Each row's text in `format` (`message::text`); made at the first call, on a forwarding
+    /// worker.
+    fn texts(&self, format: ForwardFormat) -> &[String] {
+        let cell = match format {
+            ForwardFormat::Json => &self.json,
+            ForwardFormat::Log4j => &self.log4j,
+        };
+        cell.get_or_init(|| self.rows.iter().map(|r| message::text(format, r)).collect())
+    }
+}
 
 /// Most bytes of rows the recent pages keep (each page is within `READ_BUDGET_BYTES` already):
 /// huge rows must not make the cache hold many pages of them.
@@ -296,34 +319,42 @@ const PAGES_MAX_BYTES: usize = 2 * crate::store::READ_BUDGET_BYTES as usize;
 struct Pages {
     store: SharedStore,
     node: String,
-    recent: tokio::sync::Mutex<std::collections::VecDeque<Page>>,
+    recent: tokio::sync::Mutex<std::collections::VecDeque<Arc<Page>>>,
 }
 
 impl Pages {
     /// Up to `PAGE` rows from `from` on (see `Store::read_node`): the rows from `.1` on in
     /// `.0`. A page read for another sink in the last `PAGE_REUSE` that holds `from` is reused.
-    async fn read(&self, from: i64) -> Result<(Arc<Vec<AuditRecord>>, usize), StoreError> {
+    async fn read(&self, from: i64) -> Result<(Arc<Page>, usize), StoreError> {
         // Held across the read: a sink asking for the same rows waits for them instead of
         // reading them again.
         let mut recent = self.recent.lock().await;
-        recent.retain(|(_, at, _)| at.elapsed() < PAGE_REUSE);
-        for (_, _, rows) in recent.iter().rev() {
+        recent.retain(|p| p.at.elapsed() < PAGE_REUSE);
+        for page in recent.iter().rev() {
             // Rows are in (sequenceNumber, pk) order: the first one numbered `from`, if any.
-            let i = rows.partition_point(|r| r.sequence_number < from);
-            if rows.get(i).is_some_and(|r| r.sequence_number == from) {
-                return Ok((rows.clone(), i));
+            let i = page.rows.partition_point(|r| r.sequence_number < from);
+            if page.rows.get(i).is_some_and(|r| r.sequence_number == from) {
+                return Ok((page.clone(), i));
             }
         }
-        let rows = Arc::new(self.store.read_node(&self.node, from, None, PAGE).await?);
+        let rows = self.store.read_node(&self.node, from, None, PAGE).await?;
+        let page = Arc::new(Page {
+            bytes: rows.iter().map(AuditRecord::stored_bytes).sum(),
+            at: tokio::time::Instant::now(),
+            rows,
+            json: OnceLock::new(),
+            log4j: OnceLock::new(),
+        });
         // An empty page is not kept: the rows may be there at the next look.
-        if !rows.is_empty() {
-            let bytes = rows.iter().map(AuditRecord::stored_bytes).sum();
-            recent.push_back((bytes, tokio::time::Instant::now(), rows.clone()));
-            while recent.len() > 1 && recent.iter().map(|p| p.0).sum::<usize>() > PAGES_MAX_BYTES {
+        if !page.rows.is_empty() {
+            recent.push_back(page.clone());
+            while recent.len() > 1
+                && recent.iter().map(|p| p.bytes).sum::<usize>() > PAGES_MAX_BYTES
+            {
                 recent.pop_front();
             }
         }
-        Ok((rows, 0))
+        Ok((page, 0))
     }
 }
 
@@ -382,28 +413,16 @@ impl Forwarding {
                 stats: stats.clone(),
                 stop: stopped.clone(),
             };
-            let (format, sd_id) = (plan.format, plan.sd_id);
-            let (task, reopen) = match plan.output {
-                Output::Syslog(s) => (
-                    tokio::spawn(run(ctx, s, position, move |r| {
-                        message::syslog(format, &sd_id, r)
-                    })),
-                    None,
-                ),
-                Output::Udp(s) => (
-                    tokio::spawn(run(ctx, s, position, move |r| {
-                        message::syslog(format, &sd_id, r)
-                    })),
-                    None,
-                ),
-                Output::File(f) => {
-                    let flag = f.reopen_flag();
-                    (
-                        tokio::spawn(run(ctx, f, position, move |r| message::text(format, r))),
-                        Some(flag),
-                    )
-                }
+            let reopen = match &plan.output {
+                Output::File(f) => Some(f.reopen_flag()),
+                Output::Syslog(_) | Output::Udp(_) => None,
             };
+            let sink = Arc::new(Sink {
+                output: plan.output,
+                format: plan.format,
+                sd_id: plan.sd_id,
+            });
+            let task = tokio::spawn(run(ctx, sink, position));
             sinks.push(Running {
                 name: plan.name,
                 description,
@@ -541,13 +560,81 @@ impl Ctx {
     }
 }
 
+/// A started sink: where it delivers and how it writes an event.
+struct Sink {
+    output: Output,
+    format: ForwardFormat,
+    sd_id: String,
+}
+
+impl Sink {
+    /// Delivers the rows `range` of `page`: all of them, or (UDP) the first `delivered`. The
+    /// encoding, and a file's writing, run on the forwarding workers (`work`).
+    async fn deliver(
+        self: &Arc<Self>,
+        page: &Arc<Page>,
+        range: Range<usize>,
+    ) -> Result<(), Undelivered> {
+        let (this, page) = (self.clone(), page.clone());
+        let on_worker = |e: String| Undelivered::none(e);
+        match &self.output {
+            Output::Syslog(sender) => {
+                let bytes = work::run(move || {
+                    let mut bytes = Vec::new();
+                    this.each_message(&page, range, |line| syslog::frame_into(&mut bytes, line));
+                    bytes
+                })
+                .await
+                .map_err(on_worker)?;
+                sender.send(&bytes).await.map_err(Undelivered::none)
+            }
+            Output::Udp(sender) => {
+                let lines = work::run(move || {
+                    let mut lines = Vec::new();
+                    this.each_message(&page, range, |line| lines.push(line.to_string()));
+                    lines
+                })
+                .await
+                .map_err(on_worker)?;
+                sender.send_lines(&lines).await
+            }
+            Output::File(file) => {
+                let file = file.clone();
+                work::run(move || {
+                    let texts = &page.texts(this.format)[range];
+                    let mut bytes = Vec::with_capacity(texts.iter().map(|t| t.len() + 1).sum());
+                    for t in texts {
+                        bytes.extend_from_slice(t.as_bytes());
+                        bytes.push(b'\n');
+                    }
+                    file.append(&bytes)
+                })
+                .await
+                .map_err(on_worker)?
+                .map_err(Undelivered::none)
+            }
+        }
+    }
+
+    /// Each row's RFC 5424 message in turn (`message::write_syslog`), for the syslog outputs.
+    fn each_message(&self, page: &Page, range: Range<usize>, mut each: impl FnMut(&str)) {
+        let header = match &self.output {
+            Output::Syslog(s) => s.header(),
+            Output::Udp(s) => s.header(),
+            Output::File(_) => return,
+        };
+        let texts = &page.texts(self.format)[range.clone()];
+        let mut line = String::new();
+        for (r, text) in page.rows[range].iter().zip(texts) {
+            line.clear();
+            message::write_syslog(&mut line, header, &self.sd_id, r, text);
+            each(&line);
+        }
+    }
+}
+
 /// The sink's loop: read the rows after `position`, deliver them, record the new position.
-async fn run<T: Transport>(
-    mut ctx: Ctx,
-    transport: T,
-    mut position: i64,
-    render: impl Fn(&AuditRecord) -> T::Item + Send + 'static,
-) {
+async fn run(mut ctx: Ctx, sink: Arc<Sink>, mut position: i64) {
     let mut retry = FIRST_RETRY;
     let mut failing: Option<String> = None;
     let mut gap_since: Option<tokio::time::Instant> = None;
@@ -564,7 +651,7 @@ async fn run<T: Transport>(
                 continue;
             }
         };
-        let rows = &page[start..];
+        let rows = &page.rows[start..];
         let Some(first) = rows.first().map(|r| r.sequence_number) else {
             ctx.stats.oldest_waiting_ms.store(0, Ordering::Relaxed);
             ctx.stats
@@ -603,8 +690,7 @@ async fn run<T: Transport>(
             .take_while(|(r, s)| r.sequence_number == *s)
             .count();
         let rows = &rows[..n];
-        let items: Vec<T::Item> = rows.iter().map(&render).collect();
-        let (delivered, error) = match transport.deliver(&items).await {
+        let (delivered, error) = match sink.deliver(&page, start..start + n).await {
             Ok(()) => (n, None),
             Err(u) => (u.delivered.min(n), Some(u.reason)),
         };

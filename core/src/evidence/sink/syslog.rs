@@ -49,15 +49,45 @@ pub struct Message {
     pub msg: String,
 }
 
-/// The `origin` SD-ELEMENT (RFC 5424 section 7.2) naming this software and its version.
+/// The `origin` SD-ELEMENT's parameters (RFC 5424 section 7.2): this software and its version.
+const ORIGIN: [(&str, &str); 2] = [
+    ("software", "auditseal"),
+    ("swVersion", env!("CARGO_PKG_VERSION")),
+];
+
+/// The `origin` SD-ELEMENT naming this software and its version.
 pub fn origin() -> SdElement {
     SdElement {
         id: "origin".into(),
-        params: vec![
-            ("software".into(), "auditseal".into()),
-            ("swVersion".into(), env!("CARGO_PKG_VERSION").into()),
-        ],
+        params: ORIGIN
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     }
+}
+
+/// The `origin` SD-ELEMENT, borrowed.
+pub fn origin_ref() -> SdRef<'static> {
+    SdRef {
+        id: "origin",
+        params: &ORIGIN,
+    }
+}
+
+/// One SD-ELEMENT as borrowed text.
+pub struct SdRef<'a> {
+    pub id: &'a str,
+    pub params: &'a [(&'a str, &'a str)],
+}
+
+/// A message as borrowed text: what `Message` holds, for a caller that has the parts elsewhere.
+pub struct MessageRef<'a> {
+    pub facility: u8,
+    pub severity: u8,
+    pub time_ms: i64,
+    pub msgid: Option<&'a str>,
+    pub structured_data: &'a [SdRef<'a>],
+    pub msg: &'a str,
 }
 
 /// A header field: printable US-ASCII without spaces, at most `max` characters, `-` when
@@ -139,8 +169,41 @@ pub fn valid_app_name(s: &str) -> bool {
 /// The message as RFC 5424 writes it:
 /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA MSG`.
 pub fn format(h: &Header, m: &Message) -> String {
-    let pri = u16::from(m.facility.min(23)) * 8 + u16::from(m.severity.min(7));
+    let params: Vec<Vec<(&str, &str)>> = m
+        .structured_data
+        .iter()
+        .map(|e| {
+            e.params
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect()
+        })
+        .collect();
+    let sd: Vec<SdRef<'_>> = m
+        .structured_data
+        .iter()
+        .zip(&params)
+        .map(|(e, params)| SdRef { id: &e.id, params })
+        .collect();
     let mut line = String::with_capacity(128 + m.msg.len());
+    write_line(
+        &mut line,
+        h,
+        &MessageRef {
+            facility: m.facility,
+            severity: m.severity,
+            time_ms: m.time_ms,
+            msgid: m.msgid.as_deref(),
+            structured_data: &sd,
+            msg: &m.msg,
+        },
+    );
+    line
+}
+
+/// Appends the message as `format` writes it to `line`.
+pub fn write_line(line: &mut String, h: &Header, m: &MessageRef<'_>) {
+    let pri = u16::from(m.facility.min(23)) * 8 + u16::from(m.severity.min(7));
     line.push('<');
     line.push_str(&pri.to_string());
     line.push_str(">1 ");
@@ -149,7 +212,7 @@ pub fn format(h: &Header, m: &Message) -> String {
         (h.hostname.as_str(), 255),
         (h.app_name.as_str(), 48),
         (h.procid.as_str(), 128),
-        (m.msgid.as_deref().unwrap_or(""), 32),
+        (m.msgid.unwrap_or(""), 32),
     ] {
         line.push(' ');
         line.push_str(&header_field(field, max));
@@ -158,10 +221,10 @@ pub fn format(h: &Header, m: &Message) -> String {
     if m.structured_data.is_empty() {
         line.push('-');
     }
-    for e in &m.structured_data {
+    for e in m.structured_data {
         line.push('[');
-        line.push_str(&sd_name(&e.id));
-        for (k, v) in &e.params {
+        line.push_str(&sd_name(e.id));
+        for (k, v) in e.params {
             line.push(' ');
             line.push_str(&sd_name(k));
             line.push_str("=\"");
@@ -172,16 +235,16 @@ pub fn format(h: &Header, m: &Message) -> String {
     }
     if !m.msg.is_empty() {
         line.push(' ');
-        line.push_str(&m.msg);
+        line.push_str(m.msg);
     }
-    line
 }
 
-/// Octet-counted framing: `MSG-LEN SP SYSLOG-MSG`, the length in bytes.
-pub fn frame(line: &str) -> Vec<u8> {
-    let mut out = format!("{} ", line.len()).into_bytes();
+/// Appends `line` to `out` with octet-counted framing: `MSG-LEN SP SYSLOG-MSG`, the length in
+/// bytes.
+pub fn frame_into(out: &mut Vec<u8>, line: &str) {
+    out.extend_from_slice(line.len().to_string().as_bytes());
+    out.push(b' ');
     out.extend_from_slice(line.as_bytes());
-    out
 }
 
 /// TLS settings of a syslog receiver (RFC 5425).
@@ -226,7 +289,14 @@ impl SyslogSender {
         Ok(SyslogSender { target, tls })
     }
 
-    async fn send(&self, bytes: &[u8]) -> Result<(), String> {
+    /// The header this sender's messages carry.
+    pub fn header(&self) -> &Header {
+        &self.target.header
+    }
+
+    /// Sends bytes already framed (`frame_into`) over one connection; the error says which
+    /// step failed.
+    pub async fn send(&self, bytes: &[u8]) -> Result<(), String> {
         let tcp = step("connecting", TcpStream::connect(&self.target.address)).await?;
         let _ = tcp.set_nodelay(true);
         match &self.tls {
@@ -286,7 +356,7 @@ impl Transport for SyslogSender {
     async fn deliver(&self, items: &[Message]) -> Result<(), Undelivered> {
         let mut bytes = Vec::new();
         for m in items {
-            bytes.extend(frame(&format(&self.target.header, m)));
+            frame_into(&mut bytes, &format(&self.target.header, m));
         }
         self.send(&bytes).await.map_err(Undelivered::none)
     }
@@ -319,6 +389,32 @@ impl UdpSender {
         })
     }
 
+    /// The header this sender's messages carry.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Sends each line (`format`'s text) as one datagram, cut at `UDP_MAX` bytes.
+    pub async fn send_lines(&self, lines: &[String]) -> Result<(), Undelivered> {
+        let socket = self
+            .socket()
+            .await
+            .map_err(|e| Undelivered::none(format!("opening the UDP socket: {e}")))?;
+        for (i, line) in lines.iter().enumerate() {
+            let mut end = line.len().min(UDP_MAX);
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            if let Err(e) = socket.send(&line.as_bytes()[..end]).await {
+                return Err(Undelivered {
+                    delivered: i,
+                    reason: format!("sending: {e}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     async fn socket(&self) -> std::io::Result<&tokio::net::UdpSocket> {
         self.socket
             .get_or_try_init(|| async {
@@ -344,24 +440,8 @@ impl Transport for UdpSender {
     }
 
     async fn deliver(&self, items: &[Message]) -> Result<(), Undelivered> {
-        let socket = self
-            .socket()
-            .await
-            .map_err(|e| Undelivered::none(format!("opening the UDP socket: {e}")))?;
-        for (i, m) in items.iter().enumerate() {
-            let line = format(&self.header, m);
-            let mut end = line.len().min(UDP_MAX);
-            while !line.is_char_boundary(end) {
-                end -= 1;
-            }
-            if let Err(e) = socket.send(&line.as_bytes()[..end]).await {
-                return Err(Undelivered {
-                    delivered: i,
-                    reason: format!("sending: {e}"),
-                });
-            }
-        }
-        Ok(())
+        let lines: Vec<String> = items.iter().map(|m| format(&self.header, m)).collect();
+        self.send_lines(&lines).await
     }
 }
 
@@ -473,7 +553,9 @@ mod tests {
                 env!("CARGO_PKG_VERSION")
             )
         );
-        let framed = frame(&line);
+        let mut framed = b"3 abc".to_vec();
+        frame_into(&mut framed, &line);
+        let framed = framed.split_off(5);
         let (len, rest) = std::str::from_utf8(&framed)
             .unwrap()
             .split_once(' ')
