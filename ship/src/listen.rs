@@ -61,7 +61,11 @@ pub fn start(source: &Source, state_dir: &Path) -> anyhow::Result<Listener> {
             loop {
                 match socket.recv_from(&mut buf) {
                     Ok((n, _)) => take(&buf[..n], &spool, &counts),
-                    Err(e) => eprintln!("auditseal-ship: udp {addr}: {e}"),
+                    Err(e) => {
+                        eprintln!("auditseal-ship: udp {addr}: {e}");
+                        // Not a busy loop if the error persists.
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
                 }
             }
         });
@@ -78,7 +82,11 @@ pub fn start(source: &Source, state_dir: &Path) -> anyhow::Result<Listener> {
                         let (spool, counts) = (spool.clone(), counts.clone());
                         std::thread::spawn(move || connection(stream, &spool, &counts));
                     }
-                    Err(e) => eprintln!("auditseal-ship: tcp {addr}: {e}"),
+                    Err(e) => {
+                        // Out of descriptors, say: wait before accepting again.
+                        eprintln!("auditseal-ship: tcp {addr}: {e}");
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
                 }
             }
         });
