@@ -92,6 +92,30 @@ struct TokenCallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FindingLabels {
+    /// The event's authToken: `<auditseal-ship source>@<host>`.
+    source: String,
+    /// The finding's eventType, one of [`HSM_FINDINGS`].
+    kind: &'static str,
+}
+
+/// The event types auditseal-ship writes for what it found wrong in an HSM's own log
+/// (docs/HSM-LOGS.md "Findings"); counted by source and kind when stored.
+pub const HSM_FINDINGS: [&str; 4] = [
+    "HSM_CHAIN_BREAK",
+    "HSM_UNREADABLE_ENTRY",
+    "HSM_COUNTER_GAP",
+    "HSM_COUNTER_RESET",
+];
+
+/// The finding an event of `service` and `event_type` is, if it is one.
+pub fn hsm_finding(service: &str, event_type: &str) -> Option<&'static str> {
+    (service == "HSM")
+        .then(|| HSM_FINDINGS.iter().find(|k| **k == event_type).copied())
+        .flatten()
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     commit: &'static str,
@@ -109,6 +133,7 @@ pub struct Metrics {
     registry: Registry,
     device: &'static str,
     ingested: Family<Ingested, Counter>,
+    hsm_findings: Family<FindingLabels, Counter>,
     refused: Family<Refused, Counter>,
     ingest_seconds: Family<DeviceLabel, Histogram, fn() -> Histogram>,
     queue_events: Gauge,
@@ -183,6 +208,7 @@ impl Metrics {
             registry: Registry::default(),
             device: device_name(kind),
             ingested: Family::default(),
+            hsm_findings: Family::default(),
             refused: Family::default(),
             ingest_seconds: Family::new_with_constructor(latency_histogram),
             queue_events: Gauge::default(),
@@ -233,6 +259,13 @@ impl Metrics {
             "Events acknowledged to their submitter (POST /api/v1/events and :batch), by device \
              and result: stored (a new row) or replayed (a retry answered with its stored row)",
             self.ingested.clone(),
+        );
+        r.register(
+            "hsm_findings",
+            "HSM log findings stored (auditseal-ship's HSM_CHAIN_BREAK, HSM_UNREADABLE_ENTRY, \
+             HSM_COUNTER_GAP, HSM_COUNTER_RESET events), by source (the event's authToken, \
+             source@host) and kind",
+            self.hsm_findings.clone(),
         );
         r.register(
             "ingest_refused",
@@ -525,6 +558,21 @@ impl Metrics {
         }
     }
 
+    /// Counts the findings among stored events: `findings` names each by its index in
+    /// `replayed` (a replayed event was counted when it was stored).
+    pub fn hsm_findings(&self, findings: &[(usize, String, &'static str)], replayed: &[bool]) {
+        for (i, source, kind) in findings {
+            if replayed.get(*i) == Some(&false) {
+                self.hsm_findings
+                    .get_or_create(&FindingLabels {
+                        source: source.clone(),
+                        kind,
+                    })
+                    .inc();
+            }
+        }
+    }
+
     /// Why the signing key cannot be counted on, if the last event it was asked to protect
     /// failed there.
     pub fn key_refused(&self) -> Option<String> {
@@ -731,6 +779,20 @@ fn classic_text(openmetrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hsm_findings_are_the_four_kinds_of_service_hsm() {
+        assert_eq!(
+            hsm_finding("HSM", "HSM_CHAIN_BREAK"),
+            Some("HSM_CHAIN_BREAK")
+        );
+        assert_eq!(
+            hsm_finding("HSM", "HSM_COUNTER_RESET"),
+            Some("HSM_COUNTER_RESET")
+        );
+        assert_eq!(hsm_finding("HSM", "C_Login"), None);
+        assert_eq!(hsm_finding("SIGNSERVER", "HSM_CHAIN_BREAK"), None);
+    }
 
     #[test]
     fn counters_take_their_total_name_in_the_classic_format() {

@@ -1,6 +1,7 @@
 //! The agent's configuration file (TOML, docs/HSM-LOGS.md "Configuration"). Unknown keys are
 //! errors, not ignored.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -41,8 +42,29 @@ pub struct Config {
 pub struct Source {
     /// Names the source in events and its position file: letters, digits, `.`, `_`, `-`.
     pub name: String,
-    pub path: PathBuf,
+    /// The log file to read; or, for a syslog listener, none.
+    pub path: Option<PathBuf>,
     pub format: Format,
+    /// Receive syslog on UDP at this address (`0.0.0.0:5514`) instead of reading a file.
+    pub listen_udp: Option<SocketAddr>,
+    /// Receive syslog on TCP at this address (octet-counted or newline framing).
+    pub listen_tcp: Option<SocketAddr>,
+}
+
+impl Source {
+    /// Whether the source receives syslog rather than reading a file.
+    pub fn listens(&self) -> bool {
+        self.listen_udp.is_some() || self.listen_tcp.is_some()
+    }
+
+    /// The file the agent reads: the configured one, or a listener's spool in `state_dir`
+    /// (docs/HSM-LOGS.md "Receiving syslog").
+    pub fn read_path(&self, state_dir: &Path) -> PathBuf {
+        match &self.path {
+            Some(p) => p.clone(),
+            None => crate::spool::path(state_dir, &self.name),
+        }
+    }
 }
 
 fn default_batch_size() -> usize {
@@ -85,6 +107,21 @@ impl Config {
             }
             if !names.insert(&s.name) {
                 bail!("source name {:?} is used twice", s.name);
+            }
+            match (&s.path, s.listens()) {
+                (Some(_), true) => bail!(
+                    "source {:?}: give either path or listen_udp/listen_tcp, not both",
+                    s.name
+                ),
+                (None, false) => bail!(
+                    "source {:?}: give path (a file) or listen_udp/listen_tcp (a syslog listener)",
+                    s.name
+                ),
+                (None, true) if s.format != Format::Softhsm2Syslog => bail!(
+                    "source {:?}: a syslog listener takes format = \"softhsm2-syslog\"",
+                    s.name
+                ),
+                _ => {}
             }
         }
         Ok(())
@@ -129,13 +166,48 @@ mod tests {
         )
         .unwrap();
         assert!(bad.check().is_err());
+        let listener: Config = toml::from_str(
+            "server = 'x'\nstate_dir = '/s'\n[[source]]\nname = 'net'\nformat = 'softhsm2-syslog'\n\
+             listen_udp = '127.0.0.1:5514'\nlisten_tcp = '127.0.0.1:5514'\n",
+        )
+        .unwrap();
+        listener.check().unwrap();
+        assert_eq!(
+            listener.sources[0].read_path(Path::new("/s")),
+            Path::new("/s/net.spool")
+        );
+        for (extra, why) in [
+            (
+                "path = '/l'\nformat = 'softhsm2-syslog'\nlisten_udp = '127.0.0.1:1'\n",
+                "not both",
+            ),
+            ("format = 'softhsm2-syslog'\n", "give path"),
+            (
+                "format = 'dinamo'\nlisten_tcp = '127.0.0.1:1'\n",
+                "softhsm2-syslog",
+            ),
+        ] {
+            let c: Config = toml::from_str(&format!(
+                "server = 'x'\nstate_dir = '/s'\n[[source]]\nname = 'n'\n{extra}"
+            ))
+            .unwrap();
+            let err = c.check().unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        }
+        assert!(
+            toml::from_str::<Config>(
+                "server = 'x'\nstate_dir = '/s'\n[[source]]\nname = 'n'\nformat = 'softhsm2-syslog'\nlisten_udp = 'nowhere'\n"
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn the_sample_configuration_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/auditseal-ship.toml");
         let c = Config::load(&path).unwrap();
-        assert_eq!(c.sources.len(), 5);
+        assert_eq!(c.sources.len(), 6);
         assert_eq!(c.sources[4].format, Format::RustHsm);
+        assert!(c.sources[5].listens());
     }
 }

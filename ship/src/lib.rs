@@ -7,11 +7,14 @@ pub mod analyze;
 pub mod config;
 pub mod craton;
 pub mod dinamo;
+pub mod listen;
 pub mod record;
 pub mod rusthsm;
 pub mod send;
 pub mod softhsm;
+pub mod spool;
 pub mod spy;
+pub mod syslog;
 pub mod tail;
 
 use std::io::BufRead;
@@ -41,7 +44,7 @@ pub trait Parser: Send {
 pub enum Format {
     /// OpenSC pkcs11-spy's plaintext call log.
     Pkcs11Spy,
-    /// SoftHSM2's lines in a syslog file.
+    /// SoftHSM2's lines in a syslog file, or received as syslog messages.
     Softhsm2Syslog,
     /// Dinamo's native event log.
     Dinamo,

@@ -1,5 +1,6 @@
 //! `auditseal-ship`: ships HSM logs into auditseal (docs/HSM-LOGS.md).
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,8 +9,10 @@ use anyhow::Context;
 use clap::Parser as _;
 
 use auditseal_ship::config::{Config, Source};
+use auditseal_ship::listen::{self, Listener};
 use auditseal_ship::record::{Origin, to_event};
-use auditseal_ship::send::{Outcome, Sender};
+use auditseal_ship::send::{Outcome, Rejected, Sender};
+use auditseal_ship::spool;
 use auditseal_ship::tail::{Position, plan, read_segment};
 
 #[derive(Debug, clap::Parser)]
@@ -22,8 +25,9 @@ struct Cli {
     /// The agent's TOML configuration.
     #[arg(long, env = "AUDITSEAL_SHIP_CONFIG")]
     config: PathBuf,
-    /// Keep reading the sources as they grow (and across rotations) until stopped; without
-    /// it, ship what is there and exit.
+    /// Keep reading the sources as they grow (and across rotations), and receive syslog on
+    /// the listeners, until stopped; without it, ship what is there (a listener's spool
+    /// included) and exit.
     #[arg(long)]
     follow: bool,
 }
@@ -41,8 +45,9 @@ impl Agent {
         let pos_path = self.config.state_dir.join(format!("{}.pos", source.name));
         let saved = Position::load(&pos_path)?;
         let mut total = Outcome::default();
-        let file = source.path.to_string_lossy();
-        for segment in plan(&source.path, source.format, saved.as_ref())? {
+        let path = source.read_path(&self.config.state_dir);
+        let file = path.to_string_lossy();
+        for segment in plan(&path, source.format, saved.as_ref())? {
             let module = source.format.parser().module();
             read_segment(
                 &segment,
@@ -57,7 +62,25 @@ impl Agent {
                         file_id: &pos.file_id,
                     };
                     let events: Vec<_> = records.iter().map(|r| to_event(r, &origin)).collect();
-                    let out = self.runtime.block_on(self.sender.send(&events))?;
+                    let out = self
+                        .runtime
+                        .block_on(self.sender.send(&events))
+                        .map_err(|e| match e.downcast::<Rejected>() {
+                            Ok(rejected) => {
+                                // The event the server named, else the batch's first.
+                                let at = rejected
+                                    .first_invalid
+                                    .and_then(|i| records.get(i))
+                                    .or(records.first());
+                                anyhow::Error::new(Halted {
+                                    file: segment.path.display().to_string(),
+                                    offset: at.map_or(pos.offset, |r| r.offset),
+                                    line: at.map_or(pos.line, |r| r.line),
+                                    rejected,
+                                })
+                            }
+                            Err(e) => e,
+                        })?;
                     total.stored += out.stored;
                     total.replayed += out.replayed;
                     Ok(())
@@ -68,6 +91,30 @@ impl Agent {
         Ok(total)
     }
 }
+
+/// A batch the server rejected for good: its source ships nothing more until the agent is
+/// started again (docs/HSM-LOGS.md "Follow").
+#[derive(Debug)]
+struct Halted {
+    /// The file read (a rotated file's own name; a listener's spool).
+    file: String,
+    /// Where the refused event (or the batch) starts.
+    offset: u64,
+    line: u64,
+    rejected: Rejected,
+}
+
+impl std::fmt::Display for Halted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the server rejected the batch with the record at {} offset {} (line {}): {} {}",
+            self.file, self.offset, self.line, self.rejected.status, self.rejected.answer
+        )
+    }
+}
+
+impl std::error::Error for Halted {}
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(&cli.config)?;
@@ -89,14 +136,64 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         host,
         runtime,
     };
+    // Listeners run only when following; once, a listener's source ships what its spool holds.
+    let mut listeners: HashMap<&str, (Listener, [u64; 4])> = HashMap::new();
+    if cli.follow {
+        for source in agent.config.sources.iter().filter(|s| s.listens()) {
+            let l = listen::start(source, &agent.config.state_dir)
+                .with_context(|| format!("source {}", source.name))?;
+            eprintln!(
+                "auditseal-ship: {}: listening on {}",
+                source.name,
+                l.bound.join(", ")
+            );
+            listeners.insert(&source.name, (l, [0; 4]));
+        }
+    }
+    let mut halted: HashSet<&str> = HashSet::new();
     loop {
         for source in &agent.config.sources {
-            match agent.pass(source) {
+            if let Some((l, reported)) = listeners.get_mut(source.name.as_str()) {
+                report_counts(&source.name, l, reported);
+                if let Err(e) = l.spool.lock().map(|s| s.sync()) {
+                    eprintln!("auditseal-ship: {}: {e}", source.name);
+                }
+            }
+            if halted.contains(source.name.as_str()) {
+                continue;
+            }
+            let result = agent.pass(source);
+            if let (Ok(_), Some((l, _))) = (&result, listeners.get(source.name.as_str())) {
+                let pos_path = agent.config.state_dir.join(format!("{}.pos", source.name));
+                let rotated = Position::load(&pos_path).and_then(|pos| {
+                    let mut spool = l.spool.lock().map_err(|_| anyhow::anyhow!("spool lock"))?;
+                    spool.rotate_if_shipped(pos.as_ref(), spool::ROTATE_BYTES)
+                });
+                if let Err(e) = rotated {
+                    eprintln!("auditseal-ship: {}: {e:#}", source.name);
+                }
+            }
+            match result {
                 Ok(o) if o.stored + o.replayed > 0 => eprintln!(
                     "auditseal-ship: {}: {} events stored, {} already stored",
                     source.name, o.stored, o.replayed
                 ),
                 Ok(_) => {}
+                // Rejected: sending it again would get the same answer.
+                Err(e) if e.downcast_ref::<Halted>().is_some() => {
+                    eprintln!(
+                        "auditseal-ship: ERROR: source {}: {e:#}; the source is stopped (nothing \
+                         after this record is sent) until the agent is started again",
+                        source.name
+                    );
+                    if !cli.follow {
+                        anyhow::bail!("the server rejected events of source {}", source.name);
+                    }
+                    halted.insert(&source.name);
+                    if halted.len() == agent.config.sources.len() {
+                        anyhow::bail!("every source is stopped");
+                    }
+                }
                 // Following, a failure is reported and tried again at the next pass.
                 Err(e) if cli.follow => eprintln!("auditseal-ship: {}: {e:#}", source.name),
                 Err(e) => return Err(e.context(format!("source {}", source.name))),
@@ -106,6 +203,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(agent.config.poll_ms));
+    }
+}
+
+/// Writes what a listener counted when it changed: `net: received 12 SoftHSM2 lines, 3
+/// messages of other programs (dropped), 0 unreadable, 0 lost`.
+fn report_counts(name: &str, l: &Listener, reported: &mut [u64; 4]) {
+    let now = l.counts.snapshot();
+    if now != *reported {
+        let [spooled, other, unreadable, lost] = now;
+        eprintln!(
+            "auditseal-ship: {name}: received {spooled} SoftHSM2 lines, {other} messages of \
+             other programs (dropped), {unreadable} unreadable, {lost} lost"
+        );
+        *reported = now;
     }
 }
 

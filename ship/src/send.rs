@@ -67,8 +67,9 @@ impl Sender {
         })
     }
 
-    /// Sends `events` as NDJSON until acknowledged. 408, 5xx and broken connections are
-    /// tried again with the same body (the pks make that safe); anything else is final.
+    /// Sends `events` as NDJSON until acknowledged. 408, 429, 5xx and broken connections are
+    /// tried again with the same body (the pks make that safe); any other answer is final, a
+    /// [`Rejected`] error.
     pub async fn send(&self, events: &[Value]) -> anyhow::Result<Outcome> {
         let mut body = Vec::with_capacity(events.len() * 512);
         for e in events {
@@ -94,8 +95,8 @@ impl Sender {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let text = resp.text().await.unwrap_or_default();
-                    if status != 408 && status < 500 {
-                        bail!("the server refused the events: {status} {text}");
+                    if status != 408 && status != 429 && status < 500 {
+                        return Err(Rejected::new(status, &text).into());
                     }
                     format!("{status} {text}")
                 }
@@ -114,6 +115,37 @@ impl Sender {
     }
 }
 
+/// The server's final refusal of a batch (a 4xx other than 408 and 429): sending it again
+/// would get the same answer (docs/HSM-LOGS.md "Follow").
+#[derive(Debug, thiserror::Error)]
+#[error("the server rejected the batch: {status} {answer}")]
+pub struct Rejected {
+    pub status: u16,
+    /// The answer's text, cut at 500 characters.
+    pub answer: String,
+    /// The index in the batch of the first event the server named as invalid (400's
+    /// `invalid[0].index`, docs/API.md), if it named one.
+    pub first_invalid: Option<usize>,
+}
+
+impl Rejected {
+    fn new(status: u16, text: &str) -> Rejected {
+        let first_invalid = serde_json::from_str::<Value>(text)
+            .ok()
+            .and_then(|v| v["invalid"][0]["index"].as_u64())
+            .map(|i| i as usize);
+        let mut answer: String = text.chars().take(500).collect();
+        if answer.len() < text.len() {
+            answer.push_str(" ...");
+        }
+        Rejected {
+            status,
+            answer,
+            first_invalid,
+        }
+    }
+}
+
 fn outcome(answer: &Value) -> Outcome {
     let events = answer["events"]
         .as_array()
@@ -123,5 +155,22 @@ fn outcome(answer: &Value) -> Outcome {
     Outcome {
         stored: events.len() - replayed,
         replayed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rejection_names_the_first_invalid_event() {
+        let r = Rejected::new(
+            400,
+            r#"{"error":"bad_request","message":"1 of the events are invalid","invalid":[{"index":3,"reason":"x"}]}"#,
+        );
+        assert_eq!((r.status, r.first_invalid), (400, Some(3)));
+        let r = Rejected::new(401, &"x".repeat(600));
+        assert_eq!(r.first_invalid, None);
+        assert_eq!(r.answer.len(), 504);
     }
 }

@@ -2,7 +2,8 @@
 //! `<syslog time and host> program[pid]: File.cpp(line): message`. SoftHSM 2.6 calls
 //! syslog() without openlog(), so the program is the application's (`pkcs11-tool[4242]:`), and
 //! writes the location as `File.cpp(412):`; the seed's form `softhsm2[pid]: File.cpp:412
-//! message` is read too. A line is SoftHSM's when its message starts with such a location.
+//! message` is read too, and a tag without a pid (`pkcs11-tool:`: SoftHSM does not ask
+//! syslog() for one). A line is SoftHSM's when its message starts with such a location.
 //! One event per line: its type the PKCS#11 function the message names (`C_Login`), else
 //! `SOFTHSM2_LOG`; FAILURE when it names an error, SUCCESS when it says success, VOID
 //! otherwise (most lines are not an operation with an outcome).
@@ -70,9 +71,11 @@ impl Parser for SoftHsm {
         if !prefix.is_empty() {
             r.time = Some(prefix.to_string());
         }
-        r.session = Some(pid.to_string());
+        r.session = pid.map(str::to_string);
         r.details.insert("program".into(), json!(program));
-        r.details.insert("pid".into(), json!(pid));
+        if let Some(pid) = pid {
+            r.details.insert("pid".into(), json!(pid));
+        }
         r.details.insert("location".into(), json!(location));
         r.details.insert(
             "message".into(),
@@ -82,17 +85,33 @@ impl Parser for SoftHsm {
     }
 }
 
-/// `(syslog prefix, program, pid, the rest)` of `... program[pid]: rest`.
-fn program_and_pid(line: &str) -> Option<(&str, &str, &str, &str)> {
-    let colon = line.find("]: ")?;
-    let open = line[..colon].rfind('[')?;
-    let pid = &line[open + 1..colon];
-    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+/// `(syslog prefix, program, pid, the rest)` of `... program[pid]: rest` or `... program:
+/// rest` (syslog() without LOG_PID, as SoftHSM calls it, writes no pid). The tag's `: ` is the
+/// line's first: neither a syslog time stamp nor a host name holds one.
+fn program_and_pid(line: &str) -> Option<(&str, &str, Option<&str>, &str)> {
+    let colon = line.find(": ")?;
+    let start = line[..colon].rfind(' ').map(|i| i + 1).unwrap_or(0);
+    let tag = &line[start..colon];
+    let (program, pid) = match tag.strip_suffix(']').and_then(|t| t.rsplit_once('[')) {
+        Some((program, pid)) => {
+            if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            (program, Some(pid))
+        }
+        None => (tag, None),
+    };
+    if program.is_empty() {
         return None;
     }
-    let start = line[..open].rfind(' ').map(|i| i + 1).unwrap_or(0);
-    let program = &line[start..open];
-    Some((line[..start].trim(), program, pid, &line[colon + 3..]))
+    Some((line[..start].trim(), program, pid, &line[colon + 2..]))
+}
+
+/// Whether `line` (a syslog line: time, host, tag, message) is one SoftHSM wrote.
+pub fn is_softhsm_line(line: &str) -> bool {
+    program_and_pid(line)
+        .and_then(|(_, _, _, rest)| softhsm_location(rest.split(' ').next().unwrap_or("")))
+        .is_some()
 }
 
 /// `File.cpp(412):` or `File.cpp:412` as `File.cpp:412`, if it is a SoftHSM source location.
@@ -147,9 +166,29 @@ mod tests {
         let log = "Dec  3 11:55:01 hsm1 pkcs11-tool[4242]: OSToken.cpp(64): Opened token /var/lib/softhsm/tokens/9b8a6cf7\n\
                    Dec  3 11:55:01 hsm1 pkcs11-tool[4242]: Configuration.cpp(96): Missing slots.mechanisms in configuration. Using default value: ALL\n\
                    Dec  3 11:55:01 hsm1 pkcs11-tool[4242]: OSSLEVPSymmetricAlgorithm.cpp(512): EVP_DecryptFinal failed (0x00000000): error:12800067:DSO support routines::could not load the shared library\n\
-                   Dec  3 11:55:01 hsm1 sshd[77]: Accepted publickey for root\n";
+                   Dec  3 11:55:01 hsm1 sshd[77]: Accepted publickey for root\n\
+                   2026-12-03T11:55:02.5+00:00 hsm1 pkcs11-tool: SoftHSM.cpp(1223): Could not open session\n\
+                   Dec  3 11:55:03 hsm1 cron: (root) CMD (true)\n";
         let r = parse_all(log.as_bytes(), Format::Softhsm2Syslog);
-        assert_eq!(r.len(), 3, "{r:?}");
+        assert_eq!(r.len(), 4, "{r:?}");
+        // Without a pid (glibc's syslog() without LOG_PID), as rsyslog receives SoftHSM's lines.
+        assert_eq!(r[3].details["program"], "pkcs11-tool");
+        assert_eq!(r[3].details.get("pid"), None);
+        assert_eq!(r[3].session, None);
+        assert_eq!(r[3].status, Status::Failure);
+        assert_eq!(
+            r[3].time.as_deref(),
+            Some("2026-12-03T11:55:02.5+00:00 hsm1")
+        );
+        assert!(is_softhsm_line(
+            "Dec  3 11:55:01 hsm1 p[1]: OSToken.cpp(64): Opened"
+        ));
+        assert!(!is_softhsm_line(
+            "Dec  3 11:55:01 hsm1 sshd[77]: Accepted publickey"
+        ));
+        assert!(!is_softhsm_line(
+            "Dec  3 11:55:01 hsm1 x[a]: OSToken.cpp(64): Opened"
+        ));
         assert_eq!(r[0].details["program"], "pkcs11-tool");
         assert_eq!(r[0].details["location"], "OSToken.cpp:64");
         assert_eq!(r[0].time.as_deref(), Some("Dec  3 11:55:01 hsm1"));

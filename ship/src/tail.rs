@@ -60,7 +60,8 @@ pub struct Segment {
     pub position: Position,
 }
 
-fn head_matches(path: &Path, pos: &Position) -> bool {
+/// Whether the file at `path` starts with the head `pos` names and reaches its offset.
+pub fn head_matches(path: &Path, pos: &Position) -> bool {
     let Ok(mut f) = File::open(path) else {
         return false;
     };

@@ -140,6 +140,9 @@ pub struct Rsyslog {
     pub out: PathBuf,
     pub out_traditional: PathBuf,
     dir: PathBuf,
+    /// Started with a configuration of the test's own whose input is this Unix socket
+    /// (imuxsock), not imtcp on `port`: ready once the socket exists.
+    socket: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -191,10 +194,36 @@ impl Rsyslog {
             out,
             out_traditional,
             dir: dir.to_path_buf(),
+            socket: None,
             child: None,
         };
         r.restart();
         r
+    }
+
+    /// Starts rsyslogd with `conf` (written into `dir`), whose input is an imuxsock on
+    /// `socket`: the test sends to it as syslog(3) sends to /dev/log.
+    pub fn start_with_socket(dir: &Path, conf: &str, socket: &Path) -> Rsyslog {
+        std::fs::create_dir_all(dir).expect("rsyslog dir");
+        std::fs::write(dir.join("rsyslog.conf"), conf).expect("write rsyslog.conf");
+        let mut r = Rsyslog {
+            port: 0,
+            out: dir.join("received.log"),
+            out_traditional: dir.join("received-traditional.log"),
+            dir: dir.to_path_buf(),
+            socket: Some(socket.to_path_buf()),
+            child: None,
+        };
+        r.restart();
+        r
+    }
+
+    /// Whether rsyslogd's input is there: its Unix socket, or its port answers.
+    fn ready(&self) -> bool {
+        match &self.socket {
+            Some(s) => s.exists(),
+            None => TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+        }
     }
 
     /// Starts rsyslogd (again) on the same port and files, and waits until it listens.
@@ -213,7 +242,7 @@ impl Rsyslog {
             .expect("start rsyslogd");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !self.ready() {
             if let Some(c) = self.child.as_mut()
                 && let Ok(Some(status)) = c.try_wait()
             {
@@ -224,8 +253,10 @@ impl Rsyslog {
             }
             assert!(
                 Instant::now() < deadline,
-                "rsyslogd does not listen on {}",
-                self.port
+                "rsyslogd does not listen on {:?}",
+                self.socket
+                    .as_ref()
+                    .map_or(self.port.to_string(), |s| s.display().to_string())
             );
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -148,6 +148,17 @@ async fn every_metric_the_rules_read_is_served_with_the_values_they_compare() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 201);
     }
+    // A finding of an HSM log, as auditseal-ship sends it: its counter gets a series.
+    let mut finding = event("HSM_CHAIN_BREAK");
+    finding["service"] = "HSM".into();
+    finding["authToken"] = "craton@hsm-1".into();
+    let r = admin
+        .post(format!("{}/api/v1/events", s.url))
+        .json(&finding)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
     // A checkpoint round.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
 

@@ -24,34 +24,52 @@ struct SpiedHsm {
     dir: tempfile::TempDir,
 }
 
-/// SoftHSM2 logs with syslog(3) and no openlog(), and there is no syslog daemon here: this
-/// shim, preloaded into pkcs11-tool, takes SoftHSM's own syslog() calls and writes each
-/// message as rsyslog's file output would (`Mon dd HH:MM:SS host program[pid]: message`).
-/// The messages are SoftHSM's; only the daemon is stood in for.
+/// SoftHSM2 logs with syslog(3) and no openlog(), and there is no syslog daemon on /dev/log
+/// here: this shim, preloaded into pkcs11-tool, takes SoftHSM's own syslog() calls. With
+/// SYSLOG_SHIM_FILE it appends each message as rsyslog's file output would (`Mon dd HH:MM:SS
+/// host program[pid]: message`); with SYSLOG_SHIM_SOCKET it sends it as glibc's syslog() sends
+/// to /dev/log (`<PRI>Mon dd HH:MM:SS program: message`, no pid without LOG_PID, facility
+/// user) to that Unix socket, where a test's rsyslogd listens. The messages are SoftHSM's;
+/// only the daemon's socket is stood in for.
 const SYSLOG_SHIM: &str = r#"
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 void vsyslog(int pri, const char *fmt, va_list ap) {
-    const char *path = getenv("SYSLOG_SHIM_FILE");
-    FILE *f = path ? fopen(path, "a") : NULL;
-    if (!f) return;
-    char stamp[32], host[256] = "localhost";
+    char stamp[32], host[256] = "localhost", msg[8192];
     time_t now = time(NULL);
     struct tm tm;
     localtime_r(&now, &tm);
     strftime(stamp, sizeof stamp, "%b %e %H:%M:%S", &tm);
     gethostname(host, sizeof host - 1);
-    fprintf(f, "%s %s %s[%d]: ", stamp, host, program_invocation_short_name, (int)getpid());
-    vfprintf(f, fmt, ap);
-    fputc('\n', f);
-    fclose(f);
-    (void)pri;
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    const char *path = getenv("SYSLOG_SHIM_FILE");
+    FILE *f = path ? fopen(path, "a") : NULL;
+    if (f) {
+        fprintf(f, "%s %s %s[%d]: %s\n", stamp, host, program_invocation_short_name, (int)getpid(), msg);
+        fclose(f);
+    }
+    const char *sock = getenv("SYSLOG_SHIM_SOCKET");
+    if (sock) {
+        char dgram[8448];
+        if ((pri & LOG_FACMASK) == 0) pri |= LOG_USER;
+        int n = snprintf(dgram, sizeof dgram, "<%d>%s %s: %s", pri, stamp, program_invocation_short_name, msg);
+        struct sockaddr_un a = { .sun_family = AF_UNIX };
+        strncpy(a.sun_path, sock, sizeof a.sun_path - 1);
+        int s = socket(AF_UNIX, SOCK_DGRAM, 0);
+        if (s >= 0) {
+            sendto(s, dgram, n < (int)sizeof dgram ? n : (int)sizeof dgram - 1, 0, (struct sockaddr *)&a, sizeof a);
+            close(s);
+        }
+    }
 }
 void syslog(int pri, const char *fmt, ...) { va_list ap; va_start(ap, fmt); vsyslog(pri, fmt, ap); va_end(ap); }
 void __syslog_chk(int pri, int flag, const char *fmt, ...) { va_list ap; va_start(ap, fmt); vsyslog(pri, fmt, ap); va_end(ap); (void)flag; }
@@ -95,7 +113,44 @@ impl SpiedHsm {
 
     /// pkcs11-tool through the spy; returns whether it succeeded.
     fn tool(&self, args: &[&str]) -> bool {
+        self.tool_with(args, &[])
+    }
+
+    /// A token labelled `label`, its SO PIN and user PIN set.
+    fn init_token(&self, label: &str, env: &[(&str, &Path)]) {
+        assert!(self.tool_with(
+            &[
+                "--init-token",
+                "--slot-index",
+                "0",
+                "--label",
+                label,
+                "--so-pin",
+                SO_PIN
+            ],
+            env
+        ));
+        assert!(self.tool_with(
+            &[
+                "--token-label",
+                label,
+                "--login",
+                "--login-type",
+                "so",
+                "--so-pin",
+                SO_PIN,
+                "--init-pin",
+                "--pin",
+                USER_PIN
+            ],
+            env
+        ));
+    }
+
+    /// pkcs11-tool through the spy, with more environment (SYSLOG_SHIM_SOCKET).
+    fn tool_with(&self, args: &[&str], env: &[(&str, &Path)]) -> bool {
         let out = Command::new("pkcs11-tool")
+            .envs(env.iter().copied())
             .env("SOFTHSM2_CONF", self.dir.path().join("softhsm2.conf"))
             .env("PKCS11SPY", MODULE)
             .env("PKCS11SPY_OUTPUT", self.log())
@@ -253,27 +308,7 @@ fn assert_no_pin(what: &str, text: &str) {
 async fn spy_log_of_pkcs11_tool_is_shipped_once_redacted_verified_and_analysed() {
     // The real log: pkcs11-tool through pkcs11-spy over SoftHSM2.
     let hsm = SpiedHsm::new();
-    assert!(hsm.tool(&[
-        "--init-token",
-        "--slot-index",
-        "0",
-        "--label",
-        "spied",
-        "--so-pin",
-        SO_PIN
-    ]));
-    assert!(hsm.tool(&[
-        "--token-label",
-        "spied",
-        "--login",
-        "--login-type",
-        "so",
-        "--so-pin",
-        SO_PIN,
-        "--init-pin",
-        "--pin",
-        USER_PIN
-    ]));
+    hsm.init_token("spied", &[]);
     assert!(hsm.tool(&[
         "--token-label",
         "spied",
@@ -540,15 +575,36 @@ async fn spy_log_of_pkcs11_tool_is_shipped_once_redacted_verified_and_analysed()
     }
 }
 
+/// A server on SQLite in a temporary directory, and an ingest token for the agent: (the
+/// directory, its path, the database URL, the server, the token).
+fn stage(node: &str) -> (tempfile::TempDir, String, String, Server, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let db_url = format!("sqlite://{d}/auditseal.db");
+    let s = Server::start(&["--data-dir", &d, "--node-id", node]).unwrap();
+    let token = create_ingest_token(&d, &db_url);
+    (dir, d, db_url, s, token)
+}
+
+/// `auditseal-db verifylog --all` finds every row intact.
+fn verify_all(d: &str, db_url: &str) {
+    let (code, out, err) = cli(&[
+        "verifylog",
+        "--all",
+        "--data-dir",
+        d,
+        "--database-url",
+        db_url,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 /// Follow mode: a call the spy writes is a committed row within one second.
 #[tokio::test]
 async fn follow_ships_new_calls_within_a_second() {
     let hsm = SpiedHsm::new();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
-    let db_url = format!("sqlite://{d}/auditseal.db");
-    let s = Server::start(&["--data-dir", d, "--node-id", "follow"]).unwrap();
-    let token = create_ingest_token(d, &db_url);
+    let (dir, d, db_url, s, token) = stage("follow");
+    let d = d.as_str();
     let config = write_config(dir.path(), &s.url, &token, &hsm.log());
     let mut agent = Command::new(bin_dir().join("auditseal-ship"))
         .args(["--config", config.to_str().unwrap(), "--follow"])
@@ -581,15 +637,7 @@ async fn follow_ships_new_calls_within_a_second() {
     let _ = agent.wait();
     // The rows of the three rounds are protected and verify.
     s.stop();
-    let (code, out, err) = cli(&[
-        "verifylog",
-        "--all",
-        "--data-dir",
-        d,
-        "--database-url",
-        &db_url,
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    verify_all(d, &db_url);
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -637,16 +685,37 @@ const DINAMO: &str = "\
 2022/01/12 08:00:00 00000001 00000001 000A3309 session thread up [1]
 ";
 
+/// `auditseal_hsm_findings_total` of the fixtures' chain break, counter gap and counter reset.
+async fn findings_metrics(s: &Server) -> [Option<f64>; 3] {
+    let text = s
+        .client()
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    [
+        ("craton@h", "HSM_CHAIN_BREAK"),
+        ("dinamo@h", "HSM_COUNTER_GAP"),
+        ("dinamo@h", "HSM_COUNTER_RESET"),
+    ]
+    .map(|(source, kind)| {
+        auditseal_e2e::metric(
+            &text,
+            &format!(r#"auditseal_hsm_findings_total{{source="{source}",kind="{kind}"}}"#),
+        )
+    })
+}
+
 #[tokio::test]
 async fn craton_and_dinamo_fixtures_ship_their_events_and_findings() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
-    let db_url = format!("sqlite://{d}/auditseal.db");
+    let (dir, d, db_url, s, token) = stage("fixtures");
+    let d = d.as_str();
     let (craton, line4_prev, forged_hash) = craton_fixture();
     std::fs::write(dir.path().join("craton.jsonl"), &craton).unwrap();
     std::fs::write(dir.path().join("dinamo.log"), DINAMO).unwrap();
-    let s = Server::start(&["--data-dir", d, "--node-id", "fixtures"]).unwrap();
-    let token = create_ingest_token(d, &db_url);
     let config = dir.path().join("ship.toml");
     std::fs::write(
         &config,
@@ -658,7 +727,14 @@ async fn craton_and_dinamo_fixtures_ship_their_events_and_findings() {
         ),
     )
     .unwrap();
+    let findings_before = findings_metrics(&s).await;
+    assert_eq!(findings_before, [None, None, None], "no finding yet");
     ship(&config);
+    // The server counts each finding stored, by source and kind.
+    assert_eq!(
+        findings_metrics(&s).await,
+        [Some(1.0), Some(1.0), Some(1.0)]
+    );
     let events = api_events(&s).await;
     let by_module =
         |m: &str| -> Vec<&Value> { events.iter().filter(|e| e["module"] == m).collect() };
@@ -726,6 +802,11 @@ async fn craton_and_dinamo_fixtures_ship_their_events_and_findings() {
         "{again}"
     );
     assert_eq!(api_events(&s).await.len(), events.len());
+    // Replays are not counted again.
+    assert_eq!(
+        findings_metrics(&s).await,
+        [Some(1.0), Some(1.0), Some(1.0)]
+    );
 
     // analyze reports the break and the counter findings.
     let (code, out, err) = cli(&[
@@ -758,13 +839,356 @@ async fn craton_and_dinamo_fixtures_ship_their_events_and_findings() {
     );
 
     s.stop();
-    let (code, out, err) = cli(&[
-        "verifylog",
-        "--all",
-        "--data-dir",
-        d,
-        "--database-url",
-        &db_url,
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    verify_all(d, &db_url);
+}
+
+/// The agent's stderr so far.
+fn agent_output(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Waits until the agent's stderr (in `path`) holds a line containing each of `what`.
+fn wait_for_output(path: &Path, what: &[String]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = agent_output(path);
+        if what
+            .iter()
+            .all(|w| text.lines().any(|l| l.contains(w.as_str())))
+        {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent never wrote {what:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// SoftHSM2's DEBUG syslog lines, sent by syslog(3) to a real rsyslogd, forwarded by it to the
+/// agent's listeners three ways (UDP with rsyslog's default RFC 3164 form; TCP octet-counted
+/// RFC 5424; TCP one message a line, RFC 3164): every line is a row on each, the rows verify,
+/// a restart and a re-read store nothing twice, another program's message is counted and
+/// dropped, and the PIN is nowhere.
+#[tokio::test]
+async fn softhsm_syslog_forwarded_by_rsyslog_to_the_listener_is_shipped() {
+    use auditseal_e2e::receivers::{Rsyslog, free_port};
+    let hsm = SpiedHsm::new();
+    let (dir, d, db_url, s, token) = stage("net");
+    let d = d.as_str();
+    let (udp, tcp, lf) = (free_port(), free_port(), free_port());
+    let config = dir.path().join("ship.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "server = '{}'\ntoken = '{token}'\nstate_dir = '{d}/state'\nhost = 'hsm-host-1'\n\
+             poll_ms = 100\n\
+             [[source]]\nname = 'net-udp'\nformat = 'softhsm2-syslog'\nlisten_udp = '127.0.0.1:{udp}'\n\
+             [[source]]\nname = 'net-tcp'\nformat = 'softhsm2-syslog'\nlisten_tcp = '127.0.0.1:{tcp}'\n\
+             [[source]]\nname = 'net-lf'\nformat = 'softhsm2-syslog'\nlisten_tcp = '127.0.0.1:{lf}'\n",
+            s.url
+        ),
+    )
+    .unwrap();
+    let agent_log = dir.path().join("agent.stderr");
+    let start_agent = || {
+        Command::new(bin_dir().join("auditseal-ship"))
+            .args(["--config", config.to_str().unwrap(), "--follow"])
+            .stderr(std::fs::File::create(&agent_log).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let mut agent = start_agent();
+    wait_for_output(
+        &agent_log,
+        &[
+            format!("net-udp: listening on udp 127.0.0.1:{udp}"),
+            format!("net-tcp: listening on tcp 127.0.0.1:{tcp}"),
+            format!("net-lf: listening on tcp 127.0.0.1:{lf}"),
+        ],
+    );
+
+    // rsyslogd takes messages on a Unix socket as on /dev/log and forwards them as an
+    // rsyslog relay would; its own messages stay in its default ruleset.
+    let rdir = dir.path().join("rsyslog");
+    let socket = rdir.join("log");
+    let conf = format!(
+        "global(workDirectory=\"{r}\")\n\
+         module(load=\"imuxsock\" SysSock.Use=\"off\")\n\
+         input(type=\"imuxsock\" Socket=\"{sock}\" RateLimit.Interval=\"0\" Ruleset=\"fwd\")\n\
+         ruleset(name=\"fwd\") {{\n\
+         \x20 action(type=\"omfwd\" target=\"127.0.0.1\" port=\"{udp}\" protocol=\"udp\")\n\
+         \x20 action(type=\"omfwd\" target=\"127.0.0.1\" port=\"{tcp}\" protocol=\"tcp\" \
+         TCP_Framing=\"octet-counted\" template=\"RSYSLOG_SyslogProtocol23Format\")\n\
+         \x20 action(type=\"omfwd\" target=\"127.0.0.1\" port=\"{lf}\" protocol=\"tcp\")\n\
+         \x20 action(type=\"omfile\" file=\"{r}/all.log\")\n\
+         }}\n",
+        r = rdir.display(),
+        sock = socket.display(),
+    );
+    let rsyslog = Rsyslog::start_with_socket(&rdir, &conf, &socket);
+
+    // Another program's message first: counted, dropped.
+    let logger = Command::new("logger")
+        .arg("-u")
+        .arg(&socket)
+        .args(["-t", "cron", "(root) CMD (true)"])
+        .output()
+        .expect("logger (bsdutils)");
+    assert!(logger.status.success(), "{logger:?}");
+    // SoftHSM2 at DEBUG: a token, a login with its PIN, a key, three wrong PINs.
+    let env = [("SYSLOG_SHIM_SOCKET", socket.as_path())];
+    hsm.init_token("net", &env);
+    for _ in 0..3 {
+        assert!(!hsm.tool_with(
+            &[
+                "--token-label",
+                "net",
+                "--login",
+                "--pin",
+                WRONG_PIN,
+                "--list-objects"
+            ],
+            &env
+        ));
+    }
+    // What SoftHSM sent (the shim writes the file too).
+    let sent = std::fs::read_to_string(hsm.syslog()).unwrap();
+    let n = sent.lines().count();
+    assert!(n > 10 && sent.contains(".cpp("), "{sent}");
+
+    // Every line arrives on each listener, and the other program's message is counted.
+    let counted: Vec<String> = ["net-udp", "net-tcp", "net-lf"]
+        .iter()
+        .map(|name| {
+            format!(
+                "{name}: received {n} SoftHSM2 lines, 1 messages of other programs (dropped), \
+                 0 unreadable, 0 lost"
+            )
+        })
+        .collect();
+    wait_for_output(&agent_log, &counted);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let events = loop {
+        let events = api_events(&s).await;
+        if events.len() >= 3 * n {
+            break events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} rows:\n{}",
+            events.len(),
+            3 * n,
+            agent_output(&agent_log)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(events.len(), 3 * n);
+    let messages_of = |source: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["authToken"] == format!("{source}@hsm-host-1"))
+            .map(|e| {
+                assert_eq!(e["module"], "SOFTHSM2", "{e}");
+                assert_eq!(e["details"]["fields"]["program"], "pkcs11-tool", "{e}");
+                e["details"]["fields"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    // The same messages, in SoftHSM's order, on each way.
+    let want: Vec<String> = sent
+        .lines()
+        .map(|l| {
+            let m = l.split_once("]: ").unwrap().1;
+            m.split_once(' ').unwrap().1.trim().to_string()
+        })
+        .collect();
+    for source in ["net-udp", "net-tcp", "net-lf"] {
+        assert_eq!(messages_of(source), want, "{source}");
+    }
+    let failures = events
+        .iter()
+        .filter(|e| e["eventStatus"] == "FAILURE")
+        .count();
+    assert!(failures >= 9, "{failures} failures");
+    let tcp_event = events
+        .iter()
+        .find(|e| e["authToken"] == "net-tcp@hsm-host-1")
+        .unwrap();
+    assert!(
+        tcp_event["details"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("state/net-tcp.spool"),
+        "{tcp_event}"
+    );
+    // RFC 5424's time stamp is kept as the source's time.
+    assert!(
+        tcp_event["details"]["time"].as_str().unwrap().contains('T'),
+        "{tcp_event}"
+    );
+
+    // A restart (SIGKILL) stores nothing twice; without the position files, a one-shot run
+    // sends every spooled line again and each is answered as a replay.
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let first_output = agent_output(&agent_log);
+    agent = start_agent();
+    wait_for_output(
+        &agent_log,
+        &[format!("net-lf: listening on tcp 127.0.0.1:{lf}")],
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let restarted_output = agent_output(&agent_log);
+    assert!(
+        !restarted_output.contains("events stored"),
+        "{restarted_output}"
+    );
+    for name in ["net-udp", "net-tcp", "net-lf"] {
+        std::fs::remove_file(dir.path().join(format!("state/{name}.pos"))).unwrap();
+    }
+    let again = ship(&config);
+    for name in ["net-udp", "net-tcp", "net-lf"] {
+        assert!(
+            again.contains(&format!("{name}: 0 events stored, {n} already stored")),
+            "{again}"
+        );
+    }
+    assert_eq!(api_events(&s).await.len(), 3 * n);
+    drop(rsyslog);
+
+    // No PIN in the rows, the API's events, the spools, the agent's output or the server's log.
+    let rows = all_rows(&db_url).await;
+    assert_no_pin("the database rows", &format!("{rows:?}"));
+    assert_no_pin(
+        "the API's events",
+        &serde_json::to_string(&api_events(&s).await).unwrap(),
+    );
+    for name in ["net-udp", "net-tcp", "net-lf"] {
+        let spool = std::fs::read_to_string(dir.path().join(format!("state/{name}.spool")));
+        assert_no_pin("a spool", &spool.unwrap());
+    }
+    assert_no_pin(
+        "the agent's output",
+        &format!("{first_output}{restarted_output}{again}"),
+    );
+    assert_no_pin("the server's log", &s.stop_and_log());
+    verify_all(d, &db_url);
+}
+
+/// A rust-hsm call line.
+fn rust_hsm_line(func: &str, op_id: u32) -> String {
+    format!(
+        r#"{{"ts":"2026-12-03T11:00:0{op_id}Z","func":"{func}","rv":0,"rv_name":"CKR_OK","dur_ms":1.5,"session":1,"op_id":{op_id}}}"#
+    ) + "\n"
+}
+
+/// A batch the server rejects for good (a call whose name holds a NUL, which a row cannot
+/// store: 400): following, the agent writes one ERROR naming the source, the file and the
+/// record's position, ships nothing more of that source, goes on with the others, and exits
+/// with status 1 once every source is stopped.
+#[tokio::test]
+async fn a_rejected_batch_stops_its_source_with_an_error_naming_the_position() {
+    let (dir, d, _, s, token) = stage("rejected");
+    let d = d.as_str();
+    let bad = dir.path().join("bad.json");
+    let first = rust_hsm_line("C_Initialize", 1);
+    std::fs::write(
+        &bad,
+        format!(
+            "{first}{}{}",
+            rust_hsm_line("C_Sign\\u0000", 2),
+            rust_hsm_line("C_Finalize", 3)
+        ),
+    )
+    .unwrap();
+    let good = dir.path().join("good.json");
+    std::fs::write(&good, rust_hsm_line("C_Initialize", 1)).unwrap();
+    let config_for = |name: &str, sources: &[(&str, &Path)]| {
+        let mut text = format!(
+            "server = '{}'\ntoken = '{token}'\nstate_dir = '{d}/state'\nhost = 'h'\n\
+             batch_size = 1\npoll_ms = 100\n",
+            s.url
+        );
+        for (source, path) in sources {
+            text += &format!(
+                "[[source]]\nname = '{source}'\npath = '{}'\nformat = 'rust-hsm'\n",
+                path.display()
+            );
+        }
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let config = config_for("ship.toml", &[("bad", &bad), ("good", &good)]);
+    let agent_log = dir.path().join("agent.stderr");
+    let mut agent = Command::new(bin_dir().join("auditseal-ship"))
+        .args(["--config", config.to_str().unwrap(), "--follow"])
+        .stderr(std::fs::File::create(&agent_log).unwrap())
+        .spawn()
+        .unwrap();
+    let error = format!(
+        "auditseal-ship: ERROR: source bad: the server rejected the batch with the record at {} \
+         offset {} (line 2): 400 ",
+        bad.display(),
+        first.len()
+    );
+    wait_for_output(&agent_log, std::slice::from_ref(&error));
+
+    // The other source goes on: a line added to it is shipped.
+    let count = |events: &[Value], source: &str| {
+        events
+            .iter()
+            .filter(|e| e["authToken"] == format!("{source}@h"))
+            .count()
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&good)
+        .unwrap();
+    std::io::Write::write_all(&mut f, rust_hsm_line("C_Finalize", 2).as_bytes()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = api_events(&s).await;
+        if count(&events, "good") == 2 {
+            // The stopped source: its first call only, never what follows the rejected one.
+            assert_eq!(count(&events, "bad"), 1);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", agent_output(&agent_log));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Several passes later, still one ERROR: the batch was not sent again.
+    let output = agent_output(&agent_log);
+    assert_eq!(output.matches(&error).count(), 1, "{output}");
+    assert!(output.contains("NUL"), "the server's reason: {output}");
+    assert!(agent.try_wait().unwrap().is_none(), "{output}");
+    let _ = agent.kill();
+    let _ = agent.wait();
+
+    // With no source left, the agent stops: status 1.
+    let config = config_for("bad-only.toml", &[("bad", &bad)]);
+    let mut agent = Command::new(bin_dir().join("auditseal-ship"))
+        .args(["--config", config.to_str().unwrap(), "--follow"])
+        .stderr(std::fs::File::create(&agent_log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = agent.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{}", agent_output(&agent_log));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = agent_output(&agent_log);
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert!(output.contains(&error), "{output}");
+    assert!(output.contains("every source is stopped"), "{output}");
+    assert_eq!(count(&api_events(&s).await, "bad"), 1);
 }

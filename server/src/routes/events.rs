@@ -337,7 +337,11 @@ pub async fn create_bulk(
         let mut events = parse_bulk(&body, &who)?;
         check_stored_sizes(&events, state.max_event_bytes)?;
         apply_pks(&headers, &who, &mut events)?;
-        Ok(state.device.append_all(events).await?)
+        let findings = hsm_findings(&events);
+        let done = state.device.append_all(events).await?;
+        let replayed: Vec<bool> = done.iter().map(|a| a.replayed).collect();
+        state.metrics.hsm_findings(&findings, &replayed);
+        Ok(done)
     }
     .await;
     let done = counted(&state, done, started)?;
@@ -345,6 +349,18 @@ pub async fn create_bulk(
         status_of(&done),
         Json(json!({ "count": done.len(), "events": done })),
     ))
+}
+
+/// The HSM findings among `events`, by index: (index, authToken, kind).
+fn hsm_findings(events: &[NewEvent]) -> Vec<(usize, String, &'static str)> {
+    events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            crate::metrics::hsm_finding(&e.service, &e.event_type)
+                .map(|kind| (i, e.auth_token.clone(), kind))
+        })
+        .collect()
 }
 
 pub async fn create(
@@ -359,8 +375,11 @@ pub async fn create(
         let mut event = [parse_event(&body, &who)?];
         check_stored_sizes(&event, state.max_event_bytes)?;
         apply_pks(&headers, &who, &mut event)?;
+        let findings = hsm_findings(&event);
         let [event] = event;
-        Ok(vec![state.device.append(event).await?])
+        let appended = state.device.append(event).await?;
+        state.metrics.hsm_findings(&findings, &[appended.replayed]);
+        Ok(vec![appended])
     }
     .await;
     let appended = counted(&state, appended, started)?
