@@ -55,6 +55,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/events:count", get(routes::events::count))
         .route("/api/v1/events/{pk}", get(routes::events::get_one))
+        .route("/api/v1/events/{pk}/proof", get(routes::proof::proof))
         .route("/api/v1/keys", get(routes::keys::list))
         .route("/api/v1/whoami", get(routes::whoami::whoami))
         .route(

@@ -337,6 +337,8 @@ async function loadEvent(pk) {
   clear($("event-fields").tBodies[0]);
   clear($("event-details").tBodies[0]);
   clear($("event-badge"));
+  // Answered for a failing row too, which the row itself is not with error_on_verify_fail.
+  loadProof(pk);
   try {
     const e = await getJson(`/api/v1/events/${encodeURIComponent(pk)}`);
     $("event-badge").append(badge(e.verification));
@@ -350,7 +352,7 @@ async function loadEvent(pk) {
       ["protection version", p.version ?? p.label], ["keyid", p.keyid ?? ""],
       ["rowProtection", e.rowProtection], ["additionalDetails (stored XML)", e.additionalDetails],
     ];
-    $("event-fields").tBodies[0].append(...rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v ?? "null"))));
+    $("event-fields").tBodies[0].append(...kvRows(rows));
     $("event-details-error").hidden = !e.detailsError;
     $("event-details-error").textContent = e.detailsError ?? "";
     const details = Object.entries(e.details ?? {}).map(([k, v]) =>
@@ -359,6 +361,53 @@ async function loadEvent(pk) {
     showError("");
   } catch (err) {
     showError(err.body?.error === "verification_failed" ? `This row fails verification: ${err.body.reason}` : err.message);
+  }
+}
+
+const kvRows = (rows) => rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v ?? "null")));
+
+/** The row's batch statement and inclusion proof (docs/API.md "GET /api/v1/events/{pk}/proof"). */
+async function loadProof(pk) {
+  const note = $("event-batch-note");
+  const inclusion = clear($("event-inclusion").tBodies[0]);
+  const statement = clear($("event-statement").tBodies[0]);
+  note.textContent = "Loading…";
+  delete note.dataset.batched;
+  let p;
+  try {
+    p = await getJson(`/api/v1/events/${encodeURIComponent(pk)}/proof`);
+  } catch (e) {
+    note.textContent = `Could not load the row's proof: ${e.message}`;
+    return;
+  }
+  note.dataset.batched = String(p.batched);
+  if (!p.batched) {
+    const kind = { 1: "an HMAC", 2: "a signature" }[p.protectionVersion];
+    note.textContent = kind
+      ? `Not batched: protection version ${p.protectionVersion}, ${kind} with keyid ${p.keyid} over this row alone. It has no batch statement and no inclusion proof.`
+      : "No readable protection (see the verification above): no batch statement and no inclusion proof.";
+    return;
+  }
+  const s = p.statement;
+  const i = p.inclusion;
+  note.textContent = !i ? `Batched (protection version ${p.protectionVersion}), but its proof cannot be read: ${p.inclusionError}`
+    : !s ? `Batched (protection version ${p.protectionVersion}), but no batch statement starting at sequence ${i.firstSequenceNumber} is stored.`
+    : `Batched (protection version ${p.protectionVersion}): row ${i.leafIndex + 1} of the ${i.treeSize} rows, sequence ${s.firstSequenceNumber} to ${s.lastSequenceNumber}, under one signed statement.`;
+  if (i) {
+    const matches = !s ? "no statement" : i.root === s.merkleRoot ? "yes" : "NO";
+    inclusion.append(...kvRows([
+      ["leafIndex", i.leafIndex], ["treeSize", i.treeSize], ["leafHash", i.leafHash],
+      ["path (sibling first)", i.path.join("\n") || "(empty: the only row)"],
+      ["root from the path", i.root ?? `none: ${i.rootError}`], ["equals the statement's merkleRoot", matches],
+    ]));
+  }
+  if (s) {
+    statement.append(...kvRows([
+      ["statement: nodeId", s.nodeId], ["firstSequenceNumber", s.firstSequenceNumber],
+      ["lastSequenceNumber", s.lastSequenceNumber], ["timeStamp", `${s.timeStamp} (${iso(s.timeStamp)})`],
+      ["merkleRoot", s.merkleRoot], ["previousHash", s.previousHash], ["keyId", s.keyId],
+      ["layout", s.layout], ["statementProtection", s.statementProtection], ["statementHash", s.statementHash],
+    ]), el("tr", {}, el("th", {}, "statement verification"), el("td", {}, badge(s.verification))));
   }
 }
 

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use auditseal_core::time::format_iso8601;
-use auditseal_e2e::{Backend, Server, event, new_database, workspace_root};
+use auditseal_e2e::{Backend, Server, event, exec, new_database, workspace_root};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -220,6 +220,11 @@ async fn post(s: &Server, body: &Value) {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+}
+
+/// The JSON a GET of `url` answers.
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
 }
 
 /// A new API token with `role`, made through the API by the admin.
@@ -581,14 +586,11 @@ async fn an_ingest_token_sees_no_audit_data() {
         (&auditor, "auditor"),
         (&s.token, "admin"),
     ] {
-        let v: Value = auditseal_e2e::client_with(t)
-            .get(format!("{}/api/v1/whoami", s.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = get_json(
+            &auditseal_e2e::client_with(t),
+            format!("{}/api/v1/whoami", s.url),
+        )
+        .await;
         assert_eq!(v["role"], role, "{v}");
     }
 
@@ -801,6 +803,157 @@ async fn admin_pages_keys_tokens_verify_and_a_csv_export() {
     let (code, out, err) = verify_export(d, &url, &csv);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("3 rows, 3 verified"), "{out}");
+    b.close().await;
+    s.stop();
+}
+
+/// RFC 6962's Merkle Tree Hash of `leaves` (already leaf hashes), by its recursive definition:
+/// the test's own reckoning of a batch's root, beside the server's iterative one.
+fn mth(leaves: &[[u8; 32]]) -> [u8; 32] {
+    use aws_lc_rs::digest::{Context, SHA256};
+    if leaves.len() == 1 {
+        return leaves[0];
+    }
+    let k = leaves.len().next_power_of_two() / 2;
+    let mut c = Context::new(&SHA256);
+    c.update(&[1]);
+    c.update(&mth(&leaves[..k]));
+    c.update(&mth(&leaves[k..]));
+    c.finish().as_ref().try_into().unwrap()
+}
+
+/// A key-value table of the page (`th` and `td` of each row) as a map.
+async fn kv(b: &Browser, table: &str) -> std::collections::BTreeMap<String, String> {
+    b.rows(table)
+        .await
+        .into_iter()
+        .map(|(_, c)| (c[0].clone(), c[1].clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batched_rows_statement_and_proof_are_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let url = new_database(Backend::Sqlite, dir.path()).await;
+    let s = start(d, &url, "ui8", &["--device", "batched"]);
+    // One request, one batch of 5 rows.
+    bulk(&s, &vec![event("BATCHED"); 5]).await;
+
+    let downloads = tempfile::tempdir().unwrap();
+    let b = Browser::start(downloads.path()).await;
+    b.sign_in(&s.url, &s.token).await;
+    b.go("#search?type=BATCHED&order=asc").await;
+    b.wait_text("#summary", "Rows 1–5 of 5").await;
+    let pks: Vec<String> = b
+        .rows("results")
+        .await
+        .into_iter()
+        .map(|(pk, _)| pk.unwrap())
+        .collect();
+    b.click("#results tbody tr:nth-child(3)").await;
+    b.wait("document.getElementById('event-batch-note').dataset.batched === 'true'")
+        .await;
+    b.wait("document.querySelectorAll('#event-statement tbody tr').length")
+        .await;
+    let fields = kv(&b, "event-fields").await;
+    let inc = kv(&b, "event-inclusion").await;
+    let st = kv(&b, "event-statement").await;
+    b.js("(document.getElementById('event-batch-note').scrollIntoView(), true)")
+        .await;
+    b.screenshot("batch").await;
+    let num = |m: &std::collections::BTreeMap<String, String>, k: &str| -> i64 {
+        m[k].parse().unwrap_or_else(|_| panic!("{k}: {m:?}"))
+    };
+    let (first, last) = (
+        num(&st, "firstSequenceNumber"),
+        num(&st, "lastSequenceNumber"),
+    );
+    assert_eq!(last - first + 1, 5, "{st:?}");
+    assert_eq!(num(&inc, "treeSize"), 5, "{inc:?}");
+    assert_eq!(
+        num(&inc, "leafIndex"),
+        num(&fields, "sequenceNumber") - first,
+        "{inc:?} {fields:?}"
+    );
+    assert_eq!(fields["protection version"], "4", "{fields:?}");
+    // The root the row's path leads to is the statement's, which verifies.
+    assert_eq!(
+        inc["root from the path"], st["merkleRoot"],
+        "{inc:?} {st:?}"
+    );
+    assert_eq!(inc["equals the statement's merkleRoot"], "yes");
+    assert_eq!(st["statement verification"], "valid", "{st:?}");
+    assert_eq!(inc["path (sibling first)"].lines().count(), 3, "{inc:?}");
+    // The page's note says where the row sits.
+    let note = b
+        .js("document.getElementById('event-batch-note').textContent")
+        .await;
+    assert!(
+        note.as_str()
+            .unwrap()
+            .contains(&format!("row 3 of the 5 rows, sequence {first} to {last}")),
+        "{note}"
+    );
+    // And the five leaves the API shows for the batch's rows make that root, reckoned here.
+    let mut leaves = Vec::new();
+    for pk in &pks {
+        let v = get_json(&s.client(), format!("{}/api/v1/events/{pk}/proof", s.url)).await;
+        let leaf = hex::decode(v["inclusion"]["leafHash"].as_str().unwrap()).unwrap();
+        leaves.push(<[u8; 32]>::try_from(leaf.as_slice()).unwrap());
+    }
+    assert_eq!(hex::encode(mth(&leaves)), st["merkleRoot"]);
+
+    // A changed row's path leads elsewhere; the page says so (the row itself is refused, as
+    // error_on_verify_fail is on).
+    s.stop();
+    exec(
+        &url,
+        &format!(
+            "UPDATE AuditRecordData SET eventStatus = 'FAILURE' WHERE pk = '{}'",
+            pks[2]
+        ),
+    )
+    .await;
+    let s = start(d, &url, "ui8", &["--device", "batched"]);
+    b.sign_in(&s.url, &s.token).await;
+    b.go(&format!("#event/{}", pks[2])).await;
+    b.wait("document.getElementById('event-batch-note').dataset.batched === 'true' && document.querySelectorAll('#event-statement tbody tr').length")
+        .await;
+    let inc = kv(&b, "event-inclusion").await;
+    let st2 = kv(&b, "event-statement").await;
+    assert_eq!(st2["merkleRoot"], st["merkleRoot"]);
+    assert_ne!(inc["root from the path"], st["merkleRoot"], "{inc:?}");
+    assert_eq!(inc["equals the statement's merkleRoot"], "NO");
+    s.stop();
+
+    // A row of the sequential device has neither.
+    let s = start(d, &url, "ui8s", &[]);
+    post(&s, &event("SEQUENTIAL")).await;
+    b.sign_in(&s.url, &s.token).await;
+    b.go("#search?type=SEQUENTIAL").await;
+    b.wait_text("#summary", "Rows 1–1 of 1").await;
+    b.click("#results tbody tr").await;
+    b.wait("document.getElementById('event-batch-note').dataset.batched === 'false'")
+        .await;
+    let note = b
+        .js("document.getElementById('event-batch-note').textContent")
+        .await;
+    assert!(
+        note.as_str()
+            .unwrap()
+            .starts_with("Not batched: protection version 2")
+            && note
+                .as_str()
+                .unwrap()
+                .contains("no batch statement and no inclusion proof"),
+        "{note}"
+    );
+    assert_eq!(
+        b.js("document.querySelectorAll('#event-inclusion tr, #event-statement tr').length")
+            .await,
+        0
+    );
     b.close().await;
     s.stop();
 }
