@@ -35,7 +35,10 @@ pub fn app(state: AppState) -> Router {
     let timeout = |d| TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, d);
     // Verification and export read the whole log (or much of it): their own, longer timeout.
     let long = Router::new()
-        .route("/api/v1/verify", post(routes::verify::verify))
+        .route(
+            "/api/v1/verify",
+            post(routes::verify::verify).get(routes::verify::status),
+        )
         .route("/api/v1/export", get(routes::export::export))
         .layer(timeout(VERIFY_TIMEOUT));
     // Live follow lasts as long as the client stays: no timeout (it ends when the server stops).

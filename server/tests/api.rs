@@ -722,3 +722,28 @@ async fn a_rows_proof_needs_the_auditor_role_and_a_sequential_row_has_none() {
         .await;
     assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
 }
+
+/// `GET /api/v1/verify`: auditors and admins see where each node's log stands.
+#[tokio::test]
+async fn the_verify_status_needs_the_auditor_role_and_names_each_nodes_last_sequence() {
+    let api = api("").await;
+    let ingest = api.token("signer-1", "ingest").await;
+    let auditor = api.token("auditor-1", "auditor").await;
+    let (st, v) = api
+        .call(Method::GET, "/api/v1/verify", Some(&ingest), None)
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    let (st, v) = api
+        .call(Method::GET, "/api/v1/verify", Some(&auditor), None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let node = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["nodeId"] == "api-test")
+        .unwrap_or_else(|| panic!("{v}"));
+    // The first admin token's TOKEN_CREATE (0) and the two tokens' (1, 2).
+    assert_eq!(node["lastSequenceNumber"], 2, "{v}");
+    assert!(v["now"].is_i64() && v["running"].is_boolean(), "{v}");
+}

@@ -186,7 +186,7 @@ function route() {
   switch (view) {
     case "event": show("event"); return loadEvent(decodeURIComponent(rest));
     case "live": return show("live");
-    case "verify": return show("verify");
+    case "verify": show("verify"); return loadVerifyStatus();
     case "keys": show("keys"); return loadKeys();
     case "tokens":
       if (!me.canAdmin) break;
@@ -508,10 +508,59 @@ function stopLive() {
 
 // ---- verify --------------------------------------------------------------------------------
 
+// Whether this page's run is under way, and the next look at its progress.
+let verifying = false;
+let verifyTimer = null;
+
+/** "42 s", "3 min", "5 h", "2 d": how long ago, roughly. */
+function age(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  if (s < 172800) return `${Math.round(s / 3600)} h`;
+  return `${Math.round(s / 86400)} d`;
+}
+
+/** Each node's last sequence and newest checkpoint, and the current or last run's progress
+ * (docs/API.md "GET /api/v1/verify"); looks again every 500 ms while a run is going on. */
+async function loadVerifyStatus() {
+  clearTimeout(verifyTimer);
+  let v;
+  try {
+    v = await getJson("/api/v1/verify");
+  } catch (e) {
+    showError(e.message);
+    return;
+  }
+  fillTable($("verify-overview"), ["Node", "Last sequence", "Last row (UTC)", "Newest checkpoint", "Made (UTC)", "Checkpoint age"],
+    v.nodes.map((n) => {
+      const c = n.newestCheckpoint;
+      return el("tr", { dataset: { node: n.nodeId } }, ...[n.nodeId, n.lastSequenceNumber ?? "no rows",
+        n.lastTimeStamp === null ? "" : iso(n.lastTimeStamp), c ? c.sequenceNumber : "none",
+        c ? iso(c.timeStamp) : "", c ? age(c.ageMs) : ""].map((x) => el("td", {}, x)));
+    }));
+  const run = v.run;
+  const progress = $("verify-progress");
+  progress.dataset.running = String(v.running);
+  if (run) {
+    $("verify-run-title").textContent = v.running
+      ? `Run started by ${run.by} at ${iso(run.startedAt)}: rows verified so far`
+      : `Last run, by ${run.by} at ${iso(run.startedAt)}: ${run.outcome ?? "did not finish"}`;
+    fillTable(progress, ["Node", "Rows verified", "Of about", "State"], run.nodes.map((n) =>
+      el("tr", { dataset: { node: n.nodeId } }, ...[n.nodeId, n.verifiedRows, n.expectedRows,
+        n.done ? "done" : v.running ? "verifying…" : "stopped"].map((x) => el("td", {}, x)))));
+  }
+  if ((v.running || verifying) && location.hash.startsWith("#verify")) {
+    verifyTimer = setTimeout(loadVerifyStatus, 500);
+  }
+}
+
 async function runVerify() {
   $("verify-run").disabled = true;
   $("verify-status").textContent = "Verifying every node… (this may take minutes on a large log)";
   clear($("verify-report"));
+  verifying = true;
+  setTimeout(loadVerifyStatus, 200);
   try {
     const r = await (await call("POST", "/api/v1/verify", {})).json();
     $("verify-status").textContent = `${r.outcome}: ${r.report.rows} rows, ${r.report.errors} errors, ${r.report.warnings} warnings in ${r.report.elapsedMs} ms (logged as ${r.event.nodeId}/${r.event.sequenceNumber})`;
@@ -525,7 +574,9 @@ async function runVerify() {
     $("verify-status").textContent = "";
     showError(`Verification could not run: ${e.message}`);
   } finally {
+    verifying = false;
     $("verify-run").disabled = false;
+    loadVerifyStatus();
   }
 }
 

@@ -192,6 +192,15 @@ fn start(dir: &str, url: &str, node: &str, extra: &[&str]) -> Server {
     Server::start(&args).unwrap()
 }
 
+/// A browser signed in to `s` as its admin, saving downloads into a new temporary directory
+/// (removed when the returned one is dropped).
+async fn signed_in(s: &Server) -> (Browser, tempfile::TempDir) {
+    let downloads = tempfile::tempdir().unwrap();
+    let b = Browser::start(downloads.path()).await;
+    b.sign_in(&s.url, &s.token).await;
+    (b, downloads)
+}
+
 /// Posts events in one batch; returns their timeStamps.
 async fn bulk(s: &Server, events: &[Value]) -> Vec<i64> {
     let r = s
@@ -263,9 +272,7 @@ async fn sign_in_search_page_through_250_rows_and_export() {
     assert!(*second.iter().min().unwrap() >= boundary);
     bulk(&s, &vec![event("OTHER"); 20]).await;
 
-    let downloads = tempfile::tempdir().unwrap();
-    let b = Browser::start(downloads.path()).await;
-    b.sign_in(&s.url, &s.token).await;
+    let (b, downloads) = signed_in(&s).await;
     b.wait_text("#who", "token:admin (admin)").await;
     // Every view an admin may use is offered.
     let offered = b
@@ -446,9 +453,7 @@ async fn tampered_and_unprotected_rows_show_their_badges() {
     )
     .await;
 
-    let downloads = tempfile::tempdir().unwrap();
-    let b = Browser::start(downloads.path()).await;
-    b.sign_in(&s.url, &s.token).await;
+    let (b, _downloads) = signed_in(&s).await;
     b.go("#search?c=eventType+LIKE+T_&order=asc").await;
     b.wait_text("#summary", "Rows 1–5 of 5").await;
     let badges: Vec<(String, String, String)> = serde_json::from_value(
@@ -537,9 +542,7 @@ async fn live_view_shows_a_new_event_within_2_seconds() {
     let s = start(d, &url, "ui4", &[]);
     post(&s, &event("LIVE")).await;
 
-    let downloads = tempfile::tempdir().unwrap();
-    let b = Browser::start(downloads.path()).await;
-    b.sign_in(&s.url, &s.token).await;
+    let (b, _downloads) = signed_in(&s).await;
     // Live follows with the last search's conditions.
     b.go("#search?type=LIVE").await;
     b.wait_text("#summary", "Rows 1–1 of 1").await;
@@ -698,9 +701,7 @@ async fn an_xss_payload_renders_as_text() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
 
-    let downloads = tempfile::tempdir().unwrap();
-    let b = Browser::start(downloads.path()).await;
-    b.sign_in(&s.url, &s.token).await;
+    let (b, _downloads) = signed_in(&s).await;
     b.go("#search?type=XSS&cols=time,node,seq,type,who,custom")
         .await;
     b.wait_text("#summary", "Rows 1–1 of 1").await;
@@ -730,12 +731,10 @@ async fn admin_pages_keys_tokens_verify_and_a_csv_export() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let url = new_database(Backend::Sqlite, dir.path()).await;
-    let s = start(d, &url, "ui7", &[]);
+    let s = start(d, &url, "ui7", &["--set", "checkpoint.interval_secs=1"]);
     bulk(&s, &vec![event("PROCESS"); 3]).await;
 
-    let downloads = tempfile::tempdir().unwrap();
-    let b = Browser::start(downloads.path()).await;
-    b.sign_in(&s.url, &s.token).await;
+    let (b, downloads) = signed_in(&s).await;
 
     // Keys: the keyid that signs new rows.
     b.go("#keys").await;
@@ -779,8 +778,37 @@ async fn admin_pages_keys_tokens_verify_and_a_csv_export() {
         .await;
     assert_eq!(whoami(secret).await, 401);
 
-    // Verify: the run's outcome and each node.
+    // Verify: each node's last sequence and newest checkpoint, once one covers the last row.
+    let deadline = Instant::now() + WAIT;
+    let last = loop {
+        let v = get_json(&s.client(), format!("{}/api/v1/verify", s.url)).await;
+        let n = &v["nodes"][0];
+        if n["newestCheckpoint"]["sequenceNumber"] == n["lastSequenceNumber"] {
+            break n["lastSequenceNumber"].as_i64().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint of the last row: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     b.go("#verify").await;
+    b.wait("document.querySelectorAll('#verify-overview tbody tr').length")
+        .await;
+    let overview = b.rows("verify-overview").await;
+    assert_eq!(overview.len(), 1, "{overview:?}");
+    let row = &overview[0].1;
+    assert_eq!(
+        (row[0].as_str(), row[1].clone(), row[3].clone()),
+        ("ui7", last.to_string(), last.to_string()),
+        "{row:?}"
+    );
+    // Made a moment ago, in seconds.
+    let age = row[5]
+        .strip_suffix(" s")
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(age.is_some_and(|a| a < 60), "{row:?}");
+    // A run: its outcome, and how many rows of each node it verified.
     b.click("#verify-run").await;
     let outcome = b
         .wait("document.getElementById('verify-status').dataset.outcome")
@@ -789,6 +817,15 @@ async fn admin_pages_keys_tokens_verify_and_a_csv_export() {
     let nodes = b.rows("verify-nodes").await;
     assert_eq!(nodes.len(), 1, "{nodes:?}");
     assert_eq!(nodes[0].1[0], "ui7");
+    b.wait("document.getElementById('verify-run-title').textContent.startsWith('Last run, by token:admin')")
+        .await;
+    let progress = b.rows("verify-progress").await;
+    assert_eq!(progress.len(), 1, "{progress:?}");
+    assert_eq!(
+        progress[0].1,
+        ["ui7", &nodes[0].1[1], &(last + 1).to_string(), "done"],
+        "{progress:?} {nodes:?}"
+    );
     b.screenshot("verify").await;
 
     // A CSV export of a search, with its .sig, both downloaded through the page.
@@ -840,9 +877,7 @@ async fn a_batched_rows_statement_and_proof_are_shown() {
     // One request, one batch of 5 rows.
     bulk(&s, &vec![event("BATCHED"); 5]).await;
 
-    let downloads = tempfile::tempdir().unwrap();
-    let b = Browser::start(downloads.path()).await;
-    b.sign_in(&s.url, &s.token).await;
+    let (b, _downloads) = signed_in(&s).await;
     b.go("#search?type=BATCHED&order=asc").await;
     b.wait_text("#summary", "Rows 1–5 of 5").await;
     let pks: Vec<String> = b
