@@ -1,8 +1,10 @@
 //! The web console (docs/UI.md) in a real browser: headless Chromium driven through chromedriver
 //! (Debian's `chromium` and `chromium-driver`) against a real auditseal-server. Sign-in and the
-//! role, search and keyset paging with the total, time ranges and the shareable URL, a tampered
-//! and an unprotected row, the live view, an export downloaded through the page, an ingest token,
-//! an XSS payload, and the first load's size. Screenshots go to target/ui-screenshots (or
+//! role (with a token, and with a client certificate over HTTPS), search and keyset paging with
+//! the total, time ranges and the shareable URL, a tampered and an unprotected row, a batched
+//! row's statement and inclusion proof, the live view, verification with each node's newest
+//! checkpoint, an export downloaded through the page, an ingest token, an XSS payload, and the
+//! first load's size. Screenshots go to target/ui-screenshots (or
 //! AUDITSEAL_UI_SCREENSHOTS, e.g. docs/ui when refreshing docs/UI.md's pictures).
 
 use std::path::{Path, PathBuf};
@@ -27,12 +29,21 @@ impl Browser {
     /// Starts chromedriver on a free port and a headless Chromium session that saves downloads
     /// into `downloads`.
     async fn start(downloads: &Path) -> Browser {
+        Self::start_at_home(downloads, None).await
+    }
+
+    /// `start`, with Chromium's `$HOME` (where it finds its NSS database, `.pki/nssdb`) `home`.
+    async fn start_at_home(downloads: &Path, home: Option<&Path>) -> Browser {
         use std::os::unix::process::CommandExt;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let driver = Command::new("chromedriver")
+        let mut driver = Command::new("chromedriver");
+        if let Some(home) = home {
+            driver.env("HOME", home);
+        }
+        let driver = driver
             .arg(format!("--port={port}"))
             // datetime-local inputs are in the browser's time zone: make it UTC.
             .env("TZ", "UTC")
@@ -991,6 +1002,196 @@ async fn a_batched_rows_statement_and_proof_are_shown() {
     );
     b.close().await;
     s.stop();
+}
+
+/// A Chromium policy file (docs/UI.md "Tests"), removed when dropped.
+struct Policy(PathBuf);
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs an NSS tool (libnss3-tools) on the database `db`.
+fn nss(tool: &str, db: &Path, args: &[&str]) {
+    let out = Command::new(tool)
+        .arg("-d")
+        .arg(format!("sql:{}", db.display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{tool} (Debian package libnss3-tools; scripts/test installs it): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "{tool} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Over HTTPS with client certificates: Chromium presents the auditor's certificate (from the
+/// NSS database in its `$HOME`, chosen by the AutoSelectCertificateForUrls policy, as a managed
+/// browser would be set up), the console signs in with it, shows its role, and its views work.
+#[tokio::test]
+async fn sign_in_with_a_client_certificate() {
+    // Chromium reads managed policies only from /etc/chromium/policies/managed.
+    if unsafe { libc::geteuid() } != 0 {
+        println!(
+            "SKIPPED sign_in_with_a_client_certificate: it writes Chromium's managed policy \
+             (/etc/chromium/policies/managed), which needs root; CI runs as root"
+        );
+        return;
+    }
+    use auditseal_e2e::pki::{client, issue, issue_server, make_ca, openssl};
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = pki_dir.path();
+    make_ca(pki, "ca", "/O=Example/CN=auditseal UI Test CA");
+    issue_server(pki, "ca");
+    let client_ext = "extendedKeyUsage=clientAuth";
+    issue(
+        pki,
+        "ca",
+        "auditor",
+        "/C=SE/O=Example/CN=Console Auditor",
+        client_ext,
+    );
+    issue(
+        pki,
+        "ca",
+        "signer",
+        "/C=SE/O=Example/CN=Console Signer",
+        client_ext,
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let url = new_database(Backend::Sqlite, dir.path()).await;
+    let cfg = dir.path().join("auditseal.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n\n\
+             [[auth.clients]]\nsubject = \"CN=Console Auditor,O=Example,C=SE\"\nrole = \"auditor\"\n\n\
+             [[auth.clients]]\nsubject = \"CN=Console Signer,O=Example,C=SE\"\nrole = \"ingest\"\n",
+            pki.join("server.pem"),
+            pki.join("server.key"),
+            pki.join("ca.pem"),
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let s = start(d, &url, "ui9", &["--config", cfg]);
+    assert!(s.url.starts_with("https://127.0.0.1:"), "{}", s.url);
+    let signer = client(pki, Some("signer"));
+    for _ in 0..3 {
+        let r = signer
+            .post(format!("{}/api/v1/events", s.url))
+            .json(&event("CERTUI"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    }
+
+    // The auditor's certificate and key in an NSS database, and the CA trusted for servers.
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join(".pki/nssdb");
+    std::fs::create_dir_all(&db).unwrap();
+    openssl(
+        pki,
+        "pkcs12 -export -in auditor.pem -inkey auditor.key -out auditor.p12 -name console-auditor",
+        &["-passout", "pass:test"],
+    );
+    nss("certutil", &db, &["-N", "--empty-password"]);
+    let p12 = pki.join("auditor.p12");
+    nss(
+        "pk12util",
+        &db,
+        &["-i", p12.to_str().unwrap(), "-W", "test"],
+    );
+    let ca = pki.join("ca.pem");
+    nss(
+        "certutil",
+        &db,
+        &[
+            "-A",
+            "-n",
+            "ui-test-ca",
+            "-t",
+            "C,,",
+            "-i",
+            ca.to_str().unwrap(),
+        ],
+    );
+    // Chromium asks the user which certificate to send, unless a policy chooses: this one
+    // chooses the test CA's for this server only.
+    let policies = Path::new("/etc/chromium/policies/managed");
+    std::fs::create_dir_all(policies).unwrap();
+    let rule = json!({"pattern": s.url, "filter": {"ISSUER": {"CN": "auditseal UI Test CA"}}});
+    let policy = Policy(policies.join(format!(
+        "auditseal-ui-test-{}.json",
+        s.url.rsplit(':').next().unwrap()
+    )));
+    std::fs::write(
+        &policy.0,
+        json!({"AutoSelectCertificateForUrls": [rule.to_string()]}).to_string(),
+    )
+    .unwrap();
+
+    let downloads = tempfile::tempdir().unwrap();
+    let b = Browser::start_at_home(downloads.path(), Some(home.path())).await;
+    b.client.goto(&format!("{}/ui/", s.url)).await.unwrap();
+    b.wait("!document.getElementById('view-signin').hidden")
+        .await;
+    b.click("#signin-cert").await;
+    b.wait_text("#who", "cert:CN=Console Auditor,O=Example,C=SE (auditor)")
+        .await;
+    // No token was kept: the certificate is the credential.
+    assert_eq!(b.js("sessionStorage.length").await, json!(0));
+    let offered = b
+        .js("[...document.querySelectorAll('#nav a')].filter(a => !a.hidden).map(a => a.textContent)")
+        .await;
+    assert_eq!(offered, json!(["Search", "Live", "Verify", "Keys"]));
+    // The auditor's views work with it: search, a row, verify's overview, keys.
+    b.go("#search?type=CERTUI").await;
+    b.wait_text("#summary", "Rows 1–3 of 3").await;
+    b.screenshot("certificate").await;
+    let rows = b.rows("results").await;
+    assert!(rows.iter().all(|(_, c)| c[3] == "CERTUI"), "{rows:?}");
+    b.click("#results tbody tr").await;
+    b.wait("document.getElementById('event-batch-note').dataset.batched === 'false'")
+        .await;
+    assert_eq!(
+        b.js("document.querySelector('#event-badge .badge').textContent")
+            .await,
+        "valid"
+    );
+    let details = kv(&b, "event-details").await;
+    assert_eq!(
+        details.get("auditseal.submitter").map(String::as_str),
+        Some("cert:CN=Console Signer,O=Example,C=SE"),
+        "{details:?}"
+    );
+    b.go("#verify").await;
+    b.wait("[...document.querySelectorAll('#verify-overview tbody tr')].some(r => r.cells[0].textContent === 'ui9' && r.cells[1].textContent === '2')")
+        .await;
+    b.go("#keys").await;
+    b.wait("document.querySelectorAll('#keys tbody tr').length")
+        .await;
+    // Not an admin: no tokens page.
+    b.go("#tokens").await;
+    b.wait("!document.getElementById('view-search').hidden")
+        .await;
+    assert_eq!(
+        b.js("document.getElementById('view-tokens').hidden").await,
+        true
+    );
+    b.close().await;
+    s.stop();
+    drop(policy);
 }
 
 /// Waits until every file in `files` is downloaded (there and not empty), then a moment more: a
