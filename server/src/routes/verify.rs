@@ -212,3 +212,39 @@ pub async fn status(_: Auditor, State(state): State<AppState>) -> Result<Json<Va
         json!({ "now": now, "nodes": nodes, "running": running, "run": run }),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The verifier's reports become each node's progress; a run whose request ends unfinished
+    /// is marked finished, with no outcome.
+    #[test]
+    fn the_tracker_counts_each_nodes_rows_and_a_dropped_run_ends() {
+        *RUN.lock().unwrap() = Some(Run {
+            by: "token:t".into(),
+            started_at: 1,
+            finished_at: None,
+            outcome: None,
+            nodes: BTreeMap::new(),
+        });
+        let finished = Finished;
+        Tracker.start("a", 10);
+        Tracker.advance("a", 4);
+        Tracker.advance("a", 6);
+        Tracker.finish("a");
+        Tracker.start("b", 3);
+        Tracker.advance("b", 1);
+        let run = RUN.lock().unwrap().clone().unwrap();
+        let got: Vec<_> = run
+            .nodes
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.expected_rows, p.verified_rows, p.done))
+            .collect();
+        assert_eq!(got, [("a", 10, 10, true), ("b", 3, 1, false)]);
+        assert_eq!(run.finished_at, None);
+        drop(finished);
+        let run = RUN.lock().unwrap().clone().unwrap();
+        assert!(run.finished_at.is_some() && run.outcome.is_none());
+    }
+}
