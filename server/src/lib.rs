@@ -35,7 +35,10 @@ pub fn app(state: AppState) -> Router {
     let timeout = |d| TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, d);
     // Verification and export read the whole log (or much of it): their own, longer timeout.
     let long = Router::new()
-        .route("/api/v1/verify", post(routes::verify::verify))
+        .route(
+            "/api/v1/verify",
+            post(routes::verify::verify).get(routes::verify::status),
+        )
         .route("/api/v1/export", get(routes::export::export))
         .layer(timeout(VERIFY_TIMEOUT));
     // Live follow lasts as long as the client stays: no timeout (it ends when the server stops).
@@ -55,6 +58,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/events:count", get(routes::events::count))
         .route("/api/v1/events/{pk}", get(routes::events::get_one))
+        .route("/api/v1/events/{pk}/proof", get(routes::proof::proof))
         .route("/api/v1/keys", get(routes::keys::list))
         .route("/api/v1/whoami", get(routes::whoami::whoami))
         .route(

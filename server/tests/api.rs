@@ -680,3 +680,70 @@ async fn the_console_is_served_without_credentials() {
     let (st, _, _) = Api::text(&api.app, "/uix", None).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
 }
+
+/// `GET /api/v1/events/{pk}/proof`: auditors and admins only; a row of the sequential device is
+/// protected on its own, with no batch statement or inclusion proof; an unknown pk is 404.
+#[tokio::test]
+async fn a_rows_proof_needs_the_auditor_role_and_a_sequential_row_has_none() {
+    let api = api("").await;
+    let ingest = api.token("signer-1", "ingest").await;
+    let auditor = api.token("auditor-1", "auditor").await;
+    let (st, v) = api
+        .call(
+            Method::POST,
+            "/api/v1/events",
+            Some(&ingest),
+            Some(&event("PROCESS")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let path = format!("/api/v1/events/{}/proof", v["pk"].as_str().unwrap());
+    let (st, v) = api.call(Method::GET, &path, Some(&ingest), None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert!(v.get("statement").is_none(), "{v}");
+    let (st, v) = api.call(Method::GET, &path, None, None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    let (st, v) = api.call(Method::GET, &path, Some(&auditor), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        (&v["protectionVersion"], &v["keyid"], &v["batched"]),
+        (&json!(2), &json!(1), &json!(false)),
+        "{v}"
+    );
+    assert!(v["statement"].is_null() && v["inclusion"].is_null(), "{v}");
+    assert_eq!(v["verification"], json!({"valid": true}), "{v}");
+    let (st, v) = api
+        .call(
+            Method::GET,
+            "/api/v1/events/nope/proof",
+            Some(&api.admin),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+}
+
+/// `GET /api/v1/verify`: auditors and admins see where each node's log stands.
+#[tokio::test]
+async fn the_verify_status_needs_the_auditor_role_and_names_each_nodes_last_sequence() {
+    let api = api("").await;
+    let ingest = api.token("signer-1", "ingest").await;
+    let auditor = api.token("auditor-1", "auditor").await;
+    let (st, v) = api
+        .call(Method::GET, "/api/v1/verify", Some(&ingest), None)
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    let (st, v) = api
+        .call(Method::GET, "/api/v1/verify", Some(&auditor), None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let node = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["nodeId"] == "api-test")
+        .unwrap_or_else(|| panic!("{v}"));
+    // The first admin token's TOKEN_CREATE (0) and the two tokens' (1, 2).
+    assert_eq!(node["lastSequenceNumber"], 2, "{v}");
+    assert!(v["now"].is_i64() && v["running"].is_boolean(), "{v}");
+}

@@ -186,7 +186,7 @@ function route() {
   switch (view) {
     case "event": show("event"); return loadEvent(decodeURIComponent(rest));
     case "live": return show("live");
-    case "verify": return show("verify");
+    case "verify": show("verify"); return loadVerifyStatus();
     case "keys": show("keys"); return loadKeys();
     case "tokens":
       if (!me.canAdmin) break;
@@ -337,6 +337,8 @@ async function loadEvent(pk) {
   clear($("event-fields").tBodies[0]);
   clear($("event-details").tBodies[0]);
   clear($("event-badge"));
+  // Answered for a failing row too, which the row itself is not with error_on_verify_fail.
+  loadProof(pk);
   try {
     const e = await getJson(`/api/v1/events/${encodeURIComponent(pk)}`);
     $("event-badge").append(badge(e.verification));
@@ -350,7 +352,7 @@ async function loadEvent(pk) {
       ["protection version", p.version ?? p.label], ["keyid", p.keyid ?? ""],
       ["rowProtection", e.rowProtection], ["additionalDetails (stored XML)", e.additionalDetails],
     ];
-    $("event-fields").tBodies[0].append(...rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v ?? "null"))));
+    $("event-fields").tBodies[0].append(...kvRows(rows));
     $("event-details-error").hidden = !e.detailsError;
     $("event-details-error").textContent = e.detailsError ?? "";
     const details = Object.entries(e.details ?? {}).map(([k, v]) =>
@@ -359,6 +361,53 @@ async function loadEvent(pk) {
     showError("");
   } catch (err) {
     showError(err.body?.error === "verification_failed" ? `This row fails verification: ${err.body.reason}` : err.message);
+  }
+}
+
+const kvRows = (rows) => rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v ?? "null")));
+
+/** The row's batch statement and inclusion proof (docs/API.md "GET /api/v1/events/{pk}/proof"). */
+async function loadProof(pk) {
+  const note = $("event-batch-note");
+  const inclusion = clear($("event-inclusion").tBodies[0]);
+  const statement = clear($("event-statement").tBodies[0]);
+  note.textContent = "Loading…";
+  delete note.dataset.batched;
+  let p;
+  try {
+    p = await getJson(`/api/v1/events/${encodeURIComponent(pk)}/proof`);
+  } catch (e) {
+    note.textContent = `Could not load the row's proof: ${e.message}`;
+    return;
+  }
+  note.dataset.batched = String(p.batched);
+  if (!p.batched) {
+    const kind = { 1: "an HMAC", 2: "a signature" }[p.protectionVersion];
+    note.textContent = kind
+      ? `Not batched: protection version ${p.protectionVersion}, ${kind} with keyid ${p.keyid} over this row alone. It has no batch statement and no inclusion proof.`
+      : "No readable protection (see the verification above): no batch statement and no inclusion proof.";
+    return;
+  }
+  const s = p.statement;
+  const i = p.inclusion;
+  note.textContent = !i ? `Batched (protection version ${p.protectionVersion}), but its proof cannot be read: ${p.inclusionError}`
+    : !s ? `Batched (protection version ${p.protectionVersion}), but no batch statement starting at sequence ${i.firstSequenceNumber} is stored.`
+    : `Batched (protection version ${p.protectionVersion}): row ${i.leafIndex + 1} of the ${i.treeSize} rows, sequence ${s.firstSequenceNumber} to ${s.lastSequenceNumber}, under one signed statement.`;
+  if (i) {
+    const matches = !s ? "no statement" : i.root === s.merkleRoot ? "yes" : "NO";
+    inclusion.append(...kvRows([
+      ["leafIndex", i.leafIndex], ["treeSize", i.treeSize], ["leafHash", i.leafHash],
+      ["path (sibling first)", i.path.join("\n") || "(empty: the only row)"],
+      ["root from the path", i.root ?? `none: ${i.rootError}`], ["equals the statement's merkleRoot", matches],
+    ]));
+  }
+  if (s) {
+    statement.append(...kvRows([
+      ["statement: nodeId", s.nodeId], ["firstSequenceNumber", s.firstSequenceNumber],
+      ["lastSequenceNumber", s.lastSequenceNumber], ["timeStamp", `${s.timeStamp} (${iso(s.timeStamp)})`],
+      ["merkleRoot", s.merkleRoot], ["previousHash", s.previousHash], ["keyId", s.keyId],
+      ["layout", s.layout], ["statementProtection", s.statementProtection], ["statementHash", s.statementHash],
+    ]), el("tr", {}, el("th", {}, "statement verification"), el("td", {}, badge(s.verification))));
   }
 }
 
@@ -459,10 +508,59 @@ function stopLive() {
 
 // ---- verify --------------------------------------------------------------------------------
 
+// Whether this page's run is under way, and the next look at its progress.
+let verifying = false;
+let verifyTimer = null;
+
+/** "42 s", "3 min", "5 h", "2 d": how long ago, roughly. */
+function age(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  if (s < 172800) return `${Math.round(s / 3600)} h`;
+  return `${Math.round(s / 86400)} d`;
+}
+
+/** Each node's last sequence and newest checkpoint, and the current or last run's progress
+ * (docs/API.md "GET /api/v1/verify"); looks again every 500 ms while a run is going on. */
+async function loadVerifyStatus() {
+  clearTimeout(verifyTimer);
+  let v;
+  try {
+    v = await getJson("/api/v1/verify");
+  } catch (e) {
+    showError(e.message);
+    return;
+  }
+  fillTable($("verify-overview"), ["Node", "Last sequence", "Last row (UTC)", "Newest checkpoint", "Made (UTC)", "Checkpoint age"],
+    v.nodes.map((n) => {
+      const c = n.newestCheckpoint;
+      return el("tr", { dataset: { node: n.nodeId } }, ...[n.nodeId, n.lastSequenceNumber ?? "no rows",
+        n.lastTimeStamp === null ? "" : iso(n.lastTimeStamp), c ? c.sequenceNumber : "none",
+        c ? iso(c.timeStamp) : "", c ? age(c.ageMs) : ""].map((x) => el("td", {}, x)));
+    }));
+  const run = v.run;
+  const progress = $("verify-progress");
+  progress.dataset.running = String(v.running);
+  if (run) {
+    $("verify-run-title").textContent = v.running
+      ? `Run started by ${run.by} at ${iso(run.startedAt)}: rows verified so far`
+      : `Last run, by ${run.by} at ${iso(run.startedAt)}: ${run.outcome ?? "did not finish"}`;
+    fillTable(progress, ["Node", "Rows verified", "Of about", "State"], run.nodes.map((n) =>
+      el("tr", { dataset: { node: n.nodeId } }, ...[n.nodeId, n.verifiedRows, n.expectedRows,
+        n.done ? "done" : v.running ? "verifying…" : "stopped"].map((x) => el("td", {}, x)))));
+  }
+  if ((v.running || verifying) && location.hash.startsWith("#verify")) {
+    verifyTimer = setTimeout(loadVerifyStatus, 500);
+  }
+}
+
 async function runVerify() {
   $("verify-run").disabled = true;
   $("verify-status").textContent = "Verifying every node… (this may take minutes on a large log)";
   clear($("verify-report"));
+  verifying = true;
+  setTimeout(loadVerifyStatus, 200);
   try {
     const r = await (await call("POST", "/api/v1/verify", {})).json();
     $("verify-status").textContent = `${r.outcome}: ${r.report.rows} rows, ${r.report.errors} errors, ${r.report.warnings} warnings in ${r.report.elapsedMs} ms (logged as ${r.event.nodeId}/${r.event.sequenceNumber})`;
@@ -476,7 +574,9 @@ async function runVerify() {
     $("verify-status").textContent = "";
     showError(`Verification could not run: ${e.message}`);
   } finally {
+    verifying = false;
     $("verify-run").disabled = false;
+    loadVerifyStatus();
   }
 }
 

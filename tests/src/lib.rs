@@ -4,6 +4,7 @@
 pub mod faults;
 pub mod hsm;
 pub mod java;
+pub mod pki;
 pub mod receivers;
 
 use std::io::{BufRead, BufReader};

@@ -2,79 +2,9 @@
 //! certificates made by the `openssl` command at test time. A mapped certificate gets its role,
 //! an unmapped one 401, one from another CA no connection; tokens still work over HTTPS.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-
+use auditseal_e2e::pki::{client, issue, issue_server, make_ca};
 use auditseal_e2e::{Server, event};
 use serde_json::Value;
-
-/// Runs `openssl` in `dir` with `cmd` (split at spaces) and then `more` (kept whole).
-fn openssl(dir: &Path, cmd: &str, more: &[&str]) {
-    let out = Command::new("openssl")
-        .args(cmd.split_whitespace())
-        .args(more)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {cmd} {more:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-const NEW_KEY: &str = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
-
-/// A self-signed CA: `<name>.pem`, `<name>.key`.
-fn make_ca(dir: &Path, name: &str, subject: &str) {
-    openssl(
-        dir,
-        &format!(
-            "req -x509 {NEW_KEY} -days 2 -keyout {name}.key -out {name}.pem \
-             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign"
-        ),
-        &["-subj", subject],
-    );
-}
-
-/// A certificate `<name>.pem` (key `<name>.key`) issued by CA `ca`, with extensions `ext`.
-fn issue(dir: &Path, ca: &str, name: &str, subject: &str, ext: &str) {
-    std::fs::write(
-        dir.join(format!("{name}.ext")),
-        format!("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n{ext}\n"),
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &format!("req -new {NEW_KEY} -keyout {name}.key -out {name}.csr"),
-        &["-subj", subject],
-    );
-    openssl(
-        dir,
-        &format!(
-            "x509 -req -in {name}.csr -CA {ca}.pem -CAkey {ca}.key -CAcreateserial -days 2 \
-             -extfile {name}.ext -out {name}.pem"
-        ),
-        &[],
-    );
-}
-
-fn read(dir: &Path, file: &str) -> Vec<u8> {
-    std::fs::read(dir.join(file)).unwrap()
-}
-
-/// A client that trusts only the test CA and, given a name, presents that certificate.
-fn client(pki: &Path, identity: Option<&str>) -> reqwest::Client {
-    let ca = reqwest::Certificate::from_pem(&read(pki, "ca.pem")).unwrap();
-    let mut b = reqwest::Client::builder().tls_certs_only([ca]);
-    if let Some(name) = identity {
-        let mut pem = read(pki, &format!("{name}.pem"));
-        pem.extend(read(pki, &format!("{name}.key")));
-        b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
-    }
-    b.build().unwrap()
-}
 
 async fn status(r: reqwest::RequestBuilder) -> u16 {
     r.send().await.expect("request").status().as_u16()
@@ -87,13 +17,7 @@ async fn client_certificates_map_to_roles() {
     make_ca(pki, "ca", "/O=Example/CN=Test Client CA");
     make_ca(pki, "other-ca", "/O=Elsewhere/CN=Untrusted CA");
     let client_ext = "extendedKeyUsage=clientAuth";
-    issue(
-        pki,
-        "ca",
-        "server",
-        "/O=Example/CN=127.0.0.1",
-        "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1",
-    );
+    issue_server(pki, "ca");
     issue(
         pki,
         "ca",

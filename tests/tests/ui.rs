@@ -1,8 +1,10 @@
 //! The web console (docs/UI.md) in a real browser: headless Chromium driven through chromedriver
 //! (Debian's `chromium` and `chromium-driver`) against a real auditseal-server. Sign-in and the
-//! role, search and keyset paging with the total, time ranges and the shareable URL, a tampered
-//! and an unprotected row, the live view, an export downloaded through the page, an ingest token,
-//! an XSS payload, and the first load's size. Screenshots go to target/ui-screenshots (or
+//! role (with a token, and with a client certificate over HTTPS), search and keyset paging with
+//! the total, time ranges and the shareable URL, a tampered and an unprotected row, a batched
+//! row's statement and inclusion proof, the live view, verification with each node's newest
+//! checkpoint, an export downloaded through the page, an ingest token, an XSS payload, and the
+//! first load's size. Screenshots go to target/ui-screenshots (or
 //! AUDITSEAL_UI_SCREENSHOTS, e.g. docs/ui when refreshing docs/UI.md's pictures).
 
 use std::path::{Path, PathBuf};
@@ -10,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use auditseal_core::time::format_iso8601;
-use auditseal_e2e::{Backend, Server, event, new_database, workspace_root};
+use auditseal_e2e::{Backend, Server, event, exec, new_database, workspace_root};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -27,12 +29,21 @@ impl Browser {
     /// Starts chromedriver on a free port and a headless Chromium session that saves downloads
     /// into `downloads`.
     async fn start(downloads: &Path) -> Browser {
+        Self::start_at_home(downloads, None).await
+    }
+
+    /// `start`, with Chromium's `$HOME` (where it finds its NSS database, `.pki/nssdb`) `home`.
+    async fn start_at_home(downloads: &Path, home: Option<&Path>) -> Browser {
         use std::os::unix::process::CommandExt;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let driver = Command::new("chromedriver")
+        let mut driver = Command::new("chromedriver");
+        if let Some(home) = home {
+            driver.env("HOME", home);
+        }
+        let driver = driver
             .arg(format!("--port={port}"))
             // datetime-local inputs are in the browser's time zone: make it UTC.
             .env("TZ", "UTC")
@@ -192,6 +203,15 @@ fn start(dir: &str, url: &str, node: &str, extra: &[&str]) -> Server {
     Server::start(&args).unwrap()
 }
 
+/// A browser signed in to `s` as its admin, saving downloads into a new temporary directory
+/// (removed when the returned one is dropped).
+async fn signed_in(s: &Server) -> (Browser, tempfile::TempDir) {
+    let downloads = tempfile::tempdir().unwrap();
+    let b = Browser::start(downloads.path()).await;
+    b.sign_in(&s.url, &s.token).await;
+    (b, downloads)
+}
+
 /// Posts events in one batch; returns their timeStamps.
 async fn bulk(s: &Server, events: &[Value]) -> Vec<i64> {
     let r = s
@@ -220,6 +240,11 @@ async fn post(s: &Server, body: &Value) {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+}
+
+/// The JSON a GET of `url` answers.
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
 }
 
 /// A new API token with `role`, made through the API by the admin.
@@ -258,9 +283,7 @@ async fn sign_in_search_page_through_250_rows_and_export() {
     assert!(*second.iter().min().unwrap() >= boundary);
     bulk(&s, &vec![event("OTHER"); 20]).await;
 
-    let downloads = tempfile::tempdir().unwrap();
-    let b = Browser::start(downloads.path()).await;
-    b.sign_in(&s.url, &s.token).await;
+    let (b, downloads) = signed_in(&s).await;
     b.wait_text("#who", "token:admin (admin)").await;
     // Every view an admin may use is offered.
     let offered = b
@@ -441,9 +464,7 @@ async fn tampered_and_unprotected_rows_show_their_badges() {
     )
     .await;
 
-    let downloads = tempfile::tempdir().unwrap();
-    let b = Browser::start(downloads.path()).await;
-    b.sign_in(&s.url, &s.token).await;
+    let (b, _downloads) = signed_in(&s).await;
     b.go("#search?c=eventType+LIKE+T_&order=asc").await;
     b.wait_text("#summary", "Rows 1–5 of 5").await;
     let badges: Vec<(String, String, String)> = serde_json::from_value(
@@ -532,9 +553,7 @@ async fn live_view_shows_a_new_event_within_2_seconds() {
     let s = start(d, &url, "ui4", &[]);
     post(&s, &event("LIVE")).await;
 
-    let downloads = tempfile::tempdir().unwrap();
-    let b = Browser::start(downloads.path()).await;
-    b.sign_in(&s.url, &s.token).await;
+    let (b, _downloads) = signed_in(&s).await;
     // Live follows with the last search's conditions.
     b.go("#search?type=LIVE").await;
     b.wait_text("#summary", "Rows 1–1 of 1").await;
@@ -581,14 +600,11 @@ async fn an_ingest_token_sees_no_audit_data() {
         (&auditor, "auditor"),
         (&s.token, "admin"),
     ] {
-        let v: Value = auditseal_e2e::client_with(t)
-            .get(format!("{}/api/v1/whoami", s.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = get_json(
+            &auditseal_e2e::client_with(t),
+            format!("{}/api/v1/whoami", s.url),
+        )
+        .await;
         assert_eq!(v["role"], role, "{v}");
     }
 
@@ -696,9 +712,7 @@ async fn an_xss_payload_renders_as_text() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
 
-    let downloads = tempfile::tempdir().unwrap();
-    let b = Browser::start(downloads.path()).await;
-    b.sign_in(&s.url, &s.token).await;
+    let (b, _downloads) = signed_in(&s).await;
     b.go("#search?type=XSS&cols=time,node,seq,type,who,custom")
         .await;
     b.wait_text("#summary", "Rows 1–1 of 1").await;
@@ -728,12 +742,10 @@ async fn admin_pages_keys_tokens_verify_and_a_csv_export() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let url = new_database(Backend::Sqlite, dir.path()).await;
-    let s = start(d, &url, "ui7", &[]);
+    let s = start(d, &url, "ui7", &["--set", "checkpoint.interval_secs=1"]);
     bulk(&s, &vec![event("PROCESS"); 3]).await;
 
-    let downloads = tempfile::tempdir().unwrap();
-    let b = Browser::start(downloads.path()).await;
-    b.sign_in(&s.url, &s.token).await;
+    let (b, downloads) = signed_in(&s).await;
 
     // Keys: the keyid that signs new rows.
     b.go("#keys").await;
@@ -777,8 +789,37 @@ async fn admin_pages_keys_tokens_verify_and_a_csv_export() {
         .await;
     assert_eq!(whoami(secret).await, 401);
 
-    // Verify: the run's outcome and each node.
+    // Verify: each node's last sequence and newest checkpoint, once one covers the last row.
+    let deadline = Instant::now() + WAIT;
+    let last = loop {
+        let v = get_json(&s.client(), format!("{}/api/v1/verify", s.url)).await;
+        let n = &v["nodes"][0];
+        if n["newestCheckpoint"]["sequenceNumber"] == n["lastSequenceNumber"] {
+            break n["lastSequenceNumber"].as_i64().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint of the last row: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     b.go("#verify").await;
+    b.wait("document.querySelectorAll('#verify-overview tbody tr').length")
+        .await;
+    let overview = b.rows("verify-overview").await;
+    assert_eq!(overview.len(), 1, "{overview:?}");
+    let row = &overview[0].1;
+    assert_eq!(
+        (row[0].as_str(), row[1].clone(), row[3].clone()),
+        ("ui7", last.to_string(), last.to_string()),
+        "{row:?}"
+    );
+    // Made a moment ago, in seconds.
+    let age = row[5]
+        .strip_suffix(" s")
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(age.is_some_and(|a| a < 60), "{row:?}");
+    // A run: its outcome, and how many rows of each node it verified.
     b.click("#verify-run").await;
     let outcome = b
         .wait("document.getElementById('verify-status').dataset.outcome")
@@ -787,6 +828,15 @@ async fn admin_pages_keys_tokens_verify_and_a_csv_export() {
     let nodes = b.rows("verify-nodes").await;
     assert_eq!(nodes.len(), 1, "{nodes:?}");
     assert_eq!(nodes[0].1[0], "ui7");
+    b.wait("document.getElementById('verify-run-title').textContent.startsWith('Last run, by token:admin')")
+        .await;
+    let progress = b.rows("verify-progress").await;
+    assert_eq!(progress.len(), 1, "{progress:?}");
+    assert_eq!(
+        progress[0].1,
+        ["ui7", &nodes[0].1[1], &(last + 1).to_string(), "done"],
+        "{progress:?} {nodes:?}"
+    );
     b.screenshot("verify").await;
 
     // A CSV export of a search, with its .sig, both downloaded through the page.
@@ -803,6 +853,345 @@ async fn admin_pages_keys_tokens_verify_and_a_csv_export() {
     assert!(out.contains("3 rows, 3 verified"), "{out}");
     b.close().await;
     s.stop();
+}
+
+/// RFC 6962's Merkle Tree Hash of `leaves` (already leaf hashes), by its recursive definition:
+/// the test's own reckoning of a batch's root, beside the server's iterative one.
+fn mth(leaves: &[[u8; 32]]) -> [u8; 32] {
+    use aws_lc_rs::digest::{Context, SHA256};
+    if leaves.len() == 1 {
+        return leaves[0];
+    }
+    let k = leaves.len().next_power_of_two() / 2;
+    let mut c = Context::new(&SHA256);
+    c.update(&[1]);
+    c.update(&mth(&leaves[..k]));
+    c.update(&mth(&leaves[k..]));
+    c.finish().as_ref().try_into().unwrap()
+}
+
+/// A key-value table of the page (`th` and `td` of each row) as a map.
+async fn kv(b: &Browser, table: &str) -> std::collections::BTreeMap<String, String> {
+    b.rows(table)
+        .await
+        .into_iter()
+        .map(|(_, c)| (c[0].clone(), c[1].clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batched_rows_statement_and_proof_are_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let url = new_database(Backend::Sqlite, dir.path()).await;
+    let s = start(d, &url, "ui8", &["--device", "batched"]);
+    // One request, one batch of 5 rows.
+    bulk(&s, &vec![event("BATCHED"); 5]).await;
+
+    let (b, _downloads) = signed_in(&s).await;
+    b.go("#search?type=BATCHED&order=asc").await;
+    b.wait_text("#summary", "Rows 1–5 of 5").await;
+    let pks: Vec<String> = b
+        .rows("results")
+        .await
+        .into_iter()
+        .map(|(pk, _)| pk.unwrap())
+        .collect();
+    b.click("#results tbody tr:nth-child(3)").await;
+    b.wait("document.getElementById('event-batch-note').dataset.batched === 'true'")
+        .await;
+    b.wait("document.querySelectorAll('#event-statement tbody tr').length")
+        .await;
+    let fields = kv(&b, "event-fields").await;
+    let inc = kv(&b, "event-inclusion").await;
+    let st = kv(&b, "event-statement").await;
+    b.js("(document.getElementById('event-batch-note').scrollIntoView(), true)")
+        .await;
+    b.screenshot("batch").await;
+    let num = |m: &std::collections::BTreeMap<String, String>, k: &str| -> i64 {
+        m[k].parse().unwrap_or_else(|_| panic!("{k}: {m:?}"))
+    };
+    let (first, last) = (
+        num(&st, "firstSequenceNumber"),
+        num(&st, "lastSequenceNumber"),
+    );
+    assert_eq!(last - first + 1, 5, "{st:?}");
+    assert_eq!(num(&inc, "treeSize"), 5, "{inc:?}");
+    assert_eq!(
+        num(&inc, "leafIndex"),
+        num(&fields, "sequenceNumber") - first,
+        "{inc:?} {fields:?}"
+    );
+    assert_eq!(fields["protection version"], "4", "{fields:?}");
+    // The root the row's path leads to is the statement's, which verifies.
+    assert_eq!(
+        inc["root from the path"], st["merkleRoot"],
+        "{inc:?} {st:?}"
+    );
+    assert_eq!(inc["equals the statement's merkleRoot"], "yes");
+    assert_eq!(st["statement verification"], "valid", "{st:?}");
+    assert_eq!(inc["path (sibling first)"].lines().count(), 3, "{inc:?}");
+    // The page's note says where the row sits.
+    let note = b
+        .js("document.getElementById('event-batch-note').textContent")
+        .await;
+    assert!(
+        note.as_str()
+            .unwrap()
+            .contains(&format!("row 3 of the 5 rows, sequence {first} to {last}")),
+        "{note}"
+    );
+    // And the five leaves the API shows for the batch's rows make that root, reckoned here.
+    let mut leaves = Vec::new();
+    for pk in &pks {
+        let v = get_json(&s.client(), format!("{}/api/v1/events/{pk}/proof", s.url)).await;
+        let leaf = hex::decode(v["inclusion"]["leafHash"].as_str().unwrap()).unwrap();
+        leaves.push(<[u8; 32]>::try_from(leaf.as_slice()).unwrap());
+    }
+    assert_eq!(hex::encode(mth(&leaves)), st["merkleRoot"]);
+
+    // A changed row's path leads elsewhere; the page says so (the row itself is refused, as
+    // error_on_verify_fail is on).
+    s.stop();
+    exec(
+        &url,
+        &format!(
+            "UPDATE AuditRecordData SET eventStatus = 'FAILURE' WHERE pk = '{}'",
+            pks[2]
+        ),
+    )
+    .await;
+    let s = start(d, &url, "ui8", &["--device", "batched"]);
+    b.sign_in(&s.url, &s.token).await;
+    b.go(&format!("#event/{}", pks[2])).await;
+    b.wait("document.getElementById('event-batch-note').dataset.batched === 'true' && document.querySelectorAll('#event-statement tbody tr').length")
+        .await;
+    let inc = kv(&b, "event-inclusion").await;
+    let st2 = kv(&b, "event-statement").await;
+    assert_eq!(st2["merkleRoot"], st["merkleRoot"]);
+    assert_ne!(inc["root from the path"], st["merkleRoot"], "{inc:?}");
+    assert_eq!(inc["equals the statement's merkleRoot"], "NO");
+    s.stop();
+
+    // A row of the sequential device has neither.
+    let s = start(d, &url, "ui8s", &[]);
+    post(&s, &event("SEQUENTIAL")).await;
+    b.sign_in(&s.url, &s.token).await;
+    b.go("#search?type=SEQUENTIAL").await;
+    b.wait_text("#summary", "Rows 1–1 of 1").await;
+    b.click("#results tbody tr").await;
+    b.wait("document.getElementById('event-batch-note').dataset.batched === 'false'")
+        .await;
+    let note = b
+        .js("document.getElementById('event-batch-note').textContent")
+        .await;
+    assert!(
+        note.as_str()
+            .unwrap()
+            .starts_with("Not batched: protection version 2")
+            && note
+                .as_str()
+                .unwrap()
+                .contains("no batch statement and no inclusion proof"),
+        "{note}"
+    );
+    assert_eq!(
+        b.js("document.querySelectorAll('#event-inclusion tr, #event-statement tr').length")
+            .await,
+        0
+    );
+    b.close().await;
+    s.stop();
+}
+
+/// A Chromium policy file (docs/UI.md "Tests"), removed when dropped.
+struct Policy(PathBuf);
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs an NSS tool (libnss3-tools) on the database `db`.
+fn nss(tool: &str, db: &Path, args: &[&str]) {
+    let out = Command::new(tool)
+        .arg("-d")
+        .arg(format!("sql:{}", db.display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{tool} (Debian package libnss3-tools; scripts/test installs it): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "{tool} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Over HTTPS with client certificates: Chromium presents the auditor's certificate (from the
+/// NSS database in its `$HOME`, chosen by the AutoSelectCertificateForUrls policy, as a managed
+/// browser would be set up), the console signs in with it, shows its role, and its views work.
+#[tokio::test]
+async fn sign_in_with_a_client_certificate() {
+    // Chromium reads managed policies only from /etc/chromium/policies/managed.
+    if unsafe { libc::geteuid() } != 0 {
+        println!(
+            "SKIPPED sign_in_with_a_client_certificate: it writes Chromium's managed policy \
+             (/etc/chromium/policies/managed), which needs root; CI runs as root"
+        );
+        return;
+    }
+    use auditseal_e2e::pki::{client, issue, issue_server, make_ca, openssl};
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = pki_dir.path();
+    make_ca(pki, "ca", "/O=Example/CN=auditseal UI Test CA");
+    issue_server(pki, "ca");
+    let client_ext = "extendedKeyUsage=clientAuth";
+    issue(
+        pki,
+        "ca",
+        "auditor",
+        "/C=SE/O=Example/CN=Console Auditor",
+        client_ext,
+    );
+    issue(
+        pki,
+        "ca",
+        "signer",
+        "/C=SE/O=Example/CN=Console Signer",
+        client_ext,
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let url = new_database(Backend::Sqlite, dir.path()).await;
+    let cfg = dir.path().join("auditseal.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n\n\
+             [[auth.clients]]\nsubject = \"CN=Console Auditor,O=Example,C=SE\"\nrole = \"auditor\"\n\n\
+             [[auth.clients]]\nsubject = \"CN=Console Signer,O=Example,C=SE\"\nrole = \"ingest\"\n",
+            pki.join("server.pem"),
+            pki.join("server.key"),
+            pki.join("ca.pem"),
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let s = start(d, &url, "ui9", &["--config", cfg]);
+    assert!(s.url.starts_with("https://127.0.0.1:"), "{}", s.url);
+    let signer = client(pki, Some("signer"));
+    for _ in 0..3 {
+        let r = signer
+            .post(format!("{}/api/v1/events", s.url))
+            .json(&event("CERTUI"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+    }
+
+    // The auditor's certificate and key in an NSS database, and the CA trusted for servers.
+    let home = tempfile::tempdir().unwrap();
+    let db = home.path().join(".pki/nssdb");
+    std::fs::create_dir_all(&db).unwrap();
+    openssl(
+        pki,
+        "pkcs12 -export -in auditor.pem -inkey auditor.key -out auditor.p12 -name console-auditor",
+        &["-passout", "pass:test"],
+    );
+    nss("certutil", &db, &["-N", "--empty-password"]);
+    let p12 = pki.join("auditor.p12");
+    nss(
+        "pk12util",
+        &db,
+        &["-i", p12.to_str().unwrap(), "-W", "test"],
+    );
+    let ca = pki.join("ca.pem");
+    nss(
+        "certutil",
+        &db,
+        &[
+            "-A",
+            "-n",
+            "ui-test-ca",
+            "-t",
+            "C,,",
+            "-i",
+            ca.to_str().unwrap(),
+        ],
+    );
+    // Chromium asks the user which certificate to send, unless a policy chooses: this one
+    // chooses the test CA's for this server only.
+    let policies = Path::new("/etc/chromium/policies/managed");
+    std::fs::create_dir_all(policies).unwrap();
+    let rule = json!({"pattern": s.url, "filter": {"ISSUER": {"CN": "auditseal UI Test CA"}}});
+    let policy = Policy(policies.join(format!(
+        "auditseal-ui-test-{}.json",
+        s.url.rsplit(':').next().unwrap()
+    )));
+    std::fs::write(
+        &policy.0,
+        json!({"AutoSelectCertificateForUrls": [rule.to_string()]}).to_string(),
+    )
+    .unwrap();
+
+    let downloads = tempfile::tempdir().unwrap();
+    let b = Browser::start_at_home(downloads.path(), Some(home.path())).await;
+    b.client.goto(&format!("{}/ui/", s.url)).await.unwrap();
+    b.wait("!document.getElementById('view-signin').hidden")
+        .await;
+    b.click("#signin-cert").await;
+    b.wait_text("#who", "cert:CN=Console Auditor,O=Example,C=SE (auditor)")
+        .await;
+    // No token was kept: the certificate is the credential.
+    assert_eq!(b.js("sessionStorage.length").await, json!(0));
+    let offered = b
+        .js("[...document.querySelectorAll('#nav a')].filter(a => !a.hidden).map(a => a.textContent)")
+        .await;
+    assert_eq!(offered, json!(["Search", "Live", "Verify", "Keys"]));
+    // The auditor's views work with it: search, a row, verify's overview, keys.
+    b.go("#search?type=CERTUI").await;
+    b.wait_text("#summary", "Rows 1–3 of 3").await;
+    b.screenshot("certificate").await;
+    let rows = b.rows("results").await;
+    assert!(rows.iter().all(|(_, c)| c[3] == "CERTUI"), "{rows:?}");
+    b.click("#results tbody tr").await;
+    b.wait("document.getElementById('event-batch-note').dataset.batched === 'false'")
+        .await;
+    assert_eq!(
+        b.js("document.querySelector('#event-badge .badge').textContent")
+            .await,
+        "valid"
+    );
+    let details = kv(&b, "event-details").await;
+    assert_eq!(
+        details.get("auditseal.submitter").map(String::as_str),
+        Some("cert:CN=Console Signer,O=Example,C=SE"),
+        "{details:?}"
+    );
+    b.go("#verify").await;
+    b.wait("[...document.querySelectorAll('#verify-overview tbody tr')].some(r => r.cells[0].textContent === 'ui9' && r.cells[1].textContent === '2')")
+        .await;
+    b.go("#keys").await;
+    b.wait("document.querySelectorAll('#keys tbody tr').length")
+        .await;
+    // Not an admin: no tokens page.
+    b.go("#tokens").await;
+    b.wait("!document.getElementById('view-search').hidden")
+        .await;
+    assert_eq!(
+        b.js("document.getElementById('view-tokens').hidden").await,
+        true
+    );
+    b.close().await;
+    s.stop();
+    drop(policy);
 }
 
 /// Waits until every file in `files` is downloaded (there and not empty), then a moment more: a

@@ -192,6 +192,22 @@ pub fn verify_inclusion(
     proof: &[Hash],
     root: &Hash,
 ) -> Result<(), MerkleError> {
+    // Step 5's last check: the computed root must be the given one.
+    if root_from_inclusion(index, tree_size, leaf_hash, proof)? != *root {
+        return Err(MerkleError::RootMismatch { index, tree_size });
+    }
+    Ok(())
+}
+
+/// The root that `leaf_hash` at `index` of a tree of `tree_size` leaves and its inclusion proof
+/// lead to: RFC 9162 2.1.3.2 without the final comparison with a given root (the console shows
+/// it beside the batch statement's root).
+pub fn root_from_inclusion(
+    index: u64,
+    tree_size: u64,
+    leaf_hash: &Hash,
+    proof: &[Hash],
+) -> Result<Hash, MerkleError> {
     // Step 1: the index must be inside the tree.
     if index >= tree_size {
         return Err(MerkleError::IndexOutOfRange { index, tree_size });
@@ -234,14 +250,11 @@ pub fn verify_inclusion(
         fnode >>= 1;
         snode >>= 1;
     }
-    // Step 5: the path must have reached the root, and the computed root must be the given one.
+    // Step 5: the path must have reached the root.
     if snode != 0 {
         return Err(wrong_length);
     }
-    if r != *root {
-        return Err(MerkleError::RootMismatch { index, tree_size });
-    }
-    Ok(())
+    Ok(r)
 }
 
 #[cfg(test)]

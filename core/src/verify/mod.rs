@@ -129,6 +129,16 @@ impl Batches {
             .map(|c| &c.batch)
     }
 
+    /// The statement of the batch of `node` starting at `first`, if it was loaded, and whether
+    /// its MAC or signature verifies (the reason when not).
+    pub fn checked(&self, node: &str, first: i64) -> Option<(&BatchRecord, Result<(), &str>)> {
+        let c = self.map.get(&(node.to_string(), first))?.as_ref()?;
+        Some((
+            &c.batch,
+            c.statement.as_ref().map(|_| ()).map_err(String::as_str),
+        ))
+    }
+
     /// Adds (and checks) a statement read from elsewhere (an archive segment).
     pub fn insert(&mut self, keys: &KeyRing, b: BatchRecord) {
         self.map.insert(
@@ -225,6 +235,51 @@ pub fn verify_row(keys: &KeyRing, batches: &Batches, r: &AuditRecord) -> Result<
         canonical: canonical::row_leaf(r),
     };
     verify_prepared(keys, batches, r, &ps, &leaves)
+}
+
+/// A batched row's inclusion proof as stored, with the root it leads to (docs/FORMAT.md 6.3;
+/// the console shows it beside the batch statement: docs/API.md "GET /api/v1/events/{pk}/proof").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inclusion {
+    pub first_sequence_number: i64,
+    pub tree_size: u32,
+    /// The row's place in its batch: its sequenceNumber minus the batch's first.
+    pub index: i64,
+    /// The row's leaf hash of its protection version (docs/FORMAT.md 6.1).
+    pub leaf: Hash,
+    /// The audit path, from the leaf's sibling up.
+    pub proof: Vec<Hash>,
+    /// The root the path leads to from the leaf, or why it leads to none.
+    pub root: Result<Hash, String>,
+}
+
+/// Reads the inclusion proof of `r`, a version 3 or 4 row whose rowProtection parsed as `p`, and
+/// follows it to its root as `verify_row` does (it does not check the statement: see
+/// `Batches::checked`).
+pub fn inclusion(r: &AuditRecord, p: &RowProtection) -> Result<Inclusion, RowFailure> {
+    let payload =
+        InclusionPayload::from_bytes(&p.value).map_err(|e| RowFailure::Inclusion(e.to_string()))?;
+    let index = r.sequence_number - payload.first_sequence_number;
+    let leaf = batch::leaf(p.version, r);
+    let root = u64::try_from(index)
+        .map_err(|_| {
+            format!(
+                "sequence {} is before its batch's first, {}",
+                r.sequence_number, payload.first_sequence_number
+            )
+        })
+        .and_then(|i| {
+            merkle::root_from_inclusion(i, u64::from(payload.tree_size), &leaf, &payload.proof)
+                .map_err(|e| e.to_string())
+        });
+    Ok(Inclusion {
+        first_sequence_number: payload.first_sequence_number,
+        tree_size: payload.tree_size,
+        index,
+        leaf,
+        proof: payload.proof,
+        root,
+    })
 }
 
 /// A row's two leaf hashes (docs/FORMAT.md 6.1): of its protect string and of its canonical
@@ -1361,6 +1416,33 @@ mod tests {
             text.contains("Summary: 1 node, 2 rows verified, 1 error, 0 warnings"),
             "{text}"
         );
+    }
+
+    /// `inclusion` follows each row's stored proof to its batch's root, for both batch versions;
+    /// a changed row's proof leads elsewhere.
+    #[test]
+    fn a_batched_rows_inclusion_leads_to_its_statements_root() {
+        let token = crate::crypto::token::HmacToken::new(1, b"inclusion secret");
+        for v in [ProtectionVersion::Batch, ProtectionVersion::BatchCanonical] {
+            let mut rows: Vec<AuditRecord> = attack_events()
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| e.into_record("n", 10 + i as i64, 1_764_072_000_000))
+                .collect();
+            let b = batch::seal("n", &mut rows, &token, 1, GENESIS_HASH.into(), v).unwrap();
+            for (i, r) in rows.iter().enumerate() {
+                let p = RowProtection::parse(r.row_protection.as_deref().unwrap()).unwrap();
+                let inc = inclusion(r, &p).unwrap();
+                assert_eq!((inc.first_sequence_number, inc.tree_size), (10, 3));
+                assert_eq!((inc.index, inc.leaf), (i as i64, batch::leaf(v, r)));
+                assert_eq!(inc.root.map(hex::encode), Ok(b.merkle_root.clone()));
+            }
+            let mut changed = rows[1].clone();
+            changed.event_status = "FAILURE".into();
+            let p = RowProtection::parse(changed.row_protection.as_deref().unwrap()).unwrap();
+            let root = inclusion(&changed, &p).unwrap().root.unwrap();
+            assert_ne!(hex::encode(root), b.merkle_root);
+        }
     }
 
     /// The rows of issue 12.3's attack: row 0 has a null customId, row 1 searchDetail1

@@ -605,16 +605,21 @@ pub async fn count(
     Ok(Json(json!({ "count": n })))
 }
 
+/// The row `pk`, or 404.
+pub(crate) async fn stored_row(state: &AppState, pk: &str) -> Result<AuditRecord, ApiError> {
+    state
+        .store
+        .get(pk)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no event with pk {pk:?}")))
+}
+
 pub async fn get_one(
     _: Auditor,
     State(state): State<AppState>,
     Path(pk): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let row = state
-        .store
-        .get(&pk)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no event with pk {pk:?}")))?;
+    let row = stored_row(&state, &pk).await?;
     let mut rows = rows_with_verification(&state, vec![row]).await?;
     Ok(Json(rows.remove(0)))
 }

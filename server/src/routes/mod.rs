@@ -6,6 +6,7 @@ pub mod health;
 pub mod keys;
 pub mod metrics;
 pub mod openapi;
+pub mod proof;
 pub mod stream;
 pub mod tokens;
 pub mod ui;
