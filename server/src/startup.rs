@@ -87,6 +87,9 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
                 .context("cannot start event forwarding ([[forward]])")?,
         )
     };
+    if let Some(f) = &forwarding {
+        device.listen_to_commits(f.commit_listener());
+    }
     match &keys.current {
         Some(t) => {
             tracing::info!(keyid = t.keyid(), algorithm = %t.algorithm(), key = %t.describe(), "protecting new rows")

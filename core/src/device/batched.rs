@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::crypto::token::SharedToken;
 use crate::device::{
-    Appended, BatchObserver, DeviceError, LogDevice, NewEvent, QueueDepth, check_head,
-    merge_replays, refused, replays_of, stored_by_pk,
+    Appended, BatchObserver, CommitListener, DeviceError, LogDevice, NewEvent, QueueDepth,
+    check_head, merge_replays, refused, replays_of, stored_by_pk,
 };
 use crate::format::batch::{self, BatchRecord, GENESIS_HASH};
 use crate::format::protection::ProtectionVersion;
@@ -70,8 +70,15 @@ pub struct BatchedDevice {
     observer: Observer,
 }
 
-/// Where the writer reports its batches, once someone asks (`observe_batches`).
-type Observer = Arc<OnceLock<Arc<dyn BatchObserver>>>;
+/// Who the writer reports to, once someone asks: metrics (`observe_batches`) and forwarding
+/// (`listen_to_commits`).
+#[derive(Default)]
+struct Observers {
+    batches: OnceLock<Arc<dyn BatchObserver>>,
+    commits: OnceLock<Arc<dyn CommitListener>>,
+}
+
+type Observer = Arc<Observers>;
 
 /// Where the node's log and chain stand.
 struct Head {
@@ -371,7 +378,7 @@ impl Writer {
             seal_us = started.elapsed().as_micros() as u64,
             "batch sealed"
         );
-        if let Some(o) = self.observer.get() {
+        if let Some(o) = self.observer.batches.get() {
             o.sealed(rows.len(), started.elapsed());
         }
         self.head = Some(Head {
@@ -435,7 +442,7 @@ async fn insert_in_order(
             &node_id,
             &client_pks,
             &inconsistent,
-            observer.get().map(|o| o.as_ref()),
+            &observer,
         )
         .await;
         // Settled, written or not: a retry now finds the rows, or writes them.
@@ -451,7 +458,7 @@ async fn insert_one(
     node_id: &str,
     client_pks: &[String],
     inconsistent: &OnceLock<String>,
-    observer: Option<&dyn BatchObserver>,
+    observer: &Observers,
 ) {
     if let Some(reason) = inconsistent.get() {
         answer(
@@ -483,8 +490,11 @@ async fn insert_one(
                 insert_us = started.elapsed().as_micros() as u64,
                 "batch committed"
             );
-            if let Some(o) = observer {
+            if let Some(o) = observer.batches.get() {
                 o.committed(s.rows.len(), started.elapsed());
+            }
+            if let Some(l) = observer.commits.get() {
+                l.committed(&s.rows);
             }
             answer(
                 node_id,
@@ -572,7 +582,11 @@ impl LogDevice for BatchedDevice {
     }
 
     fn observe_batches(&self, observer: Arc<dyn BatchObserver>) {
-        let _ = self.observer.set(observer);
+        let _ = self.observer.batches.set(observer);
+    }
+
+    fn listen_to_commits(&self, listener: Arc<dyn CommitListener>) {
+        let _ = self.observer.commits.set(listener);
     }
 
     async fn append(&self, event: NewEvent) -> Result<Appended, DeviceError> {

@@ -113,6 +113,12 @@ pub trait LogDevice: Send + Sync {
     fn observe_batches(&self, observer: Arc<dyn BatchObserver>) {
         let _ = observer;
     }
+    /// Hands the rows of each commit to `listener` once they are committed (forwarding); the
+    /// sequential device does not (its commits are single rows: forwarding reads them back).
+    /// Only the first listener set is kept.
+    fn listen_to_commits(&self, listener: Arc<dyn CommitListener>) {
+        let _ = listener;
+    }
     /// Returns only once the row is committed (durable and protected).
     async fn append(&self, event: NewEvent) -> Result<Appended, DeviceError>;
     /// All or nothing: every event is committed (consecutive numbers, one transaction) or none.
@@ -133,6 +139,12 @@ pub trait BatchObserver: Send + Sync {
     fn sealed(&self, rows: usize, took: std::time::Duration);
     /// A batch of `rows` was committed in `took`.
     fn committed(&self, rows: usize, took: std::time::Duration);
+}
+
+/// Told the rows of each commit, after the commit.
+pub trait CommitListener: Send + Sync {
+    /// `rows` (one node's, consecutive numbers) are committed, as stored.
+    fn committed(&self, rows: &[AuditRecord]);
 }
 
 /// The service of the events auditseal logs itself (see `NewEvent::system`).

@@ -259,6 +259,7 @@ struct Running {
 pub struct Forwarding {
     sinks: Vec<Running>,
     stop: watch::Sender<bool>,
+    pages: Arc<Pages>,
 }
 
 /// The file sinks' reopen flags.
@@ -297,6 +298,25 @@ struct Page {
 }
 
 impl Page {
+    fn new(rows: Vec<AuditRecord>) -> Page {
+        Page {
+            bytes: rows.iter().map(AuditRecord::stored_bytes).sum(),
+            at: tokio::time::Instant::now(),
+            rows,
+            json: OnceLock::new(),
+            log4j: OnceLock::new(),
+        }
+    }
+
+    /// Where the row numbered `n` is (rows are in (sequenceNumber, pk) order).
+    fn find(&self, n: i64) -> Option<usize> {
+        let i = self.rows.partition_point(|r| r.sequence_number < n);
+        self.rows
+            .get(i)
+            .is_some_and(|r| r.sequence_number == n)
+            .then_some(i)
+    }
+
     /// Each row's text in `format` (`message::text`); made at the first call, on a forwarding
     /// worker.
     fn texts(&self, format: ForwardFormat) -> &[String] {
@@ -312,39 +332,63 @@ impl Page {
 /// huge rows must not make the cache hold many pages of them.
 const PAGES_MAX_BYTES: usize = 2 * crate::store::READ_BUDGET_BYTES as usize;
 
-/// The node's rows as the sinks read them, shared: sinks at the same position (the usual case,
-/// all of them caught up) get one database read between them instead of one each. A page is a
-/// prefix of what the table holds from its first number, so a reused one is never wrong, at
-/// worst shorter than a fresh read (the next read goes on from its end).
+/// Most bytes of rows the pages handed over at commit keep: about a second of the batched
+/// device's fastest ingestion; a sink further behind reads from the database.
+const COMMITTED_MAX_BYTES: usize = 4 * crate::store::READ_BUDGET_BYTES as usize;
+
+/// Consecutive rows for a sink: parts of pages, in sequence order.
+type Rows = Vec<(Arc<Page>, Range<usize>)>;
+
+/// The node's rows as the sinks read them, shared. The batched device hands each commit's rows
+/// over once they are committed (`CommitListener`); rows that are not among those (the
+/// sequential device's, rows of another process, a sink behind by more than
+/// `COMMITTED_MAX_BYTES`) are read back from the database, and sinks at the same position get
+/// one read between them. Either way a sink sees only committed rows.
 struct Pages {
     store: SharedStore,
     node: String,
+    /// Pages read from the database recently, for reuse.
     recent: tokio::sync::Mutex<std::collections::VecDeque<Arc<Page>>>,
+    /// Pages handed over at commit, oldest first.
+    committed: std::sync::Mutex<std::collections::VecDeque<Arc<Page>>>,
+}
+
+impl crate::device::CommitListener for Pages {
+    fn committed(&self, rows: &[AuditRecord]) {
+        if rows.first().is_none_or(|r| r.node_id != self.node) {
+            return;
+        }
+        let page = Arc::new(Page::new(rows.to_vec()));
+        let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+        committed.push_back(page);
+        let mut bytes: usize = committed.iter().map(|p| p.bytes).sum();
+        while committed.len() > 1 && bytes > COMMITTED_MAX_BYTES {
+            bytes -= committed.pop_front().map_or(0, |p| p.bytes);
+        }
+    }
 }
 
 impl Pages {
-    /// Up to `PAGE` rows from `from` on (see `Store::read_node`): the rows from `.1` on in
-    /// `.0`. A page read for another sink in the last `PAGE_REUSE` that holds `from` is reused.
-    async fn read(&self, from: i64) -> Result<(Arc<Page>, usize), StoreError> {
+    /// Up to `PAGE` rows from `from` on (see `Store::read_node`): from the pages handed over at
+    /// commit when they hold `from` (with the consecutive pages after it), else from a page
+    /// read for another sink in the last `PAGE_REUSE` that holds `from`, else from the
+    /// database.
+    async fn read(&self, from: i64) -> Result<Rows, StoreError> {
+        if let Some(rows) = self.handed_over(from) {
+            return Ok(rows);
+        }
         // Held across the read: a sink asking for the same rows waits for them instead of
         // reading them again.
         let mut recent = self.recent.lock().await;
         recent.retain(|p| p.at.elapsed() < PAGE_REUSE);
         for page in recent.iter().rev() {
-            // Rows are in (sequenceNumber, pk) order: the first one numbered `from`, if any.
-            let i = page.rows.partition_point(|r| r.sequence_number < from);
-            if page.rows.get(i).is_some_and(|r| r.sequence_number == from) {
-                return Ok((page.clone(), i));
+            if let Some(i) = page.find(from) {
+                return Ok(vec![(page.clone(), i..page.rows.len())]);
             }
         }
-        let rows = self.store.read_node(&self.node, from, None, PAGE).await?;
-        let page = Arc::new(Page {
-            bytes: rows.iter().map(AuditRecord::stored_bytes).sum(),
-            at: tokio::time::Instant::now(),
-            rows,
-            json: OnceLock::new(),
-            log4j: OnceLock::new(),
-        });
+        let page = Arc::new(Page::new(
+            self.store.read_node(&self.node, from, None, PAGE).await?,
+        ));
         // An empty page is not kept: the rows may be there at the next look.
         if !page.rows.is_empty() {
             recent.push_back(page.clone());
@@ -354,7 +398,27 @@ impl Pages {
                 recent.pop_front();
             }
         }
-        Ok((page, 0))
+        let all = 0..page.rows.len();
+        Ok(vec![(page, all)])
+    }
+
+    /// The handed-over rows from `from` on, up to `PAGE` of them, if a page holds `from`.
+    fn handed_over(&self, from: i64) -> Option<Rows> {
+        let committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+        let at = committed.iter().position(|p| p.find(from).is_some())?;
+        let mut rows: Rows = Vec::new();
+        let (mut next, mut count) = (from, 0);
+        for page in committed.iter().skip(at) {
+            let Some(i) = page.find(next) else { break };
+            let end = page.rows.len().min(i + (PAGE as usize - count));
+            rows.push((page.clone(), i..end));
+            count += end - i;
+            next = page.rows[end - 1].sequence_number + 1;
+            if count >= PAGE as usize {
+                break;
+            }
+        }
+        Some(rows)
     }
 }
 
@@ -382,6 +446,7 @@ impl Forwarding {
             store: store.clone(),
             node: node.to_string(),
             recent: Default::default(),
+            committed: Default::default(),
         });
         for (index, plan) in plans.into_iter().enumerate() {
             let position = initial_position(&store, &plan, node)
@@ -431,7 +496,13 @@ impl Forwarding {
                 task,
             });
         }
-        Ok(Forwarding { sinks, stop })
+        Ok(Forwarding { sinks, stop, pages })
+    }
+
+    /// What the device hands each commit's rows to (`LogDevice::listen_to_commits`), so sinks
+    /// need not read them back.
+    pub fn commit_listener(&self) -> Arc<dyn crate::device::CommitListener> {
+        self.pages.clone()
     }
 
     /// Each sink's name and counts, for metrics.
@@ -568,20 +639,16 @@ struct Sink {
 }
 
 impl Sink {
-    /// Delivers the rows `range` of `page`: all of them, or (UDP) the first `delivered`. The
-    /// encoding, and a file's writing, run on the forwarding workers (`work`).
-    async fn deliver(
-        self: &Arc<Self>,
-        page: &Arc<Page>,
-        range: Range<usize>,
-    ) -> Result<(), Undelivered> {
-        let (this, page) = (self.clone(), page.clone());
+    /// Delivers `rows`: all of them, or (UDP) the first `delivered`. The encoding, and a file's
+    /// writing, run on the forwarding workers (`work`).
+    async fn deliver(self: &Arc<Self>, rows: &Rows) -> Result<(), Undelivered> {
+        let (this, rows) = (self.clone(), rows.clone());
         let on_worker = |e: String| Undelivered::none(e);
         match &self.output {
             Output::Syslog(sender) => {
                 let bytes = work::run(move || {
                     let mut bytes = Vec::new();
-                    this.each_message(&page, range, |line| syslog::frame_into(&mut bytes, line));
+                    this.each_message(&rows, |line| syslog::frame_into(&mut bytes, line));
                     bytes
                 })
                 .await
@@ -591,7 +658,7 @@ impl Sink {
             Output::Udp(sender) => {
                 let lines = work::run(move || {
                     let mut lines = Vec::new();
-                    this.each_message(&page, range, |line| lines.push(line.to_string()));
+                    this.each_message(&rows, |line| lines.push(line.to_string()));
                     lines
                 })
                 .await
@@ -601,11 +668,12 @@ impl Sink {
             Output::File(file) => {
                 let file = file.clone();
                 work::run(move || {
-                    let texts = &page.texts(this.format)[range];
-                    let mut bytes = Vec::with_capacity(texts.iter().map(|t| t.len() + 1).sum());
-                    for t in texts {
-                        bytes.extend_from_slice(t.as_bytes());
-                        bytes.push(b'\n');
+                    let mut bytes = Vec::new();
+                    for (page, range) in &rows {
+                        for t in &page.texts(this.format)[range.clone()] {
+                            bytes.extend_from_slice(t.as_bytes());
+                            bytes.push(b'\n');
+                        }
                     }
                     file.append(&bytes)
                 })
@@ -617,20 +685,36 @@ impl Sink {
     }
 
     /// Each row's RFC 5424 message in turn (`message::write_syslog`), for the syslog outputs.
-    fn each_message(&self, page: &Page, range: Range<usize>, mut each: impl FnMut(&str)) {
+    fn each_message(&self, rows: &Rows, mut each: impl FnMut(&str)) {
         let header = match &self.output {
             Output::Syslog(s) => s.header(),
             Output::Udp(s) => s.header(),
             Output::File(_) => return,
         };
-        let texts = &page.texts(self.format)[range.clone()];
         let mut line = String::new();
-        for (r, text) in page.rows[range].iter().zip(texts) {
-            line.clear();
-            message::write_syslog(&mut line, header, &self.sd_id, r, text);
-            each(&line);
+        for (page, range) in rows {
+            let texts = &page.texts(self.format)[range.clone()];
+            for (r, text) in page.rows[range.clone()].iter().zip(texts) {
+                line.clear();
+                message::write_syslog(&mut line, header, &self.sd_id, r, text);
+                each(&line);
+            }
         }
     }
+}
+
+/// The first `n` rows of `rows`.
+fn first_rows(rows: &Rows, mut n: usize) -> Rows {
+    let mut out = Vec::new();
+    for (page, range) in rows {
+        if n == 0 {
+            break;
+        }
+        let take = range.len().min(n);
+        out.push((page.clone(), range.start..range.start + take));
+        n -= take;
+    }
+    out
 }
 
 /// The sink's loop: read the rows after `position`, deliver them, record the new position.
@@ -639,7 +723,7 @@ async fn run(mut ctx: Ctx, sink: Arc<Sink>, mut position: i64) {
     let mut failing: Option<String> = None;
     let mut gap_since: Option<tokio::time::Instant> = None;
     loop {
-        let (page, start) = match ctx.pages.read(position + 1).await {
+        let parts = match ctx.pages.read(position + 1).await {
             Ok(r) => r,
             Err(e) => {
                 ctx.failed(&mut failing, format!("cannot read the rows: {e}"));
@@ -651,7 +735,10 @@ async fn run(mut ctx: Ctx, sink: Arc<Sink>, mut position: i64) {
                 continue;
             }
         };
-        let rows = &page.rows[start..];
+        let rows: Vec<&AuditRecord> = parts
+            .iter()
+            .flat_map(|(page, range)| page.rows[range.clone()].iter())
+            .collect();
         let Some(first) = rows.first().map(|r| r.sequence_number) else {
             ctx.stats.oldest_waiting_ms.store(0, Ordering::Relaxed);
             ctx.stats
@@ -690,7 +777,7 @@ async fn run(mut ctx: Ctx, sink: Arc<Sink>, mut position: i64) {
             .take_while(|(r, s)| r.sequence_number == *s)
             .count();
         let rows = &rows[..n];
-        let (delivered, error) = match sink.deliver(&page, start..start + n).await {
+        let (delivered, error) = match sink.deliver(&first_rows(&parts, n)).await {
             Ok(()) => (n, None),
             Err(u) => (u.delivered.min(n), Some(u.reason)),
         };
