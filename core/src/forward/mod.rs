@@ -1,7 +1,8 @@
 //! Event forwarding (`[[forward]]`, docs/FORMAT.md section 12, docs/OPERATIONS.md
 //! "Forwarding to a SIEM"): every row this server's node stores is copied to each sink (a syslog
-//! receiver over TCP, TLS or UDP, or a file) after its commit, never before, because each sink
-//! reads the rows back from the database.
+//! receiver over TCP, TLS or UDP, or a file) after its commit, never before: the batched device
+//! hands each batch's rows over once they are committed, and other rows are read back from the
+//! database (`Pages`). Encoding and file writes run on low-priority workers (`work`).
 //!
 //! Each sink has a task of its own and a position in the database (`AuditForwardPosition`: the
 //! sequence number of the last row it delivered), so ingestion never waits for a sink: a sink
