@@ -10,7 +10,8 @@
 //! follow a SignServer-like spread. The rows are NOT validly signed (rowProtection is filler of a
 //! batched row's length): a query plan does not look at it. The statements are the ones the
 //! store runs (`select_parts`, `Select::bounded` on PostgreSQL, `Select::sizes` then
-//! `Select::with_limit` on SQLite, `build_count`), with their values bound.
+//! `Select::with_limit` on SQLite, `build_count`), with their values bound. On PostgreSQL it
+//! ends with the indexes' cost on ingest: COPY of a tenth more rows with and without them.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -119,6 +120,8 @@ struct GenRow {
 /// batched device writes them: 40 % single rows, else 2 to 100), 90 days in all.
 struct Gen {
     rng: Rng,
+    /// The rows over which the 90 days spread; rows past it (`more`) continue at the same pace.
+    scale: u64,
     total: u64,
     made: u64,
     seq: [i64; 3],
@@ -143,6 +146,7 @@ impl Gen {
         }
         Gen {
             rng: Rng(17),
+            scale: total,
             total,
             made: 0,
             seq: [0; 3],
@@ -151,6 +155,11 @@ impl Gen {
             batch_ts: 0,
             clients,
         }
+    }
+
+    /// `n` rows more than the generator was made for.
+    fn more(&mut self, n: u64) {
+        self.total += n;
     }
 
     fn next_row(&mut self) -> Option<GenRow> {
@@ -171,7 +180,7 @@ impl Gen {
             } else {
                 2 + self.rng.below(99)
             };
-            let at = (self.made as i128 * (SPAN_DAYS * DAY_MS) as i128 / self.total as i128) as i64;
+            let at = (self.made as i128 * (SPAN_DAYS * DAY_MS) as i128 / self.scale as i128) as i64;
             self.batch_ts = START_MS + at + self.rng.below(50) as i64;
         }
         self.batch_left -= 1;
@@ -500,20 +509,13 @@ async fn postgres(o: &Opts) -> anyhow::Result<()> {
             .await?;
     }
     let t = Instant::now();
-    let mut copy = conn
-        .copy_in_raw(&format!("COPY auditrecorddata ({FILL_COLUMNS}) FROM STDIN"))
-        .await?;
     let mut g = Gen::new(o.rows);
-    let mut buf = String::with_capacity(2 << 20);
-    while let Some(r) = g.next_row() {
-        copy_line(&mut buf, &r);
-        if buf.len() > (1 << 20) {
-            copy.send(std::mem::take(&mut buf).into_bytes()).await?;
-            buf.reserve(2 << 20);
-        }
+    let mut left = o.rows;
+    while left > 0 {
+        let n = left.min(1_000_000);
+        pg_copy(&mut conn, chunk(&mut g, n)).await?;
+        left -= n;
     }
-    copy.send(buf.into_bytes()).await?;
-    copy.finish().await?;
     let fill = t.elapsed().as_secs_f64();
     println!(
         "\nPostgreSQL: {} rows by COPY (idx2, idx3) in {fill:.1} s ({:.0} rows/s)",
@@ -574,8 +576,53 @@ async fn postgres(o: &Opts) -> anyhow::Result<()> {
          or removed (index-only: entries read, heap fetches in the plan)",
         &counts,
     );
+    // The indexes' cost on ingest: COPY of the same number of new rows (made before the clock
+    // starts) with all the indexes, then with the migration's undone (idx3 back), at the same
+    // table size.
+    let n = o.rows / 10;
+    g.more(2 * n);
+    let with = pg_copy(&mut conn, chunk(&mut g, n)).await?;
+    sqlx::raw_sql(
+        "DROP INDEX auditrecorddata_idx4, auditrecorddata_idx5, auditrecorddata_idx6, \
+         auditrecorddata_idx7, auditrecorddata_idx8; \
+         CREATE INDEX auditrecorddata_idx3 ON auditrecorddata (\"timestamp\")",
+    )
+    .execute(&mut conn)
+    .await?;
+    let without = pg_copy(&mut conn, chunk(&mut g, n)).await?;
+    println!(
+        "\nPostgreSQL ingest: COPY of {n} more rows with the search indexes {:.0} rows/s, \
+         without them (idx2, idx3) {:.0} rows/s: ratio {:.2}",
+        n as f64 / with,
+        n as f64 / without,
+        without / with
+    );
     drop(conn);
     Ok(())
+}
+
+/// `n` rows of `g` as COPY text.
+fn chunk(g: &mut Gen, n: u64) -> Vec<u8> {
+    let mut buf = String::new();
+    for _ in 0..n {
+        if let Some(r) = g.next_row() {
+            copy_line(&mut buf, &r);
+        }
+    }
+    buf.into_bytes()
+}
+
+/// One COPY of `data`; returns its seconds.
+async fn pg_copy(conn: &mut sqlx::PgConnection, data: Vec<u8>) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let mut copy = conn
+        .copy_in_raw(&format!("COPY auditrecorddata ({FILL_COLUMNS}) FROM STDIN"))
+        .await?;
+    for part in data.chunks(1 << 20) {
+        copy.send(part).await?;
+    }
+    copy.finish().await?;
+    Ok(t.elapsed().as_secs_f64())
 }
 
 /// The key of a PROCESS row at the middle of the table: a cursor for a deep page.
