@@ -437,9 +437,9 @@ async fn first_load_is_small_and_quick() {
     // 25 rows of about 3.5 KB each (stored XML, decoded details, a 2048-bit RSA signature).
     assert!(bytes > 50_000.0, "the sizes are measured: {m}");
     assert!(bytes < 200_000.0, "first load over 200 KB: {m}");
-    // The page itself: under 1 s. Its rows wait for GET /api/v1/events, which on this debug
-    // build takes about 1 s over 100,000 rows (docs/UI.md "Not done yet"): bounded loosely here
-    // so that a busy machine does not fail the test, and printed above.
+    // The page itself: under 1 s. Its rows wait for GET /api/v1/events (0.05 to 0.15 s over
+    // 100,000 rows on this debug build, docs/UI.md "Tests"): bounded loosely here so that a
+    // busy machine does not fail the test, and printed above.
     assert!(m["loaded"].as_f64().unwrap() < 1000.0, "{m}");
     assert!(m["shown"].as_f64().unwrap() < 5000.0, "{m}");
     b.close().await;

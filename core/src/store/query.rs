@@ -436,8 +436,10 @@ pub(crate) fn build_select(query: &Query) -> (String, Vec<Param>) {
     select_parts(query).plain()
 }
 
-/// The parts of a query's SELECT: its conditions, its order and its limit.
-pub(crate) fn select_parts(query: &Query) -> Select {
+/// The parts of a query's SELECT: its conditions, its order and its limit. Public so that the
+/// search benchmark (tests/src/bin/auditseal-query-bench.rs) EXPLAINs the statements the store
+/// runs, not a copy of them.
+pub fn select_parts(query: &Query) -> Select {
     let (mut conditions, mut params) = where_clause(&query.criteria);
     let (cmp, dir) = match query.order {
         Order::Desc => ("<", "DESC"),
@@ -469,7 +471,7 @@ pub(crate) fn select_parts(query: &Query) -> Select {
 /// A SELECT of rows of `auditrecorddata`, kept in parts so that it can be run plain or bounded
 /// by bytes (`Store::query`, `Store::export_page`).
 #[derive(Debug, Clone)]
-pub(crate) struct Select {
+pub struct Select {
     /// The WHERE conditions without the keyword (empty: none), with `$1..` placeholders.
     pub conditions: String,
     /// The ORDER BY list.
@@ -547,7 +549,7 @@ impl Select {
 }
 
 /// `SELECT COUNT(*)` of the rows matching every criterion (the same conditions as a query).
-pub(crate) fn build_count(criteria: &[Criterion]) -> (String, Vec<Param>) {
+pub fn build_count(criteria: &[Criterion]) -> (String, Vec<Param>) {
     let (conditions, params) = where_clause(criteria);
     let mut sql = String::from("SELECT COUNT(*) FROM auditrecorddata");
     if !conditions.is_empty() {

@@ -334,4 +334,75 @@ mod tests {
             .collect();
         assert!(strays.is_empty(), "{strays:?}");
     }
+
+    /// The documented searches (time range, event type, status, node, who; docs/OPERATIONS.md
+    /// "Search indexes") walk one index in the page's order, after a cursor too, and their
+    /// counts read that index only: no sort and no scan of the table (the rows they read on
+    /// 10,000,000 rows: tests/src/bin/auditseal-query-bench.rs).
+    #[tokio::test]
+    async fn the_documented_searches_walk_an_index_in_order() {
+        use crate::store::query::{
+            Criterion, Cursor, Order, Param, Query, build_count, select_parts,
+        };
+        let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        let plan = |(sql, params): (String, Vec<Param>)| {
+            let pool = store.pool.clone();
+            async move {
+                let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as_with(
+                    sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")),
+                    arguments::<sqlx::Sqlite>(params).unwrap(),
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("; ")
+            }
+        };
+        let range = ["timeStamp GE 2026-11-01", "timeStamp LT 2026-11-02"];
+        let mut searches: Vec<(Vec<&str>, &str)> = vec![
+            (vec![], "auditrecorddata_idx4"),
+            (range.to_vec(), "auditrecorddata_idx4"),
+        ];
+        for (c, idx) in [
+            ("nodeId EQ node1", "auditrecorddata_idx5"),
+            ("eventType EQ PROCESS", "auditrecorddata_idx6"),
+            ("eventStatus EQ FAILURE", "auditrecorddata_idx7"),
+            ("authToken EQ CN=signer,O=Example", "auditrecorddata_idx8"),
+        ] {
+            searches.push((vec![c], idx));
+            searches.push((vec![c, range[0], range[1]], idx));
+        }
+        for (texts, idx) in searches {
+            let criteria: Vec<Criterion> = texts.iter().map(|t| t.parse().unwrap()).collect();
+            for order in [Order::Desc, Order::Asc] {
+                for after in [None, Some((1_764_072_000_000, "node2", 17))] {
+                    let q = Query {
+                        criteria: criteria.clone(),
+                        limit: 100,
+                        order,
+                        after: after.map(|(t, n, s): (i64, &str, i64)| Cursor {
+                            order,
+                            time_stamp: t,
+                            node_id: n.into(),
+                            sequence_number: s,
+                        }),
+                    };
+                    let sel = select_parts(&q);
+                    for p in [plan(sel.sizes()).await, plan(sel.with_limit(100)).await] {
+                        assert!(
+                            p.contains(&format!("USING INDEX {idx}")) && !p.contains("TEMP B-TREE"),
+                            "{texts:?} {order:?} after {after:?}: {p}"
+                        );
+                    }
+                }
+            }
+            let p = plan(build_count(&criteria)).await;
+            let way = if texts.is_empty() { "SCAN" } else { "SEARCH" };
+            assert!(
+                p.starts_with(way) && p.contains("USING COVERING INDEX"),
+                "count {texts:?}: {p}"
+            );
+        }
+    }
 }
