@@ -1,6 +1,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::path::Path;
+
+use super::plan::valid_sd_id;
 use super::*;
 use crate::crypto::token::{HmacToken, SharedToken};
 use crate::device::{LogDevice, SequentialDevice, test_event};
