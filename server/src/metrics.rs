@@ -91,6 +91,11 @@ struct TokenCallLabels {
     result: String,
 }
 
+/// Most distinct `source` labels of `hsm_findings_total`; the findings of further sources are
+/// counted under `OTHER_SOURCES`.
+const MAX_FINDING_SOURCES: usize = 100;
+const OTHER_SOURCES: &str = "(other sources)";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FindingLabels {
     /// The event's authToken: `<auditseal-ship source>@<host>`.
@@ -134,6 +139,9 @@ pub struct Metrics {
     device: &'static str,
     ingested: Family<Ingested, Counter>,
     hsm_findings: Family<FindingLabels, Counter>,
+    /// The `source` labels in use: at most `MAX_FINDING_SOURCES` (the authToken comes from the
+    /// client, which must not be able to grow the metrics without bound).
+    finding_sources: std::sync::Mutex<std::collections::HashSet<String>>,
     refused: Family<Refused, Counter>,
     ingest_seconds: Family<DeviceLabel, Histogram, fn() -> Histogram>,
     queue_events: Gauge,
@@ -209,6 +217,7 @@ impl Metrics {
             device: device_name(kind),
             ingested: Family::default(),
             hsm_findings: Family::default(),
+            finding_sources: Default::default(),
             refused: Family::default(),
             ingest_seconds: Family::new_with_constructor(latency_histogram),
             queue_events: Gauge::default(),
@@ -563,11 +572,20 @@ impl Metrics {
     pub fn hsm_findings(&self, findings: &[(usize, String, &'static str)], replayed: &[bool]) {
         for (i, source, kind) in findings {
             if replayed.get(*i) == Some(&false) {
+                let source = {
+                    let mut known = self
+                        .finding_sources
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    if known.contains(source) || known.len() < MAX_FINDING_SOURCES {
+                        known.insert(source.clone());
+                        source.clone()
+                    } else {
+                        OTHER_SOURCES.to_string()
+                    }
+                };
                 self.hsm_findings
-                    .get_or_create(&FindingLabels {
-                        source: source.clone(),
-                        kind,
-                    })
+                    .get_or_create(&FindingLabels { source, kind })
                     .inc();
             }
         }

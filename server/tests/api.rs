@@ -747,3 +747,54 @@ async fn the_verify_status_needs_the_auditor_role_and_names_each_nodes_last_sequ
     assert_eq!(node["lastSequenceNumber"], 2, "{v}");
     assert!(v["now"].is_i64() && v["running"].is_boolean(), "{v}");
 }
+
+/// The authToken of an HSM finding is the client's to set: past 100 sources, findings are counted
+/// under one `(other sources)` series instead of a series each.
+#[tokio::test]
+async fn hsm_finding_sources_are_capped() {
+    let api = api("").await;
+    let ingest = api.token("hsm-shipper", "ingest").await;
+    let body: String = (0..105)
+        .map(|i| {
+            json!({
+                "eventType": "HSM_COUNTER_GAP",
+                "eventStatus": "FAILURE",
+                "authToken": format!("dinamo-{i}@host"),
+                "service": "HSM",
+                "module": "DINAMO",
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let (st, v) = api
+        .call(
+            Method::POST,
+            "/api/v1/events:batch",
+            Some(&ingest),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (_, _, text) = Api::text(&api.app, "/metrics", Some(&api.admin)).await;
+    let series = |source: &str| {
+        format!("auditseal_hsm_findings_total{{source=\"{source}\",kind=\"HSM_COUNTER_GAP\"}}")
+    };
+    assert_eq!(sample(&text, &series("dinamo-0@host")), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, &series("dinamo-99@host")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, &series("dinamo-100@host")), None, "{text}");
+    assert_eq!(
+        sample(&text, &series("(other sources)")),
+        Some(5.0),
+        "{text}"
+    );
+    let own = text
+        .lines()
+        .filter(|l| l.starts_with("auditseal_hsm_findings_total{"))
+        .count();
+    assert_eq!(own, 101, "{text}");
+}
