@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -15,6 +15,10 @@ use crate::config::Source;
 use crate::softhsm::is_softhsm_line;
 use crate::spool::Spool;
 use crate::syslog::{Framer, MAX_MESSAGE, to_line};
+
+/// Most TCP connections a listener serves at once (a thread each); further ones are closed at
+/// once, so a peer that opens connections without end cannot exhaust the agent's threads.
+const MAX_CONNECTIONS: usize = 64;
 
 /// What a listener did with what it received, since the agent started.
 #[derive(Debug, Default)]
@@ -75,12 +79,27 @@ pub fn start(source: &Source, state_dir: &Path) -> anyhow::Result<Listener> {
             TcpListener::bind(addr).with_context(|| format!("cannot listen on tcp {addr}"))?;
         bound.push(format!("tcp {}", listener.local_addr()?));
         let (spool, counts) = (spool.clone(), counts.clone());
+        let open = Arc::new(AtomicUsize::new(0));
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 match conn {
+                    Ok(stream) if open.load(Ordering::SeqCst) >= MAX_CONNECTIONS => {
+                        eprintln!(
+                            "auditseal-ship: tcp {addr}: {MAX_CONNECTIONS} connections open; \
+                             closing the one from {}",
+                            stream
+                                .peer_addr()
+                                .map(|a| a.to_string())
+                                .unwrap_or_default()
+                        );
+                    }
                     Ok(stream) => {
-                        let (spool, counts) = (spool.clone(), counts.clone());
-                        std::thread::spawn(move || connection(stream, &spool, &counts));
+                        let (spool, counts, open) = (spool.clone(), counts.clone(), open.clone());
+                        open.fetch_add(1, Ordering::SeqCst);
+                        std::thread::spawn(move || {
+                            connection(stream, &spool, &counts);
+                            open.fetch_sub(1, Ordering::SeqCst);
+                        });
                     }
                     Err(e) => {
                         // Out of descriptors, say: wait before accepting again.
@@ -227,5 +246,48 @@ mod tests {
             format!("{err:#}").contains("cannot listen on tcp"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn at_most_max_connections_are_served_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let source: Source = toml::from_str(
+            "name = 'cap'\nformat = 'softhsm2-syslog'\nlisten_tcp = '127.0.0.1:0'\n",
+        )
+        .unwrap();
+        let l = start(&source, dir.path()).unwrap();
+        let addr: SocketAddr = l.bound[0][4..].parse().unwrap();
+        let line = b"<14>Dec  3 11:55:01 h pkcs11-tool: Slot.cpp(1): x\n";
+        let mut open: Vec<TcpStream> = Vec::new();
+        for i in 0..MAX_CONNECTIONS {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(line).unwrap();
+            open.push(c);
+            // Each one served (its line spooled) before the next is opened.
+            wait_for(&l.counts, [i as u64 + 1, 0, 0, 0]);
+        }
+        let mut refused = TcpStream::connect(addr).unwrap();
+        refused
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 1];
+        match refused.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("the connection past the limit was not closed: {other:?}"),
+        }
+        // One closed: a new connection is served again.
+        drop(open.pop());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut c = TcpStream::connect(addr).unwrap();
+            let _ = c.write_all(line);
+            drop(c);
+            std::thread::sleep(Duration::from_millis(50));
+            if l.counts.snapshot()[0] > MAX_CONNECTIONS as u64 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{:?}", l.counts.snapshot());
+        }
     }
 }
