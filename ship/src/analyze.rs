@@ -95,35 +95,12 @@ pub fn analyze(records: &[Record]) -> Report {
         ..Report::default()
     };
     let mut timed: Vec<(usize, f64, &'static str)> = Vec::new();
-    // Session bookkeeping per process run.
-    let mut open: HashSet<String> = HashSet::new();
-    let mut logged_in: HashSet<String> = HashSet::new();
-    let end_run =
-        |open: &mut HashSet<String>, logged_in: &mut HashSet<String>, s: &mut Sessions| {
-            s.never_closed += open.len();
-            s.login_without_logout += logged_in.len();
-            open.clear();
-            logged_in.clear();
-        };
+    let mut sessions = SessionTracker::default();
     for (i, rec) in records.iter().enumerate() {
         if rec.new_run && i > 0 {
-            end_run(&mut open, &mut logged_in, &mut r.sessions);
+            sessions.end_run(&mut r.sessions);
         }
-        match rec.status {
-            Status::Success => r.success += 1,
-            Status::Failure => {
-                r.failure += 1;
-                let rv = rec.rv.clone().unwrap_or_else(|| "unknown".into());
-                *r.errors_by_rv.entry(rv).or_default() += 1;
-            }
-            Status::Void => r.void += 1,
-        }
-        *r.frequency.entry(rec.op.clone()).or_default() += 1;
-        match rec.rv.as_deref() {
-            Some("CKR_PIN_INCORRECT") => r.pin_incorrect += 1,
-            Some("CKR_PIN_LOCKED") => r.pin_locked += 1,
-            _ => {}
-        }
+        count(&mut r, rec);
         if let Some(d) = rec.duration_ms {
             timed.push((i, d, "duration"));
         } else if let (Some(t), Some(next)) = (rec.time.as_deref(), records.get(i + 1))
@@ -132,47 +109,95 @@ pub fn analyze(records: &[Record]) -> Report {
         {
             timed.push((i, (b - a).max(0.0), "untilNextCall"));
         }
-        let ok = rec.status == Status::Success;
+        sessions.call(rec, &mut r.sessions);
+    }
+    sessions.end_run(&mut r.sessions);
+    r.slowest = slowest(records, timed);
+    r.findings = findings_of(&r, &findings);
+    r
+}
+
+/// Counts one call by status, return value and operation.
+fn count(r: &mut Report, rec: &Record) {
+    match rec.status {
+        Status::Success => r.success += 1,
+        Status::Failure => {
+            r.failure += 1;
+            let rv = rec.rv.clone().unwrap_or_else(|| "unknown".into());
+            *r.errors_by_rv.entry(rv).or_default() += 1;
+        }
+        Status::Void => r.void += 1,
+    }
+    *r.frequency.entry(rec.op.clone()).or_default() += 1;
+    match rec.rv.as_deref() {
+        Some("CKR_PIN_INCORRECT") => r.pin_incorrect += 1,
+        Some("CKR_PIN_LOCKED") => r.pin_locked += 1,
+        _ => {}
+    }
+}
+
+/// The sessions open and logged in during one process run.
+#[derive(Default)]
+struct SessionTracker {
+    open: HashSet<String>,
+    logged_in: HashSet<String>,
+}
+
+impl SessionTracker {
+    /// The run ended (the log ends, or a new process starts): what is still open never closed.
+    fn end_run(&mut self, s: &mut Sessions) {
+        s.never_closed += self.open.len();
+        s.login_without_logout += self.logged_in.len();
+        self.open.clear();
+        self.logged_in.clear();
+    }
+
+    /// Follows the session calls among `rec`'s successful ones.
+    fn call(&mut self, rec: &Record, s: &mut Sessions) {
+        if rec.status != Status::Success {
+            return;
+        }
         let session = rec.session.clone().unwrap_or_default();
-        let s = &mut r.sessions;
         match rec.op.as_str() {
-            "C_OpenSession" if ok => {
+            "C_OpenSession" => {
                 s.opened += 1;
-                open.insert(session);
-                s.max_concurrent = s.max_concurrent.max(open.len());
+                self.open.insert(session);
+                s.max_concurrent = s.max_concurrent.max(self.open.len());
             }
-            "C_CloseSession" if ok => {
+            "C_CloseSession" => {
                 s.closed += 1;
-                open.remove(&session);
-                if logged_in.remove(&session) {
+                self.open.remove(&session);
+                if self.logged_in.remove(&session) {
                     s.login_without_logout += 1;
                 }
             }
-            "C_CloseAllSessions" | "C_Finalize" if ok => {
-                s.closed_implicitly += open.len();
-                open.clear();
-                s.login_without_logout += logged_in.len();
-                logged_in.clear();
+            "C_CloseAllSessions" | "C_Finalize" => {
+                s.closed_implicitly += self.open.len();
+                self.open.clear();
+                s.login_without_logout += self.logged_in.len();
+                self.logged_in.clear();
             }
-            "C_Login" if ok => {
+            "C_Login" => {
                 s.logins += 1;
-                logged_in.insert(session);
+                self.logged_in.insert(session);
             }
-            "C_Logout" if ok => {
+            "C_Logout" => {
                 s.logouts += 1;
-                logged_in.remove(&session);
+                self.logged_in.remove(&session);
             }
             _ => {}
         }
     }
-    end_run(&mut open, &mut logged_in, &mut r.sessions);
+}
 
+/// The ten slowest calls, each with its share of the total time measured the same way.
+fn slowest(records: &[Record], mut timed: Vec<(usize, f64, &'static str)>) -> Vec<Slow> {
     let mut sums: HashMap<&str, f64> = HashMap::new();
     for (_, ms, how) in &timed {
         *sums.entry(how).or_default() += ms;
     }
     timed.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    r.slowest = timed
+    timed
         .iter()
         .take(10)
         .map(|&(i, ms, how)| Slow {
@@ -185,9 +210,12 @@ pub fn analyze(records: &[Record]) -> Report {
                 _ => 0.0,
             },
         })
-        .collect();
+        .collect()
+}
 
-    let f = &mut r.findings;
+/// What an auditor should look at: unclosed sessions, PIN failures, and the findings.
+fn findings_of(r: &Report, findings: &[&Record]) -> Vec<String> {
+    let mut f = Vec::new();
     let s = &r.sessions;
     if s.never_closed > 0 {
         f.push(format!(
@@ -213,7 +241,7 @@ pub fn analyze(records: &[Record]) -> Report {
     for rec in findings {
         f.push(format!("line {}: {}", rec.line, describe(rec)));
     }
-    r
+    f
 }
 
 /// A finding record (chain break, counter gap) in one line.
