@@ -137,19 +137,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         runtime,
     };
     // Listeners run only when following; once, a listener's source ships what its spool holds.
-    let mut listeners: HashMap<&str, (Listener, [u64; 4])> = HashMap::new();
-    if cli.follow {
-        for source in agent.config.sources.iter().filter(|s| s.listens()) {
-            let l = listen::start(source, &agent.config.state_dir)
-                .with_context(|| format!("source {}", source.name))?;
-            eprintln!(
-                "auditseal-ship: {}: listening on {}",
-                source.name,
-                l.bound.join(", ")
-            );
-            listeners.insert(&source.name, (l, [0; 4]));
-        }
-    }
+    let mut listeners = if cli.follow {
+        start_listeners(&agent.config)?
+    } else {
+        HashMap::new()
+    };
     let mut halted: HashSet<&str> = HashSet::new();
     loop {
         for source in &agent.config.sources {
@@ -164,14 +156,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let result = agent.pass(source);
             if let (Ok(_), Some((l, _))) = (&result, listeners.get(source.name.as_str())) {
-                let pos_path = agent.config.state_dir.join(format!("{}.pos", source.name));
-                let rotated = Position::load(&pos_path).and_then(|pos| {
-                    let mut spool = l.spool.lock().map_err(|_| anyhow::anyhow!("spool lock"))?;
-                    spool.rotate_if_shipped(pos.as_ref(), spool::ROTATE_BYTES)
-                });
-                if let Err(e) = rotated {
-                    eprintln!("auditseal-ship: {}: {e:#}", source.name);
-                }
+                rotate_spool(&agent.config, &source.name, l);
             }
             match result {
                 Ok(o) if o.stored + o.replayed > 0 => eprintln!(
@@ -203,6 +188,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(agent.config.poll_ms));
+    }
+}
+
+/// Starts the listeners of the sources that have them, with nothing reported yet.
+fn start_listeners(config: &Config) -> anyhow::Result<HashMap<&str, (Listener, [u64; 4])>> {
+    let mut listeners = HashMap::new();
+    for source in config.sources.iter().filter(|s| s.listens()) {
+        let l = listen::start(source, &config.state_dir)
+            .with_context(|| format!("source {}", source.name))?;
+        eprintln!(
+            "auditseal-ship: {}: listening on {}",
+            source.name,
+            l.bound.join(", ")
+        );
+        listeners.insert(source.name.as_str(), (l, [0; 4]));
+    }
+    Ok(listeners)
+}
+
+/// After a pass: replaces the source's spool if it is large and everything in it is shipped.
+fn rotate_spool(config: &Config, name: &str, l: &Listener) {
+    let pos_path = config.state_dir.join(format!("{name}.pos"));
+    let rotated = Position::load(&pos_path).and_then(|pos| {
+        let mut spool = l.spool.lock().map_err(|_| anyhow::anyhow!("spool lock"))?;
+        spool.rotate_if_shipped(pos.as_ref(), spool::ROTATE_BYTES)
+    });
+    if let Err(e) = rotated {
+        eprintln!("auditseal-ship: {name}: {e:#}");
     }
 }
 
