@@ -497,98 +497,110 @@ fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// A node's lines of the human report: what was verified and matched.
+fn write_node_summary(f: &mut fmt::Formatter<'_>, n: &NodeReport) -> fmt::Result {
+    // Rows that failed are read but not verified.
+    let failed = n.failed.len() as u64;
+    writeln!(
+        f,
+        "Node {}: verified {} from offset {}{}{}",
+        n.node_id,
+        plural(n.rows.saturating_sub(failed), "row", "rows"),
+        n.offset,
+        match (n.first_sequence, n.last_sequence) {
+            (Some(a), Some(b)) => format!(" (sequence {a}..{b})"),
+            _ => String::new(),
+        },
+        if failed > 0 {
+            format!(", {} failed", plural(failed, "row", "rows"))
+        } else {
+            String::new()
+        }
+    )?;
+    if n.checkpoints > 0 || n.archived_up_to.is_some() {
+        writeln!(
+            f,
+            "  {} matched{}",
+            plural(n.checkpoints, "checkpoint", "checkpoints"),
+            n.archived_up_to
+                .map_or(String::new(), |a| format!("; rows up to {a} are archived"))
+        )?;
+    }
+    Ok(())
+}
+
+/// A node's ERROR, WARNING and note lines of the human report.
+fn write_node_findings(f: &mut fmt::Formatter<'_>, n: &NodeReport) -> fmt::Result {
+    for h in &n.holes {
+        let last = h
+            .last_verified_sequence_number
+            .map_or("none".to_string(), |s| s.to_string());
+        writeln!(
+            f,
+            "  ERROR hole: node={} lastVerifiedSequenceNumber={} thisSequenceNumber={} ({} missing)",
+            n.node_id, last, h.this_sequence_number, h.missing
+        )?;
+    }
+    for d in &n.duplicates {
+        writeln!(
+            f,
+            "  ERROR duplicate: node={} sequenceNumber={}",
+            n.node_id, d
+        )?;
+    }
+    for r in &n.failed {
+        writeln!(
+            f,
+            "  ERROR verification failed: node={} sequenceNumber={} pk={}: {}",
+            n.node_id, r.sequence_number, r.pk, r.reason
+        )?;
+    }
+    for b in &n.failed_batches {
+        writeln!(
+            f,
+            "  ERROR batch: node={} sequences {}..{}: {}",
+            n.node_id, b.first_sequence_number, b.last_sequence_number, b.reason
+        )?;
+    }
+    for c in &n.failed_checkpoints {
+        writeln!(
+            f,
+            "  ERROR checkpoint: node={} sequenceNumber={} ({}): {}",
+            n.node_id, c.sequence_number, c.source, c.reason
+        )?;
+    }
+    for o in &n.outside {
+        let range = if o.first_sequence_number == o.last_sequence_number {
+            o.first_sequence_number.to_string()
+        } else {
+            format!("{}..{}", o.first_sequence_number, o.last_sequence_number)
+        };
+        writeln!(
+            f,
+            "  ERROR outside the log: node={} {} {} in {} at sequenceNumber {}: {}",
+            n.node_id,
+            o.count,
+            o.noun(),
+            o.table,
+            range,
+            o.reason
+        )?;
+    }
+    for w in &n.warnings {
+        writeln!(f, "  WARNING node={}: {}", n.node_id, w)?;
+    }
+    for note in &n.notes {
+        writeln!(f, "  note node={}: {}", n.node_id, note)?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for LogReport {
     /// The human report: one line per finding, then the summary.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for n in &self.nodes {
-            // Rows that failed are read but not verified.
-            let failed = n.failed.len() as u64;
-            writeln!(
-                f,
-                "Node {}: verified {} from offset {}{}{}",
-                n.node_id,
-                plural(n.rows.saturating_sub(failed), "row", "rows"),
-                n.offset,
-                match (n.first_sequence, n.last_sequence) {
-                    (Some(a), Some(b)) => format!(" (sequence {a}..{b})"),
-                    _ => String::new(),
-                },
-                if failed > 0 {
-                    format!(", {} failed", plural(failed, "row", "rows"))
-                } else {
-                    String::new()
-                }
-            )?;
-            if n.checkpoints > 0 || n.archived_up_to.is_some() {
-                writeln!(
-                    f,
-                    "  {} matched{}",
-                    plural(n.checkpoints, "checkpoint", "checkpoints"),
-                    n.archived_up_to
-                        .map_or(String::new(), |a| format!("; rows up to {a} are archived"))
-                )?;
-            }
-            for h in &n.holes {
-                let last = h
-                    .last_verified_sequence_number
-                    .map_or("none".to_string(), |s| s.to_string());
-                writeln!(
-                    f,
-                    "  ERROR hole: node={} lastVerifiedSequenceNumber={} thisSequenceNumber={} ({} missing)",
-                    n.node_id, last, h.this_sequence_number, h.missing
-                )?;
-            }
-            for d in &n.duplicates {
-                writeln!(
-                    f,
-                    "  ERROR duplicate: node={} sequenceNumber={}",
-                    n.node_id, d
-                )?;
-            }
-            for r in &n.failed {
-                writeln!(
-                    f,
-                    "  ERROR verification failed: node={} sequenceNumber={} pk={}: {}",
-                    n.node_id, r.sequence_number, r.pk, r.reason
-                )?;
-            }
-            for b in &n.failed_batches {
-                writeln!(
-                    f,
-                    "  ERROR batch: node={} sequences {}..{}: {}",
-                    n.node_id, b.first_sequence_number, b.last_sequence_number, b.reason
-                )?;
-            }
-            for c in &n.failed_checkpoints {
-                writeln!(
-                    f,
-                    "  ERROR checkpoint: node={} sequenceNumber={} ({}): {}",
-                    n.node_id, c.sequence_number, c.source, c.reason
-                )?;
-            }
-            for o in &n.outside {
-                let range = if o.first_sequence_number == o.last_sequence_number {
-                    o.first_sequence_number.to_string()
-                } else {
-                    format!("{}..{}", o.first_sequence_number, o.last_sequence_number)
-                };
-                writeln!(
-                    f,
-                    "  ERROR outside the log: node={} {} {} in {} at sequenceNumber {}: {}",
-                    n.node_id,
-                    o.count,
-                    o.noun(),
-                    o.table,
-                    range,
-                    o.reason
-                )?;
-            }
-            for w in &n.warnings {
-                writeln!(f, "  WARNING node={}: {}", n.node_id, w)?;
-            }
-            for note in &n.notes {
-                writeln!(f, "  note node={}: {}", n.node_id, note)?;
-            }
+            write_node_summary(f, n)?;
+            write_node_findings(f, n)?;
         }
         let failed: u64 = self.nodes.iter().map(|n| n.failed.len() as u64).sum();
         writeln!(
