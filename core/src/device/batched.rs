@@ -175,6 +175,33 @@ impl Writer {
         })
     }
 
+    /// The requests of one batch: `first`, then what arrives within `max_wait` while the batch
+    /// has room (a request that does not fit is left in `carried`), and their event count.
+    async fn gather(
+        &self,
+        first: Job,
+        rx: &mut mpsc::Receiver<Job>,
+        carried: &mut Option<Job>,
+    ) -> (Vec<Job>, usize) {
+        let mut size = first.events.len();
+        let mut jobs = vec![first];
+        let deadline = tokio::time::Instant::now() + self.cfg.max_wait;
+        while size < self.cfg.max_batch {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(job)) if size + job.events.len() > self.cfg.max_batch => {
+                    *carried = Some(job);
+                    break;
+                }
+                Ok(Some(job)) => {
+                    size += job.events.len();
+                    jobs.push(job);
+                }
+                _ => break,
+            }
+        }
+        (jobs, size)
+    }
+
     /// Gathers and seals batches; a second task inserts them in order, so batch k+1 is hashed
     /// and signed while batch k is being written.
     async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
@@ -198,22 +225,7 @@ impl Writer {
                     None => break,
                 },
             };
-            let mut size = first.events.len();
-            let mut jobs = vec![first];
-            let deadline = tokio::time::Instant::now() + self.cfg.max_wait;
-            while size < self.cfg.max_batch {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(job)) if size + job.events.len() > self.cfg.max_batch => {
-                        carried = Some(job);
-                        break;
-                    }
-                    Ok(Some(job)) => {
-                        size += job.events.len();
-                        jobs.push(job);
-                    }
-                    _ => break,
-                }
-            }
+            let (jobs, size) = self.gather(first, &mut rx, &mut carried).await;
             if let Some(reason) = self.inconsistent.get() {
                 for job in jobs {
                     let _ = job
