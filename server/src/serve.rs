@@ -158,36 +158,16 @@ pub async fn serve(
             .tls
             .as_ref()
             .map(|t| t.read().unwrap_or_else(|e| e.into_inner()).clone());
-        let app = app.clone();
-        let header_timeout = limits.header_timeout;
-        let stream = StallGuard::new(stream, limits.send_timeout);
         let (activity, registered) = registry.add();
-        let stopping = stopping.clone();
-        // The handshake happens here, not in the accept loop, so a slow client delays no one.
+        let conn = Conn {
+            app: app.clone(),
+            activity,
+            header_timeout: limits.header_timeout,
+            stopping: stopping.clone(),
+        };
+        let stream = StallGuard::new(stream, limits.send_timeout);
         tokio::spawn(async move {
-            let info = ConnectionInfo {
-                peer,
-                client_subject: None,
-            };
-            let conn = Conn {
-                app,
-                activity,
-                header_timeout,
-                stopping,
-            };
-            match tls {
-                None => conn.serve(stream, info).await,
-                Some(acceptor) => {
-                    // A connection evicted to make room goes even mid-handshake.
-                    let shaken = tokio::select! {
-                        s = handshake(&acceptor, stream, info, header_timeout) => s,
-                        _ = conn.activity.idle_for(header_timeout) => None,
-                    };
-                    if let Some((stream, info)) = shaken {
-                        conn.serve(stream, info).await;
-                    }
-                }
-            }
+            conn.accepted(stream, peer, tls).await;
             drop(registered);
             drop(slot);
         });
@@ -397,6 +377,35 @@ struct Conn {
     activity: Arc<Activity>,
     header_timeout: Duration,
     stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Conn {
+    /// A connection just accepted: its TLS handshake (here, not in the accept loop, so a slow
+    /// client delays no one), then its requests.
+    async fn accepted(
+        self,
+        stream: StallGuard<tokio::net::TcpStream>,
+        peer: std::net::SocketAddr,
+        tls: Option<TlsAcceptor>,
+    ) {
+        let info = ConnectionInfo {
+            peer,
+            client_subject: None,
+        };
+        match tls {
+            None => self.serve(stream, info).await,
+            Some(acceptor) => {
+                // A connection evicted to make room goes even mid-handshake.
+                let shaken = tokio::select! {
+                    s = handshake(&acceptor, stream, info, self.header_timeout) => s,
+                    _ = self.activity.idle_for(self.header_timeout) => None,
+                };
+                if let Some((stream, info)) = shaken {
+                    self.serve(stream, info).await;
+                }
+            }
+        }
+    }
 }
 
 impl Conn {
