@@ -686,6 +686,36 @@ pub enum KeyMode {
     VerifyOnly,
 }
 
+/// The keys to load (the configured ones, or the default software key 1) and the current
+/// keyid; None when there is nothing to sign with and no key yet (none is generated: it would
+/// protect nothing). A current keyid that names no key is an error, found before any key is
+/// loaded so a bad configuration generates nothing.
+fn key_entries(
+    protection: &ProtectionSection,
+    data_dir: &Path,
+) -> Result<Option<(Vec<KeyEntry>, i32)>, ConfigError> {
+    let entries = if protection.keys.is_empty() {
+        if !protection.enable_sign && !data_dir.join("signing-key.pem").exists() {
+            return Ok(None);
+        }
+        vec![KeyEntry::Software {
+            keyid: 1,
+            file: None,
+            nodes: None,
+            retired_after: None,
+        }]
+    } else {
+        protection.keys.clone()
+    };
+    let current_id = protection.keyid.unwrap_or(entries[0].keyid());
+    if protection.enable_sign && !entries.iter().any(|e| e.keyid() == current_id) {
+        return Err(ConfigError::Invalid(format!(
+            "protection.keyid = {current_id} names no configured key"
+        )));
+    }
+    Ok(Some((entries, current_id)))
+}
+
 /// Loads the configured keys; with none configured, the default software key
 /// `<data-dir>/signing-key.pem`, keyid 1. Returns the keyid and file of each key generated.
 pub fn load_keys(
@@ -693,23 +723,7 @@ pub fn load_keys(
     data_dir: &Path,
     mode: KeyMode,
 ) -> Result<(KeySetup, Vec<(i32, PathBuf)>), ConfigError> {
-    let default_entries = [KeyEntry::Software {
-        keyid: 1,
-        file: None,
-        nodes: None,
-        retired_after: None,
-    }];
-    let entries: &[KeyEntry] = if protection.keys.is_empty() {
-        &default_entries
-    } else {
-        &protection.keys
-    };
-    let current_id = protection.keyid.unwrap_or(entries[0].keyid());
-    // Nothing to sign with and no key yet: none is generated (it would protect nothing).
-    if protection.keys.is_empty()
-        && !protection.enable_sign
-        && !data_dir.join("signing-key.pem").exists()
-    {
+    let Some((entries, current_id)) = key_entries(protection, data_dir)? else {
         let setup = KeySetup {
             current: None,
             ring: KeyRing::new(),
@@ -717,13 +731,8 @@ pub fn load_keys(
             signers: Vec::new(),
         };
         return Ok((setup, Vec::new()));
-    }
-    // Checked before any key is loaded, so a bad configuration generates nothing.
-    if protection.enable_sign && !entries.iter().any(|e| e.keyid() == current_id) {
-        return Err(ConfigError::Invalid(format!(
-            "protection.keyid = {current_id} names no configured key"
-        )));
-    }
+    };
+    let entries = entries.as_slice();
     let policies = entries
         .iter()
         .map(KeyEntry::policy)
