@@ -621,6 +621,33 @@ fn build_entry(
     }
 }
 
+/// The signature algorithm of a PKCS#11 key: HmacSHA256 for version 1, else the configured
+/// one, else CESeCore's default for version 2 (SHA256WithRSA).
+fn pkcs11_algorithm(
+    n: usize,
+    version: Option<u8>,
+    sigalg: Option<(Algorithm, &Prop)>,
+    problems: &mut Problems,
+) -> Option<TokenAlgorithm> {
+    match (version, sigalg) {
+        (Some(1), Some((a, p))) if a != Algorithm::HmacSha256 => {
+            problems.warn(p, "ignored: version 1 protects with HmacSHA256");
+            Some(TokenAlgorithm::HmacSHA256)
+        }
+        (Some(1), _) => Some(TokenAlgorithm::HmacSHA256),
+        (_, Some((Algorithm::HmacSha256, p))) => {
+            problems.at(
+                p,
+                format!("HmacSHA256 needs databaseprotection.version.{n} = 1"),
+            );
+            None
+        }
+        (_, Some((a, _))) => Some(TokenAlgorithm::from_algorithm(a)),
+        // SHA256WithRSA is CESeCore's default for version 2.
+        _ => Some(TokenAlgorithm::SHA256WithRSA),
+    }
+}
+
 fn pkcs11_entry(
     n: usize,
     e: &EntryProps<'_>,
@@ -680,23 +707,7 @@ fn pkcs11_entry(
     if let Some(p) = e.get("data").filter(|p| !p.value.trim().is_empty()) {
         problems.warn(p, "data.N is not used for a PKCS11CryptoToken; ignored");
     }
-    let algorithm = match (version, sigalg) {
-        (Some(1), Some((a, p))) if a != Algorithm::HmacSha256 => {
-            problems.warn(p, "ignored: version 1 protects with HmacSHA256");
-            Some(TokenAlgorithm::HmacSHA256)
-        }
-        (Some(1), _) => Some(TokenAlgorithm::HmacSHA256),
-        (_, Some((Algorithm::HmacSha256, p))) => {
-            problems.at(
-                p,
-                format!("HmacSHA256 needs databaseprotection.version.{n} = 1"),
-            );
-            None
-        }
-        (_, Some((a, _))) => Some(TokenAlgorithm::from_algorithm(a)),
-        // SHA256WithRSA is CESeCore's default for version 2.
-        _ => Some(TokenAlgorithm::SHA256WithRSA),
-    };
+    let algorithm = pkcs11_algorithm(n, version, sigalg, problems);
     let (keyid, key_label, pin, (library, slot), algorithm) =
         (keyid?, key_label?, pin?, token?, algorithm?);
     Some(KeyEntry::Pkcs11 {
