@@ -510,9 +510,32 @@ impl<'a> Parser<'a> {
             "char" => {
                 DetailValue::String(String::from_utf16_lossy(&[self.char_unit(code, empty)?]))
             }
+            "int" | "byte" | "short" | "long" | "boolean" | "float" | "double" => {
+                self.number_or_boolean(&name, empty)?
+            }
+            "class" => {
+                let text = self.text(empty, "<class>")?;
+                if text.is_empty() {
+                    return Err(self.malformed("empty <class>"));
+                }
+                DetailValue::Class(text)
+            }
+            "object" => self.object(class, idref, empty, depth)?,
+            other => return Err(self.unsupported(format!("element <{other}>"))),
+        };
+        if let Some(id) = id {
+            self.ids.insert(id, value.clone());
+        }
+        Ok(value)
+    }
+
+    /// A `<int>`, `<byte>`, `<short>`, `<long>`, `<boolean>`, `<float>` or `<double>` element's
+    /// value, checked as Java's XMLDecoder parses it.
+    fn number_or_boolean(&mut self, name: &str, empty: bool) -> Result<DetailValue, DetailsError> {
+        Ok(match name {
             "int" | "byte" | "short" => {
                 let text = self.text(empty, &format!("<{name}>"))?;
-                let (min, max) = match name.as_str() {
+                let (min, max) = match name {
                     "byte" => (i64::from(i8::MIN), i64::from(i8::MAX)),
                     "short" => (i64::from(i16::MIN), i64::from(i16::MAX)),
                     _ => (i64::from(i32::MIN), i64::from(i32::MAX)),
@@ -553,20 +576,8 @@ impl<'a> Parser<'a> {
                     None => return Err(self.malformed(format!("bad <double> value {text:?}"))),
                 }
             }
-            "class" => {
-                let text = self.text(empty, "<class>")?;
-                if text.is_empty() {
-                    return Err(self.malformed("empty <class>"));
-                }
-                DetailValue::Class(text)
-            }
-            "object" => self.object(class, idref, empty, depth)?,
             other => return Err(self.unsupported(format!("element <{other}>"))),
-        };
-        if let Some(id) = id {
-            self.ids.insert(id, value.clone());
-        }
-        Ok(value)
+        })
     }
 
     /// Text of a scalar element (Java: every scalar handler is a `StringElementHandler`).
