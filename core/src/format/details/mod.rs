@@ -704,72 +704,89 @@ impl<'a> Parser<'a> {
         };
         let is_map = MAP_CLASSES.contains(&class.as_str());
         if is_map || LIST_CLASSES.contains(&class.as_str()) {
-            if depth > MAX_DEPTH {
-                return Err(DetailsError::TooDeep { limit: MAX_DEPTH });
-            }
-            let (method, arity) = if is_map { ("put", 2) } else { ("add", 1) };
-            let mut entries: Vec<(String, DetailValue)> = Vec::new();
-            // Key -> position in `entries`, so repeated keys collapse in O(1) each.
-            let mut index: HashMap<String, usize> = HashMap::new();
-            let mut items: Vec<DetailValue> = Vec::new();
-            if !empty {
-                let context = format!("<object class=\"{class}\">");
-                while let Some(mut args) = self.call(&context, method, arity, depth)? {
-                    if is_map {
-                        let value = args.pop().unwrap_or(DetailValue::Null);
-                        let key = match args.pop() {
-                            Some(DetailValue::String(k)) => k,
-                            other => {
-                                let kind = other.as_ref().map_or("nothing", kind_name);
-                                return Err(self.unsupported(format!("a map key that is {kind}")));
-                            }
-                        };
-                        match index.get(&key) {
-                            Some(&i) => entries[i].1 = value,
-                            None => {
-                                index.insert(key.clone(), entries.len());
-                                entries.push((key, value));
-                            }
-                        }
-                    } else {
-                        items.extend(args);
-                    }
-                }
-            }
-            return Ok(if is_map {
-                DetailValue::Map(entries)
-            } else {
-                DetailValue::List(items)
-            });
+            return self.collection(&class, is_map, empty, depth);
         }
         if class == DATE {
-            if empty {
-                // `new Date()` is "now": not reproducible, never written for a stored value.
-                return Err(self.unsupported("<object class=\"java.util.Date\"/> without millis"));
-            }
-            let millis = match self.next_structural("<object class=\"java.util.Date\">")? {
-                Ev::Start(e) => self.value(e, false, depth + 1)?,
-                Ev::Empty(e) => self.value(e, true, depth + 1)?,
-                _ => return Err(self.malformed("java.util.Date without millis")),
-            };
-            let millis = match millis {
-                DetailValue::Long(v) => v,
-                DetailValue::Int(v) => i64::from(v),
-                other => {
-                    let kind = kind_name(&other);
-                    return Err(self.malformed(format!("java.util.Date argument is {kind}")));
-                }
-            };
-            match self.next_structural("<object class=\"java.util.Date\">")? {
-                Ev::End => return Ok(DetailValue::Date(millis)),
-                Ev::Start(e) | Ev::Empty(e) => {
-                    let name = element_name(&e);
-                    return Err(self.unsupported(format!("<{name}> inside java.util.Date")));
-                }
-                Ev::Text(_) | Ev::Eof => return Err(self.malformed("unclosed java.util.Date")),
-            }
+            return self.date(empty, depth);
         }
         Err(self.unsupported(format!("<object class=\"{class}\">")))
+    }
+
+    /// A map or list `<object>`: its `put`/`add` calls (a repeated map key keeps its first
+    /// place and its last value).
+    fn collection(
+        &mut self,
+        class: &str,
+        is_map: bool,
+        empty: bool,
+        depth: usize,
+    ) -> Result<DetailValue, DetailsError> {
+        if depth > MAX_DEPTH {
+            return Err(DetailsError::TooDeep { limit: MAX_DEPTH });
+        }
+        let (method, arity) = if is_map { ("put", 2) } else { ("add", 1) };
+        let mut entries: Vec<(String, DetailValue)> = Vec::new();
+        // Key -> position in `entries`, so repeated keys collapse in O(1) each.
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut items: Vec<DetailValue> = Vec::new();
+        if !empty {
+            let context = format!("<object class=\"{class}\">");
+            while let Some(mut args) = self.call(&context, method, arity, depth)? {
+                if is_map {
+                    let value = args.pop().unwrap_or(DetailValue::Null);
+                    let key = match args.pop() {
+                        Some(DetailValue::String(k)) => k,
+                        other => {
+                            let kind = other.as_ref().map_or("nothing", kind_name);
+                            return Err(self.unsupported(format!("a map key that is {kind}")));
+                        }
+                    };
+                    match index.get(&key) {
+                        Some(&i) => entries[i].1 = value,
+                        None => {
+                            index.insert(key.clone(), entries.len());
+                            entries.push((key, value));
+                        }
+                    }
+                } else {
+                    items.extend(args);
+                }
+            }
+        }
+        Ok(if is_map {
+            DetailValue::Map(entries)
+        } else {
+            DetailValue::List(items)
+        })
+    }
+
+    /// A `java.util.Date` `<object>`: its one argument, the epoch milliseconds.
+    fn date(&mut self, empty: bool, depth: usize) -> Result<DetailValue, DetailsError> {
+        if empty {
+            // `new Date()` is "now": not reproducible, never written for a stored value.
+            return Err(self.unsupported("<object class=\"java.util.Date\"/> without millis"));
+        }
+        let millis = match self.next_structural("<object class=\"java.util.Date\">")? {
+            Ev::Start(e) => self.value(e, false, depth + 1)?,
+            Ev::Empty(e) => self.value(e, true, depth + 1)?,
+            _ => return Err(self.malformed("java.util.Date without millis")),
+        };
+        let millis = match millis {
+            DetailValue::Long(v) => v,
+            DetailValue::Int(v) => i64::from(v),
+            other => {
+                let kind = kind_name(&other);
+                return Err(self.malformed(format!("java.util.Date argument is {kind}")));
+            }
+        };
+        match self.next_structural("<object class=\"java.util.Date\">")? {
+            Ev::End => Ok(DetailValue::Date(millis)),
+            Ev::Start(e) | Ev::Empty(e) => {
+                let name = element_name(&e);
+                Err(self.unsupported(format!("<{name}> inside java.util.Date")))
+            }
+            Ev::Text(_) | Ev::Eof => Err(self.malformed("unclosed java.util.Date")),
+        }
     }
 
     /// Reads the next `<void method="{method}">` child holding `arity` values, or `None` at the
