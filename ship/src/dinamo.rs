@@ -146,6 +146,35 @@ fn split(line: &str) -> Option<([&str; 5], std::borrow::Cow<'_, str>)> {
     Some(([f[0], f[1], f[2], f[3], cid], rest))
 }
 
+impl Dinamo {
+    /// A counter that went back (the HSM restarted) or jumped (lines missing) since the
+    /// previous line: a finding record of its own.
+    fn counter_finding(&self, n: u64, offset: u64, lineno: u64, time: &str) -> Option<Record> {
+        let last = self.last?;
+        let (op, status) = if n <= last {
+            ("HSM_COUNTER_RESET", Status::Void)
+        } else if n > last + 1 {
+            ("HSM_COUNTER_GAP", Status::Failure)
+        } else {
+            return None;
+        };
+        let mut f = Record::new(op, offset, lineno);
+        f.sub = 1;
+        // Ends where the line starts: a restart there finds it again.
+        f.end_line = lineno;
+        f.status = status;
+        f.time = Some(time.to_string());
+        f.counter = Some(format!("{n}"));
+        f.details.insert("previousCounter".into(), json!(last));
+        f.details.insert("counter".into(), json!(n));
+        if op == "HSM_COUNTER_GAP" {
+            f.details.insert("missing".into(), json!(n - last - 1));
+        }
+        f.carry = Some(last.to_string());
+        Some(f)
+    }
+}
+
 impl Parser for Dinamo {
     fn module(&self) -> &'static str {
         "DINAMO"
@@ -158,31 +187,8 @@ impl Parser for Dinamo {
         let Ok(n) = u64::from_str_radix(counter, 16) else {
             return;
         };
-        let before = self.last.map(|c| c.to_string());
-        if let Some(last) = self.last {
-            let finding = if n <= last {
-                Some(("HSM_COUNTER_RESET", Status::Void))
-            } else if n > last + 1 {
-                Some(("HSM_COUNTER_GAP", Status::Failure))
-            } else {
-                None
-            };
-            if let Some((op, status)) = finding {
-                let mut f = Record::new(op, offset, lineno);
-                f.sub = 1;
-                // Ends where the line starts: a restart there finds it again.
-                f.end_line = lineno;
-                f.status = status;
-                f.time = Some(format!("{date} {time}"));
-                f.counter = Some(format!("{n}"));
-                f.details.insert("previousCounter".into(), json!(last));
-                f.details.insert("counter".into(), json!(n));
-                if op == "HSM_COUNTER_GAP" {
-                    f.details.insert("missing".into(), json!(n - last - 1));
-                }
-                f.carry = before.clone();
-                out.push(f);
-            }
+        if let Some(f) = self.counter_finding(n, offset, lineno, &format!("{date} {time}")) {
+            out.push(f);
         }
         self.last = Some(n);
         // The event text, then after `|` where it came from: client, server, user.
