@@ -199,53 +199,11 @@ fn an_evicted_http2_connection_is_told_goaway() {
     assert!(frames.contains(&GOAWAY), "no GOAWAY: {frames:?}");
 }
 
-/// Runs `openssl` in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A server on HTTPS with a certificate for 127.0.0.1 issued by a test CA (`ca.pem` in `dir`),
 /// and `extra` in `[server]`.
 fn start_tls(dir: &Path, extra: &str) -> Server {
-    let key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
-    let run = |cmd: String, more: &[&str]| {
-        let mut args: Vec<&str> = cmd.split_whitespace().collect();
-        args.extend(more);
-        openssl(dir, &args);
-    };
-    run(
-        format!(
-            "req -x509 {key} -days 2 -keyout ca.key -out ca.pem \
-             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign"
-        ),
-        &["-subj", "/CN=Test CA"],
-    );
-    std::fs::write(
-        dir.join("server.ext"),
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-         extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
-    )
-    .unwrap();
-    run(
-        format!("req -new {key} -keyout server.key -out server.csr"),
-        &["-subj", "/CN=127.0.0.1"],
-    );
-    run(
-        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-         -extfile server.ext -out server.pem"
-            .to_string(),
-        &[],
-    );
+    auditseal_e2e::pki::make_ca(dir, "ca", "/CN=Test CA");
+    auditseal_e2e::pki::issue_server(dir, "ca");
     let s = start(
         dir,
         &format!(
