@@ -20,6 +20,9 @@ use crate::syslog::{Framer, MAX_MESSAGE, to_line};
 /// once, so a peer that opens connections without end cannot exhaust the agent's threads.
 const MAX_CONNECTIONS: usize = 64;
 
+/// How long a TCP connection may send nothing before it is closed.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// What a listener did with what it received, since the agent started.
 #[derive(Debug, Default)]
 pub struct Counts {
@@ -119,6 +122,9 @@ pub fn start(source: &Source, state_dir: &Path) -> anyhow::Result<Listener> {
 
 /// Reads one TCP connection until it closes; bytes that cannot be framed end it.
 fn connection(mut stream: TcpStream, spool: &Mutex<Spool>, counts: &Counts) {
+    // A sender that says nothing for this long is let go, so idle connections cannot hold the
+    // listener's `MAX_CONNECTIONS` slots for ever (rsyslog connects again when it next sends).
+    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
     let peer = stream
         .peer_addr()
         .map(|a: SocketAddr| a.to_string())

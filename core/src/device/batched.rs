@@ -505,14 +505,12 @@ async fn insert_one(
             if let Some(o) = observer.batches.get() {
                 o.committed(s.rows.len(), started.elapsed());
             }
+            let done = s.rows.iter().map(Appended::of).collect();
+            // The rows are handed over, not copied: nothing here needs them after this.
             if let Some(l) = observer.commits.get() {
-                l.committed(&s.rows);
+                l.committed(s.rows);
             }
-            answer(
-                node_id,
-                s.shares,
-                Ok(s.rows.iter().map(Appended::of).collect()),
-            );
+            answer(node_id, s.shares, Ok(done));
         }
         Err(e) => {
             failures.fetch_add(1, Ordering::SeqCst);

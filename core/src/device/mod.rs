@@ -143,8 +143,9 @@ pub trait BatchObserver: Send + Sync {
 
 /// Told the rows of each commit, after the commit.
 pub trait CommitListener: Send + Sync {
-    /// `rows` (one node's, consecutive numbers) are committed, as stored.
-    fn committed(&self, rows: &[AuditRecord]);
+    /// `rows` (one node's, consecutive numbers) are committed, as stored; they are the
+    /// listener's now.
+    fn committed(&self, rows: Vec<AuditRecord>);
 }
 
 /// The service of the events auditseal logs itself (see `NewEvent::system`).

@@ -87,11 +87,11 @@ pub(super) struct Pages {
 }
 
 impl crate::device::CommitListener for Pages {
-    fn committed(&self, rows: &[AuditRecord]) {
+    fn committed(&self, rows: Vec<AuditRecord>) {
         if rows.first().is_none_or(|r| r.node_id != self.node) {
             return;
         }
-        let page = Arc::new(Page::new(rows.to_vec()));
+        let page = Arc::new(Page::new(rows));
         let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
         committed.push_back(page);
         let mut bytes: usize = committed.iter().map(|p| p.bytes).sum();
