@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use auditseal_core::config::{FileConfig, KeyMode, load_keys};
 use auditseal_core::token::SharedToken;
 use auditseal_e2e::hsm::{MODULE, PIN, SoftHsm};
+use auditseal_e2e::load::{self, BatchTimings};
 use auditseal_e2e::{Backend, Server, event, new_database};
 use sqlx::Connection;
 
@@ -26,6 +27,8 @@ struct Opts {
     commits: usize,
     events: usize,
     clients: usize,
+    /// Connections of the single-POST figures [c] and [f].
+    single_clients: usize,
     /// Events for the batched device's figures (and the COPY baseline).
     bulk: usize,
     /// Events per run of the forwarding figures (without sinks, with three, without again).
@@ -40,6 +43,7 @@ fn opts() -> Opts {
         commits: 3000,
         events: 3000,
         clients: 16,
+        single_clients: 256,
         bulk: 200_000,
         forward: 100_000,
         forwarding_only: false,
@@ -57,12 +61,13 @@ fn opts() -> Opts {
             "--commits" => o.commits = num("--commits"),
             "--events" => o.events = num("--events"),
             "--clients" => o.clients = num("--clients"),
+            "--single-clients" => o.single_clients = num("--single-clients"),
             "--bulk" => o.bulk = num("--bulk"),
             "--forward" => o.forward = num("--forward"),
             "--forwarding-only" => o.forwarding_only = true,
             "-h" | "--help" => {
                 println!(
-                    "auditseal-bench [--signs N] [--commits N] [--events N] [--clients N] [--bulk N] \
+                    "auditseal-bench [--signs N] [--commits N] [--events N] [--clients N] [--single-clients N] [--bulk N] \
                      [--forward N] [--forwarding-only]"
                 );
                 std::process::exit(0);
@@ -148,43 +153,40 @@ fn bench_record(node: &str, seq: i64) -> auditseal_core::record::AuditRecord {
     }
 }
 
-/// The batched server's log filter: AUDITSEAL_BENCH_SERVER_LOG (e.g.
-/// `warn,auditseal_core::batched=debug` for per-batch timings), default `warn`.
+/// The batched server's log filter: AUDITSEAL_BENCH_SERVER_LOG, default `warn` plus the batched
+/// device's per-batch debug lines, which [b], [c] and [f] read for the server's own timings.
 fn log_filter() -> std::ffi::OsString {
-    std::env::var_os("AUDITSEAL_BENCH_SERVER_LOG").unwrap_or_else(|| "warn".into())
+    std::env::var_os("AUDITSEAL_BENCH_SERVER_LOG")
+        .unwrap_or_else(|| "warn,auditseal_core::device::batched=debug".into())
 }
 
-/// Averages of the server's per-batch debug lines (when AUDITSEAL_BENCH_SERVER_LOG enables them).
-fn batch_timings(log: &str) {
-    let field = |line: &str, name: &str| -> Option<f64> {
-        let start = line.find(&format!("{name}="))? + name.len() + 1;
-        line[start..].split_whitespace().next()?.parse().ok()
-    };
-    let (mut n, mut rows, mut seal, mut insert) = (0.0, 0.0, 0.0, 0.0);
-    for line in log.lines() {
-        if line.contains("batch sealed") {
-            seal += field(line, "seal_us").unwrap_or(0.0);
-        } else if line.contains("batch committed") {
-            n += 1.0;
-            rows += field(line, "rows").unwrap_or(0.0);
-            insert += field(line, "insert_us").unwrap_or(0.0);
-        }
-    }
-    if n > 0.0 {
+/// The server's per-batch timings in `log` (see `log_filter`), as one line.
+fn batch_timings(log: &str) -> BatchTimings {
+    let t = BatchTimings::from_log(log);
+    if t.batches > 0 {
         println!(
-            "    server: {n:.0} batches, {:.0} rows each; per batch: seal (hash + sign) {:.2} ms, insert + commit {:.2} ms (overlapped)",
-            rows / n,
-            seal / n / 1000.0,
-            insert / n / 1000.0
+            "    server: {} batches, {:.0} rows each; seal + insert + commit per batch: median {:.2} ms, p99 {:.2} ms",
+            t.batches,
+            t.rows as f64 / t.batches as f64,
+            ms(t.median()),
+            ms(load::percentile(&t.seal_and_commit, 0.99)),
         );
     }
+    t
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+/// What the server logged after `before` (a copy of its log taken earlier).
+fn log_since(server: &Server, before: &str) -> String {
+    server
+        .log()
+        .lines()
+        .skip(before.lines().count())
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 #[tokio::main]
@@ -347,8 +349,8 @@ async fn main() {
     );
     println!(
         "    {device:>9.0} events/s, latency p50 {:.2} ms, p99 {:.2} ms",
-        percentile(&lat, 0.5).as_secs_f64() * 1000.0,
-        percentile(&lat, 0.99).as_secs_f64() * 1000.0
+        load::percentile(&lat, 0.5).as_secs_f64() * 1000.0,
+        load::percentile(&lat, 0.99).as_secs_f64() * 1000.0
     );
     println!(
         "    RATIO device / bound [3]             = {:.2} (target >= 0.80)",
@@ -610,8 +612,9 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// Issue 4's figures: (a) COPY of equivalent rows, (b) the batched device through the bulk
-/// endpoint, (c) through single POSTs from 64 connections, against (d) the sequential device
-/// measured above; and the server's peak RSS.
+/// endpoint, (c) through single POSTs from `--single-clients` connections, against (d) the
+/// sequential device measured above, (f) single POSTs in an open loop at half of (c)'s rate;
+/// and the server's peak RSS.
 async fn batched_figures(
     o: &Opts,
     hsm: &SoftHsm,
@@ -676,7 +679,6 @@ async fn batched_figures(
         ],
     )
     .expect("start the batched server");
-    let client = server.client();
 
     // (b) bulk endpoint: NDJSON requests of 1000 events from 4 connections.
     let per_request = 1000;
@@ -692,56 +694,45 @@ async fn batched_figures(
     let log_b = server.log();
     batch_timings(&log_b);
 
-    // (c) single POSTs from 64 connections.
-    let clients = 64;
-    let per_client = o.bulk / 4 / clients;
-    let one = Arc::new(event("PROCESS"));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (client, one, u) = (client.clone(), one.clone(), server.url.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(per_client);
-            for _ in 0..per_client {
-                let t = Instant::now();
-                let r = client
-                    .post(format!("{u}/api/v1/events"))
-                    .json(&*one)
-                    .send()
-                    .await
-                    .expect("post");
-                assert_eq!(r.status().as_u16(), 201, "{:?}", r.text().await);
-                lat.push(t.elapsed());
-            }
-            lat
-        }));
-    }
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.expect("client"));
-    }
-    let single = lat.len() as f64 / started.elapsed().as_secs_f64();
-    lat.sort();
+    // (c) single POSTs from many connections, each waiting for its answer.
+    let clients = o.single_clients;
+    let body = serde_json::to_vec(&event("PROCESS")).expect("event");
+    let posts = load::client(&auditseal_e2e::token_for(&server.url), clients);
+    let events_url = format!("{}/api/v1/events", server.url);
+    let per_client = (o.bulk / 4 / clients).max(1);
+    let single = load::closed_loop(&posts, &events_url, &body, clients, per_client).await;
     println!(
-        "\n[c] batched device through single POSTs ({clients} connections, {} events)",
-        lat.len()
+        "\n[c] batched device through single POSTs ({clients} connections, {} events, each waiting for its answer)",
+        single.latencies.len()
     );
+    println!("    {single}");
     println!(
-        "    {single:>9.0} events/s, latency p50 {:.2} ms, p99 {:.2} ms (targets: >= 20000/s, p99 < 25 ms)",
-        percentile(&lat, 0.5).as_secs_f64() * 1000.0,
-        percentile(&lat, 0.99).as_secs_f64() * 1000.0
+        "    RATIO (c)/(b) = {:.2} (target >= 0.5; (b) = the bulk endpoint above)",
+        single.rate() / bulk_rate
     );
     println!(
         "    RATIO (c)/(d) = {:.1} (target >= 20; (d) = the sequential device [4], {sequential:.0}/s)",
-        single / sequential
+        single.rate() / sequential
     );
-    let log_c: String = server
-        .log()
-        .lines()
-        .skip(log_b.lines().count())
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let log_c = log_since(&server, &log_b);
     batch_timings(&log_c);
+
+    // (f) open loop: a constant arrival rate at half of (c)'s peak, latency from each due time.
+    let rate = single.rate() / 2.0;
+    let total = ((rate * 10.0) as usize).clamp(1000, o.bulk / 2);
+    let open = load::open_loop(&posts, &events_url, &body, rate, total, clients).await;
+    let log_f = log_since(&server, &format!("{log_b}{log_c}"));
+    println!(
+        "\n[f] open loop: {total} single POSTs due at {rate:.0}/s (half of (c)), at most {clients} in flight; latency from each due time"
+    );
+    println!("    {open}");
+    let timings = batch_timings(&log_f);
+    if timings.batches > 0 {
+        println!(
+            "    RATIO p99 / median batch seal + commit = {:.2} (target <= 2)",
+            open.percentile(0.99).as_secs_f64() / timings.median().as_secs_f64()
+        );
+    }
     let status =
         std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap_or_default();
     let peak = status
