@@ -80,6 +80,27 @@ impl From<StoreError> for ApiError {
                     "the database holds an entry with this key already; nothing was written",
                 )
             }
+            StoreError::ReadUnavailable(_) => {
+                // Once per outage; the background probe (reads.rs) ends it.
+                crate::outage::READ_DATABASE.refused(&e);
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "read_database_unavailable",
+                    "the read database (database_read_url, a standby) does not answer: \
+                     queries, exports and verification are unavailable, events are still \
+                     accepted; retry later",
+                )
+            }
+            StoreError::Cancelled(_) => {
+                tracing::warn!(error = %e, "a read was cancelled by the database");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "read_cancelled",
+                    "the database cancelled the read, also when it was tried again (on a \
+                     standby: a conflict with the replay of the primary's changes); retry \
+                     later; see docs/OPERATIONS.md \"Reads from a standby\"",
+                )
+            }
             StoreError::Full(_) => {
                 tracing::warn!(error = %e, "database storage full");
                 ApiError::new(
