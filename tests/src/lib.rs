@@ -4,6 +4,7 @@
 pub mod faults;
 pub mod hsm;
 pub mod java;
+pub mod pg_ha;
 pub mod pki;
 pub mod receivers;
 
