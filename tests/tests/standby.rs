@@ -112,17 +112,21 @@ async fn reads_and_verification_move_to_the_standby_and_ingestion_outlives_it() 
     let d = dir.path().to_str().unwrap();
     let s = Server::start(&server_args(d, &pair)).unwrap();
     let client = s.client();
-    // check-config names the read database and what it is.
-    let out = std::process::Command::new(bin_dir().join("auditseal-server"))
-        .args(server_args(d, &pair))
-        .args(["--bind", "127.0.0.1:0", "check-config"])
-        .env_remove("AUDITSEAL_DATABASE_URL")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    // check-config names the read database and what it is; the primary given as the read
+    // database by mistake is no error, but is said.
+    let text = check_config(&server_args(d, &pair));
     assert!(
         text.contains(&format!("read database: {} (a standby", pair.standby_url)),
+        "{text}"
+    );
+    let mut mistaken = server_args(d, &pair);
+    mistaken[7] = &pair.primary_url;
+    let text = check_config(&mistaken);
+    assert!(
+        text.contains(&format!(
+            "read database: {} (WARNING a writable server",
+            pair.primary_url
+        )),
         "{text}"
     );
 
@@ -351,6 +355,19 @@ async fn reads_and_verification_move_to_the_standby_and_ingestion_outlives_it() 
     assert_eq!(code, 0, "verifylog on the primary: {out}{err}");
     drop(pair);
     eprintln!("standby test: {:?}", t0.elapsed());
+}
+
+/// `auditseal-server check-config` with `args`: what it printed; it must find no problem.
+fn check_config(args: &[&str]) -> String {
+    let out = std::process::Command::new(bin_dir().join("auditseal-server"))
+        .args(args)
+        .args(["--bind", "127.0.0.1:0", "check-config"])
+        .env_remove("AUDITSEAL_DATABASE_URL")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    text
 }
 
 /// `auditseal-db verifylog --all` on the database at `url`: (exit code, stdout, stderr).
