@@ -265,6 +265,7 @@ impl Server {
             .args(args)
             .args(["--bind", "127.0.0.1:0"])
             .env_remove("AUDITSEAL_DATABASE_URL")
+            .env_remove("AUDITSEAL_DATABASE_READ_URL")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)

@@ -113,15 +113,13 @@ async fn reads_and_verification_move_to_the_standby_and_ingestion_outlives_it() 
     let s = Server::start(&server_args(d, &pair)).unwrap();
     let client = s.client();
     // check-config names the read database and what it is; the primary given as the read
-    // database by mistake is no error, but is said.
-    let text = check_config(&server_args(d, &pair));
+    // database by mistake (here in the variable) is no error, but is said.
+    let text = check_config(&server_args(d, &pair), None);
     assert!(
         text.contains(&format!("read database: {} (a standby", pair.standby_url)),
         "{text}"
     );
-    let mut mistaken = server_args(d, &pair);
-    mistaken[7] = &pair.primary_url;
-    let text = check_config(&mistaken);
+    let text = check_config(&server_args(d, &pair)[..6], Some(&pair.primary_url));
     assert!(
         text.contains(&format!(
             "read database: {} (WARNING a writable server",
@@ -357,14 +355,18 @@ async fn reads_and_verification_move_to_the_standby_and_ingestion_outlives_it() 
     eprintln!("standby test: {:?}", t0.elapsed());
 }
 
-/// `auditseal-server check-config` with `args`: what it printed; it must find no problem.
-fn check_config(args: &[&str]) -> String {
-    let out = std::process::Command::new(bin_dir().join("auditseal-server"))
-        .args(args)
+/// `auditseal-server check-config` with `args` (and AUDITSEAL_DATABASE_READ_URL=`read_url`):
+/// what it printed; it must find no problem.
+fn check_config(args: &[&str], read_url: Option<&str>) -> String {
+    let mut cmd = std::process::Command::new(bin_dir().join("auditseal-server"));
+    cmd.args(args)
         .args(["--bind", "127.0.0.1:0", "check-config"])
         .env_remove("AUDITSEAL_DATABASE_URL")
-        .output()
-        .unwrap();
+        .env_remove("AUDITSEAL_DATABASE_READ_URL");
+    if let Some(u) = read_url {
+        cmd.env("AUDITSEAL_DATABASE_READ_URL", u);
+    }
+    let out = cmd.output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}");
     text
