@@ -183,3 +183,27 @@ impl From<DeviceError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_failures_are_503_with_their_own_codes() {
+        for (e, code) in [
+            (
+                StoreError::ReadUnavailable("postgres://r@standby/db: refused".into()),
+                "read_database_unavailable",
+            ),
+            (
+                StoreError::Cancelled("conflict with recovery".into()),
+                "read_cancelled",
+            ),
+        ] {
+            let a = ApiError::from(e);
+            assert_eq!((a.status, a.code), (StatusCode::SERVICE_UNAVAILABLE, code));
+            // The database's own words stay in the log.
+            assert!(!a.message.contains("standby/db"), "{}", a.message);
+        }
+    }
+}

@@ -339,6 +339,49 @@ impl Store for ReadOnlyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    #[tokio::test]
+    async fn a_cancelled_read_is_tried_again_and_then_named_with_the_remedy() {
+        // Nothing connects: the reads below are the test's own.
+        let s = ReadOnlyStore::open("postgres://reader@127.0.0.1:1/auditseal").unwrap();
+        let conflict = "canceling statement due to conflict with recovery (SQLSTATE 40001)";
+        let calls = &AtomicU32::new(0);
+        let got = s
+            .read(move || async move {
+                if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err(StoreError::Cancelled(conflict.into()))
+                } else {
+                    Ok(7)
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!((got, calls.load(Ordering::SeqCst), s.retried()), (7, 3, 2));
+        let e = s
+            .read(|| async { Err::<(), _>(StoreError::Cancelled(conflict.into())) })
+            .await
+            .unwrap_err();
+        let m = e.to_string();
+        assert!(matches!(e, StoreError::Cancelled(_)), "{m}");
+        assert!(
+            m.contains(conflict)
+                && m.contains("tried 4 times")
+                && m.contains("hot_standby_feedback"),
+            "{m}"
+        );
+        assert_eq!(s.retried(), 5);
+        // A lost connection is the read database's, named, and not tried again.
+        let e = s
+            .read(|| async { Err::<(), _>(StoreError::Unavailable("connection reset".into())) })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, StoreError::ReadUnavailable(m) if m == "postgres://reader@127.0.0.1:1/auditseal: connection reset"),
+            "{e}"
+        );
+        assert_eq!(s.retried(), 5);
+    }
 
     #[tokio::test]
     async fn only_postgresql_and_a_standby_that_is_down_fails_reads_at_once() {
