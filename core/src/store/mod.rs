@@ -136,9 +136,10 @@ pub enum StoreError {
     /// The tables do not hold what the caller read from them a moment ago; nothing was changed.
     #[error("{0}")]
     Inconsistent(String),
-    /// The database cancelled a read and says a retry may succeed (SQLSTATE 40001; on a hot
-    /// standby: a conflict with the replay of the primary's changes). Nothing was written.
-    #[error("the database cancelled the read: {0}")]
+    /// The database cancelled a statement and says a retry may succeed (SQLSTATE 40001 or
+    /// 40P01; on a hot standby: a conflict with the replay of the primary's changes). Nothing
+    /// was written.
+    #[error("the database cancelled the statement: {0}")]
     Cancelled(String),
     /// The read-only database (`database_read_url`) cannot be reached: reads fail, writes
     /// (which go to `database_url`) are not concerned.
@@ -174,9 +175,12 @@ impl From<sqlx::Error> for StoreError {
             {
                 StoreError::Full(db.message().to_string())
             }
-            // serialization_failure: on a hot standby, "canceling statement due to conflict
-            // with recovery" (store/standby.rs retries it).
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("40001") => {
+            // serialization_failure and deadlock_detected: on a hot standby, "canceling
+            // statement due to conflict with recovery" (40P01 when the statement waited for a
+            // lock the replay holds); store/standby.rs tries it again.
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("40001") | Some("40P01")) =>
+            {
                 StoreError::Cancelled(describe(&e))
             }
             // PostgreSQL classes 08 (connection exception) and 57 (operator intervention:
