@@ -140,6 +140,9 @@ fn main() -> ExitCode {
         signserver_conf: cli.signserver_conf,
         data_dir: cli.data_dir,
         database_url: cli.database_url,
+        // The CLI reads and writes the database --database-url names (verifylog on a
+        // standby: give the standby's URL there).
+        database_read_url: None,
         node_id: cli.node_id,
         sets: cli.sets,
     }) {

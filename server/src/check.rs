@@ -52,6 +52,7 @@ pub async fn check_config(settings: &Settings, cfg: &ServerConfig) -> anyhow::Re
     let roles = crate::startup::certificate_roles(settings);
     r.check("client certificate roles", roles, |m| m.len().to_string());
     database(&mut r, settings).await;
+    read_database(&mut r, settings).await;
     keys(&mut r, settings).await?;
     r.ok("checkpoints", checkpoints(settings));
     let sinks = auditseal_core::forward::plan(&settings.file.forward, &settings.data_dir)
@@ -161,6 +162,42 @@ async fn database(r: &mut Report, settings: &Settings) {
     r.check("database", db.await, |n| {
         format!("{redacted} (reachable; {n} valid API tokens)")
     });
+}
+
+/// `database_read_url`: usable, and what it is. One that does not answer is said but is no
+/// problem: the server starts, and its reads get 503 until it answers.
+async fn read_database(r: &mut Report, settings: &Settings) {
+    let Some(url) = settings.database_read_url.as_deref() else {
+        r.ok("read database", "none (reads use the database)");
+        return;
+    };
+    let redacted = store::redact_url(url);
+    let usable = if settings.database_url.starts_with("postgres") {
+        store::ReadOnlyStore::open(url).map_err(anyhow::Error::from)
+    } else {
+        Err(anyhow::anyhow!(
+            "database_read_url is set but database_url is not PostgreSQL"
+        ))
+    };
+    let db = match usable {
+        Ok(db) => db,
+        Err(e) => return r.check("read database", Err::<(), _>(e), |()| String::new()),
+    };
+    let found = match db.probe().await {
+        Ok(p) if p.standby => format!(
+            "{redacted} (a standby, replay {:.1} s behind)",
+            p.lag_seconds
+        ),
+        Ok(_) => format!(
+            "{redacted} (WARNING a writable server, not a standby: reads go there; if it is \
+             the primary, nothing moves off it)"
+        ),
+        Err(e) => format!(
+            "{redacted} (WARNING does not answer: {e}; the server starts, reads get 503 until \
+             it answers)"
+        ),
+    };
+    r.ok("read database", found);
 }
 
 /// The keys open as at a start (PKCS#11 tokens log in); the default key may not exist yet.

@@ -80,6 +80,27 @@ impl From<StoreError> for ApiError {
                     "the database holds an entry with this key already; nothing was written",
                 )
             }
+            StoreError::ReadUnavailable(_) => {
+                // Once per outage; the background probe (reads.rs) ends it.
+                crate::outage::READ_DATABASE.refused(&e);
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "read_database_unavailable",
+                    "the read database (database_read_url, a standby) does not answer: \
+                     queries, exports and verification are unavailable, events are still \
+                     accepted; retry later",
+                )
+            }
+            StoreError::Cancelled(_) => {
+                tracing::warn!(error = %e, "a read was cancelled by the database");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "read_cancelled",
+                    "the database cancelled the read, also when it was tried again (on a \
+                     standby: a conflict with the replay of the primary's changes); retry \
+                     later; see docs/OPERATIONS.md \"Reads from a standby\"",
+                )
+            }
             StoreError::Full(_) => {
                 tracing::warn!(error = %e, "database storage full");
                 ApiError::new(
@@ -159,6 +180,30 @@ impl From<DeviceError> for ApiError {
                     "the event could not be protected and stored; nothing was written, retry later",
                 )
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_failures_are_503_with_their_own_codes() {
+        for (e, code) in [
+            (
+                StoreError::ReadUnavailable("postgres://r@standby/db: refused".into()),
+                "read_database_unavailable",
+            ),
+            (
+                StoreError::Cancelled("conflict with recovery".into()),
+                "read_cancelled",
+            ),
+        ] {
+            let a = ApiError::from(e);
+            assert_eq!((a.status, a.code), (StatusCode::SERVICE_UNAVAILABLE, code));
+            // The database's own words stay in the log.
+            assert!(!a.message.contains("standby/db"), "{}", a.message);
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod metrics;
 mod names;
 pub mod notify;
 mod outage;
+pub mod reads;
 pub mod reload;
 pub mod routes;
 pub mod serve;

@@ -34,6 +34,16 @@ struct Args {
         hide_env_values = true
     )]
     database_url: Option<String>,
+    /// A PostgreSQL hot standby of the database: queries, exports and verification read there,
+    /// events and tokens are still written to --database-url [default: none, reads use
+    /// --database-url].
+    #[arg(
+        long,
+        global = true,
+        env = "AUDITSEAL_DATABASE_READ_URL",
+        hide_env_values = true
+    )]
+    database_read_url: Option<String>,
     /// This node's id [default: the host name].
     #[arg(long, global = true, env = "AUDITSEAL_NODE_ID")]
     node_id: Option<String>,
@@ -137,6 +147,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         signserver_conf: args.signserver_conf,
         data_dir: args.data_dir,
         database_url: args.database_url,
+        database_read_url: args.database_read_url,
         node_id: args.node_id,
         sets: args.sets,
     };

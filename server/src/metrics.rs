@@ -174,6 +174,8 @@ pub struct Metrics {
     forbidden: Counter,
     followers: Gauge,
     followers_max: Gauge,
+    /// The read database (`database_read_url`), if any.
+    reads: crate::reads::ReadMetrics,
     /// Why the signing key refused the last event this server tried to protect (cleared by the
     /// next event stored): what `/readyz` knows of the key without signing.
     key_refused: Mutex<Option<String>>,
@@ -248,6 +250,7 @@ impl Metrics {
             forbidden: Counter::default(),
             followers: Gauge::default(),
             followers_max: Gauge::default(),
+            reads: Default::default(),
             key_refused: Mutex::new(None),
             scrape: Mutex::new(()),
         };
@@ -257,6 +260,7 @@ impl Metrics {
         m.register_forwarding(&mut r);
         m.register_verification(&mut r);
         m.register_access(&mut r, max_followers);
+        m.reads.register(&mut r);
         m.zero_watched_series();
         Metrics { registry: r, ..m }
     }
@@ -652,6 +656,7 @@ impl Metrics {
             .max_followers
             .saturating_sub(state.followers.available_permits());
         self.followers.set(live as i64);
+        self.reads.refresh(state.read_database.as_deref());
         let mut text = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
             tracing::error!(error = %e, "cannot encode the metrics");

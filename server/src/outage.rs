@@ -17,6 +17,15 @@ pub static DATABASE: Outage = Outage::new(
     Duration::ZERO,
 );
 
+/// The read database (`database_read_url`, a standby) does not answer: reads get 503,
+/// ingestion goes on.
+pub static READ_DATABASE: Outage = Outage::new(
+    "the read database does not answer: queries, exports and verification get 503 \
+     read_database_unavailable (ingestion goes on); logged again once it answers",
+    "the read database answers again",
+    Duration::ZERO,
+);
+
 /// The signing key cannot sign (HSM unreachable, session lost, PIN refused).
 pub static SIGNING_KEY: Outage = Outage::new(
     "the signing key cannot sign: events get 503 token_unavailable; logged again once it signs",

@@ -75,6 +75,8 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
             )
         }
     };
+    // Before anything is written: a read URL that cannot be used stops the start.
+    let read_database = crate::reads::open(settings).await?;
     let (store, keys) = prepare(settings).await?;
     let device = start_device(settings, cfg, &store, keys.current.clone()).await?;
     let checkpoints = start_checkpoints(settings, &store, keys.current.clone()).await?;
@@ -97,7 +99,11 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
         None => tracing::warn!("protection.enable_sign is false: new rows are NOT protected"),
     }
     let auth = start_auth(settings, &store, device.as_ref(), certificate_roles).await?;
-    let state = build_state(cfg, settings, store, device, keys, auth);
+    let mut state = build_state(cfg, settings, store, device, keys, auth);
+    if let Some(db) = read_database {
+        state.reader = db.store.clone();
+        state.read_database = Some(db);
+    }
     if let Some((_, _, stats)) = &checkpoints {
         let secs = settings.file.checkpoint.interval_secs;
         let secs = secs.unwrap_or(DEFAULT_CHECKPOINT_SECS);
@@ -219,6 +225,8 @@ pub fn build_state(
         auth,
         request_timeout: cfg.request_timeout,
         send_timeout: cfg.send_timeout,
+        reader: store.clone(),
+        read_database: None,
         store,
         device,
         keys: Arc::new(keys.ring),

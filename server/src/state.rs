@@ -17,7 +17,13 @@ pub struct VerifyPolicy {
 
 #[derive(Clone)]
 pub struct AppState {
+    /// The database every write goes to (`database_url`): events, tokens, checkpoints, locks.
     pub store: SharedStore,
+    /// Where the auditors' reads go (queries, proofs, exports, follow, verification): the
+    /// standby of `database_read_url`, else the same store as `store`.
+    pub reader: SharedStore,
+    /// The standby behind `reader`, probed in the background (None: reads use `store`).
+    pub read_database: Option<Arc<crate::reads::ReadDatabase>>,
     pub device: Arc<dyn LogDevice>,
     pub keys: Arc<KeyRing>,
     pub key_listing: Arc<Vec<KeyInfo>>,

@@ -49,11 +49,19 @@ pub fn start(state: AppState, incremental: Option<Duration>, full: Option<Durati
         return;
     }
     tokio::spawn(async move {
-        let mut next: HashMap<String, i64> = match initial_positions(&state).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "ALERT continuous verification cannot start: cannot read where the nodes stand");
-                return;
+        // Tried again until it succeeds: the database it reads (a standby with
+        // database_read_url) may be down while the server starts.
+        let mut said = false;
+        let mut next: HashMap<String, i64> = loop {
+            match initial_positions(&state).await {
+                Ok(p) => break p,
+                Err(e) => {
+                    if !said {
+                        tracing::error!(error = %e, "ALERT continuous verification cannot start yet: cannot read where the nodes stand; trying again every 10 s");
+                    }
+                    said = true;
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
             }
         };
         let now = tokio::time::Instant::now();
@@ -95,8 +103,8 @@ async fn initial_positions(
     state: &AppState,
 ) -> Result<HashMap<String, i64>, auditseal_core::store::StoreError> {
     let mut next = HashMap::new();
-    for node in state.store.all_nodes().await? {
-        let head = state.store.head(&node).await?;
+    for node in state.reader.all_nodes().await? {
+        let head = state.reader.head(&node).await?;
         next.insert(node, head.next_sequence);
     }
     Ok(next)
@@ -107,7 +115,7 @@ async fn round(state: &AppState, run: Run, next: &mut HashMap<String, i64>) {
     let selection = match run {
         Run::Full => Selection::All,
         Run::Incremental => {
-            let nodes = match state.store.all_nodes().await {
+            let nodes = match state.reader.all_nodes().await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(error = %e, "continuous verification: cannot list the nodes; trying again next round");
@@ -117,7 +125,7 @@ async fn round(state: &AppState, run: Run, next: &mut HashMap<String, i64>) {
             let mut targets = Vec::new();
             for node in nodes {
                 let from = next.get(&node).copied().unwrap_or(0);
-                match state.store.head(&node).await {
+                match state.reader.head(&node).await {
                     Ok(h) if h.next_sequence > from => targets.push((node, Some(from))),
                     Ok(_) => {}
                     Err(e) => {
@@ -136,7 +144,7 @@ async fn round(state: &AppState, run: Run, next: &mut HashMap<String, i64>) {
         parallel_nodes: 1,
         ..Default::default()
     };
-    let report = verify_log(&state.store, &state.keys, &selection, &opts).await;
+    let report = verify_log(&state.reader, &state.keys, &selection, &opts).await;
     state.metrics.verified(run.name(), report.as_ref().ok());
     let report = match report {
         Ok(r) => r,

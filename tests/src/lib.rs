@@ -5,6 +5,7 @@ pub mod faults;
 pub mod hsm;
 pub mod java;
 pub mod load;
+pub mod pg_ha;
 pub mod pki;
 pub mod receivers;
 
@@ -265,6 +266,7 @@ impl Server {
             .args(args)
             .args(["--bind", "127.0.0.1:0"])
             .env_remove("AUDITSEAL_DATABASE_URL")
+            .env_remove("AUDITSEAL_DATABASE_READ_URL")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)

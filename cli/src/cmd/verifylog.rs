@@ -65,7 +65,7 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
     // The database first, as the server does: a log that cannot be read is the first thing to
     // say.
     let redacted = store::redact_url(&settings.database_url);
-    let store = store::open_existing(&settings.database_url)
+    let store = open(&settings.database_url, args.quiet)
         .await
         .with_context(|| format!("cannot open the database {redacted}"))?;
     let keys = super::load_keys(settings).await?;
@@ -92,4 +92,30 @@ pub async fn run(settings: &Settings, args: Args) -> anyhow::Result<u8> {
         out!("{report}")?;
     }
     Ok(report.exit_code() as u8)
+}
+
+/// The database to verify. PostgreSQL is read through read-only sessions (verifylog writes
+/// nothing, and so runs on a hot standby too), with reads the standby cancels tried again;
+/// on a standby, how far its replay is behind is said first (rows committed on the primary
+/// since then are not in this check).
+async fn open(url: &str, quiet: bool) -> anyhow::Result<store::SharedStore> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Ok(store::open_existing(url).await?);
+    }
+    let db = store::ReadOnlyStore::open(url)?;
+    let replay = db.probe().await.map_err(|e| match e {
+        // The caller names the database already.
+        store::StoreError::ReadUnavailable(m) => {
+            let prefix = format!("{}: ", store::redact_url(url));
+            anyhow::anyhow!("{}", m.strip_prefix(&prefix).unwrap_or(&m))
+        }
+        other => other.into(),
+    })?;
+    if replay.standby && !quiet {
+        eprintln!(
+            "reading a standby (in recovery), its replay {:.1} s behind the primary",
+            replay.lag_seconds
+        );
+    }
+    Ok(Arc::new(db))
 }

@@ -24,6 +24,9 @@ use crate::crypto::token::{Algorithm, HmacToken, SharedToken, SoftwareToken, Tok
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    /// A read-only PostgreSQL (a hot standby of `database_url`) for the auditors' reads
+    /// (docs/OPERATIONS.md "Reads from a standby").
+    pub database_read_url: Option<String>,
     pub node_id: Option<String>,
     #[serde(default)]
     pub server: ServerSection,
@@ -882,6 +885,7 @@ pub struct Overrides {
     pub signserver_conf: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    pub database_read_url: Option<String>,
     pub node_id: Option<String>,
     /// `--set KEY=VALUE`: any key of the file, by its dotted path (`server.batch_size=500`),
     /// applied after the file and the environment, in order.
@@ -975,6 +979,8 @@ pub struct Settings {
     /// Whether `database_url` is the embedded default (the SQLite file in the data directory),
     /// the one database created by itself.
     pub database_is_default: bool,
+    /// Where queries, exports and verification read (None: `database_url`).
+    pub database_read_url: Option<String>,
     pub node_id: String,
     /// Keys and verification policy: from the TOML file, a SignServer configuration, or the
     /// defaults.
@@ -1032,6 +1038,11 @@ impl Settings {
             .database_url
             .or_else(|| file.database_url.clone())
             .unwrap_or_else(|| default_database_url(&data_dir));
+        // Empty (e.g. `AUDITSEAL_DATABASE_READ_URL=`) means none: reads go to `database_url`.
+        let database_read_url = o
+            .database_read_url
+            .or_else(|| file.database_read_url.clone())
+            .filter(|u| !u.trim().is_empty());
         let node_id = o
             .node_id
             .or_else(|| file.node_id.clone())
@@ -1044,6 +1055,7 @@ impl Settings {
             database_is_default: database_url == default_database_url(&data_dir),
             data_dir,
             database_url,
+            database_read_url,
             node_id,
             protection,
             file,

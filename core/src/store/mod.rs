@@ -6,6 +6,7 @@ mod postgres;
 pub mod query;
 mod sql;
 mod sqlite;
+mod standby;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use crate::format::record::AuditRecord;
 pub use postgres::PgStore;
 pub use query::{Criterion, CriterionError, Cursor, CursorError, Field, Op, Order, Query};
 pub use sqlite::SqliteStore;
+pub use standby::{ReadOnlyStore, Replay};
 
 /// About how many bytes of rows one read of a node may hold (`Store::read_node`): a reader's
 /// memory stays flat whatever the rows hold, even rows written by others far beyond
@@ -134,6 +136,15 @@ pub enum StoreError {
     /// The tables do not hold what the caller read from them a moment ago; nothing was changed.
     #[error("{0}")]
     Inconsistent(String),
+    /// The database cancelled a statement and says a retry may succeed (SQLSTATE 40001 or
+    /// 40P01; on a hot standby: a conflict with the replay of the primary's changes). Nothing
+    /// was written.
+    #[error("the database cancelled the statement: {0}")]
+    Cancelled(String),
+    /// The read-only database (`database_read_url`) cannot be reached: reads fail, writes
+    /// (which go to `database_url`) are not concerned.
+    #[error("the read database is unavailable: {0}")]
+    ReadUnavailable(String),
 }
 
 /// An error as an operator should read it: a database's own message with its SQLSTATE (not the
@@ -163,6 +174,14 @@ impl From<sqlx::Error> for StoreError {
                 }) =>
             {
                 StoreError::Full(db.message().to_string())
+            }
+            // serialization_failure and deadlock_detected: on a hot standby, "canceling
+            // statement due to conflict with recovery" (40P01 when the statement waited for a
+            // lock the replay holds); store/standby.rs tries it again.
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("40001") | Some("40P01")) =>
+            {
+                StoreError::Cancelled(describe(&e))
             }
             // PostgreSQL classes 08 (connection exception) and 57 (operator intervention:
             // shutdown, crash, not accepting connections yet): the server went away.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
 use super::sql::{Backend, Own, arguments, insert_statement};
@@ -30,19 +30,7 @@ impl PgStore {
                 super::describe(&e)
             ))
         })?;
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            // A connection keeps the read buffer its largest message needed (a row of 20 MiB
-            // leaves 20 MiB or more behind, on each of the pool's connections): give it back
-            // when the connection returns to the pool. Cheap when the buffer is small.
-            .after_release(|conn, _| {
-                Box::pin(async move {
-                    use sqlx::Connection;
-                    conn.shrink_buffers();
-                    Ok(true)
-                })
-            })
+        let pool = pool_options(std::time::Duration::from_secs(10))
             .connect(url)
             .await
             .map_err(|e| {
@@ -61,6 +49,49 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// A pool for reads only (store/standby.rs): every session is read-only
+    /// (`default_transaction_read_only`), named `auditseal-reader` in `pg_stat_activity`, and
+    /// nothing connects before the first read, so a database that is down does not stop the
+    /// caller. Only the URL itself is checked here.
+    pub(crate) fn read_only(url: &str) -> Result<(Self, PgConnectOptions), StoreError> {
+        let options: PgConnectOptions = url
+            .parse::<PgConnectOptions>()
+            .map_err(|e| StoreError::BadUrl {
+                url: super::redact_url(url),
+                reason: super::describe(&e),
+            })?
+            .application_name("auditseal-reader")
+            .options([("default_transaction_read_only", "on")]);
+        // A shorter wait than the writers': a read that cannot get a connection soon is
+        // answered 503 rather than held.
+        let pool =
+            pool_options(std::time::Duration::from_secs(5)).connect_lazy_with(options.clone());
+        Ok((
+            PgStore {
+                pool,
+                url: url.to_string(),
+            },
+            options,
+        ))
+    }
+}
+
+/// The pool's settings: 16 connections, `acquire` the longest wait for one.
+fn pool_options(acquire: std::time::Duration) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(acquire)
+        // A connection keeps the read buffer its largest message needed (a row of 20 MiB
+        // leaves 20 MiB or more behind, on each of the pool's connections): give it back
+        // when the connection returns to the pool. Cheap when the buffer is small.
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                use sqlx::Connection;
+                conn.shrink_buffers();
+                Ok(true)
+            })
+        })
 }
 
 /// The advisory-lock key of a node: the first 8 bytes of SHA-256("auditseal-node:" || node).

@@ -473,7 +473,7 @@ async fn rows_with_verification(
     let mut batches = Batches::default();
     if state.policy.enable_verify {
         batches
-            .load_for(state.store.as_ref(), &state.keys, &rows)
+            .load_for(state.reader.as_ref(), &state.keys, &rows)
             .await?;
     }
     let mut out = Vec::with_capacity(rows.len());
@@ -579,7 +579,7 @@ pub async fn list(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let q = parse_query(raw.as_deref())?;
-    let page = state.store.query(&q).await?;
+    let page = state.reader.query(&q).await?;
     let rows = page.rows;
     let next = match rows.last() {
         // Full, or cut short by the server's read budget (rows far larger than usual).
@@ -601,14 +601,14 @@ pub async fn count(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let criteria = parse_count(raw.as_deref())?;
-    let n = state.store.count(&criteria).await?;
+    let n = state.reader.count(&criteria).await?;
     Ok(Json(json!({ "count": n })))
 }
 
 /// The row `pk`, or 404.
 pub(crate) async fn stored_row(state: &AppState, pk: &str) -> Result<AuditRecord, ApiError> {
     state
-        .store
+        .reader
         .get(pk)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no event with pk {pk:?}")))

@@ -118,7 +118,7 @@ async fn check_page(
         return Ok((batches, 0));
     }
     batches
-        .load_for(state.store.as_ref(), &state.keys, rows)
+        .load_for(state.reader.as_ref(), &state.keys, rows)
         .await?;
     let mut failed = 0;
     if state.policy.enable_verify {
@@ -203,7 +203,7 @@ async fn write_export(
     while remaining > 0 {
         let want = PAGE.min(remaining);
         let page = state
-            .store
+            .reader
             .export_page(&q.criteria, after.take(), want)
             .await?;
         let (rows, cut) = (page.rows, page.cut);

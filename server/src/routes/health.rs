@@ -97,15 +97,20 @@ pub async fn readyz(State(state): State<AppState>) -> (axum::http::StatusCode, J
             format!("the ingest queue is full ({} events)", q.capacity),
         );
     }
-    if failed.is_empty() {
+    let (status, mut body) = if failed.is_empty() {
         (
             axum::http::StatusCode::OK,
-            Json(json!({ "status": "ready", "nodeId": node })),
+            json!({ "status": "ready", "nodeId": node }),
         )
     } else {
         (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "nodeId": node, "failed": failed })),
+            json!({ "status": "not_ready", "nodeId": node, "failed": failed }),
         )
+    };
+    // A standby that does not answer stops reads, not events: said, but the node stays ready.
+    if let Some(reason) = state.read_database.as_ref().and_then(|db| db.problem()) {
+        body["warnings"] = json!([{ "check": "read_database", "reason": reason }]);
     }
+    (status, Json(body))
 }

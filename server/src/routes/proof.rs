@@ -30,7 +30,7 @@ pub async fn proof(
     let mut batches = Batches::default();
     batches
         .load_for(
-            state.store.as_ref(),
+            state.reader.as_ref(),
             &state.keys,
             std::slice::from_ref(&row),
         )

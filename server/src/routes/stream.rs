@@ -112,7 +112,7 @@ struct Follow {
 impl Follow {
     /// Reads the rows after the position of every node (new nodes from their first row).
     async fn poll(&mut self) {
-        let nodes = match self.state.store.nodes().await {
+        let nodes = match self.state.reader.nodes().await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(error = %e, "live follow: cannot read the nodes; retrying");
@@ -123,7 +123,7 @@ impl Follow {
             // Rows up to the node's head as read now: every one of them is either matched (and
             // queued) or skipped by this read, so the next poll starts after the head even when
             // nothing matched (a rare filter does not rescan the same rows five times a second).
-            let head = match self.state.store.head(&node).await {
+            let head = match self.state.reader.head(&node).await {
                 Ok(h) => h.next_sequence - 1,
                 Err(e) => {
                     tracing::warn!(node = %node, error = %e, "live follow: read failed; retrying");
@@ -144,7 +144,7 @@ impl Follow {
                 continue;
             };
             criteria.extend([n, gt, le]);
-            let (rows, cut) = match self.state.store.export_page(&criteria, None, PAGE).await {
+            let (rows, cut) = match self.state.reader.export_page(&criteria, None, PAGE).await {
                 Ok(p) => (p.rows, p.cut),
                 Err(e) => {
                     tracing::warn!(node = %node, error = %e, "live follow: read failed; retrying");
@@ -171,7 +171,7 @@ impl Follow {
         }
         let mut batches = Batches::default();
         if let Err(e) = batches
-            .load_for(self.state.store.as_ref(), &self.state.keys, rows)
+            .load_for(self.state.reader.as_ref(), &self.state.keys, rows)
             .await
         {
             tracing::warn!(error = %e, "live follow: cannot load batch statements");
@@ -224,8 +224,8 @@ pub async fn stream(
         Some(p) => p,
         None => {
             let mut p = Positions::new();
-            for node in state.store.nodes().await? {
-                let head = state.store.head(&node).await?;
+            for node in state.reader.nodes().await? {
+                let head = state.reader.head(&node).await?;
                 p.insert(node, head.next_sequence - 1);
             }
             p

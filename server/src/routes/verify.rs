@@ -138,7 +138,7 @@ pub async fn verify(
         progress: Arc::new(Tracker),
         ..Default::default()
     };
-    let report = verify_log(&state.store, &state.keys, &selection, &opts).await;
+    let report = verify_log(&state.reader, &state.keys, &selection, &opts).await;
     with_run(|r| {
         r.finished_at = Some(now_millis());
         r.outcome = report.as_ref().ok().map(|rep| {
@@ -172,12 +172,12 @@ pub async fn verify(
 pub async fn status(_: Auditor, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let now = now_millis();
     let mut newest: HashMap<String, Checkpoint> = HashMap::new();
-    for c in state.store.latest_checkpoints().await? {
+    for c in state.reader.latest_checkpoints().await? {
         newest.insert(c.node_id.clone(), c);
     }
     let mut nodes = Vec::new();
-    for node in state.store.all_nodes().await? {
-        let last = state.store.last_row(&node).await?;
+    for node in state.reader.all_nodes().await? {
+        let last = state.reader.last_row(&node).await?;
         let checkpoint = newest.get(&node).map(|c| {
             json!({
                 "sequenceNumber": c.sequence_number,
