@@ -96,7 +96,7 @@ pub async fn verify(
     State(state): State<AppState>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = super::events::body_or_error(body, state.max_body_bytes)?;
+    let body = crate::body::body_or_error(body, state.max_body_bytes)?;
     let req: VerifyRequest = if body.iter().all(u8::is_ascii_whitespace) {
         VerifyRequest::default()
     } else {
