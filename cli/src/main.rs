@@ -19,59 +19,35 @@ const EXIT_FAILURE: u8 = 1;
 #[command(
     name = "auditseal-db",
     version = env!("AUDITSEAL_VERSION"),
-    about = "auditseal database CLI"
+    about = "auditseal database CLI",
+    // Every option of `Cli` is global (each command takes it): listed under one heading.
+    next_help_heading = "Global options"
 )]
 struct Cli {
     /// TOML configuration file (the server's; its keys are used to verify).
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        env = "AUDITSEAL_CONFIG"
-    )]
+    #[arg(long, global = true, env = "AUDITSEAL_CONFIG")]
     config: Option<PathBuf>,
     /// A SignServer configuration directory (databaseprotection.properties, cesecore.properties).
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        env = "AUDITSEAL_SIGNSERVER_CONF"
-    )]
+    #[arg(long, global = true, env = "AUDITSEAL_SIGNSERVER_CONF")]
     signserver_conf: Option<PathBuf>,
     /// Data directory [default: ./data].
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        env = "AUDITSEAL_DATA_DIR"
-    )]
+    #[arg(long, global = true, env = "AUDITSEAL_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// postgres://... or sqlite:... [default: the SQLite file <data-dir>/auditseal.db].
     #[arg(
         long,
         global = true,
-        help_heading = "Global options",
         env = "AUDITSEAL_DATABASE_URL",
         hide_env_values = true
     )]
     database_url: Option<String>,
     /// The node id [default: the configuration's node_id, else the host name]; commands that
     /// log events (archive, token) log them as node `<node id>-db`.
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        env = "AUDITSEAL_NODE_ID"
-    )]
+    #[arg(long, global = true, env = "AUDITSEAL_NODE_ID")]
     node_id: Option<String>,
     /// Set a configuration key, by its dotted path, over the file's value (e.g.
     /// protection.evidence=asymmetric); repeatable.
-    #[arg(
-        long = "set",
-        global = true,
-        help_heading = "Global options",
-        value_name = "KEY=VALUE"
-    )]
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     sets: Vec<String>,
     #[command(subcommand)]
     command: Command,

@@ -1,6 +1,8 @@
-//! Request bodies as JSON, for every route that takes one: each problem becomes a 400 naming
-//! the field at fault, and the body must hold exactly one JSON value.
+//! Request bodies, for every route that takes one: the bytes within the limit, and JSON where
+//! each problem becomes a 400 naming the field at fault, the body holding exactly one value.
 
+use axum::body::Bytes;
+use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -28,6 +30,26 @@ pub(crate) fn json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Ap
         ))
     })?;
     Ok(value)
+}
+
+/// The body axum read, or the error a client can act on: 413 naming `limit` when the body
+/// exceeds it, 400 for anything else axum refused.
+pub(crate) fn body_or_error(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                "payload_too_large",
+                format!("the request body exceeds {limit} bytes"),
+            )
+        } else {
+            ApiError::new(status, "bad_request", e.body_text())
+        }
+    })
 }
 
 #[cfg(test)]

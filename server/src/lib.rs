@@ -96,8 +96,15 @@ pub fn app(state: AppState) -> Router {
 
 /// The routes that need no credentials: the health probes.
 fn health(state: &AppState) -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(routes::health::healthz))
+    with_probes(
+        Router::new().route("/healthz", get(routes::health::healthz)),
+        state,
+    )
+}
+
+/// `router` with `/livez` and `/readyz`, all within the request timeout.
+fn with_probes(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+    router
         .route("/livez", get(routes::health::livez))
         .route("/readyz", get(routes::health::readyz))
         .layer(TimeoutLayer::with_status_code(
@@ -118,15 +125,11 @@ fn console() -> Router<AppState> {
 /// The router of `server.metrics_bind`: `/metrics`, `/livez` and `/readyz`, without
 /// credentials, and nothing else.
 pub fn metrics_app(state: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(routes::metrics::open_metrics))
-        .route("/livez", get(routes::health::livez))
-        .route("/readyz", get(routes::health::readyz))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            state.request_timeout,
-        ))
-        .with_state(state)
+    with_probes(
+        Router::new().route("/metrics", get(routes::metrics::open_metrics)),
+        &state,
+    )
+    .with_state(state)
 }
 
 /// Serves until `shutdown` resolves, then ends live follows and finishes the requests in

@@ -218,6 +218,7 @@ pub fn build_state(
     let metrics = crate::metrics::Metrics::new(cfg.device, device.as_ref(), cfg.max_followers);
     AppState {
         metrics: Arc::new(metrics),
+        verify_runs: Arc::default(),
         signer: keys.current.clone(),
         followers: Arc::new(tokio::sync::Semaphore::new(cfg.max_followers)),
         max_followers: cfg.max_followers,

@@ -46,6 +46,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Auth>,
     /// The Prometheus metrics (`GET /metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// `POST /api/v1/verify`: one run at a time, and its progress (`GET /api/v1/verify`).
+    pub verify_runs: Arc<crate::routes::verify::VerifyRuns>,
 }
 
 impl AppState {

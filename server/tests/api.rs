@@ -798,3 +798,73 @@ async fn hsm_finding_sources_are_capped() {
         .count();
     assert_eq!(own, 101, "{text}");
 }
+
+/// `GET /api/v1/verify` reports at most 1,000 nodes, the first by node id, and says it left the
+/// others out.
+#[tokio::test]
+async fn the_verify_status_reports_at_most_a_thousand_nodes() {
+    let api = api("").await;
+    let (_, v) = api
+        .call(Method::GET, "/api/v1/verify", Some(&api.admin), None)
+        .await;
+    assert_eq!(v["truncated"], false, "{v}");
+    // Nodes that occur only in checkpoints count as nodes of the log (the verifier reads them).
+    for i in 0..1_000 {
+        let c = auditseal_core::checkpoint::Checkpoint {
+            node_id: format!("many-{i:04}"),
+            sequence_number: 0,
+            time_stamp: 1,
+            head_hash: "00".repeat(32),
+            kind: "checkpoint".into(),
+            key_id: 1,
+            statement_protection: "x".into(),
+        };
+        api.state.store.insert_checkpoint(&c).await.unwrap();
+    }
+    let (st, v) = api
+        .call(Method::GET, "/api/v1/verify", Some(&api.admin), None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1_000);
+    assert_eq!(v["truncated"], true);
+    // The first 1,000 by node id: the server's own node, api-test, then many-0000 to many-0998.
+    assert_eq!(nodes[0]["nodeId"], "api-test");
+    assert_eq!(nodes[1]["nodeId"], "many-0000");
+    assert_eq!(nodes[999]["nodeId"], "many-0998");
+    // A node with only a checkpoint stands where its checkpoint says.
+    assert_eq!(nodes[999]["lastSequenceNumber"], 0);
+    assert_eq!(nodes[999]["newestCheckpoint"]["sequenceNumber"], 0);
+}
+
+/// The progress of `POST /api/v1/verify` belongs to the server that runs it: another server in
+/// the same process shows no run, and can run its own meanwhile.
+#[tokio::test]
+async fn each_server_keeps_its_own_verify_progress() {
+    let a = api("").await;
+    let b = api("").await;
+    let (st, v) = a
+        .call(Method::POST, "/api/v1/verify", Some(&a.admin), Some("{}"))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["outcome"], "SUCCESS", "{v}");
+    let (st, v) = a
+        .call(Method::GET, "/api/v1/verify", Some(&a.admin), None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["running"], false, "{v}");
+    let run = &v["run"];
+    assert_eq!(run["outcome"], "SUCCESS", "{v}");
+    assert!(run["by"].as_str().unwrap().starts_with("token:"), "{v}");
+    assert!(run["finishedAt"].is_i64(), "{v}");
+    let node = &run["nodes"][0];
+    // The first admin token's TOKEN_CREATE (row 0), verified whole.
+    assert_eq!(node["nodeId"], "api-test", "{v}");
+    assert_eq!(node["done"], true, "{v}");
+    assert_eq!(node["verifiedRows"], 1, "{v}");
+    assert_eq!(node["expectedRows"], 1, "{v}");
+    let (_, v) = b
+        .call(Method::GET, "/api/v1/verify", Some(&b.admin), None)
+        .await;
+    assert!(v["run"].is_null() && v["running"] == false, "{v}");
+}

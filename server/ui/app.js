@@ -532,13 +532,15 @@ async function loadVerifyStatus() {
     showError(e.message);
     return;
   }
-  fillTable($("verify-overview"), ["Node", "Last sequence", "Last row (UTC)", "Newest checkpoint", "Made (UTC)", "Checkpoint age"],
+  fillTable($("verify-overview"), ["Node", "Last sequence", "Last entry (UTC)", "Newest checkpoint", "Made (UTC)", "Checkpoint age"],
     v.nodes.map((n) => {
       const c = n.newestCheckpoint;
-      return el("tr", { dataset: { node: n.nodeId } }, ...[n.nodeId, n.lastSequenceNumber ?? "no rows",
+      return el("tr", { dataset: { node: n.nodeId } }, ...[n.nodeId, n.lastSequenceNumber ?? "none",
         n.lastTimeStamp === null ? "" : iso(n.lastTimeStamp), c ? c.sequenceNumber : "none",
         c ? iso(c.timeStamp) : "", c ? age(c.ageMs) : ""].map((x) => el("td", {}, x)));
     }));
+  $("verify-overview-note").textContent = v.truncated
+    ? `The first ${v.nodes.length} nodes by node id; the log has more (verify them by name).` : "";
   const run = v.run;
   const progress = $("verify-progress");
   progress.dataset.running = String(v.running);

@@ -1,4 +1,4 @@
-//! `GET /metrics`: the Prometheus metrics (server/src/metrics.rs). On the main listener it
+//! `GET /metrics`: the Prometheus metrics (server/src/metrics/). On the main listener it
 //! needs the auditor or admin role; the listener of `server.metrics_bind` serves it without
 //! credentials.
 

@@ -47,7 +47,7 @@ pub async fn create(
     State(state): State<AppState>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = super::events::body_or_error(body, state.max_body_bytes)?;
+    let body = crate::body::body_or_error(body, state.max_body_bytes)?;
     let req: NewToken = crate::body::json(&body, "token request")?;
     let role: Role = req.role.parse().map_err(ApiError::bad_request)?;
     let (secret, record) = new_token(&req.name, role, now_millis()).map_err(|e| match e {

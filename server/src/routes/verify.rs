@@ -1,7 +1,8 @@
 //! `POST /api/v1/verify`: runs the verifier `auditseal-db verifylog` runs, on the server, and
 //! logs the run as a `LOG_VERIFY` event whose status is its outcome (FAILURE when anything
 //! failed; CESeCore always logs SUCCESS). `GET /api/v1/verify`: each node's last sequence
-//! number and newest checkpoint, and the progress of the API's current (or last) run.
+//! number and newest checkpoint, and the progress of the API's current (or last) run on this
+//! server (kept in its `AppState`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -20,11 +21,40 @@ use crate::auth::Auditor;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// One verification at a time per server: each already uses every core.
-static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+/// Most nodes `GET /api/v1/verify` reports, the first in node id order; `truncated` says when
+/// the log has more (a database with any number of node ids must not make the answer, or the
+/// per-node reads behind it, unbounded).
+pub const MAX_STATUS_NODES: usize = 1_000;
 
-/// The API's current run, or its last one (continuous verification is not shown here).
-static RUN: Mutex<Option<Run>> = Mutex::new(None);
+/// The API's verification runs on one server (its `AppState`): one at a time, as each already
+/// uses every core, and the current or last run's progress for `GET /api/v1/verify`
+/// (continuous verification is not shown here).
+#[derive(Debug)]
+pub struct VerifyRuns {
+    running: tokio::sync::Semaphore,
+    run: Mutex<Option<Run>>,
+}
+
+impl Default for VerifyRuns {
+    fn default() -> Self {
+        VerifyRuns {
+            running: tokio::sync::Semaphore::new(1),
+            run: Mutex::new(None),
+        }
+    }
+}
+
+impl VerifyRuns {
+    fn with_run(&self, f: impl FnOnce(&mut Run)) {
+        if let Some(run) = self.lock().as_mut() {
+            f(run);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Run>> {
+        self.run.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -46,37 +76,33 @@ struct NodeProgress {
     done: bool,
 }
 
-fn with_run(f: impl FnOnce(&mut Run)) {
-    if let Some(run) = RUN.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-        f(run);
-    }
-}
-
 /// Marks the run finished however its request ends (a dropped connection, the route's timeout).
-struct Finished;
+struct Finished(Arc<VerifyRuns>);
 
 impl Drop for Finished {
     fn drop(&mut self) {
-        with_run(|r| {
+        self.0.with_run(|r| {
             r.finished_at.get_or_insert_with(now_millis);
         });
     }
 }
 
-/// Feeds `RUN` from the verifier.
-struct Tracker;
+/// Feeds the run's progress from the verifier.
+struct Tracker(Arc<VerifyRuns>);
 
 impl Progress for Tracker {
     fn start(&self, node: &str, expected: u64) {
-        with_run(|r| {
+        self.0.with_run(|r| {
             r.nodes.entry(node.to_string()).or_default().expected_rows = expected;
         });
     }
     fn advance(&self, node: &str, rows: u64) {
-        with_run(|r| r.nodes.entry(node.to_string()).or_default().verified_rows += rows);
+        self.0
+            .with_run(|r| r.nodes.entry(node.to_string()).or_default().verified_rows += rows);
     }
     fn finish(&self, node: &str) {
-        with_run(|r| r.nodes.entry(node.to_string()).or_default().done = true);
+        self.0
+            .with_run(|r| r.nodes.entry(node.to_string()).or_default().done = true);
     }
 }
 
@@ -96,7 +122,7 @@ pub async fn verify(
     State(state): State<AppState>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = super::events::body_or_error(body, state.max_body_bytes)?;
+    let body = crate::body::body_or_error(body, state.max_body_bytes)?;
     let req: VerifyRequest = if body.iter().all(u8::is_ascii_whitespace) {
         VerifyRequest::default()
     } else {
@@ -118,28 +144,29 @@ pub async fn verify(
     for c in req.checkpoints {
         external.entry(c.node_id.clone()).or_default().push(c);
     }
-    let _running = RUNNING.try_acquire().map_err(|_| {
+    let runs = state.verify_runs.clone();
+    let _running = runs.running.try_acquire().map_err(|_| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "verification_running",
             "a verification is already running on this server; try again when it has finished",
         )
     })?;
-    *RUN.lock().unwrap_or_else(|p| p.into_inner()) = Some(Run {
+    *runs.lock() = Some(Run {
         by: who.name.clone(),
         started_at: now_millis(),
         finished_at: None,
         outcome: None,
         nodes: BTreeMap::new(),
     });
-    let _finished = Finished;
+    let _finished = Finished(runs.clone());
     let opts = VerifyOptions {
         external: Arc::new(external),
-        progress: Arc::new(Tracker),
+        progress: Arc::new(Tracker(runs.clone())),
         ..Default::default()
     };
     let report = verify_log(&state.reader, &state.keys, &selection, &opts).await;
-    with_run(|r| {
+    runs.with_run(|r| {
         r.finished_at = Some(now_millis());
         r.outcome = report.as_ref().ok().map(|rep| {
             if rep.errors == 0 {
@@ -168,16 +195,23 @@ pub async fn verify(
 }
 
 /// `GET /api/v1/verify`: where each node's log stands (its last sequence number, its newest
-/// checkpoint and that checkpoint's age) and the API's current or last run, node by node.
+/// checkpoint and that checkpoint's age), for at most `MAX_STATUS_NODES` nodes, and the API's
+/// current or last run, node by node.
 pub async fn status(_: Auditor, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let now = now_millis();
     let mut newest: HashMap<String, Checkpoint> = HashMap::new();
     for c in state.reader.latest_checkpoints().await? {
         newest.insert(c.node_id.clone(), c);
     }
-    let mut nodes = Vec::new();
-    for node in state.reader.all_nodes().await? {
-        let last = state.reader.last_row(&node).await?;
+    let mut all = state.reader.all_nodes().await?;
+    let truncated = all.len() > MAX_STATUS_NODES;
+    all.truncate(MAX_STATUS_NODES);
+    let mut nodes = Vec::with_capacity(all.len());
+    for node in all {
+        // The head, not the last row: a few aggregates that read no row's columns (a row may
+        // hold megabytes), the same read the live follow makes per poll.
+        let head = state.reader.head(&node).await?;
+        let last = (head.next_sequence > 0).then_some(head);
         let checkpoint = newest.get(&node).map(|c| {
             json!({
                 "sequenceNumber": c.sequence_number,
@@ -188,29 +222,35 @@ pub async fn status(_: Auditor, State(state): State<AppState>) -> Result<Json<Va
         });
         nodes.push(json!({
             "nodeId": node,
-            "lastSequenceNumber": last.as_ref().map(|r| r.sequence_number),
-            "lastTimeStamp": last.as_ref().map(|r| r.time_stamp),
+            "lastSequenceNumber": last.map(|h| h.next_sequence - 1),
+            "lastTimeStamp": last.map(|h| h.last_time_stamp),
             "newestCheckpoint": checkpoint,
         }));
     }
-    let run = RUN.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let run = state.verify_runs.lock().clone();
     let running = run.as_ref().is_some_and(|r| r.finished_at.is_none());
-    let run = run.map(|r| {
-        let mut v = json!(r);
-        v["nodes"] = r
-            .nodes
-            .into_iter()
-            .map(|(id, p)| {
-                let mut n = json!(p);
-                n["nodeId"] = json!(id);
-                n
-            })
-            .collect();
-        v
-    });
-    Ok(Json(
-        json!({ "now": now, "nodes": nodes, "running": running, "run": run }),
-    ))
+    Ok(Json(json!({
+        "now": now,
+        "nodes": nodes,
+        "truncated": truncated,
+        "running": running,
+        "run": run.map(run_json),
+    })))
+}
+
+/// A run as `GET /api/v1/verify` shows it: its nodes as a list, each naming itself.
+fn run_json(r: Run) -> Value {
+    let mut v = json!(r);
+    v["nodes"] = r
+        .nodes
+        .into_iter()
+        .map(|(id, p)| {
+            let mut n = json!(p);
+            n["nodeId"] = json!(id);
+            n
+        })
+        .collect();
+    v
 }
 
 #[cfg(test)]
@@ -221,21 +261,23 @@ mod tests {
     /// is marked finished, with no outcome.
     #[test]
     fn the_tracker_counts_each_nodes_rows_and_a_dropped_run_ends() {
-        *RUN.lock().unwrap() = Some(Run {
+        let runs = Arc::new(VerifyRuns::default());
+        *runs.lock() = Some(Run {
             by: "token:t".into(),
             started_at: 1,
             finished_at: None,
             outcome: None,
             nodes: BTreeMap::new(),
         });
-        let finished = Finished;
-        Tracker.start("a", 10);
-        Tracker.advance("a", 4);
-        Tracker.advance("a", 6);
-        Tracker.finish("a");
-        Tracker.start("b", 3);
-        Tracker.advance("b", 1);
-        let run = RUN.lock().unwrap().clone().unwrap();
+        let finished = Finished(runs.clone());
+        let tracker = Tracker(runs.clone());
+        tracker.start("a", 10);
+        tracker.advance("a", 4);
+        tracker.advance("a", 6);
+        tracker.finish("a");
+        tracker.start("b", 3);
+        tracker.advance("b", 1);
+        let run = runs.lock().clone().unwrap();
         let got: Vec<_> = run
             .nodes
             .iter()
@@ -244,7 +286,7 @@ mod tests {
         assert_eq!(got, [("a", 10, 10, true), ("b", 3, 1, false)]);
         assert_eq!(run.finished_at, None);
         drop(finished);
-        let run = RUN.lock().unwrap().clone().unwrap();
+        let run = runs.lock().clone().unwrap();
         assert!(run.finished_at.is_some() && run.outcome.is_none());
     }
 }
