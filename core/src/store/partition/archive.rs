@@ -151,20 +151,34 @@ async fn archived_whole(
         }
         other => other?,
     };
-    let per_node: Vec<(String, i64, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT nodeid, COUNT(*), MIN(sequencenumber), MAX(sequencenumber) FROM {name} \
-         GROUP BY nodeid"
-    )))
-    .fetch_all(&mut *tx)
-    .await?;
+    // Through its unique index on (nodeid, sequencenumber) only (one probe per node for its
+    // bounds, then the index range counted): the rows themselves are not read.
+    let nodes: Vec<String> =
+        sqlx::query_scalar(sqlx::AssertSqlSafe(crate::store::distinct_nodes(&name)))
+            .fetch_all(&mut *tx)
+            .await?;
     let mut counts = BTreeMap::new();
-    for (node, count, min, max) in per_node {
-        let inside = ranges
-            .iter()
-            .any(|r| r.marker.node_id == node && min >= r.first && max <= r.marker.sequence_number);
-        if !inside {
+    for node in nodes {
+        let (min, max): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT MIN(sequencenumber), MAX(sequencenumber) FROM {name} WHERE nodeid = $1"
+        )))
+        .bind(&node)
+        .fetch_one(&mut *tx)
+        .await?;
+        let Some(r) = ranges.iter().find(|r| {
+            r.marker.node_id == node && min >= r.first && max <= r.marker.sequence_number
+        }) else {
             return Ok(Whole::Not);
-        }
+        };
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM {name} WHERE nodeid = $1 AND sequencenumber >= $2 \
+             AND sequencenumber <= $3"
+        )))
+        .bind(&node)
+        .bind(r.first)
+        .bind(r.marker.sequence_number)
+        .fetch_one(&mut *tx)
+        .await?;
         counts.insert(node, count as u64);
     }
     Ok(Whole::Archived(counts))
