@@ -71,11 +71,10 @@ pub async fn run(settings: &Settings, cmd: Command) -> anyhow::Result<u8> {
             report(&made)?;
         }
         Command::Create {
-            ahead,
             from: Some(from),
             to: Some(to),
+            ..
         } => {
-            let _ = ahead;
             let name = store.partition_create_range(from, to).await?;
             outln!("created {name}")?;
         }
