@@ -264,3 +264,68 @@ async fn archive_drops_wholly_archived_partitions_and_keeps_every_unarchived_row
     seq.stop();
     bat.stop();
 }
+
+/// `partition setup` on a table that already holds rows, while a server writes to it: the rows
+/// stay, as the partition `auditrecorddata_before`; the server goes on writing through the
+/// switch; privileges carry over; verifylog and archive work on the result.
+#[tokio::test]
+async fn setup_converts_a_table_with_rows_while_a_server_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let url = new_database(Backend::Postgres, dir.path()).await;
+    let base = ["--data-dir", d, "--database-url", &url];
+    let run = |args: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend(args);
+        cli(&a)
+    };
+    let mut a = base.to_vec();
+    a.extend(["--node-id", "cv", "--device", "batched"]);
+    let server = Server::start(&a).unwrap();
+    post_events(&server, 5).await;
+    exec(
+        &url,
+        "CREATE ROLE partition_reader; GRANT SELECT ON auditrecorddata TO partition_reader",
+    )
+    .await;
+
+    let (code, out, err) = run(&["partition", "setup", "--interval", "month"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("auditrecorddata_before"), "{out}");
+    let (code, _, err) = run(&["partition", "setup", "--interval", "month"]);
+    assert_eq!(code, 1, "a second setup is refused");
+    assert!(err.contains("already partitioned"), "{err}");
+    post_events(&server, 5).await;
+    post_batch(&server, 5).await;
+
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    let (kind, readable): (String, bool) = sqlx::query_as(
+        "SELECT relkind::text, has_table_privilege('partition_reader', oid, 'SELECT') \
+         FROM pg_class WHERE oid = 'auditrecorddata'::regclass",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!((kind.as_str(), readable), ("p", true));
+    let in_before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM auditrecorddata_before")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    // The admin token's TOKEN_CREATE, and all 15 events (this month's rows go there too).
+    assert_eq!(in_before, 16);
+
+    let cut = now_ms().to_string();
+    let out = dir.path().join("archive");
+    let (code, _, err) = run(&["archive", "--before", &cut, "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !err.contains("dropped partition"),
+        "its range is not over: {err}"
+    );
+    assert!(err.contains("deleted 16 archived rows of node cv"), "{err}");
+    post_events(&server, 2).await;
+    let (code, out, err) = run(&["verifylog", "--all", "--json"]);
+    let rep: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    assert_eq!(code, 0, "{rep}");
+    server.stop();
+}
