@@ -122,26 +122,45 @@ async fn post_batch(server: &Server, n: usize) {
     assert_eq!(r.status().as_u16(), 201);
 }
 
-#[tokio::test]
-async fn archive_drops_wholly_archived_partitions_and_keeps_every_unarchived_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
-    let url = new_database(Backend::Postgres, dir.path()).await;
-    let base = ["--data-dir", d, "--database-url", &url];
-    let run = |args: &[&str]| {
-        let mut a = base.to_vec();
+/// A new PostgreSQL database and data directory, and the CLI on them.
+struct Db {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Db {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = new_database(Backend::Postgres, dir.path()).await;
+        Db { dir, url }
+    }
+
+    fn base(&self) -> Vec<&str> {
+        let d = self.dir.path().to_str().unwrap();
+        vec!["--data-dir", d, "--database-url", &self.url]
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let mut a = self.base();
         a.extend(args);
         cli(&a)
-    };
+    }
+}
+
+#[tokio::test]
+async fn archive_drops_wholly_archived_partitions_and_keeps_every_unarchived_row() {
+    let t = Db::new().await;
+    let (dir, url, base) = (&t.dir, t.url.as_str(), t.base());
+    let run = |args: &[&str]| t.run(args);
 
     let (code, out, err) = run(&["partition", "setup", "--interval", "day", "--ahead", "1"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("created auditrecorddata_p"), "{out}");
     // A test cannot wait for days: the day partitions (empty) give way to ranges of 3 seconds,
     // made by the CLI as an operator makes a range of their choice.
-    for (name, _) in partitions(&url).await {
+    for (name, _) in partitions(url).await {
         if name.starts_with("auditrecorddata_p") {
-            exec(&url, &format!("DROP TABLE {name}")).await;
+            exec(url, &format!("DROP TABLE {name}")).await;
         }
     }
     const WIDTH: i64 = 3_000;
@@ -151,7 +170,7 @@ async fn archive_drops_wholly_archived_partitions_and_keeps_every_unarchived_row
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), format!("created auditrecorddata_r{t0}"));
     // The next ones through the same code, without a process each.
-    let store = auditseal_core::store::PgStore::connect(&url).await.unwrap();
+    let store = auditseal_core::store::PgStore::connect(url).await.unwrap();
     for k in 1..40 {
         store
             .partition_create_range(t0 + k * WIDTH, t0 + (k + 1) * WIDTH)
@@ -180,20 +199,20 @@ async fn archive_drops_wholly_archived_partitions_and_keeps_every_unarchived_row
     // clock stepped back): row 3 lies before the cut in time, after it in sequence.
     let now = now_ms();
     let ss = insert_signserver_rows(
-        &url,
+        url,
         &dir.path().join("signing-key.pem"),
         &[now, now, now + 3_600_000, now],
     )
     .await;
-    let kept = partition_of(&url, &ss[3]).await;
-    assert_eq!(partition_of(&url, &ss[2]).await, "auditrecorddata_default");
+    let kept = partition_of(url, &ss[3]).await;
+    assert_eq!(partition_of(url, &ss[2]).await, "auditrecorddata_default");
 
     // The cut: the first partition boundary after every row so far.
     let cut = boundary(t0);
     wait_past(cut).await;
     post_events(&seq, 3).await;
     post_batch(&bat, 4).await;
-    let before: Vec<(String, Option<i64>)> = partitions(&url).await;
+    let before: Vec<(String, Option<i64>)> = partitions(url).await;
 
     let out = dir.path().join("archive");
     let cut_s = cut.to_string();
@@ -218,7 +237,7 @@ async fn archive_drops_wholly_archived_partitions_and_keeps_every_unarchived_row
     assert!(err.contains("deleted 2 archived rows of node ss"), "{err}");
 
     // Every partition wholly before the cut is gone, except the one that holds ss row 3.
-    let after = partitions(&url).await;
+    let after = partitions(url).await;
     for (name, to) in &before {
         let expect_gone = to.is_some_and(|t| t <= cut) && *name != kept;
         let present = after.iter().any(|(n, _)| n == name);
@@ -227,7 +246,7 @@ async fn archive_drops_wholly_archived_partitions_and_keeps_every_unarchived_row
             "{name} (to {to:?}, cut {cut}): {err}"
         );
     }
-    let rows = all_rows(&url).await;
+    let rows = all_rows(url).await;
     let has = |node: &str, s: i64| {
         rows.iter()
             .any(|r| r.node_id == node && r.sequence_number == s)
@@ -270,21 +289,15 @@ async fn archive_drops_wholly_archived_partitions_and_keeps_every_unarchived_row
 /// switch; privileges carry over; verifylog and archive work on the result.
 #[tokio::test]
 async fn setup_converts_a_table_with_rows_while_a_server_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
-    let url = new_database(Backend::Postgres, dir.path()).await;
-    let base = ["--data-dir", d, "--database-url", &url];
-    let run = |args: &[&str]| {
-        let mut a = base.to_vec();
-        a.extend(args);
-        cli(&a)
-    };
+    let t = Db::new().await;
+    let (dir, url, base) = (&t.dir, t.url.as_str(), t.base());
+    let run = |args: &[&str]| t.run(args);
     let mut a = base.to_vec();
     a.extend(["--node-id", "cv", "--device", "batched"]);
     let server = Server::start(&a).unwrap();
     post_events(&server, 5).await;
     exec(
-        &url,
+        url,
         "CREATE ROLE partition_reader; GRANT SELECT ON auditrecorddata TO partition_reader",
     )
     .await;
@@ -298,7 +311,7 @@ async fn setup_converts_a_table_with_rows_while_a_server_writes() {
     post_events(&server, 5).await;
     post_batch(&server, 5).await;
 
-    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
     let (kind, readable): (String, bool) = sqlx::query_as(
         "SELECT relkind::text, has_table_privilege('partition_reader', oid, 'SELECT') \
          FROM pg_class WHERE oid = 'auditrecorddata'::regclass",
