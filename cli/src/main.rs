@@ -62,6 +62,9 @@ enum Command {
     Keys(cmd::keys::Command),
     /// Export the verified rows up to a time as a signed segment, then delete them.
     Archive(cmd::archive::Args),
+    /// PostgreSQL: partition AuditRecordData by time, so that archive drops whole partitions.
+    #[command(subcommand)]
+    Partition(cmd::partition::Command),
     /// Check an archive segment (DIR) or a downloaded export (FILE) offline.
     VerifyExport(cmd::verify_export::Args),
     /// Export or list the nodes' newest signed checkpoints, or check a checkpoint log.
@@ -141,6 +144,7 @@ fn main() -> ExitCode {
             Command::Keys(c) => cmd::keys::run(&settings, c).await,
             Command::Checkpoint(c) => cmd::checkpoint::run(&settings, c).await,
             Command::Archive(a) => cmd::archive::run(&settings, a).await,
+            Command::Partition(c) => cmd::partition::run(&settings, c).await,
             Command::VerifyExport(a) => cmd::verify_export::run(&settings, a).await,
             Command::Token(c) => cmd::token::run(&settings, c).await,
             Command::Backup(a) => cmd::backup::run(&settings, a).await,

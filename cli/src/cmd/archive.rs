@@ -133,31 +133,49 @@ fn report_written(args: &Args, written: &archive::Written) {
     );
 }
 
-/// Deletes what the segment holds, node by node, and logs it as LOG_DELETE (as FAILURE, with
-/// what was deleted, when a node failed part way).
+/// Deletes what the segment holds (node by node, or on a partitioned table at once, dropping
+/// whole partitions), and logs it as LOG_DELETE (as FAILURE, with what was deleted, when it
+/// failed part way).
 async fn delete_archived(
     store: &dyn auditseal_core::store::Store,
     device: &super::EventLog,
     written: &archive::Written,
     mut details: Map<String, Value>,
 ) -> anyhow::Result<u8> {
-    let (deleted, failure) = archive::apply(store, written).await;
-    let total: u64 = deleted.values().sum();
+    let applied = archive::apply(store, written).await;
+    let total: u64 = applied.deleted.values().sum();
     details.insert("rowsDeleted".into(), json!(total));
     details.insert(
         "nodesDeleted".into(),
-        json!(deleted.keys().cloned().collect::<Vec<_>>().join(",")),
+        json!(
+            applied
+                .deleted
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
     );
-    if let Some(e) = &failure {
+    if !applied.dropped.is_empty() {
+        let names: Vec<&str> = applied.dropped.iter().map(|p| p.name.as_str()).collect();
+        details.insert("partitionsDropped".into(), json!(names.join(",")));
+    }
+    if let Some(e) = &applied.error {
         details.insert("error".into(), json!(e.to_string()));
     }
     device
-        .log("LOG_DELETE", failure.is_none(), &details)
+        .log("LOG_DELETE", applied.error.is_none(), &details)
         .await?;
-    for (node, n) in &deleted {
+    for p in &applied.dropped {
+        eprintln!("dropped partition {} ({} archived rows)", p.name, p.rows);
+    }
+    for note in &applied.notes {
+        eprintln!("note: {note}");
+    }
+    for (node, n) in &applied.deleted {
         eprintln!("deleted {n} archived rows of node {node}");
     }
-    match failure {
+    match applied.error {
         None => Ok(0),
         Some(e) => Err(e).context(
             "deleting stopped part way: the nodes listed above are archived, the others \

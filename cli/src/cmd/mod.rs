@@ -6,6 +6,7 @@ pub mod backup;
 pub mod checkpoint;
 pub mod keys;
 pub mod manual;
+pub mod partition;
 pub mod token;
 pub mod verify_export;
 pub mod verifylog;

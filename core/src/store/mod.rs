@@ -2,6 +2,7 @@
 //! SQL is written in lower-case identifiers so the same text serves both databases.
 
 pub mod export;
+pub mod partition;
 mod postgres;
 pub mod query;
 mod sql;
@@ -455,6 +456,15 @@ pub trait Store: Send + Sync {
         first: i64,
         rows: u64,
     ) -> Result<u64, StoreError>;
+    /// On PostgreSQL with AuditRecordData partitioned by time (store/partition): what
+    /// `archive_node` does, for every range at once in one transaction, with each partition
+    /// wholly before `before` whose rows all lie in the ranges dropped instead of emptied row by
+    /// row. None (nothing done) when the table is not partitioned.
+    async fn archive_partitioned(
+        &self,
+        ranges: &[partition::ArchiveRange],
+        before: i64,
+    ) -> Result<Option<partition::PartitionArchive>, StoreError>;
     /// Up to `query.limit` rows matching every criterion, in `query.order`, after
     /// `query.after` if given.
     /// Like `read_node`, no more rows than fit in `READ_BUDGET_BYTES` (always the first):

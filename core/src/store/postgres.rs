@@ -305,6 +305,14 @@ impl Backend for PgStore {
         Ok(())
     }
 
+    async fn partitioned_archive(
+        &self,
+        ranges: &[super::partition::ArchiveRange],
+        before: i64,
+    ) -> Result<Option<super::partition::PartitionArchive>, StoreError> {
+        super::partition::archive_partitioned(self, ranges, before).await
+    }
+
     async fn run_migrations(&self) -> Result<(), StoreError> {
         MIGRATOR
             .run(&self.pool)

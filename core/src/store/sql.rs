@@ -13,6 +13,7 @@ use sqlx::query::Query;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::export::ExportCursor;
+use super::partition::{ArchiveRange, PartitionArchive};
 use super::query::{Param, Select};
 use super::{
     BelowStart, Criterion, Fence, NodeHead, NodeLock, Page, Span, Store, StoreError, absent,
@@ -54,6 +55,14 @@ pub(crate) trait Backend: Send + Sync {
     async fn read_pks(&self, pks: &[String]) -> Result<Vec<AuditRecord>, StoreError>;
     /// A query or export page within `READ_BUDGET_BYTES`.
     async fn read_bounded(&self, sel: Select) -> Result<Page, StoreError>;
+    /// `Store::archive_partitioned`: only PostgreSQL partitions its table.
+    async fn partitioned_archive(
+        &self,
+        _ranges: &[ArchiveRange],
+        _before: i64,
+    ) -> Result<Option<PartitionArchive>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// A connection of its own for one write, closed instead of returned to the pool unless the
@@ -148,7 +157,7 @@ where
 }
 
 /// The `INSERT` of one checkpoint.
-fn insert_checkpoint<DB>(c: &Checkpoint) -> Query<'_, DB, DB::Arguments>
+pub(crate) fn insert_checkpoint<DB>(c: &Checkpoint) -> Query<'_, DB, DB::Arguments>
 where
     DB: Database,
     for<'e> &'e String: Type<DB> + Encode<'e, DB>,
@@ -567,6 +576,14 @@ where
         tx.commit().await?;
         own.keep();
         Ok(rows)
+    }
+
+    async fn archive_partitioned(
+        &self,
+        ranges: &[ArchiveRange],
+        before: i64,
+    ) -> Result<Option<PartitionArchive>, StoreError> {
+        self.partitioned_archive(ranges, before).await
     }
 
     async fn query(&self, q: &super::Query) -> Result<Page, StoreError> {
