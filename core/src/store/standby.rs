@@ -298,6 +298,13 @@ impl Store for ReadOnlyStore {
     ) -> Result<u64, StoreError> {
         Err(no_writes("an archive"))
     }
+    async fn archive_partitioned(
+        &self,
+        _ranges: &[super::partition::ArchiveRange],
+        _before: i64,
+    ) -> Result<Option<super::partition::PartitionArchive>, StoreError> {
+        Err(no_writes("an archive"))
+    }
     async fn query(&self, query: &Query) -> Result<Page, StoreError> {
         self.read(|| self.inner.query(query)).await
     }
