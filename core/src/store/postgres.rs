@@ -7,9 +7,8 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
-use super::sql::{Backend, Own, arguments, insert_statement};
+use super::sql::{Backend, NodeChunk, arguments};
 use super::{Fence, LockStatus, NodeLock, StoreError};
-use crate::format::batch::BatchRecord;
 use crate::format::record::AuditRecord;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -182,13 +181,13 @@ impl Backend for PgStore {
 
     /// One query: a running sum of the rows' sizes (a window over the chunk, which reads no
     /// value) keeps the rows that start within the budget; the others are never de-TOASTed.
-    async fn read_node_chunk(
-        &self,
-        node: &str,
-        from_seq: i64,
-        after: Option<(i64, String)>,
-        limit: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
+    async fn read_node_chunk(&self, chunk: NodeChunk<'_>) -> Result<Vec<AuditRecord>, StoreError> {
+        let NodeChunk {
+            node,
+            from_seq,
+            after,
+            limit,
+        } = chunk;
         let sql = format!(
             "SELECT {cols} FROM (SELECT *, SUM({size}) OVER (ORDER BY sequencenumber, pk \
              ROWS UNBOUNDED PRECEDING) - {size} AS bytes_before FROM auditrecorddata \
@@ -221,18 +220,15 @@ impl Backend for PgStore {
             .await?)
     }
 
-    /// One multi-row INSERT ... SELECT FROM UNNEST (arrays bound as parameters) for the rows,
-    /// fenced as a whole, one INSERT for the statement, one commit.
+    /// One multi-row INSERT ... SELECT FROM UNNEST (arrays bound as parameters), fenced as a
+    /// whole.
     async fn insert_rows(
-        &self,
+        conn: &mut PgConnection,
         rows: &[AuditRecord],
-        batch: Option<&BatchRecord>,
         fence: &Fence,
     ) -> Result<(), StoreError> {
         let col = |f: fn(&AuditRecord) -> String| rows.iter().map(f).collect::<Vec<_>>();
         let opt = |f: fn(&AuditRecord) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-        let mut own = Own::acquire(&self.pool).await?;
-        let mut tx = sqlx::Connection::begin(own.conn()).await?;
         let done = sqlx::query(
             "INSERT INTO auditrecorddata (pk, nodeid, sequencenumber, \"timestamp\", eventtype, \
              eventstatus, authtoken, service, module, customid, searchdetail1, searchdetail2, \
@@ -260,25 +256,16 @@ impl Backend for PgStore {
         .bind(opt(|r| r.row_protection.clone()))
         .bind(&fence.node)
         .bind(fence.epoch)
-        .execute(&mut *tx)
+        .execute(conn)
         .await?;
         if done.rows_affected() != rows.len() as u64 {
-            // Dropping the transaction rolls it back.
             return Err(StoreError::Fenced(fence.node.clone()));
         }
-        if let Some(b) = batch {
-            insert_statement(b).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        own.keep();
         Ok(())
     }
 
-    async fn run_migrations(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))
+    fn migrator() -> &'static sqlx::migrate::Migrator {
+        &MIGRATOR
     }
 
     async fn take_node_lock(&self, node: &str) -> Result<NodeLock, StoreError> {
