@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::insert::{InFlight, Replays, Reply, Sealed, answer, insert_in_order, lock_set, release};
 use super::{BatchedConfig, Job, Observer, WRITE_VERSION};
 use crate::crypto::token::SharedToken;
-use crate::device::{DeviceError, NewEvent, check_head, replays_of, stored_by_pk};
+use crate::device::{DeviceError, NewEvent, check_head, number_events, replays_of, stored_by_pk};
 use crate::format::batch::{self, BatchRecord, GENESIS_HASH};
 use crate::format::record::AuditRecord;
 use crate::store::{NodeLock, SharedStore};
@@ -224,12 +224,7 @@ impl Writer {
             None => self.read_head().await?,
         };
         let first = head.next;
-        let time_stamp = crate::format::time::now_millis().max(head.last_time);
-        let mut rows: Vec<AuditRecord> = events
-            .into_iter()
-            .enumerate()
-            .map(|(i, ev)| ev.into_record(&self.node_id, first + i as i64, time_stamp))
-            .collect();
+        let (mut rows, time_stamp) = number_events(events, &self.node_id, first, head.last_time);
         let last = first + rows.len() as i64 - 1;
         let started = std::time::Instant::now();
         let batch = match &self.token {
