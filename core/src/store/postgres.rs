@@ -182,12 +182,7 @@ impl Backend for PgStore {
     /// One query: a running sum of the rows' sizes (a window over the chunk, which reads no
     /// value) keeps the rows that start within the budget; the others are never de-TOASTed.
     async fn read_node_chunk(&self, chunk: NodeChunk<'_>) -> Result<Vec<AuditRecord>, StoreError> {
-        let NodeChunk {
-            node,
-            from_seq,
-            after,
-            limit,
-        } = chunk;
+        let (node, from, after_seq, after_pk, limit) = chunk.binds();
         let sql = format!(
             "SELECT {cols} FROM (SELECT *, SUM({size}) OVER (ORDER BY sequencenumber, pk \
              ROWS UNBOUNDED PRECEDING) - {size} AS bytes_before FROM auditrecorddata \
@@ -197,10 +192,9 @@ impl Backend for PgStore {
             size = super::ROW_BYTES,
             chunk = super::NODE_CHUNK,
         );
-        let (after_seq, after_pk) = after.unwrap_or((i64::MIN, String::new()));
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(node)
-            .bind(from_seq.max(after_seq))
+            .bind(from)
             .bind(after_seq)
             .bind(after_pk)
             .bind(limit)

@@ -182,14 +182,7 @@ impl Backend for SqliteStore {
     /// The chunk's row sizes first (SQLite's `octet_length` reads no value), then as many rows
     /// as fit in the budget.
     async fn read_node_chunk(&self, chunk: NodeChunk<'_>) -> Result<Vec<AuditRecord>, StoreError> {
-        let NodeChunk {
-            node,
-            from_seq,
-            after,
-            limit,
-        } = chunk;
-        let (after_seq, after_pk) = after.unwrap_or((i64::MIN, String::new()));
-        let from = from_seq.max(after_seq);
+        let (node, from, after_seq, after_pk, limit) = chunk.binds();
         let sizes: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM auditrecorddata WHERE {} ORDER BY sequencenumber, pk LIMIT $5",
             super::ROW_BYTES,

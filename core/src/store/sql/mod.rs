@@ -35,6 +35,16 @@ pub(crate) struct NodeChunk<'a> {
     pub(crate) limit: i64,
 }
 
+impl<'a> NodeChunk<'a> {
+    /// What `NODE_CHUNK`'s `$1`..`$4` and `LIMIT $5` take, in order: the node, where the chunk
+    /// starts, the last (sequence number, pk) read before it, and the most rows.
+    pub(crate) fn binds(self) -> (&'a str, i64, i64, String, i64) {
+        let (after_seq, after_pk) = self.after.unwrap_or((i64::MIN, String::new()));
+        let from = self.from_seq.max(after_seq);
+        (self.node, from, after_seq, after_pk, self.limit)
+    }
+}
+
 /// What a SQL database does its own way; everything else of [`Store`] is shared.
 #[async_trait::async_trait]
 pub(crate) trait Backend: Send + Sync {
