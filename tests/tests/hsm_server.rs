@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use auditseal_core::format::statement::SignedStatement;
 use auditseal_e2e::hsm::{MODULE, PIN, SoftHsm};
 use auditseal_e2e::metric;
 use auditseal_e2e::{Backend, Server, all_rows, cli_env, event, java_verify, new_database};

@@ -1,7 +1,15 @@
 //! The configured keys loaded: software keys (generated when missing), public keys, PKCS#11
 //! tokens and HMAC secrets, into the key ring and the token that protects new rows.
 
-use super::*;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{
+    ConfigError, KeyEntry, ProtectionSection, SecretEncoding, SignatureAlgorithm, TokenAlgorithm,
+};
+use crate::crypto::keys::{EvidenceKeys, KeyRing, VerifyKey};
+use crate::crypto::pkcs11::{Pkcs11Config, Pkcs11Token, SlotSelector};
+use crate::crypto::token::{Algorithm, HmacToken, SharedToken, SoftwareToken};
 
 /// The keys in use: the token that protects new rows (None when signing is off) and every key
 /// that verifies.

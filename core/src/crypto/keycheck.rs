@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use crate::config::KeySetup;
 use crate::crypto::keys::{DetachedError, KeyRing, Scope, VerifyError};
 use crate::format::protection::RowProtection;
+use crate::format::statement::SignedStatement;
 use crate::store::{Store, StoreError};
 use crate::verify::{Batches, RowFailure, verify_row};
 
@@ -87,6 +88,25 @@ fn detached_outcome(keys: &KeyRing, p: &RowProtection, data: &[u8]) -> Outcome {
     }
 }
 
+/// Weighs a batch statement or checkpoint as evidence for the key its keyid names, when its
+/// protection names the statement's own keyid and that keyid still wants evidence.
+fn weigh_statement(
+    ring: &KeyRing,
+    verdicts: &mut BTreeMap<i32, Verdict>,
+    wanted: impl Fn(&BTreeMap<i32, Verdict>, i32) -> bool,
+    s: &dyn SignedStatement,
+    what: impl FnOnce() -> String,
+) {
+    let signer = s.signer();
+    if let Ok((_, p)) = RowProtection::parse_statement(signer.protection)
+        && p.keyid == signer.key_id
+        && wanted(verdicts, p.keyid)
+    {
+        let outcome = detached_outcome(ring, &p, &s.statement());
+        verdicts.entry(p.keyid).or_default().record(what, outcome);
+    }
+}
+
 /// Checks every configured key against what its keyid protected last on each node (see the
 /// module comment); `WrongKey` names the first keyid whose key verifies none of it.
 pub async fn check(store: &dyn Store, keys: &KeySetup) -> Result<(), KeyCheckError> {
@@ -109,32 +129,18 @@ pub async fn check(store: &dyn Store, keys: &KeySetup) -> Result<(), KeyCheckErr
                 outcome,
             );
         }
-        if let Some(b) = store.last_batch(&node).await?
-            && let Ok((_, p)) = RowProtection::parse_statement(&b.statement_protection)
-            && p.keyid == b.key_id
-            && wanted(&verdicts, p.keyid)
-        {
-            let outcome = detached_outcome(ring, &p, &b.statement());
-            verdicts.entry(p.keyid).or_default().record(
-                || {
-                    format!(
-                        "node {node}'s batch statement of rows {}..{}",
-                        b.first_sequence_number, b.last_sequence_number
-                    )
-                },
-                outcome,
-            );
+        if let Some(b) = store.last_batch(&node).await? {
+            let what = || {
+                format!(
+                    "node {node}'s batch statement of rows {}..{}",
+                    b.first_sequence_number, b.last_sequence_number
+                )
+            };
+            weigh_statement(ring, &mut verdicts, wanted, &b, what);
         }
-        if let Some(c) = store.last_checkpoint(&node).await?
-            && let Ok((_, p)) = RowProtection::parse_statement(&c.statement_protection)
-            && p.keyid == c.key_id
-            && wanted(&verdicts, p.keyid)
-        {
-            let outcome = detached_outcome(ring, &p, &c.statement());
-            verdicts.entry(p.keyid).or_default().record(
-                || format!("node {node}'s {} at row {}", c.kind, c.sequence_number),
-                outcome,
-            );
+        if let Some(c) = store.last_checkpoint(&node).await? {
+            let what = || format!("node {node}'s {} at row {}", c.kind, c.sequence_number);
+            weigh_statement(ring, &mut verdicts, wanted, &c, what);
         }
     }
     for (keyid, v) in verdicts {

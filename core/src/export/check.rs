@@ -434,15 +434,7 @@ pub(super) fn read_csv<R: Read>(
             }
         });
         match parsed {
-            Ok(fields) if n == 1 => {
-                if !is_header(&fields) {
-                    rep.error(format!("record 1 is not the header {}", COLUMNS.join(",")));
-                }
-            }
-            Ok(fields) => match row_of(fields, neutral) {
-                Ok(r) => rows.check(rep, r),
-                Err(e) => rep.error(format!("record {n}: {e}")),
-            },
+            Ok(fields) => take_fields(rows, rep, (n, "record", ","), fields, neutral),
             Err(e) => {
                 rep.error(format!("record {n}: {e}; the rest is not read"));
                 break;
@@ -477,19 +469,35 @@ pub(super) fn read_tsv<R: Read>(
         let fields: Result<Vec<Option<String>>, String> =
             line.split('\t').map(tsv_unescape).collect();
         match fields {
-            Ok(f) if n == 1 => {
-                if !is_header(&f) {
-                    rep.error(format!("line 1 is not the header {}", COLUMNS.join("\\t")));
-                }
-            }
-            Ok(f) => match row_of(f, neutral) {
-                Ok(r) => rows.check(rep, r),
-                Err(e) => rep.error(format!("line {n}: {e}")),
-            },
+            Ok(f) => take_fields(rows, rep, (n, "line", "\\t"), f, neutral),
             Err(e) => rep.error(format!("line {n}: {e}")),
         }
     }
     Ok(())
+}
+
+/// The fields of CSV record or TSV line `n` (with what it is called and the separator as the
+/// header is quoted): the first must be the header, the others are rows.
+fn take_fields(
+    rows: &mut RowCheck<'_>,
+    rep: &mut ExportReport,
+    (n, unit, separator): (usize, &str, &str),
+    fields: Vec<Option<String>>,
+    neutral: bool,
+) {
+    if n == 1 {
+        if !is_header(&fields) {
+            rep.error(format!(
+                "{unit} 1 is not the header {}",
+                COLUMNS.join(separator)
+            ));
+        }
+        return;
+    }
+    match row_of(fields, neutral) {
+        Ok(r) => rows.check(rep, r),
+        Err(e) => rep.error(format!("{unit} {n}: {e}")),
+    }
 }
 
 /// The signed request must fit the file: its type, version, format and limit.

@@ -7,10 +7,11 @@ use sha2::{Digest, Sha256};
 
 use crate::crypto::protector::protect_statement;
 use crate::crypto::token::{CryptoToken, TokenError};
-use crate::format::canonical::{self, Encoder};
+use crate::format::canonical;
 use crate::format::merkle::{self, Hash};
-use crate::format::protection::{Layout, ProtectionVersion, RowProtection};
-use crate::format::record::{AuditRecord, SEPARATOR};
+use crate::format::protection::{Layout, ProtectionVersion};
+use crate::format::record::AuditRecord;
+use crate::format::statement::{Field, SignedStatement, Signer};
 
 /// First field of every statement of layout 1 (version 3 batches): names the layout, so it can
 /// never be mistaken for a row's protect string.
@@ -48,46 +49,9 @@ pub struct BatchRecord {
 }
 
 impl BatchRecord {
-    /// The layout its statementProtection names (layout 1 when it does not parse: it then
-    /// fails verification whatever the bytes).
+    /// The layout its statementProtection names.
     pub fn layout(&self) -> Layout {
-        RowProtection::parse_statement(&self.statement_protection).map_or(Layout::Text, |(l, _)| l)
-    }
-
-    /// The signed bytes, in the layout its statementProtection names.
-    pub fn statement(&self) -> Vec<u8> {
-        self.statement_in(self.layout())
-    }
-
-    /// The signed bytes in `layout`: the fields joined with `<sep/>` (layout 1), or their
-    /// canonical encoding (layout 2).
-    pub fn statement_in(&self, layout: Layout) -> Vec<u8> {
-        match layout {
-            Layout::Text => self.statement_text().into_bytes(),
-            Layout::Canonical => Encoder::new(STATEMENT_TAG_CANONICAL, 200)
-                .text(Some(&self.node_id))
-                .int(Some(self.first_sequence_number))
-                .int(Some(self.last_sequence_number))
-                .int(Some(self.time_stamp))
-                .text(Some(&self.merkle_root))
-                .text(Some(&self.previous_hash))
-                .int(Some(i64::from(self.key_id)))
-                .finish(),
-        }
-    }
-
-    fn statement_text(&self) -> String {
-        [
-            STATEMENT_TAG,
-            &self.node_id,
-            &self.first_sequence_number.to_string(),
-            &self.last_sequence_number.to_string(),
-            &self.time_stamp.to_string(),
-            &self.merkle_root,
-            &self.previous_hash,
-            &self.key_id.to_string(),
-        ]
-        .join(SEPARATOR)
+        Layout::of_statement(&self.statement_protection)
     }
 
     /// What the node's next statement names as its previous one.
@@ -97,6 +61,36 @@ impl BatchRecord {
 
     pub fn size(&self) -> i64 {
         self.last_sequence_number - self.first_sequence_number + 1
+    }
+}
+
+impl SignedStatement for BatchRecord {
+    fn tags(&self) -> (&'static str, &'static str) {
+        (STATEMENT_TAG, STATEMENT_TAG_CANONICAL)
+    }
+
+    fn fields(&self) -> Vec<Field<'_>> {
+        vec![
+            Field::Text(&self.node_id),
+            Field::Int(self.first_sequence_number),
+            Field::Int(self.last_sequence_number),
+            Field::Int(self.time_stamp),
+            Field::Text(&self.merkle_root),
+            Field::Text(&self.previous_hash),
+            Field::Int(i64::from(self.key_id)),
+        ]
+    }
+
+    /// A statement speaks for the last row it covers.
+    fn signer(&self) -> Signer<'_> {
+        let (protection, key_id) = (&self.statement_protection, self.key_id);
+        let (node, seq) = (&self.node_id, self.last_sequence_number);
+        Signer {
+            protection,
+            key_id,
+            node,
+            seq,
+        }
     }
 }
 

@@ -6,14 +6,15 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::crypto::keys::{KeyRing, Scope};
+use crate::crypto::keys::KeyRing;
 use crate::crypto::protector;
 use crate::crypto::token::{CryptoToken, TokenError};
 use crate::format::batch;
-use crate::format::canonical::{self, Encoder};
+use crate::format::canonical;
 use crate::format::merkle::Hash;
-use crate::format::protection::{Layout, RowProtection};
-use crate::format::record::{AuditRecord, SEPARATOR};
+use crate::format::protection::Layout;
+use crate::format::record::AuditRecord;
+use crate::format::statement::{Field, SignedStatement, Signer, StatementFailure};
 
 /// First field of every checkpoint statement of fold 1.
 pub const STATEMENT_TAG: &str = "auditseal-checkpoint-v1";
@@ -187,44 +188,9 @@ impl Checkpoint {
         Ok(c)
     }
 
-    /// The fold its statementProtection names (fold 1 when it does not parse: it then fails
-    /// verification whatever the bytes).
+    /// The fold its statementProtection names.
     pub fn layout(&self) -> Layout {
-        RowProtection::parse_statement(&self.statement_protection).map_or(Layout::Text, |(l, _)| l)
-    }
-
-    /// The signed bytes, in the layout its statementProtection names.
-    pub fn statement(&self) -> Vec<u8> {
-        self.statement_in(self.layout())
-    }
-
-    /// The signed bytes in `layout`: the fields joined with `<sep/>` (fold 1), or their
-    /// canonical encoding (fold 2).
-    pub fn statement_in(&self, layout: Layout) -> Vec<u8> {
-        match layout {
-            Layout::Text => self.statement_text().into_bytes(),
-            Layout::Canonical => Encoder::new(STATEMENT_TAG_CANONICAL, 128)
-                .text(Some(&self.node_id))
-                .int(Some(self.sequence_number))
-                .int(Some(self.time_stamp))
-                .text(Some(&self.head_hash))
-                .text(Some(&self.kind))
-                .int(Some(i64::from(self.key_id)))
-                .finish(),
-        }
-    }
-
-    fn statement_text(&self) -> String {
-        [
-            STATEMENT_TAG,
-            &self.node_id,
-            &self.sequence_number.to_string(),
-            &self.time_stamp.to_string(),
-            &self.head_hash,
-            &self.kind,
-            &self.key_id.to_string(),
-        ]
-        .join(SEPARATOR)
+        Layout::of_statement(&self.statement_protection)
     }
 
     /// Whether the MAC or signature verifies with the key its keyid names.
@@ -232,23 +198,10 @@ impl Checkpoint {
         if self.kind != KIND_CHECKPOINT && self.kind != KIND_ARCHIVE {
             return Err(format!("unknown kind {:?}", self.kind));
         }
-        let (layout, p) = RowProtection::parse_statement(&self.statement_protection)
-            .map_err(|e| e.to_string())?;
-        if p.keyid != self.key_id {
-            return Err(format!(
-                "protected with keyid {} but names keyid {}",
-                p.keyid, self.key_id
-            ));
-        }
-        keys.verify_detached(
-            &p,
-            Scope::Node {
-                node: &self.node_id,
-                seq: self.sequence_number,
-            },
-            &self.statement_in(layout),
-        )
-        .map_err(|e| format!("statement does not verify: {e}"))?;
+        self.verify_protection(keys).map_err(|f| match f {
+            StatementFailure::Signature(e) => format!("statement does not verify: {e}"),
+            unreadable => unreadable.to_string(),
+        })?;
         Head::of(self)
             .map(|_| ())
             .ok_or_else(|| "headHash is not 32 bytes of lower-case hex".into())
@@ -257,6 +210,35 @@ impl Checkpoint {
     /// One line of a checkpoint file (no newline).
     pub fn to_json_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl SignedStatement for Checkpoint {
+    fn tags(&self) -> (&'static str, &'static str) {
+        (STATEMENT_TAG, STATEMENT_TAG_CANONICAL)
+    }
+
+    fn fields(&self) -> Vec<Field<'_>> {
+        vec![
+            Field::Text(&self.node_id),
+            Field::Int(self.sequence_number),
+            Field::Int(self.time_stamp),
+            Field::Text(&self.head_hash),
+            Field::Text(&self.kind),
+            Field::Int(i64::from(self.key_id)),
+        ]
+    }
+
+    /// A checkpoint speaks for the last row its head hash covers.
+    fn signer(&self) -> Signer<'_> {
+        let (protection, key_id) = (&self.statement_protection, self.key_id);
+        let (node, seq) = (&self.node_id, self.sequence_number);
+        Signer {
+            protection,
+            key_id,
+            node,
+            seq,
+        }
     }
 }
 

@@ -11,4 +11,5 @@ pub(crate) mod merkle;
 pub mod pem;
 pub mod protection;
 pub mod record;
+pub mod statement;
 pub mod time;

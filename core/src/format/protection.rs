@@ -52,6 +52,12 @@ pub enum Layout {
 }
 
 impl Layout {
+    /// The layout a `statementProtection` names (layout 1 when it does not parse: the
+    /// statement then fails verification whatever the bytes).
+    pub fn of_statement(protection: &str) -> Layout {
+        RowProtection::parse_statement(protection).map_or(Layout::Text, |(l, _)| l)
+    }
+
     pub fn number(self) -> u32 {
         match self {
             Layout::Text => 1,

@@ -2,7 +2,7 @@
 //! ordered by (nodeId, sequenceNumber, pk), in keyset pages so memory stays bounded however
 //! many rows match. The SQL is the same for both drivers; each driver's `read_bounded` (store/sql.rs) runs it.
 
-use super::query::{Criterion, Param, Select, where_clause};
+use super::query::{Criterion, Param, Select, after_cursor, where_clause};
 
 /// Where the previous page ended: its last row's (nodeId, sequenceNumber, pk).
 pub type ExportCursor = (String, i64, String);
@@ -30,18 +30,13 @@ pub(crate) fn page_parts(
         if !conditions.is_empty() {
             conditions = format!("({conditions}) AND ");
         }
-        let n = params.len();
-        conditions.push_str(&format!(
-            "(nodeid, sequencenumber, pk) > (${}, ${}, ${})",
-            n + 1,
-            n + 2,
-            n + 3
-        ));
-        params.extend([
+        let values = [
             Param::Text(node.clone()),
             Param::Int(*seq),
             Param::Text(pk.clone()),
-        ]);
+        ];
+        let resume = after_cursor("nodeid, sequencenumber, pk", ">", values, &mut params);
+        conditions.push_str(&resume);
     }
     Select {
         conditions,

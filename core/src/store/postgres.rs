@@ -7,9 +7,8 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
-use super::sql::{Backend, Own, arguments, insert_statement};
+use super::sql::{Backend, NodeChunk, arguments};
 use super::{Fence, LockStatus, NodeLock, StoreError};
-use crate::format::batch::BatchRecord;
 use crate::format::record::AuditRecord;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -213,13 +212,8 @@ impl Backend for PgStore {
 
     /// One query: a running sum of the rows' sizes (a window over the chunk, which reads no
     /// value) keeps the rows that start within the budget; the others are never de-TOASTed.
-    async fn read_node_chunk(
-        &self,
-        node: &str,
-        from_seq: i64,
-        after: Option<(i64, String)>,
-        limit: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
+    async fn read_node_chunk(&self, chunk: NodeChunk<'_>) -> Result<Vec<AuditRecord>, StoreError> {
+        let (node, from, after_seq, after_pk, limit) = chunk.binds();
         let sql = format!(
             "SELECT {cols} FROM (SELECT *, SUM({size}) OVER (ORDER BY sequencenumber, pk \
              ROWS UNBOUNDED PRECEDING) - {size} AS bytes_before FROM auditrecorddata \
@@ -229,10 +223,9 @@ impl Backend for PgStore {
             size = super::ROW_BYTES,
             chunk = super::NODE_CHUNK,
         );
-        let (after_seq, after_pk) = after.unwrap_or((i64::MIN, String::new()));
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(node)
-            .bind(from_seq.max(after_seq))
+            .bind(from)
             .bind(after_seq)
             .bind(after_pk)
             .bind(limit)
@@ -252,18 +245,15 @@ impl Backend for PgStore {
             .await?)
     }
 
-    /// One multi-row INSERT ... SELECT FROM UNNEST (arrays bound as parameters) for the rows,
-    /// fenced as a whole, one INSERT for the statement, one commit.
+    /// One multi-row INSERT ... SELECT FROM UNNEST (arrays bound as parameters), fenced as a
+    /// whole.
     async fn insert_rows(
-        &self,
+        conn: &mut PgConnection,
         rows: &[AuditRecord],
-        batch: Option<&BatchRecord>,
         fence: &Fence,
     ) -> Result<(), StoreError> {
         let col = |f: fn(&AuditRecord) -> String| rows.iter().map(f).collect::<Vec<_>>();
         let opt = |f: fn(&AuditRecord) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-        let mut own = Own::acquire(&self.pool).await?;
-        let mut tx = sqlx::Connection::begin(own.conn()).await?;
         let done = sqlx::query(
             "INSERT INTO auditrecorddata (pk, nodeid, sequencenumber, \"timestamp\", eventtype, \
              eventstatus, authtoken, service, module, customid, searchdetail1, searchdetail2, \
@@ -291,17 +281,11 @@ impl Backend for PgStore {
         .bind(opt(|r| r.row_protection.clone()))
         .bind(&fence.node)
         .bind(fence.epoch)
-        .execute(&mut *tx)
+        .execute(conn)
         .await?;
         if done.rows_affected() != rows.len() as u64 {
-            // Dropping the transaction rolls it back.
             return Err(StoreError::Fenced(fence.node.clone()));
         }
-        if let Some(b) = batch {
-            insert_statement(b).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        own.keep();
         Ok(())
     }
 
@@ -313,11 +297,8 @@ impl Backend for PgStore {
         super::partition::archive_partitioned(self, ranges, before).await
     }
 
-    async fn run_migrations(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))
+    fn migrator() -> &'static sqlx::migrate::Migrator {
+        &MIGRATOR
     }
 
     async fn take_node_lock(&self, node: &str) -> Result<NodeLock, StoreError> {

@@ -436,6 +436,19 @@ pub(crate) fn build_select(query: &Query) -> (String, Vec<Param>) {
     select_parts(query).plain()
 }
 
+/// `(columns) cmp ($n+1, $n+2, $n+3)`: the keyset condition that resumes after a cursor, with
+/// its three values appended to `params`.
+pub(super) fn after_cursor(
+    columns: &str,
+    cmp: &str,
+    values: [Param; 3],
+    params: &mut Vec<Param>,
+) -> String {
+    let n = params.len();
+    params.extend(values);
+    format!("({columns}) {cmp} (${}, ${}, ${})", n + 1, n + 2, n + 3)
+}
+
 /// The parts of a query's SELECT: its conditions, its order and its limit. Public so that the
 /// search benchmark (tests/src/bin/auditseal-query-bench.rs) EXPLAINs the statements the store
 /// runs, not a copy of them.
@@ -449,16 +462,13 @@ pub fn select_parts(query: &Query) -> Select {
         if !conditions.is_empty() {
             conditions.push_str(" AND ");
         }
-        let n = params.len();
-        conditions.push_str(&format!(
-            "(\"timestamp\", nodeid, sequencenumber) {cmp} (${}, ${}, ${})",
-            n + 1,
-            n + 2,
-            n + 3
-        ));
-        params.push(Param::Int(c.time_stamp));
-        params.push(Param::Text(c.node_id.clone()));
-        params.push(Param::Int(c.sequence_number));
+        let values = [
+            Param::Int(c.time_stamp),
+            Param::Text(c.node_id.clone()),
+            Param::Int(c.sequence_number),
+        ];
+        let columns = "\"timestamp\", nodeid, sequencenumber";
+        conditions.push_str(&after_cursor(columns, cmp, values, &mut params));
     }
     Select {
         conditions,

@@ -9,9 +9,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::sql::{Backend, Own, arguments, insert_row, insert_statement};
+use super::sql::{Backend, NodeChunk, arguments, insert_row};
 use super::{Fence, NodeLock, StoreError};
-use crate::format::batch::BatchRecord;
 use crate::format::record::AuditRecord;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -182,15 +181,8 @@ impl Backend for SqliteStore {
 
     /// The chunk's row sizes first (SQLite's `octet_length` reads no value), then as many rows
     /// as fit in the budget.
-    async fn read_node_chunk(
-        &self,
-        node: &str,
-        from_seq: i64,
-        after: Option<(i64, String)>,
-        limit: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        let (after_seq, after_pk) = after.unwrap_or((i64::MIN, String::new()));
-        let from = from_seq.max(after_seq);
+    async fn read_node_chunk(&self, chunk: NodeChunk<'_>) -> Result<Vec<AuditRecord>, StoreError> {
+        let (node, from, after_seq, after_pk, limit) = chunk.binds();
         let sizes: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM auditrecorddata WHERE {} ORDER BY sequencenumber, pk LIMIT $5",
             super::ROW_BYTES,
@@ -234,38 +226,26 @@ impl Backend for SqliteStore {
             .await?)
     }
 
-    /// The rows one by one inside one transaction (SQLite has no array parameters; inside a
-    /// transaction each insert is cheap), each fenced, then the statement, then one commit.
+    /// The rows one by one (SQLite has no array parameters; inside a transaction each insert is
+    /// cheap), each fenced.
     async fn insert_rows(
-        &self,
+        conn: &mut sqlx::SqliteConnection,
         rows: &[AuditRecord],
-        batch: Option<&BatchRecord>,
         fence: &Fence,
     ) -> Result<(), StoreError> {
-        let mut own = Own::acquire(&self.pool).await?;
-        let mut tx = sqlx::Connection::begin(own.conn()).await?;
         for r in rows {
             let done = insert_row(Self::FENCED_INSERT, r, fence)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
             if done.rows_affected() != 1 {
-                // Dropping the transaction rolls it back.
                 return Err(StoreError::Fenced(fence.node.clone()));
             }
         }
-        if let Some(b) = batch {
-            insert_statement(b).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        own.keep();
         Ok(())
     }
 
-    async fn run_migrations(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))
+    fn migrator() -> &'static sqlx::migrate::Migrator {
+        &MIGRATOR
     }
 
     async fn take_node_lock(&self, node: &str) -> Result<NodeLock, StoreError> {

@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 
-use crate::crypto::keys::{KeyRing, PolicyError, Scope, VerifyError};
+use crate::crypto::keys::{KeyRing, PolicyError, VerifyError};
 use crate::format::batch::{self, BatchRecord, InclusionPayload};
 use crate::format::canonical;
 use crate::format::merkle::{self, Hash};
 use crate::format::protection::{ProtectionParseError, ProtectionVersion, RowProtection};
 use crate::format::record::AuditRecord;
+use crate::format::statement::SignedStatement;
 use crate::store::{Store, StoreError};
 
 /// Why a row does not verify.
@@ -60,23 +61,7 @@ impl CheckedBatch {
 }
 
 pub(super) fn check_statement(keys: &KeyRing, b: &BatchRecord) -> Result<(), String> {
-    let (layout, p) =
-        RowProtection::parse_statement(&b.statement_protection).map_err(|e| e.to_string())?;
-    if p.keyid != b.key_id {
-        return Err(format!(
-            "protected with keyid {} but names keyid {}",
-            p.keyid, b.key_id
-        ));
-    }
-    keys.verify_detached(
-        &p,
-        Scope::Node {
-            node: &b.node_id,
-            seq: b.last_sequence_number,
-        },
-        &b.statement_in(layout),
-    )
-    .map_err(|e| e.to_string())
+    b.verify_protection(keys).map_err(|f| f.to_string())
 }
 
 /// The batch statements version 3 rows refer to, looked up and checked once each.

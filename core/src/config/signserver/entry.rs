@@ -3,18 +3,31 @@
 
 use super::*;
 
-pub(super) fn missing(
-    problems: &mut Problems,
+/// Key entry `n` as `build_entry` read it before its token class: its properties, the line of
+/// its keyid, and the keyid, version and signature algorithm found there.
+pub(super) struct CommonProps<'a> {
     n: usize,
-    keyid_prop: &Prop,
-    field: &str,
-    why: &str,
-) {
-    problems.line(
-        keyid_prop.line,
-        &format!("{PREFIX}{field}.{n}"),
-        format!("missing; key entry {n} (whose keyid.{n} is on this line) {why}"),
-    );
+    props: &'a EntryProps<'a>,
+    keyid_prop: &'a Prop,
+    keyid: Option<i32>,
+    version: Option<u8>,
+    sigalg: Option<(Algorithm, &'a Prop)>,
+}
+
+impl<'a> CommonProps<'a> {
+    fn get(&self, key: &str) -> Option<&'a Prop> {
+        self.props.get(key).copied()
+    }
+
+    /// A property the entry needs is missing: said on the line of its keyid.
+    fn missing(&self, problems: &mut Problems, field: &str, why: &str) {
+        let n = self.n;
+        problems.line(
+            self.keyid_prop.line,
+            &format!("{PREFIX}{field}.{n}"),
+            format!("missing; key entry {n} (whose keyid.{n} is on this line) {why}"),
+        );
+    }
 }
 
 pub(super) fn build_entry(
@@ -42,19 +55,21 @@ pub(super) fn build_entry(
     let sigalg = e
         .get("sigalg")
         .and_then(|p| parse_sigalg(p, problems).map(|a| (a, *p)));
+    let entry = CommonProps {
+        n,
+        props: e,
+        keyid_prop,
+        keyid,
+        version,
+        sigalg,
+    };
     let class = match e.get("classname") {
         Some(p) => {
             let name = text(p);
             Some((name.strip_prefix(CLASS_PACKAGE).unwrap_or(name), *p))
         }
         None => {
-            missing(
-                problems,
-                n,
-                keyid_prop,
-                "classname",
-                "needs its token class",
-            );
+            entry.missing(problems, "classname", "needs its token class");
             None
         }
     };
@@ -62,11 +77,9 @@ pub(super) fn build_entry(
         // SignServer's P11NG token reads the same entry keys.
         Some(("PKCS11CryptoToken", _))
         | Some(("org.signserver.p11ng.common.cryptotoken.P11NGDatabaseProtectionCryptoToken", _)) => {
-            pkcs11_entry(n, e, keyid_prop, keyid, version, sigalg, problems)
+            pkcs11_entry(&entry, problems)
         }
-        Some(("PublicCryptoToken", _)) => {
-            public_entry(n, e, keyid_prop, keyid, version, sigalg, problems)
-        }
+        Some(("PublicCryptoToken", _)) => public_entry(&entry, problems),
         Some(("SoftCryptoToken", p)) => {
             problems.at(
                 p,
@@ -98,13 +111,9 @@ pub(super) fn build_entry(
 
 /// The signature algorithm of a PKCS#11 key: HmacSHA256 for version 1, else the configured
 /// one, else CESeCore's default for version 2 (SHA256WithRSA).
-pub(super) fn pkcs11_algorithm(
-    n: usize,
-    version: Option<u8>,
-    sigalg: Option<(Algorithm, &Prop)>,
-    problems: &mut Problems,
-) -> Option<TokenAlgorithm> {
-    match (version, sigalg) {
+fn pkcs11_algorithm(e: &CommonProps<'_>, problems: &mut Problems) -> Option<TokenAlgorithm> {
+    let n = e.n;
+    match (e.version, e.sigalg) {
         (Some(1), Some((a, p))) if a != Algorithm::HmacSha256 => {
             problems.warn(p, "ignored: version 1 protects with HmacSHA256");
             Some(TokenAlgorithm::HmacSHA256)
@@ -123,16 +132,8 @@ pub(super) fn pkcs11_algorithm(
     }
 }
 
-pub(super) fn pkcs11_entry(
-    n: usize,
-    e: &EntryProps<'_>,
-    keyid_prop: &Prop,
-    keyid: Option<i32>,
-    version: Option<u8>,
-    sigalg: Option<(Algorithm, &Prop)>,
-    problems: &mut Problems,
-) -> Option<KeyEntry> {
-    let key_label = match e.get("keylabel").map(|p| (text(p), *p)) {
+pub(super) fn pkcs11_entry(e: &CommonProps<'_>, problems: &mut Problems) -> Option<KeyEntry> {
+    let key_label = match e.get("keylabel").map(|p| (text(p), p)) {
         Some(("", p)) => {
             problems.at(
                 p,
@@ -142,23 +143,15 @@ pub(super) fn pkcs11_entry(
         }
         Some((label, _)) => Some(label.to_string()),
         None => {
-            missing(
-                problems,
-                n,
-                keyid_prop,
-                "keylabel",
-                "needs the key's label in the token",
-            );
+            e.missing(problems, "keylabel", "needs the key's label in the token");
             None
         }
     };
     let pin = match e.get("tokenpin") {
         Some(p) => token_pin(p, problems),
         None => {
-            missing(
+            e.missing(
                 problems,
-                n,
-                keyid_prop,
                 "tokenpin",
                 "is a PKCS#11 key, which needs the token PIN",
             );
@@ -168,12 +161,7 @@ pub(super) fn pkcs11_entry(
     let token = match e.get("properties") {
         Some(p) => token_properties(p, problems),
         None => {
-            missing(
-                problems,
-                n,
-                keyid_prop,
-                "properties",
-                "needs sharedLibrary and the slot (e.g. sharedLibrary=/usr/lib/softhsm/libsofthsm2.so, \
+            e.missing(problems, "properties", "needs sharedLibrary and the slot (e.g. sharedLibrary=/usr/lib/softhsm/libsofthsm2.so, \
                  slotLabelType=SLOT_LABEL, slotLabelValue=audit)",
             );
             None
@@ -182,9 +170,9 @@ pub(super) fn pkcs11_entry(
     if let Some(p) = e.get("data").filter(|p| !p.value.trim().is_empty()) {
         problems.warn(p, "data.N is not used for a PKCS11CryptoToken; ignored");
     }
-    let algorithm = pkcs11_algorithm(n, version, sigalg, problems);
+    let algorithm = pkcs11_algorithm(e, problems);
     let (keyid, key_label, pin, (library, slot), algorithm) =
-        (keyid?, key_label?, pin?, token?, algorithm?);
+        (e.keyid?, key_label?, pin?, token?, algorithm?);
     Some(KeyEntry::Pkcs11 {
         keyid,
         nodes: None,
@@ -422,24 +410,16 @@ pub(super) fn slot(
     }
 }
 
-pub(super) fn public_entry(
-    n: usize,
-    e: &EntryProps<'_>,
-    keyid_prop: &Prop,
-    keyid: Option<i32>,
-    version: Option<u8>,
-    sigalg: Option<(Algorithm, &Prop)>,
-    problems: &mut Problems,
-) -> Option<KeyEntry> {
-    if version == Some(1) {
-        let p = e.get("version").copied().unwrap_or(keyid_prop);
+pub(super) fn public_entry(e: &CommonProps<'_>, problems: &mut Problems) -> Option<KeyEntry> {
+    if e.version == Some(1) {
+        let p = e.get("version").unwrap_or(e.keyid_prop);
         problems.at(
             p,
             "a PublicCryptoToken holds a public key, which cannot check HMAC (version 1) \
              protections: an HMAC key has no public part",
         );
     }
-    let algorithm = match sigalg {
+    let algorithm = match e.sigalg {
         None => None,
         Some((Algorithm::HmacSha256, p)) => {
             problems.at(
@@ -457,7 +437,7 @@ pub(super) fn public_entry(
                 match crate::crypto::keys::VerifyKey::from_public_pem(&pem, alg) {
                     Ok(_) => Some(pem),
                     Err(err) => {
-                        let with = sigalg.map_or(String::new(), |(_, s)| {
+                        let with = e.sigalg.map_or(String::new(), |(_, s)| {
                             format!(" (with {} = {})", s.key, s.value.trim())
                         });
                         problems.at(p, format!("not a usable public key{with}: {err}"));
@@ -471,10 +451,8 @@ pub(super) fn public_entry(
             }
         },
         None => {
-            missing(
+            e.missing(
                 problems,
-                n,
-                keyid_prop,
                 "data",
                 "is a PublicCryptoToken, which needs the base64 public key or certificate",
             );
@@ -482,7 +460,7 @@ pub(super) fn public_entry(
         }
     };
     Some(KeyEntry::Public {
-        keyid: keyid?,
+        keyid: e.keyid?,
         nodes: None,
         retired_after: None,
         algorithm,

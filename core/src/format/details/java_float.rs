@@ -9,34 +9,33 @@
 
 /// `Double.toString(x)` as the chosen JDK writes it.
 pub(crate) fn double_to_string(x: f64) -> String {
-    if let Some(s) = special(x.is_nan(), x.is_infinite(), x.is_sign_negative()) {
-        return s.to_string();
-    }
-    let negative = x.is_sign_negative();
-    if x == 0.0 {
-        return java_chars(negative, b"0", 0);
-    }
-    let (digits, dec_exponent) = shortest(
-        &format!("{:e}", x.abs()),
-        |precision| format!("{:.*e}", precision, x.abs()),
-        |s| s.parse::<f64>().ok() == Some(x.abs()),
-    );
-    java_chars(negative, &digits, dec_exponent)
+    to_java_string(x)
 }
 
 /// `Float.toString(x)` as the chosen JDK writes it.
 pub(crate) fn float_to_string(x: f32) -> String {
-    if let Some(s) = special(x.is_nan(), x.is_infinite(), x.is_sign_negative()) {
+    to_java_string(x)
+}
+
+/// Either type: `F` widens to f64 exactly, so NaN, the infinities, the sign, zero and equality
+/// are read there; the digits come from `F`'s own formatting (its shortest round-trip digits).
+fn to_java_string<F>(x: F) -> String
+where
+    F: Copy + Into<f64> + std::fmt::LowerExp + std::str::FromStr,
+{
+    let wide: f64 = x.into();
+    if let Some(s) = special(wide.is_nan(), wide.is_infinite(), wide.is_sign_negative()) {
         return s.to_string();
     }
-    let negative = x.is_sign_negative();
-    if x == 0.0 {
+    let negative = wide.is_sign_negative();
+    if wide == 0.0 {
         return java_chars(negative, b"0", 0);
     }
+    // Formatted with its sign, which `split_exp` drops; compared by magnitude.
     let (digits, dec_exponent) = shortest(
-        &format!("{:e}", x.abs()),
-        |precision| format!("{:.*e}", precision, x.abs()),
-        |s| s.parse::<f32>().ok() == Some(x.abs()),
+        &format!("{x:e}"),
+        |precision| format!("{:.*e}", precision, x),
+        |s| s.parse::<F>().ok().map(|v| Into::<f64>::into(v).abs()) == Some(wide.abs()),
     );
     java_chars(negative, &digits, dec_exponent)
 }

@@ -8,13 +8,11 @@
 //! driver (the column types it binds and reads); both drivers meet it, and a query that does not
 //! type-check is reported here, once.
 
-use sqlx::pool::PoolConnection;
-use sqlx::query::Query;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::export::ExportCursor;
 use super::partition::{ArchiveRange, PartitionArchive};
-use super::query::{Param, Select};
+use super::query::Select;
 use super::{
     BelowStart, Criterion, Fence, NodeHead, NodeLock, Page, Span, Store, StoreError, absent,
 };
@@ -22,6 +20,30 @@ use crate::access::ApiToken;
 use crate::format::batch::BatchRecord;
 use crate::format::checkpoint::{Checkpoint, KIND_ARCHIVE};
 use crate::format::record::AuditRecord;
+
+mod bind;
+mod own;
+
+pub(crate) use bind::{arguments, insert_checkpoint, insert_row, insert_statement};
+pub(crate) use own::Own;
+
+/// Which chunk of a node's rows to read (see `Store::read_node`).
+pub(crate) struct NodeChunk<'a> {
+    pub(crate) node: &'a str,
+    pub(crate) from_seq: i64,
+    pub(crate) after: Option<(i64, String)>,
+    pub(crate) limit: i64,
+}
+
+impl<'a> NodeChunk<'a> {
+    /// What `NODE_CHUNK`'s `$1`..`$4` and `LIMIT $5` take, in order: the node, where the chunk
+    /// starts, the last (sequence number, pk) read before it, and the most rows.
+    pub(crate) fn binds(self) -> (&'a str, i64, i64, String, i64) {
+        let (after_seq, after_pk) = self.after.unwrap_or((i64::MIN, String::new()));
+        let from = self.from_seq.max(after_seq);
+        (self.node, from, after_seq, after_pk, self.limit)
+    }
+}
 
 /// What a SQL database does its own way; everything else of [`Store`] is shared.
 #[async_trait::async_trait]
@@ -35,23 +57,18 @@ pub(crate) trait Backend: Send + Sync {
     fn pool(&self) -> &Pool<Self::DB>;
     fn rows_affected(done: &<Self::DB as Database>::QueryResult) -> u64;
 
-    async fn run_migrations(&self) -> Result<(), StoreError>;
+    /// The database's migrations (`migrations/<database>`).
+    fn migrator() -> &'static sqlx::migrate::Migrator;
     async fn take_node_lock(&self, node: &str) -> Result<NodeLock, StoreError>;
-    /// The rows (and the statement that covers them) in one transaction, fenced as a whole.
+    /// Inserts a batch's rows on `conn` (inside the batch's transaction), fenced as a whole:
+    /// `Fenced` unless every row was inserted.
     async fn insert_rows(
-        &self,
+        conn: &mut <Self::DB as Database>::Connection,
         rows: &[AuditRecord],
-        batch: Option<&BatchRecord>,
         fence: &Fence,
     ) -> Result<(), StoreError>;
     /// A chunk of a node's rows within `READ_BUDGET_BYTES` (see `Store::read_node`).
-    async fn read_node_chunk(
-        &self,
-        node: &str,
-        from_seq: i64,
-        after: Option<(i64, String)>,
-        limit: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError>;
+    async fn read_node_chunk(&self, chunk: NodeChunk<'_>) -> Result<Vec<AuditRecord>, StoreError>;
     async fn read_pks(&self, pks: &[String]) -> Result<Vec<AuditRecord>, StoreError>;
     /// A query or export page within `READ_BUDGET_BYTES`.
     async fn read_bounded(&self, sel: Select) -> Result<Page, StoreError>;
@@ -65,134 +82,6 @@ pub(crate) trait Backend: Send + Sync {
     }
 }
 
-/// A connection of its own for one write, closed instead of returned to the pool unless the
-/// write succeeded ([`Own::keep`]): after SQLITE_FULL or an I/O error inside a transaction,
-/// SQLite may have rolled the transaction back by itself or kept it open, and the driver's idea
-/// of it can be wrong; a later statement on that connection could then run inside a transaction
-/// nobody commits (answered, never stored), or hold the database locked for every other
-/// connection. A new connection replaces it.
-pub(crate) struct Own<DB: Database> {
-    conn: Option<PoolConnection<DB>>,
-    kept: bool,
-}
-
-impl<DB: Database> Own<DB> {
-    pub(crate) async fn acquire(pool: &Pool<DB>) -> Result<Self, StoreError> {
-        Ok(Own {
-            conn: Some(pool.acquire().await?),
-            kept: false,
-        })
-    }
-
-    pub(crate) fn conn(&mut self) -> &mut DB::Connection {
-        self.conn.as_mut().expect("present until dropped")
-    }
-
-    /// The write succeeded: the connection goes back to the pool.
-    pub(crate) fn keep(mut self) {
-        self.kept = true;
-    }
-}
-
-impl<DB: Database> Drop for Own<DB> {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take()
-            && !self.kept
-        {
-            drop(conn.detach());
-        }
-    }
-}
-
-/// The fenced `INSERT` (`sql`) of one row with its 15 values and the fence.
-pub(crate) fn insert_row<'q, DB>(
-    sql: &'static str,
-    r: &'q AuditRecord,
-    fence: &'q Fence,
-) -> Query<'q, DB, DB::Arguments>
-where
-    DB: Database,
-    for<'e> &'e String: Type<DB> + Encode<'e, DB>,
-    for<'e> &'e Option<String>: Type<DB> + Encode<'e, DB>,
-    for<'e> i64: Type<DB> + Encode<'e, DB>,
-    for<'e> i32: Type<DB> + Encode<'e, DB>,
-{
-    sqlx::query(sql)
-        .bind(&r.pk)
-        .bind(&r.node_id)
-        .bind(r.sequence_number)
-        .bind(r.time_stamp)
-        .bind(&r.event_type)
-        .bind(&r.event_status)
-        .bind(&r.auth_token)
-        .bind(&r.service)
-        .bind(&r.module)
-        .bind(&r.custom_id)
-        .bind(&r.search_detail1)
-        .bind(&r.search_detail2)
-        .bind(&r.additional_details)
-        .bind(r.row_version)
-        .bind(&r.row_protection)
-        .bind(&fence.node)
-        .bind(fence.epoch)
-}
-
-/// The `INSERT` of one batch statement.
-pub(crate) fn insert_statement<DB>(b: &BatchRecord) -> Query<'_, DB, DB::Arguments>
-where
-    DB: Database,
-    for<'e> &'e String: Type<DB> + Encode<'e, DB>,
-    for<'e> i64: Type<DB> + Encode<'e, DB>,
-    for<'e> i32: Type<DB> + Encode<'e, DB>,
-{
-    sqlx::query(super::INSERT_BATCH)
-        .bind(&b.node_id)
-        .bind(b.first_sequence_number)
-        .bind(b.last_sequence_number)
-        .bind(b.time_stamp)
-        .bind(&b.merkle_root)
-        .bind(&b.previous_hash)
-        .bind(b.key_id)
-        .bind(&b.statement_protection)
-}
-
-/// The `INSERT` of one checkpoint.
-pub(crate) fn insert_checkpoint<DB>(c: &Checkpoint) -> Query<'_, DB, DB::Arguments>
-where
-    DB: Database,
-    for<'e> &'e String: Type<DB> + Encode<'e, DB>,
-    for<'e> i64: Type<DB> + Encode<'e, DB>,
-    for<'e> i32: Type<DB> + Encode<'e, DB>,
-{
-    sqlx::query(super::INSERT_CHECKPOINT)
-        .bind(&c.node_id)
-        .bind(c.sequence_number)
-        .bind(c.time_stamp)
-        .bind(&c.head_hash)
-        .bind(&c.kind)
-        .bind(c.key_id)
-        .bind(&c.statement_protection)
-}
-
-/// A `Select`'s parameters as the driver's arguments, in order.
-pub(crate) fn arguments<DB>(params: Vec<Param>) -> Result<DB::Arguments, StoreError>
-where
-    DB: Database,
-    for<'e> String: Type<DB> + Encode<'e, DB>,
-    for<'e> i64: Type<DB> + Encode<'e, DB>,
-{
-    use sqlx::Arguments;
-    let mut args = DB::Arguments::default();
-    for p in params {
-        match p {
-            Param::Text(t) => args.add(t),
-            Param::Int(i) => args.add(i),
-        }
-        .map_err(|e| StoreError::Database(format!("cannot bind a query parameter: {e}")))?;
-    }
-    Ok(args)
-}
-
 /// The highest values of a node's batch statements or checkpoints (three columns).
 type Highest = (Option<i64>, Option<i64>, Option<i64>);
 
@@ -201,6 +90,7 @@ impl<B> Store for B
 where
     B: Backend,
     for<'c> &'c mut <B::DB as Database>::Connection: Executor<'c, Database = B::DB>,
+    <B::DB as Database>::Connection: sqlx::migrate::Migrate,
     <B::DB as Database>::Arguments: IntoArguments<B::DB>,
     for<'e> i64: Type<B::DB> + Encode<'e, B::DB> + Decode<'e, B::DB>,
     for<'e> i32: Type<B::DB> + Encode<'e, B::DB>,
@@ -225,7 +115,10 @@ where
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        Backend::run_migrations(self).await
+        B::migrator()
+            .run(self.pool())
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))
     }
 
     async fn lock_node(&self, node: &str) -> Result<NodeLock, StoreError> {
@@ -373,7 +266,13 @@ where
         after: Option<(i64, String)>,
         limit: i64,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        Backend::read_node_chunk(self, node, from_seq, after, limit).await
+        let chunk = NodeChunk {
+            node,
+            from_seq,
+            after,
+            limit,
+        };
+        Backend::read_node_chunk(self, chunk).await
     }
 
     async fn get(&self, pk: &str) -> Result<Option<AuditRecord>, StoreError> {
@@ -413,7 +312,16 @@ where
         batch: Option<&BatchRecord>,
         fence: &Fence,
     ) -> Result<(), StoreError> {
-        Backend::insert_rows(self, rows, batch, fence).await
+        let mut own = Own::acquire(self.pool()).await?;
+        let mut tx = sqlx::Connection::begin(own.conn()).await?;
+        // An error drops the transaction, which rolls it back.
+        B::insert_rows(&mut *tx, rows, fence).await?;
+        if let Some(b) = batch {
+            insert_statement(b).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        own.keep();
+        Ok(())
     }
 
     async fn last_batch(&self, node: &str) -> Result<Option<BatchRecord>, StoreError> {
