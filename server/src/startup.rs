@@ -61,37 +61,13 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
         ),
         None => None,
     };
-    let listener = TcpListener::bind(bind)
-        .await
-        .with_context(|| format!("cannot listen on {bind}"))?;
-    let metrics_listener = match &cfg.metrics_bind {
-        None => None,
-        Some(b) => {
-            let addr = resolve_bind(b, "server.metrics_bind").await?;
-            Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr} (server.metrics_bind)"))?,
-            )
-        }
-    };
+    let (listener, metrics_listener) = listen(bind, cfg).await?;
     // Before anything is written: a read URL that cannot be used stops the start.
     let read_database = crate::reads::open(settings).await?;
     let (store, keys) = prepare(settings).await?;
     let device = start_device(settings, cfg, &store, keys.current.clone()).await?;
     let checkpoints = start_checkpoints(settings, &store, keys.current.clone()).await?;
-    let forwarding = if forward_plans.is_empty() {
-        None
-    } else {
-        Some(
-            Forwarding::start(forward_plans, &settings.node_id, store.clone())
-                .await
-                .context("cannot start event forwarding ([[forward]])")?,
-        )
-    };
-    if let Some(f) = &forwarding {
-        device.listen_to_commits(f.commit_listener());
-    }
+    let forwarding = start_forwarding(forward_plans, settings, &store, device.as_ref()).await?;
     match &keys.current {
         Some(t) => {
             tracing::info!(keyid = t.keyid(), algorithm = %t.algorithm(), key = %t.describe(), "protecting new rows")
@@ -126,6 +102,45 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
         checkpoints,
         forwarding,
     })
+}
+
+/// The API's listener on `bind` and, if `server.metrics_bind` is set, the metrics listener.
+async fn listen(
+    bind: SocketAddr,
+    cfg: &ServerConfig,
+) -> anyhow::Result<(TcpListener, Option<TcpListener>)> {
+    let listener = TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    let metrics_listener = match &cfg.metrics_bind {
+        None => None,
+        Some(b) => {
+            let addr = resolve_bind(b, "server.metrics_bind").await?;
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (server.metrics_bind)"))?,
+            )
+        }
+    };
+    Ok((listener, metrics_listener))
+}
+
+/// The `[[forward]]` sinks' tasks, if any, fed by the device's commits.
+async fn start_forwarding(
+    plans: Vec<auditseal_core::forward::Plan>,
+    settings: &Settings,
+    store: &SharedStore,
+    device: &dyn LogDevice,
+) -> anyhow::Result<Option<Forwarding>> {
+    if plans.is_empty() {
+        return Ok(None);
+    }
+    let f = Forwarding::start(plans, &settings.node_id, store.clone())
+        .await
+        .context("cannot start event forwarding ([[forward]])")?;
+    device.listen_to_commits(f.commit_listener());
+    Ok(Some(f))
 }
 
 /// What a first start creates, and what every start opens: the data directory (for its owner
