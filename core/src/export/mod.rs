@@ -548,10 +548,8 @@ mod tests {
             module: "WORKER".into(),
             custom_id: custom.map(Into::into),
             search_detail1: Some(String::new()),
-            search_detail2: None,
             additional_details: details.map(Into::into),
-            row_version: 0,
-            row_protection: None,
+            ..AuditRecord::example()
         };
         r.row_protection = Some(protector::protect(&token(), &r).unwrap());
         r

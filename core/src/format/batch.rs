@@ -271,7 +271,6 @@ pub(crate) mod worked_example {
         (0..3)
             .map(|i| AuditRecord {
                 pk: format!("{:032x}", i + 1),
-                node_id: "node1".into(),
                 sequence_number: i,
                 time_stamp: 1_764_072_000_000,
                 event_type: "PROCESS".into(),
@@ -279,12 +278,7 @@ pub(crate) mod worked_example {
                 auth_token: "CN=signer".into(),
                 service: "SIGNSERVER".into(),
                 module: "WORKER".into(),
-                custom_id: None,
-                search_detail1: None,
-                search_detail2: None,
-                additional_details: None,
-                row_version: 0,
-                row_protection: None,
+                ..AuditRecord::example()
             })
             .collect()
     }

@@ -98,30 +98,10 @@ pub fn row_leaf(r: &AuditRecord) -> Hash {
 mod tests {
     use super::*;
 
-    fn example() -> AuditRecord {
-        AuditRecord {
-            pk: "pk1".into(),
-            node_id: "node1".into(),
-            sequence_number: 0,
-            time_stamp: 0,
-            event_type: "LOG_VERIFY".into(),
-            event_status: "VOID".into(),
-            auth_token: String::new(),
-            service: "CORE".into(),
-            module: "SECURITY_AUDIT".into(),
-            custom_id: None,
-            search_detail1: None,
-            search_detail2: None,
-            additional_details: None,
-            row_version: 0,
-            row_protection: None,
-        }
-    }
-
     /// Issue 12.3: edits that keep the protect string keep the v3 leaf, never the canonical one.
     #[test]
     fn null_and_empty_and_moved_separators_encode_apart() {
-        let r = example();
+        let r = AuditRecord::example();
         let mut empty = r.clone();
         empty.custom_id = Some(String::new());
         assert_eq!(r.protect_string(), empty.protect_string());
@@ -140,7 +120,7 @@ mod tests {
 
     #[test]
     fn fields_are_flag_length_bytes() {
-        let e = row(&example());
+        let e = row(&AuditRecord::example());
         let mut want = b"auditseal-row-v4\0".to_vec();
         let text = |w: &mut Vec<u8>, s: &str| {
             w.push(1);

@@ -126,6 +126,31 @@ pub fn idempotency_pk(submitter: &str, key: &str, index: usize) -> String {
         .to_string()
 }
 
+/// The example row of the compatibility rules (docs/FORMAT.md): node1's LOG_VERIFY at sequence 0.
+/// Unit tests start from it and change the fields they are about.
+#[cfg(test)]
+impl AuditRecord {
+    pub(crate) fn example() -> AuditRecord {
+        AuditRecord {
+            pk: "pk1".into(),
+            node_id: "node1".into(),
+            sequence_number: 0,
+            time_stamp: 0,
+            event_type: "LOG_VERIFY".into(),
+            event_status: "VOID".into(),
+            auth_token: String::new(),
+            service: "CORE".into(),
+            module: "SECURITY_AUDIT".into(),
+            custom_id: None,
+            search_detail1: None,
+            search_detail2: None,
+            additional_details: None,
+            row_version: 0,
+            row_protection: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,37 +196,17 @@ mod tests {
         }
     }
 
-    fn spec_example() -> AuditRecord {
-        AuditRecord {
-            pk: "pk1".into(),
-            node_id: "node1".into(),
-            sequence_number: 0,
-            time_stamp: 0,
-            event_type: "LOG_VERIFY".into(),
-            event_status: "VOID".into(),
-            auth_token: String::new(),
-            service: "CORE".into(),
-            module: "SECURITY_AUDIT".into(),
-            custom_id: None,
-            search_detail1: None,
-            search_detail2: None,
-            additional_details: None,
-            row_version: 0,
-            row_protection: None,
-        }
-    }
-
     #[test]
     fn protect_string_matches_spec_example() {
         assert_eq!(
-            spec_example().protect_string(),
+            AuditRecord::example().protect_string(),
             "pk1<sep/>node1<sep/>0<sep/>0<sep/>LOG_VERIFY<sep/>VOID<sep/><sep/>CORE<sep/>SECURITY_AUDIT<sep/><sep/><sep/><sep/>"
         );
     }
 
     #[test]
     fn protect_string_renders_negative_numbers_and_keeps_separators_unescaped() {
-        let mut r = spec_example();
+        let mut r = AuditRecord::example();
         r.sequence_number = 12;
         r.time_stamp = -5;
         r.custom_id = Some("a<sep/>b".into());

@@ -119,7 +119,6 @@ mod tests {
     fn row() -> AuditRecord {
         AuditRecord {
             pk: "p1".into(),
-            node_id: "node1".into(),
             sequence_number: 17,
             time_stamp: 1_700_000_000_123,
             event_type: "PROCESS".into(),
@@ -127,12 +126,8 @@ mod tests {
             auth_token: "CN=Signer".into(),
             service: "SIGNSERVER".into(),
             module: "WORKER".into(),
-            custom_id: None,
-            search_detail1: None,
-            search_detail2: None,
-            additional_details: None,
-            row_version: 0,
             row_protection: Some("1:2:7:ab".into()),
+            ..AuditRecord::example()
         }
     }
 

@@ -14,7 +14,9 @@ const THREADS: usize = 2;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The queue the workers take jobs from; started at the first job.
+/// The queue the workers take jobs from; started at the first job. It needs no bound of its own:
+/// each job comes from a sink's loop (`Sink::deliver`), which waits for its job's result before it
+/// reads further, so the queue never holds more than one job per configured sink.
 fn queue() -> &'static Mutex<mpsc::Sender<Job>> {
     static QUEUE: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
     QUEUE.get_or_init(|| {
