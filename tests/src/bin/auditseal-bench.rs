@@ -35,6 +35,8 @@ struct Opts {
     forward: usize,
     /// Only the forwarding figures ([e]).
     forwarding_only: bool,
+    /// Only the growth figures ([g]): this many millions of events through the bulk endpoint.
+    growth: usize,
 }
 
 fn opts() -> Opts {
@@ -47,6 +49,7 @@ fn opts() -> Opts {
         bulk: 200_000,
         forward: 100_000,
         forwarding_only: false,
+        growth: 0,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -65,10 +68,11 @@ fn opts() -> Opts {
             "--bulk" => o.bulk = num("--bulk"),
             "--forward" => o.forward = num("--forward"),
             "--forwarding-only" => o.forwarding_only = true,
+            "--growth" => o.growth = num("--growth"),
             "-h" | "--help" => {
                 println!(
                     "auditseal-bench [--signs N] [--commits N] [--events N] [--clients N] [--single-clients N] [--bulk N] \
-                     [--forward N] [--forwarding-only]"
+                     [--forward N] [--forwarding-only] [--growth MILLIONS]"
                 );
                 std::process::exit(0);
             }
@@ -202,6 +206,16 @@ async fn main() {
     // 1. Raw signing rate of the token (SoftHSM2, RSA-2048).
     let hsm = SoftHsm::new("bench");
     unsafe { std::env::set_var("SOFTHSM2_CONF", hsm.conf()) };
+    if o.growth > 0 {
+        let url = new_database(Backend::Postgres, work.path()).await;
+        let store = auditseal_core::store::open(&url).await.expect("open");
+        store.migrate().await.expect("migrate");
+        let _ = hsm_token(&hsm, "rsakey", 1);
+        let conf = work.path().join("bench.toml");
+        std::fs::write(&conf, server_conf()).expect("conf");
+        growth_figures(&o, &hsm, &url, work.path(), &conf).await;
+        return;
+    }
     if o.forwarding_only {
         let url = new_database(Backend::Postgres, work.path()).await;
         let store = auditseal_core::store::open(&url).await.expect("open");
@@ -365,6 +379,64 @@ async fn main() {
     batched_figures(&o, &hsm, &url, work.path(), &conf, device).await;
     forwarding_figures(&o, &hsm, &url, work.path(), &conf).await;
 }
+/// Issue 17's growth figure [g]: `o.growth` millions of events through the batched device's bulk
+/// endpoint into one table, the rate of each million and the server's RSS after it; the ratio is
+/// the last million's rate over the first's.
+async fn growth_figures(
+    o: &Opts,
+    hsm: &SoftHsm,
+    url: &str,
+    dir: &std::path::Path,
+    conf: &std::path::Path,
+) {
+    let server = Server::start_env(
+        &[
+            "--config",
+            conf.to_str().unwrap(),
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--node-id",
+            "bench-growth",
+            "--database-url",
+            url,
+            "--device",
+            "batched",
+        ],
+        &[("SOFTHSM2_CONF", hsm.conf().as_os_str())],
+    )
+    .expect("start the batched server");
+    let rss = |field: &str| {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    println!(
+        "\n[g] growth: {} x 1,000,000 events through the bulk endpoint (requests of 1,000, 4 connections), one table",
+        o.growth
+    );
+    let mut rates = Vec::new();
+    for m in 1..=o.growth {
+        let rate = bulk(&server, 1000, 1000).await;
+        println!(
+            "    million {m:>2}: {rate:>9.0} events/s; server RSS {:.1} MB (peak {:.1} MB)",
+            rss("VmRSS"),
+            rss("VmHWM")
+        );
+        rates.push(rate);
+    }
+    if let (Some(first), Some(last)) = (rates.first(), rates.last()) {
+        println!(
+            "    RATIO last million / first = {:.2} (target >= 0.80)",
+            last / first
+        );
+    }
+    server.stop();
+}
+
 /// Posts `requests` NDJSON requests of `per_request` events from 4 connections to the bulk
 /// endpoint; the events per second.
 async fn bulk(server: &Server, requests: usize, per_request: usize) -> f64 {
