@@ -10,7 +10,7 @@
 //!   same rows, drained by this process, with the page cache warm;
 //! - v2 baseline: aws-lc-rs RSA-2048 verifications of one real row signature, on one thread and
 //!   on every core at once;
-//! - the verifier: wall clock, its JSON report, its peak RSS (wait4), and the CPU it and
+//! - the verifier: wall clock, its JSON report, its peak RSS (VmHWM sampled while it runs), and the CPU it and
 //!   PostgreSQL used while it ran.
 
 use std::fs::File;
@@ -605,13 +605,39 @@ struct VerifierRun {
     ok: bool,
 }
 
-/// Waits for `child` with wait4, for its own resource usage (peak RSS, CPU); returns
-/// (exit status, rusage). The child is reaped here; std's handle is only dropped.
-fn reap(child: Child) -> anyhow::Result<(i32, libc::rusage)> {
+/// Waits for `child` with wait4, for its own CPU time; returns (exit status, rusage, peak RSS in
+/// MB). The child is reaped here; std's handle is only dropped.
+///
+/// The peak RSS is the child's VmHWM, read from /proc every 20 ms while it runs, not wait4's
+/// ru_maxrss: Linux carries a process's peak over exec, so a spawned child's ru_maxrss is at
+/// least this benchmark's own RSS at the time of the spawn.
+fn reap(child: Child) -> anyhow::Result<(i32, libc::rusage, f64)> {
     let pid = child.id() as libc::pid_t;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak_kb = 0.0f64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                if let Some(kb) = status
+                    .lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                {
+                    peak_kb = peak_kb.max(kb);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak_kb / 1024.0
+        })
+    };
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak_mb = sampler.join().unwrap_or(f64::NAN);
     if r != pid {
         bail!("wait4: {}", std::io::Error::last_os_error());
     }
@@ -621,7 +647,7 @@ fn reap(child: Child) -> anyhow::Result<(i32, libc::rusage)> {
     } else {
         -libc::WTERMSIG(status)
     };
-    Ok((code, usage))
+    Ok((code, usage, peak_mb))
 }
 
 /// Runs `auditseal-db verifylog --all --json` on `url` and reads its report.
@@ -647,7 +673,7 @@ async fn run_verifier(
         .stderr(File::create(&err)?)
         .spawn()
         .context("run auditseal-db (built by scripts/bench-verify)")?;
-    let (exit, usage) = tokio::task::spawn_blocking(move || reap(child)).await??;
+    let (exit, usage, maxrss_mb) = tokio::task::spawn_blocking(move || reap(child)).await??;
     let wall = started.elapsed().as_secs_f64();
     let cli_cpu = secs(usage.ru_utime) + secs(usage.ru_stime);
     let used = meter.stop(cli_cpu);
@@ -685,8 +711,7 @@ async fn run_verifier(
         errors,
         elapsed_ms: num(&report, "elapsedMs"),
         exit,
-        // Linux reports ru_maxrss in KiB.
-        maxrss_mb: usage.ru_maxrss as f64 / 1024.0,
+        maxrss_mb,
         cli_cpu,
         used,
         nodes,
