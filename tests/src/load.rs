@@ -187,6 +187,31 @@ impl BatchTimings {
     }
 }
 
+/// A field of /proc/<pid>/status in KiB (VmRSS, VmHWM); None when the process or field is gone.
+pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
+    line.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// The peak RSS (VmHWM, KiB) of a running process, sampled every 20 ms until it is reaped. Unlike
+/// wait4's ru_maxrss, it is the child's own: Linux carries a process's peak over exec, so a
+/// spawned child's ru_maxrss is at least its parent's RSS at the spawn.
+pub fn peak_rss(pid: u32) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut peak = 0;
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            if let Some(kb) = proc_status_kb(pid, "VmHWM") {
+                peak = peak.max(kb);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -406,13 +406,7 @@ async fn growth_figures(
     )
     .expect("start the batched server");
     let rss = |field: &str| {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            .map_or(f64::NAN, |kb| kb / 1024.0)
+        load::proc_status_kb(server.pid(), field).map_or(f64::NAN, |kb| kb as f64 / 1024.0)
     };
     println!(
         "\n[g] growth: {} x 1,000,000 events through the bulk endpoint (requests of 1,000, 4 connections), one table",
@@ -805,16 +799,8 @@ async fn batched_figures(
             open.percentile(0.99).as_secs_f64() / timings.median().as_secs_f64()
         );
     }
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap_or_default();
-    let peak = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM"))
-        .unwrap_or("VmHWM: ?")
-        .to_string();
-    println!(
-        "\n    server peak RSS: {} (target < 150 MB)",
-        peak.trim_start_matches("VmHWM:").trim()
-    );
+    let peak =
+        load::proc_status_kb(server.pid(), "VmHWM").map_or(f64::NAN, |kb| kb as f64 / 1024.0);
+    println!("\n    server peak RSS: {peak:.1} MB (target < 150 MB)");
     server.stop();
 }

@@ -12,7 +12,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use auditseal_e2e::{Backend, Server, bin_dir, new_database};
 use auditseal_ship::record::{Origin, to_event};
@@ -47,24 +47,6 @@ fn write_log(path: &Path, lines: usize) -> usize {
     }
     f.flush().expect("flush");
     written
-}
-
-/// The peak RSS (VmHWM, KiB) of a running process, read until it exits.
-fn peak_rss(pid: u32) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        let mut peak = 0;
-        while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            if let Some(kb) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            {
-                peak = kb;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        peak
-    })
 }
 
 #[tokio::main]
@@ -162,7 +144,7 @@ async fn main() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run auditseal-ship");
-    let peak = peak_rss(child.id());
+    let peak = auditseal_e2e::load::peak_rss(child.id());
     let out = child.wait_with_output().expect("auditseal-ship");
     let elapsed = started.elapsed();
     let peak_kb = peak.join().unwrap_or(0);

@@ -606,41 +606,19 @@ struct VerifierRun {
 }
 
 /// Waits for `child` with wait4, for its own CPU time; returns (exit status, rusage, peak RSS in
-/// MB). The child is reaped here; std's handle is only dropped.
-///
-/// The peak RSS is the child's VmHWM, read from /proc every 20 ms while it runs, not wait4's
-/// ru_maxrss: Linux carries a process's peak over exec, so a spawned child's ru_maxrss is at
-/// least this benchmark's own RSS at the time of the spawn.
+/// MB, sampled by `load::peak_rss`, not wait4's ru_maxrss). The child is reaped here; std's
+/// handle is only dropped.
 fn reap(child: Child) -> anyhow::Result<(i32, libc::rusage, f64)> {
     let pid = child.id() as libc::pid_t;
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut peak_kb = 0.0f64;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                if let Some(kb) = status
-                    .lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-                {
-                    peak_kb = peak_kb.max(kb);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            peak_kb / 1024.0
-        })
-    };
+    let sampler = auditseal_e2e::load::peak_rss(child.id());
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak_mb = sampler.join().unwrap_or(f64::NAN);
     if r != pid {
         bail!("wait4: {}", std::io::Error::last_os_error());
     }
+    // Reaped: the sampler sees /proc/<pid> gone and returns.
+    let peak_mb = sampler.join().map_or(f64::NAN, |kb| kb as f64 / 1024.0);
     drop(child);
     let code = if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
