@@ -175,6 +175,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let started = startup::start(&settings, &cfg).await?;
+    // SIGTERM and SIGINT are handled before the server says it listens: a stop that comes right
+    // after must still end cleanly, with the last checkpoint (the default action would kill it).
+    let shutdown = shutdown_signal()?;
     let local = started.listener.local_addr()?;
     tracing::info!(
         node = %settings.node_id,
@@ -203,23 +206,19 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         files: started.file_reopener(),
     }
     .on_sighup(hup);
-    started.serve(shutdown_signal()).await?;
+    started.serve(shutdown).await?;
     tracing::info!("auditseal-server stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    notify::stopping();
+/// Registers the stop signals now (a signal before registration would kill the process) and
+/// returns the future that resolves on the first of SIGTERM and SIGINT.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        notify::stopping();
+    })
 }

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use auditseal_e2e::{Server, bin_dir, workspace_root};
+use auditseal_e2e::{Server, bin_dir, cli, workspace_root};
 
 /// The shipped unit, its ExecStart pointed at the binary built here (verify checks that the
 /// program exists), in a directory of its own.
@@ -113,4 +113,29 @@ fn the_server_notifies_ready_watchdog_and_stopping() {
         rest.iter().any(|m| m.lines().any(|l| l == "STOPPING=1")),
         "{rest:?}"
     );
+}
+
+/// A stop that comes the moment the server says it listens (systemd may send one as soon as it
+/// sees READY=1) still ends cleanly: exit status 0 and the checkpoint of the stop written. The
+/// signal handlers were once installed only after that line, and such a SIGTERM killed the
+/// process. A few rounds, since the window is short.
+#[test]
+fn a_stop_right_after_listening_ends_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for round in 0..5 {
+        let s = Server::start(&["--data-dir", d, "--node-id", "quick"]).unwrap();
+        let status = s.stop_status();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "round {round}: the server ended with {status:?}"
+        );
+    }
+    // The first start logged the admin token's creation; the stops checkpointed it.
+    let file = dir.path().join("cp.jsonl");
+    let f = file.to_str().unwrap();
+    let (code, _, err) = cli(&["--data-dir", d, "checkpoint", "export", "--out", f]);
+    assert_eq!(code, 0, "{err}");
+    let out = std::fs::read_to_string(&file).unwrap();
+    assert!(out.contains("\"nodeId\":\"quick\""), "{out}");
 }
