@@ -103,7 +103,7 @@ async fn initial_positions(
     state: &AppState,
 ) -> Result<HashMap<String, i64>, auditseal_core::store::StoreError> {
     let mut next = HashMap::new();
-    for node in state.reader.all_nodes().await? {
+    for node in state.reader.all_nodes(None).await? {
         let head = state.reader.head(&node).await?;
         next.insert(node, head.next_sequence);
     }
@@ -115,7 +115,7 @@ async fn round(state: &AppState, run: Run, next: &mut HashMap<String, i64>) {
     let selection = match run {
         Run::Full => Selection::All,
         Run::Incremental => {
-            let nodes = match state.reader.all_nodes().await {
+            let nodes = match state.reader.all_nodes(None).await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(error = %e, "continuous verification: cannot list the nodes; trying again next round");

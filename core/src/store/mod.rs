@@ -37,12 +37,19 @@ pub(crate) const ROW_BYTES: &str = "(octet_length(pk) + octet_length(nodeid) \
 /// The distinct node ids of a table whose index starts with nodeid, by a loose index scan: one
 /// lookup per node where DISTINCT reads every row.
 pub(crate) fn distinct_nodes(table: &str) -> String {
+    first_distinct_nodes(table, None)
+}
+
+/// `distinct_nodes`, stopping after the first `limit` node ids (the recursion counts, so no more
+/// than `limit` lookups are made).
+pub(crate) fn first_distinct_nodes(table: &str, limit: Option<usize>) -> String {
+    let more = limit.map_or_else(String::new, |l| format!(" AND n.k < {l}"));
     format!(
-        "WITH RECURSIVE n(nodeid) AS ( \
-           SELECT MIN(nodeid) FROM {table} \
+        "WITH RECURSIVE n(nodeid, k) AS ( \
+           SELECT MIN(nodeid), 1 FROM {table} \
            UNION ALL \
-           SELECT (SELECT MIN(nodeid) FROM {table} WHERE nodeid > n.nodeid) \
-           FROM n WHERE n.nodeid IS NOT NULL) \
+           SELECT (SELECT MIN(nodeid) FROM {table} WHERE nodeid > n.nodeid), n.k + 1 \
+           FROM n WHERE n.nodeid IS NOT NULL{more}) \
          SELECT nodeid FROM n WHERE nodeid IS NOT NULL ORDER BY nodeid"
     )
 }
@@ -376,8 +383,9 @@ pub trait Store: Send + Sync {
     /// Every node id that has rows.
     async fn nodes(&self) -> Result<Vec<String>, StoreError>;
     /// Every node id that occurs in any of the log's tables: rows, batch statements, checkpoints
-    /// and archive markers (a verifier must read them all, whatever has rows).
-    async fn all_nodes(&self) -> Result<Vec<String>, StoreError>;
+    /// and archive markers (a verifier must read them all, whatever has rows); with `limit`, the
+    /// first `limit` of them in node id order, read without looking at the others.
+    async fn all_nodes(&self, limit: Option<usize>) -> Result<Vec<String>, StoreError>;
     /// Counts what the node's tables hold below where its log starts: rows with a sequence
     /// number below `start`, batch statements that end below `start`, checkpoints below
     /// `checkpoints_below`. Three index range scans; nothing is read into memory.

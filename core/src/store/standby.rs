@@ -207,8 +207,8 @@ impl Store for ReadOnlyStore {
     async fn nodes(&self) -> Result<Vec<String>, StoreError> {
         self.read(|| self.inner.nodes()).await
     }
-    async fn all_nodes(&self) -> Result<Vec<String>, StoreError> {
-        self.read(|| self.inner.all_nodes()).await
+    async fn all_nodes(&self, limit: Option<usize>) -> Result<Vec<String>, StoreError> {
+        self.read(|| self.inner.all_nodes(limit)).await
     }
     async fn below_start(
         &self,

@@ -224,7 +224,7 @@ pub async fn verify_log(
     let started = Instant::now();
     let targets: Vec<(String, Option<i64>)> = match selection {
         Selection::All => {
-            let mut nodes = store.all_nodes().await?;
+            let mut nodes = store.all_nodes(None).await?;
             for n in opts.external.keys() {
                 if !nodes.contains(n) {
                     nodes.push(n.clone());

@@ -199,11 +199,8 @@ pub async fn verify(
 /// current or last run, node by node.
 pub async fn status(_: Auditor, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let now = now_millis();
-    let mut newest: HashMap<String, Checkpoint> = HashMap::new();
-    for c in state.reader.latest_checkpoints().await? {
-        newest.insert(c.node_id.clone(), c);
-    }
-    let mut all = state.reader.all_nodes().await?;
+    // One past the most shown, to know whether there are more.
+    let mut all = state.reader.all_nodes(Some(MAX_STATUS_NODES + 1)).await?;
     let truncated = all.len() > MAX_STATUS_NODES;
     all.truncate(MAX_STATUS_NODES);
     let mut nodes = Vec::with_capacity(all.len());
@@ -212,7 +209,8 @@ pub async fn status(_: Auditor, State(state): State<AppState>) -> Result<Json<Va
         // hold megabytes), the same read the live follow makes per poll.
         let head = state.reader.head(&node).await?;
         let last = (head.next_sequence > 0).then_some(head);
-        let checkpoint = newest.get(&node).map(|c| {
+        let newest = state.reader.last_checkpoint(&node).await?;
+        let checkpoint = newest.as_ref().map(|c| {
             json!({
                 "sequenceNumber": c.sequence_number,
                 "timeStamp": c.time_stamp,

@@ -189,18 +189,23 @@ where
         )
     }
 
-    async fn all_nodes(&self) -> Result<Vec<String>, StoreError> {
-        let mut all: std::collections::BTreeSet<String> = self.nodes().await?.into_iter().collect();
-        // Both tables' primary keys start with nodeid: the same loose scan.
-        for table in ["auditbatchdata", "auditcheckpointdata"] {
-            let found: Vec<String> =
-                sqlx::query_scalar(sqlx::AssertSqlSafe(super::distinct_nodes(table)))
-                    .fetch_all(self.pool())
-                    .await
-                    .or_else(absent)?;
+    async fn all_nodes(&self, limit: Option<usize>) -> Result<Vec<String>, StoreError> {
+        // All three tables' primary keys start with nodeid: the same loose scan. The first
+        // `limit` of the union are among the first `limit` of each table.
+        let mut all = std::collections::BTreeSet::new();
+        for table in ["auditrecorddata", "auditbatchdata", "auditcheckpointdata"] {
+            let found: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(
+                super::first_distinct_nodes(table, limit),
+            ))
+            .fetch_all(self.pool())
+            .await
+            .or_else(|e| match table {
+                "auditrecorddata" => Err(e),
+                _ => absent(e),
+            })?;
             all.extend(found);
         }
-        Ok(all.into_iter().collect())
+        Ok(all.into_iter().take(limit.unwrap_or(usize::MAX)).collect())
     }
 
     async fn below_start(
