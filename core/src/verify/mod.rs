@@ -115,6 +115,7 @@ pub async fn verify_node(
     let mut nc = NodeCheck::begin(keys, node, offset, base.as_ref(), start, from);
     count_outside(store.as_ref(), node, start, base.as_ref(), &mut nc.rep).await?;
     let mut pending = nc.pending(node, start, from, base.as_ref(), opts);
+    nc.decide_text_fold(store.as_ref(), &pending, chunk).await?;
     let expected_rows = store
         .head(node)
         .await?

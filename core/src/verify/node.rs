@@ -6,12 +6,10 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::chain::verify_chain;
-use super::row::{Batches, Leaves, RowFailure, verify_prepared};
+use super::row::{Batches, Leaves, Prepared, RowFailure, verify_prepared};
 use super::{FailedCheckpoint, FailedRow, Hole, NodeReport, VerifyOptions, is_hmac};
 use crate::crypto::keys::KeyRing;
-use crate::format::canonical;
 use crate::format::checkpoint::{Checkpoint, Head, Heads, KIND_ARCHIVE};
-use crate::format::merkle;
 use crate::format::protection::Layout;
 use crate::format::record::AuditRecord;
 use crate::store::{SharedStore, Store, StoreError};
@@ -22,18 +20,23 @@ struct RowCheck {
     result: Result<(), RowFailure>,
 }
 
-/// The CPU-heavy part of a chunk, spread over every core: each row's protect string, leaf hash
-/// and protection check.
-fn check_rows(keys: &KeyRing, batches: &Batches, rows: &[AuditRecord]) -> Vec<RowCheck> {
+/// The CPU-heavy part of a chunk, spread over every core: each row's protection check and leaf
+/// hashes (the protect string's only with `text_fold`, or when the row's version needs it).
+fn check_rows(
+    keys: &KeyRing,
+    batches: &Batches,
+    rows: &[AuditRecord],
+    text_fold: bool,
+) -> Vec<RowCheck> {
     rows.par_iter()
         .with_min_len(64)
         .map(|r| {
-            let ps = r.protect_string();
+            let prepared = Prepared::new(r);
+            let result = verify_prepared(keys, batches, &prepared);
             let leaves = Leaves {
-                text: merkle::leaf_hash(ps.as_bytes()),
-                canonical: canonical::row_leaf(r),
+                text: text_fold.then(|| *prepared.text_leaf()),
+                canonical: *prepared.canonical_leaf(),
             };
-            let result = verify_prepared(keys, batches, r, &ps, &leaves);
             RowCheck { leaves, result }
         })
         .collect()
@@ -115,8 +118,11 @@ pub(super) struct NodeCheck<'a> {
     pub(super) rep: NodeReport,
     expected: i64,
     /// Both folds of the head hash; None when the check did not start where the chain can be
-    /// recomputed.
+    /// recomputed. Fold 1 moves only with `text_fold`.
     head: Option<Heads>,
+    /// Whether fold 1 is computed: only when a checkpoint or the archive marker of the node is
+    /// of fold 1 (`needs_text_fold`), as it costs a protect string and a hash per row.
+    text_fold: bool,
     /// Checkpoints verified but not compared with the rows (no head hash to compare with).
     /// How many, and the lowest and highest sequence number among them.
     uncompared: (usize, i64, i64),
@@ -169,6 +175,16 @@ impl NodeCheck<'_> {
             ));
             return;
         }
+        if c.layout() == Layout::Text && !self.text_fold {
+            // Not there when the check began (`needs_text_fold`): written during the check.
+            return self.fail_checkpoint(
+                source,
+                c,
+                "a checkpoint of fold 1 that appeared during the check: it was not compared \
+                 (run the check again)"
+                    .into(),
+            );
+        }
         // The fold the checkpoint names (docs/FORMAT.md 7.1).
         let head = heads.get(c.layout());
         if head.sequence_number != c.sequence_number {
@@ -212,7 +228,10 @@ impl NodeCheck<'_> {
         self.expected = seq + 1;
         rep.rows += 1;
         if let Some(h) = &mut self.head {
-            h.push_leaves(seq, &check.leaves.text, &check.leaves.canonical);
+            match &check.leaves.text {
+                Some(text) => h.push_leaves(seq, text, &check.leaves.canonical),
+                None => h.canonical.push_leaf(seq, &check.leaves.canonical),
+            }
         }
         if let Err(reason) = check.result {
             rep.failed.push(FailedRow {
@@ -245,8 +264,9 @@ impl<'a> NodeCheck<'a> {
             let last_seq = last.sequence_number;
             let after = (last_seq, last.pk.clone());
             let ring = keys.clone();
+            let text_fold = self.text_fold;
             let checking = tokio::task::spawn_blocking(move || {
-                let checks = check_rows(&ring, &batches, &rows);
+                let checks = check_rows(&ring, &batches, &rows, text_fold);
                 (rows, batches, checks)
             });
             // A short chunk may only have met the read budget (`READ_BUDGET_BYTES`): the node
@@ -290,6 +310,7 @@ impl<'a> NodeCheck<'a> {
             },
             expected: from,
             head: None,
+            text_fold: true,
             uncompared: (0, 0, 0),
             hmac_evidence: Default::default(),
             base: base.map(|b| (b.sequence_number, b.layout())),
@@ -372,6 +393,42 @@ impl<'a> NodeCheck<'a> {
         pending
     }
 
+    /// Decides whether fold 1 is computed: yes when the archive marker the check starts from, a
+    /// checkpoint from a file, or a stored checkpoint the check will compare is of fold 1. The
+    /// stored ones are read once more for this, page by page (a few per hour of log). One of
+    /// fold 1 stored after this read is reported as not compared, never passed.
+    pub(super) async fn decide_text_fold(
+        &mut self,
+        store: &dyn Store,
+        pending: &Pending,
+        chunk: i64,
+    ) -> Result<(), StoreError> {
+        if self.head.is_none() {
+            // No head hash to compare with: no fold is needed.
+            self.text_fold = false;
+            return Ok(());
+        }
+        self.text_fold = self.base.is_some_and(|(_, fold)| fold == Layout::Text)
+            || pending
+                .queue
+                .iter()
+                .any(|(_, c)| c.layout() == Layout::Text);
+        let mut after = None;
+        while !self.text_fold {
+            let list = store
+                .read_checkpoints(&pending.node, pending.from, after, chunk)
+                .await?;
+            self.text_fold = list.iter().any(|c| c.layout() == Layout::Text);
+            match list.last() {
+                Some(last) if (list.len() as i64) == chunk => {
+                    after = Some((last.sequence_number, last.kind.clone()));
+                }
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+
     /// After the last row: the checkpoints up to `end` are compared; those after it cover rows
     /// the log no longer has.
     pub(super) fn settle_the_rest(&mut self, pending: &mut Pending, end: Option<i64>) {
@@ -432,5 +489,51 @@ impl<'a> NodeCheck<'a> {
                 .push(format!("no rows with sequenceNumber >= {from}"));
         }
         Ok(rep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::token::HmacToken;
+    use crate::format::checkpoint::KIND_CHECKPOINT;
+
+    /// A checkpoint of fold 1 that `decide_text_fold` did not see (one stored during the check)
+    /// fails as not compared: without fold 1 computed, it must not pass or be skipped.
+    #[test]
+    fn a_fold_1_checkpoint_unseen_at_the_start_fails() {
+        let token = HmacToken::new(1, b"secret");
+        let mut ring = KeyRing::new();
+        ring.insert(1, crate::crypto::token::CryptoToken::verify_key(&token));
+        let row = AuditRecord {
+            sequence_number: 0,
+            ..AuditRecord::example()
+        };
+        let mut text = Head::default().in_fold(Layout::Text);
+        text.push(&row);
+        let c = Checkpoint::sign(&token, &row.node_id, &text, 1, KIND_CHECKPOINT).unwrap();
+        for (text_fold, passes) in [(true, true), (false, false)] {
+            let mut nc = NodeCheck::begin(&ring, &row.node_id, None, None, 0, 0);
+            nc.text_fold = text_fold;
+            let canonical = *Prepared::new(&row).canonical_leaf();
+            let leaves = Leaves {
+                text: text_fold.then(|| *Prepared::new(&row).text_leaf()),
+                canonical,
+            };
+            nc.row(
+                &row,
+                RowCheck {
+                    leaves,
+                    result: Ok(()),
+                },
+            );
+            nc.settle(Source::Database, &c);
+            let failed = &nc.rep.failed_checkpoints;
+            assert_eq!(failed.is_empty(), passes, "{failed:?}");
+            assert_eq!(nc.rep.checkpoints, u64::from(passes));
+            if !passes {
+                assert!(failed[0].reason.contains("not compared"), "{failed:?}");
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! One row's verification: its protection (HMAC, signature, or inclusion in a signed batch
 //! statement) against the key ring.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 
 use crate::crypto::keys::{KeyRing, PolicyError, VerifyError};
@@ -204,12 +205,7 @@ fn verify_batched(
 /// Checks one row against the key its rowProtection names (version 3 rows: against their batch,
 /// which `batches` must have loaded).
 pub fn verify_row(keys: &KeyRing, batches: &Batches, r: &AuditRecord) -> Result<(), RowFailure> {
-    let ps = r.protect_string();
-    let leaves = Leaves {
-        text: merkle::leaf_hash(ps.as_bytes()),
-        canonical: canonical::row_leaf(r),
-    };
-    verify_prepared(keys, batches, r, &ps, &leaves)
+    verify_prepared(keys, batches, &Prepared::new(r))
 }
 
 /// A batched row's inclusion proof as stored, with the root it leads to (docs/FORMAT.md 6.3;
@@ -257,31 +253,67 @@ pub fn inclusion(r: &AuditRecord, p: &RowProtection) -> Result<Inclusion, RowFai
     })
 }
 
-/// A row's two leaf hashes (docs/FORMAT.md 6.1): of its protect string and of its canonical
-/// encoding.
+/// A row's leaf hashes (docs/FORMAT.md 6.1): of its canonical encoding, and of its protect
+/// string when the head hash of fold 1 is kept.
 #[derive(Debug, Clone, Copy)]
 pub struct Leaves {
-    pub text: Hash,
+    pub text: Option<Hash>,
     pub canonical: Hash,
 }
 
-/// `verify_row` with the row's protect string and leaf hashes already computed.
+/// A row and what its checks may need, each computed at most once and only when asked for: its
+/// protect string and its two leaf hashes. A version 4 row needs neither the protect string nor
+/// its hash unless a checkpoint of fold 1 is to be compared.
+pub(super) struct Prepared<'r> {
+    pub row: &'r AuditRecord,
+    protect_string: OnceCell<String>,
+    text: OnceCell<Hash>,
+    canonical: OnceCell<Hash>,
+}
+
+impl<'r> Prepared<'r> {
+    pub fn new(row: &'r AuditRecord) -> Self {
+        Prepared {
+            row,
+            protect_string: OnceCell::new(),
+            text: OnceCell::new(),
+            canonical: OnceCell::new(),
+        }
+    }
+
+    pub fn protect_string(&self) -> &str {
+        self.protect_string
+            .get_or_init(|| self.row.protect_string())
+    }
+
+    /// The leaf of the protect string (versions 3, and fold 1).
+    pub fn text_leaf(&self) -> &Hash {
+        self.text
+            .get_or_init(|| merkle::leaf_hash(self.protect_string().as_bytes()))
+    }
+
+    /// The leaf of the canonical encoding (version 4, and fold 2).
+    pub fn canonical_leaf(&self) -> &Hash {
+        self.canonical.get_or_init(|| canonical::row_leaf(self.row))
+    }
+}
+
+/// `verify_row` on a row whose protect string and leaf hashes may already be computed.
 pub(super) fn verify_prepared(
     keys: &KeyRing,
     batches: &Batches,
-    r: &AuditRecord,
-    protect_string: &str,
-    leaves: &Leaves,
+    prepared: &Prepared,
 ) -> Result<(), RowFailure> {
+    let r = prepared.row;
     let stored = r
         .row_protection
         .as_deref()
         .ok_or(RowFailure::NullProtection)?;
     let p = RowProtection::parse(stored)?;
     match p.version {
-        ProtectionVersion::Batch => return verify_batched(batches, r, &p, &leaves.text),
+        ProtectionVersion::Batch => return verify_batched(batches, r, &p, prepared.text_leaf()),
         ProtectionVersion::BatchCanonical => {
-            return verify_batched(batches, r, &p, &leaves.canonical);
+            return verify_batched(batches, r, &p, prepared.canonical_leaf());
         }
         ProtectionVersion::Hmac | ProtectionVersion::Signature => {}
     }
@@ -294,7 +326,7 @@ pub(super) fn verify_prepared(
             row: p.version.number(),
         });
     }
-    key.verify(protect_string.as_bytes(), &p.value)
+    key.verify(prepared.protect_string().as_bytes(), &p.value)
         .map_err(|e| match e {
             // Unreadable comes only from a reader, not from bytes in memory.
             VerifyError::Unavailable(why) | VerifyError::Unreadable(why) => {

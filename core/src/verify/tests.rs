@@ -267,6 +267,49 @@ async fn fold_2_checkpoints_catch_the_edits_on_rows_of_every_version_fold_1_does
     }
 }
 
+/// Fold 1 is computed only for a node with a checkpoint of fold 1 (`decide_text_fold`): a stored
+/// one is compared with the rows, a wrong one fails on its head hash, and a node with fold 2
+/// checkpoints alone verifies without it.
+#[tokio::test]
+async fn stored_fold_1_checkpoints_are_compared() {
+    use crate::format::checkpoint::KIND_CHECKPOINT;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = crate::store::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let token: crate::crypto::token::SharedToken =
+        Arc::new(crate::crypto::token::HmacToken::new(1, b"fold secret"));
+    let mut ring = KeyRing::new();
+    ring.insert(1, token.verify_key());
+    let ring = Arc::new(ring);
+    write_attack_rows(&store, &token, "f", None).await;
+    let rows = store.read_node("f", 0, None, 100).await.unwrap();
+    let mut heads = Heads::from(Head::default());
+    rows.iter().for_each(|r| heads.push(r));
+    let sign = |h: &Head| Checkpoint::sign(token.as_ref(), "f", h, 1, KIND_CHECKPOINT).unwrap();
+    let verify = || async {
+        verify_log(&store, &ring, &Selection::All, &VerifyOptions::default())
+            .await
+            .unwrap()
+    };
+    store
+        .insert_checkpoint(&sign(&heads.canonical))
+        .await
+        .unwrap();
+    let rep = verify().await;
+    assert_eq!((rep.errors, rep.nodes[0].checkpoints), (0, 1), "{rep}");
+
+    // A fold 1 checkpoint at row 1 with the head hash of row 0: wrong.
+    let mut earlier = Head::default().in_fold(Layout::Text);
+    earlier.push(&rows[0]);
+    earlier.sequence_number = rows[1].sequence_number;
+    store.insert_checkpoint(&sign(&earlier)).await.unwrap();
+    let rep = verify().await;
+    let failed = &rep.nodes[0].failed_checkpoints;
+    assert_eq!(failed.len(), 1, "{rep}");
+    assert!(failed[0].reason.contains("head hash"), "{rep}");
+}
+
 /// An idle node with an older release's checkpoint (fold 1) at its last row, archived whole
 /// by this release (a marker of fold 2 at the same sequence): archiving keeps the
 /// checkpoint, and its head hash, of the other fold, is not the marker's. It cannot be
