@@ -65,20 +65,22 @@ pub(super) fn check_statement(keys: &KeyRing, b: &BatchRecord) -> Result<(), Str
     b.verify_protection(keys).map_err(|f| f.to_string())
 }
 
-/// The batch statements version 3 rows refer to, looked up and checked once each.
+/// The batch statements version 3 and 4 rows refer to, looked up and checked once each, by node
+/// and first sequence number (a lookup allocates nothing: it runs once or twice per row).
 #[derive(Debug, Default)]
 pub struct Batches {
-    map: HashMap<(String, i64), Option<CheckedBatch>>,
+    map: HashMap<String, HashMap<i64, Option<CheckedBatch>>>,
 }
 
 impl Batches {
-    /// Looks up (and checks) the statement of every version 3 row in `rows` not seen yet.
+    /// Looks up (and checks) the statement of every version 3 or 4 row in `rows` not seen yet.
     pub async fn load_for(
         &mut self,
         store: &dyn Store,
         keys: &KeyRing,
         rows: &[AuditRecord],
     ) -> Result<(), StoreError> {
+        let mut previous: Option<(&str, i64)> = None;
         for r in rows {
             let Some(first) = r
                 .row_protection
@@ -87,28 +89,38 @@ impl Batches {
             else {
                 continue;
             };
-            let key = (r.node_id.clone(), first);
-            if let std::collections::hash_map::Entry::Vacant(slot) = self.map.entry(key) {
-                let (node, first) = slot.key();
-                let b = store.get_batch(node, *first).await?;
-                slot.insert(b.map(|b| CheckedBatch::check(keys, b)));
+            // Rows of one batch come one after another.
+            if previous == Some((r.node_id.as_str(), first)) {
+                continue;
             }
+            previous = Some((r.node_id.as_str(), first));
+            if self.get(&r.node_id, first).is_some() {
+                continue;
+            }
+            let b = store.get_batch(&r.node_id, first).await?;
+            self.map
+                .entry(r.node_id.clone())
+                .or_default()
+                .insert(first, b.map(|b| CheckedBatch::check(keys, b)));
         }
         Ok(())
     }
 
+    /// The lookup of the batch of `node` starting at `first`: None when not loaded, Some(None)
+    /// when loaded and not there.
+    fn get(&self, node: &str, first: i64) -> Option<&Option<CheckedBatch>> {
+        self.map.get(node)?.get(&first)
+    }
+
     /// The statement of the batch of `node` starting at `first`, if it was loaded.
     pub fn statement(&self, node: &str, first: i64) -> Option<&BatchRecord> {
-        self.map
-            .get(&(node.to_string(), first))?
-            .as_ref()
-            .map(|c| &c.batch)
+        self.get(node, first)?.as_ref().map(|c| &c.batch)
     }
 
     /// The statement of the batch of `node` starting at `first`, if it was loaded, and whether
     /// its MAC or signature verifies (the reason when not).
     pub fn checked(&self, node: &str, first: i64) -> Option<(&BatchRecord, Result<(), &str>)> {
-        let c = self.map.get(&(node.to_string(), first))?.as_ref()?;
+        let c = self.get(node, first)?.as_ref()?;
         Some((
             &c.batch,
             c.statement.as_ref().map(|_| ()).map_err(String::as_str),
@@ -117,20 +129,21 @@ impl Batches {
 
     /// Adds (and checks) a statement read from elsewhere (an archive segment).
     pub fn insert(&mut self, keys: &KeyRing, b: BatchRecord) {
-        self.map.insert(
-            (b.node_id.clone(), b.first_sequence_number),
-            Some(CheckedBatch::check(keys, b)),
-        );
+        self.map
+            .entry(b.node_id.clone())
+            .or_default()
+            .insert(b.first_sequence_number, Some(CheckedBatch::check(keys, b)));
     }
 
     /// Forgets the batches of `node` that end before `seq` (rows come in order: memory stays
     /// bounded by the batches of one chunk).
     pub fn forget_before(&mut self, node: &str, seq: i64) {
-        self.map.retain(|(n, _), b| {
-            n != node
-                || b.as_ref()
+        if let Some(m) = self.map.get_mut(node) {
+            m.retain(|_, b| {
+                b.as_ref()
                     .is_none_or(|b| b.batch.last_sequence_number >= seq)
-        });
+            });
+        }
     }
 }
 
@@ -146,8 +159,7 @@ fn verify_batched(
         InclusionPayload::from_bytes(&p.value).map_err(|e| RowFailure::Inclusion(e.to_string()))?;
     let first = payload.first_sequence_number;
     let checked = batches
-        .map
-        .get(&(r.node_id.clone(), first))
+        .get(&r.node_id, first)
         .and_then(Option::as_ref)
         .ok_or(RowFailure::BatchMissing(first))?;
     let b = &checked.batch;
