@@ -134,13 +134,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot handle SIGHUP")?;
     if args.man {
-        use clap::CommandFactory;
-        let mut page = Vec::new();
-        clap_mangen::Man::new(Args::command())
-            .render(&mut page)
-            .context("cannot render the man page")?;
-        std::io::Write::write_all(&mut std::io::stdout(), &page)?;
-        return Ok(());
+        return print_man();
     }
     let overrides = Overrides {
         config: args.config,
@@ -208,6 +202,17 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     .on_sighup(hup);
     started.serve(shutdown).await?;
     tracing::info!("auditseal-server stopped");
+    Ok(())
+}
+
+/// `--man`: the man page on stdout.
+fn print_man() -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Args::command())
+        .render(&mut page)
+        .context("cannot render the man page")?;
+    std::io::Write::write_all(&mut std::io::stdout(), &page)?;
     Ok(())
 }
 

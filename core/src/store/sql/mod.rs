@@ -190,19 +190,16 @@ where
     }
 
     async fn all_nodes(&self, limit: Option<usize>) -> Result<Vec<String>, StoreError> {
-        // All three tables' primary keys start with nodeid: the same loose scan. The first
-        // `limit` of the union are among the first `limit` of each table.
+        // One loose scan per table (each key starts with nodeid); the first `limit` of the
+        // union are among the first `limit` of each. Only the rows' table must exist.
         let mut all = std::collections::BTreeSet::new();
         for table in ["auditrecorddata", "auditbatchdata", "auditcheckpointdata"] {
-            let found: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(
-                super::first_distinct_nodes(table, limit),
-            ))
-            .fetch_all(self.pool())
-            .await
-            .or_else(|e| match table {
-                "auditrecorddata" => Err(e),
-                _ => absent(e),
-            })?;
+            let sql = super::first_distinct_nodes(table, limit);
+            let found = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_all(self.pool());
+            let found: Vec<String> = match table {
+                "auditrecorddata" => found.await?,
+                _ => found.await.or_else(absent)?,
+            };
             all.extend(found);
         }
         Ok(all.into_iter().take(limit.unwrap_or(usize::MAX)).collect())
