@@ -1,21 +1,14 @@
-//! Authentication and roles (docs/API.md "Authentication and roles").
+//! Authentication and roles (docs/API.md "Authentication and roles"): the credentials the
+//! server knows (API tokens, client certificates) and the first admin token. The checks on each
+//! request are in `guard`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-
 use auditseal_core::access::{Role, token_hash};
 use auditseal_core::store::{SharedStore, StoreError};
-
-use crate::error::ApiError;
-use crate::state::AppState;
 
 /// What the accept loop knows of a connection, put into each of its requests' extensions.
 #[derive(Debug, Clone)]
@@ -134,6 +127,18 @@ impl Auth {
         self.forbidden.load(Ordering::Relaxed)
     }
 
+    /// Counts a request refused for lack of valid credentials, for the reason at `which` in
+    /// `FAILURE_REASONS`; the total so far.
+    pub(crate) fn count_failure(&self, which: usize) -> u64 {
+        self.failures_by[which].fetch_add(1, Ordering::Relaxed);
+        self.failures.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Counts a request refused for its role; the total so far.
+    pub(crate) fn count_forbidden(&self) -> u64 {
+        self.forbidden.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     fn cached(&self, hash: &str) -> Option<Identity> {
         let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
         tokens.get(hash).map(|(name, role)| Identity {
@@ -221,141 +226,6 @@ impl Auth {
         })
     }
 }
-
-/// Middleware on every route but `/healthz`: finds the caller's identity (a bearer token
-/// first, else a client certificate) and puts it into the request, or answers 401.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let conn = req.extensions().get::<ConnectionInfo>().cloned();
-    let bearer = req.headers().get(header::AUTHORIZATION).map(|v| {
-        v.to_str()
-            .ok()
-            .and_then(|s| s.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim().to_string())
-    });
-    // Err: the index of the reason in FAILURE_REASONS, and the reason in words.
-    let outcome: Result<Identity, (usize, &'static str)> = match bearer {
-        Some(Some(token)) => match state.auth.token(&token).await {
-            Ok(Some(id)) => Ok(id),
-            Ok(None) => Err((2, "unknown or revoked token")),
-            Err(e) => return ApiError::from(e).into_response(),
-        },
-        Some(None) => Err((1, "Authorization header is not \"Bearer <token>\"")),
-        None => match conn.as_ref().and_then(|c| c.client_subject.as_deref()) {
-            Some(subject) => state
-                .auth
-                .certificate(subject)
-                .ok_or((3, "client certificate subject is not mapped to a role")),
-            None => Err((0, "no credentials")),
-        },
-    };
-    match outcome {
-        Ok(id) => {
-            req.extensions_mut().insert(id);
-            next.run(req).await
-        }
-        Err((which, reason)) => {
-            let total = state.auth.failures.fetch_add(1, Ordering::Relaxed) + 1;
-            state.auth.failures_by[which].fetch_add(1, Ordering::Relaxed);
-            // Never the token itself: the reason, the peer, and the certificate subject if any.
-            tracing::warn!(
-                peer = ?conn.as_ref().map(|c| c.peer),
-                subject = conn.as_ref().and_then(|c| c.client_subject.as_deref()),
-                method = %req.method(),
-                path = req.uri().path(),
-                reason,
-                failed_authentications = total,
-                "authentication failed"
-            );
-            let mut resp = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                format!(
-                    "{reason}: send \"Authorization: Bearer <token>\" (auditseal-db token \
-                     create) or a client certificate mapped in [[auth.clients]]"
-                ),
-            )
-            .into_response();
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            resp
-        }
-    }
-}
-
-/// The role a handler needs, checked by its extractor (`Ingester`, `Auditor`, `Admin`,
-/// `Caller`): 403 when the caller's role does not grant it.
-fn require(parts: &Parts, state: &AppState, needed: Option<Role>) -> Result<Identity, ApiError> {
-    let id = parts.extensions.get::<Identity>().cloned().ok_or_else(|| {
-        // Only if a route were mounted outside `authenticate`: refuse rather than serve.
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "no credentials: send \"Authorization: Bearer <token>\"",
-        )
-    })?;
-    match needed {
-        Some(role) if !id.role.grants(role) => {
-            let total = state.auth.forbidden.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(
-                identity = %id.name,
-                role = %id.role,
-                needed = %role,
-                method = %parts.method,
-                path = parts.uri.path(),
-                forbidden_requests = total,
-                "request refused: role does not allow it"
-            );
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "this request needs the {role} role (or admin); {} has the {} role",
-                    id.name, id.role
-                ),
-            ))
-        }
-        _ => Ok(id),
-    }
-}
-
-macro_rules! role_extractor {
-    ($(#[$doc:meta])* $name:ident, $needed:expr) => {
-        $(#[$doc])*
-        pub struct $name(pub Identity);
-
-        impl FromRequestParts<AppState> for $name {
-            type Rejection = ApiError;
-            async fn from_request_parts(
-                parts: &mut Parts,
-                state: &AppState,
-            ) -> Result<Self, Self::Rejection> {
-                require(parts, state, $needed).map($name)
-            }
-        }
-    };
-}
-
-role_extractor!(
-    /// A caller that may add events: `ingest` or `admin`.
-    Ingester,
-    Some(Role::Ingest)
-);
-role_extractor!(
-    /// A caller that may read the log: `auditor` or `admin`.
-    Auditor,
-    Some(Role::Auditor)
-);
-role_extractor!(
-    /// A caller that may manage tokens: `admin`.
-    Admin,
-    Some(Role::Admin)
-);
-role_extractor!(
-    /// Any authenticated caller.
-    Caller,
-    None
-);
 
 /// Why the first admin token could not be made.
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,7 @@ mod body;
 pub mod check;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 mod names;
 pub mod notify;
@@ -18,6 +19,7 @@ pub mod startup;
 pub mod state;
 pub mod tls;
 pub mod verifier;
+pub mod verify_runs;
 
 use std::future::Future;
 
@@ -69,7 +71,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/tokens/{name}", delete(routes::tokens::revoke))
         .route("/api/v1/openapi.json", get(routes::openapi::openapi))
         .route("/metrics", get(routes::metrics::metrics))
-        .fallback(|_: auth::Caller| async {
+        .fallback(|_: guard::Caller| async {
             error::ApiError::not_found("no such endpoint; see docs/API.md")
         })
         .layer(timeout(state.request_timeout))
@@ -77,7 +79,7 @@ pub fn app(state: AppState) -> Router {
         .merge(live)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth::authenticate,
+            guard::authenticate,
         ));
     Router::new()
         .merge(health(&state))

@@ -47,10 +47,24 @@ pub struct AppState {
     /// The Prometheus metrics (`GET /metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
     /// `POST /api/v1/verify`: one run at a time, and its progress (`GET /api/v1/verify`).
-    pub verify_runs: Arc<crate::routes::verify::VerifyRuns>,
+    pub verify_runs: Arc<crate::verify_runs::VerifyRuns>,
 }
 
 impl AppState {
+    /// What a metrics scrape reads at scrape time.
+    pub fn metrics_sources(&self) -> crate::metrics::Sources<'_> {
+        crate::metrics::Sources {
+            store: self.store.as_ref(),
+            device: self.device.as_ref(),
+            signer: self.signer.as_deref(),
+            auth: &self.auth,
+            followers: self
+                .max_followers
+                .saturating_sub(self.followers.available_permits()),
+            read_database: self.read_database.as_deref(),
+        }
+    }
+
     /// Logs an event of auditseal's own (LOG_VERIFY, LOG_EXPORT, TOKEN_CREATE, ...) made at the
     /// request of `who`, who is both its authToken and its recorded submitter.
     pub async fn log_system(

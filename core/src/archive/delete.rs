@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::{ArchiveError, Written};
 use crate::store::Store;
-use crate::store::partition::{ArchiveRange, DroppedPartition};
+use crate::store::archived::{ArchiveRange, DroppedPartition};
 
 /// What `apply` did.
 #[derive(Debug, Default)]

@@ -117,7 +117,7 @@ pub struct AuthSection {
 #[serde(deny_unknown_fields)]
 pub struct ClientRole {
     pub subject: String,
-    pub role: crate::access::Role,
+    pub role: crate::format::api_token::Role,
 }
 
 /// Signed checkpoints of the node's head hash (docs/FORMAT.md section 7).

@@ -8,15 +8,15 @@ use std::sync::Arc;
 use aws_lc_rs::hmac;
 use aws_lc_rs::signature::{self, ParsedPublicKey};
 
-use crate::crypto::token::Algorithm;
+use crate::crypto::algorithm::{Algorithm, TokenError};
 use crate::format::pem;
 use crate::format::protection::ProtectionVersion;
 
 /// Something that can MAC data with a secret it never reveals (an HMAC key in an HSM).
 pub trait MacOracle: Send + Sync {
-    fn mac(&self, data: &[u8]) -> Result<Vec<u8>, crate::crypto::token::TokenError>;
+    fn mac(&self, data: &[u8]) -> Result<Vec<u8>, TokenError>;
     /// The MAC of everything `data` yields, read in chunks.
-    fn mac_reader(&self, data: &mut dyn Read) -> Result<Vec<u8>, crate::crypto::token::TokenError>;
+    fn mac_reader(&self, data: &mut dyn Read) -> Result<Vec<u8>, TokenError>;
 }
 
 /// A key that checks protections: an HMAC secret, an HMAC key held in a token, or a parsed
@@ -167,7 +167,6 @@ impl VerifyKey {
     /// `verify` over everything `data` yields (a file of any size), read once in chunks. A
     /// read error is `VerifyError::Unreadable`: nothing is known about the data.
     pub fn verify_reader(&self, data: &mut dyn Read, protection: &[u8]) -> Result<(), VerifyError> {
-        use crate::crypto::token::TokenError;
         let input = |e: TokenError| match e {
             TokenError::Input(e) => VerifyError::Unreadable(e.to_string()),
             e => VerifyError::Unavailable(e.to_string()),
@@ -175,7 +174,7 @@ impl VerifyKey {
         match self {
             VerifyKey::Hmac(k) => {
                 let mut ctx = hmac::Context::with_key(k);
-                crate::crypto::token::for_each_chunk(data, |c| {
+                crate::crypto::algorithm::for_each_chunk(data, |c| {
                     ctx.update(c);
                     Ok(())
                 })
@@ -189,8 +188,8 @@ impl VerifyKey {
                     .map_err(|_| VerifyError::Mismatch)
             }
             VerifyKey::Public { algorithm, .. } => {
-                let digest =
-                    crate::crypto::token::digest_reader(algorithm.digest(), data).map_err(input)?;
+                let digest = crate::crypto::algorithm::digest_reader(algorithm.digest(), data)
+                    .map_err(input)?;
                 self.verify_digest(&digest, protection)
             }
         }

@@ -2,6 +2,7 @@
 //! verification keys and their policy, protecting a row, and checking a key against what its
 //! keyid protected before.
 
+pub mod algorithm;
 pub mod keycheck;
 pub mod keys;
 pub(crate) mod pkcs11;

@@ -9,7 +9,6 @@ use std::time::Duration;
 use crate::config::{
     CheckpointSection, DEFAULT_BACKLOG_MAX, SyslogSection, SyslogSetting, SyslogTransport,
 };
-use crate::evidence::checkpointer::CheckpointError;
 use crate::evidence::sink::syslog::{self, Header, SyslogSender, Target, TlsTarget};
 use crate::evidence::sink::witness::WitnessSender;
 use crate::evidence::sink::{Forwarder, SinkError};
@@ -21,6 +20,15 @@ pub const WITNESS_BACKLOG: &str = "checkpoint-backlog-witness.jsonl";
 
 /// The APP-NAME when none is configured.
 pub const DEFAULT_APP_NAME: &str = "auditseal";
+
+/// Why a checkpoint's copy could not be written or queued.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("cannot write the checkpoint copy to {path}: {reason}")]
+    Sink { path: PathBuf, reason: String },
+    #[error("cannot queue the checkpoint for {receiver}: {reason}")]
+    Queue { receiver: String, reason: String },
+}
 
 #[derive(Default)]
 pub struct Sinks {
@@ -88,8 +96,8 @@ impl Sinks {
 
     /// Queues `c` durably for the receivers on other hosts (before the database has it, so
     /// that no stored checkpoint is missing from a backlog after a crash).
-    pub async fn queue(&self, c: &Checkpoint) -> Result<(), CheckpointError> {
-        let failed = |receiver: &str, reason: String| CheckpointError::Queue {
+    pub async fn queue(&self, c: &Checkpoint) -> Result<(), CopyError> {
+        let failed = |receiver: &str, reason: String| CopyError::Queue {
             receiver: receiver.to_string(),
             reason,
         };
@@ -108,16 +116,16 @@ impl Sinks {
     }
 
     /// Writes the copies on this host.
-    pub fn copy_local(&self, c: &Checkpoint) -> Result<(), CheckpointError> {
+    pub fn copy_local(&self, c: &Checkpoint) -> Result<(), CopyError> {
         let line = c.to_json_line();
         if let Some(path) = &self.file {
-            append_line(path, &line).map_err(|e| CheckpointError::Sink {
+            append_line(path, &line).map_err(|e| CopyError::Sink {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
         }
         if let Some(path) = &self.local_syslog {
-            send_local_syslog(path, &line).map_err(|e| CheckpointError::Sink {
+            send_local_syslog(path, &line).map_err(|e| CopyError::Sink {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;

@@ -2,13 +2,12 @@
 //! head hash, every interval signs a checkpoint (checkpoint.rs) of it and stores it, and hands
 //! it to the configured sinks (checkpoint_out.rs), so that a copy lives outside the database.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::crypto::token::{SharedToken, TokenError};
-pub use crate::evidence::checkpoint_out::Sinks;
+pub use crate::evidence::checkpoint_out::{CopyError, Sinks};
 pub use crate::evidence::sink::Waiting;
 use crate::format::checkpoint::{Checkpoint, Head, KIND_CHECKPOINT};
 use crate::format::protection::Layout;
@@ -24,10 +23,8 @@ pub enum CheckpointError {
     Token(#[from] TokenError),
     #[error("the node's newest checkpoint (sequence {0}) has a malformed headHash")]
     Malformed(i64),
-    #[error("cannot write the checkpoint copy to {path}: {reason}")]
-    Sink { path: PathBuf, reason: String },
-    #[error("cannot queue the checkpoint for {receiver}: {reason}")]
-    Queue { receiver: String, reason: String },
+    #[error(transparent)]
+    Copy(#[from] CopyError),
 }
 
 pub struct Checkpointer {

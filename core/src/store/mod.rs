@@ -1,6 +1,7 @@
 //! The store: where rows live. One small trait; PostgreSQL and SQLite implement it through sqlx.
 //! SQL is written in lower-case identifiers so the same text serves both databases.
 
+pub mod archived;
 pub mod export;
 pub mod partition;
 mod postgres;
@@ -470,9 +471,9 @@ pub trait Store: Send + Sync {
     /// row. None (nothing done) when the table is not partitioned.
     async fn archive_partitioned(
         &self,
-        ranges: &[partition::ArchiveRange],
+        ranges: &[archived::ArchiveRange],
         before: i64,
-    ) -> Result<Option<partition::PartitionArchive>, StoreError>;
+    ) -> Result<Option<archived::PartitionArchive>, StoreError>;
     /// Up to `query.limit` rows matching every criterion, in `query.order`, after
     /// `query.after` if given.
     /// Like `read_node`, no more rows than fit in `READ_BUDGET_BYTES` (always the first):
@@ -481,9 +482,12 @@ pub trait Store: Send + Sync {
     /// How many rows match every criterion.
     async fn count(&self, criteria: &[Criterion]) -> Result<i64, StoreError>;
     /// Stores a new API token; `Conflict` when its name is taken (revoked names stay taken).
-    async fn insert_token(&self, token: &crate::access::ApiToken) -> Result<(), StoreError>;
+    async fn insert_token(
+        &self,
+        token: &crate::format::api_token::ApiToken,
+    ) -> Result<(), StoreError>;
     /// Every API token, revoked ones included, by name.
-    async fn tokens(&self) -> Result<Vec<crate::access::ApiToken>, StoreError>;
+    async fn tokens(&self) -> Result<Vec<crate::format::api_token::ApiToken>, StoreError>;
     /// Revokes a token at `at` (epoch ms); false when no valid token has this name.
     async fn revoke_token(&self, name: &str, at: i64) -> Result<bool, StoreError>;
     /// Where forwarding sink `sink` stands on `node`: the sequence number of the last row it

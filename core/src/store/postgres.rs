@@ -291,9 +291,9 @@ impl Backend for PgStore {
 
     async fn partitioned_archive(
         &self,
-        ranges: &[super::partition::ArchiveRange],
+        ranges: &[super::archived::ArchiveRange],
         before: i64,
-    ) -> Result<Option<super::partition::PartitionArchive>, StoreError> {
+    ) -> Result<Option<super::archived::PartitionArchive>, StoreError> {
         super::partition::archive_partitioned(self, ranges, before).await
     }
 

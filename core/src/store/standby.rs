@@ -300,9 +300,9 @@ impl Store for ReadOnlyStore {
     }
     async fn archive_partitioned(
         &self,
-        _ranges: &[super::partition::ArchiveRange],
+        _ranges: &[super::archived::ArchiveRange],
         _before: i64,
-    ) -> Result<Option<super::partition::PartitionArchive>, StoreError> {
+    ) -> Result<Option<super::archived::PartitionArchive>, StoreError> {
         Err(no_writes("an archive"))
     }
     async fn query(&self, query: &Query) -> Result<Page, StoreError> {
@@ -311,10 +311,13 @@ impl Store for ReadOnlyStore {
     async fn count(&self, criteria: &[Criterion]) -> Result<i64, StoreError> {
         self.read(|| self.inner.count(criteria)).await
     }
-    async fn insert_token(&self, _token: &crate::access::ApiToken) -> Result<(), StoreError> {
+    async fn insert_token(
+        &self,
+        _token: &crate::format::api_token::ApiToken,
+    ) -> Result<(), StoreError> {
         Err(no_writes("an API token"))
     }
-    async fn tokens(&self) -> Result<Vec<crate::access::ApiToken>, StoreError> {
+    async fn tokens(&self) -> Result<Vec<crate::format::api_token::ApiToken>, StoreError> {
         self.read(|| self.inner.tokens()).await
     }
     async fn revoke_token(&self, _name: &str, _at: i64) -> Result<bool, StoreError> {

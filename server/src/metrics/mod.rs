@@ -8,6 +8,8 @@
 mod labels;
 mod register;
 mod scrape;
+
+pub use scrape::Sources;
 #[cfg(test)]
 mod tests;
 

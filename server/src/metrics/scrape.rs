@@ -6,14 +6,28 @@ use std::sync::atomic::Ordering;
 
 use prometheus_client::metrics::counter::Counter;
 
+use auditseal_core::device::LogDevice;
+use auditseal_core::store::Store;
+use auditseal_core::token::CryptoToken;
+
 use super::Metrics;
 use super::labels::*;
-use crate::state::AppState;
+
+/// Where the scrape-time values are kept (the server's state lends them).
+pub struct Sources<'a> {
+    pub store: &'a dyn Store,
+    pub device: &'a dyn LogDevice,
+    pub signer: Option<&'a dyn CryptoToken>,
+    pub auth: &'a crate::auth::Auth,
+    /// Live followers (`GET /api/v1/events:follow`) now.
+    pub followers: usize,
+    pub read_database: Option<&'a crate::reads::ReadDatabase>,
+}
 
 impl Metrics {
     /// The metrics as text, OpenMetrics when `openmetrics`, else the classic Prometheus text
     /// format. Reads the newest checkpoints from the database (one query); the rest is memory.
-    pub async fn render(&self, state: &AppState, openmetrics: bool) -> String {
+    pub async fn render(&self, state: &Sources<'_>, openmetrics: bool) -> String {
         let checkpoints = state.store.latest_checkpoints().await;
         match &checkpoints {
             Ok(_) => crate::outage::DATABASE.answered(),
@@ -29,8 +43,8 @@ impl Metrics {
         }
         self.checkpoint_writer_now();
         self.forwarding_now();
-        if let Some(token) = &state.signer {
-            self.token_calls_of(token.as_ref());
+        if let Some(token) = state.signer {
+            self.token_calls_of(token);
         }
         self.signing_key_ready
             .set(i64::from(self.key_refused().is_none()));
@@ -43,11 +57,8 @@ impl Metrics {
             );
         }
         catch_up(&self.forbidden, state.auth.forbidden());
-        let live = state
-            .max_followers
-            .saturating_sub(state.followers.available_permits());
-        self.followers.set(live as i64);
-        self.reads.refresh(state.read_database.as_deref());
+        self.followers.set(state.followers as i64);
+        self.reads.refresh(state.read_database);
         let mut text = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
             tracing::error!(error = %e, "cannot encode the metrics");

@@ -15,8 +15,8 @@ use auditseal_core::store::Criterion;
 use auditseal_core::token::TokenError;
 use auditseal_core::verify::{Batches, verify_row};
 
-use crate::auth::Auditor;
 use crate::error::ApiError;
+use crate::guard::Auditor;
 use crate::routes::events::verification_failed;
 use crate::state::AppState;
 

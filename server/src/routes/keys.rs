@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::state::AppState;
 
-pub async fn list(_: crate::auth::Auditor, State(state): State<AppState>) -> Json<Value> {
+pub async fn list(_: crate::guard::Auditor, State(state): State<AppState>) -> Json<Value> {
     let keys: Vec<Value> = state
         .key_listing
         .iter()

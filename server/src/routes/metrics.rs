@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::auth::Auditor;
+use crate::guard::Auditor;
 use crate::metrics::{OPENMETRICS_TYPE, TEXT_TYPE};
 use crate::state::AppState;
 
@@ -23,7 +23,10 @@ pub async fn open_metrics(State(state): State<AppState>, headers: HeaderMap) -> 
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
-    let text = state.metrics.render(&state, openmetrics).await;
+    let text = state
+        .metrics
+        .render(&state.metrics_sources(), openmetrics)
+        .await;
     let content_type = if openmetrics {
         OPENMETRICS_TYPE
     } else {

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 /// The document, built into the binary.
 pub const DOCUMENT: &str = include_str!("../../openapi.json");
 
-pub async fn openapi(_: crate::auth::Caller) -> impl IntoResponse {
+pub async fn openapi(_: crate::guard::Caller) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], DOCUMENT)
 }
 

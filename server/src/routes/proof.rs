@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use auditseal_core::protection::RowProtection;
 use auditseal_core::verify::{Batches, inclusion, verify_row};
 
-use crate::auth::Auditor;
 use crate::error::ApiError;
+use crate::guard::Auditor;
 use crate::state::AppState;
 
 /// `{"valid": true}` or `{"valid": false, "reason": ...}`, as rows' `verification` reads.

@@ -190,7 +190,7 @@ impl Follow {
 }
 
 pub async fn stream(
-    crate::auth::Auditor(who): crate::auth::Auditor,
+    crate::guard::Auditor(who): crate::guard::Auditor,
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,

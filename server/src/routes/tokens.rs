@@ -15,8 +15,8 @@ use serde_json::{Map, Value, json};
 use auditseal_core::access::{AccessError, CreateError, Role, create_logged, new_token};
 use auditseal_core::time::{format_iso8601, now_millis};
 
-use crate::auth::Admin;
 use crate::error::ApiError;
+use crate::guard::Admin;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]

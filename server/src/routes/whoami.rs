@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use auditseal_core::access::Role;
 
-use crate::auth::Caller;
+use crate::guard::Caller;
 
 pub async fn whoami(Caller(id): Caller) -> Json<Value> {
     Json(json!({

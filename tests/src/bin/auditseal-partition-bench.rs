@@ -16,7 +16,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use auditseal_core::checkpoint::Checkpoint;
-use auditseal_core::store::partition::{ArchiveRange, Interval};
+use auditseal_core::store::archived::ArchiveRange;
+use auditseal_core::store::partition::Interval;
 use auditseal_core::store::{PgStore, Store};
 use sqlx::Connection;
 

@@ -10,38 +10,13 @@ use std::collections::BTreeMap;
 use sqlx::{Connection, PgConnection};
 
 use super::PartitionInfo;
-use crate::format::checkpoint::Checkpoint;
+use crate::store::archived::{ArchiveRange, DroppedPartition, PartitionArchive};
 use crate::store::sql::{Own, insert_checkpoint};
 use crate::store::{PgStore, StoreError};
 
 /// How long the archive waits for a partition's lock, or for the table's to drop partitions,
 /// before it deletes those rows one by one instead: inserts queue behind a waiting DROP.
 const LOCK_TIMEOUT: &str = "5s";
-
-/// One node's archived rows: `first` to the marker's sequence number, `rows` of them.
-#[derive(Debug, Clone)]
-pub struct ArchiveRange {
-    pub marker: Checkpoint,
-    pub first: i64,
-    pub rows: u64,
-}
-
-/// A partition the archive dropped, and how many (archived) rows it held.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DroppedPartition {
-    pub name: String,
-    pub rows: u64,
-}
-
-/// What an archive did on a partitioned table.
-#[derive(Debug, Default)]
-pub struct PartitionArchive {
-    /// Archived rows removed per node, dropped or deleted.
-    pub deleted: BTreeMap<String, u64>,
-    pub dropped: Vec<DroppedPartition>,
-    /// Partitions that could have been dropped and were not, and why.
-    pub notes: Vec<String>,
-}
 
 /// A partition name as an SQL identifier.
 fn ident(name: &str) -> String {

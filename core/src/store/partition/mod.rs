@@ -11,7 +11,6 @@
 mod archive;
 mod setup;
 
-pub use archive::{ArchiveRange, DroppedPartition, PartitionArchive};
 pub use setup::Made;
 
 use super::{PgStore, StoreError};

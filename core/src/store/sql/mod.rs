@@ -10,13 +10,13 @@
 
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
+use super::archived::{ArchiveRange, PartitionArchive};
 use super::export::ExportCursor;
-use super::partition::{ArchiveRange, PartitionArchive};
 use super::query::Select;
 use super::{
     BelowStart, Criterion, Fence, NodeHead, NodeLock, Page, Span, Store, StoreError, absent,
 };
-use crate::access::ApiToken;
+use crate::format::api_token::ApiToken;
 use crate::format::batch::BatchRecord;
 use crate::format::checkpoint::{Checkpoint, KIND_ARCHIVE};
 use crate::format::record::AuditRecord;

@@ -13,9 +13,10 @@ use auditseal_core::device::{Appended, DeviceError, NewEvent};
 use auditseal_core::record;
 
 use super::validate::{parse_bulk, parse_event};
-use crate::auth::{Identity, Ingester};
+use crate::auth::Identity;
 use crate::body::body_or_error;
 use crate::error::ApiError;
+use crate::guard::Ingester;
 use crate::state::AppState;
 
 /// The request header that makes a request's events exactly-once without a pk in each.

@@ -11,8 +11,8 @@ use auditseal_core::record::AuditRecord;
 use auditseal_core::store::{Criterion, Cursor, Order, Query};
 use auditseal_core::verify::{Batches, verify_row};
 
-use crate::auth::Auditor;
 use crate::error::ApiError;
+use crate::guard::Auditor;
 use crate::state::AppState;
 
 /// Most rows one query returns.
