@@ -10,6 +10,7 @@ use super::row::{Batches, Leaves, Prepared, RowFailure, verify_prepared};
 use super::{FailedCheckpoint, FailedRow, Hole, NodeReport, VerifyOptions, is_hmac};
 use crate::crypto::keys::KeyRing;
 use crate::format::checkpoint::{Checkpoint, Head, Heads, KIND_ARCHIVE};
+use crate::format::merkle::NodeMemo;
 use crate::format::protection::Layout;
 use crate::format::record::AuditRecord;
 use crate::store::{SharedStore, Store, StoreError};
@@ -28,11 +29,12 @@ fn check_rows(
     rows: &[AuditRecord],
     text_fold: bool,
 ) -> Vec<RowCheck> {
+    // Each piece of the chunk is checked in order with one memo of Merkle interior nodes.
     rows.par_iter()
         .with_min_len(64)
-        .map(|r| {
+        .map_init(NodeMemo::default, |memo, r| {
             let prepared = Prepared::new(r);
-            let result = verify_prepared(keys, batches, &prepared);
+            let result = verify_prepared(keys, batches, &prepared, memo);
             let leaves = Leaves {
                 text: text_fold.then(|| *prepared.text_leaf()),
                 canonical: *prepared.canonical_leaf(),

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use crate::crypto::keys::{KeyRing, PolicyError, VerifyError};
 use crate::format::batch::{self, BatchRecord, InclusionPayload};
 use crate::format::canonical;
-use crate::format::merkle::{self, Hash};
+use crate::format::merkle::{self, Hash, NodeMemo};
 use crate::format::protection::{ProtectionParseError, ProtectionVersion, RowProtection};
 use crate::format::record::AuditRecord;
 use crate::format::statement::SignedStatement;
@@ -154,6 +154,7 @@ fn verify_batched(
     r: &AuditRecord,
     p: &RowProtection,
     leaf: &Hash,
+    memo: &mut NodeMemo,
 ) -> Result<(), RowFailure> {
     let payload =
         InclusionPayload::from_bytes(&p.value).map_err(|e| RowFailure::Inclusion(e.to_string()))?;
@@ -200,12 +201,13 @@ fn verify_batched(
     let root = checked.root.ok_or_else(|| {
         RowFailure::Inclusion("the batch's merkleRoot is not 32 bytes of hex".into())
     })?;
-    merkle::verify_inclusion(
+    merkle::verify_inclusion_memo(
         index as u64,
         u64::from(payload.tree_size),
         leaf,
         &payload.proof,
         &root,
+        memo,
     )
     .map_err(|_| {
         RowFailure::Inclusion(
@@ -217,7 +219,7 @@ fn verify_batched(
 /// Checks one row against the key its rowProtection names (version 3 rows: against their batch,
 /// which `batches` must have loaded).
 pub fn verify_row(keys: &KeyRing, batches: &Batches, r: &AuditRecord) -> Result<(), RowFailure> {
-    verify_prepared(keys, batches, &Prepared::new(r))
+    verify_prepared(keys, batches, &Prepared::new(r), &mut NodeMemo::default())
 }
 
 /// A batched row's inclusion proof as stored, with the root it leads to (docs/FORMAT.md 6.3;
@@ -310,11 +312,13 @@ impl<'r> Prepared<'r> {
     }
 }
 
-/// `verify_row` on a row whose protect string and leaf hashes may already be computed.
+/// `verify_row` on a row whose protect string and leaf hashes may already be computed; `memo`
+/// holds the interior nodes of the inclusion proofs followed before (rows in order share them).
 pub(super) fn verify_prepared(
     keys: &KeyRing,
     batches: &Batches,
     prepared: &Prepared,
+    memo: &mut NodeMemo,
 ) -> Result<(), RowFailure> {
     let r = prepared.row;
     let stored = r
@@ -323,9 +327,11 @@ pub(super) fn verify_prepared(
         .ok_or(RowFailure::NullProtection)?;
     let p = RowProtection::parse(stored)?;
     match p.version {
-        ProtectionVersion::Batch => return verify_batched(batches, r, &p, prepared.text_leaf()),
+        ProtectionVersion::Batch => {
+            return verify_batched(batches, r, &p, prepared.text_leaf(), memo);
+        }
         ProtectionVersion::BatchCanonical => {
-            return verify_batched(batches, r, &p, prepared.canonical_leaf());
+            return verify_batched(batches, r, &p, prepared.canonical_leaf(), memo);
         }
         ProtectionVersion::Hmac | ProtectionVersion::Signature => {}
     }
