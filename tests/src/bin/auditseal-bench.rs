@@ -412,14 +412,24 @@ async fn growth_figures(
         "\n[g] growth: {} x 1,000,000 events through the bulk endpoint (requests of 1,000, 4 connections), one table",
         o.growth
     );
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    let mut before = database_work(&mut conn).await;
     let mut rates = Vec::new();
     for m in 1..=o.growth {
         let rate = bulk(&server, 1000, 1000).await;
+        let now = database_work(&mut conn).await;
         println!(
-            "    million {m:>2}: {rate:>9.0} events/s; server RSS {:.1} MB (peak {:.1} MB)",
+            "    million {m:>2}: {rate:>9.0} events/s; server RSS {:.1} MB (peak {:.1} MB); \
+             PostgreSQL meanwhile: {} autovacuum(s) of the table, {} checkpoint(s), {:.0} MB \
+             of WAL; table and indexes {:.1} GB",
             rss("VmRSS"),
-            rss("VmHWM")
+            rss("VmHWM"),
+            now.0 - before.0,
+            now.1 - before.1,
+            (now.2 - before.2) as f64 / 1e6,
+            now.3 as f64 / 1e9
         );
+        before = now;
         rates.push(rate);
     }
     if let (Some(first), Some(last)) = (rates.first(), rates.last()) {
@@ -429,6 +439,21 @@ async fn growth_figures(
         );
     }
     server.stop();
+}
+
+/// What PostgreSQL did so far that slows inserts as a table grows: autovacuum runs on the
+/// table, checkpoints, bytes of WAL written, and the table's size with its indexes.
+async fn database_work(conn: &mut sqlx::PgConnection) -> (i64, i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT COALESCE(SUM(autovacuum_count), 0)::bigint FROM pg_stat_user_tables \
+           WHERE relname = 'auditrecorddata'), \
+         (SELECT (checkpoints_timed + checkpoints_req)::bigint FROM pg_stat_bgwriter), \
+         pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint, \
+         pg_total_relation_size('auditrecorddata')",
+    )
+    .fetch_one(conn)
+    .await
+    .expect("read PostgreSQL's statistics")
 }
 
 /// Posts `requests` NDJSON requests of `per_request` events from 4 connections to the bulk
