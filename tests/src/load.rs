@@ -117,7 +117,7 @@ pub async fn open_loop(
     rate: f64,
     total: usize,
     connections: usize,
-) -> Run {
+) -> OpenLoop {
     let body: Arc<[u8]> = body.into();
     let slots = Arc::new(tokio::sync::Semaphore::new(connections));
     let interval = Duration::from_secs_f64(1.0 / rate);
@@ -129,16 +129,32 @@ pub async fn open_loop(
         let slot = slots.clone().acquire_owned().await.expect("semaphore");
         let (client, url, body) = (client.clone(), url.to_string(), body.clone());
         tasks.push(tokio::spawn(async move {
+            // How late the request starts: the client's own share of its latency (a free
+            // connection slot, a core for this task).
+            let lag = due.elapsed();
             post(&client, &url, &body).await;
             drop(slot);
-            due.elapsed()
+            (due.elapsed(), lag)
         }));
     }
-    let mut lat = Vec::with_capacity(total);
+    let (mut lat, mut lags) = (Vec::with_capacity(total), Vec::with_capacity(total));
     for t in tasks {
-        lat.push(t.await.expect("request"));
+        let (l, lag) = t.await.expect("request");
+        lat.push(l);
+        lags.push(lag);
     }
-    Run::new(lat, started.elapsed())
+    let elapsed = started.elapsed();
+    OpenLoop {
+        run: Run::new(lat, elapsed),
+        start_lag: Run::new(lags, elapsed),
+    }
+}
+
+/// An open-loop run: each request's latency from its due time, and how late after its due time
+/// it began to be sent (the part spent in the client before any byte went out).
+pub struct OpenLoop {
+    pub run: Run,
+    pub start_lag: Run,
 }
 
 /// The batched device's own timings, from its per-batch debug lines ("batch sealed ...

@@ -456,6 +456,67 @@ async fn database_work(conn: &mut sqlx::PgConnection) -> (i64, i64, i64, i64) {
     .expect("read PostgreSQL's statistics")
 }
 
+/// The server's ingest latency histogram (its handler to the acknowledgement) from /metrics:
+/// each bucket's upper bound and cumulative count, summed over devices.
+async fn ingest_histogram(server: &Server) -> Vec<(f64, f64)> {
+    let text = server
+        .client()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics");
+    let mut buckets: std::collections::BTreeMap<u64, f64> = Default::default();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("auditseal_ingest_duration_seconds_bucket{"))
+    {
+        let le = line.split("le=\"").nth(1).and_then(|r| r.split('"').next());
+        let count = line.rsplit(' ').next().and_then(|c| c.parse::<f64>().ok());
+        let le = match le {
+            Some("+Inf") => f64::INFINITY,
+            Some(v) => v.parse().unwrap_or(f64::NAN),
+            None => continue,
+        };
+        if let Some(count) = count {
+            *buckets.entry(le.to_bits()).or_default() += count;
+        }
+    }
+    let mut list: Vec<(f64, f64)> = buckets
+        .into_iter()
+        .map(|(le, n)| (f64::from_bits(le), n))
+        .collect();
+    list.sort_by(|a, b| a.0.total_cmp(&b.0));
+    list
+}
+
+/// The upper bound of the bucket that holds quantile `q` of what was observed between two
+/// readings of the histogram, as text ("n/a" when nothing was).
+fn histogram_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> String {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, n)| {
+            let was = before
+                .iter()
+                .find(|(b, _)| b == le)
+                .map_or(0.0, |(_, m)| *m);
+            (*le, n - was)
+        })
+        .collect();
+    let Some(&(_, total)) = delta.last() else {
+        return "n/a".into();
+    };
+    if total <= 0.0 {
+        return "n/a".into();
+    }
+    match delta.iter().find(|(_, n)| *n >= q * total) {
+        Some((le, _)) if le.is_finite() => format!("{:.1} ms", le * 1000.0),
+        _ => "above the largest bucket".into(),
+    }
+}
+
 /// Posts `requests` NDJSON requests of `per_request` events from 4 connections to the bulk
 /// endpoint; the events per second.
 async fn bulk(server: &Server, requests: usize, per_request: usize) -> f64 {
@@ -811,12 +872,29 @@ async fn batched_figures(
     // (f) open loop: a constant arrival rate at half of (c)'s peak, latency from each due time.
     let rate = single.rate() / 2.0;
     let total = ((rate * 10.0) as usize).clamp(1000, o.bulk / 2);
-    let open = load::open_loop(&posts, &events_url, &body, rate, total, clients).await;
+    let histogram_before = ingest_histogram(&server).await;
+    let load::OpenLoop {
+        run: open,
+        start_lag,
+    } = load::open_loop(&posts, &events_url, &body, rate, total, clients).await;
+    let histogram_after = ingest_histogram(&server).await;
     let log_f = log_since(&server, &format!("{log_b}{log_c}"));
     println!(
         "\n[f] open loop: {total} single POSTs due at {rate:.0}/s (half of (c)), at most {clients} in flight; latency from each due time"
     );
     println!("    {open}");
+    println!(
+        "    of which before the request was sent (client: a free slot, a core): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(start_lag.percentile(0.5)),
+        ms(start_lag.percentile(0.99)),
+        ms(start_lag.latencies.last().copied().unwrap_or_default())
+    );
+    let quantile = |q| histogram_quantile(&histogram_before, &histogram_after, q);
+    println!(
+        "    server, handler to acknowledgement (auditseal_ingest_duration_seconds, bucket bounds): p50 <= {}, p99 <= {}",
+        quantile(0.5),
+        quantile(0.99)
+    );
     let timings = batch_timings(&log_f);
     if timings.batches > 0 {
         println!(
