@@ -414,6 +414,8 @@ async fn growth_figures(
     );
     let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
     let mut before = database_work(&mut conn).await;
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    let watcher = tokio::spawn(watch_maintenance(url.to_string(), seen.clone()));
     let mut rates = Vec::new();
     for m in 1..=o.growth {
         let rate = bulk(&server, 1000, 1000).await;
@@ -429,9 +431,18 @@ async fn growth_figures(
             (now.2 - before.2) as f64 / 1e6,
             now.3 as f64 / 1e9
         );
+        let workers = std::mem::take(&mut *seen.lock().unwrap());
+        if !workers.is_empty() {
+            let list: Vec<String> = workers
+                .iter()
+                .map(|(q, n)| format!("{q} ({n} of the 2 s samples)"))
+                .collect();
+            println!("        autovacuum workers seen: {}", list.join("; "));
+        }
         before = now;
         rates.push(rate);
     }
+    watcher.abort();
     if let (Some(first), Some(last)) = (rates.first(), rates.last()) {
         println!(
             "    RATIO last million / first = {:.2} (target >= 0.80)",
@@ -439,6 +450,32 @@ async fn growth_figures(
         );
     }
     server.stop();
+}
+
+/// Every 2 s, what PostgreSQL's autovacuum workers are doing (their `pg_stat_activity` query,
+/// e.g. "autovacuum: ANALYZE public.auditrecorddata"), counted into `seen` by sample.
+async fn watch_maintenance(
+    url: String,
+    seen: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u32>>>,
+) {
+    let Ok(mut conn) = sqlx::PgConnection::connect(&url).await else {
+        return;
+    };
+    loop {
+        let queries: Vec<String> = sqlx::query_scalar(
+            "SELECT query FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_default();
+        {
+            let mut seen = seen.lock().unwrap();
+            for q in queries {
+                *seen.entry(q).or_default() += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 /// What PostgreSQL did so far that slows inserts as a table grows: autovacuum runs on the
