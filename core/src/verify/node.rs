@@ -123,7 +123,7 @@ pub(super) struct NodeCheck<'a> {
     /// recomputed. Fold 1 moves only with `text_fold`.
     head: Option<Heads>,
     /// Whether fold 1 is computed: only when a checkpoint or the archive marker of the node is
-    /// of fold 1 (`needs_text_fold`), as it costs a protect string and a hash per row.
+    /// of fold 1 (`decide_text_fold`), as it costs a protect string and a hash per row.
     text_fold: bool,
     /// Checkpoints verified but not compared with the rows (no head hash to compare with).
     /// How many, and the lowest and highest sequence number among them.
@@ -178,7 +178,7 @@ impl NodeCheck<'_> {
             return;
         }
         if c.layout() == Layout::Text && !self.text_fold {
-            // Not there when the check began (`needs_text_fold`): written during the check.
+            // Not there when the check began (`decide_text_fold`): written during the check.
             return self.fail_checkpoint(
                 source,
                 c,
