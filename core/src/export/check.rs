@@ -235,12 +235,17 @@ pub(super) fn verify_reads<R: Read>(
         batches: Batches::default(),
     };
     let mut lines = Lines::new(HashingReader::new(signed()?));
-    // Version 2 CSV and TSV text fields carry a `'` before a formula (section 9.5).
-    let neutral = loaded.request_line.is_some();
+    let mut body = Body {
+        lines: &mut lines,
+        rows: &mut rows,
+        rep: &mut rep,
+        path,
+        neutral: loaded.request_line.is_some(),
+    };
     match loaded.format {
-        Format::Ndjson => read_ndjson(&mut lines, &mut rows, &mut rep, path)?,
-        Format::Csv => read_csv(&mut lines, &mut rows, &mut rep, path, neutral)?,
-        Format::Tsv => read_tsv(&mut lines, &mut rows, &mut rep, path, neutral)?,
+        Format::Ndjson => body.ndjson()?,
+        Format::Csv => body.csv()?,
+        Format::Tsv => body.tsv()?,
     }
     if loaded.format == Format::Ndjson
         && let Some(t) = &loaded.trailer
@@ -357,146 +362,143 @@ impl RowCheck<'_> {
     }
 }
 
-/// NDJSON: the request line (first), batch statements and rows.
-pub(super) fn read_ndjson<R: Read>(
-    lines: &mut Lines<R>,
-    rows: &mut RowCheck<'_>,
-    rep: &mut ExportReport,
-    path: &Path,
-) -> Result<(), ExportError> {
-    while let Some((n, line)) = lines.next_line().map_err(io(path))? {
-        let line = match line {
-            Ok(l) => l.strip_suffix('\n').unwrap_or(l),
-            Err(e) => {
-                rep.error(format!("line {n}: {e}"));
-                continue;
-            }
-        };
-        let mut v: serde_json::Value = match serde_json::from_str(line) {
-            Ok(v) => v,
-            Err(e) => {
-                rep.error(format!("line {n}: {e}"));
-                continue;
-            }
-        };
-        if v.get("type").and_then(serde_json::Value::as_str) == Some("request") {
-            if n == 1 {
-                rep.version = 2;
-                match serde_json::from_value::<ExportRequest>(v) {
-                    Ok(r) => rep.request = Some(r),
-                    Err(e) => rep.error(format!("line 1: request line: {e}")),
+/// The body of an export being checked: where its lines come from, and where the rows and
+/// findings go.
+struct Body<'b, 'k, R> {
+    lines: &'b mut Lines<R>,
+    rows: &'b mut RowCheck<'k>,
+    rep: &'b mut ExportReport,
+    path: &'b Path,
+    /// Version 2 CSV and TSV text fields carry a `'` before a formula (section 9.5).
+    neutral: bool,
+}
+
+impl<R: Read> Body<'_, '_, R> {
+    /// NDJSON: the request line (first), batch statements and rows.
+    fn ndjson(&mut self) -> Result<(), ExportError> {
+        while let Some((n, line)) = self.lines.next_line().map_err(io(self.path))? {
+            let line = match line {
+                Ok(l) => l.strip_suffix('\n').unwrap_or(l),
+                Err(e) => {
+                    self.rep.error(format!("line {n}: {e}"));
+                    continue;
                 }
-            } else {
-                rep.error(format!(
-                    "line {n}: a request line may only be the first line"
+            };
+            let mut v: serde_json::Value = match serde_json::from_str(line) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.rep.error(format!("line {n}: {e}"));
+                    continue;
+                }
+            };
+            if v.get("type").and_then(serde_json::Value::as_str) == Some("request") {
+                if n == 1 {
+                    self.rep.version = 2;
+                    match serde_json::from_value::<ExportRequest>(v) {
+                        Ok(r) => self.rep.request = Some(r),
+                        Err(e) => self.rep.error(format!("line 1: request line: {e}")),
+                    }
+                } else {
+                    self.rep.error(format!(
+                        "line {n}: a request line may only be the first line"
+                    ));
+                }
+                continue;
+            }
+            if v.get("type").is_some() {
+                let kind = v
+                    .as_object_mut()
+                    .and_then(|o| o.remove("type"))
+                    .unwrap_or_default();
+                if kind != "batch" {
+                    self.rep
+                        .error(format!("line {n}: unexpected line type {kind}"));
+                    continue;
+                }
+                match serde_json::from_value::<BatchRecord>(v) {
+                    Ok(b) => self.rows.batches.insert(self.rows.keys, b),
+                    Err(e) => self.rep.error(format!("line {n}: batch statement: {e}")),
+                }
+                continue;
+            }
+            match serde_json::from_value::<AuditRecord>(v) {
+                Ok(r) => self.rows.check(self.rep, r),
+                Err(e) => self.rep.error(format!("line {n}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// CSV: the header record, then one record per row (RFC 4180).
+    fn csv(&mut self) -> Result<(), ExportError> {
+        while let Some((n, record)) = self.lines.next_csv().map_err(io(self.path))? {
+            let parsed = record.and_then(|text| {
+                let mut pos = 0;
+                match next_csv_record(text, &mut pos) {
+                    Ok(Some(fields)) if pos == text.len() => Ok(fields),
+                    Ok(_) => Err("a field is followed by something other than , or CRLF".into()),
+                    Err(e) => Err(e),
+                }
+            });
+            match parsed {
+                Ok(fields) => self.take_fields((n, "record", ","), fields),
+                Err(e) => {
+                    self.rep
+                        .error(format!("record {n}: {e}; the rest is not read"));
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// TSV: the header line, then one line per row.
+    fn tsv(&mut self) -> Result<(), ExportError> {
+        while let Some((n, line)) = self.lines.next_line().map_err(io(self.path))? {
+            let line = match line {
+                Ok(l) => match l.strip_suffix('\n') {
+                    Some(l) => l,
+                    None => {
+                        self.rep
+                            .error("the last line does not end with a newline".into());
+                        l
+                    }
+                },
+                Err(e) => {
+                    self.rep.error(format!("line {n}: {e}"));
+                    continue;
+                }
+            };
+            let fields: Result<Vec<Option<String>>, String> =
+                line.split('\t').map(tsv_unescape).collect();
+            match fields {
+                Ok(f) => self.take_fields((n, "line", "\\t"), f),
+                Err(e) => self.rep.error(format!("line {n}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// The fields of CSV record or TSV line `n` (with what it is called and the separator as the
+    /// header is quoted): the first must be the header, the others are rows.
+    fn take_fields(
+        &mut self,
+        (n, unit, separator): (usize, &str, &str),
+        fields: Vec<Option<String>>,
+    ) {
+        if n == 1 {
+            if !is_header(&fields) {
+                self.rep.error(format!(
+                    "{unit} 1 is not the header {}",
+                    COLUMNS.join(separator)
                 ));
             }
-            continue;
+            return;
         }
-        if v.get("type").is_some() {
-            let kind = v
-                .as_object_mut()
-                .and_then(|o| o.remove("type"))
-                .unwrap_or_default();
-            if kind != "batch" {
-                rep.error(format!("line {n}: unexpected line type {kind}"));
-                continue;
-            }
-            match serde_json::from_value::<BatchRecord>(v) {
-                Ok(b) => rows.batches.insert(rows.keys, b),
-                Err(e) => rep.error(format!("line {n}: batch statement: {e}")),
-            }
-            continue;
+        match row_of(fields, self.neutral) {
+            Ok(r) => self.rows.check(self.rep, r),
+            Err(e) => self.rep.error(format!("{unit} {n}: {e}")),
         }
-        match serde_json::from_value::<AuditRecord>(v) {
-            Ok(r) => rows.check(rep, r),
-            Err(e) => rep.error(format!("line {n}: {e}")),
-        }
-    }
-    Ok(())
-}
-
-/// CSV: the header record, then one record per row (RFC 4180).
-pub(super) fn read_csv<R: Read>(
-    lines: &mut Lines<R>,
-    rows: &mut RowCheck<'_>,
-    rep: &mut ExportReport,
-    path: &Path,
-    neutral: bool,
-) -> Result<(), ExportError> {
-    while let Some((n, record)) = lines.next_csv().map_err(io(path))? {
-        let parsed = record.and_then(|text| {
-            let mut pos = 0;
-            match next_csv_record(text, &mut pos) {
-                Ok(Some(fields)) if pos == text.len() => Ok(fields),
-                Ok(_) => Err("a field is followed by something other than , or CRLF".into()),
-                Err(e) => Err(e),
-            }
-        });
-        match parsed {
-            Ok(fields) => take_fields(rows, rep, (n, "record", ","), fields, neutral),
-            Err(e) => {
-                rep.error(format!("record {n}: {e}; the rest is not read"));
-                break;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// TSV: the header line, then one line per row.
-pub(super) fn read_tsv<R: Read>(
-    lines: &mut Lines<R>,
-    rows: &mut RowCheck<'_>,
-    rep: &mut ExportReport,
-    path: &Path,
-    neutral: bool,
-) -> Result<(), ExportError> {
-    while let Some((n, line)) = lines.next_line().map_err(io(path))? {
-        let line = match line {
-            Ok(l) => match l.strip_suffix('\n') {
-                Some(l) => l,
-                None => {
-                    rep.error("the last line does not end with a newline".into());
-                    l
-                }
-            },
-            Err(e) => {
-                rep.error(format!("line {n}: {e}"));
-                continue;
-            }
-        };
-        let fields: Result<Vec<Option<String>>, String> =
-            line.split('\t').map(tsv_unescape).collect();
-        match fields {
-            Ok(f) => take_fields(rows, rep, (n, "line", "\\t"), f, neutral),
-            Err(e) => rep.error(format!("line {n}: {e}")),
-        }
-    }
-    Ok(())
-}
-
-/// The fields of CSV record or TSV line `n` (with what it is called and the separator as the
-/// header is quoted): the first must be the header, the others are rows.
-fn take_fields(
-    rows: &mut RowCheck<'_>,
-    rep: &mut ExportReport,
-    (n, unit, separator): (usize, &str, &str),
-    fields: Vec<Option<String>>,
-    neutral: bool,
-) {
-    if n == 1 {
-        if !is_header(&fields) {
-            rep.error(format!(
-                "{unit} 1 is not the header {}",
-                COLUMNS.join(separator)
-            ));
-        }
-        return;
-    }
-    match row_of(fields, neutral) {
-        Ok(r) => rows.check(rep, r),
-        Err(e) => rep.error(format!("{unit} {n}: {e}")),
     }
 }
 
