@@ -4,7 +4,6 @@ mod cmd;
 mod out;
 mod progress;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -20,35 +19,13 @@ const EXIT_FAILURE: u8 = 1;
     name = "auditseal-db",
     version = env!("AUDITSEAL_VERSION"),
     about = "auditseal database CLI",
+    after_help = "Commands that log events (archive, token) log them as node <node id>-db.",
     // Every option of `Cli` is global (each command takes it): listed under one heading.
     next_help_heading = "Global options"
 )]
 struct Cli {
-    /// TOML configuration file (the server's; its keys are used to verify).
-    #[arg(long, global = true, env = "AUDITSEAL_CONFIG")]
-    config: Option<PathBuf>,
-    /// A SignServer configuration directory (databaseprotection.properties, cesecore.properties).
-    #[arg(long, global = true, env = "AUDITSEAL_SIGNSERVER_CONF")]
-    signserver_conf: Option<PathBuf>,
-    /// Data directory [default: ./data].
-    #[arg(long, global = true, env = "AUDITSEAL_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// postgres://... or sqlite:... [default: the SQLite file <data-dir>/auditseal.db].
-    #[arg(
-        long,
-        global = true,
-        env = "AUDITSEAL_DATABASE_URL",
-        hide_env_values = true
-    )]
-    database_url: Option<String>,
-    /// The node id [default: the configuration's node_id, else the host name]; commands that
-    /// log events (archive, token) log them as node `<node id>-db`.
-    #[arg(long, global = true, env = "AUDITSEAL_NODE_ID")]
-    node_id: Option<String>,
-    /// Set a configuration key, by its dotted path, over the file's value (e.g.
-    /// protection.evidence=asymmetric); repeatable.
-    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
-    sets: Vec<String>,
+    #[command(flatten)]
+    overrides: Overrides,
     #[command(subcommand)]
     command: Command,
 }
@@ -114,17 +91,9 @@ fn main() -> ExitCode {
         Command::Analyze(args) if !args.stored => return finish(cmd::analyze::run_file(args)),
         _ => cli,
     };
-    let settings = match Settings::resolve(Overrides {
-        config: cli.config,
-        signserver_conf: cli.signserver_conf,
-        data_dir: cli.data_dir,
-        database_url: cli.database_url,
-        // The CLI reads and writes the database --database-url names (verifylog on a
-        // standby: give the standby's URL there).
-        database_read_url: None,
-        node_id: cli.node_id,
-        sets: cli.sets,
-    }) {
+    // The CLI reads and writes the database --database-url names (verifylog on a standby:
+    // give the standby's URL there).
+    let settings = match Settings::resolve(cli.overrides) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

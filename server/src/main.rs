@@ -1,7 +1,5 @@
 //! `auditseal-server`: accepts audit events over HTTP and stores them as protected rows.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::Parser;
 
@@ -16,24 +14,8 @@ use auditseal_server::{ServerConfig, check, notify, reload, startup, verifier};
     about = "Signed audit log service (CESeCore-compatible rows)"
 )]
 struct Args {
-    /// TOML configuration file (see conf/auditseal.toml).
-    #[arg(long, global = true, env = "AUDITSEAL_CONFIG")]
-    config: Option<PathBuf>,
-    /// A SignServer configuration directory: its databaseprotection.properties gives the keys
-    /// and policy, its cesecore.properties the node id (cluster.nodeid).
-    #[arg(long, global = true, env = "AUDITSEAL_SIGNSERVER_CONF")]
-    signserver_conf: Option<PathBuf>,
-    /// Directory for the embedded database and the generated key [default: ./data].
-    #[arg(long, global = true, env = "AUDITSEAL_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// postgres://... or sqlite:... [default: the SQLite file <data-dir>/auditseal.db].
-    #[arg(
-        long,
-        global = true,
-        env = "AUDITSEAL_DATABASE_URL",
-        hide_env_values = true
-    )]
-    database_url: Option<String>,
+    #[command(flatten)]
+    overrides: Overrides,
     /// A PostgreSQL hot standby of the database: queries, exports and verification read there,
     /// events and tokens are still written to --database-url [default: none, reads use
     /// --database-url].
@@ -44,19 +26,12 @@ struct Args {
         hide_env_values = true
     )]
     database_read_url: Option<String>,
-    /// This node's id [default: the host name].
-    #[arg(long, global = true, env = "AUDITSEAL_NODE_ID")]
-    node_id: Option<String>,
     /// Log device: sequential (one row at a time) or batched (group commit) [default: sequential].
     #[arg(long, global = true, env = "AUDITSEAL_DEVICE")]
     device: Option<DeviceKind>,
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, global = true, env = "AUDITSEAL_BIND")]
     bind: Option<String>,
-    /// Set a configuration key, by its dotted path, over the file's value and the
-    /// AUDITSEAL_SERVER_* environment (e.g. server.batch_size=500); repeatable.
-    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
-    sets: Vec<String>,
     /// Log lines as text, or as one JSON object per line (for a log collector).
     #[arg(long, env = "AUDITSEAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -137,13 +112,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         return print_man();
     }
     let overrides = Overrides {
-        config: args.config,
-        signserver_conf: args.signserver_conf,
-        data_dir: args.data_dir,
-        database_url: args.database_url,
         database_read_url: args.database_read_url,
-        node_id: args.node_id,
-        sets: args.sets,
+        ..args.overrides
     };
     let mut settings = Settings::resolve(overrides.clone())?;
     let srv = &mut settings.file.server;

@@ -7,18 +7,38 @@ use super::{
     ConfigError, FileConfig, ProtectionSection, default_database_url, default_node_id, paths,
 };
 
-/// Values from the environment or the command line; each wins over the file.
-#[derive(Debug, Default, Clone)]
+/// Values from the environment or the command line; each wins over the file. The server and
+/// the database CLI take these as their global options, with the same names and variables.
+#[derive(Debug, Default, Clone, clap::Args)]
 pub struct Overrides {
+    /// TOML configuration file (see conf/auditseal.toml).
+    #[arg(long, global = true, env = "AUDITSEAL_CONFIG")]
     pub config: Option<PathBuf>,
-    /// A SignServer configuration directory (databaseprotection.properties, cesecore.properties).
+    /// A SignServer configuration directory: its databaseprotection.properties gives the keys
+    /// and policy, its cesecore.properties the node id (cluster.nodeid).
+    #[arg(long, global = true, env = "AUDITSEAL_SIGNSERVER_CONF")]
     pub signserver_conf: Option<PathBuf>,
+    /// Directory for the embedded database and the generated key [default: ./data].
+    #[arg(long, global = true, env = "AUDITSEAL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// postgres://... or sqlite:... [default: the SQLite file <data-dir>/auditseal.db].
+    #[arg(
+        long,
+        global = true,
+        env = "AUDITSEAL_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
+    /// Only the server reads from a standby (its own `--database-read-url`); the CLI reads and
+    /// writes the database `--database-url` names.
+    #[arg(skip)]
     pub database_read_url: Option<String>,
+    /// This node's id [default: the configuration's node_id, else the host name].
+    #[arg(long, global = true, env = "AUDITSEAL_NODE_ID")]
     pub node_id: Option<String>,
-    /// `--set KEY=VALUE`: any key of the file, by its dotted path (`server.batch_size=500`),
-    /// applied after the file and the environment, in order.
+    /// Set a configuration key, by its dotted path, over the file's value and the
+    /// AUDITSEAL_SERVER_* environment (e.g. server.batch_size=500); repeatable.
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
 }
 
