@@ -415,7 +415,7 @@ pub async fn all_rows(url: &str) -> Vec<auditseal_core::record::AuditRecord> {
     for node in store.nodes().await.expect("nodes") {
         rows.extend(
             store
-                .read_node(&node, 0, None, i64::MAX)
+                .read_node(auditseal_core::store::Chunk::new(&node, 0, None, i64::MAX))
                 .await
                 .expect("read"),
         );

@@ -605,7 +605,10 @@ async fn batched_device_on_an_hsm_key_signs_statements_that_openssl_verifies() {
     assert!(code == 0 && out.contains("{hb=80}"), "{out}{err}");
     // Each batch statement's signature checks with OpenSSL and the published key.
     let store = auditseal_core::store::open(&url).await.unwrap();
-    let batches = store.read_batches("hb", 0, None, 1000).await.unwrap();
+    let batches = store
+        .read_batches(auditseal_core::store::Chunk::new("hb", 0, None, 1000))
+        .await
+        .unwrap();
     assert!(!batches.is_empty());
     for b in &batches {
         let sig = hex::decode(b.statement_protection.rsplit_once(':').unwrap().1).unwrap();

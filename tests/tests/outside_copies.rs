@@ -20,7 +20,7 @@ const WITNESS_BACKLOG: &str = "checkpoint-backlog-witness.jsonl";
 async fn stored(url: &str, node: &str) -> Vec<Checkpoint> {
     let store = auditseal_core::store::open(url).await.expect("open store");
     let list = store
-        .read_checkpoints(node, 0, None, 100_000)
+        .read_checkpoints(auditseal_core::store::Chunk::new(node, 0, None, 100_000))
         .await
         .expect("read checkpoints");
     list.into_iter()

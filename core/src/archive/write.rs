@@ -14,6 +14,7 @@ use crate::crypto::token::CryptoToken;
 use crate::format::checkpoint::{Checkpoint, Head, KIND_ARCHIVE};
 use crate::format::protection::{Layout, RowProtection};
 use crate::format::record::AuditRecord;
+use crate::store::Chunk;
 use crate::store::Store;
 use crate::verify::{Batches, CHUNK, verify_row};
 
@@ -160,7 +161,9 @@ async fn write_node(
     };
     let mut after = None;
     'node: loop {
-        let rows = store.read_node(node, w.first, after.clone(), CHUNK).await?;
+        let rows = store
+            .read_node(Chunk::new(node, w.first, after.clone(), CHUNK))
+            .await?;
         // A short chunk may only have met the read budget: the end is an empty one.
         let full = !rows.is_empty();
         if let Some(f) = rows.first() {

@@ -3,6 +3,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::*;
 use crate::crypto::keys::{KeyRing, VerifyKey};
 use crate::crypto::token::{Algorithm, CryptoToken, HmacToken};
+use crate::store::Chunk;
 use crate::verify::{Selection, verify_log};
 use test_event as event;
 
@@ -134,7 +135,10 @@ async fn a_head_never_goes_back_after_an_archive_removed_every_row() {
         device.append(event(i)).await.unwrap();
     }
     drop(device);
-    let rows = store.read_node("idle", 0, None, 100).await.unwrap();
+    let rows = store
+        .read_node(Chunk::new("idle", 0, None, 100))
+        .await
+        .unwrap();
     let mut head = Head::default();
     rows.iter().for_each(|r| head.push(r));
     let marker = Checkpoint::sign(token.as_ref(), "idle", &head, 1, KIND_ARCHIVE).unwrap();
@@ -146,7 +150,11 @@ async fn a_head_never_goes_back_after_an_archive_removed_every_row() {
         "{e}"
     );
     assert_eq!(
-        store.read_node("idle", 0, None, 100).await.unwrap().len(),
+        store
+            .read_node(Chunk::new("idle", 0, None, 100))
+            .await
+            .unwrap()
+            .len(),
         5
     );
     assert!(store.archive_base("idle").await.unwrap().is_none());
@@ -154,7 +162,7 @@ async fn a_head_never_goes_back_after_an_archive_removed_every_row() {
     assert_eq!(store.archive_node(&marker, 0, 5).await.unwrap(), 5);
     assert!(
         store
-            .read_node("idle", 0, None, 100)
+            .read_node(Chunk::new("idle", 0, None, 100))
             .await
             .unwrap()
             .is_empty()
@@ -187,7 +195,14 @@ async fn a_writer_whose_lease_was_taken_commits_nothing() {
         let e = device.append_all(events).await.unwrap_err();
         assert!(matches!(e, DeviceError::LockLost(_)), "{e}");
     }
-    assert_eq!(store.read_node("n", 0, None, 100).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .read_node(Chunk::new("n", 0, None, 100))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 /// A client pk that another node stores between this device's look-up and its insert (two
@@ -248,7 +263,14 @@ async fn a_pk_race_is_pending_and_taken_numbers_are_inconsistent() {
         assert!(matches!(e, DeviceError::Inconsistent(_)), "{e}");
     }
     assert!(device.inconsistent().is_some());
-    assert_eq!(store.read_node("n", 0, None, 100).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .read_node(Chunk::new("n", 0, None, 100))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 /// Test-only shorthand for running DDL on a pool.

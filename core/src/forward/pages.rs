@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::config::ForwardFormat;
 use crate::format::record::AuditRecord;
+use crate::store::Chunk;
 use crate::store::{SharedStore, StoreError};
 
 use super::message;
@@ -129,7 +130,9 @@ impl Pages {
             }
         }
         let page = Arc::new(Page::new(
-            self.store.read_node(&self.node, from, None, PAGE).await?,
+            self.store
+                .read_node(Chunk::new(&self.node, from, None, PAGE))
+                .await?,
         ));
         // An empty page is not kept: the rows may be there at the next look.
         if !page.rows.is_empty() {

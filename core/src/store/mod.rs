@@ -2,6 +2,7 @@
 //! SQL is written in lower-case identifiers so the same text serves both databases.
 
 pub mod archived;
+mod chunk;
 pub mod export;
 pub mod partition;
 mod postgres;
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 use crate::format::batch::BatchRecord;
 use crate::format::checkpoint::Checkpoint;
 use crate::format::record::AuditRecord;
+pub use chunk::{BatchChunk, CheckpointChunk, Chunk, RowChunk};
 pub use postgres::PgStore;
 pub use query::{Criterion, CriterionError, Cursor, CursorError, Field, Op, Order, Query};
 pub use sqlite::SqliteStore;
@@ -404,13 +406,7 @@ pub trait Store: Send + Sync {
     /// (sequenceNumber, pk), starting after `after` (the last (seq, pk) of the previous chunk),
     /// and no more of them than fit in `READ_BUDGET_BYTES` (but always the first): a short
     /// chunk does not mean the end, only an empty one does.
-    async fn read_node(
-        &self,
-        node: &str,
-        from_seq: i64,
-        after: Option<(i64, String)>,
-        limit: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError>;
+    async fn read_node(&self, chunk: RowChunk<'_>) -> Result<Vec<AuditRecord>, StoreError>;
     async fn get(&self, pk: &str) -> Result<Option<AuditRecord>, StoreError>;
     /// The rows of these pks that exist, in no particular order.
     async fn get_many(&self, pks: &[String]) -> Result<Vec<AuditRecord>, StoreError>;
@@ -430,13 +426,7 @@ pub trait Store: Send + Sync {
     async fn get_batch(&self, node: &str, first: i64) -> Result<Option<BatchRecord>, StoreError>;
     /// Up to `limit` statements of `node` that end at or after `from_seq`, in order, starting
     /// after the batch that starts at `after_first`.
-    async fn read_batches(
-        &self,
-        node: &str,
-        from_seq: i64,
-        after_first: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<BatchRecord>, StoreError>;
+    async fn read_batches(&self, chunk: BatchChunk<'_>) -> Result<Vec<BatchRecord>, StoreError>;
     /// Stores a checkpoint (checkpoint.rs).
     async fn insert_checkpoint(&self, c: &Checkpoint) -> Result<(), StoreError>;
     /// The node's checkpoint with the highest sequence number, of either kind.
@@ -447,10 +437,7 @@ pub trait Store: Send + Sync {
     /// ordered by (sequenceNumber, kind), starting after `after`.
     async fn read_checkpoints(
         &self,
-        node: &str,
-        from_seq: i64,
-        after: Option<(i64, String)>,
-        limit: i64,
+        chunk: CheckpointChunk<'_>,
     ) -> Result<Vec<Checkpoint>, StoreError>;
     /// Each node's checkpoint(s) with the highest sequence number.
     async fn latest_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;

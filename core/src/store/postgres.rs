@@ -7,8 +7,8 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 
-use super::sql::{Backend, NodeChunk, arguments};
-use super::{Fence, LockStatus, NodeLock, StoreError};
+use super::sql::{Backend, arguments};
+use super::{Fence, LockStatus, NodeLock, RowChunk, StoreError};
 use crate::format::record::AuditRecord;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -212,7 +212,7 @@ impl Backend for PgStore {
 
     /// One query: a running sum of the rows' sizes (a window over the chunk, which reads no
     /// value) keeps the rows that start within the budget; the others are never de-TOASTed.
-    async fn read_node_chunk(&self, chunk: NodeChunk<'_>) -> Result<Vec<AuditRecord>, StoreError> {
+    async fn read_node_chunk(&self, chunk: RowChunk<'_>) -> Result<Vec<AuditRecord>, StoreError> {
         let (node, from, after_seq, after_pk, limit) = chunk.binds();
         let sql = format!(
             "SELECT {cols} FROM (SELECT *, SUM({size}) OVER (ORDER BY sequencenumber, pk \

@@ -9,8 +9,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::sql::{Backend, NodeChunk, arguments, insert_row};
-use super::{Fence, NodeLock, StoreError};
+use super::sql::{Backend, arguments, bind, query};
+use super::{Fence, NodeLock, RowChunk, StoreError};
 use crate::format::record::AuditRecord;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -181,7 +181,7 @@ impl Backend for SqliteStore {
 
     /// The chunk's row sizes first (SQLite's `octet_length` reads no value), then as many rows
     /// as fit in the budget.
-    async fn read_node_chunk(&self, chunk: NodeChunk<'_>) -> Result<Vec<AuditRecord>, StoreError> {
+    async fn read_node_chunk(&self, chunk: RowChunk<'_>) -> Result<Vec<AuditRecord>, StoreError> {
         let (node, from, after_seq, after_pk, limit) = chunk.binds();
         let sizes: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM auditrecorddata WHERE {} ORDER BY sequencenumber, pk LIMIT $5",
@@ -234,7 +234,7 @@ impl Backend for SqliteStore {
         fence: &Fence,
     ) -> Result<(), StoreError> {
         for r in rows {
-            let done = insert_row(Self::FENCED_INSERT, r, fence)
+            let done = query(Self::FENCED_INSERT, bind::row(r, fence))
                 .execute(&mut *conn)
                 .await?;
             if done.rows_affected() != 1 {

@@ -14,8 +14,8 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
 use super::{
-    BelowStart, Criterion, Fence, NodeHead, NodeLock, Page, PgStore, Query, Store, StoreError,
-    export::ExportCursor,
+    BatchChunk, BelowStart, CheckpointChunk, Criterion, Fence, NodeHead, NodeLock, Page, PgStore,
+    Query, RowChunk, Store, StoreError, export::ExportCursor,
 };
 use crate::format::batch::BatchRecord;
 use crate::format::checkpoint::Checkpoint;
@@ -222,15 +222,8 @@ impl Store for ReadOnlyStore {
     async fn count_from_start(&self, node: &str, last: i64) -> Result<(i64, i64), StoreError> {
         self.read(|| self.inner.count_from_start(node, last)).await
     }
-    async fn read_node(
-        &self,
-        node: &str,
-        from_seq: i64,
-        after: Option<(i64, String)>,
-        limit: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        self.read(|| self.inner.read_node(node, from_seq, after.clone(), limit))
-            .await
+    async fn read_node(&self, chunk: RowChunk<'_>) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read(|| self.inner.read_node(chunk.clone())).await
     }
     async fn get(&self, pk: &str) -> Result<Option<AuditRecord>, StoreError> {
         self.read(|| self.inner.get(pk)).await
@@ -255,15 +248,8 @@ impl Store for ReadOnlyStore {
     async fn get_batch(&self, node: &str, first: i64) -> Result<Option<BatchRecord>, StoreError> {
         self.read(|| self.inner.get_batch(node, first)).await
     }
-    async fn read_batches(
-        &self,
-        node: &str,
-        from_seq: i64,
-        after_first: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<BatchRecord>, StoreError> {
-        self.read(|| self.inner.read_batches(node, from_seq, after_first, limit))
-            .await
+    async fn read_batches(&self, chunk: BatchChunk<'_>) -> Result<Vec<BatchRecord>, StoreError> {
+        self.read(|| self.inner.read_batches(chunk.clone())).await
     }
     async fn insert_checkpoint(&self, _c: &Checkpoint) -> Result<(), StoreError> {
         Err(no_writes("a checkpoint"))
@@ -276,16 +262,10 @@ impl Store for ReadOnlyStore {
     }
     async fn read_checkpoints(
         &self,
-        node: &str,
-        from_seq: i64,
-        after: Option<(i64, String)>,
-        limit: i64,
+        chunk: CheckpointChunk<'_>,
     ) -> Result<Vec<Checkpoint>, StoreError> {
-        self.read(|| {
-            self.inner
-                .read_checkpoints(node, from_seq, after.clone(), limit)
-        })
-        .await
+        self.read(|| self.inner.read_checkpoints(chunk.clone()))
+            .await
     }
     async fn latest_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
         self.read(|| self.inner.latest_checkpoints()).await

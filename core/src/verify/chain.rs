@@ -4,6 +4,7 @@ use super::row::check_statement;
 use super::{FailedBatch, NodeReport, is_hmac};
 use crate::crypto::keys::KeyRing;
 use crate::format::batch::{BatchRecord, GENESIS_HASH};
+use crate::store::Chunk;
 use crate::store::{Store, StoreError};
 
 /// The batch statements of a node that end at or after the offset: each verifies, each names the
@@ -23,7 +24,7 @@ pub(super) async fn verify_chain(
     let mut after = None;
     loop {
         let list = store
-            .read_batches(&rep.node_id, rep.offset, after, chunk)
+            .read_batches(Chunk::new(&rep.node_id, rep.offset, after, chunk))
             .await?;
         let Some(last) = list.last() else { break };
         after = Some(last.first_sequence_number);

@@ -13,6 +13,7 @@ use crate::format::checkpoint::{Checkpoint, Head, Heads, KIND_ARCHIVE};
 use crate::format::merkle::NodeMemo;
 use crate::format::protection::Layout;
 use crate::format::record::AuditRecord;
+use crate::store::Chunk;
 use crate::store::{SharedStore, Store, StoreError};
 
 /// What the parallel pass computes for each row.
@@ -82,7 +83,7 @@ impl Pending {
     ) -> Result<(), StoreError> {
         while !self.stored_done && self.after.as_ref().is_none_or(|(s, _)| *s <= seq) {
             let list = store
-                .read_checkpoints(&self.node, self.from, self.after.clone(), chunk)
+                .read_checkpoints(Chunk::new(&self.node, self.from, self.after.clone(), chunk))
                 .await?;
             self.stored_done = (list.len() as i64) < chunk;
             if let Some(last) = list.last() {
@@ -259,7 +260,7 @@ impl<'a> NodeCheck<'a> {
         let (node, from) = (self.rep.node_id.clone(), self.rep.offset);
         let node = node.as_str();
         let mut batches = Batches::default();
-        let mut rows = store.read_node(node, from, None, chunk).await?;
+        let mut rows = store.read_node(Chunk::new(node, from, None, chunk)).await?;
         while let (Some(first), Some(last)) = (rows.first(), rows.last()) {
             batches.forget_before(node, first.sequence_number);
             batches.load_for(store.as_ref(), keys, &rows).await?;
@@ -273,7 +274,7 @@ impl<'a> NodeCheck<'a> {
             });
             // A short chunk may only have met the read budget (`READ_BUDGET_BYTES`): the node
             // ends at the first empty one.
-            let reading = store.read_node(node, from, Some(after), chunk);
+            let reading = store.read_node(Chunk::new(node, from, Some(after), chunk));
             let (checked, next) = tokio::join!(checking, reading);
             let (done, b, checks) = checked
                 .map_err(|e| StoreError::Database(format!("verification task failed: {e}")))?;
@@ -418,7 +419,7 @@ impl<'a> NodeCheck<'a> {
         let mut after = None;
         while !self.text_fold {
             let list = store
-                .read_checkpoints(&pending.node, pending.from, after, chunk)
+                .read_checkpoints(Chunk::new(&pending.node, pending.from, after, chunk))
                 .await?;
             self.text_fold = list.iter().any(|c| c.layout() == Layout::Text);
             match list.last() {

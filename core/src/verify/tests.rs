@@ -4,6 +4,7 @@ use crate::format::batch::{self, GENESIS_HASH};
 use crate::format::checkpoint::{Head, Heads};
 use crate::format::protection::{Layout, ProtectionVersion, RowProtection};
 use crate::format::record::AuditRecord;
+use crate::store::Chunk;
 
 #[tokio::test]
 async fn a_dropped_node_task_stops() {
@@ -221,7 +222,10 @@ async fn fold_2_checkpoints_catch_the_edits_on_rows_of_every_version_fold_1_does
     }
     let mut external = HashMap::new();
     for node in ["v1", "v3", "v4"] {
-        let rows = store.read_node(node, 0, None, 100).await.unwrap();
+        let rows = store
+            .read_node(Chunk::new(node, 0, None, 100))
+            .await
+            .unwrap();
         let mut heads = Heads::from(Head::default());
         rows.iter().for_each(|r| heads.push(r));
         let sign =
@@ -283,7 +287,10 @@ async fn stored_fold_1_checkpoints_are_compared() {
     ring.insert(1, token.verify_key());
     let ring = Arc::new(ring);
     write_attack_rows(&store, &token, "f", None).await;
-    let rows = store.read_node("f", 0, None, 100).await.unwrap();
+    let rows = store
+        .read_node(Chunk::new("f", 0, None, 100))
+        .await
+        .unwrap();
     let mut heads = Heads::from(Head::default());
     rows.iter().for_each(|r| heads.push(r));
     let sign = |h: &Head| Checkpoint::sign(token.as_ref(), "f", h, 1, KIND_CHECKPOINT).unwrap();
@@ -334,7 +341,10 @@ async fn a_fold_1_checkpoint_at_a_fold_2_archive_marker_is_noted_not_failed() {
     for e in attack_events() {
         d.append(e).await.unwrap();
     }
-    let rows = store.read_node("idle", 0, None, 100).await.unwrap();
+    let rows = store
+        .read_node(Chunk::new("idle", 0, None, 100))
+        .await
+        .unwrap();
     let mut heads = Heads::from(Head::default());
     rows.iter().for_each(|r| heads.push(r));
     let old = Checkpoint::sign(token.as_ref(), "idle", &heads.text, 1, KIND_CHECKPOINT);

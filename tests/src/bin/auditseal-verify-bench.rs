@@ -844,7 +844,7 @@ async fn main() -> anyhow::Result<()> {
 
         // One real row and its signature for the RSA baseline.
         let row = store
-            .read_node(&node_name(0), 0, None, 1)
+            .read_node(auditseal_core::store::Chunk::new(&node_name(0), 0, None, 1))
             .await?
             .pop()
             .context("no row")?;

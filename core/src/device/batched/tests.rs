@@ -2,6 +2,7 @@ use super::*;
 use crate::crypto::keys::KeyRing;
 use crate::crypto::token::HmacToken;
 use crate::device::test_event as event;
+use crate::store::Chunk;
 use crate::verify::{Selection, verify_log};
 
 #[tokio::test]
@@ -115,7 +116,7 @@ async fn a_batch_holds_at_most_max_batch_events_unless_one_request_is_larger() {
         t.await.unwrap().unwrap();
     }
     let sizes: Vec<i64> = store
-        .read_batches("cap", 0, None, 100)
+        .read_batches(Chunk::new("cap", 0, None, 100))
         .await
         .unwrap()
         .iter()

@@ -11,6 +11,7 @@ pub use crate::evidence::checkpoint_out::{CopyError, Sinks};
 pub use crate::evidence::sink::Waiting;
 use crate::format::checkpoint::{Checkpoint, Head, KIND_CHECKPOINT};
 use crate::format::protection::Layout;
+use crate::store::Chunk;
 use crate::store::{SharedStore, StoreError};
 
 use crate::verify::CHUNK;
@@ -132,7 +133,10 @@ impl Checkpointer {
     pub async fn fold(&mut self) -> Result<Folded, CheckpointError> {
         'read: loop {
             let from = self.head.sequence_number + 1;
-            let rows = self.store.read_node(&self.node, from, None, CHUNK).await?;
+            let rows = self
+                .store
+                .read_node(Chunk::new(&self.node, from, None, CHUNK))
+                .await?;
             // A short chunk may only have met the read budget: the end is an empty one.
             let full = !rows.is_empty();
             for r in &rows {
@@ -325,196 +329,4 @@ fn report(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::crypto::token::HmacToken;
-    use crate::device::{LogDevice, SequentialDevice, test_event};
-    use crate::format::checkpoint::KIND_ARCHIVE;
-
-    /// Issue 12.7: a row deleted below the newest checkpoint was never seen again (only the
-    /// rows after that checkpoint are read), and the next checkpoint vouched for the log.
-    #[tokio::test]
-    async fn no_checkpoint_after_a_row_below_the_newest_one_was_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = crate::store::open(&url).await.unwrap();
-        store.migrate().await.unwrap();
-        let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
-        let device = SequentialDevice::start(store.clone(), "n".into(), Some(token.clone()))
-            .await
-            .unwrap();
-        for i in 0..5 {
-            device.append(test_event(i)).await.unwrap();
-        }
-        let mut cp =
-            Checkpointer::start(store.clone(), token.clone(), "n".into(), Sinks::default())
-                .await
-                .unwrap();
-        assert_eq!(cp.run_once().await.unwrap().unwrap().sequence_number, 4);
-        let side = crate::store::SqliteStore::connect(&url).await.unwrap();
-        sqlx::raw_sql("DELETE FROM auditrecorddata WHERE sequencenumber = 2")
-            .execute(side.pool())
-            .await
-            .unwrap();
-        for i in 5..8 {
-            device.append(test_event(i)).await.unwrap();
-        }
-        assert_eq!(cp.run_once().await.unwrap(), None);
-        assert_eq!(
-            store
-                .last_checkpoint("n")
-                .await
-                .unwrap()
-                .unwrap()
-                .sequence_number,
-            4
-        );
-    }
-
-    /// Issue 12.3: a node whose newest checkpoint is of fold 1 (an older release's) gets
-    /// checkpoints of fold 2 from then on, folded again from the node's start; old and new
-    /// verify.
-    #[tokio::test]
-    async fn after_a_fold_1_checkpoint_the_next_is_of_fold_2_and_both_verify() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = crate::store::open(&url).await.unwrap();
-        store.migrate().await.unwrap();
-        let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
-        let device = SequentialDevice::start(store.clone(), "n".into(), Some(token.clone()))
-            .await
-            .unwrap();
-        for i in 0..5 {
-            device.append(test_event(i)).await.unwrap();
-        }
-        // What an older release wrote: fold 1, `1:` first.
-        let rows = store.read_node("n", 0, None, 100).await.unwrap();
-        let mut old = Head::default().in_fold(Layout::Text);
-        rows.iter().for_each(|r| old.push(r));
-        let c1 = Checkpoint::sign(token.as_ref(), "n", &old, 1, KIND_CHECKPOINT).unwrap();
-        assert!(c1.statement_protection.starts_with("1:1:3:"), "{c1:?}");
-        store.insert_checkpoint(&c1).await.unwrap();
-        for i in 5..8 {
-            device.append(test_event(i)).await.unwrap();
-        }
-        let mut cp =
-            Checkpointer::start(store.clone(), token.clone(), "n".into(), Sinks::default())
-                .await
-                .unwrap();
-        let c2 = cp.run_once().await.unwrap().unwrap();
-        assert_eq!(c2.sequence_number, 7);
-        assert_eq!(c2.layout(), Layout::Canonical);
-        assert!(c2.statement_protection.starts_with("2:1:3:"), "{c2:?}");
-        let mut ring = crate::crypto::keys::KeyRing::new();
-        ring.insert(3, token.verify_key());
-        let rep = crate::verify::verify_log(
-            &store,
-            &Arc::new(ring),
-            &crate::verify::Selection::All,
-            &Default::default(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            (rep.rows, rep.errors, rep.nodes[0].checkpoints),
-            (8, 0, 2),
-            "{rep}"
-        );
-    }
-
-    /// An older release's archive marker (fold 1): the rows after it chain onto its head hash
-    /// in fold 2, and the marker and the new checkpoint both verify.
-    #[tokio::test]
-    async fn after_a_fold_1_archive_marker_fold_2_goes_on_from_its_head_hash() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = crate::store::open(&url).await.unwrap();
-        store.migrate().await.unwrap();
-        let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
-        let device = SequentialDevice::start(store.clone(), "n".into(), Some(token.clone()))
-            .await
-            .unwrap();
-        for i in 0..5 {
-            device.append(test_event(i)).await.unwrap();
-        }
-        let rows = store.read_node("n", 0, None, 100).await.unwrap();
-        let mut old = Head::default().in_fold(Layout::Text);
-        rows.iter().for_each(|r| old.push(r));
-        let marker = Checkpoint::sign(token.as_ref(), "n", &old, 1, KIND_ARCHIVE).unwrap();
-        assert!(marker.statement_protection.starts_with("1:1:3:"));
-        assert_eq!(store.archive_node(&marker, 0, 5).await.unwrap(), 5);
-        for i in 5..8 {
-            device.append(test_event(i)).await.unwrap();
-        }
-        let mut cp =
-            Checkpointer::start(store.clone(), token.clone(), "n".into(), Sinks::default())
-                .await
-                .unwrap();
-        let c = cp.run_once().await.unwrap().unwrap();
-        assert_eq!((c.sequence_number, c.layout()), (7, Layout::Canonical));
-        let mut want = old.in_fold(Layout::Canonical);
-        store
-            .read_node("n", 5, None, 100)
-            .await
-            .unwrap()
-            .iter()
-            .for_each(|r| want.push(r));
-        assert_eq!(c.head_hash, hex::encode(want.hash));
-        let mut ring = crate::crypto::keys::KeyRing::new();
-        ring.insert(3, token.verify_key());
-        let rep = crate::verify::verify_log(
-            &store,
-            &Arc::new(ring),
-            &crate::verify::Selection::All,
-            &Default::default(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            (rep.rows, rep.errors, rep.nodes[0].checkpoints),
-            (3, 0, 1),
-            "{rep}"
-        );
-    }
-
-    #[tokio::test]
-    async fn goes_on_after_an_archive_deleted_rows_it_had_not_folded_in() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = crate::store::open(&url).await.unwrap();
-        store.migrate().await.unwrap();
-        let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
-        let device = SequentialDevice::start(store.clone(), "n".into(), Some(token.clone()))
-            .await
-            .unwrap();
-        for i in 0..5 {
-            device.append(test_event(i)).await.unwrap();
-        }
-        let mut cp =
-            Checkpointer::start(store.clone(), token.clone(), "n".into(), Sinks::default())
-                .await
-                .unwrap();
-        assert_eq!(cp.run_once().await.unwrap().unwrap().sequence_number, 4);
-        for i in 5..10 {
-            device.append(test_event(i)).await.unwrap();
-        }
-        // Rows 0..=7 archived (as `auditseal-db archive` does: marker, then deletion).
-        let rows = store.read_node("n", 0, None, 100).await.unwrap();
-        let mut head = Head::default();
-        rows[..8].iter().for_each(|r| head.push(r));
-        let marker = Checkpoint::sign(token.as_ref(), "n", &head, 1, KIND_ARCHIVE).unwrap();
-        store.archive_node(&marker, 0, 8).await.unwrap();
-
-        let c = cp
-            .run_once()
-            .await
-            .unwrap()
-            .expect("a checkpoint after the archive");
-        let mut all = Head::default();
-        rows.iter().for_each(|r| all.push(r));
-        assert_eq!(c.sequence_number, 9);
-        assert_eq!(c.head_hash, hex::encode(all.hash));
-    }
-}
+mod tests;

@@ -11,7 +11,7 @@ use sqlx::{Connection, PgConnection};
 
 use super::PartitionInfo;
 use crate::store::archived::{ArchiveRange, DroppedPartition, PartitionArchive};
-use crate::store::sql::{Own, insert_checkpoint};
+use crate::store::sql::{Own, bind, query};
 use crate::store::{PgStore, StoreError};
 
 /// How long the archive waits for a partition's lock, or for the table's to drop partitions,
@@ -45,7 +45,9 @@ pub(crate) async fn archive_partitioned(
     .execute(&mut *tx)
     .await?;
     for r in ranges {
-        insert_checkpoint(&r.marker).execute(&mut *tx).await?;
+        query(crate::store::INSERT_CHECKPOINT, bind::checkpoint(&r.marker))
+            .execute(&mut *tx)
+            .await?;
     }
     let mut out = PartitionArchive::default();
     let mut whole = Vec::new();

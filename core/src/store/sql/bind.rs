@@ -10,11 +10,18 @@ use crate::format::record::AuditRecord;
 use crate::store::query::Param;
 use crate::store::{Fence, StoreError};
 
-/// The fenced `INSERT` (`sql`) of one row with its 15 values and the fence.
-pub(crate) fn insert_row<'q, DB>(
+/// One value bound to a shared `INSERT`, borrowed from what is inserted.
+pub(crate) enum Value<'q> {
+    Text(&'q String),
+    MaybeText(&'q Option<String>),
+    Long(i64),
+    Int(i32),
+}
+
+/// `sql` with `values` bound to `$1`, `$2`, ... in order.
+pub(crate) fn query<'q, DB, const N: usize>(
     sql: &'static str,
-    r: &'q AuditRecord,
-    fence: &'q Fence,
+    values: [Value<'q>; N],
 ) -> Query<'q, DB, DB::Arguments>
 where
     DB: Database,
@@ -23,61 +30,67 @@ where
     for<'e> i64: Type<DB> + Encode<'e, DB>,
     for<'e> i32: Type<DB> + Encode<'e, DB>,
 {
-    sqlx::query(sql)
-        .bind(&r.pk)
-        .bind(&r.node_id)
-        .bind(r.sequence_number)
-        .bind(r.time_stamp)
-        .bind(&r.event_type)
-        .bind(&r.event_status)
-        .bind(&r.auth_token)
-        .bind(&r.service)
-        .bind(&r.module)
-        .bind(&r.custom_id)
-        .bind(&r.search_detail1)
-        .bind(&r.search_detail2)
-        .bind(&r.additional_details)
-        .bind(r.row_version)
-        .bind(&r.row_protection)
-        .bind(&fence.node)
-        .bind(fence.epoch)
+    values
+        .into_iter()
+        .fold(sqlx::query(sql), |q, value| match value {
+            Value::Text(t) => q.bind(t),
+            Value::MaybeText(t) => q.bind(t),
+            Value::Long(i) => q.bind(i),
+            Value::Int(i) => q.bind(i),
+        })
 }
 
-/// The `INSERT` of one batch statement.
-pub(crate) fn insert_statement<DB>(b: &BatchRecord) -> Query<'_, DB, DB::Arguments>
-where
-    DB: Database,
-    for<'e> &'e String: Type<DB> + Encode<'e, DB>,
-    for<'e> i64: Type<DB> + Encode<'e, DB>,
-    for<'e> i32: Type<DB> + Encode<'e, DB>,
-{
-    sqlx::query(crate::store::INSERT_BATCH)
-        .bind(&b.node_id)
-        .bind(b.first_sequence_number)
-        .bind(b.last_sequence_number)
-        .bind(b.time_stamp)
-        .bind(&b.merkle_root)
-        .bind(&b.previous_hash)
-        .bind(b.key_id)
-        .bind(&b.statement_protection)
+/// The values of the fenced `INSERT` of one row: its 15 columns, then the fence.
+pub(crate) fn row<'q>(r: &'q AuditRecord, fence: &'q Fence) -> [Value<'q>; 17] {
+    use Value::{Int, Long, MaybeText, Text};
+    [
+        Text(&r.pk),
+        Text(&r.node_id),
+        Long(r.sequence_number),
+        Long(r.time_stamp),
+        Text(&r.event_type),
+        Text(&r.event_status),
+        Text(&r.auth_token),
+        Text(&r.service),
+        Text(&r.module),
+        MaybeText(&r.custom_id),
+        MaybeText(&r.search_detail1),
+        MaybeText(&r.search_detail2),
+        MaybeText(&r.additional_details),
+        Int(r.row_version),
+        MaybeText(&r.row_protection),
+        Text(&fence.node),
+        Long(fence.epoch),
+    ]
 }
 
-/// The `INSERT` of one checkpoint.
-pub(crate) fn insert_checkpoint<DB>(c: &Checkpoint) -> Query<'_, DB, DB::Arguments>
-where
-    DB: Database,
-    for<'e> &'e String: Type<DB> + Encode<'e, DB>,
-    for<'e> i64: Type<DB> + Encode<'e, DB>,
-    for<'e> i32: Type<DB> + Encode<'e, DB>,
-{
-    sqlx::query(crate::store::INSERT_CHECKPOINT)
-        .bind(&c.node_id)
-        .bind(c.sequence_number)
-        .bind(c.time_stamp)
-        .bind(&c.head_hash)
-        .bind(&c.kind)
-        .bind(c.key_id)
-        .bind(&c.statement_protection)
+/// The values of `INSERT_BATCH`: one batch statement.
+pub(crate) fn statement(b: &BatchRecord) -> [Value<'_>; 8] {
+    use Value::{Int, Long, Text};
+    [
+        Text(&b.node_id),
+        Long(b.first_sequence_number),
+        Long(b.last_sequence_number),
+        Long(b.time_stamp),
+        Text(&b.merkle_root),
+        Text(&b.previous_hash),
+        Int(b.key_id),
+        Text(&b.statement_protection),
+    ]
+}
+
+/// The values of `INSERT_CHECKPOINT`: one checkpoint.
+pub(crate) fn checkpoint(c: &Checkpoint) -> [Value<'_>; 7] {
+    use Value::{Int, Long, Text};
+    [
+        Text(&c.node_id),
+        Long(c.sequence_number),
+        Long(c.time_stamp),
+        Text(&c.head_hash),
+        Text(&c.kind),
+        Int(c.key_id),
+        Text(&c.statement_protection),
+    ]
 }
 
 /// A `Select`'s parameters as the driver's arguments, in order.

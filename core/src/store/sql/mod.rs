@@ -14,36 +14,19 @@ use super::archived::{ArchiveRange, PartitionArchive};
 use super::export::ExportCursor;
 use super::query::Select;
 use super::{
-    BelowStart, Criterion, Fence, NodeHead, NodeLock, Page, Span, Store, StoreError, absent,
+    BatchChunk, BelowStart, CheckpointChunk, Criterion, Fence, NodeHead, NodeLock, Page, RowChunk,
+    Span, Store, StoreError, absent,
 };
 use crate::format::api_token::ApiToken;
 use crate::format::batch::BatchRecord;
 use crate::format::checkpoint::{Checkpoint, KIND_ARCHIVE};
 use crate::format::record::AuditRecord;
 
-mod bind;
+pub(crate) mod bind;
 mod own;
 
-pub(crate) use bind::{arguments, insert_checkpoint, insert_row, insert_statement};
+pub(crate) use bind::{arguments, query};
 pub(crate) use own::Own;
-
-/// Which chunk of a node's rows to read (see `Store::read_node`).
-pub(crate) struct NodeChunk<'a> {
-    pub(crate) node: &'a str,
-    pub(crate) from_seq: i64,
-    pub(crate) after: Option<(i64, String)>,
-    pub(crate) limit: i64,
-}
-
-impl<'a> NodeChunk<'a> {
-    /// What `NODE_CHUNK`'s `$1`..`$4` and `LIMIT $5` take, in order: the node, where the chunk
-    /// starts, the last (sequence number, pk) read before it, and the most rows.
-    pub(crate) fn binds(self) -> (&'a str, i64, i64, String, i64) {
-        let (after_seq, after_pk) = self.after.unwrap_or((i64::MIN, String::new()));
-        let from = self.from_seq.max(after_seq);
-        (self.node, from, after_seq, after_pk, self.limit)
-    }
-}
 
 /// What a SQL database does its own way; everything else of [`Store`] is shared.
 #[async_trait::async_trait]
@@ -68,7 +51,7 @@ pub(crate) trait Backend: Send + Sync {
         fence: &Fence,
     ) -> Result<(), StoreError>;
     /// A chunk of a node's rows within `READ_BUDGET_BYTES` (see `Store::read_node`).
-    async fn read_node_chunk(&self, chunk: NodeChunk<'_>) -> Result<Vec<AuditRecord>, StoreError>;
+    async fn read_node_chunk(&self, chunk: RowChunk<'_>) -> Result<Vec<AuditRecord>, StoreError>;
     async fn read_pks(&self, pks: &[String]) -> Result<Vec<AuditRecord>, StoreError>;
     /// A query or export page within `READ_BUDGET_BYTES`.
     async fn read_bounded(&self, sel: Select) -> Result<Page, StoreError>;
@@ -167,7 +150,7 @@ where
 
     async fn insert(&self, r: &AuditRecord, fence: &Fence) -> Result<(), StoreError> {
         let mut own = Own::acquire(self.pool()).await?;
-        let done = insert_row(B::FENCED_INSERT, r, fence)
+        let done = query(B::FENCED_INSERT, bind::row(r, fence))
             .execute(own.conn())
             .await?;
         if B::rows_affected(&done) != 1 {
@@ -261,19 +244,7 @@ where
         .await?)
     }
 
-    async fn read_node(
-        &self,
-        node: &str,
-        from_seq: i64,
-        after: Option<(i64, String)>,
-        limit: i64,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        let chunk = NodeChunk {
-            node,
-            from_seq,
-            after,
-            limit,
-        };
+    async fn read_node(&self, chunk: RowChunk<'_>) -> Result<Vec<AuditRecord>, StoreError> {
         Backend::read_node_chunk(self, chunk).await
     }
 
@@ -319,7 +290,9 @@ where
         // An error drops the transaction, which rolls it back.
         B::insert_rows(&mut *tx, rows, fence).await?;
         if let Some(b) = batch {
-            insert_statement(b).execute(&mut *tx).await?;
+            query(super::INSERT_BATCH, bind::statement(b))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         own.keep();
@@ -352,23 +325,17 @@ where
             .or_else(absent)?)
     }
 
-    async fn read_batches(
-        &self,
-        node: &str,
-        from_seq: i64,
-        after_first: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<BatchRecord>, StoreError> {
+    async fn read_batches(&self, chunk: BatchChunk<'_>) -> Result<Vec<BatchRecord>, StoreError> {
         let sql = format!(
             "SELECT {} FROM auditbatchdata WHERE nodeid = $1 AND lastsequencenumber >= $2 \
              AND firstsequencenumber > $3 ORDER BY firstsequencenumber LIMIT $4",
             super::BATCH_COLUMNS
         );
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(node)
-            .bind(from_seq)
-            .bind(after_first.unwrap_or(i64::MIN))
-            .bind(limit)
+            .bind(chunk.node)
+            .bind(chunk.from_seq)
+            .bind(chunk.after.unwrap_or(i64::MIN))
+            .bind(chunk.limit)
             .fetch_all(self.pool())
             .await
             .or_else(absent)?)
@@ -376,7 +343,9 @@ where
 
     async fn insert_checkpoint(&self, c: &Checkpoint) -> Result<(), StoreError> {
         let mut own = Own::acquire(self.pool()).await?;
-        insert_checkpoint(c).execute(own.conn()).await?;
+        query(super::INSERT_CHECKPOINT, bind::checkpoint(c))
+            .execute(own.conn())
+            .await?;
         own.keep();
         Ok(())
     }
@@ -410,10 +379,7 @@ where
 
     async fn read_checkpoints(
         &self,
-        node: &str,
-        from_seq: i64,
-        after: Option<(i64, String)>,
-        limit: i64,
+        chunk: CheckpointChunk<'_>,
     ) -> Result<Vec<Checkpoint>, StoreError> {
         let sql = format!(
             "SELECT {} FROM auditcheckpointdata WHERE nodeid = $1 AND sequencenumber >= $2 \
@@ -421,10 +387,10 @@ where
              ORDER BY sequencenumber, kind LIMIT $5",
             super::CHECKPOINT_COLUMNS
         );
-        let (after_seq, after_kind) = after.unwrap_or((i64::MIN, String::new()));
+        let (node, from, after_seq, after_kind, limit) = chunk.binds();
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(node)
-            .bind(from_seq.max(after_seq))
+            .bind(from)
             .bind(after_seq)
             .bind(after_kind)
             .bind(limit)
@@ -454,7 +420,9 @@ where
     ) -> Result<u64, StoreError> {
         let mut own = Own::acquire(self.pool()).await?;
         let mut tx = sqlx::Connection::begin(own.conn()).await?;
-        insert_checkpoint(marker).execute(&mut *tx).await?;
+        query(super::INSERT_CHECKPOINT, bind::checkpoint(marker))
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query(
             "DELETE FROM auditrecorddata WHERE nodeid = $1 AND sequencenumber >= $2 \
              AND sequencenumber <= $3",
