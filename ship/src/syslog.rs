@@ -153,40 +153,46 @@ impl Framer {
 mod tests {
     use super::*;
 
+    /// Each message as it arrives, and the line it becomes.
+    fn assert_lines(cases: &[(&[u8], &str)]) {
+        for (message, line) in cases {
+            assert_eq!(to_line(message).unwrap(), *line, "{message:?}");
+        }
+    }
+
     #[test]
     fn rfc_3164_as_rsyslog_forwards_it() {
-        let m = b"<14>Dec  3 11:55:01 hsm1 pkcs11-tool: OSToken.cpp(64): Opened token /t\n";
-        assert_eq!(
-            to_line(m).unwrap(),
-            "Dec  3 11:55:01 hsm1 pkcs11-tool: OSToken.cpp(64): Opened token /t"
-        );
-        let m = b"<191>Dec 13 01:02:03 h softhsm2[12]: SoftHSM.cpp:412 C_Initialize success";
-        assert_eq!(
-            to_line(m).unwrap(),
-            "Dec 13 01:02:03 h softhsm2[12]: SoftHSM.cpp:412 C_Initialize success"
-        );
+        assert_lines(&[
+            (
+                b"<14>Dec  3 11:55:01 hsm1 pkcs11-tool: OSToken.cpp(64): Opened token /t\n",
+                "Dec  3 11:55:01 hsm1 pkcs11-tool: OSToken.cpp(64): Opened token /t",
+            ),
+            (
+                b"<191>Dec 13 01:02:03 h softhsm2[12]: SoftHSM.cpp:412 C_Initialize success",
+                "Dec 13 01:02:03 h softhsm2[12]: SoftHSM.cpp:412 C_Initialize success",
+            ),
+        ]);
     }
 
     #[test]
     fn rfc_5424_with_and_without_structured_data() {
-        let m = "<15>1 2026-12-03T11:55:01.123456+00:00 hsm1 pkcs11-tool - - - \u{feff}OSToken.cpp(64): Opened token";
-        assert_eq!(
-            to_line(m.as_bytes()).unwrap(),
-            "2026-12-03T11:55:01.123456+00:00 hsm1 pkcs11-tool: OSToken.cpp(64): Opened token"
-        );
-        let m = br#"<15>1 2026-12-03T11:55:01Z hsm1 softhsm2 4242 ID47 [a@1 x="q\"]" y="\]"][b@2] SoftHSM.cpp(9): C_Login failed"#;
-        assert_eq!(
-            to_line(m).unwrap(),
-            "2026-12-03T11:55:01Z hsm1 softhsm2[4242]: SoftHSM.cpp(9): C_Login failed"
-        );
-        // rsyslog's RSYSLOG_SyslogProtocol23Format: a space before the message, then its own.
-        let m = b"<14>1 2026-12-03T11:55:01.1+00:00 h pkcs11-tool - - -  OSToken.cpp(64): a\nb\n";
-        assert_eq!(
-            to_line(m).unwrap(),
-            "2026-12-03T11:55:01.1+00:00 h pkcs11-tool: OSToken.cpp(64): a b"
-        );
-        // No message at all.
-        assert_eq!(to_line(b"<14>1 T h a - - -").unwrap(), "T h a: ");
+        assert_lines(&[
+            (
+                "<15>1 2026-12-03T11:55:01.123456+00:00 hsm1 pkcs11-tool - - - \u{feff}OSToken.cpp(64): Opened token".as_bytes(),
+                "2026-12-03T11:55:01.123456+00:00 hsm1 pkcs11-tool: OSToken.cpp(64): Opened token",
+            ),
+            (
+                br#"<15>1 2026-12-03T11:55:01Z hsm1 softhsm2 4242 ID47 [a@1 x="q\"]" y="\]"][b@2] SoftHSM.cpp(9): C_Login failed"#,
+                "2026-12-03T11:55:01Z hsm1 softhsm2[4242]: SoftHSM.cpp(9): C_Login failed",
+            ),
+            // rsyslog's RSYSLOG_SyslogProtocol23Format: a space before the message, then its own.
+            (
+                b"<14>1 2026-12-03T11:55:01.1+00:00 h pkcs11-tool - - -  OSToken.cpp(64): a\nb\n",
+                "2026-12-03T11:55:01.1+00:00 h pkcs11-tool: OSToken.cpp(64): a b",
+            ),
+            // No message at all.
+            (b"<14>1 T h a - - -", "T h a: "),
+        ]);
     }
 
     #[test]

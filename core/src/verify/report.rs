@@ -206,66 +206,65 @@ fn write_node_summary(f: &mut fmt::Formatter<'_>, n: &NodeReport) -> fmt::Result
 
 /// A node's ERROR, WARNING and note lines of the human report.
 fn write_node_findings(f: &mut fmt::Formatter<'_>, n: &NodeReport) -> fmt::Result {
-    for h in &n.holes {
+    let node = &n.node_id;
+    let holes = n.holes.iter().map(|h| {
         let last = h
             .last_verified_sequence_number
             .map_or("none".to_string(), |s| s.to_string());
-        writeln!(
-            f,
-            "  ERROR hole: node={} lastVerifiedSequenceNumber={} thisSequenceNumber={} ({} missing)",
-            n.node_id, last, h.this_sequence_number, h.missing
-        )?;
-    }
-    for d in &n.duplicates {
-        writeln!(
-            f,
-            "  ERROR duplicate: node={} sequenceNumber={}",
-            n.node_id, d
-        )?;
-    }
-    for r in &n.failed {
-        writeln!(
-            f,
-            "  ERROR verification failed: node={} sequenceNumber={} pk={}: {}",
-            n.node_id, r.sequence_number, r.pk, r.reason
-        )?;
-    }
-    for b in &n.failed_batches {
-        writeln!(
-            f,
-            "  ERROR batch: node={} sequences {}..{}: {}",
-            n.node_id, b.first_sequence_number, b.last_sequence_number, b.reason
-        )?;
-    }
-    for c in &n.failed_checkpoints {
-        writeln!(
-            f,
-            "  ERROR checkpoint: node={} sequenceNumber={} ({}): {}",
-            n.node_id, c.sequence_number, c.source, c.reason
-        )?;
-    }
-    for o in &n.outside {
+        format!(
+            "hole: node={node} lastVerifiedSequenceNumber={last} thisSequenceNumber={} \
+             ({} missing)",
+            h.this_sequence_number, h.missing
+        )
+    });
+    let duplicates =
+        (n.duplicates.iter()).map(|d| format!("duplicate: node={node} sequenceNumber={d}"));
+    let rows = n.failed.iter().map(|r| {
+        format!(
+            "verification failed: node={node} sequenceNumber={} pk={}: {}",
+            r.sequence_number, r.pk, r.reason
+        )
+    });
+    let batches = n.failed_batches.iter().map(|b| {
+        format!(
+            "batch: node={node} sequences {}..{}: {}",
+            b.first_sequence_number, b.last_sequence_number, b.reason
+        )
+    });
+    let checkpoints = n.failed_checkpoints.iter().map(|c| {
+        format!(
+            "checkpoint: node={node} sequenceNumber={} ({}): {}",
+            c.sequence_number, c.source, c.reason
+        )
+    });
+    let outside = n.outside.iter().map(|o| {
         let range = if o.first_sequence_number == o.last_sequence_number {
             o.first_sequence_number.to_string()
         } else {
             format!("{}..{}", o.first_sequence_number, o.last_sequence_number)
         };
-        writeln!(
-            f,
-            "  ERROR outside the log: node={} {} {} in {} at sequenceNumber {}: {}",
-            n.node_id,
+        format!(
+            "outside the log: node={node} {} {} in {} at sequenceNumber {range}: {}",
             o.count,
             o.noun(),
             o.table,
-            range,
             o.reason
-        )?;
+        )
+    });
+    let errors = holes
+        .chain(duplicates)
+        .chain(rows)
+        .chain(batches)
+        .chain(checkpoints)
+        .chain(outside);
+    for e in errors {
+        writeln!(f, "  ERROR {e}")?;
     }
     for w in &n.warnings {
-        writeln!(f, "  WARNING node={}: {}", n.node_id, w)?;
+        writeln!(f, "  WARNING node={node}: {w}")?;
     }
     for note in &n.notes {
-        writeln!(f, "  note node={}: {}", n.node_id, note)?;
+        writeln!(f, "  note node={node}: {note}")?;
     }
     Ok(())
 }

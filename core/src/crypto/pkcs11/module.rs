@@ -144,21 +144,14 @@ mod tests {
 
     #[test]
     fn return_values_are_named_as_pkcs11_spells_them() {
-        assert_eq!(
-            return_value_name(RvError::PinIncorrect),
-            "CKR_PIN_INCORRECT"
-        );
-        assert_eq!(
-            return_value_name(RvError::DeviceRemoved),
-            "CKR_DEVICE_REMOVED"
-        );
-        assert_eq!(
-            return_value_name(RvError::GeneralError),
-            "CKR_GENERAL_ERROR"
-        );
-        assert_eq!(
-            return_value_name(RvError::SessionHandleInvalid),
-            "CKR_SESSION_HANDLE_INVALID"
-        );
+        let names = [
+            (RvError::PinIncorrect, "CKR_PIN_INCORRECT"),
+            (RvError::DeviceRemoved, "CKR_DEVICE_REMOVED"),
+            (RvError::GeneralError, "CKR_GENERAL_ERROR"),
+            (RvError::SessionHandleInvalid, "CKR_SESSION_HANDLE_INVALID"),
+        ];
+        for (rv, name) in names {
+            assert_eq!(return_value_name(rv), name);
+        }
     }
 }

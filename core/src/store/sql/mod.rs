@@ -194,34 +194,39 @@ where
         start: i64,
         checkpoints_below: i64,
     ) -> Result<BelowStart, StoreError> {
-        let rows: Span = sqlx::query_as(
-            "SELECT COUNT(*) AS count, MIN(sequencenumber) AS first, \
-             MAX(sequencenumber) AS last FROM auditrecorddata \
-             WHERE nodeid = $1 AND sequencenumber < $2",
-        )
-        .bind(node)
-        .bind(start)
-        .fetch_one(self.pool())
-        .await?;
-        let batches: Option<Span> = sqlx::query_as(
-            "SELECT COUNT(*) AS count, MIN(firstsequencenumber) AS first, \
-             MAX(lastsequencenumber) AS last FROM auditbatchdata \
-             WHERE nodeid = $1 AND lastsequencenumber < $2",
-        )
-        .bind(node)
-        .bind(start)
-        .fetch_optional(self.pool())
+        // (table, its first and last sequence number columns, the bound).
+        let span = |(table, first, last, below): (&str, &str, &str, i64)| {
+            let sql = format!(
+                "SELECT COUNT(*) AS count, MIN({first}) AS first, MAX({last}) AS last \
+                 FROM {table} WHERE nodeid = $1 AND {last} < $2"
+            );
+            async move {
+                sqlx::query_as::<_, Span>(sqlx::AssertSqlSafe(sql))
+                    .bind(node)
+                    .bind(below)
+                    .fetch_one(self.pool())
+                    .await
+            }
+        };
+        let rows = span(("auditrecorddata", "sequencenumber", "sequencenumber", start)).await?;
+        // The statements and checkpoints tables may be absent in a CESeCore database.
+        let batches = span((
+            "auditbatchdata",
+            "firstsequencenumber",
+            "lastsequencenumber",
+            start,
+        ))
         .await
+        .map(Some)
         .or_else(absent)?;
-        let checkpoints: Option<Span> = sqlx::query_as(
-            "SELECT COUNT(*) AS count, MIN(sequencenumber) AS first, \
-             MAX(sequencenumber) AS last FROM auditcheckpointdata \
-             WHERE nodeid = $1 AND sequencenumber < $2",
-        )
-        .bind(node)
-        .bind(checkpoints_below)
-        .fetch_optional(self.pool())
+        let checkpoints = span((
+            "auditcheckpointdata",
+            "sequencenumber",
+            "sequencenumber",
+            checkpoints_below,
+        ))
         .await
+        .map(Some)
         .or_else(absent)?;
         Ok(BelowStart {
             rows,
