@@ -405,12 +405,7 @@ where
     }
 
     async fn latest_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        let sql = format!(
-            "SELECT {} FROM auditcheckpointdata c WHERE sequencenumber = \
-             (SELECT MAX(sequencenumber) FROM auditcheckpointdata d WHERE d.nodeid = c.nodeid) \
-             ORDER BY nodeid, kind",
-            super::CHECKPOINT_COLUMNS
-        );
+        let sql = super::latest_checkpoints();
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .fetch_all(self.pool())
             .await
