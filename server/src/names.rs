@@ -34,6 +34,10 @@ const DEFAULT_IGNORABLE: [(char, char); 17] = [
 /// characters, bidi controls, soft hyphen, BOM, ...), a line or paragraph separator, or any
 /// other default-ignorable code point.
 pub fn is_invisible(c: char) -> bool {
+    // ASCII (nearly every name): only its controls; no other category or ignorable is ASCII.
+    if c.is_ascii() {
+        return c.is_ascii_control();
+    }
     matches!(
         c.general_category(),
         GeneralCategory::Control
@@ -129,6 +133,20 @@ const LOOKALIKES: &[(char, char)] = &[
 /// Cyrillic and Greek look-alikes replaced by their Latin letter, lower-cased, and `1`, `l`,
 /// `|` taken as `i` (the same stroke in many fonts).
 pub fn skeleton(name: &str) -> String {
+    let same_stroke = |c| if matches!(c, '1' | 'l' | '|') { 'i' } else { c };
+    // ASCII is its own NFKC form and holds no look-alike: only the case and white space.
+    if name.is_ascii() {
+        return name
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .map(|c| same_stroke(c.to_ascii_lowercase()))
+            .collect();
+    }
+    unicode_skeleton(name, same_stroke)
+}
+
+/// `skeleton` of any text: NFKC first, then the look-alikes.
+fn unicode_skeleton(name: &str, same_stroke: impl Fn(char) -> char) -> String {
     name.nfkc()
         .filter(|c| !c.is_whitespace())
         .map(|c| {
@@ -138,7 +156,7 @@ pub fn skeleton(name: &str) -> String {
                 .map_or(c, |(_, to)| *to)
         })
         .flat_map(char::to_lowercase)
-        .map(|c| if matches!(c, '1' | 'l' | '|') { 'i' } else { c })
+        .map(same_stroke)
         .collect()
 }
 
@@ -191,6 +209,23 @@ mod tests {
         }
         assert!(check_visible("service", "AUDITSEAL\u{200B}").is_err());
         assert!(check_visible("service", "SIGNSERVER").is_ok());
+    }
+
+    #[test]
+    fn the_ascii_skeleton_is_the_unicode_one() {
+        let same_stroke = |c| if matches!(c, '1' | 'l' | '|') { 'i' } else { c };
+        let all: String = (0u8..128).map(char::from).collect();
+        for name in [all.as_str(), " Audit\u{0B}Seal\t1|l ", "AUDITSEAL", ""] {
+            assert_eq!(
+                skeleton(name),
+                unicode_skeleton(name, same_stroke),
+                "{name:?}"
+            );
+        }
+        for c in (0u8..128).map(char::from) {
+            let general = matches!(c.general_category(), GeneralCategory::Control);
+            assert_eq!(is_invisible(c), general, "U+{:04X}", c as u32);
+        }
     }
 
     #[test]

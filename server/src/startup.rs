@@ -21,6 +21,7 @@ use auditseal_core::token::SharedToken;
 use crate::auth::Auth;
 use crate::config::ServerConfig;
 use crate::serve::Limits;
+use crate::state::ServerState;
 use crate::{AppState, VerifyPolicy};
 
 /// Client certificate subjects (normalised) and their roles.
@@ -75,11 +76,12 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
         None => tracing::warn!("protection.enable_sign is false: new rows are NOT protected"),
     }
     let auth = start_auth(settings, &store, device.as_ref(), certificate_roles).await?;
-    let mut state = build_state(cfg, settings, store, device, keys, auth);
+    let mut inner = build_state(cfg, settings, store, device, keys, auth);
     if let Some(db) = read_database {
-        state.reader = db.store.clone();
-        state.read_database = Some(db);
+        inner.reader = db.store.clone();
+        inner.read_database = Some(db);
     }
+    let state = AppState::from(inner);
     if let Some((_, _, stats)) = &checkpoints {
         let secs = settings.file.checkpoint.interval_secs;
         let secs = secs.unwrap_or(DEFAULT_CHECKPOINT_SECS);
@@ -219,8 +221,8 @@ impl Started {
     }
 }
 
-/// The state every route shares, from the parts the start built (in-process tests build it
-/// the same way).
+/// The state every route shares (`AppState::from` it), from the parts the start built
+/// (in-process tests build it the same way).
 pub fn build_state(
     cfg: &ServerConfig,
     settings: &Settings,
@@ -228,10 +230,10 @@ pub fn build_state(
     device: Arc<dyn LogDevice>,
     keys: KeySetup,
     auth: Arc<Auth>,
-) -> AppState {
+) -> ServerState {
     let p = &settings.protection;
     let metrics = crate::metrics::Metrics::new(cfg.device, device.as_ref(), cfg.max_followers);
-    AppState {
+    ServerState {
         metrics: Arc::new(metrics),
         verify_runs: Arc::default(),
         signer: keys.current.clone(),

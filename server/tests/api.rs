@@ -85,7 +85,14 @@ async fn api_with(
         .map(|c| (c.subject.clone(), c.role));
     let certs = auditseal_core::access::certificate_roles(subjects).unwrap();
     let auth = Auth::start(store.clone(), certs).await.unwrap();
-    let state = startup::build_state(&cfg, &settings, store, wrap(device), keys, auth);
+    let state = auditseal_server::AppState::from(startup::build_state(
+        &cfg,
+        &settings,
+        store,
+        wrap(device),
+        keys,
+        auth,
+    ));
     Api {
         app: auditseal_server::app(state.clone()),
         state,

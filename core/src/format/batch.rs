@@ -9,7 +9,7 @@ use crate::crypto::protector::protect_statement;
 use crate::crypto::token::{CryptoToken, TokenError};
 use crate::format::canonical;
 use crate::format::merkle::{self, Hash};
-use crate::format::protection::{Layout, ProtectionVersion};
+use crate::format::protection::{Layout, ProtectionVersion, encode_hex, push_hex};
 use crate::format::record::AuditRecord;
 use crate::format::statement::{Field, SignedStatement, Signer};
 
@@ -56,7 +56,7 @@ impl BatchRecord {
 
     /// What the node's next statement names as its previous one.
     pub fn statement_hash(&self) -> String {
-        hex::encode(Sha256::digest(self.statement()))
+        encode_hex(&Sha256::digest(self.statement()))
     }
 
     pub fn size(&self) -> i64 {
@@ -131,16 +131,23 @@ pub enum PayloadError {
 }
 
 impl InclusionPayload {
-    /// 8 bytes first sequence number (big-endian, signed) || 4 bytes tree size (big-endian)
-    /// || the proof hashes, 32 bytes each; lower-case hex.
+    /// The payload as a row's protection carries it (see `push_hex`).
+    #[cfg(test)]
     pub fn to_hex(&self) -> String {
-        let mut bytes = Vec::with_capacity(12 + 32 * self.proof.len());
-        bytes.extend_from_slice(&self.first_sequence_number.to_be_bytes());
-        bytes.extend_from_slice(&self.tree_size.to_be_bytes());
+        let mut out = String::with_capacity(2 * (12 + 32 * self.proof.len()));
+        self.push_hex(&mut out);
+        out
+    }
+
+    /// Appends the payload to `out` in lower-case hex: 8 bytes first sequence number
+    /// (big-endian, signed) || 4 bytes tree size (big-endian) || the proof hashes, 32 bytes
+    /// each.
+    pub fn push_hex(&self, out: &mut String) {
+        push_hex(out, &self.first_sequence_number.to_be_bytes());
+        push_hex(out, &self.tree_size.to_be_bytes());
         for h in &self.proof {
-            bytes.extend_from_slice(h);
+            push_hex(out, h);
         }
-        hex::encode(bytes)
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, PayloadError> {
@@ -187,7 +194,7 @@ pub fn seal(
         first_sequence_number: first,
         last_sequence_number: first + rows.len() as i64 - 1,
         time_stamp,
-        merkle_root: hex::encode(root),
+        merkle_root: encode_hex(&root),
         previous_hash,
         key_id: token.keyid(),
         statement_protection: String::new(),
@@ -200,12 +207,10 @@ pub fn seal(
             tree_size: size,
             proof,
         };
-        row.row_protection = Some(format!(
-            "1:{}:{}:{}",
-            version.number(),
-            token.keyid(),
-            payload.to_hex()
-        ));
+        let mut protection = format!("1:{}:{}:", version.number(), token.keyid());
+        protection.reserve(2 * (12 + 32 * payload.proof.len()));
+        payload.push_hex(&mut protection);
+        row.row_protection = Some(protection);
     }
     Ok(b)
 }

@@ -89,6 +89,25 @@ pub enum ProtectionParseError {
     Hex,
 }
 
+/// Appends `bytes` to `out` in lower-case hex. A table lookup per byte: every row of a batch
+/// carries its inclusion proof in hex (the `hex` crate's char-by-char iterator took 6% of the
+/// server's CPU on bulk requests).
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+}
+
+/// `bytes` in lower-case hex.
+pub fn encode_hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
 /// Hex (either case) to bytes; None unless every character is a hex digit and there is an even
 /// number of them. Table-driven: verifying decodes one value per row, so this is on the hot path.
 pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -182,7 +201,7 @@ impl RowProtection {
             layout.number(),
             self.version.number(),
             self.keyid,
-            hex::encode(&self.value)
+            encode_hex(&self.value)
         )
     }
 }
@@ -195,7 +214,7 @@ impl fmt::Display for RowProtection {
             ENTITY_PROTECT_VERSION,
             self.version.number(),
             self.keyid,
-            hex::encode(&self.value)
+            encode_hex(&self.value)
         )
     }
 }
@@ -209,6 +228,11 @@ mod tests {
         #[test]
         fn decode_hex_agrees_with_the_hex_crate(s in "[0-9a-fA-FxG ]{0,40}") {
             prop_assert_eq!(decode_hex(&s), hex::decode(&s).ok());
+        }
+
+        #[test]
+        fn encode_hex_agrees_with_the_hex_crate(b in proptest::collection::vec(any::<u8>(), 0..80)) {
+            prop_assert_eq!(encode_hex(&b), hex::encode(&b));
         }
     }
 
