@@ -3,6 +3,7 @@
 
 pub mod archived;
 mod chunk;
+mod copy_text;
 pub mod export;
 pub mod partition;
 mod postgres;
