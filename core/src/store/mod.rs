@@ -3,7 +3,6 @@
 
 pub mod archived;
 mod chunk;
-mod copy_text;
 pub mod export;
 pub mod partition;
 mod postgres;

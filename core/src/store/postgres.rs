@@ -252,28 +252,39 @@ impl Backend for PgStore {
         rows: &[AuditRecord],
         fence: &Fence,
     ) -> Result<(), StoreError> {
-        // The fence first: the lease row stays share-locked until the batch commits, so a
-        // process that takes the node over waits for this batch or finds it never happened.
-        let held: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM auditnodelease WHERE nodeid = $1 AND epoch = $2 FOR SHARE",
+        let col = |f: fn(&AuditRecord) -> String| rows.iter().map(f).collect::<Vec<_>>();
+        let opt = |f: fn(&AuditRecord) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+        let done = sqlx::query(
+            "INSERT INTO auditrecorddata (pk, nodeid, sequencenumber, \"timestamp\", eventtype, \
+             eventstatus, authtoken, service, module, customid, searchdetail1, searchdetail2, \
+             additionaldetails, rowversion, rowprotection) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], \
+             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
+             $12::text[], $13::text[], $14::int4[], $15::text[]) \
+             WHERE EXISTS (SELECT 1 FROM auditnodelease WHERE nodeid = $16 AND epoch = $17 \
+             FOR SHARE)",
         )
+        .bind(col(|r| r.pk.clone()))
+        .bind(col(|r| r.node_id.clone()))
+        .bind(rows.iter().map(|r| r.sequence_number).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.time_stamp).collect::<Vec<_>>())
+        .bind(col(|r| r.event_type.clone()))
+        .bind(col(|r| r.event_status.clone()))
+        .bind(col(|r| r.auth_token.clone()))
+        .bind(col(|r| r.service.clone()))
+        .bind(col(|r| r.module.clone()))
+        .bind(opt(|r| r.custom_id.clone()))
+        .bind(opt(|r| r.search_detail1.clone()))
+        .bind(opt(|r| r.search_detail2.clone()))
+        .bind(opt(|r| r.additional_details.clone()))
+        .bind(rows.iter().map(|r| r.row_version).collect::<Vec<_>>())
+        .bind(opt(|r| r.row_protection.clone()))
         .bind(&fence.node)
         .bind(fence.epoch)
-        .fetch_optional(&mut *conn)
+        .execute(conn)
         .await?;
-        if held.is_none() {
+        if done.rows_affected() != rows.len() as u64 {
             return Err(StoreError::Fenced(fence.node.clone()));
-        }
-        let data = super::copy_text::rows(rows);
-        // On any error the caller drops the transaction and the connection with it (`Own`).
-        let mut copy = conn.copy_in_raw(super::copy_text::COPY_ROWS).await?;
-        copy.send(data).await?;
-        let stored = copy.finish().await?;
-        if stored != rows.len() as u64 {
-            return Err(StoreError::Database(format!(
-                "COPY stored {stored} of the batch's {} rows",
-                rows.len()
-            )));
         }
         Ok(())
     }
