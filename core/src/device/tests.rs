@@ -149,14 +149,7 @@ async fn a_head_never_goes_back_after_an_archive_removed_every_row() {
         matches!(e, crate::store::StoreError::Inconsistent(_)),
         "{e}"
     );
-    assert_eq!(
-        store
-            .read_node(Chunk::new("idle", 0, None, 100))
-            .await
-            .unwrap()
-            .len(),
-        5
-    );
+    assert_eq!(row_count(&store, "idle").await, 5);
     assert!(store.archive_base("idle").await.unwrap().is_none());
 
     assert_eq!(store.archive_node(&marker, 0, 5).await.unwrap(), 5);
@@ -195,14 +188,7 @@ async fn a_writer_whose_lease_was_taken_commits_nothing() {
         let e = device.append_all(events).await.unwrap_err();
         assert!(matches!(e, DeviceError::LockLost(_)), "{e}");
     }
-    assert_eq!(
-        store
-            .read_node(Chunk::new("n", 0, None, 100))
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(row_count(&store, "n").await, 1);
 }
 
 /// A client pk that another node stores between this device's look-up and its insert (two
@@ -263,14 +249,7 @@ async fn a_pk_race_is_pending_and_taken_numbers_are_inconsistent() {
         assert!(matches!(e, DeviceError::Inconsistent(_)), "{e}");
     }
     assert!(device.inconsistent().is_some());
-    assert_eq!(
-        store
-            .read_node(Chunk::new("n", 0, None, 100))
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(row_count(&store, "n").await, 2);
 }
 
 /// Test-only shorthand for running DDL on a pool.
@@ -282,4 +261,13 @@ impl ExecRaw for sqlx::SqlitePool {
     async fn execute_raw(&self, sql: &'static str) {
         sqlx::raw_sql(sql).execute(self).await.unwrap();
     }
+}
+
+/// How many rows `node` has (up to 100).
+async fn row_count(store: &crate::store::SharedStore, node: &str) -> usize {
+    store
+        .read_node(Chunk::new(node, 0, None, 100))
+        .await
+        .unwrap()
+        .len()
 }

@@ -44,18 +44,32 @@ async fn checkpointer(store: &SharedStore, token: &SharedToken) -> Checkpointer 
         .unwrap()
 }
 
-/// verifylog over the whole store with key 3.
-async fn verify(store: &SharedStore, token: &SharedToken) -> crate::verify::LogReport {
+/// verifylog over the whole store with key 3 finds `rows` rows, no error and `checkpoints`
+/// checkpoints of node "n".
+async fn assert_verifies(store: &SharedStore, token: &SharedToken, rows: u64, checkpoints: u64) {
     let mut ring = crate::crypto::keys::KeyRing::new();
     ring.insert(3, token.verify_key());
-    crate::verify::verify_log(
+    let rep = crate::verify::verify_log(
         store,
         &Arc::new(ring),
         &crate::verify::Selection::All,
         &Default::default(),
     )
     .await
-    .unwrap()
+    .unwrap();
+    assert_eq!(
+        (rep.rows, rep.errors, rep.nodes[0].checkpoints),
+        (rows, 0, checkpoints),
+        "{rep}"
+    );
+}
+
+/// Node "n"'s rows from sequence number `from` (up to 100).
+async fn rows_from(store: &SharedStore, from: i64) -> Vec<crate::format::record::AuditRecord> {
+    store
+        .read_node(Chunk::new("n", from, None, 100))
+        .await
+        .unwrap()
 }
 
 /// Issue 12.7: a row deleted below the newest checkpoint was never seen again (only the
@@ -104,10 +118,7 @@ async fn after_a_fold_1_checkpoint_the_next_is_of_fold_2_and_both_verify() {
         ..
     } = node_of_5_rows().await;
     // What an older release wrote: fold 1, `1:` first.
-    let rows = store
-        .read_node(Chunk::new("n", 0, None, 100))
-        .await
-        .unwrap();
+    let rows = rows_from(&store, 0).await;
     let mut old = Head::default().in_fold(Layout::Text);
     rows.iter().for_each(|r| old.push(r));
     let c1 = Checkpoint::sign(token.as_ref(), "n", &old, 1, KIND_CHECKPOINT).unwrap();
@@ -121,12 +132,7 @@ async fn after_a_fold_1_checkpoint_the_next_is_of_fold_2_and_both_verify() {
     assert_eq!(c2.sequence_number, 7);
     assert_eq!(c2.layout(), Layout::Canonical);
     assert!(c2.statement_protection.starts_with("2:1:3:"), "{c2:?}");
-    let rep = verify(&store, &token).await;
-    assert_eq!(
-        (rep.rows, rep.errors, rep.nodes[0].checkpoints),
-        (8, 0, 2),
-        "{rep}"
-    );
+    assert_verifies(&store, &token, 8, 2).await;
 }
 
 /// An older release's archive marker (fold 1): the rows after it chain onto its head hash
@@ -140,10 +146,7 @@ async fn after_a_fold_1_archive_marker_fold_2_goes_on_from_its_head_hash() {
         device,
         ..
     } = node_of_5_rows().await;
-    let rows = store
-        .read_node(Chunk::new("n", 0, None, 100))
-        .await
-        .unwrap();
+    let rows = rows_from(&store, 0).await;
     let mut old = Head::default().in_fold(Layout::Text);
     rows.iter().for_each(|r| old.push(r));
     let marker = Checkpoint::sign(token.as_ref(), "n", &old, 1, KIND_ARCHIVE).unwrap();
@@ -156,19 +159,9 @@ async fn after_a_fold_1_archive_marker_fold_2_goes_on_from_its_head_hash() {
     let c = cp.run_once().await.unwrap().unwrap();
     assert_eq!((c.sequence_number, c.layout()), (7, Layout::Canonical));
     let mut want = old.in_fold(Layout::Canonical);
-    store
-        .read_node(Chunk::new("n", 5, None, 100))
-        .await
-        .unwrap()
-        .iter()
-        .for_each(|r| want.push(r));
+    rows_from(&store, 5).await.iter().for_each(|r| want.push(r));
     assert_eq!(c.head_hash, hex::encode(want.hash));
-    let rep = verify(&store, &token).await;
-    assert_eq!(
-        (rep.rows, rep.errors, rep.nodes[0].checkpoints),
-        (3, 0, 1),
-        "{rep}"
-    );
+    assert_verifies(&store, &token, 3, 1).await;
 }
 
 #[tokio::test]
@@ -186,10 +179,7 @@ async fn goes_on_after_an_archive_deleted_rows_it_had_not_folded_in() {
         device.append(test_event(i)).await.unwrap();
     }
     // Rows 0..=7 archived (as `auditseal-db archive` does: marker, then deletion).
-    let rows = store
-        .read_node(Chunk::new("n", 0, None, 100))
-        .await
-        .unwrap();
+    let rows = rows_from(&store, 0).await;
     let mut head = Head::default();
     rows[..8].iter().for_each(|r| head.push(r));
     let marker = Checkpoint::sign(token.as_ref(), "n", &head, 1, KIND_ARCHIVE).unwrap();
