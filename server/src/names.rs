@@ -50,7 +50,8 @@ pub fn is_invisible(c: char) -> bool {
 }
 
 /// `field: ...` naming the first invisible character of `name`, if it has one.
-pub fn check_visible(field: &str, name: &str) -> Result<(), String> {
+/// `field` is formatted only when there is one.
+pub fn check_visible(field: &(impl std::fmt::Display + ?Sized), name: &str) -> Result<(), String> {
     match name.chars().find(|c| is_invisible(*c)) {
         None => Ok(()),
         Some(c) => Err(format!(
@@ -133,7 +134,6 @@ const LOOKALIKES: &[(char, char)] = &[
 /// Cyrillic and Greek look-alikes replaced by their Latin letter, lower-cased, and `1`, `l`,
 /// `|` taken as `i` (the same stroke in many fonts).
 pub fn skeleton(name: &str) -> String {
-    let same_stroke = |c| if matches!(c, '1' | 'l' | '|') { 'i' } else { c };
     // ASCII is its own NFKC form and holds no look-alike: only the case and white space.
     if name.is_ascii() {
         return name
@@ -142,11 +142,16 @@ pub fn skeleton(name: &str) -> String {
             .map(|c| same_stroke(c.to_ascii_lowercase()))
             .collect();
     }
-    unicode_skeleton(name, same_stroke)
+    unicode_skeleton(name)
+}
+
+/// `1`, `l` and `|` read as `i` (the same stroke in many fonts).
+fn same_stroke(c: char) -> char {
+    if matches!(c, '1' | 'l' | '|') { 'i' } else { c }
 }
 
 /// `skeleton` of any text: NFKC first, then the look-alikes.
-fn unicode_skeleton(name: &str, same_stroke: impl Fn(char) -> char) -> String {
+fn unicode_skeleton(name: &str) -> String {
     name.nfkc()
         .filter(|c| !c.is_whitespace())
         .map(|c| {
@@ -213,14 +218,9 @@ mod tests {
 
     #[test]
     fn the_ascii_skeleton_is_the_unicode_one() {
-        let same_stroke = |c| if matches!(c, '1' | 'l' | '|') { 'i' } else { c };
         let all: String = (0u8..128).map(char::from).collect();
         for name in [all.as_str(), " Audit\u{0B}Seal\t1|l ", "AUDITSEAL", ""] {
-            assert_eq!(
-                skeleton(name),
-                unicode_skeleton(name, same_stroke),
-                "{name:?}"
-            );
+            assert_eq!(skeleton(name), unicode_skeleton(name), "{name:?}");
         }
         for c in (0u8..128).map(char::from) {
             let general = matches!(c.general_category(), GeneralCategory::Control);

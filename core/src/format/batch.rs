@@ -134,9 +134,14 @@ impl InclusionPayload {
     /// The payload as a row's protection carries it (see `push_hex`).
     #[cfg(test)]
     pub fn to_hex(&self) -> String {
-        let mut out = String::with_capacity(2 * (12 + 32 * self.proof.len()));
+        let mut out = String::with_capacity(self.hex_len());
         self.push_hex(&mut out);
         out
+    }
+
+    /// How many hex digits `push_hex` appends.
+    pub fn hex_len(&self) -> usize {
+        2 * (12 + 32 * self.proof.len())
     }
 
     /// Appends the payload to `out` in lower-case hex: 8 bytes first sequence number
@@ -208,7 +213,7 @@ pub fn seal(
             proof,
         };
         let mut protection = format!("1:{}:{}:", version.number(), token.keyid());
-        protection.reserve(2 * (12 + 32 * payload.proof.len()));
+        protection.reserve(payload.hex_len());
         payload.push_hex(&mut protection);
         row.row_protection = Some(protection);
     }

@@ -59,10 +59,7 @@ fn check_required(field: &(impl Display + ?Sized), value: &str) -> Result<(), Ap
 /// no NUL, and no invisible character (docs/API.md "Names").
 fn check_name(field: &(impl Display + ?Sized), value: &str) -> Result<(), ApiError> {
     check_text(field, value)?;
-    match value.chars().any(names::is_invisible) {
-        false => Ok(()),
-        true => names::check_visible(&field.to_string(), value).map_err(ApiError::bad_request),
-    }
+    names::check_visible(field, value).map_err(ApiError::bad_request)
 }
 
 fn check_json_text(path: &dyn Display, v: &Value) -> Result<(), ApiError> {
