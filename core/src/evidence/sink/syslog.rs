@@ -124,9 +124,11 @@ fn sd_name(s: &str) -> Cow<'_, str> {
     )
 }
 
-/// A PARAM-VALUE: UTF-8 with `"`, `\` and `]` escaped by a backslash.
+/// A PARAM-VALUE: UTF-8 with `"`, `\` and `]` escaped by a backslash. (The search for them is
+/// memchr's vectorized one: a forwarded event's rowProtection is hundreds of characters, and a
+/// loop over its bytes was most of the time spent writing its message.)
 fn sd_value(s: &str) -> Cow<'_, str> {
-    if !s.bytes().any(|b| matches!(b, b'"' | b'\\' | b']')) {
+    if memchr::memchr3(b'"', b'\\', b']', s.as_bytes()).is_none() {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -524,6 +526,18 @@ mod tests {
             hostname: "host1".into(),
             app_name: "auditseal".into(),
             procid: "42".into(),
+        }
+    }
+
+    #[test]
+    fn each_of_the_three_param_value_specials_alone_is_escaped() {
+        for (value, escaped) in [
+            ("a\"b", "a\\\"b"),
+            ("a\\b", "a\\\\b"),
+            ("a]b", "a\\]b"),
+            ("1:2:7:ab", "1:2:7:ab"),
+        ] {
+            assert_eq!(sd_value(value), escaped, "{value}");
         }
     }
 
