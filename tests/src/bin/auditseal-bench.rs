@@ -37,6 +37,8 @@ struct Opts {
     forwarding_only: bool,
     /// Only the growth figures ([g]): this many millions of events through the bulk endpoint.
     growth: usize,
+    /// Touch the machine's free memory once before the figures (`warm_memory`).
+    warm: bool,
 }
 
 fn opts() -> Opts {
@@ -50,6 +52,7 @@ fn opts() -> Opts {
         forward: 100_000,
         forwarding_only: false,
         growth: 0,
+        warm: true,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -69,10 +72,11 @@ fn opts() -> Opts {
             "--forward" => o.forward = num("--forward"),
             "--forwarding-only" => o.forwarding_only = true,
             "--growth" => o.growth = num("--growth"),
+            "--no-warm" => o.warm = false,
             "-h" | "--help" => {
                 println!(
                     "auditseal-bench [--signs N] [--commits N] [--events N] [--clients N] [--single-clients N] [--bulk N] \
-                     [--forward N] [--forwarding-only] [--growth MILLIONS]"
+                     [--forward N] [--forwarding-only] [--growth MILLIONS] [--no-warm]"
                 );
                 std::process::exit(0);
             }
@@ -96,6 +100,38 @@ fn hsm_token(h: &SoftHsm, label: &str, sessions: usize) -> SharedToken {
     )
     .expect("open the token");
     setup.current.expect("a signing key")
+}
+
+/// Writes to every page of the machine's available memory but 3 GiB once, then frees it. On a
+/// fresh virtual machine the first touch of a page costs the hypervisor far more than any later
+/// one (measured on the standard machine: a 1 GB file written with dd took 1.1 s of system time
+/// the first time, 0.23-0.28 s when written again after its deletion freed the pages), and every
+/// run of a figure grows PostgreSQL's files and the sinks' files into pages nobody had used:
+/// without this, whichever run came first paid for the machine's newness (in four runs of
+/// section [e] the first of its two identical runs without sinks was 9-36% slower than the
+/// second).
+fn warm_memory() {
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    const CHUNK: usize = 256 << 20;
+    let chunks = available.saturating_sub(3 << 30) / CHUNK;
+    let started = Instant::now();
+    // vec![1; n] writes every byte (zeroed allocations would not touch the pages).
+    let held: Vec<Vec<u8>> = (0..chunks).map(|_| vec![1u8; CHUNK]).collect();
+    let touched = held.iter().map(|c| c[CHUNK - 1] as usize).sum::<usize>() * CHUNK;
+    drop(held);
+    println!(
+        "warmed {:.1} GiB of free memory in {:.1} s (--no-warm skips it)",
+        touched as f64 / (1u64 << 30) as f64,
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// Signs `n` protect-string-sized messages on `threads` threads; returns signatures per second.
@@ -202,6 +238,10 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         auditseal_e2e::pg_admin_url()
     );
+
+    if o.warm {
+        warm_memory();
+    }
 
     // 1. Raw signing rate of the token (SoftHSM2, RSA-2048).
     let hsm = SoftHsm::new("bench");
@@ -672,11 +712,13 @@ async fn forwarding_figures(
             }
         }
         let cpu = cpu_seconds(server.pid()) - cpu_before;
+        let peak_mib =
+            load::proc_status_kb(server.pid(), "VmHWM").map_or(f64::NAN, |kb| kb as f64 / 1024.0);
         server.stop();
         // Its connections' backends have ended: their CPU is the postmaster's children's now.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let pg = postgres_cpu_seconds(url) - pg_before;
-        (rate, caught_up, (cpu, pg))
+        (rate, caught_up, (cpu, pg, peak_mib))
     };
     let rsyslogd: u32 = std::fs::read_to_string(dir.join("rsyslog").join("rsyslogd.pid"))
         .ok()
@@ -697,7 +739,8 @@ async fn forwarding_figures(
     let (without2, _, cpu2) = run("bench-fw-b", conf.to_path_buf()).await;
     let events = (requests * 1000) as f64;
     let per_1000 = |cpu: f64| cpu * 1000.0 / events * 1000.0;
-    let ((cpu1, pg1), (cpu_with, pg_with), (cpu2, pg2)) = (cpu1, cpu_with, cpu2);
+    let ((cpu1, pg1, peak1), (cpu_with, pg_with, peak_with), (cpu2, pg2, peak2)) =
+        (cpu1, cpu_with, cpu2);
     let baseline = (without1 + without2) / 2.0;
     let received = std::fs::read_to_string(&rsyslog.out)
         .map(|t| t.lines().count())
@@ -741,6 +784,9 @@ async fn forwarding_figures(
         per_1000(pg1),
         per_1000(pg2),
         per_1000(pg_with),
+    );
+    println!(
+        "    server peak RSS: without {peak1:.0} / {peak2:.0} MiB, with sinks {peak_with:.0} MiB"
     );
     drop(rsyslog);
 }
