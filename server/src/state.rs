@@ -81,6 +81,7 @@ impl AppState {
                 .max_followers
                 .saturating_sub(self.followers.available_permits()),
             read_database: self.read_database.as_deref(),
+            keys: &self.keys,
         }
     }
 

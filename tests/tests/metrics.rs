@@ -186,6 +186,45 @@ async fn metrics_pass_promtool_and_count_what_was_ingested() {
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["status"], "ready", "{v}");
     }
+
+    // Checkpoints that do not verify, as whoever owns the database could write them to hide an
+    // overdue checkpoint: one above mn's newest, one of a node with no other. Dated a day ahead,
+    // either would give an age of 0 if it were used. Each is refused once and counted.
+    let store = auditseal_core::store::open(&url).await.unwrap();
+    let genuine = store
+        .last_checkpoint("mn")
+        .await
+        .unwrap()
+        .expect("mn's checkpoint");
+    for node in ["mn", "ghost"] {
+        let mut forged = genuine.clone();
+        forged.node_id = node.into();
+        forged.sequence_number += 1000;
+        forged.time_stamp = auditseal_core::time::now_millis() + 86_400_000;
+        store.insert_checkpoint(&forged).await.unwrap();
+    }
+    let refused = r#"auditseal_rows_failed_on_read_total{route="checkpoints"}"#;
+    for _ in 0..2 {
+        let text = anonymous
+            .get(format!("{open}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let age = metric(&text, r#"auditseal_checkpoint_age_seconds{node="mn"}"#);
+        assert!(
+            age.is_some_and(|a| a > 0.0),
+            "the genuine one's age: {text}"
+        );
+        assert_eq!(
+            metric(&text, r#"auditseal_checkpoint_age_seconds{node="ghost"}"#),
+            None,
+            "{text}"
+        );
+        assert_eq!(metric(&text, refused), Some(2.0), "once each: {text}");
+    }
     s.stop();
 }
 

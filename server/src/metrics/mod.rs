@@ -8,6 +8,7 @@
 mod labels;
 mod register;
 mod scrape;
+mod seen;
 
 pub use scrape::Sources;
 #[cfg(test)]
@@ -72,6 +73,8 @@ pub struct Metrics {
     database_up: Gauge,
     lock_held: Gauge,
     checkpoint_age: Family<NodeLabel, FloatGauge>,
+    /// The checkpoints `checkpoint_age` has verified or refused.
+    checkpoints_seen: Mutex<seen::CheckpointsSeen>,
     checkpoint_failures: Counter,
     checkpoint_interval: Family<NodeLabel, Gauge>,
     checkpoint_success: Family<NodeLabel, Gauge>,

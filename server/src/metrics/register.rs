@@ -64,6 +64,7 @@ impl Metrics {
             database_up: Gauge::default(),
             lock_held: Gauge::default(),
             checkpoint_age: Family::default(),
+            checkpoints_seen: Default::default(),
             checkpoint_failures: Counter::default(),
             checkpoint_interval: Family::default(),
             checkpoint_success: Family::default(),

@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 
 use prometheus_client::metrics::counter::Counter;
 
+use auditseal_core::checkpoint::Checkpoint;
 use auditseal_core::device::LogDevice;
+use auditseal_core::keys::KeyRing;
 use auditseal_core::store::Store;
 use auditseal_core::token::CryptoToken;
 
@@ -22,6 +24,8 @@ pub struct Sources<'a> {
     /// Live followers (`GET /api/v1/events:follow`) now.
     pub followers: usize,
     pub read_database: Option<&'a crate::reads::ReadDatabase>,
+    /// What checkpoints are verified with before their age is given.
+    pub keys: &'a KeyRing,
 }
 
 impl Metrics {
@@ -34,7 +38,7 @@ impl Metrics {
             Err(e) => crate::outage::DATABASE.failed(e),
         }
         let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
-        self.checkpoint_ages(checkpoints.ok().as_deref().unwrap_or_default());
+        self.checkpoint_ages(checkpoints.ok().as_deref().unwrap_or_default(), state.keys);
         self.database_up
             .set(i64::from(!crate::outage::DATABASE.is_down()));
         self.lock_held.set(i64::from(state.device.lock_held()));
@@ -70,22 +74,48 @@ impl Metrics {
         }
     }
 
-    /// The age of each node's newest checkpoint. A database that does not answer leaves no
-    /// stale ages behind (none are given): database_up says why.
-    fn checkpoint_ages(&self, checkpoints: &[auditseal_core::checkpoint::Checkpoint]) {
+    /// The age of each node's newest checkpoint whose statement verifies with `keys`. Whoever
+    /// can write to the database could otherwise hide an overdue checkpoint behind a row of
+    /// their own: a checkpoint that does not verify is an ALERT line and a row failed on read
+    /// (`route="checkpoints"`), once each, and is not used; a node none of whose newest
+    /// checkpoints verifies keeps the age of those this server verified before, if any. Each
+    /// checkpoint is verified once (`CheckpointsSeen`). A database that does not answer leaves
+    /// no stale ages behind (none are given): database_up says why.
+    fn checkpoint_ages(&self, checkpoints: &[Checkpoint], keys: &KeyRing) {
         let now = auditseal_core::time::now_millis();
         self.checkpoint_age.clear();
-        // Several checkpoints may share a node's highest sequence number: the newest counts.
-        let mut newest = std::collections::BTreeMap::new();
+        let mut seen = self
+            .checkpoints_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut by_node: std::collections::BTreeMap<&str, Vec<&Checkpoint>> = Default::default();
         for c in checkpoints {
-            let t = newest.entry(c.node_id.clone()).or_insert(c.time_stamp);
-            *t = (*t).max(c.time_stamp);
+            by_node.entry(&c.node_id).or_default().push(c);
         }
-        for (node, t) in newest {
-            let age = (now - t).max(0) as f64 / 1000.0;
-            self.checkpoint_age
-                .get_or_create(&NodeLabel { node })
-                .set(age);
+        for (node, newest) in by_node {
+            let verified = seen.verify(
+                node,
+                &newest,
+                |c| c.check(keys),
+                |c, reason| {
+                    self.row_failed_on_read("checkpoints");
+                    tracing::error!(
+                        node = %c.node_id,
+                        sequence = c.sequence_number,
+                        error = %reason,
+                        "ALERT a checkpoint in the database does not verify (forged or altered?); \
+                         it is not used for auditseal_checkpoint_age_seconds: run auditseal-db \
+                         verifylog"
+                    );
+                },
+            );
+            // Several checkpoints may share a node's highest sequence number: the newest counts.
+            if let Some(t) = verified.iter().map(|c| c.time_stamp).max() {
+                let age = (now - t).max(0) as f64 / 1000.0;
+                self.checkpoint_age
+                    .get_or_create(&NodeLabel { node: node.into() })
+                    .set(age);
+            }
         }
     }
 
