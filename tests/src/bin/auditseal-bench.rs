@@ -39,6 +39,11 @@ struct Opts {
     growth: usize,
     /// Touch the machine's free memory once before the figures (`warm_memory`).
     warm: bool,
+    /// Where the forwarding figures' file sinks and rsyslogd's files go (a fresh directory
+    /// inside it); by default the run's temporary directory, on the same disk as nothing else
+    /// in particular. On a tmpfs (`--sink-dir /dev/shm`) the figures show what the sinks' disk
+    /// writes and syncs cost.
+    sink_dir: Option<std::path::PathBuf>,
 }
 
 fn opts() -> Opts {
@@ -53,6 +58,7 @@ fn opts() -> Opts {
         forwarding_only: false,
         growth: 0,
         warm: true,
+        sink_dir: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -73,10 +79,13 @@ fn opts() -> Opts {
             "--forwarding-only" => o.forwarding_only = true,
             "--growth" => o.growth = num("--growth"),
             "--no-warm" => o.warm = false,
+            "--sink-dir" => {
+                o.sink_dir = Some(it.next().expect("--sink-dir needs a directory").into())
+            }
             "-h" | "--help" => {
                 println!(
                     "auditseal-bench [--signs N] [--commits N] [--events N] [--clients N] [--single-clients N] [--bulk N] \
-                     [--forward N] [--forwarding-only] [--growth MILLIONS] [--no-warm]"
+                     [--forward N] [--forwarding-only] [--growth MILLIONS] [--no-warm] [--sink-dir DIR]"
                 );
                 std::process::exit(0);
             }
@@ -638,8 +647,17 @@ async fn forwarding_figures(
     conf: &std::path::Path,
 ) {
     let requests = o.forward / 1000;
+    let sink_home = match &o.sink_dir {
+        Some(d) => tempfile::tempdir_in(d).expect("a directory in --sink-dir"),
+        None => tempfile::tempdir_in(dir).expect("a directory for the sinks"),
+    };
+    println!(
+        "    sink files and rsyslogd's files in {}",
+        sink_home.path().display()
+    );
     let port = auditseal_e2e::receivers::free_port();
-    let rsyslog = auditseal_e2e::receivers::Rsyslog::start(&dir.join("rsyslog"), port, None);
+    let rsyslog =
+        auditseal_e2e::receivers::Rsyslog::start(&sink_home.path().join("rsyslog"), port, None);
     let with_sinks = dir.join("forward.toml");
     std::fs::write(
         &with_sinks,
@@ -648,8 +666,8 @@ async fn forwarding_figures(
                 "[[forward]]\nname = 'syslog'\naddress = '127.0.0.1:{port}'\n\
                  [[forward]]\nname = 'jsonl'\nfile = '{}'\n\
                  [[forward]]\nname = 'log4j'\nfile = '{}'\nformat = 'log4j'\n",
-                dir.join("events.jsonl").display(),
-                dir.join("events-log4j.log").display()
+                sink_home.path().join("events.jsonl").display(),
+                sink_home.path().join("events-log4j.log").display()
             ),
     )
     .expect("forward conf");
@@ -720,10 +738,11 @@ async fn forwarding_figures(
         let pg = postgres_cpu_seconds(url) - pg_before;
         (rate, caught_up, (cpu, pg, peak_mib))
     };
-    let rsyslogd: u32 = std::fs::read_to_string(dir.join("rsyslog").join("rsyslogd.pid"))
-        .ok()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or(0);
+    let rsyslogd: u32 =
+        std::fs::read_to_string(sink_home.path().join("rsyslog").join("rsyslogd.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0);
     let (without1, _, cpu1) = run("bench-fw-a", conf.to_path_buf()).await;
     // First with the receiver competing for these cores at normal priority; then at idle
     // priority (SCHED_IDLE: only CPU nothing else wants), as a SIEM on machines of its own
