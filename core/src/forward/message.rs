@@ -32,27 +32,23 @@ pub fn json(r: &AuditRecord) -> String {
 /// as SignServer's Log4j device writes an event with Log4j's usual pattern, followed by node
 /// and sequence number (docs/FORMAT.md section 12.2).
 pub fn log4j(r: &AuditRecord) -> String {
-    let mut s = format!(
+    use std::fmt::Write;
+    let details = r.additional_details.as_deref().unwrap_or("");
+    let mut s = String::with_capacity(256 + details.len());
+    let _ = write!(
+        s,
         "{} INFO  [{LOG4J_LOGGER}] EVENT: {}; MODULE: {}; CUSTOM_ID: {}; ",
         crate::format::time::format_iso8601(r.time_stamp),
         r.event_type,
         r.module,
         r.custom_id.as_deref().unwrap_or("null"),
     );
-    for (key, value) in details_of(r) {
-        s.push_str(&key);
-        s.push_str(": ");
-        match value {
-            serde_json::Value::String(v) => s.push_str(&v),
-            serde_json::Value::Null => s.push_str("null"),
-            other => s.push_str(&other.to_string()),
-        }
-        s.push_str("; ");
-    }
-    s.push_str(&format!(
+    push_details(&mut s, details);
+    let _ = write!(
+        s,
         "auditseal.nodeId: {}; auditseal.sequenceNumber: {}; REPLY_TIME:{}",
         r.node_id, r.sequence_number, r.time_stamp
-    ));
+    );
     // One event, one line: a line end inside a value would start a line of its own.
     if s.contains(['\r', '\n']) {
         s = s.replace(['\r', '\n'], " ");
@@ -60,15 +56,27 @@ pub fn log4j(r: &AuditRecord) -> String {
     s
 }
 
-/// The row's additionalDetails as the API shows them; a value that does not decode is shown
-/// as stored, under `additionalDetails`.
-fn details_of(r: &AuditRecord) -> Vec<(String, serde_json::Value)> {
-    match r.additional_details.as_deref() {
-        None | Some("") => Vec::new(),
-        Some(xml) => match details::decode(xml) {
-            Ok(d) => details::to_json(&d).into_iter().collect(),
-            Err(_) => vec![("additionalDetails".into(), xml.into())],
-        },
+/// Appends `key: value; ` for each of the additionalDetails `xml` as the API shows them
+/// (`details::top_value_text`; `details::decode` has replayed the puts, so a repeated key is
+/// there once, as in the API's JSON object); a value that does not decode is shown as stored,
+/// under `additionalDetails`.
+fn push_details(s: &mut String, xml: &str) {
+    let mut field = |key: &str, value: &str| {
+        s.push_str(key);
+        s.push_str(": ");
+        s.push_str(value);
+        s.push_str("; ");
+    };
+    if xml.is_empty() {
+        return;
+    }
+    match details::decode(xml) {
+        Ok(d) => {
+            for (key, value) in &d {
+                field(key, &details::top_value_text(value));
+            }
+        }
+        Err(_) => field("additionalDetails", xml),
     }
 }
 
@@ -172,5 +180,66 @@ mod tests {
              auditseal.nodeId: node1; auditseal.sequenceNumber: 17; REPLY_TIME:1700000000123"
         );
         assert!(log4j(&row()).contains("CUSTOM_ID: null; auditseal.nodeId"));
+    }
+
+    /// What the Log4j line must show of `xml`: the API's JSON object of the details, strings as
+    /// they are, other values as JSON.
+    fn via_api_json(xml: &str) -> String {
+        let mut s = String::new();
+        for (key, value) in details::to_json(&details::decode(xml).unwrap()) {
+            let value = match value {
+                serde_json::Value::String(v) => v,
+                other => other.to_string(),
+            };
+            s.push_str(&format!("{key}: {value}; "));
+        }
+        s
+    }
+
+    fn line_details(xml: &str) -> String {
+        let line = log4j(&AuditRecord {
+            additional_details: Some(xml.into()),
+            ..row()
+        });
+        let start = line.find("CUSTOM_ID: null; ").unwrap() + "CUSTOM_ID: null; ".len();
+        let end = line.find("auditseal.nodeId: ").unwrap();
+        line[start..end].to_string()
+    }
+
+    #[test]
+    fn the_log4j_details_are_the_apis_values_in_its_order_even_with_repeated_keys() {
+        use details::DetailValue as V;
+        let kinds = [
+            V::String("plain".into()),
+            V::String("B64:aGVsbG8=".into()),
+            V::Null,
+            V::Int(-3),
+            V::Long(1 << 40),
+            V::Date(1_700_000_000_000),
+            V::Bool(true),
+            V::Float(0.1),
+            V::Double(1e20),
+            V::Double(f64::NAN),
+            V::Float(f32::NEG_INFINITY),
+            V::Class("java.lang.String".into()),
+            V::List(vec![V::Int(1), V::String("B64:eA==".into())]),
+            V::Map(vec![("k".into(), V::Bool(false))]),
+        ];
+        // Few keys and many; k1 then also stands where k3 did, so it keeps its first place and
+        // takes k3's value.
+        for n in [3, kinds.len()] {
+            let d: details::Details = (1..=n)
+                .map(|i| (format!("k{i}"), kinds[(i + 6) % kinds.len()].clone()))
+                .collect();
+            let plain =
+                details::encode(&d, details::MapClass::LinkedHashMap, details::JAVA_VERSION);
+            let repeated = plain.replace("<string>k3</string>", "<string>k1</string>");
+            assert_ne!(plain, repeated);
+            for xml in [plain, repeated] {
+                let expected = via_api_json(&xml);
+                assert_eq!(line_details(&xml), expected, "{xml}");
+            }
+        }
+        assert_eq!(line_details("<not xml"), "additionalDetails: <not xml; ");
     }
 }

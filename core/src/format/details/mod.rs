@@ -426,6 +426,24 @@ fn map_to_json(details: &Details, top: bool) -> serde_json::Map<String, serde_js
         .collect()
 }
 
+/// A top-level value as text, as [`to_json`] shows it: a string (through [`display_string`])
+/// or a class name as it is, and any other value as its JSON (`null`, `true`, `17`, `[1,2]`;
+/// a float that JSON cannot hold as the string `to_json` gives, e.g. `NaN`).
+pub fn top_value_text(v: &DetailValue) -> Cow<'_, str> {
+    match v {
+        DetailValue::String(s) => display_string(s),
+        DetailValue::Class(c) => Cow::Borrowed(c),
+        DetailValue::Null => Cow::Borrowed("null"),
+        DetailValue::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        DetailValue::Int(i) => Cow::Owned(i.to_string()),
+        DetailValue::Long(l) | DetailValue::Date(l) => Cow::Owned(l.to_string()),
+        other => match value_to_json(other, true) {
+            serde_json::Value::String(s) => Cow::Owned(s),
+            json => Cow::Owned(json.to_string()),
+        },
+    }
+}
+
 /// `top`: a top-level value of the map, the only kind CESeCore decodes from `B64:`.
 fn value_to_json(v: &DetailValue, top: bool) -> serde_json::Value {
     use serde_json::Value;
