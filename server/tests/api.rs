@@ -842,6 +842,13 @@ async fn the_verify_status_reports_at_most_a_thousand_nodes() {
     // A node with only a checkpoint stands where its checkpoint says.
     assert_eq!(nodes[999]["lastSequenceNumber"], 0);
     assert_eq!(nodes[999]["newestCheckpoint"]["sequenceNumber"], 0);
+    // Its statement is not a signature: shown, but said not to verify.
+    assert_eq!(nodes[999]["newestCheckpoint"]["verifies"], false);
+    assert!(
+        nodes[999]["newestCheckpoint"]["problem"].is_string(),
+        "{}",
+        nodes[999]
+    );
 }
 
 /// The progress of `POST /api/v1/verify` belongs to the server that runs it: another server in

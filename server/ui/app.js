@@ -537,7 +537,8 @@ async function loadVerifyStatus() {
       const c = n.newestCheckpoint;
       return el("tr", { dataset: { node: n.nodeId } }, ...[n.nodeId, n.lastSequenceNumber ?? "none",
         n.lastTimeStamp === null ? "" : iso(n.lastTimeStamp), c ? c.sequenceNumber : "none",
-        c ? iso(c.timeStamp) : "", c ? age(c.ageMs) : ""].map((x) => el("td", {}, x)));
+        c ? iso(c.timeStamp) : "", c ? (c.verifies ? age(c.ageMs) : `does not verify: ${c.problem}`) : ""]
+        .map((x) => el("td", {}, x)));
     }));
   $("verify-overview-note").textContent = v.truncated
     ? `The first ${v.nodes.length} nodes by node id; the log has more (verify them by name).` : "";

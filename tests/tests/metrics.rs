@@ -187,6 +187,32 @@ async fn metrics_pass_promtool_and_count_what_was_ingested() {
         assert_eq!(v["status"], "ready", "{v}");
     }
 
+    // The verify status names mn's genuine checkpoint as one that verifies.
+    let newest = |v: &Value, node: &str| {
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["nodeId"] == node)
+            .map(|n| n["newestCheckpoint"].clone())
+    };
+    let status = || async {
+        let r = auditor
+            .get(format!("{}/api/v1/verify", s.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.json::<Value>().await.unwrap()
+    };
+    let v = status().await;
+    let mn = newest(&v, "mn").unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(
+        (&mn["verifies"], &mn["problem"]),
+        (&json!(true), &Value::Null),
+        "{v}"
+    );
+
     // Checkpoints that do not verify, as whoever owns the database could write them to hide an
     // overdue checkpoint: one above mn's newest, one of a node with no other. Dated a day ahead,
     // either would give an age of 0 if it were used. Each is refused once and counted.
@@ -224,6 +250,13 @@ async fn metrics_pass_promtool_and_count_what_was_ingested() {
             "{text}"
         );
         assert_eq!(metric(&text, refused), Some(2.0), "once each: {text}");
+    }
+    // And the verify status shows both, each said not to verify.
+    let v = status().await;
+    for node in ["mn", "ghost"] {
+        let c = newest(&v, node).unwrap_or_else(|| panic!("{node}: {v}"));
+        assert_eq!(c["verifies"], false, "{v}");
+        assert!(c["problem"].is_string(), "{v}");
     }
     s.stop();
 }

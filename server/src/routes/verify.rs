@@ -116,8 +116,8 @@ pub async fn verify(
 }
 
 /// `GET /api/v1/verify`: where each node's log stands (its last sequence number, its newest
-/// checkpoint and that checkpoint's age), for at most `MAX_STATUS_NODES` nodes, and the API's
-/// current or last run, node by node.
+/// checkpoint, that checkpoint's age and whether its statement verifies), for at most
+/// `MAX_STATUS_NODES` nodes, and the API's current or last run, node by node.
 pub async fn status(_: Auditor, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let now = now_millis();
     // One past the most shown, to know whether there are more.
@@ -131,12 +131,16 @@ pub async fn status(_: Auditor, State(state): State<AppState>) -> Result<Json<Va
         let head = state.reader.head(&node).await?;
         let last = (head.next_sequence > 0).then_some(head);
         let newest = state.reader.last_checkpoint(&node).await?;
+        // Whoever can write to the database could otherwise show a fresh checkpoint here.
         let checkpoint = newest.as_ref().map(|c| {
+            let verified = c.check(&state.keys);
             json!({
                 "sequenceNumber": c.sequence_number,
                 "timeStamp": c.time_stamp,
                 "kind": c.kind,
                 "ageMs": now - c.time_stamp,
+                "verifies": verified.is_ok(),
+                "problem": verified.err(),
             })
         });
         nodes.push(json!({
