@@ -49,12 +49,28 @@ pub struct Source {
     pub listen_udp: Option<SocketAddr>,
     /// Receive syslog on TCP at this address (octet-counted or newline framing).
     pub listen_tcp: Option<SocketAddr>,
+    /// A listener's spool takes at most this many MiB; lines beyond it are lost and counted
+    /// [default: `DEFAULT_SPOOL_MAX_MB`].
+    pub spool_max_mb: Option<u64>,
 }
+
+/// A listener's spool at most, in MiB, unless `spool_max_mb` says otherwise: what the agent
+/// holds while the server does not answer, before the disk of `state_dir` fills.
+pub const DEFAULT_SPOOL_MAX_MB: u64 = 1024;
+
+/// The least `spool_max_mb`: twice the size from which a shipped spool is started anew
+/// (`spool::ROTATE_BYTES`), so that a full spool is always one that can be rotated.
+pub const MIN_SPOOL_MAX_MB: u64 = 2 * (crate::spool::ROTATE_BYTES >> 20);
 
 impl Source {
     /// Whether the source receives syslog rather than reading a file.
     pub fn listens(&self) -> bool {
         self.listen_udp.is_some() || self.listen_tcp.is_some()
+    }
+
+    /// The most bytes a listener's spool takes.
+    pub fn spool_max_bytes(&self) -> u64 {
+        self.spool_max_mb.unwrap_or(DEFAULT_SPOOL_MAX_MB) << 20
     }
 
     /// The file the agent reads: the configured one, or a listener's spool in `state_dir`
@@ -123,6 +139,18 @@ impl Config {
                 ),
                 _ => {}
             }
+            match s.spool_max_mb {
+                Some(_) if !s.listens() => bail!(
+                    "source {:?}: spool_max_mb is for a syslog listener (listen_udp/listen_tcp)",
+                    s.name
+                ),
+                Some(mb) if !(MIN_SPOOL_MAX_MB..=1 << 30).contains(&mb) => bail!(
+                    "source {:?}: spool_max_mb must be at least {MIN_SPOOL_MAX_MB} (twice the \
+                     size from which a shipped spool is started anew)",
+                    s.name
+                ),
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -176,6 +204,7 @@ mod tests {
             listener.sources[0].read_path(Path::new("/s")),
             Path::new("/s/net.spool")
         );
+        assert_eq!(listener.sources[0].spool_max_bytes(), 1 << 30);
         for (extra, why) in [
             (
                 "path = '/l'\nformat = 'softhsm2-syslog'\nlisten_udp = '127.0.0.1:1'\n",
@@ -185,6 +214,14 @@ mod tests {
             (
                 "format = 'dinamo'\nlisten_tcp = '127.0.0.1:1'\n",
                 "softhsm2-syslog",
+            ),
+            (
+                "path = '/l'\nformat = 'pkcs11-spy'\nspool_max_mb = 64\n",
+                "for a syslog listener",
+            ),
+            (
+                "format = 'softhsm2-syslog'\nlisten_udp = '127.0.0.1:1'\nspool_max_mb = 15\n",
+                "at least 16",
             ),
         ] {
             let c: Config = toml::from_str(&format!(

@@ -55,7 +55,9 @@ pub struct Listener {
 /// Opens `source`'s spool and binds its sockets (an error if one cannot be bound), then
 /// receives on threads that live as long as the process.
 pub fn start(source: &Source, state_dir: &Path) -> anyhow::Result<Listener> {
-    let spool = Arc::new(Mutex::new(Spool::open(state_dir, &source.name)?));
+    let mut spool = Spool::open(state_dir, &source.name)?;
+    spool.set_max(source.spool_max_bytes());
+    let spool = Arc::new(Mutex::new(spool));
     let counts = Arc::new(Counts::default());
     let mut bound = Vec::new();
     if let Some(addr) = source.listen_udp {
@@ -169,8 +171,11 @@ fn take(message: &[u8], spool: &Mutex<Spool>, counts: &Counts) {
     };
     match written {
         Ok(()) => counts.spooled.fetch_add(1, Ordering::Relaxed),
-        Err(e) => {
-            eprintln!("auditseal-ship: cannot append to the spool: {e}");
+        Err(refused) => {
+            // Once per run of refusals; the count of lost lines says how many.
+            if refused.first {
+                eprintln!("auditseal-ship: ERROR {}", refused.reason);
+            }
             counts.lost.fetch_add(1, Ordering::Relaxed)
         }
     };

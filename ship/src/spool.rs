@@ -26,6 +26,19 @@ pub struct Spool {
     name: String,
     file: File,
     len: u64,
+    /// The most bytes it takes (`set_max`); none by default.
+    max: u64,
+    /// Whether the last line offered was refused.
+    refusing: bool,
+}
+
+/// A line the spool did not take; nothing of it is in the spool.
+#[derive(Debug)]
+pub struct Refused {
+    /// Why: the spool is full, or the write failed (a full disk).
+    pub reason: String,
+    /// Whether the line before it was taken: the first of a run of refusals, to report once.
+    pub first: bool,
 }
 
 impl Spool {
@@ -62,6 +75,8 @@ impl Spool {
             name: name.to_string(),
             file,
             len,
+            max: u64::MAX,
+            refusing: false,
         })
     }
 
@@ -92,17 +107,52 @@ impl Spool {
             name: name.to_string(),
             file,
             len: header.len() as u64,
+            max: u64::MAX,
+            refusing: false,
         })
     }
 
+    /// From now on the spool takes at most `max` bytes (a spool already larger takes nothing
+    /// until it is started anew).
+    pub fn set_max(&mut self, max: u64) {
+        self.max = max;
+    }
+
     /// Appends one line (without its line end) in one write, so a reader sees it whole or
-    /// not yet ended (and waits for it).
-    pub fn append(&mut self, line: &str) -> std::io::Result<()> {
+    /// not yet ended (and waits for it). A line that would take the spool past its most, or
+    /// whose write fails, is refused and leaves nothing behind (a failed write's part is cut
+    /// off, so the next line does not continue it).
+    pub fn append(&mut self, line: &str) -> Result<(), Refused> {
+        let result = self.write_line(line);
+        let first = !self.refusing;
+        self.refusing = result.is_err();
+        result.map_err(|reason| Refused { reason, first })
+    }
+
+    fn write_line(&mut self, line: &str) -> Result<(), String> {
+        let n = line.len() as u64 + 1;
+        if self.len + n > self.max {
+            return Err(format!(
+                "{} is full ({} MiB, spool_max_mb): lines are lost until the server takes \
+                 what it holds",
+                self.path.display(),
+                self.max >> 20
+            ));
+        }
         let mut buf = Vec::with_capacity(line.len() + 1);
         buf.extend_from_slice(line.as_bytes());
         buf.push(b'\n');
-        self.file.write_all(&buf)?;
-        self.len += buf.len() as u64;
+        if let Err(e) = self.file.write_all(&buf) {
+            let cut = self.file.set_len(self.len);
+            return Err(match cut {
+                Ok(()) => format!("cannot append to {}: {e}", self.path.display()),
+                Err(c) => format!(
+                    "cannot append to {}: {e}; nor cut off the part written: {c}",
+                    self.path.display()
+                ),
+            });
+        }
+        self.len += n;
         Ok(())
     }
 
@@ -133,7 +183,9 @@ impl Spool {
         if self.len <= limit || pos.offset != self.len || !head_matches(&self.path, pos) {
             return Ok(false);
         }
+        let max = self.max;
         *self = Spool::create(&self.path, &self.name)?;
+        self.max = max;
         Ok(true)
     }
 }
@@ -211,5 +263,38 @@ mod tests {
         assert_ne!(got[4].0, got[0].0);
         let unique: std::collections::HashSet<_> = got.iter().collect();
         assert_eq!(unique.len(), got.len());
+    }
+
+    #[test]
+    fn a_full_spool_refuses_lines_whole_reports_once_and_takes_again_once_rotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let pos_file = dir.path().join("net.pos");
+        let mut got = Vec::new();
+        let mut s = Spool::open(dir.path(), "net").unwrap();
+        let room = 3 * (LINE.len() as u64 + 1);
+        s.set_max(s.len() + room);
+        for _ in 0..3 {
+            s.append(LINE).unwrap();
+        }
+        let full = std::fs::read(&s.path).unwrap();
+        let first = s.append(LINE).unwrap_err();
+        assert!(first.first && first.reason.contains("is full"), "{first:?}");
+        let again = s.append("x").unwrap_err();
+        assert!(!again.first, "reported once per run of refusals");
+        assert_eq!(
+            std::fs::read(&s.path).unwrap(),
+            full,
+            "nothing of them written"
+        );
+        // Shipped, it is started anew (with the same most) and takes lines again.
+        pass(&s.path, &pos_file, &mut got);
+        assert_eq!(got.len(), 3);
+        let pos = Position::load(&pos_file).unwrap();
+        let max = s.max;
+        assert!(s.rotate_if_shipped(pos.as_ref(), 0).unwrap());
+        assert_eq!(s.max, max, "the most is kept");
+        s.append(LINE).unwrap();
+        pass(&s.path, &pos_file, &mut got);
+        assert_eq!(got.len(), 4);
     }
 }
