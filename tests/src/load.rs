@@ -205,8 +205,13 @@ impl BatchTimings {
 
 /// A field of /proc/<pid>/status in KiB (VmRSS, VmHWM); None when the process or field is gone.
 pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status
+    proc_file_kb(&format!("/proc/{pid}/status"), field)
+}
+
+/// A `Field:   N kB` line of a /proc file (`/proc/PID/status`, `/proc/meminfo`), in KiB.
+pub fn proc_file_kb(path: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?;
     line.trim().trim_end_matches("kB").trim().parse().ok()

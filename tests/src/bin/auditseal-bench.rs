@@ -40,9 +40,8 @@ struct Opts {
     /// Touch the machine's free memory once before the figures (`warm_memory`).
     warm: bool,
     /// Where the forwarding figures' file sinks and rsyslogd's files go (a fresh directory
-    /// inside it); by default the run's temporary directory, on the same disk as nothing else
-    /// in particular. On a tmpfs (`--sink-dir /dev/shm`) the figures show what the sinks' disk
-    /// writes and syncs cost.
+    /// inside it); by default inside the run's temporary directory. On a tmpfs (`--sink-dir
+    /// /dev/shm`) the figures show what the sinks' disk writes and syncs cost.
     sink_dir: Option<std::path::PathBuf>,
 }
 
@@ -120,15 +119,8 @@ fn hsm_token(h: &SoftHsm, label: &str, sessions: usize) -> SharedToken {
 /// section [e] the first of its two identical runs without sinks was 9-36% slower than the
 /// second).
 fn warm_memory() {
-    let available = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemAvailable:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
-        })
-        .unwrap_or(0)
-        * 1024;
+    let available =
+        load::proc_file_kb("/proc/meminfo", "MemAvailable").unwrap_or(0) as usize * 1024;
     const CHUNK: usize = 256 << 20;
     let chunks = available.saturating_sub(3 << 30) / CHUNK;
     let started = Instant::now();
