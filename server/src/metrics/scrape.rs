@@ -38,7 +38,7 @@ impl Metrics {
             Err(e) => crate::outage::DATABASE.failed(e),
         }
         let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
-        self.checkpoint_ages(checkpoints.ok().as_deref().unwrap_or_default(), state.keys);
+        self.checkpoint_ages(checkpoints.ok().as_deref(), state.keys);
         self.database_up
             .set(i64::from(!crate::outage::DATABASE.is_down()));
         self.lock_held.set(i64::from(state.device.lock_held()));
@@ -74,48 +74,44 @@ impl Metrics {
         }
     }
 
-    /// The age of each node's newest checkpoint whose statement verifies with `keys`. Whoever
-    /// can write to the database could otherwise hide an overdue checkpoint behind a row of
-    /// their own: a checkpoint that does not verify is an ALERT line and a row failed on read
+    /// The age of each node's newest checkpoint whose statement verifies with `keys`
+    /// (`CheckpointsSeen::newest_verified`). Whoever can write to the database could otherwise
+    /// hide an overdue checkpoint behind a row of their own, or by deleting the node's
+    /// checkpoints: a checkpoint that does not verify is an ALERT line and a row failed on read
     /// (`route="checkpoints"`), once each, and is not used; a node none of whose newest
-    /// checkpoints verifies keeps the age of those this server verified before, if any. Each
-    /// checkpoint is verified once (`CheckpointsSeen`). A database that does not answer leaves
-    /// no stale ages behind (none are given): database_up says why.
-    fn checkpoint_ages(&self, checkpoints: &[Checkpoint], keys: &KeyRing) {
-        let now = auditseal_core::time::now_millis();
+    /// checkpoints verifies, or whose checkpoints are gone, keeps the age of those this server
+    /// verified before. A database that does not answer (`None`) leaves no stale ages behind
+    /// (none are given): database_up says why.
+    fn checkpoint_ages(&self, checkpoints: Option<&[Checkpoint]>, keys: &KeyRing) {
         self.checkpoint_age.clear();
+        let Some(checkpoints) = checkpoints else {
+            return;
+        };
+        let now = auditseal_core::time::now_millis();
         let mut seen = self
             .checkpoints_seen
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let mut by_node: std::collections::BTreeMap<&str, Vec<&Checkpoint>> = Default::default();
-        for c in checkpoints {
-            by_node.entry(&c.node_id).or_default().push(c);
-        }
-        for (node, newest) in by_node {
-            let verified = seen.verify(
-                node,
-                &newest,
-                |c| c.check(keys),
-                |c, reason| {
-                    self.row_failed_on_read("checkpoints");
-                    tracing::error!(
-                        node = %c.node_id,
-                        sequence = c.sequence_number,
-                        error = %reason,
-                        "ALERT a checkpoint in the database does not verify (forged or altered?); \
-                         it is not used for auditseal_checkpoint_age_seconds: run auditseal-db \
-                         verifylog"
-                    );
-                },
-            );
-            // Several checkpoints may share a node's highest sequence number: the newest counts.
-            if let Some(t) = verified.iter().map(|c| c.time_stamp).max() {
-                let age = (now - t).max(0) as f64 / 1000.0;
-                self.checkpoint_age
-                    .get_or_create(&NodeLabel { node: node.into() })
-                    .set(age);
-            }
+        let newest = seen.newest_verified(
+            checkpoints,
+            |c| c.check(keys),
+            |c, reason| {
+                self.row_failed_on_read("checkpoints");
+                tracing::error!(
+                    node = %c.node_id,
+                    sequence = c.sequence_number,
+                    error = %reason,
+                    "ALERT a checkpoint in the database does not verify (forged or altered?); \
+                     it is not used for auditseal_checkpoint_age_seconds: run auditseal-db \
+                     verifylog"
+                );
+            },
+        );
+        for (node, t) in newest {
+            let age = (now - t).max(0) as f64 / 1000.0;
+            self.checkpoint_age
+                .get_or_create(&NodeLabel { node })
+                .set(age);
         }
     }
 

@@ -1,7 +1,7 @@
 //! The checkpoints the metrics scrape has verified or refused, so that each is verified once
 //! (`Metrics::checkpoint_ages`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use auditseal_core::checkpoint::Checkpoint;
 
@@ -12,30 +12,41 @@ const MAX_REFUSED: usize = 1000;
 #[derive(Default)]
 pub(super) struct CheckpointsSeen {
     /// Each node's checkpoints that verified at the last scrape at which any of its newest did.
-    verified: HashMap<String, Vec<Checkpoint>>,
+    /// Only checkpoints that verify make an entry, so only keys' holders add nodes.
+    verified: BTreeMap<String, Vec<Checkpoint>>,
     /// Checkpoints that did not verify.
-    refused: HashSet<String>,
-}
-
-/// What tells a checkpoint from any other: every column.
-fn identity(c: &Checkpoint) -> String {
-    format!(
-        "{}\n{}\n{}\n{}\n{}\n{}\n{}",
-        c.node_id,
-        c.sequence_number,
-        c.time_stamp,
-        c.head_hash,
-        c.kind,
-        c.key_id,
-        c.statement_protection
-    )
+    refused: HashSet<Checkpoint>,
 }
 
 impl CheckpointsSeen {
+    /// The time of each node's newest checkpoint that verifies, by node: of `checkpoints` (each
+    /// node's newest in the database, as `Store::latest_checkpoints` reads them), or, for a node
+    /// none of whose newest verifies or whose checkpoints are no longer in the database, of
+    /// those this server verified before. Deleting a node's checkpoints must not make its age
+    /// vanish (an absent series fires no alert); nodes it never verified have none.
+    pub(super) fn newest_verified(
+        &mut self,
+        checkpoints: &[Checkpoint],
+        check: impl Fn(&Checkpoint) -> Result<(), String>,
+        refused: impl Fn(&Checkpoint, &str),
+    ) -> Vec<(String, i64)> {
+        let mut by_node: BTreeMap<&str, Vec<&Checkpoint>> = BTreeMap::new();
+        for c in checkpoints {
+            by_node.entry(&c.node_id).or_default().push(c);
+        }
+        for (node, newest) in by_node {
+            self.verify(node, &newest, &check, &refused);
+        }
+        // Several checkpoints may share a node's highest sequence number: the newest counts.
+        (self.verified.iter())
+            .filter_map(|(node, cs)| Some((node.clone(), cs.iter().map(|c| c.time_stamp).max()?)))
+            .collect()
+    }
+
     /// Of `newest` (a node's newest checkpoints in the database), those that verify, checked
     /// with `check` unless verified or refused before; `refused` is told of each newly refused.
     /// When none verifies: the node's checkpoints that verified before (none if it had none).
-    pub(super) fn verify(
+    fn verify(
         &mut self,
         node: &str,
         newest: &[&Checkpoint],
@@ -49,8 +60,7 @@ impl CheckpointsSeen {
                 good.push(c.clone());
                 continue;
             }
-            let id = identity(c);
-            if self.refused.contains(&id) {
+            if self.refused.contains(c) {
                 continue;
             }
             match check(c) {
@@ -59,7 +69,7 @@ impl CheckpointsSeen {
                     if self.refused.len() >= MAX_REFUSED {
                         self.refused.clear();
                     }
-                    self.refused.insert(id);
+                    self.refused.insert(c.clone());
                     refused(c, &reason);
                 }
             }
@@ -120,5 +130,24 @@ mod tests {
         let next = checkpoint(30, 5_000, "good");
         assert_eq!(times(seen.verify("n1", &[&next], check, alert)), [5_000]);
         assert!(seen.verify("n2", &[&forged], check, alert).is_empty());
+    }
+
+    #[test]
+    fn a_node_whose_checkpoints_are_deleted_keeps_its_last_verified_age() {
+        let mut seen = CheckpointsSeen::default();
+        let check = |c: &Checkpoint| match c.statement_protection.as_str() {
+            "good" => Ok(()),
+            _ => Err("does not verify".to_string()),
+        };
+        let mut other = checkpoint(7, 3_000, "good");
+        other.node_id = "n2".into();
+        let both = [checkpoint(10, 1_000, "good"), other];
+        let ages = seen.newest_verified(&both, check, |_, _| {});
+        assert_eq!(ages, [("n1".to_string(), 1_000), ("n2".to_string(), 3_000)]);
+        // n1's checkpoints deleted, a forged one for a node never seen: n1 keeps its time.
+        let mut ghost = checkpoint(99, 9_000, "forged");
+        ghost.node_id = "ghost".into();
+        let ages = seen.newest_verified(&[both[1].clone(), ghost], check, |_, _| {});
+        assert_eq!(ages, [("n1".to_string(), 1_000), ("n2".to_string(), 3_000)]);
     }
 }
