@@ -431,12 +431,8 @@ fn map_to_json(details: &Details, top: bool) -> serde_json::Map<String, serde_js
 /// a float that JSON cannot hold as the string `to_json` gives, e.g. `NaN`).
 pub fn top_value_text(v: &DetailValue) -> Cow<'_, str> {
     match v {
+        // The common case, without a copy when it is not `B64:`.
         DetailValue::String(s) => display_string(s),
-        DetailValue::Class(c) => Cow::Borrowed(c),
-        DetailValue::Null => Cow::Borrowed("null"),
-        DetailValue::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
-        DetailValue::Int(i) => Cow::Owned(i.to_string()),
-        DetailValue::Long(l) | DetailValue::Date(l) => Cow::Owned(l.to_string()),
         other => match value_to_json(other, true) {
             serde_json::Value::String(s) => Cow::Owned(s),
             json => Cow::Owned(json.to_string()),
