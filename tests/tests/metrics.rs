@@ -231,14 +231,7 @@ async fn metrics_pass_promtool_and_count_what_was_ingested() {
     }
     let refused = r#"auditseal_rows_failed_on_read_total{route="checkpoints"}"#;
     for _ in 0..2 {
-        let text = anonymous
-            .get(format!("{open}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = until(&format!("{open}/metrics"), |st, _| st == 200).await;
         let age = metric(&text, r#"auditseal_checkpoint_age_seconds{node="mn"}"#);
         assert!(
             age.is_some_and(|a| a > 0.0),
