@@ -139,7 +139,7 @@ impl Heads {
 }
 
 /// One row of `AuditCheckpointData`, and one line of a checkpoint file (JSON, camelCase).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Checkpoint {
     #[sqlx(rename = "nodeid")]

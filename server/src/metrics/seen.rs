@@ -6,16 +6,23 @@ use std::collections::{BTreeMap, HashSet};
 use auditseal_core::checkpoint::Checkpoint;
 
 /// Most refused checkpoints remembered: whoever writes them must not grow this server's memory
-/// without bound. Beyond it the set starts again (and those refused before alert again).
+/// without bound. Beyond it the set starts again (and those refused before alert again). Each
+/// is remembered by a digest of 32 bytes, whatever the size of the row.
 const MAX_REFUSED: usize = 1000;
+
+/// What tells a checkpoint from any other: SHA-256 of all its columns (its checkpoint-file
+/// line).
+fn digest(c: &Checkpoint) -> [u8; 32] {
+    <sha2::Sha256 as sha2::Digest>::digest(c.to_json_line().as_bytes()).into()
+}
 
 #[derive(Default)]
 pub(super) struct CheckpointsSeen {
     /// Each node's checkpoints that verified at the last scrape at which any of its newest did.
     /// Only checkpoints that verify make an entry, so only keys' holders add nodes.
     verified: BTreeMap<String, Vec<Checkpoint>>,
-    /// Checkpoints that did not verify.
-    refused: HashSet<Checkpoint>,
+    /// Checkpoints that did not verify (`digest`).
+    refused: HashSet<[u8; 32]>,
 }
 
 impl CheckpointsSeen {
@@ -60,7 +67,8 @@ impl CheckpointsSeen {
                 good.push(c.clone());
                 continue;
             }
-            if self.refused.contains(c) {
+            let id = digest(c);
+            if self.refused.contains(&id) {
                 continue;
             }
             match check(c) {
@@ -69,7 +77,7 @@ impl CheckpointsSeen {
                     if self.refused.len() >= MAX_REFUSED {
                         self.refused.clear();
                     }
-                    self.refused.insert(c.clone());
+                    self.refused.insert(id);
                     refused(c, &reason);
                 }
             }
