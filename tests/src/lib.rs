@@ -413,12 +413,17 @@ pub async fn all_rows(url: &str) -> Vec<auditseal_core::record::AuditRecord> {
     let store = auditseal_core::store::open(url).await.expect("open store");
     let mut rows = Vec::new();
     for node in store.nodes().await.expect("nodes") {
-        rows.extend(
-            store
-                .read_node(auditseal_core::store::Chunk::new(&node, 0, None, i64::MAX))
+        // A chunk holds at most READ_BUDGET_BYTES of rows: only an empty one is the end.
+        let mut after = None;
+        loop {
+            let chunk = store
+                .read_node(auditseal_core::store::Chunk::new(&node, 0, after, i64::MAX))
                 .await
-                .expect("read"),
-        );
+                .expect("read");
+            let Some(last) = chunk.last() else { break };
+            after = Some((last.sequence_number, last.pk.clone()));
+            rows.extend(chunk);
+        }
     }
     rows
 }
