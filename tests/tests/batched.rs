@@ -358,3 +358,158 @@ async fn kill_9_under_load_loses_no_acknowledged_event() {
     let (code, rep) = verifylog(d, &url);
     assert_eq!(code, 0, "{rep}");
 }
+
+/// PostgreSQL takes two batches of one writer at once (`Store::open_batches`): a batch's rows
+/// are inserted while the batch before it commits, in a transaction of their own. When that
+/// commit fails, the later batch is never committed: both batches' requests are refused, nothing
+/// of either is stored, and the next batch takes their numbers again (no gap, the chain
+/// verifies). A batch whose insert fails while the one before it is still committing waits for
+/// that commit before the writer reads the head again, so no batch takes numbers still being
+/// committed.
+#[tokio::test]
+async fn a_batch_inserted_while_the_one_before_commits_is_rolled_back_when_that_commit_fails() {
+    use auditseal_core::batched::{BatchedConfig, BatchedDevice};
+    use auditseal_core::device::{LogDevice, NewEvent};
+    use auditseal_core::token::{HmacToken, SharedToken};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = new_database(Backend::Postgres, dir.path()).await;
+    let store = auditseal_core::store::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(store.open_batches(), 2);
+    let token: SharedToken = Arc::new(HmacToken::new(9, b"pipeline secret"));
+    let cfg = BatchedConfig {
+        max_batch: 10,
+        max_wait: Duration::from_millis(1),
+        queue: 1000,
+    };
+    let device = Arc::new(
+        BatchedDevice::start(store.clone(), "pl".into(), Some(token.clone()), cfg)
+            .await
+            .unwrap(),
+    );
+    let events = |mark: &str| -> Vec<NewEvent> {
+        (0..10)
+            .map(|i| NewEvent {
+                event_type: "PROCESS".into(),
+                event_status: "SUCCESS".into(),
+                auth_token: "CN=pipeline".into(),
+                service: "SIGNSERVER".into(),
+                module: "TEST".into(),
+                custom_id: None,
+                search_detail1: Some(format!("{mark}:{i}")),
+                search_detail2: None,
+                additional_details: None,
+                pk: None,
+            })
+            .collect()
+    };
+    let first = device.append_all(events("warm")).await.unwrap();
+    assert_eq!(first[0].sequence_number, 0);
+    // The batch statement that starts at 10 makes its COMMIT wait, then fail.
+    exec(
+        &url,
+        "CREATE FUNCTION slow_refusal() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM pg_sleep(1.5); RAISE EXCEPTION 'commit refused by the test'; END $$; \
+         CREATE CONSTRAINT TRIGGER slow_refusal AFTER INSERT ON auditbatchdata \
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.firstsequencenumber = 10) \
+         EXECUTE FUNCTION slow_refusal()",
+    )
+    .await;
+    let (d1, e1) = (device.clone(), events("failed"));
+    let failed = tokio::spawn(async move { d1.append_all(e1).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (d2, e2) = (device.clone(), events("after"));
+    let after = tokio::spawn(async move { d2.append_all(e2).await });
+    // While the first commit waits, the second batch's rows are in an open transaction.
+    let side = auditseal_core::store::PgStore::connect(&url).await.unwrap();
+    let mut open_seen = false;
+    for _ in 0..40 {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND state = 'idle in transaction'",
+        )
+        .fetch_one(side.pool())
+        .await
+        .unwrap();
+        if n > 0 {
+            open_seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        open_seen,
+        "the second batch was not inserted while the first committed"
+    );
+    let failed = failed.await.unwrap();
+    let after = after.await.unwrap();
+    assert!(failed.is_err(), "{failed:?}");
+    assert!(after.is_err(), "{after:?}");
+    exec(&url, "DROP TRIGGER slow_refusal ON auditbatchdata").await;
+    let again = device.append_all(events("again")).await.unwrap();
+    assert_eq!(again[0].sequence_number, 10);
+
+    // A batch whose insert fails while the batch before it still commits (slowly, and then
+    // successfully): its failure must not make the writer read the head before that commit
+    // lands, or the next batch would take the committing batch's numbers (a conflict, then
+    // "someone else writes as this node").
+    exec(
+        &url,
+        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$          BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$;          CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON auditbatchdata          DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.firstsequencenumber = 20)          EXECUTE FUNCTION slow_commit();          CREATE FUNCTION refusal() RETURNS trigger LANGUAGE plpgsql AS $$          BEGIN RAISE EXCEPTION 'insert refused by the test'; END $$;          CREATE TRIGGER refusal BEFORE INSERT ON auditbatchdata          FOR EACH ROW WHEN (NEW.firstsequencenumber = 30) EXECUTE FUNCTION refusal()",
+    )
+    .await;
+    let (d, e) = (device.clone(), events("slow"));
+    let slow = tokio::spawn(async move { d.append_all(e).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (d, e) = (device.clone(), events("refused"));
+    let refused = tokio::spawn(async move { d.append_all(e).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Sent while the slow batch commits and after the refused one's insert failed.
+    let (d, e) = (device.clone(), events("meanwhile"));
+    let meanwhile = tokio::spawn(async move { d.append_all(e).await });
+    let slow = slow.await.unwrap().expect("the slow batch commits");
+    assert_eq!(slow[0].sequence_number, 20);
+    assert!(refused.await.unwrap().is_err());
+    let meanwhile = meanwhile.await.unwrap();
+    exec(
+        &url,
+        "DROP TRIGGER slow_commit ON auditbatchdata; DROP TRIGGER refusal ON auditbatchdata",
+    )
+    .await;
+    let next = device.append_all(events("next")).await;
+    assert_eq!(device.inconsistent(), None, "{meanwhile:?}");
+    let next = next.expect("the log goes on after the refused batch");
+    let expected_next = match &meanwhile {
+        Ok(m) => {
+            assert_eq!(m[0].sequence_number, 30);
+            40
+        }
+        Err(_) => 30,
+    };
+    assert_eq!(next[0].sequence_number, expected_next);
+    let kept = if meanwhile.is_ok() { 50 } else { 40 };
+
+    let rows = auditseal_e2e::all_rows(&url).await;
+    let mut seqs: Vec<i64> = rows.iter().map(|r| r.sequence_number).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..kept).collect::<Vec<_>>());
+    assert!(
+        rows.iter().all(|r| {
+            let m = r.search_detail1.as_deref().unwrap_or("");
+            !m.starts_with("failed:") && !m.starts_with("after:") && !m.starts_with("refused:")
+        }),
+        "a refused batch's row is stored"
+    );
+    let mut ring = auditseal_core::keys::KeyRing::new();
+    ring.insert(9, token.verify_key());
+    let report = auditseal_core::verify::verify_log(
+        &store,
+        &Arc::new(ring),
+        &auditseal_core::verify::Selection::All,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.rows, report.errors), (kept as u64, 0), "{report}");
+}

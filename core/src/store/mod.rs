@@ -443,7 +443,24 @@ pub trait Store: Send + Sync {
         rows: &[AuditRecord],
         batch: Option<&BatchRecord>,
         fence: &Fence,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.begin_batch(rows, batch, fence).await?.commit().await
+    }
+    /// `insert_batch` without its commit: the rows and statement are inserted in a transaction
+    /// left open, invisible to everyone else until [`OpenBatch::commit`]; dropped uncommitted,
+    /// nothing of it is written.
+    async fn begin_batch(
+        &self,
+        rows: &[AuditRecord],
+        batch: Option<&BatchRecord>,
+        fence: &Fence,
+    ) -> Result<Box<dyn OpenBatch>, StoreError>;
+    /// How many batches one writer may hold open at once (`begin_batch` done, not committed):
+    /// 1 where the database takes one writing transaction at a time (SQLite: a second one would
+    /// only wait for the first's lock), 2 on PostgreSQL, whose backends insert concurrently.
+    fn open_batches(&self) -> usize {
+        1
+    }
     /// The node's newest batch statement (the head of its chain).
     async fn last_batch(&self, node: &str) -> Result<Option<BatchRecord>, StoreError>;
     /// The statement of the node's batch that starts at `first`.
@@ -531,6 +548,15 @@ pub struct Page {
 }
 
 pub type SharedStore = Arc<dyn Store>;
+
+/// A batch inserted in a transaction that is still open (`Store::begin_batch`). Dropped without
+/// `commit`, it is rolled back: its connection is closed, never returned to the pool.
+#[async_trait]
+pub trait OpenBatch: Send {
+    /// Commits the transaction. An error leaves its outcome unknown (the commit may have
+    /// landed): the caller reads the head again.
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
 
 /// Opens the store a URL names: `postgres://...` / `postgresql://...` or `sqlite:...`; a SQLite
 /// database that does not exist is created.

@@ -178,6 +178,7 @@ impl Backend for PgStore {
     type DB = sqlx::Postgres;
     const NAME: &'static str = "postgres";
     const FENCED_INSERT: &'static str = super::fenced_insert!("FOR SHARE");
+    const OPEN_BATCHES: usize = 2;
 
     fn pool(&self) -> &PgPool {
         &self.pool

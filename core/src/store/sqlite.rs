@@ -148,6 +148,7 @@ impl Backend for SqliteStore {
     type DB = sqlx::Sqlite;
     const NAME: &'static str = "sqlite";
     const FENCED_INSERT: &'static str = super::fenced_insert!("");
+    const OPEN_BATCHES: usize = 1;
 
     fn pool(&self) -> &SqlitePool {
         &self.pool

@@ -234,12 +234,12 @@ impl Store for ReadOnlyStore {
     async fn last_row(&self, node: &str) -> Result<Option<AuditRecord>, StoreError> {
         self.read(|| self.inner.last_row(node)).await
     }
-    async fn insert_batch(
+    async fn begin_batch(
         &self,
         _rows: &[AuditRecord],
         _batch: Option<&BatchRecord>,
         _fence: &Fence,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Box<dyn super::OpenBatch>, StoreError> {
         Err(no_writes("a batch of events"))
     }
     async fn last_batch(&self, node: &str) -> Result<Option<BatchRecord>, StoreError> {

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Observer, Observers};
+use super::Observer;
 use crate::device::{Appended, DeviceError, merge_replays, refused};
 use crate::format::batch::BatchRecord;
 use crate::format::record::AuditRecord;
@@ -45,9 +45,25 @@ pub(super) struct Sealed {
     pub(super) client_pks: Vec<String>,
 }
 
+/// What a batch's writer shares with the others.
+struct Shared {
+    store: SharedStore,
+    failures: Arc<AtomicU64>,
+    node_id: String,
+    in_flight: InFlight,
+    inconsistent: Arc<OnceLock<String>>,
+    observer: Observer,
+}
+
 /// Writes sealed batches in order. A failed batch, and every batch sealed after it on the
 /// assumption that it would land, is answered with an error; the sealer then reads the head
 /// again, so the numbers are used again and no gap appears.
+///
+/// Up to `Store::open_batches` batches are written at once, each in a transaction of its own:
+/// batch k+1's rows are inserted while batch k's are inserted or committed, but a batch is
+/// committed only once the batch before it is settled, and only if that one committed or
+/// failed in an earlier failure epoch (see `write_one`). So rows become visible in the order of
+/// their numbers, and a batch whose predecessor failed is never committed.
 pub(super) async fn insert_in_order(
     store: SharedStore,
     mut sealed: mpsc::Receiver<Sealed>,
@@ -57,100 +73,144 @@ pub(super) async fn insert_in_order(
     inconsistent: Arc<OnceLock<String>>,
     observer: Observer,
 ) {
-    while let Some(mut s) = sealed.recv().await {
-        let client_pks = std::mem::take(&mut s.client_pks);
-        insert_one(
-            store.as_ref(),
-            s,
-            &failures,
-            &node_id,
-            &client_pks,
-            &inconsistent,
-            &observer,
-        )
-        .await;
-        // Settled, written or not: a retry now finds the rows, or writes them.
-        release(&in_flight, &client_pks);
+    let open = store.open_batches().max(1);
+    let shared = Arc::new(Shared {
+        store,
+        failures,
+        node_id,
+        in_flight,
+        inconsistent,
+        observer,
+    });
+    // The batches being written, oldest first, and how the newest tells that it is settled.
+    let mut writing = std::collections::VecDeque::new();
+    let mut settled: Option<oneshot::Receiver<()>> = None;
+    while let Some(s) = sealed.recv().await {
+        while writing.len() >= open {
+            if let Some(oldest) = writing.pop_front() {
+                let _ = oldest.await;
+            }
+        }
+        let (done, next) = oneshot::channel();
+        let before = settled.replace(next);
+        writing.push_back(tokio::spawn(write_one(shared.clone(), s, before, done)));
+    }
+    for w in writing {
+        let _ = w.await;
     }
 }
 
-/// Writes one sealed batch (unless an earlier one failed) and answers its requests.
-async fn insert_one(
-    store: &dyn crate::store::Store,
-    s: Sealed,
-    failures: &AtomicU64,
-    node_id: &str,
-    client_pks: &[String],
-    inconsistent: &OnceLock<String>,
-    observer: &Observers,
+/// Writes one sealed batch (unless an earlier one failed) and answers its requests; `done` is
+/// sent once it is settled (committed, failed or refused), after its answers.
+///
+/// Its rows are inserted at once, but the decision to commit waits until `before` (the batch
+/// before it) is settled: by then every earlier batch has committed or failed, and a failure
+/// among them of this batch's epoch has bumped `failures`, so this batch is rolled back. A
+/// failure of this batch bumps `failures` only after that wait too, so the sealer never reads
+/// the head while an earlier batch may still commit.
+async fn write_one(
+    w: Arc<Shared>,
+    mut s: Sealed,
+    before: Option<oneshot::Receiver<()>>,
+    done: oneshot::Sender<()>,
 ) {
-    if let Some(reason) = inconsistent.get() {
-        answer(
-            node_id,
-            s.shares,
-            Err(DeviceError::Inconsistent(reason.clone())),
-        );
-        return;
-    }
-    if s.epoch != failures.load(Ordering::SeqCst) {
-        answer(
-            node_id,
-            s.shares,
-            Err(DeviceError::Stopped(
+    let client_pks = std::mem::take(&mut s.client_pks);
+    let stale = |w: &Shared, epoch: u64| -> Option<DeviceError> {
+        if let Some(reason) = w.inconsistent.get() {
+            return Some(DeviceError::Inconsistent(reason.clone()));
+        }
+        (epoch != w.failures.load(Ordering::SeqCst)).then(|| {
+            DeviceError::Stopped(
                 "an earlier batch could not be written; nothing of this one was written".into(),
-            )),
-        );
-        return;
-    }
+            )
+        })
+    };
     let started = std::time::Instant::now();
-    // Nothing is known after a failed commit (it may have landed): the head is read again.
-    match store
-        .insert_batch(&s.rows, s.batch.as_ref(), &s.fence)
-        .await
-    {
-        Ok(()) => {
+    let opened = match stale(&w, s.epoch) {
+        Some(refusal) => Err(refusal),
+        None => Ok(w
+            .store
+            .begin_batch(&s.rows, s.batch.as_ref(), &s.fence)
+            .await),
+    };
+    let inserted = started.elapsed();
+    let waited = std::time::Instant::now();
+    if let Some(before) = before {
+        // An error means the earlier writer ended without a word: settled all the same.
+        let _ = before.await;
+    }
+    let waited = waited.elapsed();
+    let outcome = match (opened, stale(&w, s.epoch)) {
+        (Err(refusal), _) | (Ok(_), Some(refusal)) => Err(Refusal(refusal)),
+        (Ok(Err(e)), None) => Err(Failure(e)),
+        (Ok(Ok(open)), None) => {
+            let committing = std::time::Instant::now();
+            // Nothing is known after a failed commit (it may have landed): the head is read
+            // again.
+            match open.commit().await {
+                Ok(()) => Ok(inserted + committing.elapsed()),
+                Err(e) => Err(Failure(e)),
+            }
+        }
+    };
+    match outcome {
+        Ok(took) => {
             tracing::debug!(
                 rows = s.rows.len(),
-                insert_us = started.elapsed().as_micros() as u64,
+                insert_us = took.as_micros() as u64,
+                wait_us = waited.as_micros() as u64,
                 "batch committed"
             );
-            if let Some(o) = observer.batches.get() {
-                o.committed(s.rows.len(), started.elapsed());
+            if let Some(o) = w.observer.batches.get() {
+                o.committed(s.rows.len(), took);
             }
-            let done = s.rows.iter().map(Appended::of).collect();
+            let written = s.rows.iter().map(Appended::of).collect();
             // The rows are handed over, not copied: nothing here needs them after this.
-            if let Some(l) = observer.commits.get() {
+            if let Some(l) = w.observer.commits.get() {
                 l.committed(s.rows);
             }
-            answer(node_id, s.shares, Ok(done));
+            answer(&w.node_id, s.shares, Ok(written));
         }
-        Err(e) => {
-            failures.fetch_add(1, Ordering::SeqCst);
+        Err(Refusal(e)) => answer(&w.node_id, s.shares, Err(e)),
+        Err(Failure(e)) => {
+            w.failures.fetch_add(1, Ordering::SeqCst);
             let e = match e {
                 crate::store::StoreError::Conflict(why) => {
                     let (first, last) = (
                         s.rows.first().map_or(0, |r| r.sequence_number),
                         s.rows.last().map_or(0, |r| r.sequence_number),
                     );
+                    let node_id = &w.node_id;
                     refused(
-                        store,
+                        w.store.as_ref(),
                         node_id,
-                        client_pks,
+                        &client_pks,
                         format!(
                             "node {node_id}: the database already holds rows or a batch \
                              statement at the sequence numbers {first}..{last} this server was \
                              writing ({why}): someone else writes as this node"
                         ),
-                        inconsistent,
+                        &w.inconsistent,
                     )
                     .await
                 }
                 e => e.into(),
             };
-            answer(node_id, s.shares, Err(e));
+            answer(&w.node_id, s.shares, Err(e));
         }
     }
+    // Settled, written or not: a retry now finds the rows, or writes them.
+    release(&w.in_flight, &client_pks);
+    let _ = done.send(());
 }
+
+/// Why a batch was not written: refused before its commit was tried (an earlier batch failed,
+/// or the log is inconsistent), or failed itself.
+enum NotWritten {
+    Refusal(DeviceError),
+    Failure(crate::store::StoreError),
+}
+use NotWritten::{Failure, Refusal};
 
 /// Gives each request its part of the batch's result: its replayed rows, and the batch's new
 /// rows in order for the rest.

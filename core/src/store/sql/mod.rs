@@ -14,8 +14,8 @@ use super::archived::{ArchiveRange, PartitionArchive};
 use super::export::ExportCursor;
 use super::query::Select;
 use super::{
-    BatchChunk, BelowStart, CheckpointChunk, Criterion, Fence, NodeHead, NodeLock, Page, RowChunk,
-    Span, Store, StoreError, absent,
+    BatchChunk, BelowStart, CheckpointChunk, Criterion, Fence, NodeHead, NodeLock, OpenBatch, Page,
+    RowChunk, Span, Store, StoreError, absent,
 };
 use crate::format::api_token::ApiToken;
 use crate::format::batch::BatchRecord;
@@ -36,6 +36,8 @@ pub(crate) trait Backend: Send + Sync {
     const NAME: &'static str;
     /// The fenced `INSERT` of one row ([`super::fenced_insert!`] with the database's lock).
     const FENCED_INSERT: &'static str;
+    /// `Store::open_batches`.
+    const OPEN_BATCHES: usize;
 
     fn pool(&self) -> &Pool<Self::DB>;
     fn rows_affected(done: &<Self::DB as Database>::QueryResult) -> u64;
@@ -62,6 +64,24 @@ pub(crate) trait Backend: Send + Sync {
         _before: i64,
     ) -> Result<Option<PartitionArchive>, StoreError> {
         Ok(None)
+    }
+}
+
+/// A batch's transaction left open on a connection of its own (`Store::begin_batch`).
+struct Open<DB: Database> {
+    own: Own<DB>,
+}
+
+#[async_trait::async_trait]
+impl<DB: Database> OpenBatch for Open<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        let Open { mut own } = *self;
+        sqlx::raw_sql("COMMIT").execute(own.conn()).await?;
+        own.keep();
+        Ok(())
     }
 }
 
@@ -284,24 +304,26 @@ where
             .await?)
     }
 
-    async fn insert_batch(
+    async fn begin_batch(
         &self,
         rows: &[AuditRecord],
         batch: Option<&BatchRecord>,
         fence: &Fence,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Box<dyn OpenBatch>, StoreError> {
+        // On an error `own` is dropped: its connection, and the transaction with it, is closed.
         let mut own = Own::acquire(self.pool()).await?;
-        let mut tx = sqlx::Connection::begin(own.conn()).await?;
-        // An error drops the transaction, which rolls it back.
-        B::insert_rows(&mut *tx, rows, fence).await?;
+        sqlx::raw_sql("BEGIN").execute(own.conn()).await?;
+        B::insert_rows(own.conn(), rows, fence).await?;
         if let Some(b) = batch {
             query(super::INSERT_BATCH, bind::statement(b))
-                .execute(&mut *tx)
+                .execute(own.conn())
                 .await?;
         }
-        tx.commit().await?;
-        own.keep();
-        Ok(())
+        Ok(Box::new(Open { own }))
+    }
+
+    fn open_batches(&self) -> usize {
+        B::OPEN_BATCHES
     }
 
     async fn last_batch(&self, node: &str) -> Result<Option<BatchRecord>, StoreError> {
