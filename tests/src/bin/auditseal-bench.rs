@@ -35,6 +35,9 @@ struct Opts {
     forward: usize,
     /// Only the forwarding figures ([e]).
     forwarding_only: bool,
+    /// Only the bulk figures: (a) COPY and (b) the bulk endpoint, this many times in turn
+    /// (each pair on a fresh table), to see their spread.
+    bulk_only: usize,
     /// Only the growth figures ([g]): this many millions of events through the bulk endpoint.
     growth: usize,
     /// Touch the machine's free memory once before the figures (`warm_memory`).
@@ -55,6 +58,7 @@ fn opts() -> Opts {
         bulk: 200_000,
         forward: 100_000,
         forwarding_only: false,
+        bulk_only: 0,
         growth: 0,
         warm: true,
         sink_dir: None,
@@ -76,6 +80,7 @@ fn opts() -> Opts {
             "--bulk" => o.bulk = num("--bulk"),
             "--forward" => o.forward = num("--forward"),
             "--forwarding-only" => o.forwarding_only = true,
+            "--bulk-only" => o.bulk_only = num("--bulk-only"),
             "--growth" => o.growth = num("--growth"),
             "--no-warm" => o.warm = false,
             "--sink-dir" => {
@@ -84,7 +89,7 @@ fn opts() -> Opts {
             "-h" | "--help" => {
                 println!(
                     "auditseal-bench [--signs N] [--commits N] [--events N] [--clients N] [--single-clients N] [--bulk N] \
-                     [--forward N] [--forwarding-only] [--growth MILLIONS] [--no-warm] [--sink-dir DIR]"
+                     [--forward N] [--forwarding-only] [--bulk-only TIMES] [--growth MILLIONS] [--no-warm] [--sink-dir DIR]"
                 );
                 std::process::exit(0);
             }
@@ -255,6 +260,22 @@ async fn main() {
         let conf = work.path().join("bench.toml");
         std::fs::write(&conf, server_conf()).expect("conf");
         growth_figures(&o, &hsm, &url, work.path(), &conf).await;
+        return;
+    }
+    if o.bulk_only > 0 {
+        let _ = hsm_token(&hsm, "rsakey", 1);
+        let conf = work.path().join("bench.toml");
+        std::fs::write(&conf, server_conf()).expect("conf");
+        for _ in 0..o.bulk_only {
+            let url = new_database(Backend::Postgres, work.path()).await;
+            let store = auditseal_core::store::open(&url).await.expect("open");
+            store.migrate().await.expect("migrate");
+            let data = tempfile::tempdir_in(work.path()).expect("tempdir");
+            let copy_rate = copy_figure(&o, &url).await;
+            let server = start_batched(&hsm, &url, data.path(), &conf);
+            bulk_figure(&o, &url, &server, copy_rate).await;
+            server.stop();
+        }
         return;
     }
     if o.forwarding_only {
@@ -857,24 +878,22 @@ fn cpu_seconds(pid: u32) -> f64 {
     (f[11] + f[12]) / 100.0
 }
 
-/// Issue 4's figures: (a) COPY of equivalent rows, (b) the batched device through the bulk
-/// endpoint, (c) through single POSTs from `--single-clients` connections, against (d) the
-/// sequential device measured above, (f) single POSTs in an open loop at half of (c)'s rate;
-/// and the server's peak RSS.
-async fn batched_figures(
-    o: &Opts,
-    hsm: &SoftHsm,
-    url: &str,
-    dir: &std::path::Path,
-    conf: &std::path::Path,
-    sequential: f64,
-) {
-    // (a) COPY rows of the same sizes as the batched device's (a 1000-row batch has 10-hash proofs).
+/// A PostgreSQL checkpoint, so that the figure measured next does not pay for writing out
+/// the pages the one before dirtied (nor start in a checkpoint that then logs a full image of
+/// every page it first touches): (a) and (b) start from the same state.
+async fn settle(url: &str) {
     let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-    sqlx::raw_sql("CREATE TABLE scratch_copy (LIKE auditrecorddata INCLUDING ALL)")
+    sqlx::raw_sql("CHECKPOINT")
         .execute(&mut conn)
         .await
-        .expect("scratch");
+        .expect("CHECKPOINT");
+}
+
+/// (a): PostgreSQL's COPY of `o.bulk` rows of the same sizes as the batched device's into a
+/// scratch copy of the table; the rate.
+async fn copy_figure(o: &Opts, url: &str) -> f64 {
+    // (a) COPY rows of the same sizes as the batched device's (a 1000-row batch has 10-hash proofs).
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
     let protection = format!("1:3:1:{}", "ab".repeat(12 + 32 * 10));
     // COPY's text format: backslash, newline, carriage return and tab escaped.
     let details = submitter_details()
@@ -892,21 +911,49 @@ async fn batched_figures(
             auditseal_core::time::now_millis()
         );
     }
-    let started = Instant::now();
-    let mut copy = conn
-        .copy_in_raw("COPY scratch_copy (pk, nodeid, sequencenumber, \"timestamp\", eventtype, eventstatus, authtoken, service, module, customid, searchdetail1, searchdetail2, additionaldetails, rowversion, rowprotection) FROM STDIN")
+    // Once untimed into a table dropped after: on a new cluster PostgreSQL creates its WAL
+    // segment files as they fill, later it recycles them, and the bulk endpoint's figure after
+    // this one finds them recycled; the timed COPY then starts from the same state (`settle`).
+    let mut elapsed = Duration::ZERO;
+    for table in ["scratch_warm", "scratch_copy"] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE {table} (LIKE auditrecorddata INCLUDING ALL)"
+        )))
+        .execute(&mut conn)
         .await
-        .expect("copy");
-    copy.send(data).await.expect("copy send");
-    copy.finish().await.expect("copy finish");
-    let copy_rate = o.bulk as f64 / started.elapsed().as_secs_f64();
+        .expect("scratch");
+        settle(url).await;
+        let started = Instant::now();
+        let mut copy = conn
+            .copy_in_raw(&format!("COPY {table} (pk, nodeid, sequencenumber, \"timestamp\", eventtype, eventstatus, authtoken, service, module, customid, searchdetail1, searchdetail2, additionaldetails, rowversion, rowprotection) FROM STDIN"))
+            .await
+            .expect("copy");
+        copy.send(data.as_slice()).await.expect("copy send");
+        copy.finish().await.expect("copy finish");
+        elapsed = started.elapsed();
+    }
+    sqlx::raw_sql("DROP TABLE scratch_warm")
+        .execute(&mut conn)
+        .await
+        .expect("drop");
+    let copy_rate = o.bulk as f64 / elapsed.as_secs_f64();
     println!(
         "\n[a] PostgreSQL COPY of {} equivalent rows into a scratch copy of the table",
         o.bulk
     );
     println!("    {copy_rate:>9.0} rows/s");
 
-    let server = Server::start_env(
+    copy_rate
+}
+
+/// A server with the batched device on `url`, logging its per-batch timings.
+fn start_batched(
+    hsm: &SoftHsm,
+    url: &str,
+    dir: &std::path::Path,
+    conf: &std::path::Path,
+) -> Server {
+    Server::start_env(
         &[
             "--config",
             conf.to_str().unwrap(),
@@ -924,12 +971,16 @@ async fn batched_figures(
             ("AUDITSEAL_LOG", log_filter().as_os_str()),
         ],
     )
-    .expect("start the batched server");
+    .expect("start the batched server")
+}
 
+/// (b): `o.bulk` events through the bulk endpoint; the rate, against (a)'s.
+async fn bulk_figure(o: &Opts, url: &str, server: &Server, copy_rate: f64) -> f64 {
+    settle(url).await;
     // (b) bulk endpoint: NDJSON requests of 1000 events from 4 connections.
     let per_request = 1000;
     let requests = o.bulk / per_request;
-    let bulk_rate = bulk(&server, requests, per_request).await;
+    let bulk_rate = bulk(server, requests, per_request).await;
     println!(
         "\n[b] batched device through the bulk endpoint ({requests} requests of {per_request} events, 4 connections)"
     );
@@ -937,8 +988,26 @@ async fn batched_figures(
         "    {bulk_rate:>9.0} events/s   RATIO (b)/(a) = {:.2} (target >= 0.85, issue 17)",
         bulk_rate / copy_rate
     );
+    batch_timings(&server.log());
+    bulk_rate
+}
+
+/// Issue 4's figures: (a) COPY of equivalent rows, (b) the batched device through the bulk
+/// endpoint, (c) through single POSTs from `--single-clients` connections, against (d) the
+/// sequential device measured above, (f) single POSTs in an open loop at half of (c)'s rate;
+/// and the server's peak RSS.
+async fn batched_figures(
+    o: &Opts,
+    hsm: &SoftHsm,
+    url: &str,
+    dir: &std::path::Path,
+    conf: &std::path::Path,
+    sequential: f64,
+) {
+    let copy_rate = copy_figure(o, url).await;
+    let server = start_batched(hsm, url, dir, conf);
+    let bulk_rate = bulk_figure(o, url, &server, copy_rate).await;
     let log_b = server.log();
-    batch_timings(&log_b);
 
     // (c) single POSTs from many connections, each waiting for its answer.
     let clients = o.single_clients;
