@@ -4,6 +4,7 @@
 pub mod archived;
 mod chunk;
 pub mod export;
+mod open_batch;
 pub mod partition;
 mod postgres;
 pub mod query;
@@ -19,6 +20,7 @@ use crate::format::batch::BatchRecord;
 use crate::format::checkpoint::Checkpoint;
 use crate::format::record::AuditRecord;
 pub use chunk::{BatchChunk, CheckpointChunk, Chunk, RowChunk};
+pub use open_batch::OpenBatch;
 pub use postgres::PgStore;
 pub use query::{Criterion, CriterionError, Cursor, CursorError, Field, Op, Order, Query};
 pub use sqlite::SqliteStore;
@@ -446,21 +448,17 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError> {
         self.begin_batch(rows, batch, fence).await?.commit().await
     }
-    /// `insert_batch` without its commit: the rows and statement are inserted in a transaction
-    /// left open, invisible to everyone else until [`OpenBatch::commit`]; dropped uncommitted,
-    /// nothing of it is written.
+    /// `insert_batch` without its commit: a transaction left open, invisible to everyone else
+    /// until [`OpenBatch::commit`]; dropped uncommitted, nothing of it is written.
     async fn begin_batch(
         &self,
         rows: &[AuditRecord],
         batch: Option<&BatchRecord>,
         fence: &Fence,
     ) -> Result<Box<dyn OpenBatch>, StoreError>;
-    /// How many batches one writer may hold open at once (`begin_batch` done, not committed):
-    /// 1 where the database takes one writing transaction at a time (SQLite: a second one would
-    /// only wait for the first's lock), 2 on PostgreSQL, whose backends insert concurrently.
-    fn open_batches(&self) -> usize {
-        1
-    }
+    /// How many batches a writer may hold open at once: 1 on SQLite (one writing transaction at
+    /// a time), 2 on PostgreSQL, whose backends insert concurrently (`Backend::OPEN_BATCHES`).
+    fn open_batches(&self) -> usize;
     /// The node's newest batch statement (the head of its chain).
     async fn last_batch(&self, node: &str) -> Result<Option<BatchRecord>, StoreError>;
     /// The statement of the node's batch that starts at `first`.
@@ -548,15 +546,6 @@ pub struct Page {
 }
 
 pub type SharedStore = Arc<dyn Store>;
-
-/// A batch inserted in a transaction that is still open (`Store::begin_batch`). Dropped without
-/// `commit`, it is rolled back: its connection is closed, never returned to the pool.
-#[async_trait]
-pub trait OpenBatch: Send {
-    /// Commits the transaction. An error leaves its outcome unknown (the commit may have
-    /// landed): the caller reads the head again.
-    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
-}
 
 /// Opens the store a URL names: `postgres://...` / `postgresql://...` or `sqlite:...`; a SQLite
 /// database that does not exist is created.

@@ -242,6 +242,9 @@ impl Store for ReadOnlyStore {
     ) -> Result<Box<dyn super::OpenBatch>, StoreError> {
         Err(no_writes("a batch of events"))
     }
+    fn open_batches(&self) -> usize {
+        1
+    }
     async fn last_batch(&self, node: &str) -> Result<Option<BatchRecord>, StoreError> {
         self.read(|| self.inner.last_batch(node)).await
     }

@@ -102,12 +102,6 @@ pub(super) async fn insert_in_order(
 
 /// Writes one sealed batch (unless an earlier one failed) and answers its requests; `done` is
 /// sent once it is settled (committed, failed or refused), after its answers.
-///
-/// Its rows are inserted at once, but the decision to commit waits until `before` (the batch
-/// before it) is settled: by then every earlier batch has committed or failed, and a failure
-/// among them of this batch's epoch has bumped `failures`, so this batch is rolled back. A
-/// failure of this batch bumps `failures` only after that wait too, so the sealer never reads
-/// the head while an earlier batch may still commit.
 async fn write_one(
     w: Arc<Shared>,
     mut s: Sealed,
@@ -115,18 +109,39 @@ async fn write_one(
     done: oneshot::Sender<()>,
 ) {
     let client_pks = std::mem::take(&mut s.client_pks);
-    let stale = |w: &Shared, epoch: u64| -> Option<DeviceError> {
-        if let Some(reason) = w.inconsistent.get() {
-            return Some(DeviceError::Inconsistent(reason.clone()));
-        }
-        (epoch != w.failures.load(Ordering::SeqCst)).then(|| {
-            DeviceError::Stopped(
-                "an earlier batch could not be written; nothing of this one was written".into(),
-            )
-        })
-    };
+    let outcome = write_after(&w, &s, before).await;
+    settle(&w, s, outcome, &client_pks).await;
+    // Settled, written or not: a retry now finds the rows, or writes them.
+    release(&w.in_flight, &client_pks);
+    let _ = done.send(());
+}
+
+/// Why a batch sealed in `epoch` must not be written now: the log is inconsistent, or a batch
+/// failed since it was sealed.
+fn stale(w: &Shared, epoch: u64) -> Option<DeviceError> {
+    if let Some(reason) = w.inconsistent.get() {
+        return Some(DeviceError::Inconsistent(reason.clone()));
+    }
+    (epoch != w.failures.load(Ordering::SeqCst)).then(|| {
+        DeviceError::Stopped(
+            "an earlier batch could not be written; nothing of this one was written".into(),
+        )
+    })
+}
+
+/// Inserts the batch's rows at once, but decides to commit only once `before` (the batch before
+/// it) is settled: by then every earlier batch has committed or failed, and a failure among
+/// them of this batch's epoch has bumped `failures`, so this batch is rolled back. A failure of
+/// this batch is reported (and bumps `failures`, in `settle`) only after that wait too, so the
+/// sealer never reads the head while an earlier batch may still commit. Ok: the time spent
+/// inserting and committing, without the wait.
+async fn write_after(
+    w: &Shared,
+    s: &Sealed,
+    before: Option<oneshot::Receiver<()>>,
+) -> Result<std::time::Duration, NotWritten> {
     let started = std::time::Instant::now();
-    let opened = match stale(&w, s.epoch) {
+    let opened = match stale(w, s.epoch) {
         Some(refusal) => Err(refusal),
         None => Ok(w
             .store
@@ -134,13 +149,11 @@ async fn write_one(
             .await),
     };
     let inserted = started.elapsed();
-    let waited = std::time::Instant::now();
     if let Some(before) = before {
         // An error means the earlier writer ended without a word: settled all the same.
         let _ = before.await;
     }
-    let waited = waited.elapsed();
-    let outcome = match (opened, stale(&w, s.epoch)) {
+    match (opened, stale(w, s.epoch)) {
         (Err(refusal), _) | (Ok(_), Some(refusal)) => Err(Refusal(refusal)),
         (Ok(Err(e)), None) => Err(Failure(e)),
         (Ok(Ok(open)), None) => {
@@ -152,13 +165,22 @@ async fn write_one(
                 Err(e) => Err(Failure(e)),
             }
         }
-    };
+    }
+}
+
+/// Answers the batch's requests after its outcome; a failure bumps `failures`, so the sealer
+/// reads the head again.
+async fn settle(
+    w: &Shared,
+    s: Sealed,
+    outcome: Result<std::time::Duration, NotWritten>,
+    client_pks: &[String],
+) {
     match outcome {
         Ok(took) => {
             tracing::debug!(
                 rows = s.rows.len(),
                 insert_us = took.as_micros() as u64,
-                wait_us = waited.as_micros() as u64,
                 "batch committed"
             );
             if let Some(o) = w.observer.batches.get() {
@@ -184,7 +206,7 @@ async fn write_one(
                     refused(
                         w.store.as_ref(),
                         node_id,
-                        &client_pks,
+                        client_pks,
                         format!(
                             "node {node_id}: the database already holds rows or a batch \
                              statement at the sequence numbers {first}..{last} this server was \
@@ -199,9 +221,6 @@ async fn write_one(
             answer(&w.node_id, s.shares, Err(e));
         }
     }
-    // Settled, written or not: a retry now finds the rows, or writes them.
-    release(&w.in_flight, &client_pks);
-    let _ = done.send(());
 }
 
 /// Why a batch was not written: refused before its commit was tried (an earlier batch failed,
