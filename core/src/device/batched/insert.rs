@@ -149,9 +149,14 @@ async fn write_after(
             .await),
     };
     let inserted = started.elapsed();
-    if let Some(before) = before {
-        // An error means the earlier writer ended without a word: settled all the same.
-        let _ = before.await;
+    if let Some(before) = before
+        && before.await.is_err()
+    {
+        // The batch before ended without settling (its task panicked): whether it committed
+        // is unknown, so this one must not commit; as a failure, the head is read again.
+        return Err(Failure(crate::store::StoreError::Database(
+            "the batch before this one ended without settling".into(),
+        )));
     }
     match (opened, stale(w, s.epoch)) {
         (Err(refusal), _) | (Ok(_), Some(refusal)) => Err(Refusal(refusal)),
