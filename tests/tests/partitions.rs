@@ -342,3 +342,92 @@ async fn setup_converts_a_table_with_rows_while_a_server_writes() {
     assert_eq!(code, 0, "{rep}");
     server.stop();
 }
+
+/// A partition the archive may drop, but whose lock another transaction holds (here a writer's
+/// ROW EXCLUSIVE lock, which conflicts with the archive's SHARE lock): after the lock timeout
+/// (5 s) the archive does not wait on, it deletes that partition's archived rows one by one,
+/// says so, and keeps the (now empty) partition; verifylog passes afterwards.
+#[tokio::test]
+async fn a_partition_whose_lock_is_not_granted_is_emptied_row_by_row_instead_of_dropped() {
+    let t = Db::new().await;
+    let (dir, url, base) = (&t.dir, t.url.as_str(), t.base());
+    let run = |args: &[&str]| t.run(args);
+    let (code, _, err) = run(&["partition", "setup", "--interval", "day", "--ahead", "1"]);
+    assert_eq!(code, 0, "{err}");
+    for (name, _) in partitions(url).await {
+        if name.starts_with("auditrecorddata_p") {
+            exec(url, &format!("DROP TABLE {name}")).await;
+        }
+    }
+    // One range for the rows to archive, one after it for the rows that stay.
+    const WIDTH: i64 = 3_000;
+    let t0 = now_ms();
+    let store = auditseal_core::store::PgStore::connect(url).await.unwrap();
+    for k in 0..3 {
+        store
+            .partition_create_range(t0 + k * WIDTH, t0 + (k + 1) * WIDTH)
+            .await
+            .unwrap();
+    }
+    let mut a = base.to_vec();
+    a.extend(["--node-id", "lk", "--device", "batched"]);
+    let server = Server::start(&a).unwrap();
+    post_batch(&server, 10).await;
+    let busy = partition_of(url, &all_rows(url).await[0].pk).await;
+    let cut = t0 + WIDTH;
+    assert!(now_ms() < cut, "the rows landed in the first range");
+    wait_past(cut).await;
+    post_events(&server, 2).await;
+    let stored = all_rows(url).await;
+    let archived = stored.iter().filter(|r| r.time_stamp < cut).count();
+    assert!(archived >= 10, "{archived}");
+
+    // Another transaction holds the partition the archive would drop.
+    let mut holder = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; LOCK TABLE {busy} IN ROW EXCLUSIVE MODE"
+    )))
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    let out = dir.path().join("archive");
+    let cut_s = cut.to_string();
+    // Blocks this test's only thread; the holder's connection needs nothing meanwhile.
+    let (code, _, err) = run(&[
+        "archive",
+        "--before",
+        &cut_s,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!(
+            "partition {busy}: its lock was not granted within 5s; its archived rows were \
+             deleted one by one"
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.contains("dropped partition"),
+        "nothing else was to drop: {err}"
+    );
+    assert!(partitions(url).await.iter().any(|(n, _)| *n == busy));
+    // The archived rows are gone, every later one is there (and the archive's own events).
+    let left = all_rows(url).await;
+    assert!(left.iter().all(|r| r.time_stamp >= cut));
+    for r in stored.iter().filter(|r| r.time_stamp >= cut) {
+        assert!(
+            left.iter().any(|l| l.pk == r.pk),
+            "{} lost",
+            r.sequence_number
+        );
+    }
+    let (code, out, err) = run(&["verifylog", "--all", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    server.stop();
+}
