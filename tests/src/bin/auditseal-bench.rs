@@ -704,7 +704,6 @@ async fn forwarding_figures(
             ],
         )
         .expect("start the batched server");
-        settle(url).await;
         let cpu_before = cpu_seconds(server.pid());
         let pg_before = postgres_cpu_seconds(url);
         let rate = bulk(&server, requests, 1000).await;
@@ -879,16 +878,15 @@ fn cpu_seconds(pid: u32) -> f64 {
     (f[11] + f[12]) / 100.0
 }
 
-/// A `VACUUM (ANALYZE)` of the database and a PostgreSQL checkpoint, so that the figure measured
-/// next neither shares the cores with autovacuum catching up on the rows the one before wrote,
-/// nor pays for writing out the pages it dirtied (nor starts in a checkpoint that then logs a
-/// full image of every page it first touches): (a) and (b), and each forwarding run, start from
-/// the same state.
+/// A PostgreSQL checkpoint, so that the figure measured next does not pay for writing out
+/// the pages the one before dirtied (nor start in a checkpoint that then logs a full image of
+/// every page it first touches): (a) and (b) start from the same state.
 async fn settle(url: &str) {
     let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-    for step in ["VACUUM (ANALYZE)", "CHECKPOINT"] {
-        sqlx::raw_sql(step).execute(&mut conn).await.expect(step);
-    }
+    sqlx::raw_sql("CHECKPOINT")
+        .execute(&mut conn)
+        .await
+        .expect("CHECKPOINT");
 }
 
 /// (a): PostgreSQL's COPY of `o.bulk` rows of the same sizes as the batched device's into a
