@@ -456,7 +456,15 @@ async fn a_batch_inserted_while_the_one_before_commits_is_rolled_back_when_that_
     // "someone else writes as this node").
     exec(
         &url,
-        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$          BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$;          CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON auditbatchdata          DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.firstsequencenumber = 20)          EXECUTE FUNCTION slow_commit();          CREATE FUNCTION refusal() RETURNS trigger LANGUAGE plpgsql AS $$          BEGIN RAISE EXCEPTION 'insert refused by the test'; END $$;          CREATE TRIGGER refusal BEFORE INSERT ON auditbatchdata          FOR EACH ROW WHEN (NEW.firstsequencenumber = 30) EXECUTE FUNCTION refusal()",
+        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$; \
+         CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON auditbatchdata \
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.firstsequencenumber = 20) \
+         EXECUTE FUNCTION slow_commit(); \
+         CREATE FUNCTION refusal() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RAISE EXCEPTION 'insert refused by the test'; END $$; \
+         CREATE TRIGGER refusal BEFORE INSERT ON auditbatchdata \
+         FOR EACH ROW WHEN (NEW.firstsequencenumber = 30) EXECUTE FUNCTION refusal()",
     )
     .await;
     let (d, e) = (device.clone(), events("slow"));

@@ -272,7 +272,14 @@ async fn main() {
             store.migrate().await.expect("migrate");
             let data = tempfile::tempdir_in(work.path()).expect("tempdir");
             let copy_rate = copy_figure(&o, &url).await;
-            let server = start_batched(&hsm, &url, data.path(), &conf);
+            let server = start_batched(
+                &hsm,
+                &url,
+                data.path(),
+                &conf,
+                "bench-batched",
+                Some(&log_filter()),
+            );
             bulk_figure(&o, &url, &server, copy_rate).await;
             server.stop();
         }
@@ -451,22 +458,7 @@ async fn growth_figures(
     dir: &std::path::Path,
     conf: &std::path::Path,
 ) {
-    let server = Server::start_env(
-        &[
-            "--config",
-            conf.to_str().unwrap(),
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--node-id",
-            "bench-growth",
-            "--database-url",
-            url,
-            "--device",
-            "batched",
-        ],
-        &[("SOFTHSM2_CONF", hsm.conf().as_os_str())],
-    )
-    .expect("start the batched server");
+    let server = start_batched(hsm, url, dir, conf, "bench-growth", None);
     let rss = |field: &str| {
         load::proc_status_kb(server.pid(), field).map_or(f64::NAN, |kb| kb as f64 / 1024.0)
     };
@@ -685,25 +677,8 @@ async fn forwarding_figures(
     )
     .expect("forward conf");
     let run = |node: &'static str, config: std::path::PathBuf| async move {
-        let server = Server::start_env(
-            &[
-                "--config",
-                config.to_str().unwrap(),
-                "--data-dir",
-                dir.to_str().unwrap(),
-                "--node-id",
-                node,
-                "--database-url",
-                url,
-                "--device",
-                "batched",
-            ],
-            &[
-                ("SOFTHSM2_CONF", hsm.conf().as_os_str()),
-                ("AUDITSEAL_LOG", std::ffi::OsStr::new("warn")),
-            ],
-        )
-        .expect("start the batched server");
+        let warn = std::ffi::OsStr::new("warn");
+        let server = start_batched(hsm, url, dir, &config, node, Some(warn));
         let cpu_before = cpu_seconds(server.pid());
         let pg_before = postgres_cpu_seconds(url);
         let rate = bulk(&server, requests, 1000).await;
@@ -946,32 +921,32 @@ async fn copy_figure(o: &Opts, url: &str) -> f64 {
     copy_rate
 }
 
-/// A server with the batched device on `url`, logging its per-batch timings.
+/// A server with the batched device on `url` as `node`, with the log filter `log` (None: the
+/// server's default).
 fn start_batched(
     hsm: &SoftHsm,
     url: &str,
     dir: &std::path::Path,
     conf: &std::path::Path,
+    node: &str,
+    log: Option<&std::ffi::OsStr>,
 ) -> Server {
-    Server::start_env(
-        &[
-            "--config",
-            conf.to_str().unwrap(),
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--node-id",
-            "bench-batched",
-            "--database-url",
-            url,
-            "--device",
-            "batched",
-        ],
-        &[
-            ("SOFTHSM2_CONF", hsm.conf().as_os_str()),
-            ("AUDITSEAL_LOG", log_filter().as_os_str()),
-        ],
-    )
-    .expect("start the batched server")
+    let args = [
+        "--config",
+        conf.to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--node-id",
+        node,
+        "--database-url",
+        url,
+        "--device",
+        "batched",
+    ];
+    let softhsm = hsm.conf();
+    let mut env = vec![("SOFTHSM2_CONF", softhsm.as_os_str())];
+    env.extend(log.map(|l| ("AUDITSEAL_LOG", l)));
+    Server::start_env(&args, &env).expect("start the batched server")
 }
 
 /// (b): `o.bulk` events through the bulk endpoint; the rate, against (a)'s.
@@ -1005,7 +980,7 @@ async fn batched_figures(
     sequential: f64,
 ) {
     let copy_rate = copy_figure(o, url).await;
-    let server = start_batched(hsm, url, dir, conf);
+    let server = start_batched(hsm, url, dir, conf, "bench-batched", Some(&log_filter()));
     let bulk_rate = bulk_figure(o, url, &server, copy_rate).await;
     let log_b = server.log();
 
