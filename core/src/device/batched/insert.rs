@@ -108,12 +108,28 @@ async fn write_one(
     before: Option<oneshot::Receiver<()>>,
     done: oneshot::Sender<()>,
 ) {
-    let client_pks = std::mem::take(&mut s.client_pks);
+    // Released once settled, written or not (a retry then finds the rows, or writes them), and
+    // also if this task panics: else those pks would be answered "pending" for ever.
+    let pending = Pending {
+        set: w.in_flight.clone(),
+        pks: std::mem::take(&mut s.client_pks),
+    };
     let outcome = write_after(&w, &s, before).await;
-    settle(&w, s, outcome, &client_pks).await;
-    // Settled, written or not: a retry now finds the rows, or writes them.
-    release(&w.in_flight, &client_pks);
+    settle(&w, s, outcome, &pending.pks).await;
+    drop(pending);
     let _ = done.send(());
+}
+
+/// A batch's client pks in `in_flight`, removed from it when dropped.
+struct Pending {
+    set: InFlight,
+    pks: Vec<String>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        release(&self.set, &self.pks);
+    }
 }
 
 /// Why a batch sealed in `epoch` must not be written now: the log is inconsistent, or a batch
