@@ -190,6 +190,19 @@ pub fn seal(
     previous_hash: String,
     version: ProtectionVersion,
 ) -> Result<BatchRecord, TokenError> {
+    seal_with_leaves(node_id, rows, token, time_stamp, previous_hash, version).map(|(b, _)| b)
+}
+
+/// `seal`, which also returns the rows' leaf hashes (`leaf(version, row)`, in row order): for
+/// version 4 they are the rows' canonical leaves, which the checkpoint writer folds.
+pub fn seal_with_leaves(
+    node_id: &str,
+    rows: &mut [AuditRecord],
+    token: &dyn CryptoToken,
+    time_stamp: i64,
+    previous_hash: String,
+    version: ProtectionVersion,
+) -> Result<(BatchRecord, Vec<Hash>), TokenError> {
     let layout = statement_layout(version);
     let leaves: Vec<Hash> = rows.iter().map(|r| leaf(version, r)).collect();
     let root = merkle::root(&leaves);
@@ -217,7 +230,7 @@ pub fn seal(
         payload.push_hex(&mut protection);
         row.row_protection = Some(protection);
     }
-    Ok(b)
+    Ok((b, leaves))
 }
 
 #[cfg(test)]
