@@ -67,7 +67,8 @@ pub async fn start(settings: &Settings, cfg: &ServerConfig) -> anyhow::Result<St
     let read_database = crate::reads::open(settings).await?;
     let (store, keys) = prepare(settings).await?;
     let device = start_device(settings, cfg, &store, keys.current.clone()).await?;
-    let checkpoints = start_checkpoints(settings, &store, keys.current.clone()).await?;
+    let checkpoints =
+        start_checkpoints(settings, &store, keys.current.clone(), device.as_ref()).await?;
     let forwarding = start_forwarding(forward_plans, settings, &store, device.as_ref()).await?;
     match &keys.current {
         Some(t) => {
@@ -372,12 +373,13 @@ pub(crate) fn warn_of_expiry(not_after: i64) {
     }
 }
 
-/// Starts the checkpoint writer (unless turned off or rows are not protected); it writes a last
-/// checkpoint when told to stop.
+/// Starts the checkpoint writer (unless turned off or rows are not protected), fed the leaves
+/// of the device's commits; it writes a last checkpoint when told to stop.
 async fn start_checkpoints(
     settings: &Settings,
     store: &SharedStore,
     token: Option<SharedToken>,
+    device: &dyn LogDevice,
 ) -> anyhow::Result<Option<CheckpointTask>> {
     let c = &settings.file.checkpoint;
     let secs = c.interval_secs.unwrap_or(DEFAULT_CHECKPOINT_SECS);
@@ -392,6 +394,7 @@ async fn start_checkpoints(
         checkpointer::Checkpointer::start(store.clone(), token, settings.node_id.clone(), sinks)
             .await
             .context("cannot start the checkpoint writer")?;
+    device.hand_leaves_to(cp.leaf_listener());
     let stats = cp.stats();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(checkpointer::run(

@@ -121,6 +121,12 @@ pub trait LogDevice: Send + Sync {
     fn listen_to_commits(&self, listener: Arc<dyn CommitListener>) {
         let _ = listener;
     }
+    /// Hands the canonical leaf hashes of each commit's rows to `listener` once they are
+    /// committed (the checkpoint writer, which then need not read the rows back); the
+    /// sequential device does not. Only the first listener set is kept.
+    fn hand_leaves_to(&self, listener: Arc<dyn LeafListener>) {
+        let _ = listener;
+    }
     /// Returns only once the row is committed (durable and protected).
     async fn append(&self, event: NewEvent) -> Result<Appended, DeviceError>;
     /// All or nothing: every event is committed (consecutive numbers, one transaction) or none.
@@ -148,6 +154,15 @@ pub trait CommitListener: Send + Sync {
     /// `rows` (one node's, consecutive numbers) are committed, as stored; they are the
     /// listener's now.
     fn committed(&self, rows: Vec<AuditRecord>);
+}
+
+/// Told the canonical leaf hashes (`format::canonical::row_leaf`, docs/FORMAT.md 6.1) of each
+/// commit's rows, after the commit, in commit order; called on the device's writer tasks, so it
+/// must be quick.
+pub trait LeafListener: Send + Sync {
+    /// The rows numbered `first`, `first + 1`, ... of the listener's node, one leaf each, are
+    /// committed.
+    fn committed_leaves(&self, first: i64, leaves: Vec<crate::format::merkle::Hash>);
 }
 
 /// The service of the events auditseal logs itself (see `NewEvent::system`).

@@ -2,7 +2,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::*;
 use crate::crypto::keys::{KeyRing, VerifyKey};
-use crate::crypto::token::{Algorithm, CryptoToken, HmacToken};
+use crate::crypto::token::{Algorithm, CryptoToken, HmacToken, SharedToken};
 use crate::store::Chunk;
 use crate::verify::{Selection, verify_log};
 use test_event as event;

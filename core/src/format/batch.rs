@@ -181,21 +181,10 @@ impl InclusionPayload {
 
 /// Builds a batch of `version` (3 or 4) over `rows` (consecutive, of one node, one timeStamp):
 /// leaf hashes, Merkle root, the signed statement (layout 1 for version 3, 2 for version 4), and
-/// each row's `1:<version>:<keyid>:<first || size || proof>`.
+/// each row's `1:<version>:<keyid>:<first || size || proof>`. Returns the statement and the
+/// rows' leaf hashes (`leaf(version, row)`, in row order; for version 4 the rows' canonical
+/// leaves, which the checkpoint writer folds).
 pub fn seal(
-    node_id: &str,
-    rows: &mut [AuditRecord],
-    token: &dyn CryptoToken,
-    time_stamp: i64,
-    previous_hash: String,
-    version: ProtectionVersion,
-) -> Result<BatchRecord, TokenError> {
-    seal_with_leaves(node_id, rows, token, time_stamp, previous_hash, version).map(|(b, _)| b)
-}
-
-/// `seal`, which also returns the rows' leaf hashes (`leaf(version, row)`, in row order): for
-/// version 4 they are the rows' canonical leaves, which the checkpoint writer folds.
-pub fn seal_with_leaves(
     node_id: &str,
     rows: &mut [AuditRecord],
     token: &dyn CryptoToken,
@@ -367,7 +356,7 @@ mod worked_example_v4 {
         let token = HmacToken::new(1, b"auditseal example key");
         let mut rows = worked_example::rows();
         let leaves: Vec<_> = rows.iter().map(canonical::row_leaf).collect();
-        let b = seal(
+        let (b, _) = seal(
             "node1",
             &mut rows,
             &token,

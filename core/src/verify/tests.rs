@@ -65,7 +65,7 @@ fn a_batched_rows_inclusion_leads_to_its_statements_root() {
             .enumerate()
             .map(|(i, e)| e.into_record("n", 10 + i as i64, 1_764_072_000_000))
             .collect();
-        let b = batch::seal("n", &mut rows, &token, 1, GENESIS_HASH.into(), v).unwrap();
+        let (b, _) = batch::seal("n", &mut rows, &token, 1, GENESIS_HASH.into(), v).unwrap();
         for (i, r) in rows.iter().enumerate() {
             let p = RowProtection::parse(r.row_protection.as_deref().unwrap()).unwrap();
             let inc = inclusion(r, &p).unwrap();
@@ -129,7 +129,7 @@ async fn write_attack_rows(
                 .enumerate()
                 .map(|(i, e)| e.into_record(node, i as i64, 1_764_072_000_000))
                 .collect();
-            let b = batch::seal(
+            let (b, _) = batch::seal(
                 node,
                 &mut rows,
                 token.as_ref(),

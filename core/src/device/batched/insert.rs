@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Observer;
 use crate::device::{Appended, DeviceError, merge_replays, refused};
 use crate::format::batch::BatchRecord;
+use crate::format::merkle::Hash;
 use crate::format::record::AuditRecord;
 use crate::store::SharedStore;
 
@@ -40,6 +41,9 @@ pub(super) struct Sealed {
     pub(super) fence: crate::store::Fence,
     pub(super) rows: Vec<AuditRecord>,
     pub(super) batch: Option<BatchRecord>,
+    /// The rows' leaf hashes (canonical ones: version 4), for the checkpoint writer; empty when
+    /// rows are not protected.
+    pub(super) leaves: Vec<Hash>,
     pub(super) shares: Shares,
     /// The client pks among the rows, released from `in_flight` once the batch is settled.
     pub(super) client_pks: Vec<String>,
@@ -206,6 +210,11 @@ async fn settle(
             );
             if let Some(o) = w.observer.batches.get() {
                 o.committed(s.rows.len(), took);
+            }
+            if let (Some(l), Some(first)) = (w.observer.leaves.get(), s.rows.first())
+                && !s.leaves.is_empty()
+            {
+                l.committed_leaves(first.sequence_number, s.leaves);
             }
             let written = s.rows.iter().map(Appended::of).collect();
             // The rows are handed over, not copied: nothing here needs them after this.

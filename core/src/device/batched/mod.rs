@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::crypto::token::SharedToken;
 use crate::device::{
-    Appended, BatchObserver, CommitListener, DeviceError, LogDevice, NewEvent, QueueDepth,
+    Appended, BatchObserver, CommitListener, DeviceError, LeafListener, LogDevice, NewEvent,
+    QueueDepth,
 };
 use crate::format::protection::ProtectionVersion;
 use crate::store::{NodeLock, SharedStore};
@@ -29,6 +30,9 @@ use writer::Writer;
 
 /// The version new batches are written in. Version 3 rows already written stay readable.
 const WRITE_VERSION: ProtectionVersion = ProtectionVersion::BatchCanonical;
+// The leaves handed to the checkpoint writer (`hand_leaves_to`) are the batch's own: they are
+// the rows' canonical leaves only in version 4.
+const _: () = assert!(matches!(WRITE_VERSION, ProtectionVersion::BatchCanonical));
 
 /// Group-commit settings.
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +81,7 @@ pub struct BatchedDevice {
 struct Observers {
     batches: OnceLock<Arc<dyn BatchObserver>>,
     commits: OnceLock<Arc<dyn CommitListener>>,
+    leaves: OnceLock<Arc<dyn LeafListener>>,
 }
 
 type Observer = Arc<Observers>;
@@ -161,6 +166,10 @@ impl LogDevice for BatchedDevice {
 
     fn listen_to_commits(&self, listener: Arc<dyn CommitListener>) {
         let _ = self.observer.commits.set(listener);
+    }
+
+    fn hand_leaves_to(&self, listener: Arc<dyn LeafListener>) {
+        let _ = self.observer.leaves.set(listener);
     }
 
     async fn append(&self, event: NewEvent) -> Result<Appended, DeviceError> {

@@ -11,6 +11,7 @@ use super::{BatchedConfig, Job, Observer, WRITE_VERSION};
 use crate::crypto::token::SharedToken;
 use crate::device::{DeviceError, NewEvent, check_head, number_events, replays_of, stored_by_pk};
 use crate::format::batch::{self, BatchRecord, GENESIS_HASH};
+use crate::format::merkle::Hash;
 use crate::format::record::AuditRecord;
 use crate::store::{NodeLock, SharedStore};
 
@@ -126,13 +127,14 @@ impl Writer {
             }
             let client_pks: Vec<String> = events.iter().filter_map(|e| e.pk.clone()).collect();
             match self.seal_batch(events).await {
-                Ok((rows, batch)) => {
+                Ok((rows, batch, leaves)) => {
                     lock_set(&self.in_flight).extend(client_pks.iter().cloned());
                     let s = Sealed {
                         epoch: self.epoch,
                         fence: self.lock.fence(),
                         rows,
                         batch,
+                        leaves,
                         shares,
                         client_pks,
                     };
@@ -209,7 +211,7 @@ impl Writer {
     async fn seal_batch(
         &mut self,
         events: Vec<NewEvent>,
-    ) -> Result<(Vec<AuditRecord>, Option<BatchRecord>), DeviceError> {
+    ) -> Result<(Vec<AuditRecord>, Option<BatchRecord>, Vec<Hash>), DeviceError> {
         if !self.lock.is_held() {
             return Err(DeviceError::LockLost(self.node_id.clone()));
         }
@@ -227,8 +229,8 @@ impl Writer {
         let (mut rows, time_stamp) = number_events(events, &self.node_id, first, head.last_time);
         let last = first + rows.len() as i64 - 1;
         let started = std::time::Instant::now();
-        let batch = match &self.token {
-            None => None,
+        let (batch, leaves) = match &self.token {
+            None => (None, Vec::new()),
             Some(token) => {
                 let (token, previous_hash) = (token.clone(), head.previous_hash.clone());
                 let node_id = self.node_id.clone();
@@ -247,9 +249,9 @@ impl Writer {
                 .await
                 .map_err(|e| DeviceError::Stopped(format!("signing task failed: {e}")));
                 match signed {
-                    Ok(Ok((sealed, b))) => {
+                    Ok(Ok((sealed, (b, leaves)))) => {
                         rows = sealed;
-                        Some(b)
+                        (Some(b), leaves)
                     }
                     Ok(Err(e)) => {
                         self.head = Some(head);
@@ -274,6 +276,6 @@ impl Writer {
                 .as_ref()
                 .map_or(head.previous_hash, |b| b.statement_hash()),
         });
-        Ok((rows, batch))
+        Ok((rows, batch, leaves))
     }
 }

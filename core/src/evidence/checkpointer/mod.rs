@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::crypto::token::{SharedToken, TokenError};
+use crate::device::LeafListener;
 pub use crate::evidence::checkpoint_out::{CopyError, Sinks};
 pub use crate::evidence::sink::Waiting;
 use crate::format::checkpoint::{Checkpoint, Head, KIND_CHECKPOINT};
@@ -15,6 +16,9 @@ use crate::store::Chunk;
 use crate::store::{SharedStore, StoreError};
 
 use crate::verify::CHUNK;
+use handed::Handed;
+
+mod handed;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -37,6 +41,17 @@ pub struct Checkpointer {
     signed: i64,
     sinks: Sinks,
     stats: Arc<CheckpointStats>,
+    /// Leaves of the rows the device committed, handed over so they need not be read back.
+    handed: Arc<Handed>,
+    /// Rows folded from the database (read back) and from handed-over leaves.
+    pub(crate) folded_rows: FoldedRows,
+}
+
+/// How many rows a writer folded, by where it took them from.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FoldedRows {
+    pub(crate) read_back: u64,
+    pub(crate) handed: u64,
 }
 
 /// What the checkpoint writer tells the metrics.
@@ -102,6 +117,7 @@ impl Checkpointer {
             receivers: receivers.into_iter().flatten().collect(),
         });
         Ok(Checkpointer {
+            handed: Arc::new(Handed::new(&node)),
             store,
             token,
             node,
@@ -109,7 +125,16 @@ impl Checkpointer {
             head,
             sinks,
             stats,
+            folded_rows: FoldedRows::default(),
         })
+    }
+
+    /// What the log device hands each commit's leaves to (`LogDevice::hand_leaves_to`), so that
+    /// this writer folds them without reading the rows back. Rows it is not handed (another
+    /// process's, the sequential device's, or leaves dropped while it was far behind) it reads
+    /// from the database as before.
+    pub fn leaf_listener(&self) -> Arc<dyn LeafListener> {
+        self.handed.clone()
     }
 
     /// What this writer does, for metrics (take it before handing the writer to `run`).
@@ -127,11 +152,14 @@ impl Checkpointer {
         self.write_if_advanced().await
     }
 
-    /// Folds the rows committed since the last call into the head, without signing. Stops at
-    /// the first missing or repeated sequence number: a checkpoint never vouches for a log with
-    /// a hole. The head moves row by row, so a call cut short keeps what it folded.
+    /// Folds the rows committed since the last call into the head, without signing: the leaves
+    /// handed over at commit that continue the head, and the rows after it read from the
+    /// database. Stops at the first missing or repeated sequence number it reads: a checkpoint
+    /// never vouches for a log with a hole (`write_if_advanced` also counts the rows below).
+    /// The head moves row by row, so a call cut short keeps what it folded.
     pub async fn fold(&mut self) -> Result<Folded, CheckpointError> {
         'read: loop {
+            self.folded_rows.handed += self.handed.fold_into(&mut self.head);
             let from = self.head.sequence_number + 1;
             let rows = self
                 .store
@@ -161,6 +189,7 @@ impl Checkpointer {
                     return Ok(Folded::Hole);
                 }
                 self.head.push(r);
+                self.folded_rows.read_back += 1;
             }
             if !full {
                 break;

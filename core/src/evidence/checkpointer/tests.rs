@@ -195,3 +195,58 @@ async fn goes_on_after_an_archive_deleted_rows_it_had_not_folded_in() {
     assert_eq!(c.sequence_number, 9);
     assert_eq!(c.head_hash, hex::encode(all.hash));
 }
+
+/// The batched device hands each commit's leaves to the writer: its checkpoint covers every
+/// row without reading one back, and is the one a fold of the stored rows gives.
+#[tokio::test]
+async fn a_batched_devices_commits_are_folded_from_their_leaves_without_reading_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = crate::store::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
+    let cfg = crate::device::batched::BatchedConfig {
+        max_batch: 16,
+        max_wait: Duration::from_millis(5),
+        queue: 1000,
+    };
+    let device = Arc::new(
+        crate::device::batched::BatchedDevice::start(
+            store.clone(),
+            "n".into(),
+            Some(token.clone()),
+            cfg,
+        )
+        .await
+        .unwrap(),
+    );
+    let mut cp = checkpointer(&store, &token).await;
+    device.hand_leaves_to(cp.leaf_listener());
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let d = device.clone();
+            tokio::spawn(async move { d.append(test_event(i)).await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    device
+        .append_all((0..40).map(test_event).collect())
+        .await
+        .unwrap();
+    let c = cp.run_once().await.unwrap().unwrap();
+    assert_eq!(c.sequence_number, 99);
+    assert_eq!(
+        cp.folded_rows,
+        FoldedRows {
+            read_back: 0,
+            handed: 100
+        }
+    );
+    let mut want = Head::default();
+    rows_from(&store, 0).await.iter().for_each(|r| want.push(r));
+    assert_eq!(want.sequence_number, 99);
+    assert_eq!(c.head_hash, hex::encode(want.hash));
+    assert_verifies(&store, &token, 100, 1).await;
+}
