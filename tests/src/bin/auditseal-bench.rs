@@ -140,6 +140,25 @@ fn warm_memory() {
     );
 }
 
+/// Says whether the kernel hands freed memory back to the hypervisor (virtio-balloon free page
+/// reporting): then memory freed by one figure (a dropped table's page cache, a stopped server)
+/// is taken away from the machine and the next figure to use it pays a fault into the host for
+/// each page. On the standard machine it made the COPY baseline run at 30,000-98,000 rows/s
+/// with nothing changed (the second round of `--bulk-only` nearly always at half the first),
+/// and warming free memory took 59.7 s for 19.8 GiB instead of 10.4 s once the pages stayed.
+/// `scripts/bench --hold-memory` turns it off for the run.
+fn page_reporting() {
+    const ORDER: &str = "/sys/module/page_reporting/parameters/page_reporting_order";
+    // Free blocks of at least 2^order pages are reported; the buddy allocator's largest is 2^10.
+    match std::fs::read_to_string(ORDER).map(|s| s.trim().parse::<u32>()) {
+        Ok(Ok(order)) if order <= 10 => println!(
+            "free page reporting is ON (order {order}): memory freed during the run goes back to              the host and costs a host fault at its next use; figures spread (scripts/bench              --hold-memory turns it off for the run)"
+        ),
+        Ok(Ok(order)) => println!("free page reporting is off (order {order})"),
+        _ => println!("free page reporting: not in this kernel"),
+    }
+}
+
 /// Signs `n` protect-string-sized messages on `threads` threads; returns signatures per second.
 /// The servers' configuration: the SoftHSM2 key the bench made.
 fn server_conf() -> String {
@@ -245,6 +264,7 @@ async fn main() {
         auditseal_e2e::pg_admin_url()
     );
 
+    page_reporting();
     if o.warm {
         warm_memory();
     }
