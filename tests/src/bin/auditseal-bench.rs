@@ -35,6 +35,8 @@ struct Opts {
     forward: usize,
     /// Only the forwarding figures ([e]).
     forwarding_only: bool,
+    /// Every figure but the forwarding ones ([e]).
+    no_forwarding: bool,
     /// Only the bulk figures: (a) COPY and (b) the bulk endpoint, this many times in turn
     /// (each pair on a fresh table), to see their spread.
     bulk_only: usize,
@@ -59,6 +61,7 @@ fn opts() -> Opts {
         forward: 100_000,
         forwarding_only: false,
         bulk_only: 0,
+        no_forwarding: false,
         growth: 0,
         warm: true,
         sink_dir: None,
@@ -81,6 +84,7 @@ fn opts() -> Opts {
             "--forward" => o.forward = num("--forward"),
             "--forwarding-only" => o.forwarding_only = true,
             "--bulk-only" => o.bulk_only = num("--bulk-only"),
+            "--no-forwarding" => o.no_forwarding = true,
             "--growth" => o.growth = num("--growth"),
             "--no-warm" => o.warm = false,
             "--sink-dir" => {
@@ -89,7 +93,7 @@ fn opts() -> Opts {
             "-h" | "--help" => {
                 println!(
                     "auditseal-bench [--signs N] [--commits N] [--events N] [--clients N] [--single-clients N] [--bulk N] \
-                     [--forward N] [--forwarding-only] [--bulk-only TIMES] [--growth MILLIONS] [--no-warm] [--sink-dir DIR]"
+                     [--forward N] [--forwarding-only] [--no-forwarding] [--bulk-only TIMES] [--growth MILLIONS] [--no-warm] [--sink-dir DIR]"
                 );
                 std::process::exit(0);
             }
@@ -466,7 +470,9 @@ async fn main() {
     server.stop();
 
     batched_figures(&o, &hsm, &url, work.path(), &conf, device).await;
-    forwarding_figures(&o, &hsm, &url, work.path(), &conf).await;
+    if !o.no_forwarding {
+        forwarding_figures(&o, &hsm, &url, work.path(), &conf).await;
+    }
 }
 /// Issue 17's growth figure [g]: `o.growth` millions of events through the batched device's bulk
 /// endpoint into one table, the rate of each million and the server's RSS after it; the ratio is
