@@ -148,7 +148,7 @@ fn warm_memory() {
 /// reporting): then memory freed by one figure (a dropped table's page cache, a stopped server)
 /// is taken away from the machine and the next figure to use it pays a fault into the host for
 /// each page. On the standard machine it made the COPY baseline run at 30,000-98,000 rows/s
-/// with nothing changed (the second round of `--bulk-only` nearly always at half the first),
+/// with nothing changed (the second round of `--bulk-only` at 0.41-0.61 of the first in five runs of six),
 /// and warming free memory took 59.7 s for 19.8 GiB instead of 10.4 s once the pages stayed.
 /// `scripts/bench --hold-memory` turns it off for the run.
 fn page_reporting() {
