@@ -16,39 +16,65 @@ const MAX_LEAVES: usize = 1 << 18;
 /// Runs of consecutive leaves, oldest first: (first sequence number, leaves).
 pub(super) struct Handed {
     node: String,
-    runs: Mutex<VecDeque<(i64, Vec<Hash>)>>,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    runs: VecDeque<(i64, Vec<Hash>)>,
+    /// The leaves in `runs`, kept as runs come and go.
+    leaves: usize,
+}
+
+impl Queue {
+    fn pop_front(&mut self) -> Option<(i64, Vec<Hash>)> {
+        let run = self.runs.pop_front()?;
+        self.leaves -= run.1.len();
+        Some(run)
+    }
 }
 
 impl Handed {
     pub(super) fn new(node: &str) -> Handed {
         Handed {
             node: node.to_string(),
-            runs: Mutex::default(),
+            queue: Mutex::default(),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Folds into `head` the waiting leaves that continue it (the rows right after its
     /// sequence number, from this process's own commits) and drops those it has passed.
     /// Returns how many it folded; leaves after a number nobody handed over wait until the
-    /// rows before them are read back.
+    /// rows before them are read back. The runs are taken out under the lock and hashed
+    /// after it, so the device handing over the next commit never waits for the fold.
     pub(super) fn fold_into(&self, head: &mut Head) -> u64 {
-        let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
-        if head.fold != Layout::Canonical {
-            runs.clear();
-            return 0;
-        }
-        let mut folded = 0;
-        while let Some((first, leaves)) = runs.front() {
-            let (first, next) = (*first, head.sequence_number + 1);
-            if first > next {
-                break;
+        let taken = {
+            let mut queue = self.lock();
+            if head.fold != Layout::Canonical {
+                *queue = Queue::default();
+                return 0;
             }
-            let skip = (next - first) as usize;
+            let mut next = head.sequence_number + 1;
+            let mut taken = Vec::new();
+            while queue.runs.front().is_some_and(|(first, _)| *first <= next) {
+                if let Some(run) = queue.pop_front() {
+                    next = next.max(run.0 + run.1.len() as i64);
+                    taken.push(run);
+                }
+            }
+            taken
+        };
+        let mut folded = 0;
+        for (first, leaves) in taken {
+            let skip = (head.sequence_number + 1 - first).max(0) as usize;
             for (i, leaf) in leaves.iter().enumerate().skip(skip) {
                 head.push_leaf(first + i as i64, leaf);
                 folded += 1;
             }
-            runs.pop_front();
         }
         folded
     }
@@ -56,12 +82,15 @@ impl Handed {
 
 impl LeafListener for Handed {
     fn committed_leaves(&self, first: i64, leaves: Vec<Hash>) {
-        let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
-        runs.push_back((first, leaves));
-        let mut total: usize = runs.iter().map(|(_, l)| l.len()).sum();
-        while runs.len() > 1 && total > MAX_LEAVES {
-            total -= runs.pop_front().map_or(0, |(_, l)| l.len());
-            tracing::debug!(node = %self.node, "checkpoint writer behind: leaves dropped, their rows will be read back");
+        let mut queue = self.lock();
+        queue.leaves += leaves.len();
+        queue.runs.push_back((first, leaves));
+        let mut dropped = 0;
+        while queue.runs.len() > 1 && queue.leaves > MAX_LEAVES {
+            dropped += queue.pop_front().map_or(0, |(_, l)| l.len());
+        }
+        if dropped > 0 {
+            tracing::debug!(node = %self.node, dropped, "checkpoint writer behind: leaves dropped, their rows will be read back");
         }
     }
 }
@@ -94,7 +123,7 @@ mod tests {
         let mut head = folded(13);
         assert_eq!(handed.fold_into(&mut head), 7);
         assert_eq!(head, folded(20));
-        assert!(handed.runs.lock().unwrap().is_empty());
+        assert!(handed.lock().runs.is_empty());
         // A run the head has passed entirely is dropped, the next one folded.
         let (f, l) = leaves(15, 5);
         handed.committed_leaves(f, l);
@@ -111,9 +140,13 @@ mod tests {
         for k in 0..5 {
             handed.committed_leaves(k * run, vec![[0; 32]; run as usize]);
         }
-        let runs = handed.runs.lock().unwrap();
-        assert_eq!(runs.iter().map(|(_, l)| l.len()).sum::<usize>(), MAX_LEAVES);
-        assert_eq!(runs.front().map(|(f, _)| *f), Some(run));
+        let queue = handed.lock();
+        assert_eq!(
+            queue.runs.iter().map(|(_, l)| l.len()).sum::<usize>(),
+            MAX_LEAVES
+        );
+        assert_eq!(queue.leaves, MAX_LEAVES);
+        assert_eq!(queue.runs.front().map(|(f, _)| *f), Some(run));
     }
 
     #[test]
