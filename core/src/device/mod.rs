@@ -400,4 +400,4 @@ pub(crate) async fn refused(
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-pub(crate) use tests::test_event;
+pub(crate) use tests::{sqlite_store, test_event};

@@ -113,7 +113,8 @@ async fn signing_and_database_failures_give_the_number_back() {
     assert_eq!((report.rows, report.errors), (3, 0), "{report}");
 }
 
-async fn sqlite_store(dir: &tempfile::TempDir) -> (String, crate::store::SharedStore) {
+/// A migrated SQLite store in `dir`, and its URL.
+pub(crate) async fn sqlite_store(dir: &tempfile::TempDir) -> (String, crate::store::SharedStore) {
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     let store = crate::store::open(&url).await.unwrap();
     store.migrate().await.unwrap();

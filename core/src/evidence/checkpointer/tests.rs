@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::crypto::token::HmacToken;
-use crate::device::{LogDevice, SequentialDevice, test_event};
+use crate::device::{LogDevice, SequentialDevice, sqlite_store, test_event};
 use crate::format::checkpoint::KIND_ARCHIVE;
 
 /// A SQLite log in a temporary directory, whose node "n" has rows 0..=4 from a sequential
@@ -19,9 +19,7 @@ struct Node {
 
 async fn node_of_5_rows() -> Node {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let store = crate::store::open(&url).await.unwrap();
-    store.migrate().await.unwrap();
+    let (url, store) = sqlite_store(&dir).await;
     let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
     let device = SequentialDevice::start(store.clone(), "n".into(), Some(token.clone()))
         .await
@@ -201,9 +199,7 @@ async fn goes_on_after_an_archive_deleted_rows_it_had_not_folded_in() {
 #[tokio::test]
 async fn a_batched_devices_commits_are_folded_from_their_leaves_without_reading_them_back() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let store = crate::store::open(&url).await.unwrap();
-    store.migrate().await.unwrap();
+    let (_, store) = sqlite_store(&dir).await;
     let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
     let cfg = crate::device::batched::BatchedConfig {
         max_batch: 16,
