@@ -277,23 +277,15 @@ async fn main() {
     let hsm = SoftHsm::new("bench");
     unsafe { std::env::set_var("SOFTHSM2_CONF", hsm.conf()) };
     if o.growth > 0 {
-        let url = new_database(Backend::Postgres, work.path()).await;
-        let store = auditseal_core::store::open(&url).await.expect("open");
-        store.migrate().await.expect("migrate");
-        let _ = hsm_token(&hsm, "rsakey", 1);
-        let conf = work.path().join("bench.toml");
-        std::fs::write(&conf, server_conf()).expect("conf");
+        let conf = batched_conf(&hsm, work.path());
+        let url = migrated_database(work.path()).await;
         growth_figures(&o, &hsm, &url, work.path(), &conf).await;
         return;
     }
     if o.bulk_only > 0 {
-        let _ = hsm_token(&hsm, "rsakey", 1);
-        let conf = work.path().join("bench.toml");
-        std::fs::write(&conf, server_conf()).expect("conf");
+        let conf = batched_conf(&hsm, work.path());
         for _ in 0..o.bulk_only {
-            let url = new_database(Backend::Postgres, work.path()).await;
-            let store = auditseal_core::store::open(&url).await.expect("open");
-            store.migrate().await.expect("migrate");
+            let url = migrated_database(work.path()).await;
             let data = tempfile::tempdir_in(work.path()).expect("tempdir");
             let copy_rate = copy_figure(&o, &url).await;
             let server = start_batched(
@@ -310,12 +302,8 @@ async fn main() {
         return;
     }
     if o.forwarding_only {
-        let url = new_database(Backend::Postgres, work.path()).await;
-        let store = auditseal_core::store::open(&url).await.expect("open");
-        store.migrate().await.expect("migrate");
-        let _ = hsm_token(&hsm, "rsakey", 1);
-        let conf = work.path().join("bench.toml");
-        std::fs::write(&conf, server_conf()).expect("conf");
+        let conf = batched_conf(&hsm, work.path());
+        let url = migrated_database(work.path()).await;
         forwarding_figures(&o, &hsm, &url, work.path(), &conf).await;
         return;
     }
@@ -474,6 +462,23 @@ async fn main() {
         forwarding_figures(&o, &hsm, &url, work.path(), &conf).await;
     }
 }
+
+/// A new PostgreSQL database with the schema, for one figure; its URL.
+async fn migrated_database(dir: &std::path::Path) -> String {
+    let url = new_database(Backend::Postgres, dir).await;
+    let store = auditseal_core::store::open(&url).await.expect("open");
+    store.migrate().await.expect("migrate");
+    url
+}
+
+/// The SoftHSM2 key the servers sign with, made, and their configuration file in `dir`.
+fn batched_conf(hsm: &SoftHsm, dir: &std::path::Path) -> std::path::PathBuf {
+    let _ = hsm_token(hsm, "rsakey", 1);
+    let conf = dir.join("bench.toml");
+    std::fs::write(&conf, server_conf()).expect("conf");
+    conf
+}
+
 /// Issue 17's growth figure [g]: `o.growth` millions of events through the batched device's bulk
 /// endpoint into one table, the rate of each million and the server's RSS after it; the ratio is
 /// the last million's rate over the first's.
