@@ -145,6 +145,12 @@ impl Db {
         a.extend(args);
         cli(&a)
     }
+
+    /// `auditseal-db archive --before CUT --out DIR/archive`.
+    fn archive_before(&self, cut: &str) -> (i32, String, String) {
+        let out = self.dir.path().join("archive");
+        self.run(&["archive", "--before", cut, "--out", out.to_str().unwrap()])
+    }
 }
 
 #[tokio::test]
@@ -214,15 +220,7 @@ async fn archive_drops_wholly_archived_partitions_and_keeps_every_unarchived_row
     post_batch(&bat, 4).await;
     let before: Vec<(String, Option<i64>)> = partitions(url).await;
 
-    let out = dir.path().join("archive");
-    let cut_s = cut.to_string();
-    let (code, _, err) = run(&[
-        "archive",
-        "--before",
-        &cut_s,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (code, _, err) = t.archive_before(&cut.to_string());
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("exported node ss rows 0..1 (2 rows)"), "{err}");
     // At least one dropped partition held the servers' archived rows.
@@ -290,7 +288,7 @@ async fn archive_drops_wholly_archived_partitions_and_keeps_every_unarchived_row
 #[tokio::test]
 async fn setup_converts_a_table_with_rows_while_a_server_writes() {
     let t = Db::new().await;
-    let (dir, url, base) = (&t.dir, t.url.as_str(), t.base());
+    let (url, base) = (t.url.as_str(), t.base());
     let run = |args: &[&str]| t.run(args);
     let mut a = base.to_vec();
     a.extend(["--node-id", "cv", "--device", "batched"]);
@@ -328,8 +326,7 @@ async fn setup_converts_a_table_with_rows_while_a_server_writes() {
     assert_eq!(in_before, 16);
 
     let cut = now_ms().to_string();
-    let out = dir.path().join("archive");
-    let (code, _, err) = run(&["archive", "--before", &cut, "--out", out.to_str().unwrap()]);
+    let (code, _, err) = t.archive_before(&cut);
     assert_eq!(code, 0, "{err}");
     assert!(
         !err.contains("dropped partition"),
@@ -350,7 +347,7 @@ async fn setup_converts_a_table_with_rows_while_a_server_writes() {
 #[tokio::test]
 async fn a_partition_whose_lock_is_not_granted_is_emptied_row_by_row_instead_of_dropped() {
     let t = Db::new().await;
-    let (dir, url, base) = (&t.dir, t.url.as_str(), t.base());
+    let (url, base) = (t.url.as_str(), t.base());
     let run = |args: &[&str]| t.run(args);
     let (code, _, err) = run(&["partition", "setup", "--interval", "day", "--ahead", "1"]);
     assert_eq!(code, 0, "{err}");
@@ -390,16 +387,8 @@ async fn a_partition_whose_lock_is_not_granted_is_emptied_row_by_row_instead_of_
     .execute(&mut holder)
     .await
     .unwrap();
-    let out = dir.path().join("archive");
-    let cut_s = cut.to_string();
     // Blocks this test's only thread; the holder's connection needs nothing meanwhile.
-    let (code, _, err) = run(&[
-        "archive",
-        "--before",
-        &cut_s,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (code, _, err) = t.archive_before(&cut.to_string());
     sqlx::raw_sql("ROLLBACK")
         .execute(&mut holder)
         .await
