@@ -327,3 +327,78 @@ async fn readers_stay_flat_over_rows_far_beyond_the_limit() {
         );
     }
 }
+
+/// `Store::read_node` keeps every chunk within the read budget (a single larger row excepted)
+/// and loses or repeats no row, on both databases, also where the rows grow from one chunk to
+/// the next: on PostgreSQL the rows are counted as they arrive, and a read whose LIMIT (sized
+/// from the rows before) would overrun the budget is stopped and its connection closed; the
+/// reads after it still work.
+#[tokio::test]
+async fn node_chunks_keep_the_read_budget_and_every_row_as_rows_grow() {
+    use auditseal_core::store::{Chunk, READ_BUDGET_BYTES};
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let url = new_database(backend, dir.path()).await;
+        let store = auditseal_core::store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        // 60 rows of 1 KiB, 60 of 400 KiB, 60 of 1 KiB: the first read fits 20 large rows
+        // after the small ones, the ones after it start from a hint the rows then outgrow.
+        let size = |i: i64| {
+            if (60..120).contains(&i) {
+                400 << 10
+            } else {
+                1 << 10
+            }
+        };
+        for i in 0..180i64 {
+            exec(
+                &url,
+                &format!(
+                    "INSERT INTO auditrecorddata (pk, nodeid, sequencenumber, \"timestamp\", \
+                     eventtype, eventstatus, authtoken, service, module, additionaldetails, \
+                     rowversion) VALUES ('pk-{i:04}', 'grow', {i}, {}, 'PROCESS', 'SUCCESS', \
+                     'x', 'SIGNSERVER', 'WORKER', '{}', 0)",
+                    1_700_000_000_000i64 + i,
+                    "x".repeat(size(i))
+                ),
+            )
+            .await;
+        }
+        let (mut seen, mut after, mut chunks) = (Vec::new(), None, 0);
+        loop {
+            let rows = store
+                .read_node(Chunk::new("grow", 0, after.clone(), 5000))
+                .await
+                .unwrap();
+            let Some(last) = rows.last() else { break };
+            chunks += 1;
+            let bytes: usize = rows.iter().map(|r| r.stored_bytes()).sum();
+            assert!(
+                rows.len() == 1 || bytes as i64 <= READ_BUDGET_BYTES,
+                "{backend:?}: chunk {chunks} holds {} rows, {bytes} bytes",
+                rows.len()
+            );
+            after = Some((last.sequence_number, last.pk.clone()));
+            seen.extend(rows.iter().map(|r| r.sequence_number));
+        }
+        assert_eq!(
+            seen,
+            (0..180).collect::<Vec<_>>(),
+            "{backend:?}: every row once, in order"
+        );
+        assert!(
+            chunks >= 3,
+            "{backend:?}: 24 MiB of rows in {chunks} chunks"
+        );
+        // The store answers as before after any read it stopped.
+        assert_eq!(
+            store
+                .read_node(Chunk::new("grow", 0, None, 1))
+                .await
+                .unwrap()[0]
+                .pk,
+            "pk-0000",
+            "{backend:?}"
+        );
+    }
+}

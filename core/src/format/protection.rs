@@ -131,15 +131,16 @@ pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
     if !b.len().is_multiple_of(2) {
         return None;
     }
-    let mut out = Vec::with_capacity(b.len() / 2);
-    for pair in b.chunks_exact(2) {
+    // Without a branch per byte: a digit's value has its high nibble clear, INVALID has it set,
+    // so one OR over every looked-up value says whether any character was not a digit.
+    let mut out = vec![0u8; b.len() / 2];
+    let mut seen = 0u8;
+    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
         let (hi, lo) = (TABLE[pair[0] as usize], TABLE[pair[1] as usize]);
-        if hi == INVALID || lo == INVALID {
-            return None;
-        }
-        out.push(hi << 4 | lo);
+        seen |= hi | lo;
+        *o = hi << 4 | lo;
     }
-    Some(out)
+    (seen & 0xf0 == 0).then_some(out)
 }
 
 impl RowProtection {

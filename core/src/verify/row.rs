@@ -8,7 +8,7 @@ use crate::crypto::keys::{KeyRing, PolicyError, VerifyError};
 use crate::format::batch::{self, BatchRecord, InclusionPayload};
 use crate::format::canonical;
 use crate::format::merkle::{self, Hash, NodeMemo};
-use crate::format::protection::{ProtectionParseError, ProtectionVersion, RowProtection};
+use crate::format::protection::{Layout, ProtectionParseError, ProtectionVersion, RowProtection};
 use crate::format::record::AuditRecord;
 use crate::format::statement::SignedStatement;
 use crate::store::{Store, StoreError};
@@ -43,6 +43,8 @@ pub enum RowFailure {
 pub struct CheckedBatch {
     pub batch: BatchRecord,
     root: Option<Hash>,
+    /// The layout its statementProtection names (read once: each of its rows compares it).
+    layout: Layout,
     /// Whether the statement's MAC or signature verifies (with the key its keyid names).
     statement: Result<(), String>,
 }
@@ -54,6 +56,7 @@ impl CheckedBatch {
             .and_then(|v| <Hash>::try_from(v.as_slice()).ok());
         let statement = check_statement(keys, &batch);
         CheckedBatch {
+            layout: batch.layout(),
             batch,
             root,
             statement,
@@ -170,12 +173,12 @@ fn verify_batched(
             reason: reason.clone(),
         });
     }
-    if b.layout() != batch::statement_layout(p.version) {
+    if checked.layout != batch::statement_layout(p.version) {
         return Err(RowFailure::Inclusion(format!(
             "a version {} row needs a statement of layout {}, its batch's is of layout {}",
             p.version.number(),
             batch::statement_layout(p.version).number(),
-            b.layout().number()
+            checked.layout.number()
         )));
     }
     if p.keyid != b.key_id {

@@ -51,6 +51,8 @@ struct Opts {
     rows: usize,
     nodes: usize,
     only: Option<Version>,
+    /// Wait for a line on stdin before each verifier run (to profile or EXPLAIN it by hand).
+    pause: bool,
 }
 
 fn opts() -> anyhow::Result<Opts> {
@@ -58,6 +60,7 @@ fn opts() -> anyhow::Result<Opts> {
         rows: 1_000_000,
         nodes: 2,
         only: None,
+        pause: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -72,9 +75,10 @@ fn opts() -> anyhow::Result<Opts> {
                     other => bail!("--only {other}: v2 or v3"),
                 })
             }
+            "--pause" => o.pause = true,
             "-h" | "--help" => {
                 println!(
-                    "auditseal-verify-bench [--rows N (1000000)] [--nodes K (2)] [--only v2|v3]"
+                    "auditseal-verify-bench [--rows N (1000000)] [--nodes K (2)] [--only v2|v3] [--pause]\n  --pause: before each verifier run, print the database URL and the command and wait\n  for Enter (to profile or EXPLAIN the reads by hand)"
                 );
                 std::process::exit(0);
             }
@@ -636,6 +640,15 @@ async fn run_verifier(
     url: &str,
     postmaster: u32,
 ) -> anyhow::Result<VerifierRun> {
+    if o.pause {
+        println!(
+            "    paused: {} --config {} --database-url {url} verifylog --all --json\n    press Enter to run it",
+            auditseal_e2e::bin_dir().join("auditseal-db").display(),
+            config.display()
+        );
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+    }
     let out = dir.join("verifylog.json");
     let err = dir.join("verifylog.stderr");
     let meter = Meter::start(postmaster);
