@@ -221,8 +221,8 @@ impl Backend for PgStore {
         Ok(super::Page { rows, cut })
     }
 
-    /// One plain index range scan, its rows counted against the budget as they arrive (the rule
-    /// of `rows_within`). A running sum in SQL (a window over the chunk) cost PostgreSQL more
+    /// One plain index range scan, its rows counted against the budget as they arrive
+    /// (`ReadBudget`). A running sum in SQL (a window over the chunk) cost PostgreSQL more
     /// than half again the scan's own time; here, when the budget is spent before the LIMIT, the
     /// connection is closed instead of drained, so the backend stops sending.
     async fn read_node_chunk(&self, chunk: RowChunk<'_>) -> Result<Vec<AuditRecord>, StoreError> {
@@ -240,7 +240,7 @@ impl Backend for PgStore {
             chunk = super::NODE_CHUNK,
         );
         let mut conn = self.pool.acquire().await?;
-        let (mut rows, mut bytes, mut spent) = (Vec::new(), 0i64, false);
+        let (mut rows, mut within, mut spent) = (Vec::new(), super::ReadBudget::new(budget), false);
         {
             let mut stream = sqlx::query_as::<_, AuditRecord>(sqlx::AssertSqlSafe(sql))
                 .bind(node)
@@ -250,12 +250,10 @@ impl Backend for PgStore {
                 .bind(limit)
                 .fetch(&mut *conn);
             while let Some(row) = stream.try_next().await? {
-                let size = i64::try_from(row.stored_bytes()).unwrap_or(i64::MAX);
-                if !rows.is_empty() && bytes.saturating_add(size) > budget {
+                if !within.admit(i64::try_from(row.stored_bytes()).unwrap_or(i64::MAX)) {
                     spent = true;
                     break;
                 }
-                bytes = bytes.saturating_add(size);
                 rows.push(row);
             }
         }
@@ -265,7 +263,7 @@ impl Backend for PgStore {
         if let Ok(n) = i64::try_from(rows.len())
             && n > 0
         {
-            let per_row = (bytes / n).max(1);
+            let per_row = (within.total() / n).max(1);
             self.row_bytes_hint
                 .store(per_row.saturating_add(per_row / 4), Ordering::Relaxed);
         }
