@@ -2,6 +2,7 @@
 //! SQL is written in lower-case identifiers so the same text serves both databases.
 
 pub mod archived;
+mod budget;
 mod chunk;
 pub mod export;
 mod open_batch;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 use crate::format::batch::BatchRecord;
 use crate::format::checkpoint::Checkpoint;
 use crate::format::record::AuditRecord;
+pub(crate) use budget::{ReadBudget, rows_within};
 pub use chunk::{BatchChunk, CheckpointChunk, Chunk, RowChunk};
 pub use open_batch::OpenBatch;
 pub use postgres::PgStore;
@@ -81,47 +83,6 @@ pub(crate) fn latest_checkpoints() -> String {
          ORDER BY nodeid, kind",
         nodes_cte("auditcheckpointdata", None)
     )
-}
-
-/// Rows counted in order against a byte budget: the first always, then each while the total
-/// stays within it. The one rule of every bounded read (SQLite counts the sizes it read first,
-/// PostgreSQL the rows as they arrive).
-pub(crate) struct ReadBudget {
-    budget: i64,
-    total: i64,
-    rows: usize,
-}
-
-impl ReadBudget {
-    pub(crate) fn new(budget: i64) -> Self {
-        ReadBudget {
-            budget,
-            total: 0,
-            rows: 0,
-        }
-    }
-
-    /// Whether a row of `size` bytes is within the budget; counted if it is.
-    pub(crate) fn admit(&mut self, size: i64) -> bool {
-        let total = self.total.saturating_add(size);
-        if self.rows > 0 && total > self.budget {
-            return false;
-        }
-        self.total = total;
-        self.rows += 1;
-        true
-    }
-
-    /// The bytes of the rows admitted so far.
-    pub(crate) fn total(&self) -> i64 {
-        self.total
-    }
-}
-
-/// How many of rows of these sizes (in order) fit in `budget`: at least one, if there is one.
-pub(crate) fn rows_within(sizes: &[i64], budget: i64) -> usize {
-    let mut b = ReadBudget::new(budget);
-    sizes.iter().take_while(|s| b.admit(**s)).count()
 }
 
 /// The WHERE clause of a node's chunk: the lower bound is the later of the offset and the
@@ -628,19 +589,7 @@ pub(crate) fn absent<T: Default>(e: sqlx::Error) -> Result<T, sqlx::Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::{NodeHead, ReadBudget, open, rows_within};
-
-    #[test]
-    fn a_read_budget_takes_the_first_row_always_then_rows_while_the_total_fits() {
-        assert_eq!(rows_within(&[], 10), 0);
-        assert_eq!(rows_within(&[20, 1], 10), 1);
-        assert_eq!(rows_within(&[3, 3, 3, 5, 1], 10), 3);
-        assert_eq!(rows_within(&[5, 5, 1], 10), 2);
-        assert_eq!(rows_within(&[i64::MAX, i64::MAX], 10), 1);
-        let mut b = ReadBudget::new(10);
-        assert!(b.admit(4) && b.admit(6) && !b.admit(1));
-        assert_eq!(b.total(), 10);
-    }
+    use super::{NodeHead, open};
 
     #[tokio::test]
     async fn an_unreachable_postgresql_is_said_at_once() {
