@@ -402,3 +402,52 @@ async fn node_chunks_keep_the_read_budget_and_every_row_as_rows_grow() {
         );
     }
 }
+
+/// A node's chunks step over gaps wider than a chunk (rows archived or deleted): on PostgreSQL
+/// each read covers a bounded range of sequence numbers, and a range without rows must not look
+/// like the end of the node while rows follow it. Every row comes once, in order, and only the
+/// read after the last row is empty, also when the first read starts inside a gap.
+#[tokio::test]
+async fn node_chunks_step_over_gaps_wider_than_a_chunk() {
+    use auditseal_core::store::Chunk;
+    let numbers: Vec<i64> = (0..5)
+        .chain(1000..1004)
+        .chain([100_000, 100_001, i64::MAX - 1, i64::MAX])
+        .collect();
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let url = new_database(backend, dir.path()).await;
+        let store = auditseal_core::store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        for i in &numbers {
+            exec(
+                &url,
+                &format!(
+                    "INSERT INTO auditrecorddata (pk, nodeid, sequencenumber, \"timestamp\", \
+                     eventtype, eventstatus, authtoken, service, module, rowversion) VALUES \
+                     ('pk-{i}', 'gaps', {i}, 1700000000000, 'PROCESS', 'SUCCESS', 'x', \
+                     'SIGNSERVER', 'WORKER', 0)"
+                ),
+            )
+            .await;
+        }
+        for (from, limit) in [(0, 3), (10, 3), (0, 1), (5, 100)] {
+            let (mut seen, mut after) = (Vec::new(), None);
+            loop {
+                let rows = store
+                    .read_node(Chunk::new("gaps", from, after.clone(), limit))
+                    .await
+                    .unwrap();
+                let Some(last) = rows.last() else { break };
+                assert!(rows.len() as i64 <= limit, "{backend:?}");
+                after = Some((last.sequence_number, last.pk.clone()));
+                seen.extend(rows.iter().map(|r| r.sequence_number));
+            }
+            let expected: Vec<i64> = numbers.iter().copied().filter(|n| *n >= from).collect();
+            assert_eq!(
+                seen, expected,
+                "{backend:?}: from {from}, chunks of {limit}"
+            );
+        }
+    }
+}

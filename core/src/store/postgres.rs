@@ -225,8 +225,15 @@ impl Backend for PgStore {
     /// (`ReadBudget`). A running sum in SQL (a window over the chunk) cost PostgreSQL more
     /// than half again the scan's own time; here, when the budget is spent before the LIMIT, the
     /// connection is closed instead of drained, so the backend stops sending.
+    ///
+    /// The scan is also bounded above, to the `limit + 1` sequence numbers from its start
+    /// (`seq_range`): near the head of a growing table the statistics know nothing of the newest
+    /// rows, and PostgreSQL then planned an unbounded read as a bitmap scan of every row from
+    /// the start to the head, sorted, for a LIMIT of 1,000 (a forwarding sink 30,000 rows
+    /// behind read all of them for each page). A range without a row, but with rows after it
+    /// (a gap: rows archived or deleted), is skipped by asking where the next row is.
     async fn read_node_chunk(&self, chunk: RowChunk<'_>) -> Result<Vec<AuditRecord>, StoreError> {
-        let (node, from, after_seq, after_pk, limit) = chunk.binds();
+        let (node, mut from, after_seq, after_pk, limit) = chunk.binds();
         let budget = super::READ_BUDGET_BYTES;
         let hint = self.row_bytes_hint.load(Ordering::Relaxed);
         let limit = if hint > 0 {
@@ -235,26 +242,46 @@ impl Backend for PgStore {
             limit
         };
         let sql = format!(
-            "SELECT {cols} FROM auditrecorddata WHERE {chunk} ORDER BY sequencenumber, pk LIMIT $5",
+            "SELECT {cols} FROM auditrecorddata WHERE {chunk} AND sequencenumber <= $6 \
+             ORDER BY sequencenumber, pk LIMIT $5",
             cols = super::COLUMNS,
             chunk = super::NODE_CHUNK,
         );
         let mut conn = self.pool.acquire().await?;
         let (mut rows, mut within, mut spent) = (Vec::new(), super::ReadBudget::new(budget), false);
-        {
-            let mut stream = sqlx::query_as::<_, AuditRecord>(sqlx::AssertSqlSafe(sql))
-                .bind(node)
-                .bind(from)
-                .bind(after_seq)
-                .bind(after_pk)
-                .bind(limit)
-                .fetch(&mut *conn);
-            while let Some(row) = stream.try_next().await? {
-                if !within.admit(i64::try_from(row.stored_bytes()).unwrap_or(i64::MAX)) {
-                    spent = true;
-                    break;
+        loop {
+            let last = seq_range(from, limit);
+            {
+                let mut stream = sqlx::query_as::<_, AuditRecord>(sqlx::AssertSqlSafe(&*sql))
+                    .bind(node)
+                    .bind(from)
+                    .bind(after_seq)
+                    .bind(&after_pk)
+                    .bind(limit)
+                    .bind(last)
+                    .fetch(&mut *conn);
+                while let Some(row) = stream.try_next().await? {
+                    if !within.admit(i64::try_from(row.stored_bytes()).unwrap_or(i64::MAX)) {
+                        spent = true;
+                        break;
+                    }
+                    rows.push(row);
                 }
-                rows.push(row);
+            }
+            if !rows.is_empty() || spent || last == i64::MAX {
+                break;
+            }
+            let next: Option<i64> = sqlx::query_scalar(
+                "SELECT min(sequencenumber) FROM auditrecorddata \
+                 WHERE nodeid = $1 AND sequencenumber > $2",
+            )
+            .bind(node)
+            .bind(last)
+            .fetch_one(&mut *conn)
+            .await?;
+            match next {
+                Some(next) => from = next,
+                None => break,
             }
         }
         if spent {
@@ -357,4 +384,11 @@ impl Backend for PgStore {
         ));
         Ok(NodeLock::new(node, status, AbortOnDrop(watcher)))
     }
+}
+
+/// The last sequence number a chunk of at most `limit` rows from `from` on reads
+/// (`read_node_chunk`): `limit + 1` numbers, one more than the rows, since the first may be the
+/// previous chunk's last (read again only for a row of the same number after it).
+fn seq_range(from: i64, limit: i64) -> i64 {
+    from.saturating_add(limit.max(1))
 }
