@@ -265,12 +265,15 @@ impl Ctx {
         true
     }
 
-    /// At the head of the log (the newest row just sent, stamped `newest`, is less than a
-    /// second old): lets a few more rows come before the next read, so a busy node is forwarded
-    /// in fewer, larger deliveries (each one a read, a connection or a file sync). Behind, the
-    /// next read follows at once.
-    async fn gather_at_head(&mut self, newest: i64) {
-        if crate::format::time::now_millis() - newest < 1000 {
+    /// At the head of the log (the read that found the rows just sent came back short of a
+    /// page, and the newest of them, stamped `newest`, is less than a second old): lets a few
+    /// more rows come before the next read, so a busy node is forwarded in fewer, larger
+    /// deliveries (each one a read, a connection or a file sync). Behind, the next read follows
+    /// at once: a sink that waited after every full page too could not forward more than a page
+    /// per wait (10,000 rows a second), fell behind a busier node and read its rows back from
+    /// the database instead of taking them as they were committed.
+    async fn gather_at_head(&mut self, short: bool, newest: i64) {
+        if short && crate::format::time::now_millis() - newest < 1000 {
             self.wait(GATHER).await;
         }
     }
@@ -400,6 +403,7 @@ async fn run(mut ctx: Ctx, sink: Arc<Sink>, mut position: i64) {
             .iter()
             .flat_map(|(page, range)| page.rows[range.clone()].iter())
             .collect();
+        let short = rows.len() < pages::PAGE as usize;
         let Some(first) = rows.first().map(|r| r.sequence_number) else {
             ctx.caught_up();
             if ctx.stopping() {
@@ -442,7 +446,7 @@ async fn run(mut ctx: Ctx, sink: Arc<Sink>, mut position: i64) {
                     tracing::warn!(sink = %ctx.name, to = %ctx.description, "forwarding again");
                 }
                 retry = FIRST_RETRY;
-                ctx.gather_at_head(rows[n - 1].time_stamp).await;
+                ctx.gather_at_head(short, rows[n - 1].time_stamp).await;
             }
             Some(reason) => {
                 ctx.failed(&mut failing, reason);
