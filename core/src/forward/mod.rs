@@ -272,8 +272,8 @@ impl Ctx {
     /// at once: a sink that waited after every full page too could not forward more than a page
     /// per wait (10,000 rows a second), fell behind a busier node and read its rows back from
     /// the database instead of taking them as they were committed.
-    async fn gather_at_head(&mut self, short: bool, newest: i64) {
-        if short && crate::format::time::now_millis() - newest < 1000 {
+    async fn gather_at_head(&mut self, read: usize, newest: i64) {
+        if at_head(read, newest, crate::format::time::now_millis()) {
             self.wait(GATHER).await;
         }
     }
@@ -374,6 +374,12 @@ impl Ctx {
     }
 }
 
+/// Whether a sink whose last read found `read` rows, the newest stamped `newest`, is at the head
+/// of the log at `now` (`Ctx::gather_at_head`).
+fn at_head(read: usize, newest: i64, now: i64) -> bool {
+    read < pages::PAGE as usize && now - newest < 1000
+}
+
 /// How many of `rows` are in order without repeats from `first` on: up to the first number out
 /// of sequence (the next read starts there).
 fn in_sequence(rows: &[&AuditRecord], first: i64) -> usize {
@@ -403,7 +409,7 @@ async fn run(mut ctx: Ctx, sink: Arc<Sink>, mut position: i64) {
             .iter()
             .flat_map(|(page, range)| page.rows[range.clone()].iter())
             .collect();
-        let short = rows.len() < pages::PAGE as usize;
+        let read = rows.len();
         let Some(first) = rows.first().map(|r| r.sequence_number) else {
             ctx.caught_up();
             if ctx.stopping() {
@@ -446,7 +452,7 @@ async fn run(mut ctx: Ctx, sink: Arc<Sink>, mut position: i64) {
                     tracing::warn!(sink = %ctx.name, to = %ctx.description, "forwarding again");
                 }
                 retry = FIRST_RETRY;
-                ctx.gather_at_head(short, rows[n - 1].time_stamp).await;
+                ctx.gather_at_head(read, rows[n - 1].time_stamp).await;
             }
             Some(reason) => {
                 ctx.failed(&mut failing, reason);

@@ -269,3 +269,15 @@ async fn rows_handed_over_at_commit_go_out_as_stored_and_rows_before_are_read_ba
         assert_eq!(store.get(&row.pk).await.unwrap().unwrap(), row);
     }
 }
+
+#[test]
+fn a_sink_waits_for_more_rows_only_at_the_head() {
+    let (page, now) = (super::pages::PAGE as usize, 1_700_000_000_000);
+    // A full page of fresh rows: more are waiting, read on at once.
+    assert!(!super::at_head(page, now - 10, now));
+    // A short read of fresh rows: at the head, let more come.
+    assert!(super::at_head(page - 1, now - 10, now));
+    assert!(super::at_head(1, now - 999, now));
+    // A short read of old rows: the node is quiet, nothing to gather.
+    assert!(!super::at_head(1, now - 1000, now));
+}
