@@ -48,7 +48,13 @@ struct Opts {
     /// inside it); by default inside the run's temporary directory. On a tmpfs (`--sink-dir
     /// /dev/shm`) the figures show what the sinks' disk writes and syncs cost.
     sink_dir: Option<std::path::PathBuf>,
+    /// The sinks the forwarding figures' runs with sinks configure (of `SINKS`).
+    sinks: Vec<String>,
 }
+
+/// The forwarding figures' sinks: syslog over TCP to a local rsyslogd, a JSON Lines file and a
+/// Log4j-line file.
+const SINKS: [&str; 3] = ["syslog", "jsonl", "log4j"];
 
 fn opts() -> Opts {
     let mut o = Opts {
@@ -65,6 +71,7 @@ fn opts() -> Opts {
         growth: 0,
         warm: true,
         sink_dir: None,
+        sinks: SINKS.iter().map(|s| s.to_string()).collect(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -87,13 +94,23 @@ fn opts() -> Opts {
             "--no-forwarding" => o.no_forwarding = true,
             "--growth" => o.growth = num("--growth"),
             "--no-warm" => o.warm = false,
+            "--sinks" => {
+                let list = it.next().expect("--sinks needs a list, e.g. syslog,jsonl");
+                o.sinks = list.split(',').map(str::to_string).collect();
+                for s in &o.sinks {
+                    assert!(
+                        SINKS.contains(&s.as_str()),
+                        "--sinks: {s:?} is not one of {SINKS:?}"
+                    );
+                }
+            }
             "--sink-dir" => {
                 o.sink_dir = Some(it.next().expect("--sink-dir needs a directory").into())
             }
             "-h" | "--help" => {
                 println!(
                     "auditseal-bench [--signs N] [--commits N] [--events N] [--clients N] [--single-clients N] [--bulk N] \
-                     [--forward N] [--forwarding-only] [--no-forwarding] [--bulk-only TIMES] [--growth MILLIONS] [--no-warm] [--sink-dir DIR]"
+                     [--forward N] [--forwarding-only] [--no-forwarding] [--bulk-only TIMES] [--growth MILLIONS] [--no-warm] [--sink-dir DIR] [--sinks syslog,jsonl,log4j]"
                 );
                 std::process::exit(0);
             }
@@ -671,10 +688,12 @@ async fn bulk(server: &Server, requests: usize, per_request: usize) -> f64 {
     (requests * per_request) as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Issue 14's forwarding cost: the batched device's bulk rate without sinks, with three sinks
-/// (syslog over TCP to a local rsyslogd, a JSON Lines file, a Log4j-line file), and without
-/// again (the database grows between runs; the baseline is the mean of the two runs without),
-/// and how long the sinks take after the last acknowledgement to deliver everything.
+/// Issue 14's forwarding cost: the batched device's bulk rate without sinks, with the sinks
+/// (`--sinks`, by default all three of `SINKS`), and without again (the database grows between
+/// runs; the baseline is the mean of the two runs without), and how long the sinks take after
+/// the last acknowledgement to deliver everything. Last, a run without sinks beside one CPU loop
+/// per core at idle priority: what work that only takes CPU nobody else wants costs ingestion on
+/// this machine, the floor of any placement of forwarding's own work.
 async fn forwarding_figures(
     o: &Opts,
     hsm: &SoftHsm,
@@ -695,18 +714,22 @@ async fn forwarding_figures(
     let rsyslog =
         auditseal_e2e::receivers::Rsyslog::start(&sink_home.path().join("rsyslog"), port, None);
     let with_sinks = dir.join("forward.toml");
-    std::fs::write(
-        &with_sinks,
-        std::fs::read_to_string(conf).expect("conf")
-            + &format!(
-                "[[forward]]\nname = 'syslog'\naddress = '127.0.0.1:{port}'\n\
-                 [[forward]]\nname = 'jsonl'\nfile = '{}'\n\
-                 [[forward]]\nname = 'log4j'\nfile = '{}'\nformat = 'log4j'\n",
-                sink_home.path().join("events.jsonl").display(),
+    let mut forward = std::fs::read_to_string(conf).expect("conf");
+    for sink in &o.sinks {
+        forward += &match sink.as_str() {
+            "syslog" => format!("[[forward]]\nname = 'syslog'\naddress = '127.0.0.1:{port}'\n"),
+            "jsonl" => format!(
+                "[[forward]]\nname = 'jsonl'\nfile = '{}'\n",
+                sink_home.path().join("events.jsonl").display()
+            ),
+            _ => format!(
+                "[[forward]]\nname = 'log4j'\nfile = '{}'\nformat = 'log4j'\n",
                 sink_home.path().join("events-log4j.log").display()
             ),
-    )
-    .expect("forward conf");
+        };
+    }
+    std::fs::write(&with_sinks, forward).expect("forward conf");
+    let sinks: &[String] = &o.sinks;
     let run = |node: &'static str, config: std::path::PathBuf| async move {
         let warn = std::ffi::OsStr::new("warn");
         let server = start_batched(hsm, url, dir, &config, node, Some(warn));
@@ -721,7 +744,6 @@ async fn forwarding_figures(
             .expect("last row")
             .map_or(-1, |r| r.sequence_number);
         // With sinks: wait until each has delivered the last row.
-        let sinks = ["syslog", "jsonl", "log4j"];
         let mut caught_up = None;
         if config.ends_with("forward.toml") {
             loop {
@@ -772,9 +794,28 @@ async fn forwarding_figures(
     let idle = std::process::Command::new("chrt")
         .args(["--idle", "--all-tasks", "--pid", "0", &rsyslogd.to_string()])
         .status()
-        .is_ok_and(|s| s.success());
+        .is_ok_and(|s| s.success())
+        // Its own session's scheduling group (autogroup, where the kernel has them) at the
+        // lowest share too: else the group competes with PostgreSQL's at full weight, however
+        // low its tasks' priority (docs/PERFORMANCE.md, "2026-12-05").
+        && (!std::path::Path::new(&format!("/proc/{rsyslogd}/autogroup")).exists()
+            || std::fs::write(format!("/proc/{rsyslogd}/autogroup"), "19").is_ok());
     let (with, caught_up, cpu_with) = run("bench-fw-sinks", with_sinks.clone()).await;
     let (without2, _, cpu2) = run("bench-fw-b", conf.to_path_buf()).await;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let loops: Vec<std::process::Child> = (0..cores)
+        .map(|_| {
+            std::process::Command::new("chrt")
+                .args(["--idle", "0", "sh", "-c", "while :; do :; done"])
+                .spawn()
+                .expect("chrt (util-linux)")
+        })
+        .collect();
+    let (beside_loops, _, _) = run("bench-fw-loops", conf.to_path_buf()).await;
+    for mut l in loops {
+        let _ = l.kill();
+        let _ = l.wait();
+    }
     let events = (requests * 1000) as f64;
     let per_1000 = |cpu: f64| cpu * 1000.0 / events * 1000.0;
     let ((cpu1, pg1, peak1), (cpu_with, pg_with, peak_with), (cpu2, pg2, peak2)) =
@@ -792,12 +833,12 @@ async fn forwarding_figures(
     );
     let after = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64());
     println!(
-        "    with 3 sinks (syslog tcp to rsyslogd, JSON Lines file, Log4j file), the receiver on these cores at normal priority: {with_shared:>9.0} events/s, ratio {:.2}, all delivered {:.2} s after the last acknowledgement",
+        "    with sinks {sinks:?}, the receiver on these cores at normal priority: {with_shared:>9.0} events/s, ratio {:.2}, all delivered {:.2} s after the last acknowledgement",
         with_shared / baseline,
         after(caught_up_shared)
     );
     println!(
-        "    with 3 sinks, the receiver at idle priority{}: {with:>9.0} events/s",
+        "    with sinks, the receiver at idle priority{}: {with:>9.0} events/s",
         if idle {
             ""
         } else {
@@ -808,7 +849,20 @@ async fn forwarding_figures(
         "    RATIO with / without = {:.2} (target >= 0.90); all sinks had every event {:.2} s after the last acknowledgement; rsyslogd received {received} messages (of {})",
         with / baseline,
         after(caught_up),
-        2 * requests * 1000
+        if sinks.iter().any(|s| s == "syslog") {
+            2 * requests * 1000
+        } else {
+            0
+        }
+    );
+    println!(
+        "    without sinks, beside {cores} CPU loops at idle priority (SCHED_IDLE) in the server's session: {beside_loops:>9.0} events/s, ratio {:.2}; the kernel's scheduling groups by session (autogroup): {}",
+        beside_loops / baseline,
+        match std::fs::read_to_string("/proc/sys/kernel/sched_autogroup_enabled").as_deref() {
+            Ok("1\n") => "on (PostgreSQL, started by pg_ctl, has a group of its own)",
+            Ok(_) => "off",
+            Err(_) => "not in this kernel",
+        }
     );
     println!(
         "    CPU per 1000 events, server (ingestion to catch-up): without {:.1} / {:.1} ms, with sinks {:.1} ms; rsyslogd (the receiver, at normal priority) {:.1} ms",
