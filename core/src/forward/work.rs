@@ -1,8 +1,11 @@
 //! Where forwarding's CPU work runs: rendering rows as text, encoding messages and writing file
 //! sinks happen on two threads of their own whose scheduling priority is lowered (nice +10 on
-//! Linux). When the cores are busy, ingestion gets them first and forwarding falls behind (its
-//! lag is a metric and an alert) instead of slowing the requests; when they are not, forwarding
-//! runs at full speed.
+//! Linux). When the cores are busy, the server's ingestion threads get them first and forwarding
+//! falls behind (its lag is a metric and an alert) instead of slowing the requests; when they are
+//! not, forwarding runs at full speed. The priority is within this process's scheduling group
+//! only: a database on the same machine is in a group of its own (session autogroup, service
+//! cgroup), and against it this work counts at the group's full weight (docs/OPERATIONS.md,
+//! "Forwarding to a SIEM"; docs/PERFORMANCE.md, "2026-12-05").
 
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
