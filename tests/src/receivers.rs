@@ -144,6 +144,8 @@ pub struct Rsyslog {
     /// (imuxsock), not imtcp on `port`: ready once the socket exists.
     socket: Option<PathBuf>,
     child: Option<Child>,
+    /// Started in a session of its own (`apart`).
+    own_session: bool,
 }
 
 /// Where Debian installs it.
@@ -196,6 +198,7 @@ impl Rsyslog {
             dir: dir.to_path_buf(),
             socket: None,
             child: None,
+            own_session: false,
         };
         r.restart();
         r
@@ -213,9 +216,20 @@ impl Rsyslog {
             dir: dir.to_path_buf(),
             socket: Some(socket.to_path_buf()),
             child: None,
+            own_session: false,
         };
         r.restart();
         r
+    }
+
+    /// Restarts it in a session of its own: where the kernel groups processes by session for
+    /// scheduling (autogroup), its CPU is then shared out apart from the test's and the server's,
+    /// as a receiver on a machine of its own would be (scripts/bench lowers that group's share).
+    /// Signals to the test's process group (Ctrl-C) no longer reach it: it stops when dropped.
+    pub fn apart(mut self) -> Rsyslog {
+        self.own_session = true;
+        self.restart();
+        self
     }
 
     /// Whether rsyslogd's input is there: its Unix socket, or its port answers.
@@ -231,16 +245,14 @@ impl Rsyslog {
         self.stop();
         let log = std::fs::File::create(self.dir.join("rsyslogd.stderr")).expect("log file");
         let mut command = Command::new(RSYSLOGD);
-        // A session of its own: where the kernel groups processes by session for scheduling
-        // (autogroup), the receiver's CPU is then shared out apart from the test's and the
-        // server's, as a receiver on a machine of its own would be (scripts/bench lowers that
-        // group's share).
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-                libc::setsid();
-                Ok(())
-            });
+        if self.own_session {
+            // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                    libc::setsid();
+                    Ok(())
+                });
+            }
         }
         let child = command
             .arg("-n")

@@ -712,7 +712,8 @@ async fn forwarding_figures(
     );
     let port = auditseal_e2e::receivers::free_port();
     let rsyslog =
-        auditseal_e2e::receivers::Rsyslog::start(&sink_home.path().join("rsyslog"), port, None);
+        auditseal_e2e::receivers::Rsyslog::start(&sink_home.path().join("rsyslog"), port, None)
+            .apart();
     let with_sinks = dir.join("forward.toml");
     let mut forward = std::fs::read_to_string(conf).expect("conf");
     for sink in &o.sinks {
