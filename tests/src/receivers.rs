@@ -144,7 +144,7 @@ pub struct Rsyslog {
     /// (imuxsock), not imtcp on `port`: ready once the socket exists.
     socket: Option<PathBuf>,
     child: Option<Child>,
-    /// Started in a session of its own (`apart`).
+    /// Started in a session of its own (`start_apart`).
     own_session: bool,
 }
 
@@ -154,6 +154,19 @@ const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
 impl Rsyslog {
     /// Writes the configuration into `dir` and starts rsyslogd on `port`.
     pub fn start(dir: &Path, port: u16, tls: Option<&RsyslogTls>) -> Rsyslog {
+        Self::start_in(dir, port, tls, false)
+    }
+
+    /// `start` (without TLS), rsyslogd in a session of its own: where the kernel groups
+    /// processes by session for scheduling (autogroup), its CPU is then shared out apart from the
+    /// test's and the server's, as a receiver on a machine of its own would be (scripts/bench
+    /// lowers that group's share). Signals to the test's process group (Ctrl-C) do not reach it:
+    /// it stops when dropped.
+    pub fn start_apart(dir: &Path, port: u16) -> Rsyslog {
+        Self::start_in(dir, port, None, true)
+    }
+
+    fn start_in(dir: &Path, port: u16, tls: Option<&RsyslogTls>, own_session: bool) -> Rsyslog {
         assert!(
             Path::new(RSYSLOGD).exists(),
             "{RSYSLOGD} is missing: apt-get install rsyslog rsyslog-gnutls (scripts/test does)"
@@ -198,7 +211,7 @@ impl Rsyslog {
             dir: dir.to_path_buf(),
             socket: None,
             child: None,
-            own_session: false,
+            own_session,
         };
         r.restart();
         r
@@ -220,16 +233,6 @@ impl Rsyslog {
         };
         r.restart();
         r
-    }
-
-    /// Restarts it in a session of its own: where the kernel groups processes by session for
-    /// scheduling (autogroup), its CPU is then shared out apart from the test's and the server's,
-    /// as a receiver on a machine of its own would be (scripts/bench lowers that group's share).
-    /// Signals to the test's process group (Ctrl-C) no longer reach it: it stops when dropped.
-    pub fn apart(mut self) -> Rsyslog {
-        self.own_session = true;
-        self.restart();
-        self
     }
 
     /// Whether rsyslogd's input is there: its Unix socket, or its port answers.

@@ -712,8 +712,7 @@ async fn forwarding_figures(
     );
     let port = auditseal_e2e::receivers::free_port();
     let rsyslog =
-        auditseal_e2e::receivers::Rsyslog::start(&sink_home.path().join("rsyslog"), port, None)
-            .apart();
+        auditseal_e2e::receivers::Rsyslog::start_apart(&sink_home.path().join("rsyslog"), port);
     let with_sinks = dir.join("forward.toml");
     let mut forward = std::fs::read_to_string(conf).expect("conf");
     for sink in &o.sinks {
@@ -792,31 +791,29 @@ async fn forwarding_figures(
     let receiver_before = cpu_seconds(rsyslogd);
     let (with_shared, caught_up_shared, _) = run("bench-fw-shared", with_sinks.clone()).await;
     let receiver = cpu_seconds(rsyslogd) - receiver_before;
-    let idle = std::process::Command::new("chrt")
+    let chrt = std::process::Command::new("chrt")
         .args(["--idle", "--all-tasks", "--pid", "0", &rsyslogd.to_string()])
         .status()
-        .is_ok_and(|s| s.success())
-        // Its own session's scheduling group (autogroup, where the kernel has them) at the
-        // lowest share too: else the group competes with PostgreSQL's at full weight, however
-        // low its tasks' priority (docs/PERFORMANCE.md, "2026-12-05").
-        && (!std::path::Path::new(&format!("/proc/{rsyslogd}/autogroup")).exists()
-            || std::fs::write(format!("/proc/{rsyslogd}/autogroup"), "19").is_ok());
+        .is_ok_and(|s| s.success());
+    // Its own session's scheduling group (autogroup, where the kernel has them) at the lowest
+    // share too: else the group competes with PostgreSQL's at full weight, however low its
+    // tasks' priority (docs/PERFORMANCE.md, "2026-12-05").
+    let group = format!("/proc/{rsyslogd}/autogroup");
+    let lowered = !std::path::Path::new(&group).exists() || std::fs::write(&group, "19").is_ok();
     let (with, caught_up, cpu_with) = run("bench-fw-sinks", with_sinks.clone()).await;
     let (without2, _, cpu2) = run("bench-fw-b", conf.to_path_buf()).await;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let loops: Vec<std::process::Child> = (0..cores)
-        .map(|_| {
+    let mut loops = CpuLoops(Vec::new());
+    for _ in 0..cores {
+        loops.0.push(
             std::process::Command::new("chrt")
                 .args(["--idle", "0", "sh", "-c", "while :; do :; done"])
                 .spawn()
-                .expect("chrt (util-linux)")
-        })
-        .collect();
-    let (beside_loops, _, _) = run("bench-fw-loops", conf.to_path_buf()).await;
-    for mut l in loops {
-        let _ = l.kill();
-        let _ = l.wait();
+                .expect("chrt (util-linux)"),
+        );
     }
+    let (beside_loops, _, _) = run("bench-fw-loops", conf.to_path_buf()).await;
+    drop(loops);
     let events = (requests * 1000) as f64;
     let per_1000 = |cpu: f64| cpu * 1000.0 / events * 1000.0;
     let ((cpu1, pg1, peak1), (cpu_with, pg_with, peak_with), (cpu2, pg2, peak2)) =
@@ -840,10 +837,10 @@ async fn forwarding_figures(
     );
     println!(
         "    with sinks, the receiver at idle priority{}: {with:>9.0} events/s",
-        if idle {
-            ""
-        } else {
-            " (chrt FAILED: at normal priority)"
+        match (chrt, lowered) {
+            (true, true) => "",
+            (false, _) => " (chrt FAILED: at normal priority)",
+            (true, false) => " (its autogroup's share could not be lowered)",
         }
     );
     println!(
@@ -882,6 +879,18 @@ async fn forwarding_figures(
         "    server peak RSS: without {peak1:.0} / {peak2:.0} MiB, with sinks {peak_with:.0} MiB"
     );
     drop(rsyslog);
+}
+
+/// Endless shell loops, killed when dropped (also when a run beside them panics).
+struct CpuLoops(Vec<std::process::Child>);
+
+impl Drop for CpuLoops {
+    fn drop(&mut self) {
+        for l in &mut self.0 {
+            let _ = l.kill();
+            let _ = l.wait();
+        }
+    }
 }
 
 /// CPU seconds the PostgreSQL cluster at `url` has used so far: its postmaster (found by the
