@@ -735,8 +735,13 @@ async fn forwarding_figures(
         let server = start_batched(hsm, url, dir, &config, node, Some(warn));
         let cpu_before = cpu_seconds(server.pid());
         let pg_before = postgres_cpu_seconds(url);
+        let machine_before = machine_busy_seconds();
+        let window = Instant::now();
         let rate = bulk(&server, requests, 1000).await;
         let acked = Instant::now();
+        // Every process's CPU while the events were posted (the bench's own client, the server,
+        // PostgreSQL, the receiver, the kernel), in cores.
+        let busy = (machine_busy_seconds() - machine_before) / (acked - window).as_secs_f64();
         let store = auditseal_core::store::open(url).await.expect("open");
         let last = store
             .last_row(node)
@@ -777,19 +782,19 @@ async fn forwarding_figures(
         // Its connections' backends have ended: their CPU is the postmaster's children's now.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let pg = postgres_cpu_seconds(url) - pg_before;
-        (rate, caught_up, (cpu, pg, peak_mib))
+        (rate, caught_up, (cpu, pg, peak_mib), busy)
     };
     let rsyslogd: u32 =
         std::fs::read_to_string(sink_home.path().join("rsyslog").join("rsyslogd.pid"))
             .ok()
             .and_then(|p| p.trim().parse().ok())
             .unwrap_or(0);
-    let (without1, _, cpu1) = run("bench-fw-a", conf.to_path_buf()).await;
+    let (without1, _, cpu1, busy1) = run("bench-fw-a", conf.to_path_buf()).await;
     // First with the receiver competing for these cores at normal priority; then at idle
     // priority (SCHED_IDLE: only CPU nothing else wants), as a SIEM on machines of its own
     // would be: that run is the one the target counts.
     let receiver_before = cpu_seconds(rsyslogd);
-    let (with_shared, caught_up_shared, _) = run("bench-fw-shared", with_sinks.clone()).await;
+    let (with_shared, caught_up_shared, _, _) = run("bench-fw-shared", with_sinks.clone()).await;
     let receiver = cpu_seconds(rsyslogd) - receiver_before;
     let chrt = std::process::Command::new("chrt")
         .args(["--idle", "--all-tasks", "--pid", "0", &rsyslogd.to_string()])
@@ -800,8 +805,8 @@ async fn forwarding_figures(
     // tasks' priority (docs/PERFORMANCE.md, "2026-12-05").
     let group = format!("/proc/{rsyslogd}/autogroup");
     let lowered = !std::path::Path::new(&group).exists() || std::fs::write(&group, "19").is_ok();
-    let (with, caught_up, cpu_with) = run("bench-fw-sinks", with_sinks.clone()).await;
-    let (without2, _, cpu2) = run("bench-fw-b", conf.to_path_buf()).await;
+    let (with, caught_up, cpu_with, busy_with) = run("bench-fw-sinks", with_sinks.clone()).await;
+    let (without2, _, cpu2, busy2) = run("bench-fw-b", conf.to_path_buf()).await;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut loops = CpuLoops(Vec::new());
     for _ in 0..cores {
@@ -812,7 +817,7 @@ async fn forwarding_figures(
                 .expect("chrt (util-linux)"),
         );
     }
-    let (beside_loops, _, _) = run("bench-fw-loops", conf.to_path_buf()).await;
+    let (beside_loops, _, _, _) = run("bench-fw-loops", conf.to_path_buf()).await;
     drop(loops);
     let events = (requests * 1000) as f64;
     let per_1000 = |cpu: f64| cpu * 1000.0 / events * 1000.0;
@@ -878,6 +883,23 @@ async fn forwarding_figures(
     println!(
         "    server peak RSS: without {peak1:.0} / {peak2:.0} MiB, with sinks {peak_with:.0} MiB"
     );
+    // Whether the target fits in this machine's CPU at all: at 0.90 of the rate without sinks,
+    // what the cores leave per event beside ingestion's own CPU (the whole machine's, per event,
+    // in the runs without sinks), against what forwarding takes (the server's extra CPU and the
+    // receiver's). Fitting is necessary, not enough: work beside ingestion also delays it
+    // (caches, wake-ups). Forwarding's work may trail the last acknowledgement, so this bounds
+    // no short run's ratio; it is what a run long enough for forwarding to keep up must fit in.
+    let ingest = (busy1 / without1 + busy2 / without2) / 2.0 * 1000.0 * 1000.0;
+    let room = cores as f64 / (0.9 * baseline) * 1000.0 * 1000.0 - ingest;
+    let needs = per_1000(cpu_with) - (per_1000(cpu1) + per_1000(cpu2)) / 2.0 + per_1000(receiver);
+    println!(
+        "    the machine's CPU while posting: without sinks {busy1:.2} / {busy2:.2} of {cores} cores, with sinks {busy_with:.2}; all of it per 1000 events without sinks {ingest:.1} ms"
+    );
+    println!(
+        "    CPU BUDGET at 0.90 of the rate without sinks: {room:.1} ms per 1000 events left for forwarding and its receiver; they take {needs:.1} ms (server {:.1}, rsyslogd {:.1})",
+        needs - per_1000(receiver),
+        per_1000(receiver)
+    );
     drop(rsyslog);
 }
 
@@ -933,6 +955,21 @@ fn postgres_cpu_seconds(url: &str) -> f64 {
 }
 
 /// User + system CPU seconds a process has used so far (0 when it cannot be read).
+/// CPU seconds the whole machine has spent busy so far (every core, every process and the
+/// kernel): /proc/stat's first line, all but idle and iowait, in clock ticks (100 a second).
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = (stat.lines().next().unwrap_or_default().split_whitespace())
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait irq softirq; steal (the hypervisor's) and guest (inside user
+    // already) are left out.
+    let busy: f64 =
+        f.iter().take(7).sum::<f64>() - f.get(3).unwrap_or(&0.0) - f.get(4).unwrap_or(&0.0);
+    busy / 100.0
+}
+
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The fields after the command name (in parentheses): utime and stime are the 12th and
