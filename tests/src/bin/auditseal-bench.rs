@@ -691,7 +691,8 @@ async fn bulk(server: &Server, requests: usize, per_request: usize) -> f64 {
 /// Issue 14's forwarding cost: the batched device's bulk rate without sinks, with the sinks
 /// (`--sinks`, by default all three of `SINKS`), and without again (the database grows between
 /// runs; the baseline is the mean of the two runs without), and how long the sinks take after
-/// the last acknowledgement to deliver everything. Last, a run without sinks beside one CPU loop
+/// the last acknowledgement to deliver everything; between them, the same sinks with the syslog
+/// one sending to a receiver that only reads (`OnlyReads`). Last, a run without sinks beside one CPU loop
 /// per core at idle priority: what work that only takes CPU nobody else wants costs ingestion on
 /// this machine, the floor of any placement of forwarding's own work.
 async fn forwarding_figures(
@@ -713,11 +714,19 @@ async fn forwarding_figures(
     let port = auditseal_e2e::receivers::free_port();
     let rsyslog =
         auditseal_e2e::receivers::Rsyslog::start_apart(&sink_home.path().join("rsyslog"), port);
+    let reader = OnlyReads::start();
     let with_sinks = dir.join("forward.toml");
-    let mut forward = std::fs::read_to_string(conf).expect("conf");
+    let with_reader = dir.join("forward-reader.toml");
+    let base = std::fs::read_to_string(conf).expect("conf");
+    let (mut forward, mut forward_reader) = (base.clone(), base);
     for sink in &o.sinks {
+        let syslog =
+            |port: u16| format!("[[forward]]\nname = 'syslog'\naddress = '127.0.0.1:{port}'\n");
+        if sink == "syslog" {
+            forward_reader += &syslog(reader.port);
+        }
         forward += &match sink.as_str() {
-            "syslog" => format!("[[forward]]\nname = 'syslog'\naddress = '127.0.0.1:{port}'\n"),
+            "syslog" => syslog(port),
             "jsonl" => format!(
                 "[[forward]]\nname = 'jsonl'\nfile = '{}'\n",
                 sink_home.path().join("events.jsonl").display()
@@ -727,8 +736,24 @@ async fn forwarding_figures(
                 sink_home.path().join("events-log4j.log").display()
             ),
         };
+        if sink != "syslog" {
+            // The same file sinks, in files of their own.
+            forward_reader += &format!(
+                "[[forward]]\nname = '{sink}'\nfile = '{}'\n{}",
+                sink_home
+                    .path()
+                    .join(format!("reader-{sink}.log"))
+                    .display(),
+                if sink == "log4j" {
+                    "format = 'log4j'\n"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     std::fs::write(&with_sinks, forward).expect("forward conf");
+    std::fs::write(&with_reader, forward_reader).expect("forward conf");
     let sinks: &[String] = &o.sinks;
     let run = |node: &'static str, config: std::path::PathBuf| async move {
         let warn = std::ffi::OsStr::new("warn");
@@ -750,7 +775,7 @@ async fn forwarding_figures(
             .map_or(-1, |r| r.sequence_number);
         // With sinks: wait until each has delivered the last row.
         let mut caught_up = None;
-        if config.ends_with("forward.toml") {
+        if config != conf {
             loop {
                 let text = auditseal_e2e::get(format!("{}/metrics", server.url))
                     .await
@@ -806,6 +831,11 @@ async fn forwarding_figures(
     let group = format!("/proc/{rsyslogd}/autogroup");
     let lowered = !std::path::Path::new(&group).exists() || std::fs::write(&group, "19").is_ok();
     let (with, caught_up, cpu_with, busy_with) = run("bench-fw-sinks", with_sinks.clone()).await;
+    // The same sinks, the syslog one to a receiver that only reads and counts (a thread of this
+    // bench): what forwarding costs without rsyslogd's CPU on these cores, an estimate of a
+    // receiver on a machine of its own.
+    let (with_reader_rate, caught_up_reader, cpu_reader, _) =
+        run("bench-fw-reader", with_reader.clone()).await;
     let (without2, _, cpu2, busy2) = run("bench-fw-b", conf.to_path_buf()).await;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut loops = CpuLoops(Vec::new());
@@ -858,6 +888,16 @@ async fn forwarding_figures(
             0
         }
     );
+    if sinks.iter().any(|s| s == "syslog") {
+        println!(
+            "    with the same sinks, the syslog one to a receiver that only reads (a thread of the bench, not rsyslogd): {with_reader_rate:>9.0} events/s, ratio {:.2}, all delivered {:.2} s after the last acknowledgement, server CPU {:.1} ms per 1000 events, {} messages read (of {})",
+            with_reader_rate / baseline,
+            after(caught_up_reader),
+            per_1000(cpu_reader.0),
+            reader.messages(),
+            requests * 1000
+        );
+    }
     println!(
         "    without sinks, beside {cores} CPU loops at idle priority (SCHED_IDLE) in the server's session: {beside_loops:>9.0} events/s, ratio {:.2}; the kernel's scheduling groups by session (autogroup): {}",
         beside_loops / baseline,
@@ -901,6 +941,59 @@ async fn forwarding_figures(
         per_1000(receiver)
     );
     drop(rsyslog);
+}
+
+/// A syslog receiver that only reads: every connection's bytes are read and their octet-counted
+/// messages (RFC 6587: `LEN SP MSG`) counted, nothing else. Its threads end with the process.
+struct OnlyReads {
+    port: u16,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl OnlyReads {
+    fn start() -> OnlyReads {
+        use std::io::Read;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a reader");
+        let port = listener.local_addr().expect("reader's port").port();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = count.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let (Ok(mut conn), counted) = (conn, counted.clone()) else {
+                    continue;
+                };
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 256 << 10];
+                    // In a length (digits so far) or inside a message (bytes left of it).
+                    let (mut len, mut left) = (0usize, 0usize);
+                    while let Ok(n) = conn.read(&mut buf) {
+                        if n == 0 {
+                            return;
+                        }
+                        let mut at = 0;
+                        while at < n {
+                            if left > 0 {
+                                let take = left.min(n - at);
+                                (left, at) = (left - take, at + take);
+                            } else if buf[at] == b' ' {
+                                (left, len, at) = (len, 0, at + 1);
+                                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            } else if buf[at].is_ascii_digit() {
+                                (len, at) = (len * 10 + usize::from(buf[at] - b'0'), at + 1);
+                            } else {
+                                at += 1; // not octet-counted framing: not counted
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        OnlyReads { port, count }
+    }
+
+    fn messages(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Endless shell loops, killed when dropped (also when a run beside them panics).
