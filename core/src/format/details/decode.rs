@@ -198,7 +198,8 @@ impl<'a> Parser<'a> {
         depth: usize,
     ) -> Result<DetailValue, DetailsError> {
         self.count(1)?;
-        let name = element_name(&e);
+        let qname = e.name();
+        let name: &str = qname.as_ref();
         let attrs = self.attributes(&e)?;
         let mut id = None;
         let mut class = None;
@@ -217,7 +218,7 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        let value = match name.as_str() {
+        let value = match name {
             "null" => {
                 self.no_content(empty, "<null>")?;
                 DetailValue::Null
@@ -231,7 +232,7 @@ impl<'a> Parser<'a> {
                 DetailValue::String(String::from_utf16_lossy(&[self.char_unit(code, empty)?]))
             }
             "int" | "byte" | "short" | "long" | "boolean" | "float" | "double" => {
-                self.number_or_boolean(&name, empty)?
+                self.number_or_boolean(name, empty)?
             }
             "class" => {
                 let text = self.text(empty, "<class>")?;
@@ -300,11 +301,28 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// Text of a scalar element (Java: every scalar handler is a `StringElementHandler`).
+    /// Text of a scalar element (Java: every scalar handler is a `StringElementHandler`): the
+    /// character content as it is, or, once a `<char>` child comes, as `text_content` reads it.
     fn text(&mut self, empty: bool, context: &str) -> Result<String, DetailsError> {
-        Ok(String::from_utf16_lossy(
-            &self.text_content(empty, context)?,
-        ))
+        let mut text = String::new();
+        if empty {
+            return Ok(text);
+        }
+        loop {
+            match self.next()? {
+                Ev::Text(t) if text.is_empty() => text = t.into_owned(),
+                Ev::Text(t) => text.push_str(&t),
+                Ev::End => return Ok(text),
+                Ev::Eof => return Err(self.malformed(format!("unclosed {context}"))),
+                child @ (Ev::Start(_) | Ev::Empty(_)) => {
+                    // UTF-16 from here on: the text so far is whole characters, and a
+                    // surrogate pair may be split over two `<char>` children.
+                    let mut units: Vec<u16> = text.encode_utf16().collect();
+                    self.units_after(&mut units, Some(child), context)?;
+                    return Ok(String::from_utf16_lossy(&units));
+                }
+            }
+        }
     }
 
     /// Consumes an element that may hold only whitespace.
@@ -327,13 +345,28 @@ impl<'a> Parser<'a> {
     /// elements recombines. Inside `<char>` itself no child element is accepted.
     fn text_content(&mut self, empty: bool, context: &str) -> Result<Vec<u16>, DetailsError> {
         let mut units: Vec<u16> = Vec::new();
-        if empty {
-            return Ok(units);
+        if !empty {
+            self.units_after(&mut units, None, context)?;
         }
+        Ok(units)
+    }
+
+    /// `text_content`'s reading through the end tag, appending to `units`; `first` is an event
+    /// already read.
+    fn units_after(
+        &mut self,
+        units: &mut Vec<u16>,
+        mut first: Option<Ev<'a>>,
+        context: &str,
+    ) -> Result<(), DetailsError> {
         loop {
-            match self.next()? {
+            let event = match first.take() {
+                Some(event) => event,
+                None => self.next()?,
+            };
+            match event {
                 Ev::Text(t) => units.extend(t.encode_utf16()),
-                Ev::End => return Ok(units),
+                Ev::End => return Ok(()),
                 Ev::Start(e) | Ev::Empty(e)
                     if e.name().as_ref() != "char" || context == "<char>" =>
                 {
@@ -524,7 +557,8 @@ impl<'a> Parser<'a> {
             Ev::Empty(e) => (e, true),
             Ev::Text(_) | Ev::Eof => return Err(self.malformed(format!("unclosed {context}"))),
         };
-        let name = element_name(&e);
+        let qname = e.name();
+        let name: &str = qname.as_ref();
         if name != "void" {
             return Err(self.unsupported(format!("<{name}> inside {context}")));
         }
