@@ -300,6 +300,11 @@ impl Rsyslog {
     }
 
     /// Stops rsyslogd (SIGTERM: it writes what it has, then exits) and waits for it.
+    /// The running rsyslogd's process id (`-n`: it does not fork, so it is the child's).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill")
