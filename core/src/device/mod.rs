@@ -13,11 +13,12 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::crypto::token::TokenError;
+use crate::format::details::Kept;
 use crate::format::record::{AuditRecord, new_pk};
 use crate::store::StoreError;
 
 /// An event as a signer submits it: every column but the ones the device assigns.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct NewEvent {
     pub event_type: String,
     pub event_status: String,
@@ -32,6 +33,10 @@ pub struct NewEvent {
     /// The row's primary key when the client chose it (exactly-once ingestion: a retry of a
     /// stored pk is answered with the stored row and writes nothing); else a new random one.
     pub pk: Option<String>,
+    /// The map `additional_details` was encoded from, when the event was made from one
+    /// (`details::encode_kept`): rows handed to forwarding at commit show their details from it
+    /// instead of decoding the XML again. `Kept::default()` when there is none.
+    pub details_map: Kept,
 }
 
 /// What the signer is told once its row is committed.
@@ -152,8 +157,10 @@ pub trait BatchObserver: Send + Sync {
 /// Told the rows of each commit, after the commit.
 pub trait CommitListener: Send + Sync {
     /// `rows` (one node's, consecutive numbers) are committed, as stored; they are the
-    /// listener's now.
-    fn committed(&self, rows: Vec<AuditRecord>);
+    /// listener's now. `details_maps` holds each row's kept details map
+    /// (`NewEvent::details_map`, the one its additionalDetails were encoded from), in row
+    /// order, or is empty.
+    fn committed(&self, rows: Vec<AuditRecord>, details_maps: Vec<Kept>);
 }
 
 /// Told the canonical leaf hashes (`format::canonical::row_leaf`, docs/FORMAT.md 6.1) of each
@@ -177,7 +184,12 @@ impl NewEvent {
         auth_token: &str,
         details: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<NewEvent, crate::format::details::DetailsError> {
-        let d = crate::format::details::from_json(details)?;
+        use crate::format::details;
+        let (xml, details_map) = details::encode_kept(
+            details::from_json(details)?,
+            details::MapClass::Base64PutHashMap,
+            details::JAVA_VERSION,
+        );
         Ok(NewEvent {
             event_type: event_type.into(),
             event_status: if success { "SUCCESS" } else { "FAILURE" }.into(),
@@ -187,12 +199,9 @@ impl NewEvent {
             custom_id: None,
             search_detail1: None,
             search_detail2: None,
-            additional_details: Some(crate::format::details::encode(
-                &d,
-                crate::format::details::MapClass::Base64PutHashMap,
-                crate::format::details::JAVA_VERSION,
-            )),
+            additional_details: Some(xml),
             pk: None,
+            details_map,
         })
     }
 

@@ -4,7 +4,7 @@
 
 use crate::config::ForwardFormat;
 use crate::evidence::sink::syslog::{self, Header, MessageRef, SdRef};
-use crate::format::details;
+use crate::format::details::{self, Kept};
 use crate::format::record::AuditRecord;
 
 /// The default SD-ID of the element that identifies the row. 32473 is the private enterprise
@@ -14,11 +14,13 @@ pub const DEFAULT_SD_ID: &str = "auditseal@32473";
 /// The logger name SignServer's Log4j device logs under.
 const LOG4J_LOGGER: &str = "org.signserver.server.log.SignServerLog4jDevice";
 
-/// The event as text, in `format`, without a line end.
-pub fn text(format: ForwardFormat, r: &AuditRecord) -> String {
+/// The event as text, in `format`, without a line end. `kept`: the map the row's
+/// additionalDetails were encoded from, if known (`details::encode_kept`), so the Log4j line
+/// need not decode them; `Kept::default()` otherwise.
+pub fn text(format: ForwardFormat, r: &AuditRecord, kept: &Kept) -> String {
     match format {
         ForwardFormat::Json => json(r),
-        ForwardFormat::Log4j => log4j(r),
+        ForwardFormat::Log4j => log4j(r, kept),
     }
 }
 
@@ -30,8 +32,9 @@ pub fn json(r: &AuditRecord) -> String {
 
 /// `TIME INFO  [logger] EVENT: t; MODULE: m; CUSTOM_ID: c; key: value; ...; REPLY_TIME:ms`,
 /// as SignServer's Log4j device writes an event with Log4j's usual pattern, followed by node
-/// and sequence number (docs/FORMAT.md section 12.2).
-pub fn log4j(r: &AuditRecord) -> String {
+/// and sequence number (docs/FORMAT.md section 12.2). The details come from `kept` when it
+/// holds the map they were encoded from, else from decoding the stored XML: the same text.
+pub fn log4j(r: &AuditRecord, kept: &Kept) -> String {
     use std::fmt::Write;
     let details = r.additional_details.as_deref().unwrap_or("");
     let mut s = String::with_capacity(256 + details.len());
@@ -43,7 +46,7 @@ pub fn log4j(r: &AuditRecord) -> String {
         r.module,
         r.custom_id.as_deref().unwrap_or("null"),
     );
-    push_details(&mut s, details);
+    push_details(&mut s, details, kept);
     let _ = write!(
         s,
         "auditseal.nodeId: {}; auditseal.sequenceNumber: {}; REPLY_TIME:{}",
@@ -59,15 +62,16 @@ pub fn log4j(r: &AuditRecord) -> String {
 /// Appends `key: value; ` for each of the additionalDetails `xml` as the API shows them
 /// (`details::top_value_text`; `details::decode` has replayed the puts, so a repeated key is
 /// there once, as in the API's JSON object); a value that does not decode is shown as stored,
-/// under `additionalDetails`.
-fn push_details(s: &mut String, xml: &str) {
+/// under `additionalDetails`. The entries come from `kept` when it holds the map `xml` was
+/// encoded from (`Kept::fields` gives what decoding `xml` gives, without decoding it).
+fn push_details(s: &mut String, xml: &str, kept: &Kept) {
     let mut field = |key: &str, value: &str| {
         s.push_str(key);
         s.push_str(": ");
         s.push_str(value);
         s.push_str("; ");
     };
-    if xml.is_empty() {
+    if xml.is_empty() || kept.fields(xml, &mut field) {
         return;
     }
     match details::decode(xml) {
@@ -168,18 +172,18 @@ mod tests {
             "FILENAME".into(),
             details::DetailValue::String("a\nb.pdf".into()),
         )];
-        r.additional_details = Some(details::encode(
-            &d,
-            details::MapClass::LinkedHashMap,
-            details::JAVA_VERSION,
-        ));
-        assert_eq!(
-            log4j(&r),
-            "2023-11-14T22:13:20.123Z INFO  [org.signserver.server.log.SignServerLog4jDevice] \
-             EVENT: PROCESS; MODULE: WORKER; CUSTOM_ID: 42; FILENAME: a b.pdf; \
-             auditseal.nodeId: node1; auditseal.sequenceNumber: 17; REPLY_TIME:1700000000123"
-        );
-        assert!(log4j(&row()).contains("CUSTOM_ID: null; auditseal.nodeId"));
+        let (xml, kept) =
+            details::encode_kept(d, details::MapClass::LinkedHashMap, details::JAVA_VERSION);
+        r.additional_details = Some(xml);
+        let expected = "2023-11-14T22:13:20.123Z INFO  \
+                        [org.signserver.server.log.SignServerLog4jDevice] EVENT: PROCESS; \
+                        MODULE: WORKER; CUSTOM_ID: 42; FILENAME: a b.pdf; \
+                        auditseal.nodeId: node1; auditseal.sequenceNumber: 17; \
+                        REPLY_TIME:1700000000123";
+        // Decoded from the row, and from the map kept at ingestion: the same line.
+        assert_eq!(log4j(&r, &Kept::default()), expected);
+        assert_eq!(log4j(&r, &kept), expected);
+        assert!(log4j(&row(), &Kept::default()).contains("CUSTOM_ID: null; auditseal.nodeId"));
     }
 
     /// What the Log4j line must show of `xml`: the API's JSON object of the details, strings as
@@ -196,11 +200,14 @@ mod tests {
         s
     }
 
-    fn line_details(xml: &str) -> String {
-        let line = log4j(&AuditRecord {
-            additional_details: Some(xml.into()),
-            ..row()
-        });
+    fn line_details(xml: &str, kept: &Kept) -> String {
+        let line = log4j(
+            &AuditRecord {
+                additional_details: Some(xml.into()),
+                ..row()
+            },
+            kept,
+        );
         let start = line.find("CUSTOM_ID: null; ").unwrap() + "CUSTOM_ID: null; ".len();
         let end = line.find("auditseal.nodeId: ").unwrap();
         line[start..end].to_string()
@@ -231,15 +238,29 @@ mod tests {
             let d: details::Details = (1..=n)
                 .map(|i| (format!("k{i}"), kinds[(i + 6) % kinds.len()].clone()))
                 .collect();
-            let plain =
-                details::encode(&d, details::MapClass::LinkedHashMap, details::JAVA_VERSION);
+            let (plain, kept) = details::encode_kept(
+                d.clone(),
+                details::MapClass::LinkedHashMap,
+                details::JAVA_VERSION,
+            );
             let repeated = plain.replace("<string>k3</string>", "<string>k1</string>");
             assert_ne!(plain, repeated);
-            for xml in [plain, repeated] {
-                let expected = via_api_json(&xml);
-                assert_eq!(line_details(&xml), expected, "{xml}");
+            for xml in [&plain, &repeated] {
+                let expected = via_api_json(xml);
+                assert_eq!(line_details(xml, &Kept::default()), expected, "{xml}");
             }
+            // The map kept at ingestion shows what decoding its XML shows.
+            assert_eq!(line_details(&plain, &kept), via_api_json(&plain));
+            // The same map, its keys repeated as k1 then stands where k3 did.
+            let mut d = d;
+            d.push(("k1".into(), d[2].1.clone()));
+            let (xml, kept) =
+                details::encode_kept(d, details::MapClass::LinkedHashMap, details::JAVA_VERSION);
+            assert_eq!(line_details(&xml, &kept), via_api_json(&xml));
         }
-        assert_eq!(line_details("<not xml"), "additionalDetails: <not xml; ");
+        assert_eq!(
+            line_details("<not xml", &Kept::default()),
+            "additionalDetails: <not xml; "
+        );
     }
 }

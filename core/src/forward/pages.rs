@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::config::ForwardFormat;
+use crate::format::details::Kept;
 use crate::format::record::AuditRecord;
 use crate::store::Chunk;
 use crate::store::{SharedStore, StoreError};
@@ -27,16 +28,27 @@ pub(super) struct Page {
     /// When it was read.
     at: tokio::time::Instant,
     pub(super) rows: Vec<AuditRecord>,
+    /// The rows' kept details maps, in row order, when the device handed them over with the
+    /// rows (`CommitListener`); empty for rows read from the database.
+    pub(super) details_maps: Vec<Kept>,
     json: OnceLock<Vec<String>>,
     log4j: OnceLock<Vec<String>>,
 }
 
 impl Page {
-    fn new(rows: Vec<AuditRecord>) -> Page {
+    /// A page of `rows`, with their kept details maps (in row order) or none.
+    fn new(rows: Vec<AuditRecord>, details_maps: Vec<Kept>) -> Page {
+        // A list that does not match the rows one to one is not used.
+        let details_maps = if details_maps.len() == rows.len() {
+            details_maps
+        } else {
+            Vec::new()
+        };
         Page {
             bytes: rows.iter().map(AuditRecord::stored_bytes).sum(),
             at: tokio::time::Instant::now(),
             rows,
+            details_maps,
             json: OnceLock::new(),
             log4j: OnceLock::new(),
         }
@@ -51,14 +63,21 @@ impl Page {
             .then_some(i)
     }
 
-    /// Each row's text in `format` (`message::text`); made at the first call, on a forwarding
-    /// worker.
+    /// Each row's text in `format` (`message::text`, with the row's kept details map when
+    /// there is one); made at the first call, on a forwarding worker.
     pub(super) fn texts(&self, format: ForwardFormat) -> &[String] {
         let cell = match format {
             ForwardFormat::Json => &self.json,
             ForwardFormat::Log4j => &self.log4j,
         };
-        cell.get_or_init(|| self.rows.iter().map(|r| message::text(format, r)).collect())
+        cell.get_or_init(|| {
+            let none = Kept::default();
+            self.rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| message::text(format, r, self.details_maps.get(i).unwrap_or(&none)))
+                .collect()
+        })
     }
 }
 
@@ -88,11 +107,11 @@ pub(super) struct Pages {
 }
 
 impl crate::device::CommitListener for Pages {
-    fn committed(&self, rows: Vec<AuditRecord>) {
+    fn committed(&self, rows: Vec<AuditRecord>, details_maps: Vec<Kept>) {
         if rows.first().is_none_or(|r| r.node_id != self.node) {
             return;
         }
-        let page = Arc::new(Page::new(rows));
+        let page = Arc::new(Page::new(rows, details_maps));
         let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
         committed.push_back(page);
         let mut bytes: usize = committed.iter().map(|p| p.bytes).sum();
@@ -133,6 +152,7 @@ impl Pages {
             self.store
                 .read_node(Chunk::new(&self.node, from, None, PAGE))
                 .await?,
+            Vec::new(),
         ));
         // An empty page is not kept: the rows may be there at the next look.
         if !page.rows.is_empty() {

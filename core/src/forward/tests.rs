@@ -6,7 +6,7 @@ use std::path::Path;
 use super::plan::valid_sd_id;
 use super::*;
 use crate::crypto::token::{HmacToken, SharedToken};
-use crate::device::{LogDevice, SequentialDevice, test_event};
+use crate::device::{LogDevice, NewEvent, SequentialDevice, test_event};
 
 fn section(toml_text: &str) -> Result<Vec<Plan>, ForwardError> {
     let c: crate::config::FileConfig = toml::from_str(toml_text).expect("parses");
@@ -87,6 +87,26 @@ async fn store_and_device(dir: &tempfile::TempDir) -> (SharedStore, SequentialDe
     store.migrate().await.unwrap();
     let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
     let device = SequentialDevice::start(store.clone(), "n1".into(), Some(token))
+        .await
+        .unwrap();
+    (store, device)
+}
+
+/// A batched device of node n1 (batches of up to 8 rows) on a new SQLite store in `dir`.
+async fn store_and_batched_device(
+    dir: &tempfile::TempDir,
+) -> (SharedStore, crate::device::batched::BatchedDevice) {
+    use crate::device::batched::{BatchedConfig, BatchedDevice};
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let store = crate::store::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
+    let cfg = BatchedConfig {
+        max_batch: 8,
+        max_wait: Duration::from_millis(5),
+        queue: 1000,
+    };
+    let device = BatchedDevice::start(store.clone(), "n1".into(), Some(token), cfg)
         .await
         .unwrap();
     (store, device)
@@ -221,21 +241,9 @@ async fn rows_missing_from_the_table_are_passed_after_a_wait() {
 
 #[tokio::test]
 async fn rows_handed_over_at_commit_go_out_as_stored_and_rows_before_are_read_back() {
-    use crate::device::batched::{BatchedConfig, BatchedDevice};
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("events.jsonl");
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let store = crate::store::open(&url).await.unwrap();
-    store.migrate().await.unwrap();
-    let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
-    let cfg = BatchedConfig {
-        max_batch: 8,
-        max_wait: Duration::from_millis(5),
-        queue: 1000,
-    };
-    let device = BatchedDevice::start(store.clone(), "n1".into(), Some(token), cfg)
-        .await
-        .unwrap();
+    let (store, device) = store_and_batched_device(&dir).await;
     // Committed before the sink listens: only the database has them.
     device
         .append_all((0..5).map(test_event).collect())
@@ -268,6 +276,93 @@ async fn rows_handed_over_at_commit_go_out_as_stored_and_rows_before_are_read_ba
         let row: AuditRecord = serde_json::from_str(line).unwrap();
         assert_eq!(store.get(&row.pk).await.unwrap().unwrap(), row);
     }
+}
+
+#[tokio::test]
+async fn rows_handed_over_with_their_details_map_show_the_details_decoding_shows() {
+    use crate::format::details::{self, DetailValue as V};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.log");
+    let (store, device) = store_and_batched_device(&dir).await;
+    let plans = section(&format!(
+        "[[forward]]\nname = 'f'\nfile = '{}'\nformat = 'log4j'\n",
+        out.display()
+    ))
+    .unwrap();
+    let f = Forwarding::start(plans, "n1", store.clone()).await.unwrap();
+    device.listen_to_commits(f.commit_listener());
+    // Strings the Base64PutHashMap rule stores as `B64:` (and one that only looks encoded),
+    // a repeated key, numbers, a nested map and list.
+    let event = |n: usize| {
+        let d: details::Details = vec![
+            ("FILE".into(), V::String(format!("grüße-{n}.pdf"))),
+            ("b64".into(), V::String("b64:aGVs\nbG8=".into())),
+            ("n".into(), V::Long(n as i64 * 1_000_000_007)),
+            ("x".into(), V::Double(0.1)),
+            ("FILE".into(), V::String(format!("last-{n}"))),
+            (
+                "m".into(),
+                V::Map(vec![("l".into(), V::List(vec![V::Null, V::Bool(true)]))]),
+            ),
+        ];
+        let (xml, details_map) = details::encode_kept(
+            d,
+            details::MapClass::Base64PutHashMap,
+            details::JAVA_VERSION,
+        );
+        NewEvent {
+            additional_details: Some(xml),
+            details_map,
+            ..test_event(n)
+        }
+    };
+    for chunk in 0..3 {
+        device
+            .append_all((0..5).map(|i| event(chunk * 5 + i)).collect())
+            .await
+            .unwrap();
+    }
+    for _ in 0..400 {
+        if std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= 15
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Handed over with their maps, so their lines were made from the maps.
+    let kept: Vec<bool> = f
+        .pages
+        .committed
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p.details_maps.iter().map(|k| k.is_some()))
+        .collect();
+    assert_eq!(kept, vec![true; 15]);
+    f.close(Duration::from_secs(2)).await;
+    let lines: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 15);
+    // Each is the line decoding the stored row gives.
+    let rows = store
+        .read_node(crate::store::Chunk::new("n1", 0, None, 100))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 15);
+    for (row, line) in rows.iter().zip(&lines) {
+        assert_eq!(
+            *line,
+            message::log4j(row, &crate::format::details::Kept::default())
+        );
+    }
+    assert!(lines[3].contains("FILE: last-3; b64: b64:aGVs bG8=; n: 3000000021; x: 0.1; "));
 }
 
 #[test]

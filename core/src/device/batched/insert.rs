@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Observer;
 use crate::device::{Appended, DeviceError, merge_replays, refused};
 use crate::format::batch::BatchRecord;
+use crate::format::details::Kept;
 use crate::format::merkle::Hash;
 use crate::format::record::AuditRecord;
 use crate::store::SharedStore;
@@ -44,6 +45,9 @@ pub(super) struct Sealed {
     /// The rows' leaf hashes (canonical ones: version 4), for the checkpoint writer; empty when
     /// rows are not protected.
     pub(super) leaves: Vec<Hash>,
+    /// The rows' kept details maps (`NewEvent::details_map`), in row order, for the commit
+    /// listener; empty when there is none.
+    pub(super) details_maps: Vec<Kept>,
     pub(super) shares: Shares,
     /// The client pks among the rows, released from `in_flight` once the batch is settled.
     pub(super) client_pks: Vec<String>,
@@ -219,7 +223,7 @@ async fn settle(
             let written = s.rows.iter().map(Appended::of).collect();
             // The rows are handed over, not copied: nothing here needs them after this.
             if let Some(l) = w.observer.commits.get() {
-                l.committed(s.rows);
+                l.committed(s.rows, s.details_maps);
             }
             answer(&w.node_id, s.shares, Ok(written));
         }

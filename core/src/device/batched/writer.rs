@@ -11,6 +11,7 @@ use super::{BatchedConfig, Job, Observer, WRITE_VERSION};
 use crate::crypto::token::SharedToken;
 use crate::device::{DeviceError, NewEvent, check_head, number_events, replays_of, stored_by_pk};
 use crate::format::batch::{self, BatchRecord, GENESIS_HASH};
+use crate::format::details::Kept;
 use crate::format::merkle::Hash;
 use crate::format::record::AuditRecord;
 use crate::store::{NodeLock, SharedStore};
@@ -126,6 +127,14 @@ impl Writer {
                 continue;
             }
             let client_pks: Vec<String> = events.iter().filter_map(|e| e.pk.clone()).collect();
+            // Kept for the commit listener only, one per row (events are numbered in order).
+            let details_maps: Vec<Kept> = match self.observer.commits.get() {
+                Some(_) => events
+                    .iter_mut()
+                    .map(|e| std::mem::take(&mut e.details_map))
+                    .collect(),
+                None => Vec::new(),
+            };
             match self.seal_batch(events).await {
                 Ok((rows, batch, leaves)) => {
                     lock_set(&self.in_flight).extend(client_pks.iter().cloned());
@@ -135,6 +144,7 @@ impl Writer {
                         rows,
                         batch,
                         leaves,
+                        details_maps,
                         shares,
                         client_pks,
                     };

@@ -16,9 +16,11 @@
 mod decode;
 mod java_float;
 mod java_number;
+mod kept;
 
 pub use decode::decode;
 use java_number::{java_decode_integer, java_float_syntax};
+pub use kept::{Kept, encode_kept};
 
 use std::borrow::Cow;
 use std::collections::HashMap;

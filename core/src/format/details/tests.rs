@@ -1086,7 +1086,7 @@ fn value() -> impl Strategy<Value = DetailValue> {
     })
 }
 
-fn details() -> impl Strategy<Value = Details> {
+pub(super) fn details() -> impl Strategy<Value = Details> {
     // Small key alphabet part of the time, so repeated keys occur.
     let key = prop_oneof![text(), "[ab]"];
     prop::collection::vec((key, value()), 0..6)

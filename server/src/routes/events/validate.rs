@@ -138,11 +138,8 @@ impl EventIn {
         map.insert(SUBMITTER_KEY.into(), Value::String(who.name.clone()));
         let d = details::from_json(&map)
             .map_err(|e| ApiError::bad_request(format!("additionalDetails: {e}")))?;
-        let additional_details = Some(details::encode(
-            &d,
-            details::MapClass::Base64PutHashMap,
-            JAVA_VERSION,
-        ));
+        let (xml, details_map) =
+            details::encode_kept(d, details::MapClass::Base64PutHashMap, JAVA_VERSION);
         Ok(NewEvent {
             event_type: self.event_type,
             event_status: self.event_status,
@@ -152,8 +149,9 @@ impl EventIn {
             custom_id: self.custom_id,
             search_detail1: self.search_detail1,
             search_detail2: self.search_detail2,
-            additional_details,
+            additional_details: Some(xml),
             pk,
+            details_map,
         })
     }
 }
