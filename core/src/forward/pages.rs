@@ -23,7 +23,8 @@ const PAGE_REUSE: Duration = Duration::from_millis(500);
 /// A page of rows as read for the sinks, with each row's text in the formats sinks asked for,
 /// made once for all of them.
 pub(super) struct Page {
-    /// The bytes its rows take as stored.
+    /// The bytes its rows take as stored, and their kept details maps as much again as their
+    /// XML (a map takes about what its XML does), for the pages' memory bound.
     bytes: usize,
     /// When it was read.
     at: tokio::time::Instant,
@@ -45,7 +46,11 @@ impl Page {
             Vec::new()
         };
         Page {
-            bytes: rows.iter().map(AuditRecord::stored_bytes).sum(),
+            bytes: rows.iter().map(AuditRecord::stored_bytes).sum::<usize>()
+                + (rows.iter().zip(&details_maps))
+                    .filter(|(_, k)| k.is_some())
+                    .map(|(r, _)| r.additional_details.as_ref().map_or(0, String::len))
+                    .sum::<usize>(),
             at: tokio::time::Instant::now(),
             rows,
             details_maps,
