@@ -132,6 +132,11 @@ pub trait LogDevice: Send + Sync {
     fn hand_leaves_to(&self, listener: Arc<dyn LeafListener>) {
         let _ = listener;
     }
+    /// Whether events should carry the map their additionalDetails are encoded from
+    /// (`NewEvent::details_map`): only when the commit listener uses it (a Log4j sink).
+    fn wants_details_maps(&self) -> bool {
+        false
+    }
     /// Returns only once the row is committed (durable and protected).
     async fn append(&self, event: NewEvent) -> Result<Appended, DeviceError>;
     /// All or nothing: every event is committed (consecutive numbers, one transaction) or none.
@@ -161,6 +166,13 @@ pub trait CommitListener: Send + Sync {
     /// (`NewEvent::details_map`, the one its additionalDetails were encoded from), in row
     /// order, or is empty.
     fn committed(&self, rows: Vec<AuditRecord>, details_maps: Vec<Kept>);
+
+    /// Whether the listener uses the rows' details maps; when not, events are better made
+    /// without them (`LogDevice::wants_details_maps`): keeping a map costs ingestion an
+    /// allocation, and freeing it on another thread later costs more than at once.
+    fn wants_details_maps(&self) -> bool {
+        false
+    }
 }
 
 /// Told the canonical leaf hashes (`format::canonical::row_leaf`, docs/FORMAT.md 6.1) of each

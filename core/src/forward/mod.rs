@@ -141,7 +141,10 @@ impl Forwarding {
     ) -> Result<Forwarding, ForwardError> {
         let (stop, stopped) = watch::channel(false);
         let mut sinks = Vec::new();
-        let pages = Arc::new(Pages::new(store.clone(), node));
+        let log4j = plans
+            .iter()
+            .any(|p| p.format == crate::config::ForwardFormat::Log4j);
+        let pages = Arc::new(Pages::new(store.clone(), node, log4j));
         for (index, plan) in plans.into_iter().enumerate() {
             let position = initial_position(&store, &plan, node)
                 .await

@@ -109,9 +109,15 @@ pub(super) struct Pages {
     recent: tokio::sync::Mutex<VecDeque<Arc<Page>>>,
     /// Pages handed over at commit, oldest first.
     pub(super) committed: std::sync::Mutex<VecDeque<Arc<Page>>>,
+    /// Whether a sink writes the Log4j line, the only text made from the kept details maps.
+    log4j: bool,
 }
 
 impl crate::device::CommitListener for Pages {
+    fn wants_details_maps(&self) -> bool {
+        self.log4j
+    }
+
     fn committed(&self, rows: Vec<AuditRecord>, details_maps: Vec<Kept>) {
         if rows.first().is_none_or(|r| r.node_id != self.node) {
             return;
@@ -127,12 +133,14 @@ impl crate::device::CommitListener for Pages {
 }
 
 impl Pages {
-    pub(super) fn new(store: SharedStore, node: &str) -> Pages {
+    /// `log4j`: a sink writes the Log4j line (`CommitListener::wants_details_maps`).
+    pub(super) fn new(store: SharedStore, node: &str, log4j: bool) -> Pages {
         Pages {
             store,
             node: node.to_string(),
             recent: Default::default(),
             committed: Default::default(),
+            log4j,
         }
     }
 

@@ -252,7 +252,10 @@ async fn rows_handed_over_at_commit_go_out_as_stored_and_rows_before_are_read_ba
     let f = Forwarding::start(file_plan(&out, "beginning"), "n1", store.clone())
         .await
         .unwrap();
+    assert!(!device.wants_details_maps());
     device.listen_to_commits(f.commit_listener());
+    // A JSON Lines sink makes nothing from the details maps: events are made without them.
+    assert!(!device.wants_details_maps());
     for chunk in 0..6 {
         device
             .append_all((0..7).map(|i| test_event(5 + chunk * 7 + i)).collect())
@@ -291,6 +294,7 @@ async fn rows_handed_over_with_their_details_map_show_the_details_decoding_shows
     .unwrap();
     let f = Forwarding::start(plans, "n1", store.clone()).await.unwrap();
     device.listen_to_commits(f.commit_listener());
+    assert!(device.wants_details_maps());
     // Strings the Base64PutHashMap rule stores as `B64:` (and one that only looks encoded),
     // a repeated key, numbers, a nested map and list.
     let event = |n: usize| {

@@ -172,6 +172,13 @@ impl LogDevice for BatchedDevice {
         let _ = self.observer.leaves.set(listener);
     }
 
+    fn wants_details_maps(&self) -> bool {
+        self.observer
+            .commits
+            .get()
+            .is_some_and(|l| l.wants_details_maps())
+    }
+
     async fn append(&self, event: NewEvent) -> Result<Appended, DeviceError> {
         let mut done = self.append_all(vec![event]).await?;
         done.pop()

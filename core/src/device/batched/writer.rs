@@ -129,11 +129,11 @@ impl Writer {
             let client_pks: Vec<String> = events.iter().filter_map(|e| e.pk.clone()).collect();
             // Kept for the commit listener only, one per row (events are numbered in order).
             let details_maps: Vec<Kept> = match self.observer.commits.get() {
-                Some(_) => events
+                Some(l) if l.wants_details_maps() => events
                     .iter_mut()
                     .map(|e| std::mem::take(&mut e.details_map))
                     .collect(),
-                None => Vec::new(),
+                _ => Vec::new(),
             };
             match self.seal_batch(events).await {
                 Ok((rows, batch, leaves)) => {

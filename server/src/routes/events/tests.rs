@@ -21,16 +21,30 @@ fn the_submitter_is_recorded_and_cannot_be_claimed() {
         br#"{"eventType":"P","eventStatus":"VOID","authToken":"a","service":"s","module":"m"}"#;
     let with = br#"{"eventType":"P","eventStatus":"VOID","authToken":"a","service":"s","module":"m","additionalDetails":{"k":"v"}}"#;
     for body in [&plain[..], &with[..]] {
-        let e = parse_event(body, &who()).unwrap();
-        let d = details::decode(e.additional_details.as_deref().unwrap()).unwrap();
+        let e = parse_event(body, &who(), false).unwrap();
+        let xml = e.additional_details.as_deref().unwrap();
+        let d = details::decode(xml).unwrap();
         let json = details::to_json(&d);
         assert_eq!(json[SUBMITTER_KEY], "token:signer-1");
+        assert!(!e.details_map.is_some());
+        // Kept when asked for: the same XML, and the map shows what decoding it shows.
+        let kept = parse_event(body, &who(), true).unwrap();
+        assert_eq!(kept.additional_details.as_deref(), Some(xml));
+        let (mut shown, mut decoded) = (Vec::new(), Vec::new());
+        assert!(
+            kept.details_map
+                .fields(xml, |k, v| shown.push(format!("{k}={v}")))
+        );
+        for (k, v) in &d {
+            decoded.push(format!("{k}={}", details::top_value_text(v)));
+        }
+        assert_eq!(shown, decoded);
     }
     for service in ["AUDITSEAL", "auditseal", " Auditseal "] {
         let system = format!(
             r#"{{"eventType":"TOKEN_CREATE","eventStatus":"SUCCESS","authToken":"a","service":"{service}","module":"SECURITY_AUDIT"}}"#
         );
-        let e = parse_event(system.as_bytes(), &who()).unwrap_err();
+        let e = parse_event(system.as_bytes(), &who(), false).unwrap_err();
         assert!(e.message.contains("reserved"), "{service:?}: {}", e.message);
     }
     for key in [
@@ -42,7 +56,7 @@ fn the_submitter_is_recorded_and_cannot_be_claimed() {
         let body = format!(
             r#"{{"eventType":"P","eventStatus":"VOID","authToken":"a","service":"s","module":"m","additionalDetails":{{"{key}":"token:admin"}}}}"#
         );
-        let e = parse_event(body.as_bytes(), &who()).unwrap_err();
+        let e = parse_event(body.as_bytes(), &who(), false).unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert!(e.message.contains("reserved"), "{}", e.message);
     }
@@ -150,7 +164,7 @@ fn look_alike_reserved_names_and_invisible_characters_are_refused() {
         ),
     ] {
         let body = body_with(service, event_type, module, details);
-        let e = parse_event(body.as_bytes(), &who()).unwrap_err();
+        let e = parse_event(body.as_bytes(), &who(), false).unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST, "{body}");
         assert!(e.message.contains(needle), "{body}: {}", e.message);
     }
@@ -163,7 +177,7 @@ fn look_alike_reserved_names_and_invisible_characters_are_refused() {
         ),
     ] {
         let body = body_with(service, "PROCESS", "WORKER", details);
-        parse_event(body.as_bytes(), &who()).unwrap_or_else(|e| panic!("{body}: {e:?}"));
+        parse_event(body.as_bytes(), &who(), false).unwrap_or_else(|e| panic!("{body}: {e:?}"));
     }
 }
 
@@ -178,7 +192,7 @@ fn details_are_shown_as_cesecore_shows_them() {
         r#"{"a": "b64:dG9rZW46YWRtaW4=", "b": "B64:", "c": "B64:%%%%", "d": "åäö",
             "list": ["B64:w6XDpMO2"], "map": {"x": "B64:w6XDpMO2"}}"#,
     );
-    let row = parse_event(body.as_bytes(), &who())
+    let row = parse_event(body.as_bytes(), &who(), false)
         .unwrap()
         .into_record("n", 0, 0);
     let shown = row_json(row, Value::Null);
@@ -194,7 +208,7 @@ fn details_are_shown_as_cesecore_shows_them() {
 #[test]
 fn rejects_bad_events_with_field_names() {
     let ok = br#"{"eventType":"PROCESS","eventStatus":"SUCCESS","authToken":"CLI User","service":"SIGNSERVER","module":"WORKER"}"#;
-    assert!(parse_event(ok, &who()).is_ok());
+    assert!(parse_event(ok, &who(), false).is_ok());
     for (body, needle) in [
         (&br#"{"eventType":"PROCESS"}"#[..], "missing field"),
         (br#"{"eventType":"PROCESS","eventStatus":"SUCCESS","authToken":"a","service":"s","module":"m","bogus":1}"#, "bogus"),
@@ -204,7 +218,7 @@ fn rejects_bad_events_with_field_names() {
         (br#"{"eventType":"P","eventStatus":"VOID","authToken":"a","service":"s","module":"m","customId":"a\u0000b"}"#, "NUL"),
         (br#"not json"#, "invalid event JSON"),
     ] {
-        let e = parse_event(body, &who()).unwrap_err();
+        let e = parse_event(body, &who(), false).unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert!(e.message.contains(needle), "{} lacks {needle}", e.message);
     }
@@ -215,20 +229,29 @@ fn bulk_bodies_array_ndjson_and_all_or_nothing() {
     let good =
         r#"{"eventType":"P","eventStatus":"VOID","authToken":"a","service":"s","module":"m"}"#;
     assert_eq!(
-        parse_bulk(format!("[{good},{good}]").as_bytes(), &who())
+        parse_bulk(format!("[{good},{good}]").as_bytes(), &who(), false)
             .unwrap()
             .len(),
         2
     );
     assert_eq!(
-        parse_bulk(format!("{good}\n\n{good}\n{good}\n").as_bytes(), &who())
-            .unwrap()
-            .len(),
+        parse_bulk(
+            format!("{good}\n\n{good}\n{good}\n").as_bytes(),
+            &who(),
+            false
+        )
+        .unwrap()
+        .len(),
         3
     );
     let bad =
         r#"{"eventType":"P","eventStatus":"NOPE","authToken":"a","service":"s","module":"m"}"#;
-    let e = parse_bulk(format!("[{good},{bad},{good},{{}}]").as_bytes(), &who()).unwrap_err();
+    let e = parse_bulk(
+        format!("[{good},{bad},{good},{{}}]").as_bytes(),
+        &who(),
+        false,
+    )
+    .unwrap_err();
     let extra = e.extra.unwrap();
     let invalid = extra["invalid"].as_array().unwrap();
     assert_eq!(invalid.len(), 2);
@@ -237,8 +260,8 @@ fn bulk_bodies_array_ndjson_and_all_or_nothing() {
         (Some(1), Some(3))
     );
     assert!(invalid[0]["reason"].as_str().unwrap().contains("NOPE"));
-    assert!(parse_bulk(b"[]", &who()).is_err());
-    assert!(parse_bulk(b"[1,", &who()).is_err());
+    assert!(parse_bulk(b"[]", &who(), false).is_err());
+    assert!(parse_bulk(b"[1,", &who(), false).is_err());
 }
 
 #[test]

@@ -78,8 +78,9 @@ fn check_json_text(path: &dyn Display, v: &Value) -> Result<(), ApiError> {
 }
 
 impl EventIn {
-    /// The event to append, with `who` recorded under the reserved key `auditseal.submitter`.
-    fn into_event(self, who: &Identity) -> Result<NewEvent, ApiError> {
+    /// The event to append, with `who` recorded under the reserved key `auditseal.submitter`;
+    /// with its details map kept (`NewEvent::details_map`) when `keep_map`.
+    fn into_event(self, who: &Identity, keep_map: bool) -> Result<NewEvent, ApiError> {
         check_required("eventType", &self.event_type)?;
         check_required("authToken", &self.auth_token)?;
         check_required("service", &self.service)?;
@@ -138,8 +139,12 @@ impl EventIn {
         map.insert(SUBMITTER_KEY.into(), Value::String(who.name.clone()));
         let d = details::from_json(&map)
             .map_err(|e| ApiError::bad_request(format!("additionalDetails: {e}")))?;
-        let (xml, details_map) =
-            details::encode_kept(d, details::MapClass::Base64PutHashMap, JAVA_VERSION);
+        let class = details::MapClass::Base64PutHashMap;
+        let (xml, details_map) = if keep_map {
+            details::encode_kept(d, class, JAVA_VERSION)
+        } else {
+            (details::encode(&d, class, JAVA_VERSION), Default::default())
+        };
         Ok(NewEvent {
             event_type: self.event_type,
             event_status: self.event_status,
@@ -157,15 +162,24 @@ impl EventIn {
 }
 
 /// Parses the body ourselves so that every JSON problem gets a message naming the field.
-pub(super) fn parse_event(body: &[u8], who: &Identity) -> Result<NewEvent, ApiError> {
-    crate::body::json::<EventIn>(body, "event JSON")?.into_event(who)
+/// `keep_map`: keep the details map with the event (`LogDevice::wants_details_maps`).
+pub(super) fn parse_event(
+    body: &[u8],
+    who: &Identity,
+    keep_map: bool,
+) -> Result<NewEvent, ApiError> {
+    crate::body::json::<EventIn>(body, "event JSON")?.into_event(who, keep_map)
 }
 /// Most events in one bulk request.
 pub const MAX_BULK_EVENTS: usize = 10_000;
 
 /// Parses a bulk body: a JSON array of events, or NDJSON (one event per line; blank lines
 /// skipped). Every bad item is named with its index; any bad item rejects the whole request.
-pub(super) fn parse_bulk(body: &[u8], who: &Identity) -> Result<Vec<NewEvent>, ApiError> {
+pub(super) fn parse_bulk(
+    body: &[u8],
+    who: &Identity,
+    keep_map: bool,
+) -> Result<Vec<NewEvent>, ApiError> {
     let text =
         std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
     let items: Vec<&[u8]> = if text.trim_start().starts_with('[') {
@@ -194,7 +208,7 @@ pub(super) fn parse_bulk(body: &[u8], who: &Identity) -> Result<Vec<NewEvent>, A
     let mut events = Vec::with_capacity(items.len());
     let mut bad = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
-        match parse_event(item, who) {
+        match parse_event(item, who, keep_map) {
             Ok(e) => events.push(e),
             Err(e) => bad.push(json!({ "index": index, "reason": e.message })),
         }
