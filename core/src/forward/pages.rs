@@ -30,8 +30,12 @@ pub(super) struct Page {
     at: tokio::time::Instant,
     pub(super) rows: Vec<AuditRecord>,
     /// The rows' kept details maps, in row order, when the device handed them over with the
-    /// rows (`CommitListener`); empty for rows read from the database.
-    pub(super) details_maps: Vec<Kept>,
+    /// rows (`CommitListener`); empty for rows read from the database, and once the Log4j
+    /// texts, the only ones made from them, are made.
+    details_maps: std::sync::Mutex<Vec<Kept>>,
+    /// How many rows came with a kept map (for the tests: the maps are gone once used).
+    #[cfg(test)]
+    pub(super) kept: usize,
     json: OnceLock<Vec<String>>,
     log4j: OnceLock<Vec<String>>,
 }
@@ -45,15 +49,17 @@ impl Page {
         } else {
             Vec::new()
         };
+        let with_map = || rows.iter().zip(&details_maps).filter(|(_, k)| k.is_some());
         Page {
             bytes: rows.iter().map(AuditRecord::stored_bytes).sum::<usize>()
-                + (rows.iter().zip(&details_maps))
-                    .filter(|(_, k)| k.is_some())
+                + with_map()
                     .map(|(r, _)| r.additional_details.as_ref().map_or(0, String::len))
                     .sum::<usize>(),
+            #[cfg(test)]
+            kept: with_map().count(),
             at: tokio::time::Instant::now(),
             rows,
-            details_maps,
+            details_maps: std::sync::Mutex::new(details_maps),
             json: OnceLock::new(),
             log4j: OnceLock::new(),
         }
@@ -76,11 +82,19 @@ impl Page {
             ForwardFormat::Log4j => &self.log4j,
         };
         cell.get_or_init(|| {
+            // The maps serve the Log4j texts only, made once: taken here, and freed on this
+            // worker rather than on the device's task when the page goes.
+            let maps = match format {
+                ForwardFormat::Log4j => std::mem::take(
+                    &mut *self.details_maps.lock().unwrap_or_else(|e| e.into_inner()),
+                ),
+                ForwardFormat::Json => Vec::new(),
+            };
             let none = Kept::default();
             self.rows
                 .iter()
                 .enumerate()
-                .map(|(i, r)| message::text(format, r, self.details_maps.get(i).unwrap_or(&none)))
+                .map(|(i, r)| message::text(format, r, maps.get(i).unwrap_or(&none)))
                 .collect()
         })
     }
