@@ -401,7 +401,7 @@ async fn a_batch_inserted_while_the_one_before_commits_is_rolled_back_when_that_
                 search_detail2: None,
                 additional_details: None,
                 pk: None,
-                details_map: Default::default(),
+                details_listing: Default::default(),
             })
             .collect()
     };

@@ -34,7 +34,7 @@ async fn log_with_rows(backend: Backend, dir: &std::path::Path, n: usize) -> Str
                     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<java version=\"17.0.15\" class=\"java.beans.XMLDecoder\">\n <object class=\"org.cesecore.util.Base64PutHashMap\">\n  <void method=\"put\">\n   <string>LOG_ID</string>\n   <string>{i}</string>\n  </void>\n </object>\n</java>\n"
                 )),
                 pk: None,
-                details_map: Default::default(),
+                details_listing: Default::default(),
             })
             .await
             .unwrap();

@@ -33,10 +33,11 @@ pub struct NewEvent {
     /// The row's primary key when the client chose it (exactly-once ingestion: a retry of a
     /// stored pk is answered with the stored row and writes nothing); else a new random one.
     pub pk: Option<String>,
-    /// The map `additional_details` was encoded from, when the event was made from one
-    /// (`details::encode_kept`): rows handed to forwarding at commit show their details from it
-    /// instead of decoding the XML again. `Kept::default()` when there is none.
-    pub details_map: Kept,
+    /// The listing (`key: value; ...`) of the map `additional_details` was encoded from, made
+    /// with it (`details::encode_kept`) when forwarding asked for it: the Log4j lines of rows
+    /// handed over at commit carry it instead of decoding the XML again. `Kept::default()` when
+    /// there is none.
+    pub details_listing: Kept,
 }
 
 /// What the signer is told once its row is committed.
@@ -132,9 +133,9 @@ pub trait LogDevice: Send + Sync {
     fn hand_leaves_to(&self, listener: Arc<dyn LeafListener>) {
         let _ = listener;
     }
-    /// Whether events should carry the map their additionalDetails are encoded from
-    /// (`NewEvent::details_map`): only when the commit listener uses it (a Log4j sink).
-    fn wants_details_maps(&self) -> bool {
+    /// Whether events should carry the listing of their additionalDetails
+    /// (`NewEvent::details_listing`): only when the commit listener uses it (a Log4j sink).
+    fn wants_details_listings(&self) -> bool {
         false
     }
     /// Returns only once the row is committed (durable and protected).
@@ -162,15 +163,13 @@ pub trait BatchObserver: Send + Sync {
 /// Told the rows of each commit, after the commit.
 pub trait CommitListener: Send + Sync {
     /// `rows` (one node's, consecutive numbers) are committed, as stored; they are the
-    /// listener's now. `details_maps` holds each row's kept details map
-    /// (`NewEvent::details_map`, the one its additionalDetails were encoded from), in row
-    /// order, or is empty.
-    fn committed(&self, rows: Vec<AuditRecord>, details_maps: Vec<Kept>);
+    /// listener's now. `details_listings` holds each row's details listing
+    /// (`NewEvent::details_listing`), in row order, or is empty.
+    fn committed(&self, rows: Vec<AuditRecord>, details_listings: Vec<Kept>);
 
-    /// Whether the listener uses the rows' details maps; when not, events are better made
-    /// without them (`LogDevice::wants_details_maps`): keeping a map costs ingestion an
-    /// allocation, and freeing it on another thread later costs more than at once.
-    fn wants_details_maps(&self) -> bool {
+    /// Whether the listener uses the rows' details listings; when not, events are made without
+    /// them (`LogDevice::wants_details_listings`): a listing costs ingestion its making.
+    fn wants_details_listings(&self) -> bool {
         false
     }
 }
@@ -197,7 +196,7 @@ impl NewEvent {
         details: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<NewEvent, crate::format::details::DetailsError> {
         use crate::format::details;
-        let (xml, details_map) = details::encode_kept(
+        let (xml, details_listing) = details::encode_kept(
             details::from_json(details)?,
             details::MapClass::Base64PutHashMap,
             details::JAVA_VERSION,
@@ -213,7 +212,7 @@ impl NewEvent {
             search_detail2: None,
             additional_details: Some(xml),
             pk: None,
-            details_map,
+            details_listing,
         })
     }
 

@@ -20,7 +20,7 @@ pub(crate) fn test_event(n: usize) -> NewEvent {
         search_detail2: None,
         additional_details: None,
         pk: None,
-        details_map: Default::default(),
+        details_listing: Default::default(),
     }
 }
 

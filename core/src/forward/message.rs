@@ -14,9 +14,9 @@ pub const DEFAULT_SD_ID: &str = "auditseal@32473";
 /// The logger name SignServer's Log4j device logs under.
 const LOG4J_LOGGER: &str = "org.signserver.server.log.SignServerLog4jDevice";
 
-/// The event as text, in `format`, without a line end. `kept`: the map the row's
-/// additionalDetails were encoded from, if known (`details::encode_kept`), so the Log4j line
-/// need not decode them; `Kept::default()` otherwise.
+/// The event as text, in `format`, without a line end. `kept`: the listing of the row's
+/// additionalDetails, if made at ingestion (`details::encode_kept`), so the Log4j line need not
+/// decode them; `Kept::default()` otherwise.
 pub fn text(format: ForwardFormat, r: &AuditRecord, kept: &Kept) -> String {
     match format {
         ForwardFormat::Json => json(r),
@@ -33,7 +33,7 @@ pub fn json(r: &AuditRecord) -> String {
 /// `TIME INFO  [logger] EVENT: t; MODULE: m; CUSTOM_ID: c; key: value; ...; REPLY_TIME:ms`,
 /// as SignServer's Log4j device writes an event with Log4j's usual pattern, followed by node
 /// and sequence number (docs/FORMAT.md section 12.2). The details come from `kept` when it
-/// holds the map they were encoded from, else from decoding the stored XML: the same text.
+/// holds their listing, else from decoding the stored XML: the same text.
 pub fn log4j(r: &AuditRecord, kept: &Kept) -> String {
     use std::fmt::Write;
     let details = r.additional_details.as_deref().unwrap_or("");
@@ -60,27 +60,25 @@ pub fn log4j(r: &AuditRecord, kept: &Kept) -> String {
 }
 
 /// Appends `key: value; ` for each of the additionalDetails `xml` as the API shows them
-/// (`details::top_value_text`; `details::decode` has replayed the puts, so a repeated key is
-/// there once, as in the API's JSON object); a value that does not decode is shown as stored,
-/// under `additionalDetails`. The entries come from `kept` when it holds the map `xml` was
-/// encoded from (`Kept::fields` gives what decoding `xml` gives, without decoding it).
+/// (`details::push_listing`; `details::decode` has replayed the puts, so a repeated key is
+/// there once, as in the API's JSON object); details that do not decode are shown as stored,
+/// under `additionalDetails`. The listing comes from `kept` when it was made with `xml`
+/// (`Kept::listing`: what decoding `xml` lists, made at ingestion from the map).
 fn push_details(s: &mut String, xml: &str, kept: &Kept) {
-    let mut field = |key: &str, value: &str| {
-        s.push_str(key);
-        s.push_str(": ");
-        s.push_str(value);
-        s.push_str("; ");
-    };
-    if xml.is_empty() || kept.fields(xml, &mut field) {
+    if xml.is_empty() {
+        return;
+    }
+    if let Some(listing) = kept.listing(xml) {
+        s.push_str(listing);
         return;
     }
     match details::decode(xml) {
-        Ok(d) => {
-            for (key, value) in &d {
-                field(key, &details::top_value_text(value));
-            }
+        Ok(d) => details::push_listing(s, &d),
+        Err(_) => {
+            s.push_str("additionalDetails: ");
+            s.push_str(xml);
+            s.push_str("; ");
         }
-        Err(_) => field("additionalDetails", xml),
     }
 }
 
@@ -180,7 +178,7 @@ mod tests {
                         MODULE: WORKER; CUSTOM_ID: 42; FILENAME: a b.pdf; \
                         auditseal.nodeId: node1; auditseal.sequenceNumber: 17; \
                         REPLY_TIME:1700000000123";
-        // Decoded from the row, and from the map kept at ingestion: the same line.
+        // Decoded from the row, and listed at ingestion: the same line.
         assert_eq!(log4j(&r, &Kept::default()), expected);
         assert_eq!(log4j(&r, &kept), expected);
         assert!(log4j(&row(), &Kept::default()).contains("CUSTOM_ID: null; auditseal.nodeId"));
@@ -249,7 +247,7 @@ mod tests {
                 let expected = via_api_json(xml);
                 assert_eq!(line_details(xml, &Kept::default()), expected, "{xml}");
             }
-            // The map kept at ingestion shows what decoding its XML shows.
+            // Listed at ingestion: what decoding its XML lists.
             assert_eq!(line_details(&plain, &kept), via_api_json(&plain));
             // The same map, its keys repeated as k1 then stands where k3 did.
             let mut d = d;

@@ -23,43 +23,38 @@ const PAGE_REUSE: Duration = Duration::from_millis(500);
 /// A page of rows as read for the sinks, with each row's text in the formats sinks asked for,
 /// made once for all of them.
 pub(super) struct Page {
-    /// The bytes its rows take as stored, and their kept details maps as much again as their
-    /// XML (a map takes about what its XML does), for the pages' memory bound.
+    /// The bytes its rows take as stored, and their details listings, for the pages' memory
+    /// bound.
     bytes: usize,
     /// When it was read.
     at: tokio::time::Instant,
     pub(super) rows: Vec<AuditRecord>,
-    /// The rows' kept details maps, in row order, when the device handed them over with the
-    /// rows (`CommitListener`); empty for rows read from the database, and once the Log4j
-    /// texts, the only ones made from them, are made.
-    details_maps: std::sync::Mutex<Vec<Kept>>,
-    /// How many rows came with a kept map (for the tests: the maps are gone once used).
-    #[cfg(test)]
-    pub(super) kept: usize,
+    /// The rows' details listings made at ingestion (`NewEvent::details_listing`), in row
+    /// order, when the device handed them over with the rows (`CommitListener`); empty for
+    /// rows read from the database.
+    pub(super) details_listings: Vec<Kept>,
     json: OnceLock<Vec<String>>,
     log4j: OnceLock<Vec<String>>,
 }
 
 impl Page {
-    /// A page of `rows`, with their kept details maps (in row order) or none.
-    fn new(rows: Vec<AuditRecord>, details_maps: Vec<Kept>) -> Page {
+    /// A page of `rows`, with their details listings (in row order) or none.
+    fn new(rows: Vec<AuditRecord>, details_listings: Vec<Kept>) -> Page {
         // A list that does not match the rows one to one is not used.
-        let details_maps = if details_maps.len() == rows.len() {
-            details_maps
+        let details_listings = if details_listings.len() == rows.len() {
+            details_listings
         } else {
             Vec::new()
         };
-        let with_map = || rows.iter().zip(&details_maps).filter(|(_, k)| k.is_some());
         Page {
             bytes: rows.iter().map(AuditRecord::stored_bytes).sum::<usize>()
-                + with_map()
-                    .map(|(r, _)| r.additional_details.as_ref().map_or(0, String::len))
+                + details_listings
+                    .iter()
+                    .map(Kept::listing_len)
                     .sum::<usize>(),
-            #[cfg(test)]
-            kept: with_map().count(),
             at: tokio::time::Instant::now(),
             rows,
-            details_maps: std::sync::Mutex::new(details_maps),
+            details_listings,
             json: OnceLock::new(),
             log4j: OnceLock::new(),
         }
@@ -74,7 +69,7 @@ impl Page {
             .then_some(i)
     }
 
-    /// Each row's text in `format` (`message::text`, with the row's kept details map when
+    /// Each row's text in `format` (`message::text`, with the row's details listing when
     /// there is one); made at the first call, on a forwarding worker.
     pub(super) fn texts(&self, format: ForwardFormat) -> &[String] {
         let cell = match format {
@@ -82,19 +77,14 @@ impl Page {
             ForwardFormat::Log4j => &self.log4j,
         };
         cell.get_or_init(|| {
-            // The maps serve the Log4j texts only, made once: taken here, and freed on this
-            // worker rather than on the device's task when the page goes.
-            let maps = match format {
-                ForwardFormat::Log4j => std::mem::take(
-                    &mut *self.details_maps.lock().unwrap_or_else(|e| e.into_inner()),
-                ),
-                ForwardFormat::Json => Vec::new(),
-            };
             let none = Kept::default();
             self.rows
                 .iter()
                 .enumerate()
-                .map(|(i, r)| message::text(format, r, maps.get(i).unwrap_or(&none)))
+                .map(|(i, r)| {
+                    let listing = self.details_listings.get(i).unwrap_or(&none);
+                    message::text(format, r, listing)
+                })
                 .collect()
         })
     }
@@ -123,20 +113,20 @@ pub(super) struct Pages {
     recent: tokio::sync::Mutex<VecDeque<Arc<Page>>>,
     /// Pages handed over at commit, oldest first.
     pub(super) committed: std::sync::Mutex<VecDeque<Arc<Page>>>,
-    /// Whether a sink writes the Log4j line, the only text made from the kept details maps.
+    /// Whether a sink writes the Log4j line, the only text made with the details listings.
     log4j: bool,
 }
 
 impl crate::device::CommitListener for Pages {
-    fn wants_details_maps(&self) -> bool {
+    fn wants_details_listings(&self) -> bool {
         self.log4j
     }
 
-    fn committed(&self, rows: Vec<AuditRecord>, details_maps: Vec<Kept>) {
+    fn committed(&self, rows: Vec<AuditRecord>, details_listings: Vec<Kept>) {
         if rows.first().is_none_or(|r| r.node_id != self.node) {
             return;
         }
-        let page = Arc::new(Page::new(rows, details_maps));
+        let page = Arc::new(Page::new(rows, details_listings));
         let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
         committed.push_back(page);
         let mut bytes: usize = committed.iter().map(|p| p.bytes).sum();
@@ -147,7 +137,7 @@ impl crate::device::CommitListener for Pages {
 }
 
 impl Pages {
-    /// `log4j`: a sink writes the Log4j line (`CommitListener::wants_details_maps`).
+    /// `log4j`: a sink writes the Log4j line (`CommitListener::wants_details_listings`).
     pub(super) fn new(store: SharedStore, node: &str, log4j: bool) -> Pages {
         Pages {
             store,

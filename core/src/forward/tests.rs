@@ -7,6 +7,7 @@ use super::plan::valid_sd_id;
 use super::*;
 use crate::crypto::token::{HmacToken, SharedToken};
 use crate::device::{LogDevice, NewEvent, SequentialDevice, test_event};
+use crate::format::details::Kept;
 
 fn section(toml_text: &str) -> Result<Vec<Plan>, ForwardError> {
     let c: crate::config::FileConfig = toml::from_str(toml_text).expect("parses");
@@ -252,10 +253,10 @@ async fn rows_handed_over_at_commit_go_out_as_stored_and_rows_before_are_read_ba
     let f = Forwarding::start(file_plan(&out, "beginning"), "n1", store.clone())
         .await
         .unwrap();
-    assert!(!device.wants_details_maps());
+    assert!(!device.wants_details_listings());
     device.listen_to_commits(f.commit_listener());
     // A JSON Lines sink makes nothing from the details maps: events are made without them.
-    assert!(!device.wants_details_maps());
+    assert!(!device.wants_details_listings());
     for chunk in 0..6 {
         device
             .append_all((0..7).map(|i| test_event(5 + chunk * 7 + i)).collect())
@@ -294,7 +295,7 @@ async fn rows_handed_over_with_their_details_map_show_the_details_decoding_shows
     .unwrap();
     let f = Forwarding::start(plans, "n1", store.clone()).await.unwrap();
     device.listen_to_commits(f.commit_listener());
-    assert!(device.wants_details_maps());
+    assert!(device.wants_details_listings());
     // Strings the Base64PutHashMap rule stores as `B64:` (and one that only looks encoded),
     // a repeated key, numbers, a nested map and list.
     let event = |n: usize| {
@@ -309,14 +310,14 @@ async fn rows_handed_over_with_their_details_map_show_the_details_decoding_shows
                 V::Map(vec![("l".into(), V::List(vec![V::Null, V::Bool(true)]))]),
             ),
         ];
-        let (xml, details_map) = details::encode_kept(
+        let (xml, details_listing) = details::encode_kept(
             d,
             details::MapClass::Base64PutHashMap,
             details::JAVA_VERSION,
         );
         NewEvent {
             additional_details: Some(xml),
-            details_map,
+            details_listing,
             ..test_event(n)
         }
     };
@@ -337,12 +338,16 @@ async fn rows_handed_over_with_their_details_map_show_the_details_decoding_shows
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    // Handed over with their maps, so their lines were made from the maps.
-    let (rows, kept) = (f.pages.committed.lock().unwrap().iter())
-        .fold((0, 0), |(rows, kept), p| {
-            (rows + p.rows.len(), kept + p.kept)
-        });
-    assert_eq!((rows, kept), (15, 15));
+    // Handed over with their listings, so their lines were made from them.
+    let kept: Vec<bool> = f
+        .pages
+        .committed
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p.details_listings.iter().map(Kept::is_some))
+        .collect();
+    assert_eq!(kept, vec![true; 15]);
     f.close(Duration::from_secs(2)).await;
     let lines: Vec<String> = std::fs::read_to_string(&out)
         .unwrap()

@@ -137,7 +137,7 @@ fn event(n: usize) -> NewEvent {
             details::JAVA_VERSION,
         )),
         pk: None,
-        details_map: Default::default(),
+        details_listing: Default::default(),
     }
 }
 

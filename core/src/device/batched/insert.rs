@@ -45,9 +45,9 @@ pub(super) struct Sealed {
     /// The rows' leaf hashes (canonical ones: version 4), for the checkpoint writer; empty when
     /// rows are not protected.
     pub(super) leaves: Vec<Hash>,
-    /// The rows' kept details maps (`NewEvent::details_map`), in row order, for the commit
+    /// The rows' details listings (`NewEvent::details_listing`), in row order, for the commit
     /// listener; empty when there is none.
-    pub(super) details_maps: Vec<Kept>,
+    pub(super) details_listings: Vec<Kept>,
     pub(super) shares: Shares,
     /// The client pks among the rows, released from `in_flight` once the batch is settled.
     pub(super) client_pks: Vec<String>,
@@ -223,7 +223,7 @@ async fn settle(
             let written = s.rows.iter().map(Appended::of).collect();
             // The rows are handed over, not copied: nothing here needs them after this.
             if let Some(l) = w.observer.commits.get() {
-                l.committed(s.rows, s.details_maps);
+                l.committed(s.rows, s.details_listings);
             }
             answer(&w.node_id, s.shares, Ok(written));
         }

@@ -172,11 +172,11 @@ impl LogDevice for BatchedDevice {
         let _ = self.observer.leaves.set(listener);
     }
 
-    fn wants_details_maps(&self) -> bool {
+    fn wants_details_listings(&self) -> bool {
         self.observer
             .commits
             .get()
-            .is_some_and(|l| l.wants_details_maps())
+            .is_some_and(|l| l.wants_details_listings())
     }
 
     async fn append(&self, event: NewEvent) -> Result<Appended, DeviceError> {

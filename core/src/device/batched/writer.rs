@@ -128,10 +128,10 @@ impl Writer {
             }
             let client_pks: Vec<String> = events.iter().filter_map(|e| e.pk.clone()).collect();
             // Kept for the commit listener only, one per row (events are numbered in order).
-            let details_maps: Vec<Kept> = match self.observer.commits.get() {
-                Some(l) if l.wants_details_maps() => events
+            let details_listings: Vec<Kept> = match self.observer.commits.get() {
+                Some(l) if l.wants_details_listings() => events
                     .iter_mut()
-                    .map(|e| std::mem::take(&mut e.details_map))
+                    .map(|e| std::mem::take(&mut e.details_listing))
                     .collect(),
                 _ => Vec::new(),
             };
@@ -144,7 +144,7 @@ impl Writer {
                         rows,
                         batch,
                         leaves,
-                        details_maps,
+                        details_listings,
                         shares,
                         client_pks,
                     };

@@ -1,86 +1,99 @@
-//! A details map kept beside the XML encoded from it, so that what shows the map's values (the
-//! forwarded Log4j line) need not decode that XML again.
+//! The details' listing, `key: value; ` for each entry as the API shows it (what the forwarded
+//! Log4j line carries, docs/FORMAT.md section 12.2), made at ingestion from the map the XML is
+//! encoded from and kept beside the XML, so the line need not decode that XML again.
 //!
-//! What it shows is what decoding the XML shows, by construction: [`encode_kept`] is the only
-//! way to make a [`Kept`] that holds a map, and it encodes that very map. [`Kept::fields`] then
-//! gives the entries [`decode`] returns for that XML (a repeated key once, at its first place,
-//! with its last value; the Base64PutHashMap rule applied to top-level strings; proven against
-//! `decode` by the property test below), each as [`top_value_text`] shows it. A map too deep or
-//! too large for `decode` to accept gives nothing, so the caller decodes, and fails, as before.
+//! It is what decoding the XML lists, by construction: [`encode_kept`] is the only way to make a
+//! [`Kept`] that holds a listing, and it lists the very map it encodes, as [`decode`] would return
+//! it for that XML (a repeated key once, at its first place, with its last value; the
+//! Base64PutHashMap rule applied to top-level strings; proven against `decode` by the property
+//! test below), each value as [`top_value_text`] shows it. A map too deep or too large for
+//! `decode` to accept gets no listing, so the caller decodes, and fails, as before.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use super::{
     DetailValue, Details, MAX_DEPTH, MAX_VALUES, MapClass, base64_put_rule, encode, top_value_text,
 };
 
-/// A details map and the class its XML was written with; `Kept::default()` holds none.
+/// The listing of a details map and the length of the XML it was encoded to;
+/// `Kept::default()` holds none.
 #[derive(Debug, Clone, Default)]
-pub struct Kept(Option<Arc<KeptMap>>);
+pub struct Kept(Option<(String, usize)>);
 
-#[derive(Debug)]
-struct KeptMap {
-    details: Details,
-    class: MapClass,
-    /// The XML's length: a cheap check that a caller shows the map beside its own XML.
-    xml_len: usize,
-}
-
-/// Encodes `details` ([`encode`]) and keeps the map with the XML.
+/// Encodes `details` ([`encode`]) and keeps their listing with the XML.
 pub fn encode_kept(details: Details, class: MapClass, java_version: &str) -> (String, Kept) {
     let xml = encode(&details, class, java_version);
-    let kept = KeptMap {
-        details,
-        class,
-        xml_len: xml.len(),
-    };
-    (xml, Kept(Some(Arc::new(kept))))
+    let kept = listing_of(&details, class).map(|listing| (listing, xml.len()));
+    (xml, Kept(kept))
 }
 
 impl Kept {
-    /// Whether a map is kept.
+    /// Whether a listing is kept.
     pub fn is_some(&self) -> bool {
         self.0.is_some()
     }
 
-    /// Calls `field(key, value)` for each entry `decode(xml)` gives, in its order, the value as
-    /// [`top_value_text`] shows it, without decoding `xml`: `xml` must be the XML this map was
-    /// encoded to (`encode_kept`). True when it did. False, with nothing called, when no map
-    /// is kept, when `xml` is not as long as that XML (a caller's mistake), or when the map is
-    /// one `decode` would refuse (nested deeper than [`MAX_DEPTH`] allows or more than
-    /// [`MAX_VALUES`] values; both counted generously, so the borderline falls to `decode`
-    /// too): the caller then decodes `xml`.
-    pub fn fields(&self, xml: &str, mut field: impl FnMut(&str, &str)) -> bool {
-        let Some(kept) = self.0.as_deref() else {
-            return false;
-        };
-        let details = &kept.details;
-        if kept.xml_len != xml.len() || !within_limits(details) {
-            return false;
-        }
-        let base64 = kept.class == MapClass::Base64PutHashMap;
-        // Java's puts: a repeated key keeps its first place and takes its last value.
-        for (i, (key, _)) in details.iter().enumerate() {
-            if details[..i].iter().any(|(k, _)| k == key) {
-                continue;
-            }
-            let value = details
-                .iter()
-                .rev()
-                .find(|(k, _)| k == key)
-                .map_or(&details[i].1, |(_, v)| v);
-            let stored = match value {
-                DetailValue::String(s) if base64 => match base64_put_rule(s) {
-                    Cow::Borrowed(_) => Cow::Borrowed(value),
-                    Cow::Owned(encoded) => Cow::Owned(DetailValue::String(encoded)),
-                },
-                _ => Cow::Borrowed(value),
-            };
-            field(key, &top_value_text(&stored));
-        }
-        true
+    /// The kept listing's length in bytes (0 when none).
+    pub fn listing_len(&self) -> usize {
+        self.0.as_ref().map_or(0, |(listing, _)| listing.len())
     }
+
+    /// The listing of `decode(xml)` ([`push_listing`]), without decoding `xml`: `xml` must be
+    /// the XML this was made with (`encode_kept`). None when no listing is kept or `xml` is not
+    /// as long as that XML (a caller's mistake): the caller then decodes `xml`.
+    pub fn listing(&self, xml: &str) -> Option<&str> {
+        match &self.0 {
+            Some((listing, len)) if *len == xml.len() => Some(listing),
+            _ => None,
+        }
+    }
+}
+
+/// Appends `key: value; ` for each entry of `decoded` (a map as [`decode`] returns it), the
+/// value as [`top_value_text`] shows it.
+pub fn push_listing(out: &mut String, decoded: &Details) {
+    for (key, value) in decoded {
+        push_entry(out, key, &top_value_text(value));
+    }
+}
+
+fn push_entry(out: &mut String, key: &str, value: &str) {
+    out.push_str(key);
+    out.push_str(": ");
+    out.push_str(value);
+    out.push_str("; ");
+}
+
+/// The listing `decode` of `details`' XML gives (see the module's comment), or None when the map
+/// is one `decode` would refuse (nested deeper than [`MAX_DEPTH`] allows or more than
+/// [`MAX_VALUES`] values; both counted generously, so the borderline falls to `decode` too) or
+/// has more than `MAX_KEPT_KEYS` keys.
+fn listing_of(details: &Details, class: MapClass) -> Option<String> {
+    if !within_limits(details) {
+        return None;
+    }
+    let base64 = class == MapClass::Base64PutHashMap;
+    let mut out = String::with_capacity(64);
+    // Java's puts: a repeated key keeps its first place and takes its last value.
+    for (i, (key, _)) in details.iter().enumerate() {
+        if details[..i].iter().any(|(k, _)| k == key) {
+            continue;
+        }
+        let value = details
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map_or(&details[i].1, |(_, v)| v);
+        let stored = match value {
+            DetailValue::String(s) if base64 => match base64_put_rule(s) {
+                Cow::Borrowed(_) => Cow::Borrowed(value),
+                Cow::Owned(encoded) => Cow::Owned(DetailValue::String(encoded)),
+            },
+            _ => Cow::Borrowed(value),
+        };
+        push_entry(&mut out, key, &top_value_text(&stored));
+    }
+    Some(out)
 }
 
 /// Whether `decode` accepts the XML of `details` on size and depth: every value element it
@@ -102,13 +115,13 @@ fn within_limits(details: &Details) -> bool {
             _ => true,
         }
     }
-    // Quadratic replay of the puts in `fields` is fine for the maps ingestion makes; a map with
-    // many keys is decoded instead.
+    // Quadratic replay of the puts in `listing_of` is fine for the maps ingestion makes; a map
+    // with many keys is decoded instead.
     let mut count = 1;
     details.len() <= MAX_KEPT_KEYS && details.iter().all(|(_, v)| walk(v, 2, &mut count))
 }
 
-/// Most top-level keys `Kept::fields` shows itself (it finds repeated keys by scanning).
+/// Most top-level keys `listing_of` lists itself (it finds repeated keys by scanning).
 const MAX_KEPT_KEYS: usize = 64;
 
 #[cfg(test)]
@@ -117,21 +130,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// What decoding `xml` shows: each entry of `decode(xml)`, its value through
-    /// `top_value_text`.
-    fn decoded_fields(xml: &str) -> Option<Vec<(String, String)>> {
-        let d = decode(xml).ok()?;
-        Some(
-            d.iter()
-                .map(|(k, v)| (k.clone(), top_value_text(v).into_owned()))
-                .collect(),
-        )
+    /// What decoding `xml` lists.
+    fn decoded_fields(xml: &str) -> Option<String> {
+        let mut out = String::new();
+        push_listing(&mut out, &decode(xml).ok()?);
+        Some(out)
     }
 
-    fn kept_fields(kept: &Kept, xml: &str) -> Option<Vec<(String, String)>> {
-        let mut out = Vec::new();
-        kept.fields(xml, |k, v| out.push((k.to_string(), v.to_string())))
-            .then_some(out)
+    fn kept_fields(kept: &Kept, xml: &str) -> Option<String> {
+        kept.listing(xml).map(String::from)
     }
 
     proptest! {
@@ -165,16 +172,7 @@ mod tests {
         ];
         let (xml, kept) = encode_kept(d, MapClass::Base64PutHashMap, JAVA_VERSION);
         let shown = kept_fields(&kept, &xml).unwrap();
-        assert_eq!(
-            shown,
-            [
-                ("a", "last"),
-                ("b", "hello"),
-                ("c", "grüße\u{1}"),
-                ("d", "-0.0")
-            ]
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-        );
+        assert_eq!(shown, "a: last; b: hello; c: grüße\u{1}; d: -0.0; ");
         assert_eq!(Some(shown), decoded_fields(&xml));
         // Base64 text with a line break: not printable ASCII, so Base64PutHashMap stores it
         // encoded whole (and shows it as given) unless it starts with `B64:` exactly; a
@@ -190,11 +188,7 @@ mod tests {
         ] {
             let (xml, kept) = encode_kept(vec![("k".into(), s(value))], class, JAVA_VERSION);
             let shown = kept_fields(&kept, &xml).unwrap();
-            assert_eq!(
-                shown,
-                [("k".to_string(), expected.to_string())],
-                "{value:?}"
-            );
+            assert_eq!(shown, format!("k: {expected}; "), "{value:?}");
             assert_eq!(Some(shown), decoded_fields(&xml));
         }
     }

@@ -20,7 +20,7 @@ mod kept;
 
 pub use decode::decode;
 use java_number::{java_decode_integer, java_float_syntax};
-pub use kept::{Kept, encode_kept};
+pub use kept::{Kept, encode_kept, push_listing};
 
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -117,7 +117,7 @@ pub async fn create_bulk(
 ) -> Result<(StatusCode, Json<BulkAnswer>), ApiError> {
     let started = Instant::now();
     let events = body_or_error(body, state.max_body_bytes * crate::BULK_BODY_FACTOR)
-        .and_then(|body| parse_bulk(&body, &who, state.device.wants_details_maps()));
+        .and_then(|body| parse_bulk(&body, &who, state.device.wants_details_listings()));
     let done = store(&state, &who, &headers, events, started).await?;
     Ok((
         status_of(&done),
@@ -137,8 +137,8 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Appended>), ApiError> {
     let started = Instant::now();
     let event = body_or_error(body, state.max_body_bytes).and_then(|body| {
-        let keep_map = state.device.wants_details_maps();
-        Ok(vec![parse_event(&body, &who, keep_map)?])
+        let keep_listing = state.device.wants_details_listings();
+        Ok(vec![parse_event(&body, &who, keep_listing)?])
     });
     let appended = store(&state, &who, &headers, event, started)
         .await?

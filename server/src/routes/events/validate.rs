@@ -79,8 +79,8 @@ fn check_json_text(path: &dyn Display, v: &Value) -> Result<(), ApiError> {
 
 impl EventIn {
     /// The event to append, with `who` recorded under the reserved key `auditseal.submitter`;
-    /// with its details map kept (`NewEvent::details_map`) when `keep_map`.
-    fn into_event(self, who: &Identity, keep_map: bool) -> Result<NewEvent, ApiError> {
+    /// with the listing of its details (`NewEvent::details_listing`) when `keep_listing`.
+    fn into_event(self, who: &Identity, keep_listing: bool) -> Result<NewEvent, ApiError> {
         check_required("eventType", &self.event_type)?;
         check_required("authToken", &self.auth_token)?;
         check_required("service", &self.service)?;
@@ -140,7 +140,7 @@ impl EventIn {
         let d = details::from_json(&map)
             .map_err(|e| ApiError::bad_request(format!("additionalDetails: {e}")))?;
         let class = details::MapClass::Base64PutHashMap;
-        let (xml, details_map) = if keep_map {
+        let (xml, details_listing) = if keep_listing {
             details::encode_kept(d, class, JAVA_VERSION)
         } else {
             (details::encode(&d, class, JAVA_VERSION), Default::default())
@@ -156,19 +156,20 @@ impl EventIn {
             search_detail2: self.search_detail2,
             additional_details: Some(xml),
             pk,
-            details_map,
+            details_listing,
         })
     }
 }
 
 /// Parses the body ourselves so that every JSON problem gets a message naming the field.
-/// `keep_map`: keep the details map with the event (`LogDevice::wants_details_maps`).
+/// `keep_listing`: make the details' listing with the event
+/// (`LogDevice::wants_details_listings`).
 pub(super) fn parse_event(
     body: &[u8],
     who: &Identity,
-    keep_map: bool,
+    keep_listing: bool,
 ) -> Result<NewEvent, ApiError> {
-    crate::body::json::<EventIn>(body, "event JSON")?.into_event(who, keep_map)
+    crate::body::json::<EventIn>(body, "event JSON")?.into_event(who, keep_listing)
 }
 /// Most events in one bulk request.
 pub const MAX_BULK_EVENTS: usize = 10_000;
@@ -178,7 +179,7 @@ pub const MAX_BULK_EVENTS: usize = 10_000;
 pub(super) fn parse_bulk(
     body: &[u8],
     who: &Identity,
-    keep_map: bool,
+    keep_listing: bool,
 ) -> Result<Vec<NewEvent>, ApiError> {
     let text =
         std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
@@ -208,7 +209,7 @@ pub(super) fn parse_bulk(
     let mut events = Vec::with_capacity(items.len());
     let mut bad = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
-        match parse_event(item, who, keep_map) {
+        match parse_event(item, who, keep_listing) {
             Ok(e) => events.push(e),
             Err(e) => bad.push(json!({ "index": index, "reason": e.message })),
         }
