@@ -196,8 +196,9 @@ impl NewEvent {
         details: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<NewEvent, crate::format::details::DetailsError> {
         use crate::format::details;
-        let (xml, details_listing) = details::encode_kept(
-            details::from_json(details)?,
+        // Without a listing (`details_listing`): these events are rare, their lines decode.
+        let xml = details::encode(
+            &details::from_json(details)?,
             details::MapClass::Base64PutHashMap,
             details::JAVA_VERSION,
         );
@@ -212,7 +213,7 @@ impl NewEvent {
             search_detail2: None,
             additional_details: Some(xml),
             pk: None,
-            details_listing,
+            details_listing: Kept::default(),
         })
     }
 

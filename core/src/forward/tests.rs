@@ -283,7 +283,7 @@ async fn rows_handed_over_at_commit_go_out_as_stored_and_rows_before_are_read_ba
 }
 
 #[tokio::test]
-async fn rows_handed_over_with_their_details_map_show_the_details_decoding_shows() {
+async fn rows_handed_over_with_their_details_listing_show_what_decoding_shows() {
     use crate::format::details::{self, DetailValue as V};
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("events.log");
