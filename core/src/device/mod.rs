@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::crypto::token::TokenError;
-use crate::format::details::Kept;
+use crate::format::details::Listing;
 use crate::format::record::{AuditRecord, new_pk};
 use crate::store::StoreError;
 
@@ -34,10 +34,10 @@ pub struct NewEvent {
     /// stored pk is answered with the stored row and writes nothing); else a new random one.
     pub pk: Option<String>,
     /// The listing (`key: value; ...`) of the map `additional_details` was encoded from, made
-    /// with it (`details::encode_kept`) when forwarding asked for it: the Log4j lines of rows
-    /// handed over at commit carry it instead of decoding the XML again. `Kept::default()` when
+    /// with it (`details::encode_listed`) when forwarding asked for it: the Log4j lines of rows
+    /// handed over at commit carry it instead of decoding the XML again. `Listing::default()` when
     /// there is none.
-    pub details_listing: Kept,
+    pub details_listing: Listing,
 }
 
 /// What the signer is told once its row is committed.
@@ -165,7 +165,7 @@ pub trait CommitListener: Send + Sync {
     /// `rows` (one node's, consecutive numbers) are committed, as stored; they are the
     /// listener's now. `details_listings` holds each row's details listing
     /// (`NewEvent::details_listing`), in row order, or is empty.
-    fn committed(&self, rows: Vec<AuditRecord>, details_listings: Vec<Kept>);
+    fn committed(&self, rows: Vec<AuditRecord>, details_listings: Vec<Listing>);
 
     /// Whether the listener uses the rows' details listings; when not, events are made without
     /// them (`LogDevice::wants_details_listings`): a listing costs ingestion its making.
@@ -213,7 +213,7 @@ impl NewEvent {
             search_detail2: None,
             additional_details: Some(xml),
             pk: None,
-            details_listing: Kept::default(),
+            details_listing: Listing::default(),
         })
     }
 

@@ -4,7 +4,7 @@
 
 use crate::config::ForwardFormat;
 use crate::evidence::sink::syslog::{self, Header, MessageRef, SdRef};
-use crate::format::details::{self, Kept};
+use crate::format::details::{self, Listing};
 use crate::format::record::AuditRecord;
 
 /// The default SD-ID of the element that identifies the row. 32473 is the private enterprise
@@ -15,9 +15,9 @@ pub const DEFAULT_SD_ID: &str = "auditseal@32473";
 const LOG4J_LOGGER: &str = "org.signserver.server.log.SignServerLog4jDevice";
 
 /// The event as text, in `format`, without a line end. `kept`: the listing of the row's
-/// additionalDetails, if made at ingestion (`details::encode_kept`), so the Log4j line need not
-/// decode them; `Kept::default()` otherwise.
-pub fn text(format: ForwardFormat, r: &AuditRecord, kept: &Kept) -> String {
+/// additionalDetails, if made at ingestion (`details::encode_listed`), so the Log4j line need not
+/// decode them; `Listing::default()` otherwise.
+pub fn text(format: ForwardFormat, r: &AuditRecord, kept: &Listing) -> String {
     match format {
         ForwardFormat::Json => json(r),
         ForwardFormat::Log4j => log4j(r, kept),
@@ -34,7 +34,7 @@ pub fn json(r: &AuditRecord) -> String {
 /// as SignServer's Log4j device writes an event with Log4j's usual pattern, followed by node
 /// and sequence number (docs/FORMAT.md section 12.2). The details come from `kept` when it
 /// holds their listing, else from decoding the stored XML: the same text.
-pub fn log4j(r: &AuditRecord, kept: &Kept) -> String {
+pub fn log4j(r: &AuditRecord, kept: &Listing) -> String {
     use std::fmt::Write;
     let details = r.additional_details.as_deref().unwrap_or("");
     let mut s = String::with_capacity(256 + details.len());
@@ -63,12 +63,12 @@ pub fn log4j(r: &AuditRecord, kept: &Kept) -> String {
 /// (`details::push_listing`; `details::decode` has replayed the puts, so a repeated key is
 /// there once, as in the API's JSON object); details that do not decode are shown as stored,
 /// under `additionalDetails`. The listing comes from `kept` when it was made with `xml`
-/// (`Kept::listing`: what decoding `xml` lists, made at ingestion from the map).
-fn push_details(s: &mut String, xml: &str, kept: &Kept) {
+/// (`Listing::of`: what decoding `xml` lists, made at ingestion from the map).
+fn push_details(s: &mut String, xml: &str, kept: &Listing) {
     if xml.is_empty() {
         return;
     }
-    if let Some(listing) = kept.listing(xml) {
+    if let Some(listing) = kept.of(xml) {
         s.push_str(listing);
         return;
     }
@@ -171,7 +171,7 @@ mod tests {
             details::DetailValue::String("a\nb.pdf".into()),
         )];
         let (xml, kept) =
-            details::encode_kept(d, details::MapClass::LinkedHashMap, details::JAVA_VERSION);
+            details::encode_listed(&d, details::MapClass::LinkedHashMap, details::JAVA_VERSION);
         r.additional_details = Some(xml);
         let expected = "2023-11-14T22:13:20.123Z INFO  \
                         [org.signserver.server.log.SignServerLog4jDevice] EVENT: PROCESS; \
@@ -179,9 +179,9 @@ mod tests {
                         auditseal.nodeId: node1; auditseal.sequenceNumber: 17; \
                         REPLY_TIME:1700000000123";
         // Decoded from the row, and listed at ingestion: the same line.
-        assert_eq!(log4j(&r, &Kept::default()), expected);
+        assert_eq!(log4j(&r, &Listing::default()), expected);
         assert_eq!(log4j(&r, &kept), expected);
-        assert!(log4j(&row(), &Kept::default()).contains("CUSTOM_ID: null; auditseal.nodeId"));
+        assert!(log4j(&row(), &Listing::default()).contains("CUSTOM_ID: null; auditseal.nodeId"));
     }
 
     /// What the Log4j line must show of `xml`: the API's JSON object of the details, strings as
@@ -198,7 +198,7 @@ mod tests {
         s
     }
 
-    fn line_details(xml: &str, kept: &Kept) -> String {
+    fn line_details(xml: &str, kept: &Listing) -> String {
         let line = log4j(
             &AuditRecord {
                 additional_details: Some(xml.into()),
@@ -236,16 +236,13 @@ mod tests {
             let d: details::Details = (1..=n)
                 .map(|i| (format!("k{i}"), kinds[(i + 6) % kinds.len()].clone()))
                 .collect();
-            let (plain, kept) = details::encode_kept(
-                d.clone(),
-                details::MapClass::LinkedHashMap,
-                details::JAVA_VERSION,
-            );
+            let (plain, kept) =
+                details::encode_listed(&d, details::MapClass::LinkedHashMap, details::JAVA_VERSION);
             let repeated = plain.replace("<string>k3</string>", "<string>k1</string>");
             assert_ne!(plain, repeated);
             for xml in [&plain, &repeated] {
                 let expected = via_api_json(xml);
-                assert_eq!(line_details(xml, &Kept::default()), expected, "{xml}");
+                assert_eq!(line_details(xml, &Listing::default()), expected, "{xml}");
             }
             // Listed at ingestion: what decoding its XML lists.
             assert_eq!(line_details(&plain, &kept), via_api_json(&plain));
@@ -253,11 +250,11 @@ mod tests {
             let mut d = d;
             d.push(("k1".into(), d[2].1.clone()));
             let (xml, kept) =
-                details::encode_kept(d, details::MapClass::LinkedHashMap, details::JAVA_VERSION);
+                details::encode_listed(&d, details::MapClass::LinkedHashMap, details::JAVA_VERSION);
             assert_eq!(line_details(&xml, &kept), via_api_json(&xml));
         }
         assert_eq!(
-            line_details("<not xml", &Kept::default()),
+            line_details("<not xml", &Listing::default()),
             "additionalDetails: <not xml; "
         );
     }

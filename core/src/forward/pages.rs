@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::config::ForwardFormat;
-use crate::format::details::Kept;
+use crate::format::details::Listing;
 use crate::format::record::AuditRecord;
 use crate::store::Chunk;
 use crate::store::{SharedStore, StoreError};
@@ -32,14 +32,14 @@ pub(super) struct Page {
     /// The rows' details listings made at ingestion (`NewEvent::details_listing`), in row
     /// order, when the device handed them over with the rows (`CommitListener`); empty for
     /// rows read from the database.
-    pub(super) details_listings: Vec<Kept>,
+    pub(super) details_listings: Vec<Listing>,
     json: OnceLock<Vec<String>>,
     log4j: OnceLock<Vec<String>>,
 }
 
 impl Page {
     /// A page of `rows`, with their details listings (in row order) or none.
-    fn new(rows: Vec<AuditRecord>, details_listings: Vec<Kept>) -> Page {
+    fn new(rows: Vec<AuditRecord>, details_listings: Vec<Listing>) -> Page {
         // A list that does not match the rows one to one is not used.
         let details_listings = if details_listings.len() == rows.len() {
             details_listings
@@ -48,10 +48,7 @@ impl Page {
         };
         Page {
             bytes: rows.iter().map(AuditRecord::stored_bytes).sum::<usize>()
-                + details_listings
-                    .iter()
-                    .map(Kept::listing_len)
-                    .sum::<usize>(),
+                + details_listings.iter().map(Listing::bytes).sum::<usize>(),
             at: tokio::time::Instant::now(),
             rows,
             details_listings,
@@ -77,7 +74,7 @@ impl Page {
             ForwardFormat::Log4j => &self.log4j,
         };
         cell.get_or_init(|| {
-            let none = Kept::default();
+            let none = Listing::default();
             self.rows
                 .iter()
                 .enumerate()
@@ -122,7 +119,7 @@ impl crate::device::CommitListener for Pages {
         self.log4j
     }
 
-    fn committed(&self, rows: Vec<AuditRecord>, details_listings: Vec<Kept>) {
+    fn committed(&self, rows: Vec<AuditRecord>, details_listings: Vec<Listing>) {
         if rows.first().is_none_or(|r| r.node_id != self.node) {
             return;
         }

@@ -6,8 +6,8 @@ use std::path::Path;
 use super::plan::valid_sd_id;
 use super::*;
 use crate::crypto::token::{HmacToken, SharedToken};
-use crate::device::{LogDevice, NewEvent, SequentialDevice, test_event};
-use crate::format::details::Kept;
+use crate::device::{LogDevice, NewEvent, SequentialDevice, sqlite_store, test_event};
+use crate::format::details::Listing;
 
 fn section(toml_text: &str) -> Result<Vec<Plan>, ForwardError> {
     let c: crate::config::FileConfig = toml::from_str(toml_text).expect("parses");
@@ -83,9 +83,7 @@ fn each_sink_is_checked_before_anything_starts() {
 }
 
 async fn store_and_device(dir: &tempfile::TempDir) -> (SharedStore, SequentialDevice) {
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let store = crate::store::open(&url).await.unwrap();
-    store.migrate().await.unwrap();
+    let (_, store) = sqlite_store(dir).await;
     let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
     let device = SequentialDevice::start(store.clone(), "n1".into(), Some(token))
         .await
@@ -98,9 +96,7 @@ async fn store_and_batched_device(
     dir: &tempfile::TempDir,
 ) -> (SharedStore, crate::device::batched::BatchedDevice) {
     use crate::device::batched::{BatchedConfig, BatchedDevice};
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let store = crate::store::open(&url).await.unwrap();
-    store.migrate().await.unwrap();
+    let (_, store) = sqlite_store(dir).await;
     let token: SharedToken = Arc::new(HmacToken::new(3, b"secret"));
     let cfg = BatchedConfig {
         max_batch: 8,
@@ -310,8 +306,8 @@ async fn rows_handed_over_with_their_details_listing_show_what_decoding_shows() 
                 V::Map(vec![("l".into(), V::List(vec![V::Null, V::Bool(true)]))]),
             ),
         ];
-        let (xml, details_listing) = details::encode_kept(
-            d,
+        let (xml, details_listing) = details::encode_listed(
+            &d,
             details::MapClass::Base64PutHashMap,
             details::JAVA_VERSION,
         );
@@ -345,7 +341,7 @@ async fn rows_handed_over_with_their_details_listing_show_what_decoding_shows() 
         .lock()
         .unwrap()
         .iter()
-        .flat_map(|p| p.details_listings.iter().map(Kept::is_some))
+        .flat_map(|p| p.details_listings.iter().map(Listing::is_some))
         .collect();
     assert_eq!(kept, vec![true; 15]);
     f.close(Duration::from_secs(2)).await;
@@ -364,7 +360,7 @@ async fn rows_handed_over_with_their_details_listing_show_what_decoding_shows() 
     for (row, line) in rows.iter().zip(&lines) {
         assert_eq!(
             *line,
-            message::log4j(row, &crate::format::details::Kept::default())
+            message::log4j(row, &crate::format::details::Listing::default())
         );
     }
     assert!(lines[3].contains("FILE: last-3; b64: b64:aGVs bG8=; n: 3000000021; x: 0.1; "));

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Observer;
 use crate::device::{Appended, DeviceError, merge_replays, refused};
 use crate::format::batch::BatchRecord;
-use crate::format::details::Kept;
+use crate::format::details::Listing;
 use crate::format::merkle::Hash;
 use crate::format::record::AuditRecord;
 use crate::store::SharedStore;
@@ -47,7 +47,7 @@ pub(super) struct Sealed {
     pub(super) leaves: Vec<Hash>,
     /// The rows' details listings (`NewEvent::details_listing`), in row order, for the commit
     /// listener; empty when there is none.
-    pub(super) details_listings: Vec<Kept>,
+    pub(super) details_listings: Vec<Listing>,
     pub(super) shares: Shares,
     /// The client pks among the rows, released from `in_flight` once the batch is settled.
     pub(super) client_pks: Vec<String>,

@@ -11,7 +11,7 @@ use super::{BatchedConfig, Job, Observer, WRITE_VERSION};
 use crate::crypto::token::SharedToken;
 use crate::device::{DeviceError, NewEvent, check_head, number_events, replays_of, stored_by_pk};
 use crate::format::batch::{self, BatchRecord, GENESIS_HASH};
-use crate::format::details::Kept;
+use crate::format::details::Listing;
 use crate::format::merkle::Hash;
 use crate::format::record::AuditRecord;
 use crate::store::{NodeLock, SharedStore};
@@ -127,8 +127,8 @@ impl Writer {
                 continue;
             }
             let client_pks: Vec<String> = events.iter().filter_map(|e| e.pk.clone()).collect();
-            // Kept for the commit listener only, one per row (events are numbered in order).
-            let details_listings: Vec<Kept> = match self.observer.commits.get() {
+            // Taken for the commit listener only, one per row (events are numbered in order).
+            let details_listings: Vec<Listing> = match self.observer.commits.get() {
                 Some(l) if l.wants_details_listings() => events
                     .iter_mut()
                     .map(|e| std::mem::take(&mut e.details_listing))

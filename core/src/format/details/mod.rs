@@ -16,11 +16,11 @@
 mod decode;
 mod java_float;
 mod java_number;
-mod kept;
+mod listing;
 
 pub use decode::decode;
 use java_number::{java_decode_integer, java_float_syntax};
-pub use kept::{Kept, encode_kept, push_listing};
+pub use listing::{Listing, encode_listed, push_listing};
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -155,16 +155,49 @@ pub fn base64_put_rule(value: &str) -> Cow<'_, str> {
 /// `<double>`/`<float>` digits are those of JDK 19 and later (see `java_float`);
 /// `java_version` is written as given and must not contain `"`, `<` or `&`.
 pub fn encode(details: &Details, class: MapClass, java_version: &str) -> String {
+    encode_puts(&java_puts(details, class), class, java_version)
+}
+
+/// A map's entries as Java's map holds them after `entries` are put in order: each key once, at
+/// its first place, with its last value; for a Base64PutHashMap, string values through its put
+/// rule ([`base64_put_rule`]). This is what [`decode`] returns for the map's XML.
+fn java_puts(entries: &[(String, DetailValue)], class: MapClass) -> Vec<Put<'_>> {
+    let base64 = class == MapClass::Base64PutHashMap;
+    let mut order: Vec<Put<'_>> = Vec::with_capacity(entries.len());
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
+    for (key, value) in entries {
+        let value = match value {
+            DetailValue::String(s) if base64 => match base64_put_rule(s) {
+                Cow::Borrowed(_) => Cow::Borrowed(value),
+                Cow::Owned(encoded) => Cow::Owned(DetailValue::String(encoded)),
+            },
+            _ => Cow::Borrowed(value),
+        };
+        match index.get(key.as_str()) {
+            Some(&i) => order[i].1 = value,
+            None => {
+                index.insert(key, order.len());
+                order.push((key, value));
+            }
+        }
+    }
+    order
+}
+
+/// An entry of a map after Java's puts ([`java_puts`]): its key and the value it holds.
+type Put<'a> = (&'a str, Cow<'a, DetailValue>);
+
+/// The XML of a top-level map of class `class` holding `top` (already put, [`java_puts`]).
+fn encode_puts(top: &[Put<'_>], class: MapClass, java_version: &str) -> String {
     let mut w = XmlWriter {
-        out: String::with_capacity(128 + details.len() * 96),
+        out: String::with_capacity(128 + top.len() * 96),
     };
     w.line(0, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
     w.line(
         0,
         &format!(r#"<java version="{java_version}" class="java.beans.XMLDecoder">"#),
     );
-    let base64 = class == MapClass::Base64PutHashMap;
-    w.map(1, class.java_name(), details, base64);
+    w.map_of_puts(1, class.java_name(), top);
     w.line(0, "</java>");
     w.out
 }
@@ -180,32 +213,14 @@ impl XmlWriter {
         self.out.push('\n');
     }
 
-    fn map(&mut self, indent: usize, class: &str, entries: &[(String, DetailValue)], base64: bool) {
-        // Java map semantics: replay the puts, then write the resulting map.
-        let mut order: Vec<(&str, Cow<'_, DetailValue>)> = Vec::with_capacity(entries.len());
-        let mut index: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
-        for (key, value) in entries {
-            let value = match value {
-                DetailValue::String(s) if base64 => match base64_put_rule(s) {
-                    Cow::Borrowed(_) => Cow::Borrowed(value),
-                    Cow::Owned(encoded) => Cow::Owned(DetailValue::String(encoded)),
-                },
-                _ => Cow::Borrowed(value),
-            };
-            match index.get(key.as_str()) {
-                Some(&i) => order[i].1 = value,
-                None => {
-                    index.insert(key, order.len());
-                    order.push((key, value));
-                }
-            }
-        }
+    /// A map of class `class` holding `order` (already put, [`java_puts`]).
+    fn map_of_puts(&mut self, indent: usize, class: &str, order: &[Put<'_>]) {
         if order.is_empty() {
             self.line(indent, &format!(r#"<object class="{class}"/>"#));
             return;
         }
         self.line(indent, &format!(r#"<object class="{class}">"#));
-        for (key, value) in &order {
+        for (key, value) in order {
             self.line(indent + 1, r#"<void method="put">"#);
             self.line(indent + 2, &java_string(key));
             self.value(indent + 2, value);
@@ -254,7 +269,12 @@ impl XmlWriter {
                 }
                 self.line(indent, "</object>");
             }
-            DetailValue::Map(entries) => self.map(indent, LINKED_HASH_MAP, entries, false),
+            // Nested maps are LinkedHashMaps: their puts without the Base64PutHashMap rule.
+            DetailValue::Map(entries) => self.map_of_puts(
+                indent,
+                LINKED_HASH_MAP,
+                &java_puts(entries, MapClass::LinkedHashMap),
+            ),
         }
     }
 }

@@ -27,13 +27,13 @@ fn the_submitter_is_recorded_and_cannot_be_claimed() {
         let json = details::to_json(&d);
         assert_eq!(json[SUBMITTER_KEY], "token:signer-1");
         assert!(!e.details_listing.is_some());
-        // Kept when asked for: the same XML, listed as decoding it lists.
+        // Listed when asked for: the same XML, listed as decoding it lists.
         let kept = parse_event(body, &who(), true).unwrap();
         assert_eq!(kept.additional_details.as_deref(), Some(xml));
         let mut decoded = String::new();
         details::push_listing(&mut decoded, &d);
         assert!(decoded.contains("auditseal.submitter: token:signer-1; "));
-        assert_eq!(kept.details_listing.listing(xml), Some(decoded.as_str()));
+        assert_eq!(kept.details_listing.of(xml), Some(decoded.as_str()));
     }
     for service in ["AUDITSEAL", "auditseal", " Auditseal "] {
         let system = format!(

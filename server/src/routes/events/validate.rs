@@ -141,7 +141,7 @@ impl EventIn {
             .map_err(|e| ApiError::bad_request(format!("additionalDetails: {e}")))?;
         let class = details::MapClass::Base64PutHashMap;
         let (xml, details_listing) = if keep_listing {
-            details::encode_kept(d, class, JAVA_VERSION)
+            details::encode_listed(&d, class, JAVA_VERSION)
         } else {
             (details::encode(&d, class, JAVA_VERSION), Default::default())
         };

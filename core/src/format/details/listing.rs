@@ -2,48 +2,52 @@
 //! Log4j line carries, docs/FORMAT.md section 12.2), made at ingestion from the map the XML is
 //! encoded from and kept beside the XML, so the line need not decode that XML again.
 //!
-//! It is what decoding the XML lists, by construction: [`encode_kept`] is the only way to make a
-//! [`Kept`] that holds a listing, and it lists the very map it encodes, as [`decode`] would return
-//! it for that XML (a repeated key once, at its first place, with its last value; the
-//! Base64PutHashMap rule applied to top-level strings; proven against `decode` by the property
+//! It is what decoding the XML lists, by construction: [`encode_listed`] is the only way to make
+//! a [`Listing`] that holds a text, and it lists the very entries it encodes, after Java's puts
+//! ([`java_puts`]: what [`decode`] returns for that XML; proven against `decode` by the property
 //! test below), each value as [`top_value_text`] shows it. A map too deep or too large for
 //! `decode` to accept gets no listing, so the caller decodes, and fails, as before.
 
-use std::borrow::Cow;
-
 use super::{
-    DetailValue, Details, MAX_DEPTH, MAX_VALUES, MapClass, base64_put_rule, encode, top_value_text,
+    DetailValue, Details, MAX_DEPTH, MAX_VALUES, MapClass, encode_puts, java_puts, top_value_text,
 };
 
 /// The listing of a details map and the length of the XML it was encoded to;
-/// `Kept::default()` holds none.
+/// `Listing::default()` holds none.
 #[derive(Debug, Clone, Default)]
-pub struct Kept(Option<(String, usize)>);
+pub struct Listing(Option<(String, usize)>);
 
-/// Encodes `details` ([`encode`]) and keeps their listing with the XML.
-pub fn encode_kept(details: Details, class: MapClass, java_version: &str) -> (String, Kept) {
-    let xml = encode(&details, class, java_version);
-    let kept = listing_of(&details, class).map(|listing| (listing, xml.len()));
-    (xml, Kept(kept))
+/// Encodes `details` as [`encode`](super::encode) does, and lists them with the XML.
+pub fn encode_listed(details: &Details, class: MapClass, java_version: &str) -> (String, Listing) {
+    let top = java_puts(details, class);
+    let xml = encode_puts(&top, class, java_version);
+    let listing = within_limits(details).then(|| {
+        let mut out = String::with_capacity(64);
+        for (key, value) in &top {
+            push_entry(&mut out, key, &top_value_text(value));
+        }
+        (out, xml.len())
+    });
+    (xml, Listing(listing))
 }
 
-impl Kept {
-    /// Whether a listing is kept.
+impl Listing {
+    /// Whether a text is kept.
     pub fn is_some(&self) -> bool {
         self.0.is_some()
     }
 
-    /// The kept listing's length in bytes (0 when none).
-    pub fn listing_len(&self) -> usize {
-        self.0.as_ref().map_or(0, |(listing, _)| listing.len())
+    /// The kept text's length in bytes (0 when none).
+    pub fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |(text, _)| text.len())
     }
 
     /// The listing of `decode(xml)` ([`push_listing`]), without decoding `xml`: `xml` must be
-    /// the XML this was made with (`encode_kept`). None when no listing is kept or `xml` is not
+    /// the XML this was made with (`encode_listed`). None when no text is kept or `xml` is not
     /// as long as that XML (a caller's mistake): the caller then decodes `xml`.
-    pub fn listing(&self, xml: &str) -> Option<&str> {
+    pub fn of(&self, xml: &str) -> Option<&str> {
         match &self.0 {
-            Some((listing, len)) if *len == xml.len() => Some(listing),
+            Some((text, len)) if *len == xml.len() => Some(text),
             _ => None,
         }
     }
@@ -64,41 +68,11 @@ fn push_entry(out: &mut String, key: &str, value: &str) {
     out.push_str("; ");
 }
 
-/// The listing `decode` of `details`' XML gives (see the module's comment), or None when the map
-/// is one `decode` would refuse (nested deeper than [`MAX_DEPTH`] allows or more than
-/// [`MAX_VALUES`] values; both counted generously, so the borderline falls to `decode` too) or
-/// has more than `MAX_KEPT_KEYS` keys.
-fn listing_of(details: &Details, class: MapClass) -> Option<String> {
-    if !within_limits(details) {
-        return None;
-    }
-    let base64 = class == MapClass::Base64PutHashMap;
-    let mut out = String::with_capacity(64);
-    // Java's puts: a repeated key keeps its first place and takes its last value.
-    for (i, (key, _)) in details.iter().enumerate() {
-        if details[..i].iter().any(|(k, _)| k == key) {
-            continue;
-        }
-        let value = details
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map_or(&details[i].1, |(_, v)| v);
-        let stored = match value {
-            DetailValue::String(s) if base64 => match base64_put_rule(s) {
-                Cow::Borrowed(_) => Cow::Borrowed(value),
-                Cow::Owned(encoded) => Cow::Owned(DetailValue::String(encoded)),
-            },
-            _ => Cow::Borrowed(value),
-        };
-        push_entry(&mut out, key, &top_value_text(&stored));
-    }
-    Some(out)
-}
-
-/// Whether `decode` accepts the XML of `details` on size and depth: every value element it
-/// counts (a key, a value, a date's inner `<long>`) is at most two per value of the map, and
-/// every map or list one level; with a level to spare.
+/// Whether `decode` accepts the XML of `details` on size and depth (nested deeper than
+/// [`MAX_DEPTH`] allows or more than [`MAX_VALUES`] values, counted generously so the
+/// borderline falls to `decode` too): every value element it counts (a key, a value, a date's
+/// inner `<long>`) is at most two per value of the map, and every map or list one level; with a
+/// level to spare.
 fn within_limits(details: &Details) -> bool {
     fn walk(v: &DetailValue, depth: usize, count: &mut usize) -> bool {
         *count += 2;
@@ -115,14 +89,9 @@ fn within_limits(details: &Details) -> bool {
             _ => true,
         }
     }
-    // Quadratic replay of the puts in `listing_of` is fine for the maps ingestion makes; a map
-    // with many keys is decoded instead.
     let mut count = 1;
-    details.len() <= MAX_KEPT_KEYS && details.iter().all(|(_, v)| walk(v, 2, &mut count))
+    details.iter().all(|(_, v)| walk(v, 2, &mut count))
 }
-
-/// Most top-level keys `listing_of` lists itself (it finds repeated keys by scanning).
-const MAX_KEPT_KEYS: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -137,14 +106,14 @@ mod tests {
         Some(out)
     }
 
-    fn kept_fields(kept: &Kept, xml: &str) -> Option<String> {
-        kept.listing(xml).map(String::from)
+    fn kept_fields(kept: &Listing, xml: &str) -> Option<String> {
+        kept.of(xml).map(String::from)
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1024))]
 
-        /// The kept map shows exactly what decoding its XML shows, for maps of every kind of
+        /// The listing is exactly what decoding its XML lists, for maps of every kind of
         /// value and key (repeated keys, `B64:` and non-ASCII strings, characters XML cannot
         /// carry, nested maps and lists, NaN and -0.0), under both map classes.
         #[test]
@@ -153,7 +122,7 @@ mod tests {
             base64 in any::<bool>(),
         ) {
             let class = if base64 { MapClass::Base64PutHashMap } else { MapClass::LinkedHashMap };
-            let (xml, kept) = encode_kept(d, class, JAVA_VERSION);
+            let (xml, kept) = encode_listed(&d, class, JAVA_VERSION);
             let shown = kept_fields(&kept, &xml);
             prop_assert!(shown.is_some());
             prop_assert_eq!(shown, decoded_fields(&xml), "{}", xml);
@@ -170,7 +139,7 @@ mod tests {
             ("a".into(), s("last")),
             ("d".into(), DetailValue::Double(-0.0)),
         ];
-        let (xml, kept) = encode_kept(d, MapClass::Base64PutHashMap, JAVA_VERSION);
+        let (xml, kept) = encode_listed(&d, MapClass::Base64PutHashMap, JAVA_VERSION);
         let shown = kept_fields(&kept, &xml).unwrap();
         assert_eq!(shown, "a: last; b: hello; c: grüße\u{1}; d: -0.0; ");
         assert_eq!(Some(shown), decoded_fields(&xml));
@@ -186,7 +155,7 @@ mod tests {
             ("b64:aGVs\nbG8=", MapClass::LinkedHashMap, "hello"),
             ("B64:aGVs\nbG8=", MapClass::Base64PutHashMap, "hello"),
         ] {
-            let (xml, kept) = encode_kept(vec![("k".into(), s(value))], class, JAVA_VERSION);
+            let (xml, kept) = encode_listed(&vec![("k".into(), s(value))], class, JAVA_VERSION);
             let shown = kept_fields(&kept, &xml).unwrap();
             assert_eq!(shown, format!("k: {expected}; "), "{value:?}");
             assert_eq!(Some(shown), decoded_fields(&xml));
@@ -194,26 +163,28 @@ mod tests {
     }
 
     #[test]
-    fn nothing_kept_or_too_deep_or_too_many_keys_shows_nothing() {
-        assert!(kept_fields(&Kept::default(), "<java/>").is_none());
+    fn nothing_kept_or_too_deep_shows_nothing_and_many_keys_list_as_decoded() {
+        assert!(kept_fields(&Listing::default(), "<java/>").is_none());
         let mut deep = DetailValue::Null;
         for _ in 0..MAX_DEPTH {
             deep = DetailValue::List(vec![deep]);
         }
-        let (xml, kept) = encode_kept(
-            vec![("k".into(), deep)],
+        let (xml, kept) = encode_listed(
+            &vec![("k".into(), deep)],
             MapClass::LinkedHashMap,
             JAVA_VERSION,
         );
         assert!(kept_fields(&kept, &xml).is_none());
-        let many: Details = (0..=MAX_KEPT_KEYS)
-            .map(|i| (i.to_string(), DetailValue::Int(1)))
+        // Many keys, every tenth repeated: listed as decoding lists them.
+        let many: Details = (0..1000)
+            .map(|i| ((i / 10 * 10 + i % 10 % 9).to_string(), DetailValue::Int(i)))
             .collect();
-        let (xml, kept) = encode_kept(many, MapClass::LinkedHashMap, JAVA_VERSION);
-        assert!(kept_fields(&kept, &xml).is_none());
+        let (xml, kept) = encode_listed(&many, MapClass::LinkedHashMap, JAVA_VERSION);
+        assert!(kept_fields(&kept, &xml).is_some());
+        assert_eq!(kept_fields(&kept, &xml), decoded_fields(&xml));
         // Beside XML of another length (not the XML it was encoded to): nothing.
-        let (xml, kept) = encode_kept(
-            vec![("k".into(), DetailValue::Int(1))],
+        let (xml, kept) = encode_listed(
+            &vec![("k".into(), DetailValue::Int(1))],
             MapClass::LinkedHashMap,
             JAVA_VERSION,
         );
