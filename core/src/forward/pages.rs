@@ -40,7 +40,8 @@ pub(super) struct Page {
 impl Page {
     /// A page of `rows`, with their details listings (in row order) or none.
     fn new(rows: Vec<AuditRecord>, details_listings: Vec<Listing>) -> Page {
-        // A list that does not match the rows one to one is not used.
+        // A list that does not match the rows one to one is not used (the lines decode).
+        debug_assert!(details_listings.is_empty() || details_listings.len() == rows.len());
         let details_listings = if details_listings.len() == rows.len() {
             details_listings
         } else {

@@ -937,7 +937,8 @@ async fn forwarding_figures(
 
 /// A syslog receiver that only reads: every connection's bytes are read and their octet-counted
 /// messages (RFC 6587: `LEN SP MSG`) counted once all their bytes are in, nothing else. It trusts
-/// the framing (the server's); its threads end with the process.
+/// the framing (the server's; a message cut short is not counted, so a count below the events
+/// sent shows it); its threads end with the process.
 struct OnlyReads {
     port: u16,
     count: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -977,7 +978,9 @@ impl OnlyReads {
                                 }
                                 (left, len, at) = (len, 0, at + 1);
                             } else if buf[at].is_ascii_digit() {
-                                (len, at) = (len * 10 + usize::from(buf[at] - b'0'), at + 1);
+                                // Saturating: an absurd length swallows the rest, not wraps.
+                                let digit = usize::from(buf[at] - b'0');
+                                (len, at) = (len.saturating_mul(10).saturating_add(digit), at + 1);
                             } else {
                                 at += 1; // not octet-counted framing: not counted
                             }
